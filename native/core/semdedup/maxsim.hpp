@@ -1,0 +1,43 @@
+// SPEC step 4: for every member j of a cluster (members in keep order x_0 .. x_{n-1}),
+//   M[j] = max(0, max_{i<j} x_i . x_j),   M[0] = 0,
+// and arg[j] = the row (index into the embeddings) of the earlier member that reached it,
+// or -1 when M[j] = 0 came from the clamp (no earlier member, or all similarities <= 0).
+// Ties between earlier members go to the earliest position.
+#pragma once
+#include <vector>
+
+#include "semdedup/common.hpp"
+
+namespace semdedup {
+
+struct MaxSimOptions {
+  int threads = 0;  // 0 = all hardware threads
+  // Thresholds (1 - eps) near which a member's M is recomputed exactly in float64.
+  std::vector<double> thresholds;
+  // Members whose fp32 M lies within this distance of a threshold are re-checked in float64.
+  // <= 0 picks a bound from D (a few ulp per accumulated term, at least 1e-5).
+  double recheck_margin = 0;
+};
+
+struct MaxSimStats {
+  int64_t members = 0;
+  int64_t clusters = 0;
+  double useful_flops = 0;    // sum over clusters of n(n-1) D (each pair once, 2 flops per term)
+  double computed_flops = 0;  // flops actually issued (tiles include some masked work)
+  int64_t rechecked = 0;      // members re-checked in float64
+};
+
+// Clusters are given as a permutation `order` of rows (length offsets[nclusters]) and
+// offsets (length nclusters + 1): cluster c is order[offsets[c] .. offsets[c+1]), in keep order.
+// Outputs are per position: M[p], arg[p] for p in [0, offsets[nclusters]).
+// Deterministic: results do not depend on the thread count.
+MaxSimStats max_similarity_cpu(const EmbeddingView& x, const int64_t* order, const int64_t* offsets,
+                               int64_t nclusters, double* M, int64_t* arg, const MaxSimOptions& opt,
+                               const ProgressFn& progress = {}, CancelFlag cancel = nullptr);
+
+// Plain float64 reference of the same quantity for one cluster (O(n^2 D), for tests and the
+// exact re-check). rows: the cluster's rows in keep order.
+void max_similarity_reference(const EmbeddingView& x, const int64_t* rows, int64_t n, double* M,
+                              int64_t* arg);
+
+}  // namespace semdedup

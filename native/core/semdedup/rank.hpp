@@ -1,0 +1,14 @@
+// SPEC step 3: group rows by cluster and rank each cluster by its distance to the centroid.
+#pragma once
+#include "semdedup/common.hpp"
+
+namespace semdedup {
+
+// key[i]: the distance of row i to its centroid. Produces order (n rows, grouped by cluster
+// 0..k-1, each group stably sorted by key: descending when keep_hard, else ascending; equal
+// keys keep ascending row order) and offsets (k + 1).
+// Throws if nearest[i] is outside [0, k).
+void rank_clusters(const int64_t* nearest, const float* key, int64_t n, int64_t k, bool keep_hard,
+                   int64_t* order, int64_t* offsets);
+
+}  // namespace semdedup
