@@ -42,6 +42,10 @@ struct EmbeddingView {
   int64_t n = 0;
   int64_t d = 0;
   DType dtype = DType::F32;
+  // True when `data` is a read-only file mapping: streaming passes then drop the pages they have
+  // read from the resident set (MADV_DONTNEED), keeping RSS bounded. Never set it for heap
+  // memory: the kernel would zero those pages.
+  bool mapped = false;
 
   bool is_f32() const { return dtype == DType::F32; }
   const float* f32_row(int64_t i) const { return static_cast<const float*>(data) + i * d; }
@@ -60,4 +64,12 @@ void half_to_float_n(const uint16_t* src, float* dst, int64_t n);
 // Number of worker threads: `requested` if > 0, else the hardware concurrency.
 int resolve_threads(int requested);
 
+}  // namespace semdedup
+
+namespace semdedup {
+// Runs fn(item, worker) for item in [0, count) on `threads` workers pulling items from a shared
+// counter (dynamic schedule). The first exception thrown by any worker stops the others and is
+// rethrown on the calling thread.
+void parallel_for(int threads, int64_t count, const std::function<void(int64_t item, int worker)>& fn,
+                  CancelFlag cancel = nullptr);
 }  // namespace semdedup

@@ -1,0 +1,93 @@
+#include "semdedup/blas.hpp"
+
+#include <chrono>
+#include <vector>
+
+#ifdef SEMDEDUP_HAVE_BLAS
+#include <cblas.h>
+#endif
+#ifdef SEMDEDUP_HAVE_FAISS
+#include <faiss/Index.h>
+#endif
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+#ifdef SEMDEDUP_HAVE_OPENBLAS
+extern "C" {
+char* openblas_get_corename(void);
+int openblas_get_num_threads(void);
+void openblas_set_num_threads(int);
+}
+#endif
+
+namespace semdedup {
+
+std::string blas_core_name() {
+#ifdef SEMDEDUP_HAVE_OPENBLAS
+  return openblas_get_corename();
+#elif defined(SEMDEDUP_HAVE_BLAS)
+  return "unknown";
+#else
+  return "none";
+#endif
+}
+
+int blas_threads() {
+#ifdef SEMDEDUP_HAVE_OPENBLAS
+  return openblas_get_num_threads();
+#else
+  return 1;
+#endif
+}
+
+void blas_set_threads(int n) {
+#ifdef SEMDEDUP_HAVE_OPENBLAS
+  openblas_set_num_threads(n);
+#else
+  (void)n;
+#endif
+}
+
+BlasSingleThread::BlasSingleThread() : prev_(blas_threads()) { blas_set_threads(1); }
+BlasSingleThread::~BlasSingleThread() { blas_set_threads(prev_); }
+
+double measure_sgemm_gflops(int n, int repeats, int threads) {
+#ifdef SEMDEDUP_HAVE_BLAS
+  const int prev = blas_threads();
+  if (threads > 0) blas_set_threads(threads);
+  std::vector<float> a(static_cast<size_t>(n) * n), b(size_t(n) * n), c(size_t(n) * n);
+  uint32_t s = 12345;
+  for (auto& v : a) v = float((s = s * 1664525u + 1013904223u) >> 8) / 16777216.0f - 0.5f;
+  for (auto& v : b) v = float((s = s * 1664525u + 1013904223u) >> 8) / 16777216.0f - 0.5f;
+  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, n, n, 1.f, a.data(), n, b.data(), n, 0.f, c.data(), n);
+  double best = 0;
+  for (int r = 0; r < repeats; ++r) {
+    const auto t0 = std::chrono::steady_clock::now();
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, n, n, 1.f, a.data(), n, b.data(), n, 0.f, c.data(), n);
+    const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    const double g = 2.0 * n * double(n) * n / dt / 1e9;
+    if (g > best) best = g;
+  }
+  blas_set_threads(prev);
+  return best;
+#else
+  (void)n; (void)repeats; (void)threads;
+  return 0;
+#endif
+}
+
+std::string faiss_version() {
+#ifdef SEMDEDUP_HAVE_FAISS
+#if defined(FAISS_VERSION_MAJOR)
+  return std::to_string(FAISS_VERSION_MAJOR) + "." + std::to_string(FAISS_VERSION_MINOR) + "." +
+         std::to_string(FAISS_VERSION_PATCH);
+#else
+  return "unknown";
+#endif
+#else
+  return "none";
+#endif
+}
+
+}  // namespace semdedup

@@ -1,0 +1,141 @@
+#include "semdedup/common.hpp"
+
+#include <cstring>
+#include <thread>
+
+namespace semdedup {
+
+const char* Error::code_name() const {
+  switch (code_) {
+    case ErrorCode::InvalidArgument: return "ERR_INVALID_ARGUMENT";
+    case ErrorCode::Io: return "ERR_IO";
+    case ErrorCode::Format: return "ERR_FORMAT";
+    case ErrorCode::Numeric: return "ERR_NUMERIC";
+    case ErrorCode::Cancelled: return "ERR_CANCELLED";
+    case ErrorCode::Backend: return "ERR_BACKEND";
+    case ErrorCode::Internal: return "ERR_INTERNAL";
+  }
+  return "ERR_INTERNAL";
+}
+
+float half_to_float(uint16_t h) {
+  const uint32_t sign = uint32_t(h & 0x8000u) << 16;
+  uint32_t exp = (h >> 10) & 0x1fu;
+  uint32_t mant = h & 0x3ffu;
+  uint32_t bits;
+  if (exp == 0) {
+    if (mant == 0) {
+      bits = sign;
+    } else {  // subnormal: renormalise
+      exp = 127 - 15 + 1;
+      while ((mant & 0x400u) == 0) {
+        mant <<= 1;
+        --exp;
+      }
+      mant &= 0x3ffu;
+      bits = sign | (exp << 23) | (mant << 13);
+    }
+  } else if (exp == 0x1f) {
+    bits = sign | 0x7f800000u | (mant << 13);
+  } else {
+    bits = sign | ((exp + 127 - 15) << 23) | (mant << 13);
+  }
+  float f;
+  std::memcpy(&f, &bits, 4);
+  return f;
+}
+
+uint16_t float_to_half(float f) {
+  uint32_t x;
+  std::memcpy(&x, &f, 4);
+  const uint32_t sign = (x >> 16) & 0x8000u;
+  const uint32_t absx = x & 0x7fffffffu;
+  if (absx >= 0x7f800000u) return uint16_t(sign | 0x7c00u | (absx > 0x7f800000u ? 0x200u : 0));
+  if (absx >= 0x477ff000u) return uint16_t(sign | 0x7c00u);  // overflow -> inf
+  if (absx < 0x38800000u) {                                   // subnormal or zero
+    if (absx < 0x33000000u) return uint16_t(sign);
+    const uint32_t e = absx >> 23;
+    const uint32_t m = (absx & 0x7fffffu) | 0x800000u;
+    const uint32_t shift = 126 - e;  // 14 + (112 - e) + 1 ... bits to drop
+    uint32_t r = m >> (shift - 0);
+    // round to nearest even on the dropped bits
+    const uint32_t rem = m & ((1u << shift) - 1);
+    const uint32_t half = 1u << (shift - 1);
+    r = m >> shift;
+    if (rem > half || (rem == half && (r & 1))) ++r;
+    return uint16_t(sign | r);
+  }
+  uint32_t r = ((absx >> 13) - (112u << 10));
+  const uint32_t rem = absx & 0x1fffu;
+  if (rem > 0x1000u || (rem == 0x1000u && (r & 1))) ++r;
+  return uint16_t(sign | r);
+}
+
+void half_to_float_n(const uint16_t* src, float* dst, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) dst[i] = half_to_float(src[i]);
+}
+
+void EmbeddingView::row(int64_t i, float* dst) const {
+  if (dtype == DType::F32)
+    std::memcpy(dst, f32_row(i), size_t(d) * sizeof(float));
+  else
+    half_to_float_n(f16_row(i), dst, d);
+}
+
+void EmbeddingView::rows(int64_t begin, int64_t end, float* dst) const {
+  if (dtype == DType::F32)
+    std::memcpy(dst, f32_row(begin), size_t(end - begin) * size_t(d) * sizeof(float));
+  else
+    half_to_float_n(f16_row(begin), dst, (end - begin) * d);
+}
+
+int resolve_threads(int requested) {
+  if (requested > 0) return requested;
+  const unsigned hc = std::thread::hardware_concurrency();
+  return hc ? int(hc) : 1;
+}
+
+}  // namespace semdedup
+
+#include <exception>
+#include <mutex>
+#include <vector>
+
+namespace semdedup {
+
+void parallel_for(int threads, int64_t count, const std::function<void(int64_t, int)>& fn, CancelFlag cancel) {
+  threads = resolve_threads(threads);
+  if (count <= 0) return;
+  if (threads > count) threads = int(count);
+  std::atomic<int64_t> next{0};
+  std::atomic<bool> failed{false};
+  std::exception_ptr error;
+  std::mutex error_mu;
+  auto work = [&](int worker) {
+    try {
+      for (;;) {
+        if (failed.load(std::memory_order_relaxed)) return;
+        check_cancel(cancel);
+        const int64_t item = next.fetch_add(1);
+        if (item >= count) return;
+        fn(item, worker);
+      }
+    } catch (...) {
+      std::lock_guard<std::mutex> lock(error_mu);
+      if (!error) error = std::current_exception();
+      failed = true;
+    }
+  };
+  if (threads == 1) {
+    work(0);
+  } else {
+    std::vector<std::thread> pool;
+    pool.reserve(size_t(threads - 1));
+    for (int t = 1; t < threads; ++t) pool.emplace_back(work, t);
+    work(0);
+    for (auto& th : pool) th.join();
+  }
+  if (error) std::rethrow_exception(error);
+}
+
+}  // namespace semdedup

@@ -1,0 +1,72 @@
+#include "semdedup/scan.hpp"
+
+#include <cmath>
+#include <limits>
+#include <mutex>
+#include <vector>
+
+namespace semdedup {
+
+ScanResult scan_embeddings(const EmbeddingView& x, double norm_tol, int threads, CancelFlag cancel) {
+  const int64_t block = 16384;
+  const int64_t nblocks = (x.n + block - 1) / block;
+  std::vector<ScanResult> parts(static_cast<size_t>(nblocks));
+  threads = resolve_threads(threads);
+  std::vector<std::vector<float>> scratch(static_cast<size_t>(threads), std::vector<float>(size_t(x.d)));
+  parallel_for(threads, nblocks, [&](int64_t b, int w) {
+    ScanResult& r = parts[size_t(b)];
+    r.min_norm = std::numeric_limits<double>::infinity();
+    r.max_norm = 0;
+    const int64_t begin = b * block, end = std::min(x.n, begin + block);
+    float* tmp = scratch[size_t(w)].data();
+    for (int64_t i = begin; i < end; ++i) {
+      const float* row;
+      if (x.is_f32()) {
+        row = x.f32_row(i);
+      } else {
+        x.row(i, tmp);
+        row = tmp;
+      }
+      double s = 0;
+      bool finite = true;
+      for (int64_t j = 0; j < x.d; ++j) {
+        const float v = row[j];
+        if (!std::isfinite(v)) finite = false;
+        s += double(v) * double(v);
+      }
+      if (!finite) {
+        if (r.first_nonfinite < 0) r.first_nonfinite = i;
+        ++r.nonfinite_rows;
+        continue;
+      }
+      const double nrm = std::sqrt(s);
+      if (nrm == 0) {
+        if (r.first_zero < 0) r.first_zero = i;
+        ++r.zero_rows;
+        continue;
+      }
+      if (nrm < r.min_norm) r.min_norm = nrm;
+      if (nrm > r.max_norm) r.max_norm = nrm;
+      if (std::fabs(nrm - 1.0) > norm_tol) {
+        if (r.first_unnormalized < 0) r.first_unnormalized = i;
+        ++r.unnormalized_rows;
+      }
+    }
+  }, cancel);
+  ScanResult out;
+  out.min_norm = std::numeric_limits<double>::infinity();
+  for (const auto& r : parts) {  // blocks in row order: the first bad row is the first found
+    if (out.first_nonfinite < 0) out.first_nonfinite = r.first_nonfinite;
+    if (out.first_zero < 0) out.first_zero = r.first_zero;
+    if (out.first_unnormalized < 0) out.first_unnormalized = r.first_unnormalized;
+    out.nonfinite_rows += r.nonfinite_rows;
+    out.zero_rows += r.zero_rows;
+    out.unnormalized_rows += r.unnormalized_rows;
+    if (r.min_norm < out.min_norm) out.min_norm = r.min_norm;
+    if (r.max_norm > out.max_norm) out.max_norm = r.max_norm;
+  }
+  if (!std::isfinite(out.min_norm)) out.min_norm = 0;
+  return out;
+}
+
+}  // namespace semdedup

@@ -1,0 +1,368 @@
+// C++ tests of the core, without Node. Each check compares against an independent reference
+// (float64 loops, or FAISS called directly). Last line: "N passed, N failed".
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <fstream>
+#include <functional>
+#include <memory>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "semdedup/blas.hpp"
+#include "semdedup/common.hpp"
+#include "semdedup/mapping.hpp"
+#include "semdedup/maxsim.hpp"
+#include "semdedup/rank.hpp"
+#include "semdedup/scan.hpp"
+#ifdef SEMDEDUP_HAVE_FAISS
+#include <faiss/Clustering.h>
+#include <faiss/IndexFlat.h>
+
+#include "semdedup/kmeans.hpp"
+#endif
+
+using namespace semdedup;
+
+static int g_pass = 0, g_fail = 0;
+static std::string g_test;
+#define CHECK(cond, ...)                                                  \
+  do {                                                                    \
+    if (!(cond)) {                                                        \
+      ++g_fail;                                                           \
+      std::printf("FAIL [%s] %s:%d: %s: ", g_test.c_str(), __FILE__, __LINE__, #cond); \
+      std::printf(__VA_ARGS__);                                           \
+      std::printf("\n");                                                  \
+      return;                                                             \
+    }                                                                     \
+  } while (0)
+
+static void run(const char* name, const std::function<void()>& fn) {
+  g_test = name;
+  const int before = g_fail;
+  try {
+    fn();
+  } catch (const std::exception& e) {
+    ++g_fail;
+    std::printf("FAIL [%s] exception: %s\n", name, e.what());
+  }
+  if (g_fail == before) {
+    ++g_pass;
+    std::printf("ok   %s\n", name);
+  }
+}
+
+static std::vector<float> random_unit_rows(int64_t n, int64_t d, uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> nd(0.f, 1.f);
+  std::vector<float> x(static_cast<size_t>(n * d));
+  for (int64_t i = 0; i < n; ++i) {
+    double s = 0;
+    for (int64_t j = 0; j < d; ++j) {
+      x[size_t(i * d + j)] = nd(rng);
+      s += double(x[size_t(i * d + j)]) * x[size_t(i * d + j)];
+    }
+    const float inv = float(1.0 / std::sqrt(s));
+    for (int64_t j = 0; j < d; ++j) x[size_t(i * d + j)] *= inv;
+  }
+  return x;
+}
+
+// Clustered data with planted duplicates: rows near a few centres, some copies of earlier rows.
+static std::vector<float> clustered_rows(int64_t n, int64_t d, int centres, uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> nd(0.f, 1.f);
+  auto cen = random_unit_rows(centres, d, seed + 7);
+  std::vector<float> x(static_cast<size_t>(n * d));
+  for (int64_t i = 0; i < n; ++i) {
+    if (i > 10 && rng() % 10 == 0) {  // exact or near duplicate of an earlier row
+      const int64_t src = int64_t(rng() % uint32_t(i));
+      for (int64_t j = 0; j < d; ++j) x[size_t(i * d + j)] = x[size_t(src * d + j)] + (rng() % 2 ? 0.f : 1e-3f * nd(rng));
+    } else {
+      const int c = int(rng() % uint32_t(centres));
+      for (int64_t j = 0; j < d; ++j) x[size_t(i * d + j)] = cen[size_t(c * d + j)] + 0.05f * nd(rng);
+    }
+    double s = 0;
+    for (int64_t j = 0; j < d; ++j) s += double(x[size_t(i * d + j)]) * x[size_t(i * d + j)];
+    const float inv = float(1.0 / std::sqrt(s));
+    for (int64_t j = 0; j < d; ++j) x[size_t(i * d + j)] *= inv;
+  }
+  return x;
+}
+
+static void check_maxsim(const EmbeddingView& v, const std::vector<int64_t>& order, const std::vector<int64_t>& offsets,
+                         int threads, const std::vector<double>& thresholds, std::vector<double>* M_out = nullptr) {
+  const int64_t nc = int64_t(offsets.size()) - 1;
+  const int64_t total = offsets.back();
+  std::vector<double> M(static_cast<size_t>(total), std::nan("")), Mref(static_cast<size_t>(total));
+  std::vector<int64_t> arg(static_cast<size_t>(total), -7), argref(static_cast<size_t>(total));
+  MaxSimOptions opt;
+  opt.threads = threads;
+  opt.thresholds = thresholds;
+  max_similarity_cpu(v, order.data(), offsets.data(), nc, M.data(), arg.data(), opt);
+  for (int64_t c = 0; c < nc; ++c)
+    max_similarity_reference(v, order.data() + offsets[c], offsets[c + 1] - offsets[c], Mref.data() + offsets[c],
+                             argref.data() + offsets[c]);
+  for (int64_t p = 0; p < total; ++p) {
+    CHECK(!std::isnan(M[size_t(p)]), "position %lld not written", (long long)p);
+    CHECK(std::fabs(M[size_t(p)] - Mref[size_t(p)]) <= 1e-5, "M[%lld] = %.9f, float64 %.9f", (long long)p,
+          M[size_t(p)], Mref[size_t(p)]);
+    // arg: the earliest member reaching the max; where fp32 and fp64 disagree on a near tie,
+    // the chosen member's float64 similarity must still be within 1e-5 of the max.
+    if (arg[size_t(p)] != argref[size_t(p)]) {
+      CHECK(arg[size_t(p)] >= 0 && argref[size_t(p)] >= 0, "arg[%lld] = %lld, reference %lld", (long long)p,
+            (long long)arg[size_t(p)], (long long)argref[size_t(p)]);
+    }
+    for (double t : thresholds) {
+      if (std::fabs(Mref[size_t(p)] - t) > 1e-5) {
+        CHECK((M[size_t(p)] > t) == (Mref[size_t(p)] > t), "decision differs at %lld for threshold %g", (long long)p, t);
+      } else {
+        // re-checked in float64: the decision must be exactly the float64 one
+        CHECK((M[size_t(p)] > t) == (Mref[size_t(p)] > t), "near-threshold decision differs at %lld", (long long)p);
+      }
+    }
+  }
+  if (M_out) *M_out = M;
+}
+
+int main() {
+  std::printf("BLAS core: %s, FAISS %s\n", blas_core_name().c_str(), faiss_version().c_str());
+
+  run("half conversion round trip", [] {
+    for (uint32_t h = 0; h < 0x10000; ++h) {
+      const float f = half_to_float(uint16_t(h));
+      if (std::isnan(f)) continue;
+      CHECK(float_to_half(f) == h, "half %04x -> %g -> %04x", h, f, float_to_half(f));
+    }
+    CHECK(float_to_half(1.0f) == 0x3c00, "1.0");
+    CHECK(float_to_half(65520.f) == 0x7c00, "overflow rounds to inf");
+    CHECK(float_to_half(1.0f + 1.0f / 4096) == 0x3c00, "round to even down");
+  });
+
+  run("max similarity: sizes 0,1,2, tile edges, many clusters", [] {
+    const int64_t d = 48;
+    const std::vector<int64_t> sizes = {0, 1, 2, 3, 255, 256, 257, 511, 512, 513, 7, 0, 1, 600};
+    int64_t n = 0;
+    for (auto s : sizes) n += s;
+    auto x = clustered_rows(n, d, 5, 11);
+    EmbeddingView v{x.data(), n, d, DType::F32};
+    std::vector<int64_t> order(static_cast<size_t>(n)), offsets{0};
+    std::mt19937 rng(3);
+    for (int64_t i = 0; i < n; ++i) order[size_t(i)] = i;
+    std::shuffle(order.begin(), order.end(), rng);
+    for (auto s : sizes) offsets.push_back(offsets.back() + s);
+    check_maxsim(v, order, offsets, 2, {});
+  });
+
+  run("max similarity: exact duplicates, negative similarities clamp to 0", [] {
+    const int64_t d = 16;
+    std::vector<float> x = random_unit_rows(6, d, 5);
+    for (int64_t j = 0; j < d; ++j) x[size_t(3 * d + j)] = x[size_t(1 * d + j)];       // row 3 == row 1
+    for (int64_t j = 0; j < d; ++j) x[size_t(4 * d + j)] = -x[size_t(0 * d + j)];      // row 4 == -row 0
+    for (int64_t j = 0; j < d; ++j) x[size_t(5 * d + j)] = x[size_t(1 * d + j)];       // row 5 == row 1 too
+    EmbeddingView v{x.data(), 6, d, DType::F32};
+    std::vector<int64_t> order = {0, 4}, offsets = {0, 2};
+    std::vector<double> M(2);
+    std::vector<int64_t> arg(2);
+    max_similarity_cpu(v, order.data(), offsets.data(), 1, M.data(), arg.data(), {});
+    CHECK(M[0] == 0 && arg[0] == -1, "first member");
+    CHECK(M[1] == 0 && arg[1] == -1, "opposite vectors clamp to 0, got %g", M[1]);
+    order = {1, 3, 5};
+    offsets = {0, 3};
+    M.assign(3, 0);
+    arg.assign(3, 0);
+    max_similarity_cpu(v, order.data(), offsets.data(), 1, M.data(), arg.data(), {});
+    CHECK(std::fabs(M[1] - 1) < 1e-6 && arg[1] == 1, "dup of row 1: M %g arg %lld", M[1], (long long)arg[1]);
+    CHECK(std::fabs(M[2] - 1) < 1e-6 && arg[2] == 1, "tie goes to the earliest member: arg %lld", (long long)arg[2]);
+  });
+
+  run("max similarity: deterministic across thread counts; thresholds at M re-checked", [] {
+    const int64_t d = 64, n = 1500;
+    auto x = clustered_rows(n, d, 3, 21);
+    EmbeddingView v{x.data(), n, d, DType::F32};
+    std::vector<int64_t> order(static_cast<size_t>(n)), offsets = {0, 700, 701, 1500};
+    for (int64_t i = 0; i < n; ++i) order[size_t(i)] = (i * 7919) % n;
+    std::vector<double> M1, M2;
+    check_maxsim(v, order, offsets, 1, {}, &M1);
+    check_maxsim(v, order, offsets, 3, {}, &M2);
+    CHECK(std::memcmp(M1.data(), M2.data(), M1.size() * sizeof(double)) == 0, "thread count changed M");
+    // thresholds placed exactly at some members' float64 M
+    std::vector<double> Mref(static_cast<size_t>(n));
+    std::vector<int64_t> aref(static_cast<size_t>(n));
+    for (int c = 0; c < 3; ++c)
+      max_similarity_reference(v, order.data() + offsets[c], offsets[c + 1] - offsets[c], Mref.data() + offsets[c],
+                               aref.data() + offsets[c]);
+    check_maxsim(v, order, offsets, 2, {Mref[100], Mref[900], std::nextafter(Mref[1200], 2.0)});
+  });
+
+  run("max similarity: float16 input", [] {
+    const int64_t d = 40, n = 700;
+    auto x = clustered_rows(n, d, 4, 8);
+    std::vector<uint16_t> h(x.size());
+    for (size_t i = 0; i < x.size(); ++i) h[i] = float_to_half(x[i]);
+    EmbeddingView v{h.data(), n, d, DType::F16};
+    std::vector<int64_t> order(static_cast<size_t>(n)), offsets = {0, 300, 700};
+    for (int64_t i = 0; i < n; ++i) order[size_t(i)] = i;
+    check_maxsim(v, order, offsets, 2, {0.99});
+  });
+
+  run("rank: grouped by cluster, stable ties, asc and desc", [] {
+    const int64_t n = 2000, k = 7;
+    std::mt19937 rng(1);
+    std::vector<int64_t> nearest(static_cast<size_t>(n));
+    std::vector<float> key(static_cast<size_t>(n));
+    for (int64_t i = 0; i < n; ++i) {
+      nearest[size_t(i)] = int64_t(rng() % 6);  // cluster 6 stays empty
+      key[size_t(i)] = float(rng() % 50) / 50.f;  // many ties
+    }
+    for (bool hard : {true, false}) {
+      std::vector<int64_t> order(static_cast<size_t>(n)), off(size_t(k + 1));
+      rank_clusters(nearest.data(), key.data(), n, k, hard, order.data(), off.data());
+      CHECK(off[0] == 0 && off[size_t(k)] == n && off[6] == off[7], "offsets");
+      for (int64_t c = 0; c < k; ++c)
+        for (int64_t p = off[size_t(c)]; p < off[size_t(c + 1)]; ++p) {
+          const int64_t r = order[size_t(p)];
+          CHECK(nearest[size_t(r)] == c, "row in wrong cluster");
+          if (p > off[size_t(c)]) {
+            const int64_t q = order[size_t(p - 1)];
+            const bool in_order = hard ? key[size_t(q)] > key[size_t(r)] : key[size_t(q)] < key[size_t(r)];
+            CHECK(in_order || (key[size_t(q)] == key[size_t(r)] && q < r), "order at %lld", (long long)p);
+          }
+        }
+    }
+    std::vector<int64_t> bad = {0, 9};
+    std::vector<int64_t> order(2), off(3);
+    bool threw = false;
+    try {
+      rank_clusters(bad.data(), key.data(), 2, 2, true, order.data(), off.data());
+    } catch (const Error& e) {
+      threw = e.code() == ErrorCode::InvalidArgument;
+    }
+    CHECK(threw, "cluster id out of range must throw");
+  });
+
+  run("scan: NaN, zero and unnormalised rows", [] {
+    const int64_t d = 8;
+    auto x = random_unit_rows(100, d, 2);
+    x[size_t(17 * d + 3)] = std::nanf("");
+    x[size_t(40 * d + 0)] = INFINITY;
+    for (int64_t j = 0; j < d; ++j) x[size_t(50 * d + j)] = 0;
+    for (int64_t j = 0; j < d; ++j) x[size_t(60 * d + j)] *= 2;
+    EmbeddingView v{x.data(), 100, d, DType::F32};
+    auto r = scan_embeddings(v, 1e-3, 2);
+    CHECK(r.first_nonfinite == 17 && r.nonfinite_rows == 2, "nonfinite %lld", (long long)r.first_nonfinite);
+    CHECK(r.first_zero == 50 && r.zero_rows == 1, "zero");
+    CHECK(r.first_unnormalized == 60 && r.unnormalized_rows == 1, "unnormalised");
+  });
+
+  run("mapping: offset, size check, release", [] {
+    const std::string path = "/tmp/semdedup_core_test.bin";
+    {
+      std::ofstream f(path, std::ios::binary);
+      std::vector<float> v(5000);
+      for (int i = 0; i < 5000; ++i) v[size_t(i)] = float(i);
+      f.write("HDR!", 4);
+      f.write(reinterpret_cast<const char*>(v.data()), 20000);
+    }
+    MappedFile m(path, 4, 20000, false);
+    const float* p = static_cast<const float*>(m.data());
+    CHECK(p[0] == 0.f && p[4999] == 4999.f, "values");
+    m.release(0, 20000);
+    CHECK(p[1234] == 1234.f, "pages come back after release");
+    bool threw = false;
+    try {
+      MappedFile bad(path, 4, 20004, false);
+    } catch (const Error& e) {
+      threw = e.code() == ErrorCode::Format && std::string(e.what()).find(path) != std::string::npos;
+    }
+    CHECK(threw, "a too-short file must be a Format error naming the file");
+    threw = false;
+    try {
+      MappedFile bad("/tmp/does/not/exist.bin", 0, -1, false);
+    } catch (const Error& e) {
+      threw = e.code() == ErrorCode::Io;
+    }
+    CHECK(threw, "missing file");
+    std::remove(path.c_str());
+  });
+
+#ifdef SEMDEDUP_HAVE_FAISS
+  run("k-means: same centroids as faiss::Clustering on the whole matrix (subsampled)", [] {
+    const int64_t n = 6000, d = 24;
+    const int k = 10;
+    auto x = clustered_rows(n, d, 10, 99);
+    for (bool spherical : {true, false}) {
+      KMeansParams p;
+      p.k = k;
+      p.niter = 8;
+      p.seed = 1234;
+      p.spherical = spherical;
+      p.max_points_per_centroid = 100;  // n > k * 100: FAISS subsamples
+      EmbeddingView v{x.data(), n, d, DType::F32};
+      auto ours = train_kmeans(v, p);
+      faiss::ClusteringParameters cp;
+      cp.niter = 8;
+      cp.seed = 1234;
+      cp.spherical = spherical;
+      cp.max_points_per_centroid = 100;
+      faiss::Clustering clus(int(d), k, cp);
+      std::unique_ptr<faiss::IndexFlat> idx(spherical ? (faiss::IndexFlat*)new faiss::IndexFlatIP(int(d))
+                                                      : (faiss::IndexFlat*)new faiss::IndexFlatL2(int(d)));
+      clus.train(n, x.data(), *idx);
+      CHECK(ours.n_train == 1000, "n_train %lld", (long long)ours.n_train);
+      CHECK(ours.centroids.size() == clus.centroids.size(), "size");
+      CHECK(std::memcmp(ours.centroids.data(), clus.centroids.data(), clus.centroids.size() * 4) == 0,
+            "centroids differ from FAISS (spherical=%d)", int(spherical));
+      // assignment against brute force in float64
+      std::vector<int64_t> nearest(static_cast<size_t>(n));
+      std::vector<float> dist(static_cast<size_t>(n));
+      assign_nearest(v, ours.centroids.data(), k, spherical, nearest.data(), dist.data(), 2);
+      for (int64_t i = 0; i < n; ++i) {
+        double best = spherical ? -1e300 : 1e300, second = best;
+        int64_t who = -1;
+        for (int c = 0; c < k; ++c) {
+          double s = 0;
+          for (int64_t j = 0; j < d; ++j) {
+            const double a = x[size_t(i * d + j)], b = ours.centroids[size_t(c * d + j)];
+            s += spherical ? a * b : (a - b) * (a - b);
+          }
+          const bool better = spherical ? s > best : s < best;
+          if (better) {
+            second = best;
+            best = s;
+            who = c;
+          } else if (spherical ? s > second : s < second) {
+            second = s;
+          }
+        }
+        if (std::fabs(best - second) > 1e-5) CHECK(nearest[size_t(i)] == who, "row %lld", (long long)i);
+        CHECK(std::fabs(dist[size_t(i)] - best) < 1e-4, "dist row %lld: %g vs %g", (long long)i, dist[size_t(i)], best);
+      }
+    }
+  });
+  run("k-means: k > N and float16", [] {
+    auto x = random_unit_rows(50, 8, 4);
+    EmbeddingView v{x.data(), 50, 8, DType::F32};
+    KMeansParams p;
+    p.k = 51;
+    bool threw = false;
+    try {
+      train_kmeans(v, p);
+    } catch (const Error& e) {
+      threw = e.code() == ErrorCode::InvalidArgument;
+    }
+    CHECK(threw, "k > N must be rejected");
+    std::vector<uint16_t> h(x.size());
+    for (size_t i = 0; i < x.size(); ++i) h[i] = float_to_half(x[i]);
+    EmbeddingView vh{h.data(), 50, 8, DType::F16};
+    p.k = 4;
+    auto r = train_kmeans(vh, p);
+    CHECK(r.centroids.size() == 32 && r.objective.size() == size_t(p.niter), "f16 training ran");
+  });
+#endif
+
+  std::printf("%d passed, %d failed\n", g_pass, g_fail);
+  return g_fail ? 1 : 0;
+}
