@@ -1,0 +1,623 @@
+// The Node addon: a thin layer over the C++ core. Heavy calls run in Napi::AsyncWorker
+// (off the event loop) and resolve promises; progress goes back through a thread-safe
+// function; C++ exceptions become JS errors with a `code`. Embeddings are memory-mapped by
+// the core and handed to JS as zero-copy typed arrays where the runtime allows it.
+#include <napi.h>
+
+#include <chrono>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "semdedup/blas.hpp"
+#include "semdedup/common.hpp"
+#include "semdedup/mapping.hpp"
+#include "semdedup/maxsim.hpp"
+#include "semdedup/rank.hpp"
+#include "semdedup/scan.hpp"
+#ifdef SEMDEDUP_HAVE_FAISS
+#include "semdedup/kmeans.hpp"
+#endif
+#ifdef SEMDEDUP_HAVE_CUDA
+#include "semdedup/cuda.hpp"
+#endif
+
+namespace sd = semdedup;
+
+namespace {
+
+Napi::Error make_error(Napi::Env env, const std::string& code, const std::string& msg) {
+  Napi::Error e = Napi::Error::New(env, msg);
+  e.Set("code", Napi::String::New(env, code));
+  return e;
+}
+
+[[noreturn]] void throw_type(Napi::Env env, const std::string& msg) {
+  Napi::TypeError e = Napi::TypeError::New(env, msg);
+  e.Set("code", Napi::String::New(env, "ERR_INVALID_ARGUMENT"));
+  throw e;
+}
+
+// ---------------------------------------------------------------- Embeddings (a mapping)
+class Embeddings : public Napi::ObjectWrap<Embeddings> {
+ public:
+  static Napi::Function Init(Napi::Env env) {
+    return DefineClass(env, "Embeddings",
+                       {InstanceMethod("view", &Embeddings::View), InstanceMethod("rows", &Embeddings::Rows),
+                        InstanceMethod("sync", &Embeddings::Sync), InstanceMethod("close", &Embeddings::Close),
+                        InstanceAccessor("n", &Embeddings::N, nullptr), InstanceAccessor("d", &Embeddings::D, nullptr),
+                        InstanceAccessor("dtype", &Embeddings::DTypeName, nullptr),
+                        InstanceAccessor("path", &Embeddings::Path, nullptr)});
+  }
+
+  // new Embeddings(path, { offset, n, d, dtype: 'float32' | 'float16', writable })
+  explicit Embeddings(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Embeddings>(info) {
+    Napi::Env env = info.Env();
+    if (info.Length() < 2 || !info[0].IsString() || !info[1].IsObject())
+      throw_type(env, "Embeddings(path, { offset, n, d, dtype, writable })");
+    const std::string path = info[0].As<Napi::String>();
+    Napi::Object o = info[1].As<Napi::Object>();
+    const int64_t offset = o.Get("offset").IsNumber() ? o.Get("offset").As<Napi::Number>().Int64Value() : 0;
+    const int64_t n = o.Get("n").As<Napi::Number>().Int64Value();
+    const int64_t d = o.Get("d").As<Napi::Number>().Int64Value();
+    const std::string dtype = o.Get("dtype").IsString() ? o.Get("dtype").As<Napi::String>().Utf8Value() : "float32";
+    const bool writable = o.Get("writable").ToBoolean();
+    if (n < 0 || d <= 0) throw_type(env, "n must be >= 0 and d > 0");
+    if (dtype != "float32" && dtype != "float16") throw_type(env, "dtype must be float32 or float16");
+    view_.n = n;
+    view_.d = d;
+    view_.dtype = dtype == "float16" ? sd::DType::F16 : sd::DType::F32;
+    try {
+      map_ = std::make_shared<sd::MappedFile>(path, offset, n * int64_t(view_.row_bytes()), writable);
+    } catch (const sd::Error& e) {
+      throw make_error(env, e.code_name(), e.what());
+    }
+    view_.data = map_->data();
+    view_.mapped = !writable;
+  }
+
+  const sd::EmbeddingView& view() const { return view_; }
+  std::shared_ptr<sd::MappedFile> mapping() const { return map_; }
+  void check_open(Napi::Env env) const {
+    if (!map_) throw make_error(env, "ERR_INVALID_ARGUMENT", "the embeddings mapping is closed");
+  }
+
+ private:
+  // Zero-copy typed array over the whole mapping (Float32Array or Uint16Array for float16).
+  // The buffer keeps the mapping alive. Where external buffers are not allowed (V8 sandbox),
+  // falls back to a copy and says so in `copied` on the returned array.
+  Napi::Value View(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    check_open(env);
+    const size_t bytes = size_t(view_.n) * view_.row_bytes();
+    auto* keep = new std::shared_ptr<sd::MappedFile>(map_);
+    Napi::ArrayBuffer ab;
+    bool copied = false;
+    napi_value raw;
+    napi_status st = napi_create_external_arraybuffer(
+        env, map_->data(), bytes,
+        [](napi_env, void*, void* hint) { delete static_cast<std::shared_ptr<sd::MappedFile>*>(hint); }, keep, &raw);
+    if (st == napi_ok) {
+      ab = Napi::ArrayBuffer(env, raw);
+    } else {
+      delete keep;
+      // clear the pending exception, if any, then copy
+      napi_value ignored;
+      napi_get_and_clear_last_exception(env, &ignored);
+      ab = Napi::ArrayBuffer::New(env, bytes);
+      if (bytes) std::memcpy(ab.Data(), map_->data(), bytes);
+      copied = true;
+    }
+    Napi::Object arr;
+    if (view_.dtype == sd::DType::F32)
+      arr = Napi::Float32Array::New(env, bytes / 4, ab, 0);
+    else
+      arr = Napi::Uint16Array::New(env, bytes / 2, ab, 0);
+    arr.Set("copied", Napi::Boolean::New(env, copied));
+    return arr;
+  }
+
+  // rows(begin, end): a float32 copy of rows [begin, end) (float16 converted).
+  Napi::Value Rows(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    check_open(env);
+    const int64_t b = info[0].As<Napi::Number>().Int64Value();
+    const int64_t e = info[1].As<Napi::Number>().Int64Value();
+    if (b < 0 || e > view_.n || b > e) throw_type(env, "row range out of bounds");
+    Napi::Float32Array out = Napi::Float32Array::New(env, size_t((e - b) * view_.d));
+    view_.rows(b, e, out.Data());
+    return out;
+  }
+
+  Napi::Value Sync(const Napi::CallbackInfo& info) {
+    check_open(info.Env());
+    try {
+      map_->sync();
+    } catch (const sd::Error& e) {
+      throw make_error(info.Env(), e.code_name(), e.what());
+    }
+    return info.Env().Undefined();
+  }
+  Napi::Value Close(const Napi::CallbackInfo& info) {
+    if (map_) {
+      if (map_->writable()) map_->sync();
+      map_.reset();  // unmapped once no view holds it
+    }
+    return info.Env().Undefined();
+  }
+  Napi::Value N(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), double(view_.n)); }
+  Napi::Value D(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), double(view_.d)); }
+  Napi::Value DTypeName(const Napi::CallbackInfo& info) {
+    return Napi::String::New(info.Env(), view_.dtype == sd::DType::F32 ? "float32" : "float16");
+  }
+  Napi::Value Path(const Napi::CallbackInfo& info) {
+    return Napi::String::New(info.Env(), map_ ? map_->path() : std::string());
+  }
+
+  std::shared_ptr<sd::MappedFile> map_;
+  sd::EmbeddingView view_;
+};
+
+Napi::FunctionReference* g_embeddings_ctor = nullptr;
+
+Embeddings* unwrap_embeddings(Napi::Env env, Napi::Value v) {
+  if (!v.IsObject() || !v.As<Napi::Object>().InstanceOf(g_embeddings_ctor->Value()))
+    throw_type(env, "expected an Embeddings object");
+  Embeddings* e = Embeddings::Unwrap(v.As<Napi::Object>());
+  e->check_open(env);
+  return e;
+}
+
+// ---------------------------------------------------------------- cancellation
+class CancelToken : public Napi::ObjectWrap<CancelToken> {
+ public:
+  static Napi::Function Init(Napi::Env env) {
+    return DefineClass(env, "CancelToken", {InstanceMethod("cancel", &CancelToken::Cancel)});
+  }
+  explicit CancelToken(const Napi::CallbackInfo& info)
+      : Napi::ObjectWrap<CancelToken>(info), flag_(std::make_shared<std::atomic<bool>>(false)) {}
+  std::shared_ptr<std::atomic<bool>> flag() const { return flag_; }
+
+ private:
+  Napi::Value Cancel(const Napi::CallbackInfo& info) {
+    flag_->store(true);
+    return info.Env().Undefined();
+  }
+  std::shared_ptr<std::atomic<bool>> flag_;
+};
+Napi::FunctionReference* g_cancel_ctor = nullptr;
+
+// ---------------------------------------------------------------- the generic async worker
+// Runs `work` on a libuv worker thread; `done` builds the resolved value on the JS thread.
+// Inputs/outputs that are JS typed arrays are held by references for the worker's lifetime.
+class Job : public Napi::AsyncWorker {
+ public:
+  using Work = std::function<void(const sd::ProgressFn&, sd::CancelFlag)>;
+  using Done = std::function<Napi::Value(Napi::Env)>;
+
+  Job(Napi::Env env, Napi::Value on_progress, Napi::Value cancel, Work work, Done done)
+      : Napi::AsyncWorker(env, "semdedup"), deferred_(Napi::Promise::Deferred::New(env)), work_(std::move(work)),
+        done_(std::move(done)) {
+    if (on_progress.IsFunction()) {
+      tsfn_ = Napi::ThreadSafeFunction::New(env, on_progress.As<Napi::Function>(), "semdedup-progress", 0, 1);
+      has_tsfn_ = true;
+    }
+    if (cancel.IsObject() && cancel.As<Napi::Object>().InstanceOf(g_cancel_ctor->Value()))
+      cancel_ = CancelToken::Unwrap(cancel.As<Napi::Object>())->flag();
+    else
+      cancel_ = std::make_shared<std::atomic<bool>>(false);
+  }
+  ~Job() override {
+    if (has_tsfn_) tsfn_.Release();
+  }
+  void keep(Napi::Value v) { refs_.emplace_back(Napi::Persistent(v.As<Napi::Object>())); }
+  void keep_mapping(std::shared_ptr<sd::MappedFile> m) { maps_.push_back(std::move(m)); }
+  Napi::Promise promise() { return deferred_.Promise(); }
+
+ protected:
+  void Execute() override {
+    sd::ProgressFn progress;
+    if (has_tsfn_) {
+      progress = [this](int64_t done, int64_t total) {
+        // throttle: at most every 100 ms, plus the final call
+        const auto now = std::chrono::steady_clock::now();
+        std::lock_guard<std::mutex> lock(mu_);
+        if (done < total && now - last_ < std::chrono::milliseconds(100)) return;
+        last_ = now;
+        auto* payload = new std::pair<double, double>(double(done), double(total));
+        const napi_status st = tsfn_.NonBlockingCall(payload, [](Napi::Env env, Napi::Function fn, std::pair<double, double>* p) {
+          fn.Call({Napi::Number::New(env, p->first), Napi::Number::New(env, p->second)});
+          delete p;
+        });
+        if (st != napi_ok) delete payload;
+      };
+    }
+    try {
+      work_(progress, cancel_.get());
+    } catch (const sd::Error& e) {
+      code_ = e.code_name();
+      SetError(e.what());
+    } catch (const std::bad_alloc&) {
+      code_ = "ERR_OUT_OF_MEMORY";
+      SetError("out of memory");
+    } catch (const std::exception& e) {
+      code_ = "ERR_INTERNAL";
+      SetError(e.what());
+    }
+  }
+  void OnOK() override {
+    Napi::Env env = Env();
+    try {
+      deferred_.Resolve(done_(env));
+    } catch (const Napi::Error& e) {
+      deferred_.Reject(e.Value());
+    }
+  }
+  void OnError(const Napi::Error& e) override {
+    Napi::Error err = make_error(Env(), code_, e.Message());
+    deferred_.Reject(err.Value());
+  }
+
+ private:
+  Napi::Promise::Deferred deferred_;
+  Work work_;
+  Done done_;
+  Napi::ThreadSafeFunction tsfn_;
+  bool has_tsfn_ = false;
+  std::shared_ptr<std::atomic<bool>> cancel_;
+  std::vector<Napi::ObjectReference> refs_;
+  std::vector<std::shared_ptr<sd::MappedFile>> maps_;
+  std::string code_ = "ERR_INTERNAL";
+  std::mutex mu_;
+  std::chrono::steady_clock::time_point last_{};
+};
+
+template <class T>
+T typed(Napi::Env env, Napi::Value v, const char* what) {
+  if (!v.IsTypedArray()) throw_type(env, std::string(what) + " must be a typed array");
+  return v.As<T>();
+}
+
+int get_int(Napi::Object o, const char* key, int dflt) {
+  Napi::Value v = o.Get(key);
+  return v.IsNumber() ? v.As<Napi::Number>().Int32Value() : dflt;
+}
+
+std::string get_device(Napi::Object o) {
+  Napi::Value v = o.Get("device");
+  return v.IsString() ? v.As<Napi::String>().Utf8Value() : "cpu";
+}
+
+// ---------------------------------------------------------------- functions
+#ifdef SEMDEDUP_HAVE_FAISS
+// trainKmeans(emb, { k, niter, seed, spherical, maxPointsPerCentroid, minPointsPerCentroid, threads, device },
+//             onProgress?, cancel?) -> Promise<{ centroids: Float32Array, objective: number[], nTrain, underMinPoints }>
+Napi::Value TrainKmeans(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Embeddings* emb = unwrap_embeddings(env, info[0]);
+  Napi::Object o = info[1].As<Napi::Object>();
+  sd::KMeansParams p;
+  p.k = get_int(o, "k", 0);
+  p.niter = get_int(o, "niter", 20);
+  p.seed = o.Get("seed").IsNumber() ? o.Get("seed").As<Napi::Number>().Int64Value() : 1234;
+  p.spherical = o.Get("spherical").ToBoolean();
+  p.max_points_per_centroid = get_int(o, "maxPointsPerCentroid", 256);
+  p.min_points_per_centroid = get_int(o, "minPointsPerCentroid", 39);
+  p.threads = get_int(o, "threads", 0);
+  const std::string device = get_device(o);
+  auto result = std::make_shared<sd::KMeansResult>();
+  sd::EmbeddingView view = emb->view();
+  auto* job = new Job(
+      env, info[2], info[3],
+      [view, p, result, device](const sd::ProgressFn& prog, sd::CancelFlag cancel) {
+#ifdef SEMDEDUP_HAVE_CUDA
+        if (device == "cuda") {
+          *result = sd::cuda::train_kmeans(view, p, prog, cancel);
+          return;
+        }
+#endif
+        if (device == "cuda") throw sd::Error(sd::ErrorCode::Backend, "this build has no CUDA backend");
+        *result = sd::train_kmeans(view, p, prog, cancel);
+      },
+      [result](Napi::Env env) -> Napi::Value {
+        Napi::Object out = Napi::Object::New(env);
+        Napi::Float32Array c = Napi::Float32Array::New(env, result->centroids.size());
+        std::copy(result->centroids.begin(), result->centroids.end(), c.Data());
+        out.Set("centroids", c);
+        Napi::Array obj = Napi::Array::New(env, result->objective.size());
+        for (size_t i = 0; i < result->objective.size(); ++i) obj.Set(uint32_t(i), double(result->objective[i]));
+        out.Set("objective", obj);
+        out.Set("nTrain", double(result->n_train));
+        out.Set("underMinPoints", result->under_min_points);
+        return out;
+      });
+  job->keep_mapping(emb->mapping());
+  Napi::Promise pr = job->promise();
+  job->Queue();
+  return pr;
+}
+
+// assignNearest(emb, centroids: Float32Array, k, innerProduct, nearest: BigInt64Array, dist: Float32Array,
+//               { threads, device }, onProgress?, cancel?) -> Promise<void>; outputs written in place.
+Napi::Value AssignNearest(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Embeddings* emb = unwrap_embeddings(env, info[0]);
+  auto cent = typed<Napi::Float32Array>(env, info[1], "centroids");
+  const int k = info[2].As<Napi::Number>().Int32Value();
+  const bool ip = info[3].ToBoolean();
+  auto nearest = typed<Napi::BigInt64Array>(env, info[4], "nearest");
+  auto dist = typed<Napi::Float32Array>(env, info[5], "dist");
+  Napi::Object o = info[6].IsObject() ? info[6].As<Napi::Object>() : Napi::Object::New(env);
+  sd::EmbeddingView view = emb->view();
+  if (int64_t(cent.ElementLength()) != int64_t(k) * view.d) throw_type(env, "centroids must hold k * d values");
+  if (int64_t(nearest.ElementLength()) != view.n || int64_t(dist.ElementLength()) != view.n)
+    throw_type(env, "nearest and dist must hold n values");
+  const int threads = get_int(o, "threads", 0);
+  const std::string device = get_device(o);
+  const float* c = cent.Data();
+  int64_t* pn = nearest.Data();
+  float* pd = dist.Data();
+  auto* job = new Job(
+      env, info[7], info[8],
+      [=](const sd::ProgressFn& prog, sd::CancelFlag cancel) {
+#ifdef SEMDEDUP_HAVE_CUDA
+        if (device == "cuda") {
+          sd::cuda::assign_nearest(view, c, k, ip, pn, pd, prog, cancel);
+          return;
+        }
+#endif
+        if (device == "cuda") throw sd::Error(sd::ErrorCode::Backend, "this build has no CUDA backend");
+        sd::assign_nearest(view, c, k, ip, pn, pd, threads, prog, cancel);
+      },
+      [](Napi::Env env) -> Napi::Value { return env.Undefined(); });
+  job->keep(cent);
+  job->keep(nearest);
+  job->keep(dist);
+  job->keep_mapping(emb->mapping());
+  Napi::Promise pr = job->promise();
+  job->Queue();
+  return pr;
+}
+
+// cosineToCentroid(emb, centroids, k, nearest: BigInt64Array, out: Float32Array, { threads }, cancel?) -> Promise<void>
+Napi::Value CosineToCentroid(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Embeddings* emb = unwrap_embeddings(env, info[0]);
+  auto cent = typed<Napi::Float32Array>(env, info[1], "centroids");
+  const int k = info[2].As<Napi::Number>().Int32Value();
+  auto nearest = typed<Napi::BigInt64Array>(env, info[3], "nearest");
+  auto out = typed<Napi::Float32Array>(env, info[4], "out");
+  Napi::Object o = info[5].IsObject() ? info[5].As<Napi::Object>() : Napi::Object::New(env);
+  sd::EmbeddingView view = emb->view();
+  if (int64_t(cent.ElementLength()) != int64_t(k) * view.d) throw_type(env, "centroids must hold k * d values");
+  if (int64_t(nearest.ElementLength()) != view.n || int64_t(out.ElementLength()) != view.n)
+    throw_type(env, "nearest and out must hold n values");
+  const int threads = get_int(o, "threads", 0);
+  const float* c = cent.Data();
+  const int64_t* pn = nearest.Data();
+  float* po = out.Data();
+  auto* job = new Job(
+      env, env.Undefined(), info[6],
+      [=](const sd::ProgressFn&, sd::CancelFlag cancel) { sd::cosine_to_centroid(view, c, k, pn, po, threads, cancel); },
+      [](Napi::Env env) -> Napi::Value { return env.Undefined(); });
+  job->keep(cent);
+  job->keep(nearest);
+  job->keep(out);
+  job->keep_mapping(emb->mapping());
+  Napi::Promise pr = job->promise();
+  job->Queue();
+  return pr;
+}
+#endif
+
+// rankClusters(nearest: BigInt64Array, key: Float32Array, k, keepHard, order: BigInt64Array, offsets: BigInt64Array)
+//   -> Promise<void>
+Napi::Value RankClusters(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  auto nearest = typed<Napi::BigInt64Array>(env, info[0], "nearest");
+  auto key = typed<Napi::Float32Array>(env, info[1], "key");
+  const int64_t k = info[2].As<Napi::Number>().Int64Value();
+  const bool hard = info[3].ToBoolean();
+  auto order = typed<Napi::BigInt64Array>(env, info[4], "order");
+  auto offsets = typed<Napi::BigInt64Array>(env, info[5], "offsets");
+  const int64_t n = int64_t(nearest.ElementLength());
+  if (int64_t(key.ElementLength()) != n || int64_t(order.ElementLength()) != n ||
+      int64_t(offsets.ElementLength()) != k + 1)
+    throw_type(env, "rankClusters: key and order must hold n values, offsets k + 1");
+  const int64_t* pn = nearest.Data();
+  const float* pk = key.Data();
+  int64_t* po = order.Data();
+  int64_t* pf = offsets.Data();
+  auto* job = new Job(
+      env, env.Undefined(), env.Undefined(),
+      [=](const sd::ProgressFn&, sd::CancelFlag) { sd::rank_clusters(pn, pk, n, k, hard, po, pf); },
+      [](Napi::Env env) -> Napi::Value { return env.Undefined(); });
+  job->keep(nearest);
+  job->keep(key);
+  job->keep(order);
+  job->keep(offsets);
+  Napi::Promise pr = job->promise();
+  job->Queue();
+  return pr;
+}
+
+// maxSimilarity(emb, order: BigInt64Array, offsets: BigInt64Array, M: Float64Array, arg: BigInt64Array,
+//               { thresholds: number[], threads, device, recheckMargin }, onProgress?, cancel?)
+//   -> Promise<{ members, clusters, usefulFlops, computedFlops, rechecked, device }>
+Napi::Value MaxSimilarity(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Embeddings* emb = unwrap_embeddings(env, info[0]);
+  auto order = typed<Napi::BigInt64Array>(env, info[1], "order");
+  auto offsets = typed<Napi::BigInt64Array>(env, info[2], "offsets");
+  auto M = typed<Napi::Float64Array>(env, info[3], "M");
+  auto arg = typed<Napi::BigInt64Array>(env, info[4], "arg");
+  Napi::Object o = info[5].IsObject() ? info[5].As<Napi::Object>() : Napi::Object::New(env);
+  sd::EmbeddingView view = emb->view();
+  const int64_t nc = int64_t(offsets.ElementLength()) - 1;
+  if (nc < 0) throw_type(env, "offsets must hold nclusters + 1 values");
+  const int64_t* po = order.Data();
+  const int64_t* pf = offsets.Data();
+  const int64_t total = pf[nc] - pf[0];
+  if (pf[0] != 0 || total != int64_t(order.ElementLength()) || int64_t(M.ElementLength()) != total ||
+      int64_t(arg.ElementLength()) != total)
+    throw_type(env, "maxSimilarity: offsets must start at 0 and end at order.length; M and arg as long as order");
+  for (int64_t c = 0; c < nc; ++c)
+    if (pf[c + 1] < pf[c]) throw_type(env, "maxSimilarity: offsets must be non-decreasing");
+  for (int64_t i = 0; i < total; ++i)
+    if (po[i] < 0 || po[i] >= view.n) throw_type(env, "maxSimilarity: order holds a row outside the embeddings");
+  sd::MaxSimOptions opt;
+  opt.threads = get_int(o, "threads", 0);
+  if (o.Get("recheckMargin").IsNumber()) opt.recheck_margin = o.Get("recheckMargin").As<Napi::Number>().DoubleValue();
+  if (o.Get("thresholds").IsArray()) {
+    Napi::Array t = o.Get("thresholds").As<Napi::Array>();
+    for (uint32_t i = 0; i < t.Length(); ++i) opt.thresholds.push_back(t.Get(i).As<Napi::Number>().DoubleValue());
+  }
+  const std::string device = get_device(o);
+  double* pM = M.Data();
+  int64_t* pa = arg.Data();
+  auto stats = std::make_shared<sd::MaxSimStats>();
+  auto* job = new Job(
+      env, info[6], info[7],
+      [=](const sd::ProgressFn& prog, sd::CancelFlag cancel) {
+#ifdef SEMDEDUP_HAVE_CUDA
+        if (device == "cuda") {
+          *stats = sd::cuda::max_similarity(view, po, pf, nc, pM, pa, opt, prog, cancel);
+          return;
+        }
+#endif
+        if (device == "cuda") throw sd::Error(sd::ErrorCode::Backend, "this build has no CUDA backend");
+        *stats = sd::max_similarity_cpu(view, po, pf, nc, pM, pa, opt, prog, cancel);
+      },
+      [stats, device](Napi::Env env) -> Napi::Value {
+        Napi::Object out = Napi::Object::New(env);
+        out.Set("members", double(stats->members));
+        out.Set("clusters", double(stats->clusters));
+        out.Set("usefulFlops", stats->useful_flops);
+        out.Set("computedFlops", stats->computed_flops);
+        out.Set("rechecked", double(stats->rechecked));
+        out.Set("device", device);
+        return out;
+      });
+  job->keep(order);
+  job->keep(offsets);
+  job->keep(M);
+  job->keep(arg);
+  job->keep_mapping(emb->mapping());
+  Napi::Promise pr = job->promise();
+  job->Queue();
+  return pr;
+}
+
+// scanEmbeddings(emb, normTol, { threads }, cancel?) -> Promise<ScanResult>
+Napi::Value ScanEmbeddings(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Embeddings* emb = unwrap_embeddings(env, info[0]);
+  const double tol = info[1].As<Napi::Number>().DoubleValue();
+  Napi::Object o = info[2].IsObject() ? info[2].As<Napi::Object>() : Napi::Object::New(env);
+  const int threads = get_int(o, "threads", 0);
+  sd::EmbeddingView view = emb->view();
+  auto r = std::make_shared<sd::ScanResult>();
+  auto* job = new Job(
+      env, env.Undefined(), info[3],
+      [=](const sd::ProgressFn&, sd::CancelFlag cancel) { *r = sd::scan_embeddings(view, tol, threads, cancel); },
+      [r](Napi::Env env) -> Napi::Value {
+        Napi::Object out = Napi::Object::New(env);
+        out.Set("firstNonfinite", double(r->first_nonfinite));
+        out.Set("firstZero", double(r->first_zero));
+        out.Set("firstUnnormalized", double(r->first_unnormalized));
+        out.Set("nonfiniteRows", double(r->nonfinite_rows));
+        out.Set("zeroRows", double(r->zero_rows));
+        out.Set("unnormalizedRows", double(r->unnormalized_rows));
+        out.Set("minNorm", r->min_norm);
+        out.Set("maxNorm", r->max_norm);
+        return out;
+      });
+  job->keep_mapping(emb->mapping());
+  Napi::Promise pr = job->promise();
+  job->Queue();
+  return pr;
+}
+
+// measureSgemm(n, repeats, threads) -> Promise<number> (GFLOP/s)
+Napi::Value MeasureSgemm(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const int n = info[0].As<Napi::Number>().Int32Value();
+  const int reps = info[1].As<Napi::Number>().Int32Value();
+  const int threads = info.Length() > 2 && info[2].IsNumber() ? info[2].As<Napi::Number>().Int32Value() : 0;
+  auto g = std::make_shared<double>(0);
+  auto* job = new Job(
+      env, env.Undefined(), env.Undefined(),
+      [=](const sd::ProgressFn&, sd::CancelFlag) { *g = sd::measure_sgemm_gflops(n, reps, threads); },
+      [g](Napi::Env env) -> Napi::Value { return Napi::Number::New(env, *g); });
+  Napi::Promise pr = job->promise();
+  job->Queue();
+  return pr;
+}
+
+Napi::Value Info(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("version", SEMDEDUP_VERSION);
+  o.Set("faiss", sd::faiss_version());
+  o.Set("blasCore", sd::blas_core_name());
+  o.Set("blasThreads", sd::blas_threads());
+  o.Set("hardwareThreads", sd::resolve_threads(0));
+#ifdef SEMDEDUP_HAVE_FAISS
+  o.Set("kmeans", true);
+#else
+  o.Set("kmeans", false);
+#endif
+  Napi::Object cuda = Napi::Object::New(env);
+#ifdef SEMDEDUP_HAVE_CUDA
+  cuda.Set("compiled", true);
+  const sd::cuda::DeviceInfo di = sd::cuda::device_info();
+  cuda.Set("available", di.available);
+  cuda.Set("reason", di.reason);
+  if (di.available) {
+    cuda.Set("name", di.name);
+    cuda.Set("computeCapability", std::to_string(di.cc_major) + "." + std::to_string(di.cc_minor));
+    cuda.Set("totalMemory", double(di.total_mem));
+    cuda.Set("freeMemory", double(di.free_mem));
+    cuda.Set("multiprocessors", di.sm_count);
+  }
+  cuda.Set("driverVersion", di.driver_version);
+  cuda.Set("runtimeVersion", di.runtime_version);
+#else
+  cuda.Set("compiled", false);
+  cuda.Set("available", false);
+  cuda.Set("reason", "built without CUDA");
+#endif
+  o.Set("cuda", cuda);
+  return o;
+}
+
+Napi::Object InitAll(Napi::Env env, Napi::Object exports) {
+  Napi::Function emb = Embeddings::Init(env);
+  g_embeddings_ctor = new Napi::FunctionReference(Napi::Persistent(emb));
+  Napi::Function tok = CancelToken::Init(env);
+  g_cancel_ctor = new Napi::FunctionReference(Napi::Persistent(tok));
+  env.AddCleanupHook([]() {
+    delete g_embeddings_ctor;
+    delete g_cancel_ctor;
+    g_embeddings_ctor = nullptr;
+    g_cancel_ctor = nullptr;
+  });
+  exports.Set("Embeddings", emb);
+  exports.Set("CancelToken", tok);
+#ifdef SEMDEDUP_HAVE_FAISS
+  exports.Set("trainKmeans", Napi::Function::New(env, TrainKmeans));
+  exports.Set("assignNearest", Napi::Function::New(env, AssignNearest));
+  exports.Set("cosineToCentroid", Napi::Function::New(env, CosineToCentroid));
+#endif
+  exports.Set("rankClusters", Napi::Function::New(env, RankClusters));
+  exports.Set("maxSimilarity", Napi::Function::New(env, MaxSimilarity));
+  exports.Set("scanEmbeddings", Napi::Function::New(env, ScanEmbeddings));
+  exports.Set("measureSgemm", Napi::Function::New(env, MeasureSgemm));
+  exports.Set("info", Napi::Function::New(env, Info));
+  return exports;
+}
+
+}  // namespace
+
+NODE_API_MODULE(semdedup, InitAll)
