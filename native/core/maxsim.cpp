@@ -16,6 +16,7 @@
 #include <numeric>
 
 #include "semdedup/blas.hpp"
+#include "semdedup/mapping.hpp"
 
 #ifdef SEMDEDUP_HAVE_BLAS
 #include <cblas.h>
@@ -145,6 +146,10 @@ MaxSimStats max_similarity_cpu(const EmbeddingView& x, const int64_t* order, con
     s.pos.resize(size_t(kTile));
   }
   std::atomic<int64_t> done_cost{0};
+  // Rows are gathered from all over a mapped file: drop the mapped pages from the resident set
+  // every ~256 MB gathered, so RSS stays bounded by the tiles, not by the file.
+  std::atomic<int64_t> gathered{0};
+  const int64_t release_every = int64_t(256) << 20;
   BlasSingleThread blas1;  // our workers are the parallelism; BLAS runs one thread each
   parallel_for(threads, int64_t(items.size()), [&](int64_t idx, int w) {
     const Item& it = items[size_t(idx)];
@@ -177,6 +182,11 @@ MaxSimStats max_similarity_cpu(const EmbeddingView& x, const int64_t* order, con
         M[p] = 0;
         arg[p] = -1;
       }
+    }
+    if (x.mapped) {
+      const int64_t bytes = (it.tile + 2) * kTile * int64_t(x.row_bytes());
+      const int64_t before = gathered.fetch_add(bytes);
+      if (before / release_every != (before + bytes) / release_every) release_pages(x.data, size_t(x.n) * x.row_bytes());
     }
     const int64_t now = done_cost.fetch_add(int64_t(it.cost)) + int64_t(it.cost);
     if (progress) progress(now, int64_t(total_cost));

@@ -1,5 +1,7 @@
 #include "semdedup/scan.hpp"
 
+#include "semdedup/mapping.hpp"
+
 #include <cmath>
 #include <limits>
 #include <mutex>
@@ -52,6 +54,7 @@ ScanResult scan_embeddings(const EmbeddingView& x, double norm_tol, int threads,
         ++r.unnormalized_rows;
       }
     }
+    if (x.mapped) release_pages(static_cast<const char*>(x.data) + size_t(begin) * x.row_bytes(), size_t(end - begin) * x.row_bytes());
   }, cancel);
   ScanResult out;
   out.min_norm = std::numeric_limits<double>::infinity();

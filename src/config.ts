@@ -1,0 +1,831 @@
+// The one configuration schema of the engine and its loader.
+//
+// Two file formats are read, and may be mixed:
+//  - our own format: flat YAML with the snake_case canonical keys of `configSchema`;
+//  - the original project's two files, `clustering_configs.yaml` and `semdedup_configs.yaml`,
+//    unchanged: every original key name is an alias of one canonical key.
+//
+// YAML is parsed as YAML 1.1 (like PyYAML, which the original uses): `True`/`False` are
+// booleans, and the literal `None` (as well as `null`, `~` and an empty value) means "not set".
+//
+// Relative paths: in a file written in our format, relative paths are resolved against the
+// directory of that file. In a file that uses any of the original's own key names for a
+// canonical key (an alias such as `emb_memory_loc` or `save_folder`), relative paths are
+// resolved against the current working directory, as the original does (it hands them to np.memmap as they are). Paths given as
+// overrides (command-line options) are resolved against the current working directory.
+
+import { readFileSync } from 'node:fs';
+import * as path from 'node:path';
+import { parse as parseYaml } from 'yaml';
+import { ConfigError } from './errors.js';
+
+/** The two config files of the original project. */
+export type OriginalFile = 'clustering_configs.yaml' | 'semdedup_configs.yaml';
+
+/** Canonical (snake_case) config keys. */
+export type CanonicalKey =
+  | 'embeddings'
+  | 'embeddings_format'
+  | 'embeddings_dtype'
+  | 'dataset_size'
+  | 'dim'
+  | 'ids'
+  | 'ids_format'
+  | 'ids_dtype'
+  | 'text_emb_memory_loc'
+  | 'output_dir'
+  | 'sorted_clusters_dir'
+  | 'export_sorted_clusters'
+  | 'k'
+  | 'niter'
+  | 'seed'
+  | 'spherical'
+  | 'max_points_per_centroid'
+  | 'min_points_per_centroid'
+  | 'centroids'
+  | 'sim_metric'
+  | 'keep_hard'
+  | 'which_to_keep'
+  | 'eps_list'
+  | 'largest_cluster_size_to_process'
+  | 'normalize'
+  | 'device'
+  | 'threads';
+
+/** How a value is validated. */
+export type ValueKind =
+  | 'path' // non-empty string, resolved to an absolute path
+  | 'enum' // one of `values` (case-insensitive, stored lower-case)
+  | 'posint' // integer >= 1
+  | 'nonnegint' // integer >= 0
+  | 'int' // any safe integer
+  | 'bool'
+  | 'epsList' // list of numbers in (0, 1), or a comma-separated string
+  | 'strDtype' // numpy fixed-width string dtype such as S24 or U40
+  | 'compat'; // accepted for compatibility with the original, not used
+
+/** One row of the schema table. */
+export interface ConfigKeySpec {
+  /** Canonical key (our own format). */
+  readonly key: CanonicalKey;
+  /** Field of `SemDedupConfig`, or null for a key that is accepted and not used. */
+  readonly field: keyof SemDedupConfig | null;
+  /** The original's names for this key (other than the canonical one) and the file they are in. */
+  readonly aliases: readonly { readonly name: string; readonly file: OriginalFile }[];
+  /** Original files that use the canonical name itself. */
+  readonly sameNameIn?: readonly OriginalFile[];
+  readonly kind: ValueKind;
+  /** Allowed values, for `enum`. */
+  readonly values?: readonly string[];
+  /** Default value; undefined when the key is optional without default or required. */
+  readonly default?: unknown;
+  /** The default as shown in the docs. */
+  readonly defaultText: string;
+  readonly description: string;
+}
+
+/** Where the original uses each key: a shorthand for the table below. */
+const CL: OriginalFile = 'clustering_configs.yaml';
+const SD: OriginalFile = 'semdedup_configs.yaml';
+
+/** Default `eps_list` (the original has no default: it takes `--eps-list` on its command line). */
+export const DEFAULT_EPS_LIST: readonly number[] = Object.freeze([0.01, 0.05, 0.1]);
+
+/**
+ * The schema: one row per canonical key. The single source of truth for validation, defaults,
+ * the docs (`formatConfigDoc`) and the CLI's `--help`.
+ */
+export const configSchema: readonly ConfigKeySpec[] = Object.freeze([
+  {
+    key: 'embeddings', field: 'embeddings', kind: 'path',
+    aliases: [{ name: 'emb_memory_loc', file: CL }, { name: 'embs_memory_loc', file: SD }],
+    defaultText: 'required',
+    description: 'Embeddings file: N rows × D columns, one row per example.',
+  },
+  {
+    key: 'embeddings_format', field: 'embeddingsFormat', kind: 'enum', values: ['auto', 'memmap', 'npy'],
+    aliases: [], default: 'auto', defaultText: 'auto',
+    description:
+      '`npy`: a .npy file (its header gives shape and dtype). `memmap`: raw rows without header, ' +
+      'as the original writes them with np.memmap (needs `dim`). `auto`: npy when the file starts ' +
+      'with the .npy magic bytes, raw memmap otherwise (whatever the file name).',
+  },
+  {
+    key: 'embeddings_dtype', field: 'embeddingsDtype', kind: 'enum', values: ['float32', 'float16'],
+    aliases: [], default: 'float32', defaultText: 'float32',
+    description: 'Element type of a raw memmap embeddings file; for .npy the header decides.',
+  },
+  {
+    key: 'dataset_size', field: 'datasetSize', kind: 'posint', aliases: [], sameNameIn: [CL, SD],
+    defaultText: 'from the file',
+    description:
+      'Number of rows N. Optional: taken from the .npy header, or from the file size divided by ' +
+      'the row size for a raw memmap; when given, it must match.',
+  },
+  {
+    key: 'dim', field: 'dim', kind: 'posint',
+    aliases: [{ name: 'emb_size', file: CL }, { name: 'emd_size', file: SD }],
+    defaultText: 'from the file',
+    description: 'Embedding dimension D. Required for a raw memmap; checked against a .npy header.',
+  },
+  {
+    key: 'ids', field: 'ids', kind: 'path', aliases: [{ name: 'paths_memory_loc', file: CL }],
+    defaultText: 'row numbers',
+    description: 'Ids ("paths") file: N unique strings, one per row. Without it, ids are the row numbers.',
+  },
+  {
+    key: 'ids_format', field: 'idsFormat', kind: 'enum', values: ['auto', 'memmap', 'npy', 'text'],
+    aliases: [], default: 'auto', defaultText: 'auto',
+    description:
+      '`memmap`: raw fixed-width strings without header (dtype `ids_dtype`), as in the original. ' +
+      '`npy`: a .npy string array. `text`: one id per line. `auto`: npy when the file starts with ' +
+      'the .npy magic bytes, else memmap when `ids_dtype` is set, else text.',
+  },
+  {
+    key: 'ids_dtype', field: 'idsDtype', kind: 'strDtype', aliases: [{ name: 'path_str_dtype', file: CL }],
+    defaultText: 'none',
+    description: 'numpy dtype of a raw memmap ids file: `S<n>` (n bytes, NUL-padded) or `U<n>` (n UTF-32 characters).',
+  },
+  {
+    key: 'text_emb_memory_loc', field: null, kind: 'compat', aliases: [], sameNameIn: [CL],
+    defaultText: 'none',
+    description: 'Accepted for compatibility with the original clustering_configs.yaml (usually `None`); not used.',
+  },
+  {
+    key: 'output_dir', field: 'outputDir', kind: 'path', aliases: [{ name: 'save_folder', file: CL }, { name: 'save_folder', file: SD }],
+    defaultText: 'required',
+    description: 'Folder for all outputs (centroids, assignments, per-cluster tables, id lists, manifest).',
+  },
+  {
+    key: 'sorted_clusters_dir', field: 'sortedClustersDir', kind: 'path',
+    aliases: [{ name: 'sorted_clusters_file_loc', file: CL }, { name: 'sorted_clusters_path', file: SD }],
+    defaultText: '<output_dir>/sorted_clusters',
+    description: 'Folder for the sorted clusters.',
+  },
+  {
+    key: 'export_sorted_clusters', field: 'exportSortedClusters', kind: 'bool', aliases: [], default: false,
+    defaultText: 'false',
+    description: "Also write `sorted_clusters_dir/cluster_{c}.npy` in the original's format (n × 4 unicode array).",
+  },
+  {
+    key: 'k', field: 'k', kind: 'posint',
+    aliases: [{ name: 'ncentroids', file: CL }, { name: 'num_clusters', file: SD }],
+    defaultText: 'required',
+    description: 'Number of k-means clusters.',
+  },
+  {
+    key: 'niter', field: 'niter', kind: 'posint', aliases: [], sameNameIn: [CL], default: 20, defaultText: '20',
+    description: 'k-means iterations.',
+  },
+  {
+    key: 'seed', field: 'seed', kind: 'int', aliases: [], sameNameIn: [CL, SD], default: 1234, defaultText: '1234',
+    description: 'Seed of k-means (sampling and initialisation) and of `which_to_keep: random`.',
+  },
+  {
+    key: 'spherical', field: 'spherical', kind: 'bool', aliases: [{ name: 'Kmeans_with_cos_dist', file: CL }],
+    default: false, defaultText: 'false',
+    description: 'Spherical k-means: centroids re-normalised after each iteration, assignment by inner product.',
+  },
+  {
+    key: 'max_points_per_centroid', field: 'maxPointsPerCentroid', kind: 'posint', aliases: [], default: 256,
+    defaultText: '256',
+    description: 'k-means trains on a seeded sample of at most this many points per centroid (FAISS default).',
+  },
+  {
+    key: 'min_points_per_centroid', field: 'minPointsPerCentroid', kind: 'nonnegint', aliases: [], default: 39,
+    defaultText: '39',
+    description: 'Warn when there are fewer training points than this many per centroid (FAISS default).',
+  },
+  {
+    key: 'centroids', field: 'centroids', kind: 'path', aliases: [], defaultText: 'none',
+    description: 'A k × D .npy of given centroids: skips k-means training, rows are only assigned.',
+  },
+  {
+    key: 'sim_metric', field: 'simMetric', kind: 'enum', values: ['cosine', 'l2'], aliases: [], sameNameIn: [CL],
+    default: 'cosine', defaultText: 'cosine',
+    description:
+      'Distance used to rank cluster members: `cosine` (1 − cosine to the centroid) or `l2` ' +
+      '(squared L2 distance; not allowed with `spherical`).',
+  },
+  {
+    key: 'keep_hard', field: 'keepHard', kind: 'bool', aliases: [], sameNameIn: [CL], default: true, defaultText: 'true',
+    description: 'Sort cluster members by distance descending (hardest first); false sorts ascending.',
+  },
+  {
+    key: 'which_to_keep', field: 'whichToKeep', kind: 'enum', values: ['hard', 'easy', 'random'], aliases: [],
+    sameNameIn: [SD], default: 'hard', defaultText: 'hard',
+    description: 'Which member of a group of duplicates is kept: `hard` keeps the sorted order, `easy` reverses it, `random` shuffles it (seeded).',
+  },
+  {
+    key: 'eps_list', field: 'epsList', kind: 'epsList', aliases: [], default: DEFAULT_EPS_LIST,
+    defaultText: DEFAULT_EPS_LIST.join(', '),
+    description:
+      'Thresholds: a member is removed when its largest similarity to an earlier member is > 1 − eps. ' +
+      'A list of numbers strictly between 0 and 1, or a comma-separated string such as "0.01,0.05".',
+  },
+  {
+    key: 'largest_cluster_size_to_process', field: 'largestClusterSizeToProcess', kind: 'posint', aliases: [],
+    sameNameIn: [SD], defaultText: 'none',
+    description: 'Accepted for compatibility; not needed, since memory is bounded by tiling whatever the cluster size.',
+  },
+  {
+    key: 'normalize', field: 'normalize', kind: 'enum', values: ['auto', 'always', 'never'], aliases: [],
+    default: 'auto', defaultText: 'auto',
+    description:
+      '`auto`: rows are checked, and a row whose L2 norm differs from 1 by more than 1e-3 is an error. ' +
+      '`always`: every row is L2-normalised on read, into a float32 copy (a zero row is still an error). ' +
+      '`never`: rows are used as they are, unchecked.',
+  },
+  {
+    key: 'device', field: 'device', kind: 'enum', values: ['auto', 'cpu', 'cuda'], aliases: [], default: 'auto',
+    defaultText: 'auto',
+    description: '`auto`: CUDA when available, else CPU. `cuda`: an error when CUDA is not available.',
+  },
+  {
+    key: 'threads', field: 'threads', kind: 'nonnegint', aliases: [], default: 0, defaultText: '0',
+    description: 'CPU threads; 0 uses all cores.',
+  },
+] satisfies ConfigKeySpec[]);
+
+/** The canonical, fully defaulted, typed configuration. */
+export interface SemDedupConfig {
+  /** Absolute path of the embeddings file. */
+  embeddings: string;
+  embeddingsFormat: 'auto' | 'memmap' | 'npy';
+  embeddingsDtype: 'float32' | 'float16';
+  datasetSize?: number;
+  dim?: number;
+  /** Absolute path of the ids file; absent: ids are row numbers. */
+  ids?: string;
+  idsFormat: 'auto' | 'memmap' | 'npy' | 'text';
+  /** numpy dtype string such as `S24` or `U40`. */
+  idsDtype?: string;
+  /** Absolute path of the output folder. */
+  outputDir: string;
+  /** Absolute path of the sorted clusters folder. */
+  sortedClustersDir: string;
+  exportSortedClusters: boolean;
+  k: number;
+  niter: number;
+  seed: number;
+  spherical: boolean;
+  maxPointsPerCentroid: number;
+  minPointsPerCentroid: number;
+  /** Absolute path of a k × D .npy of given centroids. */
+  centroids?: string;
+  simMetric: 'cosine' | 'l2';
+  keepHard: boolean;
+  whichToKeep: 'hard' | 'easy' | 'random';
+  epsList: number[];
+  largestClusterSizeToProcess?: number;
+  normalize: 'auto' | 'always' | 'never';
+  device: 'auto' | 'cpu' | 'cuda';
+  threads: number;
+  /** Where each value came from, by canonical key: a file label, 'option' or 'default'. */
+  sources: Record<string, string>;
+}
+
+/** Fields that are absent until some file or option sets them. */
+type LateFields = 'embeddings' | 'outputDir' | 'k' | 'sortedClustersDir';
+
+/** A config before the checks of a step: `embeddings`, `outputDir`, `k` may be missing. */
+export type PartialConfig = Omit<SemDedupConfig, LateFields> & Partial<Pick<SemDedupConfig, LateFields>>;
+
+/** The result of loading: a partial config plus the files it was read from (in order). */
+export interface PartialResolved extends PartialConfig {
+  /** Labels of the config files read, in order (as given). */
+  files: string[];
+}
+
+/** snake_case → camelCase at the type level. */
+type Camel<S extends string> = S extends `${infer H}_${infer T}` ? `${H}${Capitalize<Camel<T>>}` : S;
+
+/** The config type after `requireKeys(cfg, keys)`: those fields are present. */
+export type WithKeys<C, K extends CanonicalKey> = C & {
+  [F in Camel<K> & keyof SemDedupConfig]-?: NonNullable<SemDedupConfig[F]>;
+};
+
+/** Options of the loaders. */
+export interface LoadOptions {
+  /** Working directory for relative paths of original-format files and of overrides (default: process.cwd()). */
+  cwd?: string;
+}
+
+/** Options of `parseConfigObject`. */
+export interface ParseObjectOptions extends LoadOptions {
+  /** Folder against which relative paths resolve when the object is in our own format (default: cwd). */
+  baseDir?: string;
+  /** Accept strings for numbers and booleans ("100", "true"), as command-line options give them. */
+  coerceStrings?: boolean;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Lookup tables
+
+const SPEC_BY_KEY = new Map<string, ConfigKeySpec>(configSchema.map((s) => [s.key, s]));
+/** Every accepted name in a file (canonical keys and the original's aliases) → its spec. */
+const SPEC_BY_NAME = new Map<string, ConfigKeySpec>();
+/** Names that mark a file as written in the original's format. */
+const ORIGINAL_MARKERS = new Set<string>();
+for (const s of configSchema) {
+  SPEC_BY_NAME.set(s.key, s);
+  for (const a of s.aliases) {
+    SPEC_BY_NAME.set(a.name, s);
+    ORIGINAL_MARKERS.add(a.name);
+  }
+}
+/** camelCase field names, accepted in overrides and programmatic objects with `coerceStrings`. */
+const SPEC_BY_FIELD = new Map<string, ConfigKeySpec>();
+for (const s of configSchema) if (s.field !== null && s.field !== s.key) SPEC_BY_FIELD.set(s.field, s);
+
+const ALL_NAMES: string[] = [...SPEC_BY_NAME.keys()];
+
+// ---------------------------------------------------------------------------------------------
+// Small helpers
+
+/** Levenshtein distance with adjacent transpositions (optimal string alignment). */
+function editDistance(a: string, b: string): number {
+  const m = a.length;
+  const n = b.length;
+  const d: number[][] = Array.from({ length: m + 1 }, () => new Array<number>(n + 1).fill(0));
+  for (let i = 0; i <= m; i++) d[i]![0] = i;
+  for (let j = 0; j <= n; j++) d[0]![j] = j;
+  for (let i = 1; i <= m; i++) {
+    for (let j = 1; j <= n; j++) {
+      const cost = a[i - 1] === b[j - 1] ? 0 : 1;
+      let v = Math.min(d[i - 1]![j]! + 1, d[i]![j - 1]! + 1, d[i - 1]![j - 1]! + cost);
+      if (i > 1 && j > 1 && a[i - 1] === b[j - 2] && a[i - 2] === b[j - 1]) v = Math.min(v, d[i - 2]![j - 2]! + 1);
+      d[i]![j] = v;
+    }
+  }
+  return d[m]![n]!;
+}
+
+/** The nearest valid key name to `name`, when it is close enough to be a likely typo. */
+export function suggestKey(name: string): string | undefined {
+  const lower = name.toLowerCase();
+  let best: string | undefined;
+  let bestD = Infinity;
+  for (const cand of ALL_NAMES) {
+    const dist = editDistance(lower, cand.toLowerCase());
+    if (dist < bestD) {
+      bestD = dist;
+      best = cand;
+    }
+  }
+  return bestD <= Math.max(2, Math.floor(name.length / 3)) ? best : undefined;
+}
+
+function typeName(v: unknown): string {
+  if (v === null) return 'null';
+  if (Array.isArray(v)) return 'list';
+  if (typeof v === 'object') return 'mapping';
+  return typeof v;
+}
+
+function show(v: unknown): string {
+  if (typeof v === 'string') return JSON.stringify(v);
+  if (typeof v === 'number' || typeof v === 'boolean' || typeof v === 'bigint') return String(v);
+  if (Array.isArray(v)) return `[${v.map(show).join(', ')}]`;
+  if (v === null) return 'null';
+  try {
+    return JSON.stringify(v);
+  } catch {
+    return String(v);
+  }
+}
+
+function got(v: unknown): string {
+  return `got ${show(v)} (${typeName(v)})`;
+}
+
+/** YAML 1.1 / Python spellings of "no value". */
+function isNullish(v: unknown): boolean {
+  return v === null || v === undefined || (typeof v === 'string' && /^(none|null|~)$/i.test(v.trim()));
+}
+
+const PLACEHOLDER = /<[^<>\n]*>/;
+
+function camel(key: string): string {
+  return key.replace(/_([a-z])/g, (_m, c: string) => c.toUpperCase());
+}
+
+function sameValue(a: unknown, b: unknown): boolean {
+  if (Array.isArray(a) && Array.isArray(b)) return a.length === b.length && a.every((x, i) => sameValue(x, b[i]));
+  return Object.is(a, b) || a === b;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Value validation
+
+interface Ctx {
+  file: string;
+  /** The name as written (canonical or alias). */
+  name: string;
+  coerce: boolean;
+  baseDir: string;
+}
+
+function fail(ctx: Ctx, spec: ConfigKeySpec, message: string): never {
+  throw new ConfigError(`${ctx.file}: key '${ctx.name}' ${message}`, { file: ctx.file, key: spec.key });
+}
+
+function toInt(v: unknown, ctx: Ctx): unknown {
+  if (ctx.coerce && typeof v === 'string' && /^\s*[+-]?\d+\s*$/.test(v)) return Number(v);
+  if (typeof v === 'bigint') return Number(v);
+  return v;
+}
+
+function parseEps(v: unknown, ctx: Ctx, spec: ConfigKeySpec): number[] {
+  let items: unknown[];
+  if (typeof v === 'string') {
+    items = v.split(',').map((s) => s.trim());
+    if (items.length > 0 && items[items.length - 1] === '') items.pop(); // trailing comma
+    items = items.map((s) => {
+      const str = s as string;
+      return str !== '' && Number.isFinite(Number(str)) ? Number(str) : str;
+    });
+  } else if (typeof v === 'number') {
+    items = [v];
+  } else if (Array.isArray(v)) {
+    items = v;
+  } else {
+    fail(ctx, spec, `must be a list of numbers strictly between 0 and 1 (or a comma-separated string), ${got(v)}`);
+  }
+  if (items.length === 0) fail(ctx, spec, 'must hold at least one eps value');
+  const out: number[] = [];
+  items.forEach((x, i) => {
+    let n = x;
+    if (ctx.coerce && typeof n === 'string' && n.trim() !== '' && Number.isFinite(Number(n))) n = Number(n);
+    if (typeof n !== 'number' || !Number.isFinite(n) || !(n > 0 && n < 1)) {
+      const where = items.length > 1 || Array.isArray(v) ? ` at position ${i + 1}` : '';
+      fail(ctx, spec, `must hold numbers strictly between 0 and 1, ${got(x)}${where}`);
+    }
+    if (out.includes(n)) fail(ctx, spec, `lists eps ${n} twice`);
+    out.push(n);
+  });
+  return out;
+}
+
+/** Validates and converts one value; returns the canonical value. */
+function convert(v: unknown, spec: ConfigKeySpec, ctx: Ctx): unknown {
+  if (typeof v === 'string') {
+    const m = PLACEHOLDER.exec(v);
+    if (m) {
+      fail(ctx, spec, `still holds the template placeholder '${m[0]}'; replace it with a real value`);
+    }
+  }
+  switch (spec.kind) {
+    case 'path': {
+      if (typeof v !== 'string' || v.trim() === '') fail(ctx, spec, `must be a path (a non-empty string), ${got(v)}`);
+      return path.resolve(ctx.baseDir, v);
+    }
+    case 'enum': {
+      const values = spec.values ?? [];
+      if (typeof v === 'string') {
+        const lower = v.trim().toLowerCase();
+        if (values.includes(lower)) return lower;
+      }
+      fail(ctx, spec, `must be one of ${values.map((x) => `'${x}'`).join(', ')}, ${got(v)}`);
+    }
+    case 'posint':
+    case 'nonnegint':
+    case 'int': {
+      const n = toInt(v, ctx);
+      const min = spec.kind === 'posint' ? 1 : spec.kind === 'nonnegint' ? 0 : -Infinity;
+      const what =
+        spec.kind === 'posint' ? 'a positive integer' : spec.kind === 'nonnegint' ? 'a non-negative integer' : 'an integer';
+      if (typeof n !== 'number' || !Number.isSafeInteger(n) || n < min) fail(ctx, spec, `must be ${what}, ${got(v)}`);
+      return n;
+    }
+    case 'bool': {
+      if (typeof v === 'boolean') return v;
+      if (ctx.coerce && typeof v === 'string') {
+        const s = v.trim().toLowerCase();
+        if (['true', 'yes', 'on', '1'].includes(s)) return true;
+        if (['false', 'no', 'off', '0'].includes(s)) return false;
+      }
+      fail(ctx, spec, `must be a boolean (true or false), ${got(v)}`);
+    }
+    case 'epsList':
+      return parseEps(v, ctx, spec);
+    case 'strDtype': {
+      if (typeof v !== 'string' || !/^[<>|=]?[SU][1-9][0-9]*$/.test(v.trim())) {
+        fail(ctx, spec, `must be a numpy fixed-width string dtype such as 'S24' or 'U40', ${got(v)}`);
+      }
+      return v.trim();
+    }
+    case 'compat': {
+      if (typeof v !== 'string') fail(ctx, spec, `must be a path or None, ${got(v)}`);
+      return v;
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Parsing one source
+
+interface Entry {
+  value: unknown;
+  /** Label of the source: a file as given, or 'option'. */
+  source: string;
+  /** The key name as written. */
+  name: string;
+}
+
+type Entries = Map<CanonicalKey, Entry>;
+
+function parseSource(
+  obj: unknown,
+  file: string,
+  opts: { baseDir: string; cwd: string; coerce: boolean; acceptFields: boolean; source: string },
+): Entries {
+  if (obj === null || obj === undefined) return new Map(); // empty file
+  if (typeof obj !== 'object' || Array.isArray(obj)) {
+    throw new ConfigError(`${file}: the top level must be a mapping of keys to values, got a ${typeName(obj)}`, { file });
+  }
+  const rec = obj as Record<string, unknown>;
+  const names = Object.keys(rec);
+  // Resolve names first, so that an unknown key is reported before anything else.
+  const resolved: { name: string; spec: ConfigKeySpec }[] = [];
+  for (const name of names) {
+    const spec = SPEC_BY_NAME.get(name) ?? (opts.acceptFields ? SPEC_BY_FIELD.get(name) : undefined);
+    if (!spec) {
+      const s = suggestKey(name);
+      throw new ConfigError(`${file}: unknown key '${name}'.${s !== undefined ? ` Did you mean '${s}'?` : ''}`, {
+        file,
+        key: name,
+      });
+    }
+    resolved.push({ name, spec });
+  }
+  // Template placeholders left in the original's files: report all of them at once.
+  const holders: { name: string; key: CanonicalKey; ph: string }[] = [];
+  for (const { name, spec } of resolved) {
+    const raw = rec[name];
+    const m = typeof raw === 'string' ? PLACEHOLDER.exec(raw) : null;
+    if (m) holders.push({ name, key: spec.key, ph: m[0] });
+  }
+  if (holders.length > 0) {
+    const [first, ...rest] = holders as [(typeof holders)[number], ...typeof holders];
+    const more = rest.length
+      ? ` (and so ${rest.length === 1 ? 'does' : 'do'} ${rest.map((h) => `'${h.name}' ('${h.ph}')`).join(', ')})`
+      : '';
+    throw new ConfigError(
+      `${file}: key '${first.name}' still holds the template placeholder '${first.ph}'${more}; ` +
+        `replace ${rest.length ? 'them' : 'it'} with real values`,
+      { file, key: first.key },
+    );
+  }
+  const original = names.some((n) => ORIGINAL_MARKERS.has(n));
+  const baseDir = original ? opts.cwd : opts.baseDir;
+  const out: Entries = new Map();
+  for (const { name, spec } of resolved) {
+    const raw = rec[name];
+    if (isNullish(raw)) continue; // None / null / ~ / empty: not set
+    const ctx: Ctx = { file, name, coerce: opts.coerce, baseDir };
+    const value = convert(raw, spec, ctx);
+    const prev = out.get(spec.key);
+    if (prev && !sameValue(prev.value, value)) {
+      throw new ConfigError(
+        `${file}: keys '${prev.name}' and '${name}' both set '${spec.key}', to different values ` +
+          `(${show(prev.value)} and ${show(value)})`,
+        { file, key: spec.key },
+      );
+    }
+    out.set(spec.key, { value, source: opts.source, name });
+  }
+  return out;
+}
+
+/** Merges `next` into `acc`; the same key with different values from two files is an error. */
+function mergeStrict(acc: Entries, next: Entries): void {
+  for (const [key, e] of next) {
+    const prev = acc.get(key);
+    if (prev && !sameValue(prev.value, e.value)) {
+      throw new ConfigError(
+        `conflicting values for '${key}': ${prev.name}: ${show(prev.value)} in ${prev.source}, ` +
+          `but ${e.name}: ${show(e.value)} in ${e.source}`,
+        { file: e.source, key },
+      );
+    }
+    if (!prev) acc.set(key, e);
+  }
+}
+
+/** Applies defaults and cross-key rules, and builds the typed config. */
+function build(entries: Entries, files: string[]): PartialResolved {
+  const cfg: Record<string, unknown> = {};
+  const sources: Record<string, string> = {};
+  for (const spec of configSchema) {
+    if (spec.field === null) {
+      const e = entries.get(spec.key);
+      if (e) sources[spec.key] = e.source;
+      continue;
+    }
+    const e = entries.get(spec.key);
+    if (e) {
+      cfg[spec.field] = Array.isArray(e.value) ? [...e.value] : e.value;
+      sources[spec.key] = e.source;
+    } else if (spec.default !== undefined) {
+      cfg[spec.field] = Array.isArray(spec.default) ? [...spec.default] : spec.default;
+      sources[spec.key] = 'default';
+    }
+  }
+  if (cfg.sortedClustersDir === undefined && typeof cfg.outputDir === 'string') {
+    cfg.sortedClustersDir = path.join(cfg.outputDir, 'sorted_clusters');
+    sources.sorted_clusters_dir = 'default';
+  }
+  // Cross-key rules.
+  if (cfg.simMetric === 'l2' && cfg.spherical === true) {
+    const sm = entries.get('sim_metric');
+    const sp = entries.get('spherical');
+    const where = (e: Entry | undefined, key: string) => (e ? `${e.name} in ${e.source}` : `${key} (default)`);
+    throw new ConfigError(
+      `sim_metric 'l2' (${where(sm, 'sim_metric')}) cannot be combined with spherical k-means ` +
+        `(${where(sp, 'spherical')}): spherical k-means assigns by inner product, so use sim_metric 'cosine' ` +
+        `or turn spherical off`,
+      { file: sm?.source ?? sp?.source, key: 'sim_metric' },
+    );
+  }
+  cfg.sources = sources;
+  cfg.files = [...files];
+  return cfg as unknown as PartialResolved;
+}
+
+function readYamlFile(file: string): unknown {
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === 'ENOENT') throw new ConfigError(`config file not found: ${file}`, { file });
+    if (code === 'EISDIR') throw new ConfigError(`config file is a directory, not a file: ${file}`, { file });
+    throw new ConfigError(`cannot read config file ${file}: ${(err as Error).message}`, { file });
+  }
+  try {
+    return parseYaml(text, { version: '1.1' });
+  } catch (err) {
+    const msg = (err as Error).message.split('\n')[0] ?? String(err);
+    throw new ConfigError(`${file}: invalid YAML: ${msg}`, { file });
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Public API
+
+/**
+ * Reads and merges config files, then applies `overrides` (command-line options), then defaults.
+ *
+ * - Files may be in our format or the original's; a canonical key set to different values in two
+ *   files (under any of its names) is an error naming both files; equal values are fine.
+ * - Overrides win over files without a conflict check. Their keys may be canonical keys, the
+ *   original's names or camelCase field names; `undefined` values are ignored; strings are
+ *   accepted for numbers and booleans. Relative paths in overrides resolve against the cwd.
+ * - Relative paths in an our-format file resolve against the file's directory; in an
+ *   original-format file, against the cwd.
+ *
+ * @throws ConfigError for a missing/unreadable file, invalid YAML, a top level that is not a
+ *   mapping, unknown keys, wrong types or values, template placeholders and conflicts.
+ */
+export function loadConfigFiles(
+  files: string[],
+  overrides?: Record<string, unknown>,
+  opts: LoadOptions = {},
+): PartialResolved {
+  const cwd = opts.cwd ?? process.cwd();
+  const acc: Entries = new Map();
+  for (const file of files) {
+    const obj = readYamlFile(file);
+    const entries = parseSource(obj, file, {
+      baseDir: path.dirname(path.resolve(cwd, file)),
+      cwd,
+      coerce: false,
+      acceptFields: false,
+      source: file,
+    });
+    mergeStrict(acc, entries);
+  }
+  if (overrides) {
+    const defined: Record<string, unknown> = {};
+    for (const [k, v] of Object.entries(overrides)) if (v !== undefined) defined[k] = v;
+    const entries = parseSource(defined, '<options>', { baseDir: cwd, cwd, coerce: true, acceptFields: true, source: 'option' });
+    for (const [k, e] of entries) acc.set(k, e);
+  }
+  return build(acc, files);
+}
+
+/**
+ * Validates a config given as an object (our format, the original's names, or a mix), with the
+ * same rules as a file. `file` labels the source in messages and `sources` (e.g. '<options>').
+ */
+export function parseConfigObject(obj: unknown, file: string, opts: ParseObjectOptions = {}): PartialResolved {
+  const cwd = opts.cwd ?? process.cwd();
+  const entries = parseSource(obj, file, {
+    baseDir: opts.baseDir ?? cwd,
+    cwd,
+    coerce: opts.coerceStrings ?? false,
+    acceptFields: opts.coerceStrings ?? false,
+    source: file,
+  });
+  return build(entries, [file]);
+}
+
+function describeOrigin(spec: ConfigKeySpec): string {
+  const byName = new Map<string, string[]>();
+  for (const a of spec.aliases) byName.set(a.name, [...(byName.get(a.name) ?? []), a.file]);
+  const parts = [...byName].map(([name, fs]) => `${name} in the original's ${fs.join(' and ')}`);
+  if (spec.sameNameIn?.length) parts.push(`same name in the original's ${spec.sameNameIn.join(' and ')}`);
+  return parts.length ? ` (${parts.join(', ')})` : '';
+}
+
+/**
+ * Checks that `keys` (canonical names) are set, and returns the config typed accordingly.
+ *
+ * @param step the command that needs them, e.g. 'cluster' (shown as "semdedup cluster needs ...").
+ * @throws ConfigError naming the first missing key, its original names and the files read.
+ */
+export function requireKeys<C extends PartialConfig & { files?: string[] }, K extends CanonicalKey>(
+  cfg: C,
+  keys: readonly K[],
+  step: string,
+): WithKeys<C, K> {
+  for (const key of keys) {
+    const spec = SPEC_BY_KEY.get(key);
+    if (!spec) throw new ConfigError(`unknown config key '${key}'`, { key });
+    const field = spec.field;
+    const value = field === null ? undefined : (cfg as unknown as Record<string, unknown>)[field];
+    if (value === undefined || value === null) {
+      const files = cfg.files ?? [];
+      const cmd = step.startsWith('semdedup') ? step : `semdedup ${step}`;
+      const read = files.length
+        ? `none of ${files.join(', ')} sets it`
+        : 'no config file was given and no option sets it';
+      throw new ConfigError(`${cmd} needs \`${key}\`${describeOrigin(spec)}; ${read}`, { key });
+    }
+  }
+  return cfg as WithKeys<C, K>;
+}
+
+function typeText(spec: ConfigKeySpec): string {
+  switch (spec.kind) {
+    case 'path':
+      return 'path';
+    case 'enum':
+      return (spec.values ?? []).map((v) => `\`${v}\``).join(' \\| ');
+    case 'posint':
+      return 'integer ≥ 1';
+    case 'nonnegint':
+      return 'integer ≥ 0';
+    case 'int':
+      return 'integer';
+    case 'bool':
+      return 'boolean';
+    case 'epsList':
+      return 'list of numbers in (0, 1)';
+    case 'strDtype':
+      return 'string dtype (`S24`, `U40`)';
+    case 'compat':
+      return 'path or None';
+  }
+}
+
+/** Renders `configSchema` as a markdown table (key, aliases, type, default, description). */
+export function formatConfigDoc(): string {
+  const esc = (s: string) => s.replace(/\|/g, '\\|').replace(/\n/g, ' ');
+  const lines = [
+    '| key | original names | type | default | description |',
+    '| --- | --- | --- | --- | --- |',
+  ];
+  for (const s of configSchema) {
+    const names = [
+      ...s.aliases.map((a) => `\`${a.name}\` (${a.file})`),
+      ...(s.sameNameIn?.length ? [`same name (${s.sameNameIn.join(', ')})`] : []),
+    ];
+    lines.push(
+      `| \`${s.key}\` | ${names.join(', ') || '—'} | ${typeText(s)} | ${esc(s.defaultText)} | ${esc(s.description)} |`,
+    );
+  }
+  return lines.join('\n');
+}
+
+/**
+ * The canonical config as a plain JSON-able object with snake_case keys (our file format), in
+ * schema order; unset optional keys are left out. `parseConfigObject` reads it back.
+ */
+export function toManifest(cfg: PartialConfig | SemDedupConfig): Record<string, unknown> {
+  const out: Record<string, unknown> = {};
+  const rec = cfg as unknown as Record<string, unknown>;
+  for (const s of configSchema) {
+    if (s.field === null) continue;
+    const v = rec[s.field];
+    if (v === undefined || v === null) continue;
+    out[s.key] = Array.isArray(v) ? [...v] : v;
+  }
+  return out;
+}
+
+/** The canonical key for a name (canonical, original alias or camelCase field), if any. */
+export function canonicalKeyOf(name: string): CanonicalKey | undefined {
+  return (SPEC_BY_NAME.get(name) ?? SPEC_BY_FIELD.get(name) ?? SPEC_BY_FIELD.get(camel(name)))?.key;
+}

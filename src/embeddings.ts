@@ -1,0 +1,160 @@
+// Opening embeddings: the original's raw float32 memmap (N and D from the config, or D given and
+// N derived from the file size), or .npy float32/float16. The bytes are mapped by the native
+// core and never copied; `view()` gives a zero-copy typed array over them.
+import { closeSync, existsSync, openSync, readSync, statSync, ftruncateSync, writeSync } from 'node:fs';
+import { InputError, OutputError } from './errors.js';
+import { NPY_MAGIC, npyHeaderBytes, readNpyHeaderFromFile } from './io/npy.js';
+import { loadNative, nativeError, type NativeEmbeddings } from './native.js';
+
+export type EmbeddingsFormat = 'auto' | 'memmap' | 'npy';
+export type EmbeddingsDtype = 'float32' | 'float16';
+
+export interface EmbeddingsSpec {
+  /** Path of the raw memmap or .npy file. */
+  path: string;
+  /** 'auto' (default): .npy when the file starts with the .npy magic, else a raw memmap. */
+  format?: EmbeddingsFormat;
+  /** Element type of a raw memmap (default float32); a .npy header decides for itself. */
+  dtype?: EmbeddingsDtype;
+  /** Number of rows N (`dataset_size`); for a raw memmap derived from the size when absent. */
+  count?: number;
+  /** Dimension D (`emb_size` / `emd_size`); required for a raw memmap. */
+  dim?: number;
+}
+
+export interface Embeddings {
+  readonly path: string;
+  readonly format: 'memmap' | 'npy';
+  readonly dtype: EmbeddingsDtype;
+  readonly n: number;
+  readonly d: number;
+  /** Byte offset of the first row in the file. */
+  readonly offset: number;
+  /** The native mapping (passed to the native steps). */
+  readonly native: NativeEmbeddings;
+  /** Zero-copy typed array over all rows (Float32Array, or Uint16Array of float16 bits). */
+  view(): Float32Array | Uint16Array;
+  /** A float32 copy of rows [begin, end). */
+  rows(begin: number, end: number): Float32Array;
+  close(): void;
+}
+
+function isNpy(path: string): boolean {
+  const fd = openSync(path, 'r');
+  try {
+    const b = Buffer.alloc(6);
+    const got = readSync(fd, b, 0, 6, 0);
+    return got === 6 && b.equals(NPY_MAGIC);
+  } finally {
+    closeSync(fd);
+  }
+}
+
+export interface EmbeddingsLayout {
+  path: string;
+  format: 'memmap' | 'npy';
+  dtype: EmbeddingsDtype;
+  n: number;
+  d: number;
+  offset: number;
+}
+
+/** Works out the layout of an embeddings file and checks it against the config, without mapping it. */
+export function embeddingsLayout(spec: EmbeddingsSpec): EmbeddingsLayout {
+  const { path } = spec;
+  if (!path) throw new InputError('no embeddings file given (`embeddings`, or `emb_memory_loc` in the original config)', { key: 'embeddings' });
+  if (!existsSync(path)) throw new InputError(`${path}: embeddings file not found`, { file: path, key: 'embeddings' });
+  const st = statSync(path);
+  if (!st.isFile()) throw new InputError(`${path}: embeddings path is not a regular file`, { file: path });
+  const format = spec.format && spec.format !== 'auto' ? spec.format : isNpy(path) ? 'npy' : 'memmap';
+  if (format === 'npy') {
+    const h = readNpyHeaderFromFile(path);
+    const dt = h.descr === '<f4' ? 'float32' : h.descr === '<f2' ? 'float16' : undefined;
+    if (!dt)
+      throw new InputError(`${path}: embeddings must be float32 ('<f4') or float16 ('<f2'), the .npy header says '${h.descr}'`, { file: path });
+    if (h.shape.length !== 2)
+      throw new InputError(`${path}: embeddings must be a 2-D array (N, D), the .npy header says shape (${h.shape.join(', ')})`, { file: path });
+    const [n, d] = h.shape as [number, number];
+    if (spec.dim !== undefined && spec.dim !== d)
+      throw new InputError(`${path}: the config says emb_size ${spec.dim} but the .npy holds rows of ${d} values`, { file: path, key: 'dim' });
+    if (spec.count !== undefined && spec.count !== n)
+      throw new InputError(`${path}: the config says dataset_size ${spec.count} but the .npy holds ${n} rows`, { file: path, key: 'dataset_size' });
+    return { path, format, dtype: dt, n, d, offset: h.dataOffset };
+  }
+  const dtype = spec.dtype ?? 'float32';
+  const item = dtype === 'float32' ? 4 : 2;
+  if (spec.dim === undefined || !(spec.dim > 0))
+    throw new InputError(`${path}: a raw memmap needs the row size D (\`dim\`, or emb_size / emd_size in the original config)`, { file: path, key: 'dim' });
+  const d = spec.dim;
+  const rowBytes = d * item;
+  if (spec.count !== undefined) {
+    const expect = spec.count * rowBytes;
+    if (st.size !== expect)
+      throw new InputError(
+        `${path}: file size ${st.size} bytes does not match dataset_size ${spec.count} × emb_size ${d} × ${item} bytes (${dtype}) = ${expect} bytes` +
+          (st.size % rowBytes === 0 ? ` (the file holds ${st.size / rowBytes} rows)` : ''),
+        { file: path, key: 'dataset_size' },
+      );
+    return { path, format, dtype, n: spec.count, d, offset: 0 };
+  }
+  if (st.size % rowBytes !== 0)
+    throw new InputError(`${path}: file size ${st.size} bytes is not a multiple of the row size ${d} × ${item} bytes (${dtype}); is emb_size right?`, { file: path, key: 'dim' });
+  return { path, format, dtype, n: st.size / rowBytes, d, offset: 0 };
+}
+
+function wrap(layout: EmbeddingsLayout, writable: boolean): Embeddings {
+  const addon = loadNative();
+  let native: NativeEmbeddings;
+  try {
+    native = new addon.Embeddings(layout.path, { offset: layout.offset, n: layout.n, d: layout.d, dtype: layout.dtype, writable });
+  } catch (e) {
+    throw nativeError(e, layout.path);
+  }
+  return {
+    ...layout,
+    native,
+    view: () => native.view(),
+    rows: (b, e) => native.rows(b, e),
+    close: () => native.close(),
+  };
+}
+
+/** Opens (maps) embeddings for reading. */
+export function openEmbeddings(spec: EmbeddingsSpec): Embeddings {
+  return wrap(embeddingsLayout(spec), false);
+}
+
+/**
+ * Creates a writable embeddings file of N × D (raw memmap like the original's, or .npy) and
+ * maps it read-write: rows written through `view()` land in the file.
+ */
+export function createEmbeddingsFile(
+  path: string,
+  n: number,
+  d: number,
+  opts: { format?: 'memmap' | 'npy'; dtype?: EmbeddingsDtype } = {},
+): Embeddings {
+  const format = opts.format ?? (path.endsWith('.npy') ? 'npy' : 'memmap');
+  const dtype = opts.dtype ?? 'float32';
+  const item = dtype === 'float32' ? 4 : 2;
+  let offset = 0;
+  let fd: number;
+  try {
+    fd = openSync(path, 'w');
+  } catch (e) {
+    throw new OutputError(`${path}: cannot create the embeddings file: ${(e as Error).message}`, { file: path, cause: e });
+  }
+  try {
+    if (format === 'npy') {
+      const h = npyHeaderBytes(dtype === 'float32' ? '<f4' : '<f2', [n, d]);
+      writeSync(fd, h, 0, h.length, 0);
+      offset = h.length;
+    }
+    ftruncateSync(fd, offset + n * d * item);
+  } catch (e) {
+    throw new OutputError(`${path}: cannot size the embeddings file: ${(e as Error).message}`, { file: path, cause: e });
+  } finally {
+    closeSync(fd);
+  }
+  return wrap({ path, format, dtype, n, d, offset }, true);
+}

@@ -1,0 +1,152 @@
+// Atomic file writes: the data goes to a temporary file in the target's folder, is flushed to
+// disk, and is then renamed over the target. A reader never sees a partially written target,
+// and on any failure the temporary file is removed and an OutputError naming the target is
+// thrown.
+
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { randomBytes } from 'node:crypto';
+import { OutputError } from '../errors.js';
+
+/** Name of a fresh temporary file next to `target`. */
+export function tempPathFor(target: string): string {
+  const dir = path.dirname(target);
+  const base = path.basename(target);
+  return path.join(dir, `${base}.tmp-${process.pid}-${randomBytes(6).toString('hex')}`);
+}
+
+function describe(err: unknown): string {
+  if (err && typeof err === 'object' && 'code' in err && 'message' in err) {
+    const e = err as NodeJS.ErrnoException;
+    return e.message;
+  }
+  return String(err);
+}
+
+function removeQuietly(p: string): void {
+  try {
+    fs.rmSync(p, { force: true });
+  } catch {
+    // nothing more can be done
+  }
+}
+
+function writeAll(fd: number, chunk: Uint8Array): void {
+  let off = 0;
+  while (off < chunk.byteLength) {
+    // Write in pieces of at most 1 GiB: some platforms reject larger single writes.
+    const len = Math.min(chunk.byteLength - off, 1 << 30);
+    const n = fs.writeSync(fd, chunk, off, len);
+    off += n;
+  }
+}
+
+function toChunks(data: Buffer | string | Uint8Array | readonly Uint8Array[]): Uint8Array[] {
+  if (typeof data === 'string') return [Buffer.from(data, 'utf8')];
+  if (data instanceof Uint8Array) return [data];
+  return [...data];
+}
+
+/**
+ * A file being written atomically: append chunks with `write`, then `commit` (flush, rename
+ * over the target) or `abort` (remove the temporary file). Errors are OutputErrors naming the
+ * target.
+ */
+export interface AtomicWriter {
+  readonly target: string;
+  readonly tempPath: string;
+  /** Open file descriptor of the temporary file (for positional writes). */
+  readonly fd: number;
+  write(chunk: Uint8Array | string): void;
+  commit(): void;
+  abort(): void;
+}
+
+export function openAtomicWriter(target: string): AtomicWriter {
+  const tmp = tempPathFor(target);
+  let fd: number;
+  try {
+    fd = fs.openSync(tmp, 'wx', 0o644);
+  } catch (err) {
+    removeQuietly(tmp);
+    throw new OutputError(`${target}: cannot write: ${describe(err)}`, { file: target, cause: err });
+  }
+  let open = true;
+  const fail = (err: unknown): never => {
+    if (open) {
+      try {
+        fs.closeSync(fd);
+      } catch {
+        // ignore
+      }
+      open = false;
+    }
+    removeQuietly(tmp);
+    if (err instanceof OutputError) throw err;
+    throw new OutputError(`${target}: cannot write: ${describe(err)}`, { file: target, cause: err });
+  };
+  return {
+    target,
+    tempPath: tmp,
+    fd,
+    write(chunk: Uint8Array | string): void {
+      if (!open) throw new OutputError(`${target}: write after the file was closed`, { file: target });
+      try {
+        if (typeof chunk !== 'string' && !(chunk instanceof Uint8Array)) {
+          throw new TypeError(`data chunks must be strings or Uint8Arrays, got ${typeof chunk}`);
+        }
+        writeAll(fd, typeof chunk === 'string' ? Buffer.from(chunk, 'utf8') : chunk);
+      } catch (err) {
+        fail(err);
+      }
+    },
+    commit(): void {
+      if (!open) throw new OutputError(`${target}: commit after the file was closed`, { file: target });
+      try {
+        fs.fsyncSync(fd);
+        fs.closeSync(fd);
+        open = false;
+        fs.renameSync(tmp, target);
+      } catch (err) {
+        fail(err);
+      }
+      // Make the rename durable where the platform allows syncing a directory.
+      try {
+        const dfd = fs.openSync(path.dirname(target), 'r');
+        try {
+          fs.fsyncSync(dfd);
+        } finally {
+          fs.closeSync(dfd);
+        }
+      } catch {
+        // not supported (e.g. Windows): the rename itself is still atomic
+      }
+    },
+    abort(): void {
+      if (open) {
+        try {
+          fs.closeSync(fd);
+        } catch {
+          // ignore
+        }
+        open = false;
+      }
+      removeQuietly(tmp);
+    },
+  };
+}
+
+/**
+ * Write `data` (a buffer, a UTF-8 string, or a list of chunks written in order) to `target`
+ * atomically. Throws OutputError naming `target` on failure; the target is then unchanged.
+ */
+export function atomicWriteFile(target: string, data: Buffer | string | Uint8Array | readonly Uint8Array[]): void {
+  const w = openAtomicWriter(target);
+  try {
+    for (const chunk of toChunks(data)) w.write(chunk);
+  } catch (err) {
+    w.abort();
+    throw err;
+  }
+  w.commit();
+}

@@ -1,0 +1,327 @@
+// Ids ("paths"): one unique string per embedding row.
+//
+// Formats:
+// - memmap: raw fixed-width bytes without header, exactly as
+//   np.memmap(path, dtype='S24', mode='r', shape=(N,)) — NUL padded; the file size is N × width.
+//   Items are decoded lazily (trailing NULs stripped, as numpy's bytes scalars; UTF-8).
+// - npy: a 1-D .npy array of dtype S or U.
+// - text: one id per line (\n or \r\n), final newline optional, no empty lines.
+
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { InputError, OutputError } from '../errors.js';
+import { atomicWriteFile } from './atomic.js';
+import { NPY_MAGIC, decodeSItem, decodeUItem, dtypeName, readFully, readNpyHeaderFromFile, shapeRepr } from './npy.js';
+
+export type IdsFormat = 'auto' | 'memmap' | 'npy' | 'text';
+
+export interface Ids {
+  readonly length: number;
+  /** Where the ids came from: a raw S memmap, a .npy (S or U), a text file, or row numbers. */
+  readonly source: 'memmap' | 'npy' | 'text' | 'rows';
+  /**
+   * 'S' when the ids are bytes (S memmap or S .npy: numpy gives bytes scalars), 'U' when they
+   * are str (U .npy, text, row numbers).
+   */
+  readonly strKind: 'S' | 'U';
+  /** Fixed item width for S/U data (bytes for S, characters for U); undefined otherwise. */
+  readonly width?: number;
+  /** The raw fixed-width item bytes (S: width bytes per id; U: 4 × width bytes per id). */
+  readonly raw?: Buffer;
+  /** The file the ids came from, if any. */
+  readonly file?: string;
+  /** Id of row i (decoded as UTF-8 for bytes ids). */
+  get(i: number): string;
+  /** UTF-8 bytes of id i (for S data: the raw bytes without trailing NULs). */
+  getBytes(i: number): Uint8Array;
+  /** All ids as strings. */
+  toArray(): string[];
+}
+
+export interface ReadIdsOptions {
+  format: IdsFormat;
+  /** Item dtype of a raw memmap, e.g. 'S24' (or '|S24'); 'U24' for UTF-32 items. */
+  dtype?: string;
+  /** Expected number of ids (the memmap's N); when given, the file must hold exactly this many. */
+  count?: number;
+}
+
+function checkIndex(i: number, n: number): void {
+  if (!Number.isInteger(i) || i < 0 || i >= n) throw new RangeError(`id index ${i} out of range [0, ${n})`);
+}
+
+class FixedWidthIds implements Ids {
+  readonly length: number;
+  private readonly itemBytes: number;
+  constructor(
+    readonly source: 'memmap' | 'npy',
+    readonly strKind: 'S' | 'U',
+    readonly width: number,
+    readonly raw: Buffer,
+    readonly file: string,
+  ) {
+    this.itemBytes = strKind === 'S' ? width : width * 4;
+    this.length = raw.length / this.itemBytes;
+  }
+  private item(i: number): Buffer {
+    checkIndex(i, this.length);
+    return this.raw.subarray(i * this.itemBytes, (i + 1) * this.itemBytes);
+  }
+  get(i: number): string {
+    const it = this.item(i);
+    return this.strKind === 'S' ? decodeSItem(it, this.file, i) : decodeUItem(it, this.file, i);
+  }
+  getBytes(i: number): Uint8Array {
+    if (this.strKind === 'U') return Buffer.from(this.get(i), 'utf8');
+    const it = this.item(i);
+    let end = it.length;
+    while (end > 0 && it[end - 1] === 0) end--;
+    return it.subarray(0, end);
+  }
+  toArray(): string[] {
+    const out = new Array<string>(this.length);
+    for (let i = 0; i < this.length; i++) out[i] = this.get(i);
+    return out;
+  }
+}
+
+class ListIds implements Ids {
+  readonly strKind = 'U' as const;
+  constructor(
+    private readonly items: readonly string[],
+    readonly source: 'text' | 'rows',
+    readonly file?: string,
+  ) {}
+  get length(): number {
+    return this.items.length;
+  }
+  get(i: number): string {
+    checkIndex(i, this.items.length);
+    return this.items[i] as string;
+  }
+  getBytes(i: number): Uint8Array {
+    return Buffer.from(this.get(i), 'utf8');
+  }
+  toArray(): string[] {
+    return [...this.items];
+  }
+}
+
+class RowNumberIds implements Ids {
+  readonly source = 'rows' as const;
+  readonly strKind = 'U' as const;
+  constructor(readonly length: number) {}
+  get(i: number): string {
+    checkIndex(i, this.length);
+    return String(i);
+  }
+  getBytes(i: number): Uint8Array {
+    return Buffer.from(this.get(i), 'utf8');
+  }
+  toArray(): string[] {
+    return Array.from({ length: this.length }, (_, i) => String(i));
+  }
+}
+
+/** Ids that are the row numbers "0", "1", …, for inputs without ids. */
+export function rowNumberIds(n: number): Ids {
+  if (!Number.isSafeInteger(n) || n < 0) throw new RangeError(`invalid id count ${n}`);
+  return new RowNumberIds(n);
+}
+
+/** Ids from an in-memory list of strings. */
+export function idsFromStrings(items: readonly string[]): Ids {
+  return new ListIds(items, 'text');
+}
+
+function readWhole(file: string): Buffer {
+  try {
+    return fs.readFileSync(file);
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    const why = code === 'ENOENT' ? 'no such file' : code === 'EISDIR' ? 'is a directory' : (e as Error).message;
+    throw new InputError(`${file}: cannot read ids: ${why}`, { file, cause: e });
+  }
+}
+
+function parseMemmapDtype(dtype: string, file: string): { kind: 'S' | 'U'; width: number } {
+  const m = /^[|<=]?([SU])(\d+)$/.exec(dtype.trim());
+  const width = m ? Number(m[2]) : 0;
+  if (!m || width <= 0) {
+    throw new InputError(`${file}: unsupported ids dtype '${dtype}' (expected a fixed-width bytes dtype such as 'S24')`, {
+      file,
+      key: 'path_str_dtype',
+    });
+  }
+  return { kind: m[1] as 'S' | 'U', width };
+}
+
+function readMemmapIds(file: string, opts: ReadIdsOptions): Ids {
+  if (!opts.dtype) {
+    throw new InputError(`${file}: a raw ids memmap needs its dtype (e.g. path_str_dtype: S24)`, { file, key: 'path_str_dtype' });
+  }
+  const { kind, width } = parseMemmapDtype(opts.dtype, file);
+  const itemBytes = kind === 'S' ? width : width * 4;
+  const size = fs.statSync(file).size;
+  const dt = `${kind}${width}`;
+  if (opts.count !== undefined) {
+    if (size !== opts.count * itemBytes) {
+      throw new InputError(
+        `${file}: ids memmap of dtype ${dt} and N=${opts.count} must be ${opts.count * itemBytes} bytes, but the file has ${size} bytes` +
+          (size % itemBytes === 0 ? ` (${size / itemBytes} ids)` : ''),
+        { file },
+      );
+    }
+  } else if (size % itemBytes !== 0) {
+    throw new InputError(
+      `${file}: ids memmap of dtype ${dt} must be a multiple of ${itemBytes} bytes, but the file has ${size} bytes`,
+      { file },
+    );
+  }
+  const raw = readWhole(file);
+  if (raw.length !== size) throw new InputError(`${file}: file changed while being read`, { file });
+  return new FixedWidthIds('memmap', kind, width, raw, file);
+}
+
+function readNpyIds(file: string, opts: ReadIdsOptions): Ids {
+  const header = readNpyHeaderFromFile(file);
+  const dt = header.dtype;
+  if (dt.kind !== 'S' && dt.kind !== 'U') {
+    throw new InputError(`${file}: ids .npy must hold strings (dtype S or U), found ${dtypeName(dt)}`, { file });
+  }
+  if (header.shape.length !== 1) {
+    throw new InputError(`${file}: ids .npy must be 1-D, found shape ${shapeRepr(header.shape)}`, { file });
+  }
+  const n = header.shape[0] as number;
+  if (opts.count !== undefined && n !== opts.count) {
+    throw new InputError(`${file}: expected ${opts.count} ids, found ${n}`, { file });
+  }
+  const raw = Buffer.alloc(n * dt.itemsize);
+  const fd = fs.openSync(file, 'r');
+  try {
+    readFully(fd, raw, header.dataOffset, file);
+  } finally {
+    fs.closeSync(fd);
+  }
+  const width = dt.kind === 'S' ? dt.itemsize : dt.itemsize / 4;
+  return new FixedWidthIds('npy', dt.kind, width, raw, file);
+}
+
+const utf8Fatal = new TextDecoder('utf-8', { fatal: true });
+
+function parseTextIds(buf: Buffer, file: string, count: number | undefined): Ids {
+  let text: string;
+  try {
+    text = utf8Fatal.decode(buf);
+  } catch {
+    throw new InputError(`${file}: ids text file is not valid UTF-8`, { file });
+  }
+  if (text.charCodeAt(0) === 0xfeff) text = text.slice(1);
+  const lines = text.split('\n');
+  if (lines.length > 0 && lines[lines.length - 1] === '') lines.pop();
+  for (let i = 0; i < lines.length; i++) {
+    let line = lines[i] as string;
+    if (line.endsWith('\r')) line = line.slice(0, -1);
+    if (line === '') throw new InputError(`${file}: line ${i + 1} is empty (ids must not be empty)`, { file });
+    if (line.includes('\0')) throw new InputError(`${file}: line ${i + 1} contains a NUL byte`, { file });
+    lines[i] = line;
+  }
+  if (count !== undefined && lines.length !== count) {
+    throw new InputError(`${file}: expected ${count} ids, found ${lines.length} lines`, { file });
+  }
+  return new ListIds(lines, 'text', file);
+}
+
+function looksLikeText(buf: Buffer): boolean {
+  if (buf.includes(0)) return false;
+  if (!buf.includes(0x0a)) return false;
+  try {
+    utf8Fatal.decode(buf);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** Read ids in any of the supported formats. */
+export function readIds(file: string, opts: ReadIdsOptions): Ids {
+  if (opts.count !== undefined && (!Number.isSafeInteger(opts.count) || opts.count < 0)) {
+    throw new InputError(`${file}: invalid id count ${opts.count}`, { file });
+  }
+  let st: fs.Stats;
+  try {
+    st = fs.statSync(file);
+  } catch (e) {
+    throw new InputError(`${file}: cannot read ids: no such file`, { file, cause: e });
+  }
+  if (st.isDirectory()) throw new InputError(`${file}: cannot read ids: is a directory`, { file });
+  switch (opts.format) {
+    case 'memmap':
+      return readMemmapIds(file, opts);
+    case 'npy':
+      return readNpyIds(file, opts);
+    case 'text':
+      return parseTextIds(readWhole(file), file, opts.count);
+    case 'auto':
+      break;
+    default:
+      throw new InputError(`${file}: unknown ids format '${String(opts.format)}'`, { file });
+  }
+  const head = Buffer.alloc(Math.min(st.size, 6));
+  const fd = fs.openSync(file, 'r');
+  try {
+    fs.readSync(fd, head, 0, head.length, 0);
+  } finally {
+    fs.closeSync(fd);
+  }
+  if (head.length === 6 && head.equals(NPY_MAGIC)) return readNpyIds(file, opts);
+  const ext = path.extname(file).toLowerCase();
+  if (ext === '.txt' || ext === '.tsv' || ext === '.csv') return parseTextIds(readWhole(file), file, opts.count);
+  const buf = readWhole(file);
+  if (looksLikeText(buf)) return parseTextIds(buf, file, opts.count);
+  if (!opts.dtype) {
+    throw new InputError(
+      `${file}: cannot tell the ids format (not .npy, not a UTF-8 text file with one id per line); for a raw memmap give its dtype (path_str_dtype, e.g. S24)`,
+      { file, key: 'path_str_dtype' },
+    );
+  }
+  return readMemmapIds(file, opts);
+}
+
+function quoteId(s: string): string {
+  return JSON.stringify(s.length > 200 ? `${s.slice(0, 200)}…` : s);
+}
+
+/** Throw InputError if an id appears twice, naming the first duplicate and both rows. */
+export function checkUniqueIds(ids: Ids, file: string): void {
+  const seen = new Map<string, number>();
+  const text = ids.source === 'text';
+  for (let i = 0; i < ids.length; i++) {
+    const key = ids.strKind === 'S' ? Buffer.from(ids.getBytes(i)).toString('latin1') : ids.get(i);
+    const prev = seen.get(key);
+    if (prev !== undefined) {
+      const where = text ? `lines ${prev + 1} and ${i + 1}` : `rows ${prev} and ${i}`;
+      throw new InputError(`${file}: ids must be unique, but ${quoteId(ids.get(i))} appears at ${where}`, { file });
+    }
+    seen.set(key, i);
+  }
+}
+
+/**
+ * Write ids as a raw fixed-width bytes memmap (np.memmap dtype S{width}): UTF-8, NUL padded,
+ * no header. Atomic. Throws OutputError if an id is longer than `width` bytes.
+ */
+export function writeIdsMemmap(file: string, ids: readonly string[], width: number): void {
+  if (!Number.isInteger(width) || width <= 0) throw new OutputError(`${file}: invalid ids width ${width}`, { file });
+  const out = Buffer.alloc(ids.length * width);
+  for (let i = 0; i < ids.length; i++) {
+    const b = Buffer.from(ids[i] as string, 'utf8');
+    if (b.length > width) {
+      throw new OutputError(`${file}: id ${quoteId(ids[i] as string)} (row ${i}) is ${b.length} bytes in UTF-8, longer than S${width}`, {
+        file,
+      });
+    }
+    b.copy(out, i * width);
+  }
+  atomicWriteFile(file, out);
+}

@@ -1,0 +1,152 @@
+// The pipeline driven by a resolved config: what the CLI's commands run.
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
+import { requireKeys, type PartialResolved } from './config.js';
+import { embeddingsLayout, type EmbeddingsSpec } from './embeddings.js';
+import { checkUniqueIds, readIds, type Ids } from './io/ids.js';
+import { computeCentroids, type ClusterResult } from './steps/cluster.js';
+import { assignAndSortClusters, type SortResult } from './steps/sort.js';
+import { semdedup, type DedupResult } from './steps/dedup.js';
+import { extractPrunedData, type ExtractResult } from './steps/extract.js';
+import { atomicWriteFile } from './io/atomic.js';
+import { outputs } from './layout.js';
+import { readManifest, writeManifest, type CommonOptions } from './steps/common.js';
+import { toManifest } from './config.js';
+import { loadNative } from './native.js';
+
+export function embeddingsSpecOf(cfg: PartialResolved): EmbeddingsSpec {
+  const c = requireKeys(cfg, ['embeddings'], 'this step');
+  return {
+    path: c.embeddings,
+    format: c.embeddingsFormat,
+    dtype: c.embeddingsDtype,
+    ...(c.datasetSize !== undefined ? { count: c.datasetSize } : {}),
+    ...(c.dim !== undefined ? { dim: c.dim } : {}),
+  };
+}
+
+/** The ids of the config (checked unique), or undefined for row numbers. */
+export function idsOf(cfg: PartialResolved, n: number): Ids | undefined {
+  if (!cfg.ids) return undefined;
+  const ids = readIds(cfg.ids, { format: cfg.idsFormat, ...(cfg.idsDtype ? { dtype: cfg.idsDtype } : {}), count: n });
+  checkUniqueIds(ids, cfg.ids);
+  return ids;
+}
+
+function common(cfg: PartialResolved, opts: CommonOptions): CommonOptions {
+  return { threads: cfg.threads, device: cfg.device, ...opts };
+}
+
+/** Records the config and the engine in the manifest of the output folder. */
+function noteConfig(cfg: PartialResolved, outputDir: string): void {
+  const m = readManifest(outputDir);
+  const info = loadNative().info();
+  (m as unknown as Record<string, unknown>).config = toManifest(cfg);
+  (m as unknown as Record<string, unknown>).configFiles = cfg.files;
+  m.engine = { name: 'semdedup', version: info.version, faiss: info.faiss, blasCore: info.blasCore };
+  writeManifest(outputDir, m);
+}
+
+export async function runCluster(cfg: PartialResolved, opts: CommonOptions = {}): Promise<ClusterResult> {
+  const c = requireKeys(cfg, ['embeddings', 'output_dir', 'k'], 'semdedup cluster');
+  const r = await computeCentroids({
+    ...common(cfg, opts),
+    embeddings: embeddingsSpecOf(cfg),
+    outputDir: c.outputDir,
+    k: c.k,
+    niter: c.niter,
+    seed: c.seed,
+    spherical: c.spherical,
+    maxPointsPerCentroid: c.maxPointsPerCentroid,
+    minPointsPerCentroid: c.minPointsPerCentroid,
+    normalize: c.normalize,
+    ...(c.centroids ? { centroids: c.centroids } : {}),
+  });
+  noteConfig(cfg, c.outputDir);
+  return r;
+}
+
+export async function runSort(cfg: PartialResolved, opts: CommonOptions = {}): Promise<SortResult> {
+  const c = requireKeys(cfg, ['output_dir'], 'semdedup sort');
+  const needEmb = c.simMetric === 'cosine' && !c.spherical;
+  let ids: Ids | undefined;
+  if (c.exportSortedClusters && cfg.embeddings) ids = idsOf(cfg, embeddingsLayout(embeddingsSpecOf(cfg)).n);
+  return assignAndSortClusters({
+    ...common(cfg, opts),
+    outputDir: c.outputDir,
+    simMetric: c.simMetric,
+    keepHard: c.keepHard,
+    spherical: c.spherical,
+    normalize: c.normalize,
+    exportSortedClusters: c.exportSortedClusters,
+    sortedClustersDir: c.sortedClustersDir ?? join(c.outputDir, 'sorted_clusters'),
+    ...(needEmb ? { embeddings: embeddingsSpecOf(cfg) } : {}),
+    ...(ids ? { ids } : {}),
+  });
+}
+
+export async function runDedup(cfg: PartialResolved, opts: CommonOptions = {}): Promise<DedupResult> {
+  const c = requireKeys(cfg, ['embeddings', 'output_dir'], 'semdedup dedup');
+  return semdedup({
+    ...common(cfg, opts),
+    embeddings: embeddingsSpecOf(cfg),
+    outputDir: c.outputDir,
+    whichToKeep: c.whichToKeep,
+    epsList: c.epsList,
+    seed: c.seed,
+    normalize: c.normalize,
+  });
+}
+
+export async function runExtract(
+  cfg: PartialResolved,
+  eps: number,
+  output: string | undefined,
+  opts: { removed?: boolean; log?: (l: string) => void } = {},
+): Promise<ExtractResult> {
+  const c = requireKeys(cfg, ['output_dir'], 'semdedup extract');
+  let ids: Ids | undefined;
+  if (cfg.ids) {
+    const n = cfg.embeddings && existsSync(cfg.embeddings) ? embeddingsLayout(embeddingsSpecOf(cfg)).n : cfg.datasetSize;
+    ids = readIds(cfg.ids, { format: cfg.idsFormat, ...(cfg.idsDtype ? { dtype: cfg.idsDtype } : {}), ...(n !== undefined ? { count: n } : {}) });
+  }
+  return extractPrunedData({
+    outputDir: c.outputDir,
+    eps,
+    ...(output ? { output } : {}),
+    ...(opts.removed ? { removed: true } : {}),
+    ...(ids ? { ids } : {}),
+    ...(opts.log ? { log: opts.log } : {}),
+  });
+}
+
+export interface RunResult {
+  cluster: ClusterResult;
+  sort: SortResult;
+  dedup: DedupResult;
+  extract: ExtractResult[];
+  seconds: Record<string, number>;
+}
+
+/** All steps: cluster, sort, dedup, then extract for every eps (kept ids to `kept_eps{eps}.txt`). */
+export async function runAll(cfg: PartialResolved, opts: CommonOptions = {}): Promise<RunResult> {
+  const c = requireKeys(cfg, ['embeddings', 'output_dir', 'k'], 'semdedup run');
+  const n = embeddingsLayout(embeddingsSpecOf(cfg)).n;
+  if (cfg.ids) idsOf(cfg, n); // fail early on bad ids, before hours of work
+  const t0 = performance.now();
+  const cluster = await runCluster(cfg, opts);
+  const t1 = performance.now();
+  const sort = await runSort(cfg, opts);
+  const t2 = performance.now();
+  const dedup = await runDedup(cfg, opts);
+  const t3 = performance.now();
+  const extract: ExtractResult[] = [];
+  for (const eps of c.epsList) extract.push(await runExtract(cfg, eps, join(c.outputDir, `kept_eps${eps}.txt`), opts.log ? { log: opts.log } : {}));
+  const t4 = performance.now();
+  const seconds = { cluster: (t1 - t0) / 1000, sort: (t2 - t1) / 1000, dedup: (t3 - t2) / 1000, extract: (t4 - t3) / 1000, total: (t4 - t0) / 1000 };
+  atomicWriteFile(
+    outputs.summary(c.outputDir),
+    JSON.stringify({ n, clusters: cluster.k, whichToKeep: c.whichToKeep, eps: dedup.summary, seconds }, null, 2) + '\n',
+  );
+  return { cluster, sort, dedup, extract, seconds };
+}

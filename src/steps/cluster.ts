@@ -1,0 +1,135 @@
+// SPEC step 2 (the original's compute_centroids): FAISS k-means, then the nearest centroid of
+// every row. Existing centroids in the output folder are reused, as the original resumes.
+import { existsSync } from 'node:fs';
+import { ConfigError, InputError } from '../errors.js';
+import { readNpy, writeNpy } from '../io/npy.js';
+import { outputs } from '../layout.js';
+import { loadNative } from '../native.js';
+import type { Embeddings, EmbeddingsSpec } from '../embeddings.js';
+import {
+  ensureOutputDir,
+  now,
+  openChecked,
+  recordStep,
+  resolveDevice,
+  runNative,
+  stepIsCurrent,
+  type CommonOptions,
+} from './common.js';
+
+export interface ClusterOptions extends CommonOptions {
+  embeddings: EmbeddingsSpec | Embeddings;
+  /** The output folder (`save_folder`). */
+  outputDir: string;
+  /** Number of clusters (`ncentroids`). */
+  k: number;
+  niter?: number;
+  seed?: number;
+  /** Spherical k-means (`Kmeans_with_cos_dist`). */
+  spherical?: boolean;
+  maxPointsPerCentroid?: number;
+  minPointsPerCentroid?: number;
+  /** A k × D .npy of given centroids: no training. */
+  centroids?: string;
+  /** Reuse kmeans_centroids.npy found in the output folder (default true). */
+  reuse?: boolean;
+  normalize?: 'auto' | 'always' | 'never';
+}
+
+export interface ClusterResult {
+  centroids: Float32Array;
+  nearest: BigInt64Array;
+  dist: Float32Array;
+  k: number;
+  d: number;
+  /** Where the centroids came from. */
+  centroidsFrom: 'trained' | 'reused' | 'given';
+  /** True when nearest/dist were up to date and not recomputed. */
+  assignmentReused: boolean;
+  objective: number[];
+  seconds: { train: number; assign: number };
+  device: 'cpu' | 'cuda';
+}
+
+function loadCentroids(path: string, k: number, d: number, what: string): Float32Array {
+  const { header, data } = readNpy(path);
+  if (!(data instanceof Float32Array) || header.shape.length !== 2)
+    throw new InputError(`${path}: ${what} must be a 2-D float32 .npy (k, D), found ${header.descr} shape (${header.shape.join(', ')})`, { file: path });
+  if (header.shape[0] !== k || header.shape[1] !== d)
+    throw new InputError(`${path}: ${what} have shape (${header.shape.join(', ')}), expected (k=${k}, D=${d})`, { file: path, key: 'k' });
+  return data;
+}
+
+export async function computeCentroids(opts: ClusterOptions): Promise<ClusterResult> {
+  const log = opts.log ?? (() => {});
+  const addon = loadNative();
+  ensureOutputDir(opts.outputDir);
+  const { emb, owned } = await openChecked(opts.embeddings, opts.normalize ?? 'auto', opts.outputDir, opts);
+  try {
+    const k = opts.k;
+    if (!Number.isInteger(k) || k < 1) throw new ConfigError(`k (ncentroids) must be a positive integer, got ${k}`, { key: 'k' });
+    if (k > emb.n) throw new ConfigError(`k = ${k} (ncentroids) is larger than the number of rows N = ${emb.n} in ${emb.path}`, { key: 'k', file: emb.path });
+    const device = resolveDevice(opts.device, log);
+    const threads = opts.threads ?? 0;
+    const spherical = opts.spherical ?? false;
+    const params = {
+      k, niter: opts.niter ?? 20, seed: opts.seed ?? 1234, spherical,
+      maxPointsPerCentroid: opts.maxPointsPerCentroid ?? 256, minPointsPerCentroid: opts.minPointsPerCentroid ?? 39,
+    };
+    const centroidsPath = outputs.centroids(opts.outputDir);
+    const nearestPath = outputs.nearest(opts.outputDir);
+    const distPath = outputs.dist(opts.outputDir);
+
+    let centroids: Float32Array;
+    let centroidsFrom: ClusterResult['centroidsFrom'];
+    let objective: number[] = [];
+    const t0 = now();
+    if (opts.centroids) {
+      centroids = loadCentroids(opts.centroids, k, emb.d, 'the given centroids');
+      centroidsFrom = 'given';
+      writeNpy(centroidsPath, centroids, { shape: [k, emb.d] });
+      log(`centroids: given (${opts.centroids})`);
+    } else if ((opts.reuse ?? true) && existsSync(centroidsPath)) {
+      centroids = loadCentroids(centroidsPath, k, emb.d, 'the existing centroids');
+      centroidsFrom = 'reused';
+      log(`centroids: reusing ${centroidsPath}`);
+    } else {
+      if (!addon.trainKmeans) throw new InputError('this build of the native addon has no FAISS: k-means is unavailable (give --centroids)');
+      log(`k-means: k=${k}, niter=${params.niter}, seed=${params.seed}, spherical=${spherical}, N=${emb.n}, D=${emb.d}`);
+      const r = await runNative(opts, 'cluster:train', (p, token) =>
+        addon.trainKmeans!(emb.native, { ...params, threads, device }, p, token),
+      );
+      if (r.underMinPoints)
+        log(`warning: clustering ${emb.n} points to ${k} centroids: FAISS advises at least ${k * params.minPointsPerCentroid} points`);
+      centroids = r.centroids;
+      objective = r.objective;
+      centroidsFrom = 'trained';
+      writeNpy(centroidsPath, centroids, { shape: [k, emb.d] });
+    }
+    const tTrain = (now() - t0) / 1000;
+
+    const stepParams = { spherical, k, d: emb.d, n: emb.n };
+    const inputs = { embeddings: emb.path, centroids: centroidsPath };
+    if (stepIsCurrent(opts.outputDir, 'cluster', stepParams, inputs) && existsSync(nearestPath) && existsSync(distPath)) {
+      const nearest = readNpy(nearestPath).data as BigInt64Array;
+      const dist = readNpy(distPath).data as Float32Array;
+      log('assignment: up to date, reused');
+      return { centroids, nearest, dist, k, d: emb.d, centroidsFrom, assignmentReused: true, objective, seconds: { train: tTrain, assign: 0 }, device };
+    }
+    const t1 = now();
+    const nearest = new BigInt64Array(emb.n);
+    const dist = new Float32Array(emb.n);
+    await runNative(opts, 'cluster:assign', (p, token) =>
+      addon.assignNearest!(emb.native, centroids, k, spherical, nearest, dist, { threads, device }, p, token),
+    );
+    writeNpy(nearestPath, nearest);
+    writeNpy(distPath, dist);
+    const tAssign = (now() - t1) / 1000;
+    recordStep(opts.outputDir, 'cluster', stepParams, inputs, { nearest: nearestPath, dist: distPath }, {
+      centroidsFrom, objective, trainSeconds: tTrain, assignSeconds: tAssign, device, ...params,
+    });
+    return { centroids, nearest, dist, k, d: emb.d, centroidsFrom, assignmentReused: false, objective, seconds: { train: tTrain, assign: tAssign }, device };
+  } finally {
+    if (owned) emb.close();
+  }
+}

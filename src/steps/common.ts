@@ -1,0 +1,221 @@
+// What every step shares: options, progress, cancellation, device choice, the manifest.
+import { existsSync, mkdirSync, readFileSync, renameSync, statSync, accessSync, constants } from 'node:fs';
+import { dirname, resolve } from 'node:path';
+import { SemDedupError, OutputError, NumericError } from '../errors.js';
+import { atomicWriteFile } from '../io/atomic.js';
+import { outputs } from '../layout.js';
+import { loadNative, nativeError, type NativeCancelToken } from '../native.js';
+import { createEmbeddingsFile, openEmbeddings, type Embeddings, type EmbeddingsSpec } from '../embeddings.js';
+
+export type Device = 'auto' | 'cpu' | 'cuda';
+
+export interface Progress {
+  /** The step and sub-step, e.g. 'cluster:train', 'dedup'. */
+  stage: string;
+  done: number;
+  total: number;
+}
+
+export interface CommonOptions {
+  /** Worker threads (0 or absent: all cores). */
+  threads?: number;
+  /** Backend for the heavy steps: 'auto' (CUDA when a usable GPU is there), 'cpu', 'cuda'. */
+  device?: Device;
+  /** Called from the event loop as work advances. */
+  onProgress?: (p: Progress) => void;
+  /** Aborting rejects the step's promise with an ERR_CANCELLED error; files already complete stay. */
+  signal?: AbortSignal;
+  /** Log lines (default: none). */
+  log?: (line: string) => void;
+}
+
+/** Resolves 'auto' to the backend that will run, and checks an explicit 'cuda'. */
+export function resolveDevice(device: Device | undefined, log?: (l: string) => void): 'cpu' | 'cuda' {
+  const info = loadNative().info();
+  const want = device ?? 'auto';
+  if (want === 'cpu') return 'cpu';
+  if (info.cuda.available) {
+    log?.(`backend: CUDA (${info.cuda.name ?? 'GPU'})`);
+    return 'cuda';
+  }
+  if (want === 'cuda')
+    throw new SemDedupError('ERR_BACKEND', `device 'cuda' was requested but no usable GPU is available: ${info.cuda.reason}`);
+  log?.(`backend: CPU (${info.cuda.compiled ? `no usable GPU: ${info.cuda.reason}` : 'built without CUDA'})`);
+  return 'cpu';
+}
+
+/** A native cancel token wired to an AbortSignal. */
+export function cancelToken(signal?: AbortSignal): { token: NativeCancelToken; dispose: () => void } {
+  const token = new (loadNative().CancelToken)();
+  if (!signal) return { token, dispose: () => {} };
+  if (signal.aborted) token.cancel();
+  const onAbort = () => token.cancel();
+  signal.addEventListener('abort', onAbort, { once: true });
+  return { token, dispose: () => signal.removeEventListener('abort', onAbort) };
+}
+
+export function throwIfAborted(signal?: AbortSignal): void {
+  if (signal?.aborted) throw new SemDedupError('ERR_CANCELLED', 'cancelled');
+}
+
+/** Runs a native promise with progress and cancellation, mapping its errors. */
+export async function runNative<T>(
+  opts: CommonOptions,
+  stage: string,
+  call: (onProgress: (done: number, total: number) => void, token: NativeCancelToken) => Promise<T>,
+): Promise<T> {
+  throwIfAborted(opts.signal);
+  const { token, dispose } = cancelToken(opts.signal);
+  try {
+    return await call((done, total) => opts.onProgress?.({ stage, done, total }), token);
+  } catch (e) {
+    throw nativeError(e, stage);
+  } finally {
+    dispose();
+  }
+}
+
+/** Makes sure the output folder exists and is writable, with a clear error if not. */
+export function ensureOutputDir(dir: string): void {
+  try {
+    mkdirSync(dir, { recursive: true });
+    accessSync(dir, constants.W_OK);
+  } catch (e) {
+    throw new OutputError(`${dir}: the output folder cannot be created or written: ${(e as Error).message}`, { file: dir, cause: e });
+  }
+}
+
+/**
+ * Opens the embeddings and checks their rows before heavy work: NaN/Inf and all-zero rows are
+ * errors. Rows whose norm differs from 1 by more than 1e-3: `auto` (default) refuses them with a
+ * message; `always` writes an L2-normalised float32 copy into the output folder (reused while the
+ * input is unchanged) and returns that; `never` uses the rows as they are.
+ */
+export async function openChecked(
+  spec: EmbeddingsSpec | Embeddings,
+  normalize: 'auto' | 'always' | 'never',
+  outputDir: string,
+  opts: CommonOptions,
+): Promise<{ emb: Embeddings; owned: boolean }> {
+  const given = 'native' in spec;
+  const emb = given ? (spec as Embeddings) : openEmbeddings(spec as EmbeddingsSpec);
+  try {
+    const addon = loadNative();
+    const tol = 1e-3;
+    const r = await runNative(opts, 'check', (_p, token) => addon.scanEmbeddings(emb.native, tol, { threads: opts.threads ?? 0 }, token));
+    if (r.nonfiniteRows > 0)
+      throw new NumericError(`${emb.path}: row ${r.firstNonfinite} holds NaN or Inf (${r.nonfiniteRows} such rows)`, { file: emb.path });
+    if (r.zeroRows > 0)
+      throw new NumericError(`${emb.path}: row ${r.firstZero} is all zeros (${r.zeroRows} such rows); a zero vector has no direction to compare`, { file: emb.path });
+    if (r.unnormalizedRows === 0 || normalize === 'never') return { emb, owned: !given };
+    if (normalize === 'auto')
+      throw new NumericError(
+        `${emb.path}: row ${r.firstUnnormalized} is not L2-normalised (${r.unnormalizedRows} rows have |norm - 1| > ${tol}; norms from ${r.minNorm.toPrecision(6)} to ${r.maxNorm.toPrecision(6)}). ` +
+          `SemDeDup compares cosine similarities of unit vectors: set \`normalize: always\` (--normalize always) to normalise them into a copy first, or \`normalize: never\` to use them as they are.`,
+        { file: emb.path },
+      );
+    // normalize === 'always'
+    ensureOutputDir(outputs.ours(outputDir));
+    const copyPath = outputs.normalized(outputDir);
+    const params = { source: stamp(emb.path), n: emb.n, d: emb.d };
+    if (!(existsSync(copyPath) && stepIsCurrent(outputDir, 'normalize', params, {}))) {
+      opts.log?.(`normalising ${r.unnormalizedRows} rows into ${copyPath}`);
+      const tmp = `${copyPath}.partial`;
+      const out = createEmbeddingsFile(tmp, emb.n, emb.d, { format: 'memmap', dtype: 'float32' });
+      const view = out.view() as Float32Array;
+      const block = 16384;
+      for (let b = 0; b < emb.n; b += block) {
+        throwIfAborted(opts.signal);
+        const e = Math.min(emb.n, b + block);
+        const rows = emb.rows(b, e);
+        for (let i = 0; i < e - b; i++) {
+          let s = 0;
+          for (let j = 0; j < emb.d; j++) s += rows[i * emb.d + j]! * rows[i * emb.d + j]!;
+          const inv = 1 / Math.sqrt(s);
+          for (let j = 0; j < emb.d; j++) view[(b + i) * emb.d + j] = rows[i * emb.d + j]! * inv;
+        }
+        opts.onProgress?.({ stage: 'normalize', done: e, total: emb.n });
+      }
+      out.close();
+      renameSync(tmp, copyPath);
+      recordStep(outputDir, 'normalize', params, {}, { copy: copyPath });
+    }
+    if (!given) emb.close();
+    return { emb: openEmbeddings({ path: copyPath, format: 'memmap', dtype: 'float32', dim: emb.d, count: emb.n }), owned: true };
+  } catch (e) {
+    if (!given) emb.close();
+    throw e;
+  }
+}
+
+// ---------------------------------------------------------------- manifest
+export interface FileStamp {
+  path: string;
+  size: number;
+  mtimeMs: number;
+}
+
+export function stamp(path: string): FileStamp {
+  const st = statSync(path);
+  return { path: resolve(path), size: st.size, mtimeMs: Math.round(st.mtimeMs) };
+}
+
+export function sameStamp(a: FileStamp | undefined, b: FileStamp): boolean {
+  return !!a && a.path === b.path && a.size === b.size && a.mtimeMs === b.mtimeMs;
+}
+
+export interface Manifest {
+  engine: { name: 'semdedup'; version: string; faiss: string; blasCore: string };
+  steps: Record<string, { completedAt: string; params: Record<string, unknown>; inputs: Record<string, FileStamp>; outputs: Record<string, FileStamp>; stats?: Record<string, unknown> }>;
+}
+
+export function readManifest(dir: string): Manifest {
+  const path = outputs.manifest(dir);
+  const info = loadNative().info();
+  const engine = { name: 'semdedup' as const, version: info.version, faiss: info.faiss, blasCore: info.blasCore };
+  if (!existsSync(path)) return { engine, steps: {} };
+  try {
+    const m = JSON.parse(readFileSync(path, 'utf8')) as Manifest;
+    return { engine, steps: m.steps ?? {} };
+  } catch {
+    return { engine, steps: {} }; // an unreadable manifest only costs recomputation
+  }
+}
+
+export function writeManifest(dir: string, m: Manifest): void {
+  mkdirSync(dirname(outputs.manifest(dir)), { recursive: true });
+  atomicWriteFile(outputs.manifest(dir), JSON.stringify(m, null, 2) + '\n');
+}
+
+/** Records a completed step with the stamps of its inputs and outputs. */
+export function recordStep(
+  dir: string,
+  step: string,
+  params: Record<string, unknown>,
+  inputs: Record<string, string>,
+  outs: Record<string, string>,
+  stats?: Record<string, unknown>,
+): void {
+  const m = readManifest(dir);
+  const st = (rec: Record<string, string>) => Object.fromEntries(Object.entries(rec).map(([k, p]) => [k, stamp(p)]));
+  m.steps[step] = { completedAt: new Date().toISOString(), params, inputs: st(inputs), outputs: st(outs), ...(stats ? { stats } : {}) };
+  writeManifest(dir, m);
+}
+
+/** True when a step completed with these params and its inputs and outputs are unchanged since. */
+export function stepIsCurrent(dir: string, step: string, params: Record<string, unknown>, inputs: Record<string, string>): boolean {
+  const rec = readManifest(dir).steps[step];
+  if (!rec) return false;
+  if (JSON.stringify(rec.params) !== JSON.stringify(params)) return false;
+  for (const [k, p] of Object.entries(inputs)) {
+    if (!existsSync(p) || !sameStamp(rec.inputs[k], stamp(p))) return false;
+  }
+  for (const s of Object.values(rec.outputs)) {
+    if (!existsSync(s.path) || !sameStamp(s, stamp(s.path))) return false;
+  }
+  return true;
+}
+
+export function now(): number {
+  return performance.now();
+}

@@ -1,0 +1,227 @@
+// SPEC step 4 (the original's semdedup): inside each cluster, in keep order, the largest
+// similarity of every member to an earlier one (M), computed by the native tiled kernel.
+// All eps come from one pass; M is stored, so a new eps needs no recomputation.
+// Long runs are resumable: clusters are processed in parts, each part saved as it completes.
+import { existsSync, mkdirSync, readdirSync, rmSync } from 'node:fs';
+import { join } from 'node:path';
+import { createHash } from 'node:crypto';
+import { ConfigError, InputError } from '../errors.js';
+import { readNpy, writeNpy } from '../io/npy.js';
+import { atomicWriteFile } from '../io/atomic.js';
+import { outputs } from '../layout.js';
+import { loadNative, type MaxSimStats } from '../native.js';
+import type { Embeddings, EmbeddingsSpec } from '../embeddings.js';
+import { ensureOutputDir, now, openChecked, recordStep, resolveDevice, runNative, stamp, throwIfAborted, type CommonOptions } from './common.js';
+
+export type WhichToKeep = 'hard' | 'easy' | 'random';
+
+export interface DedupOptions extends CommonOptions {
+  embeddings: EmbeddingsSpec | Embeddings;
+  outputDir: string;
+  /** Which member of a group of duplicates survives: 'hard' (default), 'easy', 'random'. */
+  whichToKeep?: WhichToKeep;
+  /** eps values: a member is removed when M > 1 - eps. */
+  epsList: number[];
+  /** Seed of the 'random' keep order. */
+  seed?: number;
+  normalize?: 'auto' | 'always' | 'never';
+}
+
+export interface EpsSummary {
+  eps: number;
+  kept: number;
+  removed: number;
+  keptFraction: number;
+}
+
+export interface DedupResult {
+  /** Rows in keep order (cluster by cluster). */
+  keepOrder: BigInt64Array;
+  offsets: BigInt64Array;
+  /** M per keep-order position. */
+  M: Float64Array;
+  /** The earlier row that reached M, or -1. */
+  Mrow: BigInt64Array;
+  summary: EpsSummary[];
+  stats: MaxSimStats;
+  seconds: number;
+  resumedParts: number;
+}
+
+export function validateEps(epsList: readonly number[]): void {
+  if (epsList.length === 0) throw new ConfigError('eps_list is empty: give at least one eps (e.g. --eps-list 0.01,0.05)', { key: 'eps_list' });
+  for (const e of epsList)
+    if (typeof e !== 'number' || !Number.isFinite(e) || e <= 0 || e >= 1)
+      throw new ConfigError(`eps must be a number strictly between 0 and 1, got ${e}`, { key: 'eps_list' });
+}
+
+/** A small seeded generator (splitmix64 reduced to 32-bit outputs) for the 'random' keep order. */
+function rng(seed: bigint): () => number {
+  let s = BigInt.asUintN(64, seed);
+  return () => {
+    s = BigInt.asUintN(64, s + 0x9e3779b97f4a7c15n);
+    let z = s;
+    z = BigInt.asUintN(64, (z ^ (z >> 30n)) * 0xbf58476d1ce4e5b9n);
+    z = BigInt.asUintN(64, (z ^ (z >> 27n)) * 0x94d049bb133111ebn);
+    z ^= z >> 31n;
+    return Number(z >> 11n) / 2 ** 53;
+  };
+}
+
+/**
+ * The keep order of each cluster and the original's `indices` column: 'hard' keeps the step-3
+ * order, 'easy' reverses it, 'random' shuffles it (Fisher–Yates with a generator seeded by
+ * (seed, cluster), so a cluster's order does not depend on which clusters ran before it).
+ */
+export function keepOrderOf(order: BigInt64Array, offsets: BigInt64Array, which: WhichToKeep, seed: number) {
+  const n = order.length;
+  const keepOrder = new BigInt64Array(n);
+  const keepIndex = new BigInt64Array(n);
+  const k = offsets.length - 1;
+  for (let c = 0; c < k; c++) {
+    const b = Number(offsets[c]);
+    const e = Number(offsets[c + 1]);
+    const m = e - b;
+    const idx = new Array<number>(m);
+    for (let i = 0; i < m; i++) idx[i] = which === 'easy' ? m - 1 - i : i;
+    if (which === 'random' && m > 1) {
+      const next = rng((BigInt(seed) << 32n) ^ BigInt(c));
+      for (let i = m - 1; i > 0; i--) {
+        const j = Math.floor(next() * (i + 1));
+        const t = idx[i]!;
+        idx[i] = idx[j]!;
+        idx[j] = t;
+      }
+    }
+    for (let i = 0; i < m; i++) {
+      keepIndex[b + i] = BigInt(idx[i]!);
+      keepOrder[b + i] = order[b + idx[i]!]!;
+    }
+  }
+  return { keepOrder, keepIndex };
+}
+
+/** Removed / kept per eps from M (member removed when M > 1 - eps; single members have M = 0). */
+export function summarize(M: Float64Array, epsList: readonly number[]): EpsSummary[] {
+  return epsList.map((eps) => {
+    const t = 1 - eps;
+    let removed = 0;
+    for (let i = 0; i < M.length; i++) if (M[i]! > t) removed++;
+    const kept = M.length - removed;
+    return { eps, kept, removed, keptFraction: M.length ? kept / M.length : 1 };
+  });
+}
+
+/** Splits clusters into parts of similar cost (sum of n^2), for resumable progress. */
+function planParts(offsets: BigInt64Array, target: number): [number, number][] {
+  const k = offsets.length - 1;
+  let total = 0;
+  for (let c = 0; c < k; c++) total += Number(offsets[c + 1]! - offsets[c]!) ** 2;
+  const budget = Math.max(1, total / target);
+  const parts: [number, number][] = [];
+  let start = 0;
+  let acc = 0;
+  for (let c = 0; c < k; c++) {
+    acc += Number(offsets[c + 1]! - offsets[c]!) ** 2;
+    if (acc >= budget) {
+      parts.push([start, c + 1]);
+      start = c + 1;
+      acc = 0;
+    }
+  }
+  if (start < k) parts.push([start, k]);
+  return parts;
+}
+
+export async function semdedup(opts: DedupOptions): Promise<DedupResult> {
+  const t0 = now();
+  const dir = opts.outputDir;
+  validateEps(opts.epsList);
+  const which = opts.whichToKeep ?? 'hard';
+  const seed = opts.seed ?? 1234;
+  for (const p of [outputs.order(dir), outputs.offsets(dir)])
+    if (!existsSync(p)) throw new InputError(`${p} not found: run the sort step first (semdedup sort)`, { file: p });
+  const order = readNpy(outputs.order(dir)).data as BigInt64Array;
+  const offsets = readNpy(outputs.offsets(dir)).data as BigInt64Array;
+  const { keepOrder, keepIndex } = keepOrderOf(order, offsets, which, seed);
+  const n = order.length;
+  const k = offsets.length - 1;
+
+  const device = resolveDevice(opts.device, opts.log);
+  const { emb, owned } = await openChecked(opts.embeddings, opts.normalize ?? 'auto', dir, opts);
+  const M = new Float64Array(n);
+  const Mrow = new BigInt64Array(n);
+  const stats: MaxSimStats = { members: 0, clusters: 0, usefulFlops: 0, computedFlops: 0, rechecked: 0, device };
+  let resumedParts = 0;
+  try {
+    for (let i = 0; i < n; i++)
+      if (order[i]! < 0n || order[i]! >= BigInt(emb.n))
+        throw new InputError(`${outputs.order(dir)}: row ${order[i]} is outside the ${emb.n} rows of ${emb.path}`, { file: outputs.order(dir) });
+    // Parts are tied to everything that determines their content.
+    const key = createHash('sha256')
+      .update(JSON.stringify({ emb: stamp(emb.path), order: stamp(outputs.order(dir)), which, seed, eps: [...opts.epsList].sort() }))
+      .digest('hex')
+      .slice(0, 16);
+    const partsDir = join(outputs.parts(dir), key);
+    ensureOutputDir(partsDir);
+    const parts = planParts(offsets, 64);
+    const thresholds = opts.epsList.map((e) => 1 - e);
+    const addon = loadNative();
+    let doneCost = 0;
+    const totalCost = Number(offsets[k]!);
+    for (const [c0, c1] of parts) {
+      throwIfAborted(opts.signal);
+      const b = Number(offsets[c0]!);
+      const e = Number(offsets[c1]!);
+      const mPath = join(partsDir, `M_${c0}_${c1}.npy`);
+      const rPath = join(partsDir, `row_${c0}_${c1}.npy`);
+      if (existsSync(mPath) && existsSync(rPath)) {
+        const pm = readNpy(mPath).data as Float64Array;
+        const pr = readNpy(rPath).data as BigInt64Array;
+        if (pm.length === e - b && pr.length === e - b) {
+          M.set(pm, b);
+          Mrow.set(pr, b);
+          resumedParts++;
+          doneCost += e - b;
+          continue;
+        }
+      }
+      const subOrder = keepOrder.subarray(b, e);
+      const subOffsets = new BigInt64Array(c1 - c0 + 1);
+      for (let c = c0; c <= c1; c++) subOffsets[c - c0] = offsets[c]! - BigInt(b);
+      const pm = M.subarray(b, e);
+      const pr = Mrow.subarray(b, e);
+      const base = doneCost;
+      const st = await runNative(opts, 'dedup', (p, token) =>
+        addon.maxSimilarity(emb.native, subOrder, subOffsets, pm, pr, { thresholds, threads: opts.threads ?? 0, device }, (d, t) => p(base + (t ? ((e - b) * d) / t : 0), totalCost), token),
+      );
+      stats.members += st.members;
+      stats.clusters += st.clusters;
+      stats.usefulFlops += st.usefulFlops;
+      stats.computedFlops += st.computedFlops;
+      stats.rechecked += st.rechecked;
+      writeNpy(mPath, pm);
+      writeNpy(rPath, pr);
+      doneCost += e - b;
+      opts.onProgress?.({ stage: 'dedup', done: doneCost, total: totalCost });
+    }
+  } finally {
+    if (owned) emb.close();
+  }
+  writeNpy(outputs.keepOrder(dir), keepOrder);
+  writeNpy(outputs.keepIndex(dir), keepIndex);
+  writeNpy(outputs.M(dir), M);
+  writeNpy(outputs.Marg(dir), Mrow);
+  const summary = summarize(M, opts.epsList);
+  atomicWriteFile(outputs.summary(dir), JSON.stringify({ n, clusters: k, whichToKeep: which, eps: summary }, null, 2) + '\n');
+  rmSync(outputs.parts(dir), { recursive: true, force: true });
+  const seconds = (now() - t0) / 1000;
+  recordStep(dir, 'dedup', { whichToKeep: which, seed, epsList: opts.epsList }, { order: outputs.order(dir), offsets: outputs.offsets(dir) },
+    { M: outputs.M(dir), keepOrder: outputs.keepOrder(dir) }, { ...stats, seconds, resumedParts });
+  return { keepOrder, offsets, M, Mrow, summary, stats, seconds, resumedParts };
+}
+
+// Exposed for tests of the part planner.
+export const _internal = { planParts };
+void mkdirSync;
+void readdirSync;

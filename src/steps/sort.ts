@@ -1,0 +1,133 @@
+// SPEC step 3 (the original's assign_and_sort_clusters): group rows by their nearest centroid
+// and rank each cluster by distance to it. Optionally writes the original's
+// sorted_clusters/cluster_{c}.npy files.
+import { existsSync, mkdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { ConfigError, InputError } from '../errors.js';
+import { readNpy, writeNpy } from '../io/npy.js';
+import { sortedClusterArray, writeSortedCluster } from '../io/pyrepr.js';
+import { type Ids } from '../io/ids.js';
+import { outputs } from '../layout.js';
+import { loadNative } from '../native.js';
+import type { Embeddings, EmbeddingsSpec } from '../embeddings.js';
+import { ensureOutputDir, now, openChecked, recordStep, runNative, type CommonOptions } from './common.js';
+
+export interface SortOptions extends CommonOptions {
+  outputDir: string;
+  /** 'cosine' (default) or 'l2'. */
+  simMetric?: 'cosine' | 'l2';
+  /** Hardest (farthest from the centroid) first (default true). */
+  keepHard?: boolean;
+  /** Whether the centroids came from spherical k-means (`Kmeans_with_cos_dist`). */
+  spherical?: boolean;
+  /** Needed for cosine with non-spherical k-means (cos to the centroid is recomputed). */
+  embeddings?: EmbeddingsSpec | Embeddings;
+  normalize?: 'auto' | 'always' | 'never';
+  /** Write sorted_clusters/cluster_{c}.npy in the original's format. */
+  exportSortedClusters?: boolean;
+  sortedClustersDir?: string;
+  /** Ids for the exported files (default: row numbers). */
+  ids?: Ids;
+}
+
+export interface SortResult {
+  /** Rows grouped by cluster 0..k-1, each ranked. */
+  order: BigInt64Array;
+  /** Cluster c is order[offsets[c] .. offsets[c+1]). */
+  offsets: BigInt64Array;
+  /** The distance to the centroid of each position. */
+  distance: Float32Array;
+  k: number;
+  seconds: number;
+}
+
+export async function assignAndSortClusters(opts: SortOptions): Promise<SortResult> {
+  const t0 = now();
+  const dir = opts.outputDir;
+  const simMetric = opts.simMetric ?? 'cosine';
+  const keepHard = opts.keepHard ?? true;
+  const spherical = opts.spherical ?? false;
+  if (simMetric === 'l2' && spherical)
+    throw new ConfigError('sim_metric l2 cannot be used with spherical k-means (Kmeans_with_cos_dist: True): spherical centroids rank by inner product', { key: 'sim_metric' });
+  for (const p of [outputs.centroids(dir), outputs.nearest(dir), outputs.dist(dir)])
+    if (!existsSync(p)) throw new InputError(`${p} not found: run the cluster step first (semdedup cluster)`, { file: p });
+  const centroidsNpy = readNpy(outputs.centroids(dir));
+  const nearestNpy = readNpy(outputs.nearest(dir));
+  const distNpy = readNpy(outputs.dist(dir));
+  const centroids = centroidsNpy.data as Float32Array;
+  const k = centroidsNpy.header.shape[0]!;
+  let nearest: BigInt64Array;
+  if (nearestNpy.data instanceof BigInt64Array) nearest = nearestNpy.data;
+  else if (nearestNpy.data instanceof Int32Array) nearest = BigInt64Array.from(nearestNpy.data, (v) => BigInt(v));
+  else throw new InputError(`${outputs.nearest(dir)}: expected int64 cluster ids, found ${nearestNpy.header.descr}`, { file: outputs.nearest(dir) });
+  if (!(distNpy.data instanceof Float32Array))
+    throw new InputError(`${outputs.dist(dir)}: expected float32 distances, found ${distNpy.header.descr}`, { file: outputs.dist(dir) });
+  const dist = distNpy.data;
+  const n = nearest.length;
+  if (dist.length !== n) throw new InputError(`${outputs.dist(dir)}: ${dist.length} values, but nearest_cent.npy has ${n}`, { file: outputs.dist(dir) });
+
+  // The distance that ranks a row (SPEC step 3), as float32 like the original's arrays.
+  const key = new Float32Array(n);
+  if (simMetric === 'l2') {
+    key.set(dist);
+  } else if (spherical) {
+    for (let i = 0; i < n; i++) key[i] = Math.fround(1 - dist[i]!);
+  } else {
+    if (!opts.embeddings)
+      throw new ConfigError('sim_metric cosine with non-spherical k-means needs the embeddings to compute cos(x, centroid)', { key: 'embeddings' });
+    const { emb, owned } = await openChecked(opts.embeddings, opts.normalize ?? 'auto', dir, opts);
+    try {
+      if (emb.n !== n) throw new InputError(`${emb.path}: ${emb.n} rows, but nearest_cent.npy has ${n}`, { file: emb.path });
+      const cos = new Float32Array(n);
+      const addon = loadNative();
+      await runNative(opts, 'sort:cosine', (_p, token) => addon.cosineToCentroid!(emb.native, centroids, k, nearest, cos, { threads: opts.threads ?? 0 }, token));
+      for (let i = 0; i < n; i++) key[i] = Math.fround(1 - cos[i]!);
+    } finally {
+      if (owned) emb.close();
+    }
+  }
+
+  const order = new BigInt64Array(n);
+  const offsets = new BigInt64Array(k + 1);
+  try {
+    await loadNative().rankClusters(nearest, key, k, keepHard, order, offsets);
+  } catch (e) {
+    throw new InputError(`${outputs.nearest(dir)}: ${(e as Error).message}`, { file: outputs.nearest(dir) });
+  }
+  const distance = new Float32Array(n);
+  for (let p = 0; p < n; p++) distance[p] = key[Number(order[p])]!;
+
+  ensureOutputDir(outputs.ours(dir));
+  writeNpy(outputs.order(dir), order);
+  writeNpy(outputs.offsets(dir), offsets);
+  writeNpy(outputs.sortKey(dir), distance);
+
+  if (opts.exportSortedClusters) {
+    const sdir = opts.sortedClustersDir ?? join(dir, 'sorted_clusters');
+    mkdirSync(sdir, { recursive: true });
+    const ids = opts.ids;
+    for (let c = 0; c < k; c++) {
+      const b = Number(offsets[c]);
+      const e = Number(offsets[c + 1]);
+      if (e === b) continue; // the original writes nothing useful for an empty cluster
+      const rows: number[] = [];
+      const idList: (string | Uint8Array)[] = [];
+      for (let p = b; p < e; p++) {
+        const r = Number(order[p]);
+        rows.push(r);
+        idList.push(ids ? (ids.strKind === 'S' ? ids.getBytes(r) : ids.get(r)) : String(r));
+      }
+      // pandas hands the original's sort Python floats: the float32 distance widened to float64
+      const arr = sortedClusterArray(idList, rows, distance.subarray(b, e), c, {
+        idKind: ids ? ids.strKind : 'U',
+        distType: 'float64',
+      });
+      writeSortedCluster(join(sdir, `cluster_${c}.npy`), arr);
+      opts.onProgress?.({ stage: 'sort:export', done: c + 1, total: k });
+    }
+  }
+  const seconds = (now() - t0) / 1000;
+  recordStep(dir, 'sort', { simMetric, keepHard, spherical }, { nearest: outputs.nearest(dir), dist: outputs.dist(dir) },
+    { order: outputs.order(dir), offsets: outputs.offsets(dir) }, { seconds });
+  return { order, offsets, distance, k, seconds };
+}
