@@ -6,6 +6,7 @@ import { DEFAULT_EPS_LIST, formatConfigDoc, loadConfigFiles, type PartialResolve
 import { runAll, runCluster, runDedup, runExtract, runSort } from './pipeline.js';
 import { runExample } from './example.js';
 import { engineInfo } from './info.js';
+import { runBench, runOursStages } from './bench.js';
 import type { CommonOptions, Progress } from './steps/common.js';
 
 interface GlobalOpts {
@@ -175,6 +176,32 @@ export function buildProgram(): Command {
         `  time ${r.run.seconds.total!.toFixed(2)} s; results in ${r.outputDir} (kept ids: kept_eps{eps}.txt)`,
       ];
       print(o, lines.join('\n'), { ...r, run: { seconds: r.run.seconds, summary: r.run.dedup.summary } });
+    });
+
+  program
+    .command('bench')
+    .description('benchmark: generated workloads (w1, skew), per-stage time, GFLOP/s, % of sgemm, RSS, peers')
+    .option('--workload <names>', 'comma-separated workloads: w1, skew', 'w1')
+    .option('--no-peers', 'skip the Python original pipeline and FAISS-alone peers')
+    .option('--n <rows>', 'override the number of rows (quick runs)')
+    .option('--out <dir>', 'data and outputs folder (default bench/out)')
+    .option('--results <file>', 'results file to update (default bench/RESULTS.md; empty string: none)')
+    .action(async (o: { workload: string; peers: boolean; n?: string; out?: string; results?: string }) => {
+      await runBench({
+        workloads: o.workload.split(',').map((s) => s.trim()).filter(Boolean),
+        peers: o.peers,
+        ...(o.n ? { n: Number(o.n) } : {}),
+        ...(o.out ? { outDir: o.out } : {}),
+        ...(o.results !== undefined ? { results: o.results } : {}),
+      });
+    });
+
+  program
+    .command('_bench-child', { hidden: true })
+    .argument('<json>')
+    .action(async (json: string) => {
+      const r = await runOursStages(JSON.parse(json));
+      process.stdout.write(JSON.stringify(r) + '\n');
     });
 
   program

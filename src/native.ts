@@ -157,6 +157,16 @@ export function blasCoreFor(flags: Set<string>): string | undefined {
 }
 
 let cached: NativeAddon | undefined;
+/** OPENBLAS_CORETYPE as the user's environment had it, before the loader chose one. */
+export const userOpenblasCoretype: string | undefined = process.env.OPENBLAS_CORETYPE;
+
+/** The environment as the user gave it (for child processes such as benchmark peers). */
+export function userEnv(): NodeJS.ProcessEnv {
+  const env = { ...process.env };
+  if (userOpenblasCoretype === undefined) delete env.OPENBLAS_CORETYPE;
+  else env.OPENBLAS_CORETYPE = userOpenblasCoretype;
+  return env;
+}
 let blasNote = '';
 
 /** Why the BLAS kernel is what it is (for `semdedup info`). */

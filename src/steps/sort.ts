@@ -109,7 +109,11 @@ export async function assignAndSortClusters(opts: SortOptions): Promise<SortResu
     for (let c = 0; c < k; c++) {
       const b = Number(offsets[c]);
       const e = Number(offsets[c + 1]);
-      if (e === b) continue; // the original writes nothing useful for an empty cluster
+      if (e === b) {
+        // the original's np.save of an empty list: a 1-D float64 array of length 0
+        writeNpy(join(sdir, `cluster_${c}.npy`), new Float64Array(0));
+        continue;
+      }
       const rows: number[] = [];
       const idList: (string | Uint8Array)[] = [];
       for (let p = b; p < e; p++) {

@@ -1,0 +1,412 @@
+// SPEC step 2 on the GPU: FAISS's k-means algorithm (faiss::Clustering::train, FAISS 1.7.3)
+// with its assignment step on the GPU, and the final nearest-centroid pass over all rows.
+//
+// Same algorithm as the CPU backend, step by step:
+//   - training rows: FAISS's subsample (sampling.hpp: rand_perm(n, seed), first
+//     k * max_points_per_centroid rows, in that order) or all rows;
+//   - initial centroids: rows rand_perm(nt, seed + 1 + redo * 15486557)[0..k) of the training
+//     set, re-normalised when spherical; FAISS's corner case nt == k copies the first k rows;
+//   - each iteration: assignment (GPU, fused: the nt x k distance matrix is never written;
+//     ties to the lowest centroid index, as FAISS's k = 1 search), objective = float sum of
+//     the distances in row order, centroid update = float sums in training-row order then one
+//     multiplication by 1 / count (GPU, the same operations in the same order as FAISS's
+//     compute_centroids, so bit-identical given the same assignment), FAISS's empty-cluster
+//     split (host, same random generator and rule), spherical re-normalisation (host);
+//   - nredo > 1 keeps the run with the best final objective.
+// Only the fp32 dot products of the assignment differ from FAISS's BLAS in rounding.
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <numeric>
+#include <vector>
+
+#include "cuda_util.cuh"
+#include "sampling.hpp"
+#include "semdedup/cuda.hpp"
+#include "semdedup/mapping.hpp"
+#include "stream.cuh"
+#include "tile.cuh"
+
+namespace semdedup {
+namespace cuda {
+namespace {
+
+using namespace detail;
+
+// nearest[r] / dist[r] for rows [0, nrows) of x against k centroids (fp32, row stride dp):
+// inner product (largest wins), or squared L2 = |x|^2 + |c|^2 - 2 x.c clamped at 0 (smallest
+// wins). One block per 128 rows, looping over centroid tiles.
+template <class T>
+__global__ void __launch_bounds__(kThreads, 2)
+    assign_kernel(const T* __restrict__ x, int64_t nrows, int64_t dp, const float* __restrict__ cen, int k,
+                  const float* __restrict__ cnorm, const float* __restrict__ xnorm, int inner_product,
+                  int32_t* __restrict__ nearest, float* __restrict__ dist) {
+  __shared__ TileSmem sm;
+  __shared__ unsigned long long red[kTile];
+  const int tid = threadIdx.x;
+  const int lm = tid >> 1;
+  const int tx = tid & 15, ty = tid >> 4;
+  const int64_t row0 = int64_t(blockIdx.x) * kTile;
+  const T* b_row = row0 + lm < nrows ? x + (row0 + lm) * dp : nullptr;
+  if (tid < kTile) red[tid] = 0ull;
+  float xn[8], best[8];
+  int bidx[8];
+#pragma unroll
+  for (int j = 0; j < 8; ++j) {
+    const int64_t r = row0 + tile_col(tx, j);
+    xn[j] = (!inner_product && r < nrows) ? xnorm[r] : 0.f;
+    best[j] = -INFINITY;
+    bidx[j] = -1;
+  }
+  for (int c0 = 0; c0 < k; c0 += kTile) {
+    const float* a_row = c0 + lm < k ? cen + int64_t(c0 + lm) * dp : nullptr;
+    float acc[8][8];
+    tile_product(sm, a_row, b_row, dp, acc);
+#pragma unroll
+    for (int i = 0; i < 8; ++i) {
+      const int c = c0 + tile_row(ty, i);
+      if (c < k) {
+        const float cn = inner_product ? 0.f : cnorm[c];
+#pragma unroll
+        for (int j = 0; j < 8; ++j) {
+          float s;
+          if (inner_product) {
+            s = acc[i][j];
+          } else {
+            // FAISS: dis = x_norm + y_norm - 2 * ip, negative values (round-off) set to 0
+            float dis = __fsub_rn(__fadd_rn(xn[j], cn), __fmul_rn(2.f, acc[i][j]));
+            if (dis < 0.f) dis = 0.f;
+            s = -dis;
+          }
+          if (s > best[j]) {  // centroids in increasing order: strict '>' keeps the lowest index
+            best[j] = s;
+            bidx[j] = c;
+          }
+        }
+      }
+    }
+  }
+  __syncthreads();
+#pragma unroll
+  for (int j = 0; j < 8; ++j) {
+    const int r = tile_col(tx, j);
+    if (row0 + r < nrows && bidx[j] >= 0) atomicMax(&red[r], pack_key(best[j], uint32_t(bidx[j])));
+  }
+  __syncthreads();
+  if (tid < kTile && row0 + tid < nrows) {
+    const unsigned long long key = red[tid];
+    if (key == 0ull) {
+      nearest[row0 + tid] = -1;
+      dist[row0 + tid] = inner_product ? -INFINITY : INFINITY;
+    } else {
+      const float v = key_value(key);
+      nearest[row0 + tid] = int32_t(key_index(key));
+      dist[row0 + tid] = inner_product ? v : 0.0f - v;
+    }
+  }
+}
+
+__device__ __forceinline__ float to_float(float v) { return v; }
+__device__ __forceinline__ float to_float(__half v) { return __half2float(v); }
+
+// Squared L2 norm of each row: one warp per row.
+template <class T>
+__global__ void row_norms_kernel(const T* __restrict__ x, int64_t nrows, int64_t dp, int d, float* __restrict__ out) {
+  const int64_t row = int64_t(blockIdx.x) * (blockDim.x / 32) + threadIdx.x / 32;
+  const int lane = threadIdx.x & 31;
+  if (row >= nrows) return;
+  const T* r = x + row * dp;
+  float s = 0.f;
+  for (int j = lane; j < d; j += 32) {
+    const float v = to_float(r[j]);
+    s = fmaf(v, v, s);
+  }
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) s += __shfl_xor_sync(0xffffffffu, s, o);
+  if (lane == 0) out[row] = s;
+}
+
+// FAISS's compute_centroids for one (centroid, dimension) per thread: float sum of the
+// members' values in training-row order, then times 1 / count (0 for an empty cluster).
+__global__ void centroid_kernel(const float* __restrict__ x, int64_t dp, int d, const int32_t* __restrict__ members,
+                                const int32_t* __restrict__ moff, float* __restrict__ cen) {
+  const int c = blockIdx.x;
+  const int j = blockIdx.y * blockDim.x + threadIdx.x;
+  if (j >= d) return;
+  const int b = moff[c], e = moff[c + 1];
+  float s = 0.f;
+  int m = b;
+  for (; m + 4 <= e; m += 4) {  // independent loads in flight, additions in order
+    const float v0 = x[int64_t(members[m]) * dp + j];
+    const float v1 = x[int64_t(members[m + 1]) * dp + j];
+    const float v2 = x[int64_t(members[m + 2]) * dp + j];
+    const float v3 = x[int64_t(members[m + 3]) * dp + j];
+    s = __fadd_rn(s, v0);
+    s = __fadd_rn(s, v1);
+    s = __fadd_rn(s, v2);
+    s = __fadd_rn(s, v3);
+  }
+  for (; m < e; ++m) s = __fadd_rn(s, x[int64_t(members[m]) * dp + j]);
+  if (e > b) s = __fmul_rn(s, __fdiv_rn(1.0f, float(e - b)));
+  cen[int64_t(c) * dp + j] = s;
+}
+
+// faiss::fvec_renorm_L2 on k rows of d floats.
+void renorm_rows(float* c, int k, int64_t d) {
+  for (int i = 0; i < k; ++i) {
+    float* r = c + int64_t(i) * d;
+    double s = 0;
+    for (int64_t j = 0; j < d; ++j) s += double(r[j]) * double(r[j]);
+    const float nr = float(s);
+    if (nr > 0) {
+      const float inv = float(1.0 / double(std::sqrt(nr)));
+      for (int64_t j = 0; j < d; ++j) r[j] *= inv;
+    }
+  }
+}
+
+void row_sqnorms(const float* c, int k, int64_t d, float* out) {
+  for (int i = 0; i < k; ++i) {
+    double s = 0;
+    for (int64_t j = 0; j < d; ++j) s += double(c[int64_t(i) * d + j]) * double(c[int64_t(i) * d + j]);
+    out[i] = float(s);
+  }
+}
+
+template <class T>
+void launch_assign(const T* x, int64_t nrows, int64_t dp, int d, const float* cen, int k, const float* cnorm,
+                   float* xnorm, bool ip, bool norms_ready, int32_t* nearest, float* dist, cudaStream_t s) {
+  if (nrows <= 0) return;
+  if (!ip && !norms_ready) {
+    const int warps = 8;
+    row_norms_kernel<T><<<unsigned((nrows + warps - 1) / warps), warps * 32, 0, s>>>(x, nrows, dp, d, xnorm);
+    SD_CUDA_LAUNCH("row_norms_kernel");
+  }
+  assign_kernel<T><<<unsigned((nrows + kTile - 1) / kTile), kThreads, 0, s>>>(x, nrows, dp, cen, k, cnorm, xnorm,
+                                                                               ip ? 1 : 0, nearest, dist);
+  SD_CUDA_LAUNCH("assign_kernel");
+}
+
+void upload_centroids(const float* host, int k, int64_t d, int64_t dp, float* dev, float* dcnorm, bool ip,
+                      cudaStream_t s) {
+  SD_CUDA(cudaMemcpy2DAsync(dev, size_t(dp) * 4, host, size_t(d) * 4, size_t(d) * 4, size_t(k),
+                            cudaMemcpyHostToDevice, s));
+  if (!ip) {
+    std::vector<float> cn(static_cast<size_t>(k));
+    row_sqnorms(host, k, d, cn.data());
+    SD_CUDA(cudaMemcpyAsync(dcnorm, cn.data(), size_t(k) * 4, cudaMemcpyHostToDevice, s));
+    SD_CUDA(cudaStreamSynchronize(s));  // cn is a local
+  }
+}
+
+}  // namespace
+
+KMeansResult train_kmeans(const EmbeddingView& x, const KMeansParams& p, const ProgressFn& progress,
+                          CancelFlag cancel) {
+  if (p.k < 1) throw Error(ErrorCode::InvalidArgument, "k must be >= 1, got " + std::to_string(p.k));
+  if (int64_t(p.k) > x.n)
+    throw Error(ErrorCode::InvalidArgument,
+                "k = " + std::to_string(p.k) + " is larger than the number of rows N = " + std::to_string(x.n));
+  if (x.n > int64_t(INT32_MAX))
+    throw Error(ErrorCode::InvalidArgument, "k-means training supports at most 2^31-1 rows");
+  if (x.d <= 0) throw Error(ErrorCode::InvalidArgument, "embeddings have no columns");
+  prepare_device();
+  const int k = p.k;
+  const int64_t d = x.d, dp = round_up(d, kDimAlign);
+  const bool ip = p.spherical;  // faiss.Kmeans: IndexFlatIP when spherical, else IndexFlatL2
+  const int threads = resolve_threads(p.threads);
+
+  KMeansResult r;
+  const std::vector<int64_t> sample = kmeans_training_sample(x.n, k, p.max_points_per_centroid, p.seed);
+  const int64_t nt = int64_t(sample.size());
+  r.n_train = nt;
+  r.under_min_points = x.n < int64_t(k) * p.min_points_per_centroid;
+  if (nt == k) {  // FAISS's corner case: the (unsampled) first k rows are the centroids
+    r.centroids.resize(size_t(k) * size_t(d));
+    x.rows(0, k, r.centroids.data());
+    r.objective.push_back(0.f);
+    if (progress) progress(1, 1);
+    return r;
+  }
+
+  // Training set, in FAISS's order, fp32 with row stride dp (zero padding). Rows are read in
+  // ascending row order (sequential-ish reads of a mapping).
+  const int64_t train_bytes = nt * dp * 4;
+  if (train_bytes + int64_t(k) * dp * 8 + nt * 16 > memory_budget())
+    throw Error(ErrorCode::Backend, "k-means training set (" + std::to_string(train_bytes >> 20) +
+                                        " MiB) does not fit in GPU memory");
+  std::vector<float> train(size_t(nt) * size_t(dp), 0.f);
+  {
+    std::vector<int64_t> slots(static_cast<size_t>(nt));
+    std::iota(slots.begin(), slots.end(), int64_t(0));
+    if (nt < x.n)
+      std::sort(slots.begin(), slots.end(), [&](int64_t a, int64_t b) { return sample[size_t(a)] < sample[size_t(b)]; });
+    const int64_t piece = 4096;
+    std::atomic<bool> nonfinite{false};
+    parallel_for(threads, (nt + piece - 1) / piece, [&](int64_t q, int) {
+      const int64_t i1 = std::min(nt, (q + 1) * piece);
+      for (int64_t i = q * piece; i < i1; ++i) {
+        const int64_t s = slots[size_t(i)];
+        float* dst = train.data() + size_t(s) * size_t(dp);
+        x.row(sample[size_t(s)], dst);
+        for (int64_t j = 0; j < d; ++j)
+          if (!std::isfinite(dst[j])) nonfinite = true;
+      }
+    }, cancel);
+    if (nonfinite) throw Error(ErrorCode::Numeric, "k-means input contains NaN's or Inf's");
+    if (x.mapped) release_pages(x.data, size_t(x.n) * x.row_bytes());
+  }
+
+  Stream s;
+  DeviceBuffer<float> dx(size_t(nt * dp)), dxnorm(ip ? 0 : size_t(nt));
+  DeviceBuffer<float> dcen(size_t(k) * size_t(dp)), dcnorm(size_t(k)), ddist(size_t(nt));
+  DeviceBuffer<int32_t> dnear(size_t(nt)), dmembers(size_t(nt)), dmoff(size_t(k) + 1);
+  SD_CUDA(cudaMemcpyAsync(dx.get(), train.data(), size_t(nt * dp) * 4, cudaMemcpyHostToDevice, s.get()));
+  SD_CUDA(cudaMemsetAsync(dcen.get(), 0, dcen.size() * 4, s.get()));
+  s.sync();
+
+  PinnedBuffer<int32_t> hnear(size_t(nt)), hmembers(size_t(nt)), hmoff(size_t(k) + 1);
+  PinnedBuffer<float> hdist(size_t(nt));
+  std::vector<float> cen(size_t(k) * size_t(d)), best_cen;
+  std::vector<float> best_obj_list;
+  const bool lower_is_better = !ip;
+  float best_obj = lower_is_better ? HUGE_VALF : -HUGE_VALF;
+  const int64_t total = int64_t(p.niter) * p.nredo;
+  int64_t done = 0;
+
+  for (int redo = 0; redo < p.nredo; ++redo) {
+    const std::vector<int64_t> init = kmeans_init_rows(nt, k, p.seed, redo);
+    for (int c = 0; c < k; ++c)
+      std::copy_n(train.data() + size_t(init[size_t(c)]) * size_t(dp), size_t(d), cen.data() + size_t(c) * size_t(d));
+    if (p.spherical) renorm_rows(cen.data(), k, d);
+    std::vector<float> objective;
+    float obj = 0;
+    for (int it = 0; it < p.niter; ++it) {
+      check_cancel(cancel);
+      upload_centroids(cen.data(), k, d, dp, dcen.get(), dcnorm.get(), ip, s.get());
+      launch_assign<float>(dx.get(), nt, dp, int(d), dcen.get(), k, dcnorm.get(), dxnorm.get(), ip, it > 0 || redo > 0,
+                           dnear.get(), ddist.get(), s.get());
+      SD_CUDA(cudaMemcpyAsync(hnear.get(), dnear.get(), size_t(nt) * 4, cudaMemcpyDeviceToHost, s.get()));
+      SD_CUDA(cudaMemcpyAsync(hdist.get(), ddist.get(), size_t(nt) * 4, cudaMemcpyDeviceToHost, s.get()));
+      s.sync();
+      obj = 0;
+      for (int64_t i = 0; i < nt; ++i) obj += hdist.get()[i];
+      // members of each centroid in training-row order (stable counting sort)
+      int32_t* moff = hmoff.get();
+      std::fill(moff, moff + k + 1, 0);
+      for (int64_t i = 0; i < nt; ++i) {
+        const int32_t c = hnear.get()[i];
+        if (c < 0 || c >= k) throw Error(ErrorCode::Numeric, "k-means assignment failed (non-finite distances)");
+        ++moff[c + 1];
+      }
+      std::vector<float> hassign(static_cast<size_t>(k));
+      for (int c = 0; c < k; ++c) hassign[size_t(c)] = float(moff[c + 1]);
+      for (int c = 0; c < k; ++c) moff[c + 1] += moff[c];
+      {
+        std::vector<int32_t> fill(moff, moff + k);
+        for (int64_t i = 0; i < nt; ++i) hmembers.get()[fill[size_t(hnear.get()[i])]++] = int32_t(i);
+      }
+      SD_CUDA(cudaMemcpyAsync(dmembers.get(), hmembers.get(), size_t(nt) * 4, cudaMemcpyHostToDevice, s.get()));
+      SD_CUDA(cudaMemcpyAsync(dmoff.get(), moff, size_t(k + 1) * 4, cudaMemcpyHostToDevice, s.get()));
+      const dim3 grid(unsigned(k), unsigned((d + 127) / 128));
+      centroid_kernel<<<grid, 128, 0, s.get()>>>(dx.get(), dp, int(d), dmembers.get(), dmoff.get(), dcen.get());
+      SD_CUDA_LAUNCH("centroid_kernel");
+      SD_CUDA(cudaMemcpy2DAsync(cen.data(), size_t(d) * 4, dcen.get(), size_t(dp) * 4, size_t(d) * 4, size_t(k),
+                                cudaMemcpyDeviceToHost, s.get()));
+      s.sync();
+      faiss_split_clusters(size_t(d), size_t(k), size_t(nt), hassign.data(), cen.data());
+      objective.push_back(obj);
+      if (p.spherical) renorm_rows(cen.data(), k, d);
+      ++done;
+      if (progress) progress(done, total);
+    }
+    if (p.nredo > 1) {
+      if ((lower_is_better && obj < best_obj) || (!lower_is_better && obj > best_obj)) {
+        best_cen = cen;
+        best_obj_list = objective;
+        best_obj = obj;
+      }
+    } else {
+      best_cen = cen;
+      best_obj_list = objective;
+    }
+  }
+  r.centroids = std::move(best_cen);
+  r.objective = std::move(best_obj_list);
+  return r;
+}
+
+void assign_nearest(const EmbeddingView& x, const float* centroids, int k, bool inner_product, int64_t* nearest,
+                    float* dist, const ProgressFn& progress, CancelFlag cancel) {
+  if (k < 1) throw Error(ErrorCode::InvalidArgument, "k must be >= 1");
+  if (x.n <= 0) return;
+  if (x.d <= 0) throw Error(ErrorCode::InvalidArgument, "embeddings have no columns");
+  prepare_device();
+  const int64_t d = x.d, dp = round_up(d, kDimAlign);
+  const size_t es = x.is_f32() ? 4 : 2;
+
+  Stream s;
+  RowUploader up(x, dp, resolve_threads(0));
+  const int64_t rows = std::min(up.staging_rows_per_buffer(), x.n);
+  DeviceBuffer<float> dcen(size_t(k) * size_t(dp)), dcnorm(size_t(k));
+  SD_CUDA(cudaMemsetAsync(dcen.get(), 0, dcen.size() * 4, s.get()));
+  upload_centroids(centroids, k, d, dp, dcen.get(), dcnorm.get(), inner_product, s.get());
+
+  DeviceBuffer<char> dbuf[2];
+  DeviceBuffer<float> dxnorm[2], ddist[2];
+  DeviceBuffer<int32_t> dnear[2];
+  PinnedBuffer<float> hdist[2];
+  PinnedBuffer<int32_t> hnear[2];
+  Event used[2], ready[2];
+  for (int b = 0; b < 2; ++b) {
+    dbuf[b].resize(size_t(rows * dp) * es);
+    SD_CUDA(cudaMemsetAsync(dbuf[b].get(), 0, dbuf[b].size(), s.get()));
+    if (!inner_product) dxnorm[b].resize(size_t(rows));
+    ddist[b].resize(size_t(rows));
+    dnear[b].resize(size_t(rows));
+    hdist[b].resize(size_t(rows));
+    hnear[b].resize(size_t(rows));
+    used[b].record(s.get());
+  }
+  struct Pending {
+    bool active = false;
+    int64_t begin = 0, n = 0;
+  } pending[2];
+  auto finish = [&](int b) {
+    if (!pending[b].active) return;
+    ready[b].sync();
+    for (int64_t i = 0; i < pending[b].n; ++i) {
+      nearest[pending[b].begin + i] = hnear[b].get()[i];
+      dist[pending[b].begin + i] = hdist[b].get()[i];
+    }
+    pending[b].active = false;
+    if (progress) progress(pending[b].begin + pending[b].n, x.n);
+  };
+  int b = 0;
+  for (int64_t r0 = 0; r0 < x.n; r0 += rows) {
+    check_cancel(cancel);
+    const int64_t m = std::min(rows, x.n - r0);
+    finish(b);
+    up.upload(nullptr, r0, m, dbuf[b].get(), used[b].get(), s.get(), cancel);
+    if (x.is_f32())
+      launch_assign<float>(reinterpret_cast<const float*>(dbuf[b].get()), m, dp, int(d), dcen.get(), k, dcnorm.get(),
+                           dxnorm[b].get(), inner_product, false, dnear[b].get(), ddist[b].get(), s.get());
+    else
+      launch_assign<__half>(reinterpret_cast<const __half*>(dbuf[b].get()), m, dp, int(d), dcen.get(), k,
+                            dcnorm.get(), dxnorm[b].get(), inner_product, false, dnear[b].get(), ddist[b].get(), s.get());
+    used[b].record(s.get());
+    SD_CUDA(cudaMemcpyAsync(hnear[b].get(), dnear[b].get(), size_t(m) * 4, cudaMemcpyDeviceToHost, s.get()));
+    SD_CUDA(cudaMemcpyAsync(hdist[b].get(), ddist[b].get(), size_t(m) * 4, cudaMemcpyDeviceToHost, s.get()));
+    ready[b].record(s.get());
+    pending[b] = {true, r0, m};
+    b ^= 1;
+  }
+  finish(b);
+  finish(b ^ 1);
+}
+
+}  // namespace cuda
+}  // namespace semdedup

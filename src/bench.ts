@@ -1,0 +1,248 @@
+// The benchmark harness: named, generated, seeded workloads; per-stage wall time, GFLOP/s,
+// percent of this machine's measured sgemm rate, peak RSS; peers in the same run (the original
+// pipeline in Python, and FAISS k-means alone); a check that our kept sets equal the peer's given
+// the same centroids before any speed is reported; a JSON record and bench/RESULTS.md.
+import { spawnSync } from 'node:child_process';
+import { existsSync, mkdirSync, readFileSync, writeFileSync, statSync } from 'node:fs';
+import { cpus, totalmem } from 'node:os';
+import { join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { createEmbeddingsFile, openEmbeddings } from './embeddings.js';
+import { writeNpy } from './io/npy.js';
+import { loadNative, userEnv } from './native.js';
+import { SynthDataset, type SynthOptions } from './synth.js';
+import { computeCentroids } from './steps/cluster.js';
+import { assignAndSortClusters } from './steps/sort.js';
+import { semdedup } from './steps/dedup.js';
+import { extractPrunedData } from './steps/extract.js';
+import { atomicWriteFile } from './io/atomic.js';
+
+export interface Workload {
+  name: string;
+  n: number;
+  dim: number;
+  k: number;
+  niter: number;
+  eps: number[];
+  synth: Partial<SynthOptions>;
+  /** Cluster with the generator's planted centres instead of training (skew: keeps the giant cluster whole). */
+  plantedCentroids: boolean;
+}
+
+export const WORKLOADS: Record<string, Workload> = {
+  w1: { name: 'w1', n: 1_000_000, dim: 512, k: 1000, niter: 20, eps: [0.01, 0.05, 0.1], synth: { clusters: 1000, seed: 11, sizeDistribution: 'uniform' }, plantedCentroids: false },
+  skew: { name: 'skew', n: 1_000_000, dim: 512, k: 1000, niter: 20, eps: [0.01, 0.05, 0.1], synth: { clusters: 1000, seed: 12, sizeDistribution: 'heavy' }, plantedCentroids: true },
+};
+
+const root = resolve(fileURLToPath(import.meta.url), '..', '..', '..');
+const PY = '/usr/bin/python3';
+
+export interface StageRecord {
+  seconds: number;
+  gflop?: number;
+}
+
+export interface BenchRecord {
+  workload: Workload;
+  machine: { cpu: string; cores: number; memGiB: number; blasCore: string; faiss: string; node: string };
+  sgemmGflops: number;
+  ours: { stages: Record<string, StageRecord>; total: number; peakRssMiB: number; largestCluster: number; rechecked: number; computedDedupGflop: number };
+  peer?: { stages: Record<string, number | null>; total: number; peakRssMiB: number; note?: string };
+  faissAlone?: { train: number; assign: number; total: number };
+  keptEqual?: { eps: number; ours: number; peer: number; equal: boolean }[];
+  date: string;
+}
+
+function dataPaths(w: Workload, outDir: string) {
+  const dir = join(outDir, w.name);
+  const tag = `${w.n}x${w.dim}-s${w.synth.seed}-${w.synth.sizeDistribution}-c${w.synth.clusters}`;
+  return { dir, emb: join(dir, `emb-${tag}.f32`), centres: join(dir, `centres-${tag}.npy`), stamp: join(dir, `emb-${tag}.done`) };
+}
+
+/** Generates (or reuses) the workload's embeddings as a raw float32 memmap. */
+export function prepareData(w: Workload, outDir: string, log: (l: string) => void): { emb: string; centres: string } {
+  const p = dataPaths(w, outDir);
+  mkdirSync(p.dir, { recursive: true });
+  if (existsSync(p.stamp) && existsSync(p.emb) && statSync(p.emb).size === w.n * w.dim * 4) return { emb: p.emb, centres: p.centres };
+  log(`generating ${w.name}: ${w.n} × ${w.dim} (${((w.n * w.dim * 4) / 2 ** 30).toFixed(2)} GiB) ...`);
+  const t = performance.now();
+  const ds = new SynthDataset({ n: w.n, dim: w.dim, ...w.synth });
+  const emb = createEmbeddingsFile(p.emb, w.n, w.dim, { format: 'memmap' });
+  const view = emb.view() as Float32Array;
+  for (const [s, e, buf] of ds.chunks(16384)) view.set(buf.subarray(0, (e - s) * w.dim), s * w.dim);
+  emb.close();
+  writeNpy(p.centres, ds.plan.centres, { shape: [w.synth.clusters ?? w.k, w.dim] });
+  writeFileSync(p.stamp, 'ok\n');
+  log(`generated in ${((performance.now() - t) / 1000).toFixed(1)} s`);
+  return { emb: p.emb, centres: p.centres };
+}
+
+/** Runs our pipeline stage by stage in this process (the parent runs it in a fresh child for RSS). */
+export async function runOursStages(opts: { emb: string; n: number; dim: number; k: number; niter: number; eps: number[]; out: string; centroids?: string }) {
+  const stages: Record<string, StageRecord> = {};
+  const spec = { path: opts.emb, format: 'memmap' as const, count: opts.n, dim: opts.dim };
+  const t0 = performance.now();
+  const c = await computeCentroids({ embeddings: spec, outputDir: opts.out, k: opts.k, niter: opts.niter, seed: 1234, spherical: true, reuse: false, ...(opts.centroids ? { centroids: opts.centroids } : {}) });
+  const nTrain = Math.min(opts.n, opts.k * 256);
+  if (!opts.centroids) stages.train = { seconds: c.seconds.train, gflop: (2 * opts.niter * nTrain * opts.k * opts.dim) / 1e9 };
+  stages.assign = { seconds: c.seconds.assign, gflop: (2 * opts.n * opts.k * opts.dim) / 1e9 };
+  let t = performance.now();
+  const s = await assignAndSortClusters({ outputDir: opts.out, simMetric: 'cosine', keepHard: true, spherical: true });
+  stages.sort = { seconds: (performance.now() - t) / 1000 };
+  let largest = 0;
+  for (let i = 0; i < s.k; i++) largest = Math.max(largest, Number(s.offsets[i + 1]! - s.offsets[i]!));
+  t = performance.now();
+  const d = await semdedup({ embeddings: spec, outputDir: opts.out, whichToKeep: 'hard', epsList: opts.eps, seed: 1234 });
+  stages.dedup = { seconds: (performance.now() - t) / 1000, gflop: d.stats.usefulFlops / 1e9 };
+  t = performance.now();
+  for (const e of opts.eps) await extractPrunedData({ outputDir: opts.out, eps: e, output: join(opts.out, `kept_eps${e}.txt`) });
+  stages.extract = { seconds: (performance.now() - t) / 1000 };
+  const total = (performance.now() - t0) / 1000;
+  return { stages, total, peakRssMiB: process.resourceUsage().maxRSS / 1024, largestCluster: largest, rechecked: d.stats.rechecked, computedDedupGflop: d.stats.computedFlops / 1e9 };
+}
+
+function runPeer(args: string[], log: (l: string) => void): Record<string, unknown> {
+  log(`peer: ${PY} bench/peer/original_pipeline.py ${args.join(' ')}`);
+  const r = spawnSync(PY, [join(root, 'bench/peer/original_pipeline.py'), ...args], { encoding: 'utf8', maxBuffer: 1 << 28, env: userEnv() });
+  if (r.status !== 0) throw new Error(`peer failed (${r.status}): ${r.stderr.slice(-2000)}`);
+  const lines = r.stdout.trim().split('\n');
+  return JSON.parse(lines[lines.length - 1]!) as Record<string, unknown>;
+}
+
+function faissAlone(emb: string, w: Workload, log: (l: string) => void): { train: number; assign: number; total: number } {
+  const code = `
+import sys, time, json, numpy as np, faiss
+n, d, k, niter = ${w.n}, ${w.dim}, ${w.k}, ${w.niter}
+x = np.memmap(${JSON.stringify(emb)}, dtype='float32', mode='r', shape=(n, d))
+t0 = time.time(); km = faiss.Kmeans(d, k, niter=niter, seed=1234, spherical=True, verbose=False); km.train(x); t1 = time.time()
+D, I = km.index.search(x, 1); t2 = time.time()
+print(json.dumps({"train": t1 - t0, "assign": t2 - t1, "total": t2 - t0}))`;
+  log('peer: FAISS k-means alone (python3-faiss)');
+  const r = spawnSync(PY, ['-c', code], { encoding: 'utf8', env: userEnv() });
+  if (r.status !== 0) throw new Error(`FAISS peer failed: ${r.stderr.slice(-2000)}`);
+  return JSON.parse(r.stdout.trim().split('\n').pop()!) as { train: number; assign: number; total: number };
+}
+
+function machine(): BenchRecord['machine'] {
+  const i = loadNative().info();
+  return { cpu: cpus()[0]?.model ?? 'unknown', cores: cpus().length, memGiB: Math.round(totalmem() / 2 ** 30), blasCore: i.blasCore, faiss: i.faiss, node: process.version };
+}
+
+export async function benchWorkload(
+  w: Workload,
+  opts: { outDir: string; peers: boolean; log: (l: string) => void; sgemm: number },
+): Promise<BenchRecord> {
+  const { log } = opts;
+  const data = prepareData(w, opts.outDir, log);
+  const ourOut = join(opts.outDir, w.name, 'ours');
+  // Our run in a fresh process so that peak RSS is the pipeline's alone.
+  const childArgs = [join(root, 'dist/src/cli.js'), '_bench-child', JSON.stringify({ emb: data.emb, n: w.n, dim: w.dim, k: w.k, niter: w.niter, eps: w.eps, out: ourOut, ...(w.plantedCentroids ? { centroids: data.centres } : {}) })];
+  log(`ours: ${w.name} ...`);
+  const r = spawnSync(process.execPath, childArgs, { encoding: 'utf8', maxBuffer: 1 << 26 });
+  if (r.status !== 0) throw new Error(`our pipeline failed: ${r.stderr.slice(-3000)}`);
+  const ours = JSON.parse(r.stdout.trim().split('\n').pop()!) as BenchRecord['ours'];
+  const rec: BenchRecord = { workload: w, machine: machine(), sgemmGflops: opts.sgemm, ours, date: new Date().toISOString() };
+  if (!opts.peers) return rec;
+
+  const peerOut = join(opts.outDir, w.name, 'peer');
+  const base = ['--emb', data.emb, '--n', String(w.n), '--d', String(w.dim), '--k', String(w.k), '--niter', String(w.niter), '--seed', '1234', '--spherical', '--eps-list', w.eps.join(','), '--out', peerOut];
+  const stages: Record<string, number | null> = {};
+  let note: string | undefined;
+  if (!w.plantedCentroids) {
+    const t = runPeer([...base, '--stages', 'kmeans_train'], log);
+    stages.train = (t.kmeans_train as number) ?? null;
+  }
+  // Same centroids as ours: the peer's kept sets must equal ours before a speed is reported.
+  let peerRss = 0;
+  const largest = ours.largestCluster;
+  const needGiB = (largest * largest * 4 * 2) / 2 ** 30; // X @ X.T and its triu copy
+  if (needGiB > (totalmem() / 2 ** 30) * 0.7) {
+    note = `the original's per-cluster n × n matrix for the largest cluster (${largest} members) needs ${needGiB.toFixed(0)} GiB: it cannot run on this machine`;
+    const t = runPeer([...base, '--centroids', join(ourOut, 'kmeans_centroids.npy'), '--stages', 'assign,rank'], log);
+    stages.assign = t.assign as number;
+    stages.rank = t.rank as number;
+    stages.semdedup = null;
+    stages.extract = null;
+    peerRss = (t.peak_rss_kib as number) / 1024;
+  } else {
+    const t = runPeer([...base, '--centroids', join(ourOut, 'kmeans_centroids.npy'), '--stages', 'assign,rank,semdedup,extract'], log);
+    for (const s of ['assign', 'rank', 'semdedup', 'extract']) stages[s] = (t[s] as number) ?? null;
+    peerRss = (t.peak_rss_kib as number) / 1024;
+    rec.keptEqual = w.eps.map((e) => {
+      const a = readFileSync(join(ourOut, `kept_eps${e}.txt`), 'utf8');
+      const b = readFileSync(join(peerOut, `kept_eps${e}.txt`), 'utf8');
+      const count = (s: string) => (s.length ? s.split('\n').length : 0);
+      return { eps: e, ours: count(a), peer: count(b), equal: a === b };
+    });
+  }
+  const total = Object.values(stages).reduce<number>((s, v) => s + (v ?? 0), 0);
+  rec.peer = { stages, total, peakRssMiB: peerRss, ...(note ? { note } : {}) };
+  if (!w.plantedCentroids) rec.faissAlone = faissAlone(data.emb, w, log);
+  return rec;
+}
+
+const f = (x: number | null | undefined, d = 2) => (x === null || x === undefined ? '—' : x.toFixed(d));
+
+export function formatRecord(rec: BenchRecord): string {
+  const w = rec.workload;
+  const o = rec.ours;
+  const p = rec.peer;
+  const peerKey: Record<string, string> = { train: 'train', assign: 'assign', sort: 'rank', dedup: 'semdedup', extract: 'extract' };
+  const lines = [
+    `### ${w.name}: ${w.n.toLocaleString('en-US')} × ${w.dim}, k = ${w.k}, niter ${w.niter}, eps ${w.eps.join('/')}${w.plantedCentroids ? ', planted centroids (heavy-tailed cluster sizes)' : ''}`,
+    '',
+    `Machine: ${rec.machine.cpu}, ${rec.machine.cores} cores, ${rec.machine.memGiB} GiB; OpenBLAS kernel ${rec.machine.blasCore}; FAISS ${rec.machine.faiss}; Node ${rec.machine.node}. ` +
+      `Measured sgemm: **${f(rec.sgemmGflops, 1)} GFLOP/s** (2048³, ${rec.machine.cores} threads). Largest cluster: ${o.largestCluster.toLocaleString('en-US')} members. Date: ${rec.date.slice(0, 16)}Z.`,
+    '',
+    '| stage | ours (s) | GFLOP/s | % of sgemm | peer (s) | peer / ours | share of our total |',
+    '|---|---:|---:|---:|---:|---:|---:|',
+  ];
+  for (const [name, st] of Object.entries(o.stages)) {
+    const g = st.gflop !== undefined ? st.gflop / st.seconds : undefined;
+    const ps = p?.stages[peerKey[name]!];
+    lines.push(
+      `| ${name} | ${f(st.seconds)} | ${g !== undefined ? f(g, 1) : ''} | ${g !== undefined ? f((100 * g) / rec.sgemmGflops, 0) + '%' : ''} | ${p ? f(ps) : ''} | ${p && ps ? f(ps / st.seconds, 1) + '×' : ''} | ${f((100 * st.seconds) / o.total, 1)}% |`,
+    );
+  }
+  lines.push(`| **end to end** | **${f(o.total)}** | | | ${p ? `**${f(p.total)}**` : ''} | ${p && !p.note ? `**${f(p.total / o.total, 1)}×**` : ''} | |`);
+  lines.push('');
+  lines.push(`Peak RSS: ours ${f(o.peakRssMiB, 0)} MiB${p ? `, peer ${f(p.peakRssMiB, 0)} MiB (the peer's counts the touched pages of the mapped embeddings)` : ''}. ` +
+    `Dedup: ${f(o.computedDedupGflop, 0)} GFLOP issued for ${f(o.stages.dedup?.gflop, 0)} useful; ${o.rechecked} members re-checked in float64.`);
+  if (rec.faissAlone) lines.push(`FAISS k-means alone (python3-faiss, same FAISS 1.7.3): train ${f(rec.faissAlone.train)} s, assign ${f(rec.faissAlone.assign)} s; ours: train ${f(o.stages.train?.seconds)} s, assign ${f(o.stages.assign?.seconds)} s.`);
+  if (rec.keptEqual) lines.push(`Kept sets equal to the peer's given the same centroids: ${rec.keptEqual.map((k) => `eps ${k.eps}: ${k.equal ? 'yes' : 'NO'} (${k.ours} kept)`).join('; ')}.`);
+  if (p?.note) lines.push(`Peer: ${p.note}.`);
+  return lines.join('\n');
+}
+
+export function updateResults(file: string, rec: BenchRecord): void {
+  const text = existsSync(file) ? readFileSync(file, 'utf8') : '# Benchmark results\n';
+  const start = `<!-- bench:${rec.workload.name} start -->`;
+  const end = `<!-- bench:${rec.workload.name} end -->`;
+  const block = `${start}\n${formatRecord(rec)}\n${end}`;
+  const i = text.indexOf(start);
+  const j = text.indexOf(end);
+  const out = i >= 0 && j > i ? text.slice(0, i) + block + text.slice(j + end.length) : `${text.trimEnd()}\n\n${block}\n`;
+  atomicWriteFile(file, out);
+}
+
+export async function runBench(opts: { workloads: string[]; peers: boolean; outDir?: string; results?: string; n?: number; log?: (l: string) => void }): Promise<BenchRecord[]> {
+  const log = opts.log ?? ((l: string) => process.stderr.write(`bench: ${l}\n`));
+  const outDir = resolve(opts.outDir ?? join(root, 'bench', 'out'));
+  mkdirSync(outDir, { recursive: true });
+  const sgemm = await loadNative().measureSgemm(2048, 5);
+  log(`sgemm: ${sgemm.toFixed(1)} GFLOP/s`);
+  const recs: BenchRecord[] = [];
+  for (const name of opts.workloads) {
+    const w0 = WORKLOADS[name];
+    if (!w0) throw new Error(`unknown workload '${name}' (known: ${Object.keys(WORKLOADS).join(', ')})`);
+    const w = opts.n ? { ...w0, n: opts.n } : w0;
+    const rec = await benchWorkload(w, { outDir, peers: opts.peers, log, sgemm });
+    atomicWriteFile(join(outDir, `${w.name}-${rec.date.replace(/[:.]/g, '-')}.json`), JSON.stringify(rec, null, 2) + '\n');
+    if (opts.results !== '') updateResults(opts.results ?? join(root, 'bench', 'RESULTS.md'), rec);
+    process.stdout.write(formatRecord(rec) + '\n\n');
+    recs.push(rec);
+  }
+  return recs;
+}
+
+void openEmbeddings;
