@@ -52,40 +52,47 @@ __global__ void __launch_bounds__(kThreads, 2)
   const int64_t row0 = int64_t(blockIdx.x) * kTile;
   const T* b_row = row0 + lm < nrows ? x + (row0 + lm) * dp : nullptr;
   if (tid < kTile) red[tid] = 0ull;
-  float xn[8], best[8];
-  int bidx[8];
+  // Running row minima in shared memory, one private slot per (ty, row): out of the registers
+  // of the FFMA loop.
+  __shared__ float s_best[kTile / 8][kTile];
+  __shared__ int s_idx[kTile / 8][kTile];
 #pragma unroll
   for (int j = 0; j < 8; ++j) {
-    const int64_t r = row0 + tile_col(tx, j);
-    xn[j] = (!inner_product && r < nrows) ? xnorm[r] : 0.f;
-    best[j] = -INFINITY;
-    bidx[j] = -1;
+    s_best[ty][tile_col(tx, j)] = -INFINITY;
+    s_idx[ty][tile_col(tx, j)] = -1;
   }
   for (int c0 = 0; c0 < k; c0 += kTile) {
     const float* a_row = c0 + lm < k ? cen + int64_t(c0 + lm) * dp : nullptr;
     float acc[8][8];
     tile_product(sm, a_row, b_row, dp, acc);
 #pragma unroll
-    for (int i = 0; i < 8; ++i) {
-      const int c = c0 + tile_row(ty, i);
-      if (c < k) {
-        const float cn = inner_product ? 0.f : cnorm[c];
+    for (int j = 0; j < 8; ++j) {
+      const int64_t r = row0 + tile_col(tx, j);
+      const float xn = (!inner_product && r < nrows) ? xnorm[r] : 0.f;
+      float tb = -INFINITY;
+      int ti = -1;
 #pragma unroll
-        for (int j = 0; j < 8; ++j) {
+      for (int i = 0; i < 8; ++i) {
+        const int c = c0 + tile_row(ty, i);
+        if (c < k) {
           float s;
           if (inner_product) {
             s = acc[i][j];
           } else {
             // FAISS: dis = x_norm + y_norm - 2 * ip, negative values (round-off) set to 0
-            float dis = __fsub_rn(__fadd_rn(xn[j], cn), __fmul_rn(2.f, acc[i][j]));
+            float dis = __fsub_rn(__fadd_rn(xn, cnorm[c]), __fmul_rn(2.f, acc[i][j]));
             if (dis < 0.f) dis = 0.f;
             s = -dis;
           }
-          if (s > best[j]) {  // centroids in increasing order: strict '>' keeps the lowest index
-            best[j] = s;
-            bidx[j] = c;
+          if (s > tb) {  // centroids in increasing order: strict '>' keeps the lowest index
+            tb = s;
+            ti = c;
           }
         }
+      }
+      if (ti >= 0 && tb > s_best[ty][tile_col(tx, j)]) {
+        s_best[ty][tile_col(tx, j)] = tb;
+        s_idx[ty][tile_col(tx, j)] = ti;
       }
     }
   }
@@ -93,7 +100,8 @@ __global__ void __launch_bounds__(kThreads, 2)
 #pragma unroll
   for (int j = 0; j < 8; ++j) {
     const int r = tile_col(tx, j);
-    if (row0 + r < nrows && bidx[j] >= 0) atomicMax(&red[r], pack_key(best[j], uint32_t(bidx[j])));
+    const int ci = s_idx[ty][r];
+    if (row0 + r < nrows && ci >= 0) atomicMax(&red[r], pack_key(s_best[ty][r], uint32_t(ci)));
   }
   __syncthreads();
   if (tid < kTile && row0 + tid < nrows) {
@@ -238,7 +246,7 @@ KMeansResult train_kmeans(const EmbeddingView& x, const KMeansParams& p, const P
   if (train_bytes + int64_t(k) * dp * 8 + nt * 16 > memory_budget())
     throw Error(ErrorCode::Backend, "k-means training set (" + std::to_string(train_bytes >> 20) +
                                         " MiB) does not fit in GPU memory");
-  std::vector<float> train(size_t(nt) * size_t(dp), 0.f);
+  std::vector<float> train(static_cast<size_t>(nt) * size_t(dp), 0.f);
   {
     std::vector<int64_t> slots(static_cast<size_t>(nt));
     std::iota(slots.begin(), slots.end(), int64_t(0));
@@ -261,16 +269,16 @@ KMeansResult train_kmeans(const EmbeddingView& x, const KMeansParams& p, const P
   }
 
   Stream s;
-  DeviceBuffer<float> dx(size_t(nt * dp)), dxnorm(ip ? 0 : size_t(nt));
-  DeviceBuffer<float> dcen(size_t(k) * size_t(dp)), dcnorm(size_t(k)), ddist(size_t(nt));
-  DeviceBuffer<int32_t> dnear(size_t(nt)), dmembers(size_t(nt)), dmoff(size_t(k) + 1);
+  DeviceBuffer<float> dx(static_cast<size_t>(nt * dp)), dxnorm(static_cast<size_t>(ip ? 0 : nt));
+  DeviceBuffer<float> dcen(static_cast<size_t>(k) * size_t(dp)), dcnorm(static_cast<size_t>(k)), ddist(static_cast<size_t>(nt));
+  DeviceBuffer<int32_t> dnear(static_cast<size_t>(nt)), dmembers(static_cast<size_t>(nt)), dmoff(static_cast<size_t>(k) + 1);
   SD_CUDA(cudaMemcpyAsync(dx.get(), train.data(), size_t(nt * dp) * 4, cudaMemcpyHostToDevice, s.get()));
   SD_CUDA(cudaMemsetAsync(dcen.get(), 0, dcen.size() * 4, s.get()));
   s.sync();
 
-  PinnedBuffer<int32_t> hnear(size_t(nt)), hmembers(size_t(nt)), hmoff(size_t(k) + 1);
-  PinnedBuffer<float> hdist(size_t(nt));
-  std::vector<float> cen(size_t(k) * size_t(d)), best_cen;
+  PinnedBuffer<int32_t> hnear(static_cast<size_t>(nt)), hmembers(static_cast<size_t>(nt)), hmoff(static_cast<size_t>(k) + 1);
+  PinnedBuffer<float> hdist(static_cast<size_t>(nt));
+  std::vector<float> cen(static_cast<size_t>(k) * size_t(d)), best_cen;
   std::vector<float> best_obj_list;
   const bool lower_is_better = !ip;
   float best_obj = lower_is_better ? HUGE_VALF : -HUGE_VALF;
@@ -351,7 +359,7 @@ void assign_nearest(const EmbeddingView& x, const float* centroids, int k, bool 
   Stream s;
   RowUploader up(x, dp, resolve_threads(0));
   const int64_t rows = std::min(up.staging_rows_per_buffer(), x.n);
-  DeviceBuffer<float> dcen(size_t(k) * size_t(dp)), dcnorm(size_t(k));
+  DeviceBuffer<float> dcen(static_cast<size_t>(k) * size_t(dp)), dcnorm(static_cast<size_t>(k));
   SD_CUDA(cudaMemsetAsync(dcen.get(), 0, dcen.size() * 4, s.get()));
   upload_centroids(centroids, k, d, dp, dcen.get(), dcnorm.get(), inner_product, s.get());
 

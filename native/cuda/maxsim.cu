@@ -65,12 +65,14 @@ __global__ void __launch_bounds__(kThreads, 2)
   const int tx = tid & 15, ty = tid >> 4;
 
   const T* b_row = lm < it.ncols ? cols_base + idx_cols[it.col_idx + lm] * dp : nullptr;
-  float best[8];
-  int bpos[8];
+  // Running column maxima live in shared memory, one private slot per (ty, column): they are
+  // touched once per tile, and keeping them out of registers leaves the FFMA loop spill-free.
+  __shared__ float s_best[kTile / 8][kTile];
+  __shared__ int s_pos[kTile / 8][kTile];
 #pragma unroll
   for (int j = 0; j < 8; ++j) {
-    best[j] = -INFINITY;
-    bpos[j] = -1;
+    s_best[ty][tile_col(tx, j)] = -INFINITY;
+    s_pos[ty][tile_col(tx, j)] = -1;
   }
   for (int r0 = 0; r0 < it.nrows; r0 += kTile) {
     const T* a_row = r0 + lm < it.nrows ? rows_base + idx_rows[it.row_idx + r0 + lm] * dp : nullptr;
@@ -79,22 +81,29 @@ __global__ void __launch_bounds__(kThreads, 2)
 #pragma unroll
     for (int j = 0; j < 8; ++j) {
       const int cpos = it.col_pos0 + tile_col(tx, j);
+      float tb = -INFINITY;
+      int tp = -1;
 #pragma unroll
       for (int i = 0; i < 8; ++i) {
         const int rl = r0 + tile_row(ty, i);
         const int rpos = it.row_pos0 + rl;
         // rows in increasing position order: strict '>' keeps the earliest on ties
-        if (rl < it.nrows && rpos < cpos && acc[i][j] > best[j]) {
-          best[j] = acc[i][j];
-          bpos[j] = rpos;
+        if (rl < it.nrows && rpos < cpos && acc[i][j] > tb) {
+          tb = acc[i][j];
+          tp = rpos;
         }
+      }
+      if (tp >= 0 && tb > s_best[ty][tile_col(tx, j)]) {  // earlier tiles hold earlier rows
+        s_best[ty][tile_col(tx, j)] = tb;
+        s_pos[ty][tile_col(tx, j)] = tp;
       }
     }
   }
 #pragma unroll
   for (int j = 0; j < 8; ++j) {
     const int c = tile_col(tx, j);
-    if (c < it.ncols && bpos[j] >= 0) atomicMax(keys + it.key_off + c, pack_key(best[j], uint32_t(bpos[j])));
+    const int pos = s_pos[ty][c];
+    if (c < it.ncols && pos >= 0) atomicMax(keys + it.key_off + c, pack_key(s_best[ty][c], uint32_t(pos)));
   }
 }
 
@@ -173,8 +182,6 @@ class Launcher {
   void drain() {
     for (int64_t m = std::max<int64_t>(0, n_ - 2); m < n_; ++m) retire(int(m & 1));
   }
-
-  int64_t launches() const { return n_; }
 
  private:
   void retire(int slot) {
@@ -257,9 +264,9 @@ void run_maxsim(const EmbeddingView& x, const int64_t* order, const int64_t* off
   const bool resident = tune.maxsim_mode == 1 || (tune.maxsim_mode == 0 && resident_bytes <= budget);
 
   if (resident) {
-    DeviceBuffer<T> mat(size_t(x.n * dp));
-    DeviceBuffer<int64_t> dorder(size_t(P));
-    DeviceBuffer<unsigned long long> keys(size_t(P));
+    DeviceBuffer<T> mat(static_cast<size_t>(x.n * dp));
+    DeviceBuffer<int64_t> dorder(static_cast<size_t>(P));
+    DeviceBuffer<unsigned long long> keys(static_cast<size_t>(P));
     SD_CUDA(cudaMemsetAsync(mat.get(), 0, mat.size() * es, compute.get()));
     SD_CUDA(cudaMemsetAsync(keys.get(), 0, keys.size() * 8, compute.get()));
     SD_CUDA(cudaMemcpyAsync(dorder.get(), order + p0, size_t(P) * 8, cudaMemcpyHostToDevice, compute.get()));
@@ -276,7 +283,7 @@ void run_maxsim(const EmbeddingView& x, const int64_t* order, const int64_t* off
     computed_tiles += list.tiles;
     launcher.run<T>(list, mat.get(), dorder.get(), mat.get(), dorder.get(), dp, keys.get());
     launcher.drain();
-    std::vector<unsigned long long> hkeys(size_t(P));
+    std::vector<unsigned long long> hkeys(static_cast<size_t>(P));
     SD_CUDA(cudaMemcpyAsync(hkeys.data(), keys.get(), size_t(P) * 8, cudaMemcpyDeviceToHost, compute.get()));
     compute.sync();
     for (int64_t c = 0; c < nclusters; ++c)
@@ -293,9 +300,9 @@ void run_maxsim(const EmbeddingView& x, const int64_t* order, const int64_t* off
     DeviceBuffer<unsigned long long> keys[2];
     keys[0].resize(size_t(G));
     keys[1].resize(size_t(G));
-    DeviceBuffer<int64_t> iota(size_t(G));
+    DeviceBuffer<int64_t> iota(static_cast<size_t>(G));
     {
-      std::vector<int64_t> h(size_t(G));
+      std::vector<int64_t> h(static_cast<size_t>(G));
       for (int64_t i = 0; i < G; ++i) h[size_t(i)] = i;
       SD_CUDA(cudaMemcpy(iota.get(), h.data(), size_t(G) * 8, cudaMemcpyHostToDevice));
     }
@@ -334,7 +341,7 @@ void run_maxsim(const EmbeddingView& x, const int64_t* order, const int64_t* off
         finish(0);
         finish(1);
         const int64_t base = offsets[c];
-        DeviceBuffer<unsigned long long> gkeys(size_t(n0));
+        DeviceBuffer<unsigned long long> gkeys(static_cast<size_t>(n0));
         SD_CUDA(cudaMemsetAsync(gkeys.get(), 0, size_t(n0) * 8, compute.get()));
         for (int64_t c0 = 0; c0 < n0; c0 += G) {
           const int64_t nc = std::min(G, n0 - c0);
@@ -354,7 +361,7 @@ void run_maxsim(const EmbeddingView& x, const int64_t* order, const int64_t* off
           }
           used[0].record(compute.get());
         }
-        std::vector<unsigned long long> h(size_t(n0));
+        std::vector<unsigned long long> h(static_cast<size_t>(n0));
         SD_CUDA(cudaMemcpyAsync(h.data(), gkeys.get(), size_t(n0) * 8, cudaMemcpyDeviceToHost, compute.get()));
         compute.sync();
         decode(h.data(), order, base, base, base + n0, M, arg);

@@ -1,0 +1,18 @@
+// The programmatic API of semdedup: the steps of the original pipeline under the names a reader
+// of the original knows, options objects, promises, progress callbacks, typed errors.
+export { getEmbeddings, PathsMemmap, type Batch, type Model } from './steps/embed.js';
+export { computeCentroids, type ClusterOptions, type ClusterResult } from './steps/cluster.js';
+export { assignAndSortClusters, type SortOptions, type SortResult } from './steps/sort.js';
+export { semdedup, keepOrderOf, summarize, type DedupOptions, type DedupResult, type EpsSummary, type WhichToKeep } from './steps/dedup.js';
+export { extractPrunedData, type ExtractOptions, type ExtractResult } from './steps/extract.js';
+export type { CommonOptions, Progress, Device } from './steps/common.js';
+export { openEmbeddings, createEmbeddingsFile, embeddingsLayout, type Embeddings, type EmbeddingsSpec } from './embeddings.js';
+export { runAll, runCluster, runSort, runDedup, runExtract, type RunResult } from './pipeline.js';
+export { loadConfigFiles, parseConfigObject, requireKeys, configSchema, formatConfigDoc, type SemDedupConfig, type PartialResolved } from './config.js';
+export { readIds, checkUniqueIds, rowNumberIds, idsFromStrings, writeIdsMemmap, type Ids } from './io/ids.js';
+export { readNpy, writeNpy, readNpyHeaderFromFile } from './io/npy.js';
+export { engineInfo } from './info.js';
+export { runExample, type ExampleReport } from './example.js';
+export { runBench, WORKLOADS, type BenchRecord } from './bench.js';
+export { outputs } from './layout.js';
+export { SemDedupError, ConfigError, InputError, NumericError, OutputError, type ErrorCode } from './errors.js';
