@@ -1,12 +1,14 @@
 // SPEC step 4 on the CPU: per-cluster max similarity to an earlier member, tile by tile.
 //
-// Work list: one item per (cluster, column tile). An item gathers its column tile of members
-// (T rows of the cluster, in keep order), then walks the row tiles 0..j of the same cluster,
-// computing each T x T block of the Gram matrix with one single-threaded sgemm into a small
-// buffer and folding it into the running column max (masked to earlier members on the diagonal
-// tile). Only upper-triangular tiles are computed; memory is O(T * D) per worker, whatever the
-// cluster size. Items are independent (disjoint outputs), so workers need no locks, and each
-// output depends only on the fixed tile decomposition: results do not depend on the thread count.
+// Work list: a cluster of up to kWhole members is one item: its rows are gathered once (keep
+// order) and, for each column tile of kCols members, one sgemm computes the dots of every
+// earlier-or-same member with the tile (a (c0 + cols) x cols block: only the upper-triangular
+// part of the Gram matrix plus the small diagonal blocks), folded into the running column max
+// masked to earlier members. A larger cluster is split into one item per column tile, whose
+// earlier rows are gathered block by block (kRowBlock rows at a time): memory per worker is
+// bounded by the tiles, whatever the cluster size. Each BLAS call is single-threaded; the workers
+// are the parallelism. Items write disjoint outputs, and each output depends only on the fixed
+// decomposition (never on the thread count), so results are deterministic.
 #include "semdedup/maxsim.hpp"
 
 #include <algorithm>
@@ -25,7 +27,9 @@
 namespace semdedup {
 namespace {
 
-constexpr int64_t kTile = 256;
+constexpr int64_t kCols = 128;       // column tile width
+constexpr int64_t kRowBlock = 2048;  // rows per sgemm for clusters split into column items
+constexpr int64_t kWholeMax = 4096;  // clusters up to this size are one item (bounded by bytes too)
 
 // C[i][j] = a_i . b_j for an (m x d) and an (n x d) row-major tile; C has leading dimension ldc.
 void gram_tile(const float* a, int64_t m, const float* b, int64_t n, int64_t d, float* c, int64_t ldc) {
@@ -33,7 +37,7 @@ void gram_tile(const float* a, int64_t m, const float* b, int64_t n, int64_t d, 
   cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, int(m), int(n), int(d), 1.0f, a, int(d), b, int(d), 0.0f, c,
               int(ldc));
 #else
-  // Portable fallback (builds without BLAS, e.g. a bare GPU machine): 4 x 4 register blocks.
+  // Portable fallback (builds without BLAS, e.g. a bare GPU machine).
   for (int64_t i = 0; i < m; ++i)
     for (int64_t j = 0; j < n; ++j) {
       const float* x = a + i * d;
@@ -52,18 +56,19 @@ void gram_tile(const float* a, int64_t m, const float* b, int64_t n, int64_t d, 
 #endif
 }
 
-// Folds rows [r0, r1) of a tile into the column maxima. Row r of the tile is position
-// row_pos0 + r; column c is position col_pos0 + c. Only pairs with row position < column
-// position count (diagonal tile: r < c). Strict '>' keeps the earliest row on ties since rows
-// are visited in ascending position order.
+// Folds a block of dots into the column maxima. Row r of the block is the member at position
+// row_pos0 + r, column j the member at col_pos0 + j; only pairs with row position < column
+// position count. Strict '>' keeps the earliest row on ties, since rows are visited in
+// ascending position order.
 __attribute__((target_clones("avx512f", "avx2", "default")))
-void fold_tile(const float* c, int64_t ldc, int64_t rows, int64_t cols, bool diagonal, int64_t row_pos0,
-               float* best, int64_t* best_pos) {
+void fold_block(const float* c, int64_t ldc, int64_t rows, int64_t cols, int64_t row_pos0, int64_t col_pos0,
+                float* best, int64_t* best_pos) {
   for (int64_t r = 0; r < rows; ++r) {
-    const float* line = c + r * ldc;
-    const int64_t c0 = diagonal ? r + 1 : 0;
     const int64_t pos = row_pos0 + r;
-    for (int64_t j = c0; j < cols; ++j) {
+    const int64_t j0 = pos < col_pos0 ? 0 : pos - col_pos0 + 1;
+    if (j0 >= cols) break;
+    const float* line = c + r * ldc;
+    for (int64_t j = j0; j < cols; ++j) {
       const float v = line[j];
       const bool better = v > best[j];
       best[j] = better ? v : best[j];
@@ -81,10 +86,33 @@ double default_margin(int64_t d) {
   return std::max(1e-5, 4.0 * double(d) * std::ldexp(1.0, -24));
 }
 
+struct Scratch {
+  std::vector<float> a, b, c, best;
+  std::vector<int64_t> pos;
+};
+
+void write_tile(const int64_t* order, int64_t base, int64_t c0, int64_t cols, const Scratch& s, double* M, int64_t* arg) {
+  for (int64_t j = 0; j < cols; ++j) {
+    const int64_t p = base + c0 + j;
+    if (s.pos[size_t(j)] >= 0 && s.best[size_t(j)] > 0) {
+      M[p] = double(s.best[size_t(j)]);
+      arg[p] = order[base + s.pos[size_t(j)]];
+    } else {
+      M[p] = 0;
+      arg[p] = -1;
+    }
+  }
+}
+
+void reset_tile(Scratch& s, int64_t cols) {
+  std::fill(s.best.begin(), s.best.begin() + cols, -std::numeric_limits<float>::infinity());
+  std::fill(s.pos.begin(), s.pos.begin() + cols, int64_t(-1));
+}
+
 }  // namespace
 
 void max_similarity_reference(const EmbeddingView& x, const int64_t* rows, int64_t n, double* M, int64_t* arg) {
-  std::vector<float> a(static_cast<size_t>(x.d)), b(size_t(x.d));
+  std::vector<float> a(static_cast<size_t>(x.d)), b(static_cast<size_t>(x.d));
   for (int64_t j = 0; j < n; ++j) {
     double best = 0;
     int64_t who = -1;
@@ -110,40 +138,44 @@ MaxSimStats max_similarity_cpu(const EmbeddingView& x, const int64_t* order, con
   st.clusters = nclusters;
   st.members = offsets[nclusters] - offsets[0];
   const int64_t d = x.d;
+  // Whole-cluster items hold the cluster's rows: at most kWholeMax rows and 16 MB.
+  const int64_t whole_max = std::max<int64_t>(kCols, std::min<int64_t>(kWholeMax, (int64_t(16) << 20) / (d * 4)));
 
   struct Item {
-    int64_t cluster, tile;
+    int64_t cluster, tile;  // tile < 0: the whole cluster
     double cost;
   };
   std::vector<Item> items;
   for (int64_t c = 0; c < nclusters; ++c) {
     const int64_t n = offsets[c + 1] - offsets[c];
     if (n < 0) throw Error(ErrorCode::InvalidArgument, "offsets must be non-decreasing");
+    if (n == 0) continue;
     st.useful_flops += double(n) * double(n - 1) * double(d);
-    const int64_t tiles = (n + kTile - 1) / kTile;
+    const int64_t tiles = (n + kCols - 1) / kCols;
+    double cost = 0;
     for (int64_t t = 0; t < tiles; ++t) {
-      const int64_t cols = std::min(kTile, n - t * kTile);
-      const double rows_total = double(t * kTile + cols);
-      items.push_back({c, t, rows_total * double(cols)});
-      st.computed_flops += 2.0 * double(t * kTile + cols) * double(cols) * double(d);
+      const int64_t cols = std::min(kCols, n - t * kCols);
+      const double w = double(t * kCols + cols) * double(cols);
+      st.computed_flops += 2.0 * w * double(d);
+      if (n > whole_max) items.push_back({c, t, w});
+      cost += w;
     }
+    if (n <= whole_max) items.push_back({c, -1, cost});
   }
-  // Largest items first: keeps the workers busy to the end. Ties by (cluster, tile) for a fixed order.
+  // Largest items first: keeps the workers busy to the end.
   std::stable_sort(items.begin(), items.end(), [](const Item& a, const Item& b) { return a.cost > b.cost; });
-  const double total_cost = std::accumulate(items.begin(), items.end(), 0.0, [](double s, const Item& i) { return s + i.cost; });
+  double total_cost = 0;
+  for (const auto& it : items) total_cost += it.cost;
 
   const int threads = resolve_threads(opt.threads);
-  struct Scratch {
-    std::vector<float> a, b, c, best;
-    std::vector<int64_t> pos;
-  };
   std::vector<Scratch> scratch(static_cast<size_t>(threads));
+  const int64_t arows = std::max(whole_max, kRowBlock);
   for (auto& s : scratch) {
-    s.a.resize(size_t(kTile * d));
-    s.b.resize(size_t(kTile * d));
-    s.c.resize(size_t(kTile * kTile));
-    s.best.resize(size_t(kTile));
-    s.pos.resize(size_t(kTile));
+    s.a.resize(size_t(arows * d));
+    s.b.resize(size_t(kCols * d));
+    s.c.resize(size_t(arows * kCols));
+    s.best.resize(size_t(kCols));
+    s.pos.resize(size_t(kCols));
   }
   std::atomic<int64_t> done_cost{0};
   // Rows are gathered from all over a mapped file: drop the mapped pages from the resident set
@@ -156,42 +188,49 @@ MaxSimStats max_similarity_cpu(const EmbeddingView& x, const int64_t* order, con
     Scratch& s = scratch[size_t(w)];
     const int64_t base = offsets[it.cluster];
     const int64_t n = offsets[it.cluster + 1] - base;
-    const int64_t col0 = it.tile * kTile;
-    const int64_t cols = std::min(kTile, n - col0);
-    gather(x, order + base + col0, cols, s.b.data());
-    std::fill(s.best.begin(), s.best.begin() + cols, -std::numeric_limits<float>::infinity());
-    std::fill(s.pos.begin(), s.pos.begin() + cols, int64_t(-1));
-    for (int64_t rt = 0; rt <= it.tile; ++rt) {
-      const int64_t row0 = rt * kTile;
-      const int64_t rows = std::min(kTile, n - row0);
-      const bool diagonal = rt == it.tile;
-      const float* a = s.b.data();
-      if (!diagonal) {
-        gather(x, order + base + row0, rows, s.a.data());
-        a = s.a.data();
+    int64_t bytes = 0;
+    if (it.tile < 0) {
+      gather(x, order + base, n, s.a.data());
+      bytes = n * int64_t(x.row_bytes());
+      for (int64_t c0 = 0; c0 < n; c0 += kCols) {
+        const int64_t cols = std::min(kCols, n - c0);
+        const int64_t rows = c0 + cols;
+        reset_tile(s, cols);
+        if (rows > 1) {
+          gram_tile(s.a.data(), rows, s.a.data() + c0 * d, cols, d, s.c.data(), kCols);
+          fold_block(s.c.data(), kCols, rows, cols, 0, c0, s.best.data(), s.pos.data());
+        }
+        write_tile(order, base, c0, cols, s, M, arg);
       }
-      gram_tile(a, rows, s.b.data(), cols, d, s.c.data(), kTile);
-      fold_tile(s.c.data(), kTile, rows, cols, diagonal, row0, s.best.data(), s.pos.data());
-    }
-    for (int64_t j = 0; j < cols; ++j) {
-      const int64_t p = base + col0 + j;
-      if (s.pos[size_t(j)] >= 0 && s.best[size_t(j)] > 0) {
-        M[p] = double(s.best[size_t(j)]);
-        arg[p] = order[base + s.pos[size_t(j)]];
-      } else {
-        M[p] = 0;
-        arg[p] = -1;
+    } else {
+      const int64_t c0 = it.tile * kCols;
+      const int64_t cols = std::min(kCols, n - c0);
+      gather(x, order + base + c0, cols, s.b.data());
+      reset_tile(s, cols);
+      const int64_t rows_end = c0 + cols;
+      for (int64_t r0 = 0; r0 < rows_end; r0 += kRowBlock) {
+        check_cancel(cancel);
+        const int64_t rows = std::min(kRowBlock, rows_end - r0);
+        gather(x, order + base + r0, rows, s.a.data());
+        gram_tile(s.a.data(), rows, s.b.data(), cols, d, s.c.data(), kCols);
+        fold_block(s.c.data(), kCols, rows, cols, r0, c0, s.best.data(), s.pos.data());
       }
+      bytes = (rows_end + cols) * int64_t(x.row_bytes());
+      write_tile(order, base, c0, cols, s, M, arg);
     }
     if (x.mapped) {
-      const int64_t bytes = (it.tile + 2) * kTile * int64_t(x.row_bytes());
       const int64_t before = gathered.fetch_add(bytes);
       if (before / release_every != (before + bytes) / release_every) release_pages(x.data, size_t(x.n) * x.row_bytes());
     }
     const int64_t now = done_cost.fetch_add(int64_t(it.cost)) + int64_t(it.cost);
     if (progress) progress(now, int64_t(total_cost));
   }, cancel);
-
+  // Single-member and empty clusters were skipped above: a single member has M = 0.
+  for (int64_t c = 0; c < nclusters; ++c)
+    if (offsets[c + 1] - offsets[c] == 1) {
+      M[offsets[c]] = 0;
+      arg[offsets[c]] = -1;
+    }
   // Exact re-check: members whose fp32 M lies near a threshold get M recomputed in float64.
   if (!opt.thresholds.empty()) {
     const double margin = opt.recheck_margin > 0 ? opt.recheck_margin : default_margin(d);

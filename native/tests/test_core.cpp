@@ -197,6 +197,19 @@ int main() {
     check_maxsim(v, order, offsets, 2, {Mref[100], Mref[900], std::nextafter(Mref[1200], 2.0)});
   });
 
+  run("max similarity: clusters split into column items (> 4096 members), row blocks", [] {
+    const int64_t d = 32;
+    const std::vector<int64_t> sizes = {4097, 2049, 4500};
+    int64_t n = 0;
+    for (auto s : sizes) n += s;
+    auto x = clustered_rows(n, d, 3, 77);
+    EmbeddingView v{x.data(), n, d, DType::F32};
+    std::vector<int64_t> order(static_cast<size_t>(n)), offsets{0};
+    for (int64_t i = 0; i < n; ++i) order[size_t(i)] = (i * 104729) % n;
+    for (auto s : sizes) offsets.push_back(offsets.back() + s);
+    check_maxsim(v, order, offsets, 2, {0.98});
+  });
+
   run("max similarity: float16 input", [] {
     const int64_t d = 40, n = 700;
     auto x = clustered_rows(n, d, 4, 8);

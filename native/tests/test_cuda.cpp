@@ -1,0 +1,650 @@
+// Tests of the CUDA backend against the CPU core, on fresh random data every run (the seed is
+// printed; pass it as the first argument to replay a run). Without a usable GPU only the
+// no-GPU behaviour is checked (device_info reports why, entry points throw Backend errors), and
+// the run is reported as skipped: `--require-gpu` turns that into a failure (scripts/gpu-check.sh
+// passes it). Last line: "N passed, N failed".
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <functional>
+#include <limits>
+#include <numeric>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "sampling.hpp"
+#include "semdedup/common.hpp"
+#include "semdedup/cuda.hpp"
+#include "semdedup/maxsim.hpp"
+#ifdef SEMDEDUP_HAVE_FAISS
+#include "semdedup/kmeans.hpp"
+#endif
+
+using namespace semdedup;
+
+static int g_pass = 0, g_fail = 0;
+static std::string g_test;
+static uint64_t g_seed = 0;
+
+#define CHECK(cond, ...)                                                                \
+  do {                                                                                  \
+    if (!(cond)) {                                                                      \
+      ++g_fail;                                                                         \
+      std::printf("FAIL [%s] %s:%d: %s: ", g_test.c_str(), __FILE__, __LINE__, #cond); \
+      std::printf(__VA_ARGS__);                                                         \
+      std::printf("\n");                                                                \
+      return;                                                                           \
+    }                                                                                   \
+  } while (0)
+
+static void run(const char* name, const std::function<void()>& fn) {
+  g_test = name;
+  const int before = g_fail;
+  const auto t0 = std::chrono::steady_clock::now();
+  try {
+    fn();
+  } catch (const std::exception& e) {
+    ++g_fail;
+    std::printf("FAIL [%s] exception: %s\n", name, e.what());
+  }
+  const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+  if (g_fail == before) {
+    ++g_pass;
+    std::printf("ok   %s (%.0f ms)\n", name, ms);
+  }
+  std::fflush(stdout);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Data
+
+struct Data {
+  int64_t n = 0, d = 0;
+  std::vector<float> f32;
+  std::vector<uint16_t> f16;
+  EmbeddingView view(bool half = false) const {
+    EmbeddingView v;
+    v.n = n;
+    v.d = d;
+    v.dtype = half ? DType::F16 : DType::F32;
+    v.data = half ? static_cast<const void*>(f16.data()) : static_cast<const void*>(f32.data());
+    return v;
+  }
+  void make_half() {
+    f16.resize(f32.size());
+    for (size_t i = 0; i < f32.size(); ++i) f16[i] = float_to_half(f32[i]);
+  }
+};
+
+// Unit rows around `centers` random directions (noise sigma), so that similarities are high and
+// spread like real near-duplicate data; dup_frac of the rows are exact copies of earlier rows.
+static Data clustered(int64_t n, int64_t d, int centers, float sigma, double dup_frac, std::mt19937_64& rng) {
+  Data x;
+  x.n = n;
+  x.d = d;
+  x.f32.resize(size_t(n * d));
+  std::normal_distribution<float> nd(0.f, 1.f);
+  std::vector<float> c(size_t(centers) * size_t(d));
+  for (auto& v : c) v = nd(rng);
+  std::uniform_int_distribution<int> pick(0, centers - 1);
+  std::uniform_real_distribution<double> u(0, 1);
+  for (int64_t i = 0; i < n; ++i) {
+    float* r = &x.f32[size_t(i * d)];
+    if (i > 0 && u(rng) < dup_frac) {
+      const int64_t src = std::uniform_int_distribution<int64_t>(0, i - 1)(rng);
+      std::memcpy(r, &x.f32[size_t(src * d)], size_t(d) * 4);
+      continue;
+    }
+    const float* cc = &c[size_t(pick(rng)) * size_t(d)];
+    double s = 0;
+    for (int64_t j = 0; j < d; ++j) {
+      r[j] = cc[j] / std::sqrt(float(d)) + sigma * nd(rng) / std::sqrt(float(d));
+      s += double(r[j]) * r[j];
+    }
+    const float inv = float(1.0 / std::sqrt(s));
+    for (int64_t j = 0; j < d; ++j) r[j] *= inv;
+  }
+  return x;
+}
+
+static double dot64(const EmbeddingView& v, int64_t a, int64_t b, std::vector<float>& ta, std::vector<float>& tb) {
+  v.row(a, ta.data());
+  v.row(b, tb.data());
+  double s = 0;
+  for (int64_t t = 0; t < v.d; ++t) s += double(ta[size_t(t)]) * double(tb[size_t(t)]);
+  return s;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Max similarity checks
+
+struct Clusters {
+  std::vector<int64_t> order, offsets;
+  int64_t count() const { return int64_t(offsets.size()) - 1; }
+  int64_t members() const { return offsets.back(); }
+};
+
+// Clusters of the given sizes over a random permutation of the rows (sizes must sum to <= n).
+static Clusters make_clusters(const std::vector<int64_t>& sizes, int64_t n, std::mt19937_64& rng) {
+  Clusters c;
+  std::vector<int64_t> perm(static_cast<size_t>(n));
+  std::iota(perm.begin(), perm.end(), int64_t(0));
+  std::shuffle(perm.begin(), perm.end(), rng);
+  c.offsets.push_back(0);
+  int64_t p = 0;
+  for (int64_t s : sizes) {
+    for (int64_t i = 0; i < s; ++i) c.order.push_back(perm[size_t(p++)]);
+    c.offsets.push_back(p);
+  }
+  return c;
+}
+
+struct MsOut {
+  std::vector<double> M;
+  std::vector<int64_t> arg;
+  MaxSimStats st;
+};
+
+static MsOut gpu_maxsim(const EmbeddingView& v, const Clusters& c, const MaxSimOptions& opt) {
+  MsOut o;
+  // poison: every element must be written
+  o.M.assign(size_t(c.members()), std::numeric_limits<double>::quiet_NaN());
+  o.arg.assign(size_t(c.members()), int64_t(-7));
+  o.st = cuda::max_similarity(v, c.order.data(), c.offsets.data(), c.count(), o.M.data(), o.arg.data(), opt);
+  return o;
+}
+
+static void reference(const EmbeddingView& v, const Clusters& c, std::vector<double>& M, std::vector<int64_t>& arg) {
+  M.assign(size_t(c.members()), 0);
+  arg.assign(size_t(c.members()), -1);
+  for (int64_t q = 0; q < c.count(); ++q)
+    max_similarity_reference(v, c.order.data() + c.offsets[size_t(q)], c.offsets[size_t(q + 1)] - c.offsets[size_t(q)],
+                             M.data() + c.offsets[size_t(q)], arg.data() + c.offsets[size_t(q)]);
+}
+
+// Compares GPU output with the float64 reference at positions `which` (all when empty).
+// Returns an empty string on success.
+static std::string compare_ms(const EmbeddingView& v, const Clusters& c, const MsOut& g, const std::vector<double>& Mref,
+                              const std::vector<int64_t>& aref, const std::vector<double>& thresholds,
+                              const std::vector<int64_t>& which = {}) {
+  std::vector<float> ta(size_t(v.d)), tb(size_t(v.d));
+  std::vector<int64_t> cluster_of(size_t(c.members()));
+  for (int64_t q = 0; q < c.count(); ++q)
+    for (int64_t p = c.offsets[size_t(q)]; p < c.offsets[size_t(q + 1)]; ++p) cluster_of[size_t(p)] = q;
+  std::vector<int64_t> pos_of_row(size_t(v.n), -1);
+  for (int64_t p = 0; p < c.members(); ++p) pos_of_row[size_t(c.order[size_t(p)])] = p;
+  char buf[512];
+  const int64_t count = which.empty() ? c.members() : int64_t(which.size());
+  for (int64_t w = 0; w < count; ++w) {
+    const int64_t p = which.empty() ? w : which[size_t(w)];
+    const double m = g.M[size_t(p)], mr = Mref[size_t(w)];
+    const int64_t a = g.arg[size_t(p)], ar = aref[size_t(w)];
+    if (std::isnan(m) || a == -7) {
+      std::snprintf(buf, sizeof buf, "position %lld not written", (long long)p);
+      return buf;
+    }
+    if (!(std::fabs(m - mr) <= 1e-5)) {
+      std::snprintf(buf, sizeof buf, "position %lld: M %.9f vs float64 %.9f", (long long)p, m, mr);
+      return buf;
+    }
+    for (double t : thresholds)
+      if (std::fabs(mr - t) > 1e-5 && ((m > t) != (mr > t))) {
+        std::snprintf(buf, sizeof buf, "position %lld: decision at %.9f differs (M %.9f, ref %.9f)", (long long)p, t,
+                      m, mr);
+        return buf;
+      }
+    if (a != ar) {
+      // acceptable only as a near-tie: an earlier member of the same cluster reaching M
+      const int64_t pa = a >= 0 ? pos_of_row[size_t(a)] : -1;
+      bool ok = false;
+      if (a < 0) {
+        ok = mr <= 1e-5;
+      } else if (pa >= 0 && pa < p && cluster_of[size_t(pa)] == cluster_of[size_t(p)]) {
+        const double s = dot64(v, a, c.order[size_t(p)], ta, tb);
+        ok = s >= mr - 1e-5 && s > 0;
+      }
+      if (!ok) {
+        std::snprintf(buf, sizeof buf, "position %lld: arg %lld vs float64 %lld (M %.9f, ref %.9f)", (long long)p,
+                      (long long)a, (long long)ar, m, mr);
+        return buf;
+      }
+    }
+  }
+  return "";
+}
+
+static void set_mode(int mode, int64_t memory_limit = 0, int64_t stream_rows = 0) {
+  cuda::Tuning t;
+  t.maxsim_mode = mode;
+  t.memory_limit = memory_limit;
+  t.stream_rows = stream_rows;
+  cuda::set_tuning(t);
+}
+
+// ---------------------------------------------------------------------------------------------
+// k-means helpers
+
+// Host float64 nearest centroid (inner product: largest; L2: smallest squared distance).
+static void host_nearest(const EmbeddingView& v, const std::vector<float>& cen, int k, bool ip, int64_t i,
+                         std::vector<float>& row, int64_t& best, double& best_s, double& second_s) {
+  v.row(i, row.data());
+  best = -1;
+  best_s = ip ? -1e300 : 1e300;
+  second_s = best_s;
+  for (int c = 0; c < k; ++c) {
+    double s = 0;
+    for (int64_t t = 0; t < v.d; ++t) {
+      const double a = row[size_t(t)], b = cen[size_t(c) * size_t(v.d) + size_t(t)];
+      s += ip ? a * b : (a - b) * (a - b);
+    }
+    const bool better = ip ? s > best_s : s < best_s;
+    if (better) {
+      second_s = best_s;
+      best_s = s;
+      best = c;
+    } else if (ip ? s > second_s : s < second_s) {
+      second_s = s;
+    }
+  }
+}
+
+static std::string check_assignment(const EmbeddingView& v, const std::vector<float>& cen, int k, bool ip,
+                                    const std::vector<int64_t>& nearest, const std::vector<float>& dist) {
+  std::vector<float> row(size_t(v.d));
+  char buf[512];
+  for (int64_t i = 0; i < v.n; ++i) {
+    if (nearest[size_t(i)] == -7 || std::isnan(dist[size_t(i)])) {
+      std::snprintf(buf, sizeof buf, "row %lld not written", (long long)i);
+      return buf;
+    }
+    int64_t b;
+    double bs, ss;
+    host_nearest(v, cen, k, ip, i, row, b, bs, ss);
+    const int64_t g = nearest[size_t(i)];
+    if (g < 0 || g >= k) {
+      std::snprintf(buf, sizeof buf, "row %lld: nearest %lld out of range", (long long)i, (long long)g);
+      return buf;
+    }
+    if (g != b) {
+      // near-tie: the GPU's choice must score within 1e-5 of the best
+      double s = 0;
+      for (int64_t t = 0; t < v.d; ++t) {
+        const double a = row[size_t(t)], c = cen[size_t(g) * size_t(v.d) + size_t(t)];
+        s += ip ? a * c : (a - c) * (a - c);
+      }
+      if (std::fabs(s - bs) > 1e-5) {
+        std::snprintf(buf, sizeof buf, "row %lld: nearest %lld (score %.9f) vs float64 %lld (%.9f)", (long long)i,
+                      (long long)g, s, (long long)b, bs);
+        return buf;
+      }
+    }
+    if (std::fabs(double(dist[size_t(i)]) - bs) > 1e-4 * std::max(1.0, std::fabs(bs))) {
+      std::snprintf(buf, sizeof buf, "row %lld: dist %.9f vs float64 %.9f", (long long)i, double(dist[size_t(i)]), bs);
+      return buf;
+    }
+  }
+  return "";
+}
+
+// Host float64 Lloyd with FAISS's sampling, initialisation, update order and split rule, for
+// builds without FAISS. Returns centroids and objective per iteration.
+static void host_kmeans(const EmbeddingView& v, const KMeansParams& p, std::vector<float>& cen, std::vector<double>& obj) {
+  const auto sample = kmeans_training_sample(v.n, p.k, p.max_points_per_centroid, p.seed);
+  const int64_t nt = int64_t(sample.size()), d = v.d;
+  std::vector<float> xt(size_t(nt * d));
+  for (int64_t i = 0; i < nt; ++i) v.row(sample[size_t(i)], &xt[size_t(i * d)]);
+  const auto init = kmeans_init_rows(nt, p.k, p.seed, 0);
+  cen.assign(size_t(p.k) * size_t(d), 0);
+  auto renorm = [&] {
+    if (!p.spherical) return;
+    for (int c = 0; c < p.k; ++c) {
+      double s = 0;
+      for (int64_t j = 0; j < d; ++j) s += double(cen[size_t(c * d + j)]) * cen[size_t(c * d + j)];
+      if (s > 0)
+        for (int64_t j = 0; j < d; ++j) cen[size_t(c * d + j)] = float(cen[size_t(c * d + j)] / std::sqrt(s));
+    }
+  };
+  for (int c = 0; c < p.k; ++c) std::copy_n(&xt[size_t(init[size_t(c)] * d)], size_t(d), &cen[size_t(c * d)]);
+  renorm();
+  Data tmp;
+  EmbeddingView tv;
+  tv.data = xt.data();
+  tv.n = nt;
+  tv.d = d;
+  std::vector<float> row(size_t(d));
+  for (int it = 0; it < p.niter; ++it) {
+    std::vector<double> sum(size_t(p.k) * size_t(d), 0.0);
+    std::vector<float> h(size_t(p.k), 0.f);
+    double o = 0;
+    for (int64_t i = 0; i < nt; ++i) {
+      int64_t b;
+      double bs, ss;
+      host_nearest(tv, cen, p.k, p.spherical, i, row, b, bs, ss);
+      o += bs;
+      h[size_t(b)] += 1;
+      for (int64_t j = 0; j < d; ++j) sum[size_t(b * d + j)] += xt[size_t(i * d + j)];
+    }
+    obj.push_back(o);
+    for (int c = 0; c < p.k; ++c)
+      for (int64_t j = 0; j < d; ++j)
+        cen[size_t(c * d + j)] = h[size_t(c)] > 0 ? float(sum[size_t(c * d + j)] / h[size_t(c)]) : 0.f;
+    faiss_split_clusters(size_t(d), size_t(p.k), size_t(nt), h.data(), cen.data());
+    renorm();
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+
+int main(int argc, char** argv) {
+  bool require_gpu = false;
+  g_seed = uint64_t(std::chrono::high_resolution_clock::now().time_since_epoch().count());
+  for (int i = 1; i < argc; ++i) {
+    if (std::strcmp(argv[i], "--require-gpu") == 0)
+      require_gpu = true;
+    else
+      g_seed = std::strtoull(argv[i], nullptr, 10);
+  }
+  std::printf("seed %llu (replay: test_cuda %llu)\n", (unsigned long long)g_seed, (unsigned long long)g_seed);
+  std::mt19937_64 rng(g_seed);
+
+  const cuda::DeviceInfo info = cuda::device_info();
+  std::printf("device: available=%d name='%s' cc=%d.%d sms=%d mem=%lld/%lld MiB driver=%d runtime=%d reason='%s'\n",
+              int(info.available), info.name.c_str(), info.cc_major, info.cc_minor, info.sm_count,
+              (long long)(info.free_mem >> 20), (long long)(info.total_mem >> 20), info.driver_version,
+              info.runtime_version, info.reason.c_str());
+
+  if (!info.available) {
+    run("no GPU: device_info explains why", [&] { CHECK(!info.reason.empty(), "empty reason"); });
+    run("no GPU: max_similarity throws a Backend error", [&] {
+      Data x = clustered(10, 4, 2, 0.1f, 0, rng);
+      Clusters c = make_clusters({10}, 10, rng);
+      std::vector<double> M(10);
+      std::vector<int64_t> arg(10);
+      bool threw = false;
+      try {
+        cuda::max_similarity(x.view(), c.order.data(), c.offsets.data(), 1, M.data(), arg.data(), {});
+      } catch (const Error& e) {
+        threw = e.code() == ErrorCode::Backend;
+      }
+      CHECK(threw, "expected Error(Backend)");
+    });
+    if (require_gpu) {
+      ++g_fail;
+      std::printf("FAIL no usable GPU: %s\n", info.reason.c_str());
+    } else {
+      std::printf("SKIP GPU tests: %s\n", info.reason.c_str());
+    }
+    std::printf("%d passed, %d failed\n", g_pass, g_fail);
+    return g_fail ? 1 : 0;
+  }
+
+  // ---- max similarity: sizes around the tile edges, one cluster each, all placements ----
+  run("maxsim: single clusters of size 1, 2, 3, tile edges +-1 (f32, every placement)", [&] {
+    for (int64_t d : {int64_t(3), int64_t(8), int64_t(100), int64_t(512)}) {
+      for (int64_t n : {1, 2, 3, 127, 128, 129, 255, 256, 257, 383, 384, 385, 1000}) {
+        Data x = clustered(n + 5, d, 4, 0.6f, 0.02, rng);
+        Clusters c = make_clusters({n}, x.n, rng);
+        std::vector<double> Mref;
+        std::vector<int64_t> aref;
+        reference(x.view(), c, Mref, aref);
+        MsOut first;
+        for (int mode : {1, 2}) {
+          set_mode(mode, mode == 2 ? std::max<int64_t>(1, (n / 3 + 1)) * 2 * (((d + 7) / 8 * 8) * 4 + 8) : 0);
+          MsOut g = gpu_maxsim(x.view(), c, {});
+          const std::string err = compare_ms(x.view(), c, g, Mref, aref, {0.5, 0.9, 0.99});
+          CHECK(err.empty(), "d %lld n %lld mode %d: %s", (long long)d, (long long)n, mode, err.c_str());
+          if (mode == 1) {
+            first = g;
+          } else {
+            // same kernel arithmetic per pair, order-independent merge: identical results
+            CHECK(std::memcmp(first.M.data(), g.M.data(), g.M.size() * 8) == 0 && first.arg == g.arg,
+                  "d %lld n %lld: placements differ", (long long)d, (long long)n);
+          }
+        }
+      }
+    }
+    set_mode(0);
+  });
+
+  run("maxsim: many small clusters mixed with big ones, empty clusters, d = 100", [&] {
+    std::vector<int64_t> sizes;
+    std::uniform_int_distribution<int> small(0, 40);
+    for (int i = 0; i < 600; ++i) sizes.push_back(small(rng));
+    for (int64_t s : {1500, 2049, 700, 0, 1, 128}) sizes.insert(sizes.begin() + int64_t(rng() % sizes.size()), s);
+    const int64_t total = std::accumulate(sizes.begin(), sizes.end(), int64_t(0));
+    Data x = clustered(total + 100, 100, 50, 0.5f, 0.03, rng);
+    Clusters c = make_clusters(sizes, x.n, rng);
+    std::vector<double> Mref;
+    std::vector<int64_t> aref;
+    reference(x.view(), c, Mref, aref);
+    for (int mode : {0, 1, 2}) {
+      set_mode(mode, mode == 2 ? 1000 * 2 * (104 * 4 + 8) : 0);  // batches of ~900 rows: big ones chunked
+      MsOut g = gpu_maxsim(x.view(), c, {});
+      const std::string err = compare_ms(x.view(), c, g, Mref, aref, {0.7, 0.95});
+      CHECK(err.empty(), "mode %d: %s", mode, err.c_str());
+      CHECK(g.st.members == c.members() && g.st.clusters == c.count(), "stats");
+    }
+    set_mode(0);
+  });
+
+  run("maxsim: exact duplicates go to the earliest copy", [&] {
+    const int64_t d = 64;
+    Data x = clustered(3000, d, 5, 0.3f, 0.3, rng);
+    Clusters c = make_clusters({1000, 999, 1001}, x.n, rng);
+    std::vector<double> Mref;
+    std::vector<int64_t> aref;
+    reference(x.view(), c, Mref, aref);
+    MsOut g = gpu_maxsim(x.view(), c, {});
+    const std::string err = compare_ms(x.view(), c, g, Mref, aref, {0.9, 0.999});
+    CHECK(err.empty(), "%s", err.c_str());
+    int64_t dups = 0;
+    for (int64_t q = 0; q < c.count(); ++q)
+      for (int64_t p = c.offsets[size_t(q)]; p < c.offsets[size_t(q + 1)]; ++p)
+        for (int64_t e = c.offsets[size_t(q)]; e < p; ++e)
+          if (std::memcmp(&x.f32[size_t(c.order[size_t(e)] * d)], &x.f32[size_t(c.order[size_t(p)] * d)], d * 4) == 0) {
+            ++dups;
+            // the earliest copy reaches |x|^2 exactly in both precisions
+            CHECK(g.arg[size_t(p)] == aref[size_t(p)], "position %lld: arg %lld vs %lld", (long long)p,
+                  (long long)g.arg[size_t(p)], (long long)aref[size_t(p)]);
+            break;
+          }
+    CHECK(dups > 100, "only %lld duplicates", (long long)dups);
+  });
+
+  run("maxsim: thresholds planted at M are re-checked in float64", [&] {
+    const int64_t d = 256;
+    Data x = clustered(4000, d, 8, 0.4f, 0.01, rng);
+    Clusters c = make_clusters({1500, 2500}, x.n, rng);
+    std::vector<double> Mref;
+    std::vector<int64_t> aref;
+    reference(x.view(), c, Mref, aref);
+    MaxSimOptions opt;
+    for (int i = 0; i < 5; ++i) {
+      const int64_t p = 1 + int64_t(rng() % uint64_t(c.members() - 1));
+      opt.thresholds.push_back(Mref[size_t(p)]);  // 1 - eps == M exactly for this member
+    }
+    MsOut g = gpu_maxsim(x.view(), c, opt);
+    CHECK(g.st.rechecked >= 5, "rechecked %lld", (long long)g.st.rechecked);
+    const std::string err = compare_ms(x.view(), c, g, Mref, aref, opt.thresholds);
+    CHECK(err.empty(), "%s", err.c_str());
+    const double margin = std::max(1e-5, 4.0 * double(d) * std::ldexp(1.0, -24));
+    for (int64_t p = 0; p < c.members(); ++p)
+      for (double t : opt.thresholds) {
+        if (std::fabs(g.M[size_t(p)] - t) <= margin || std::fabs(Mref[size_t(p)] - t) <= margin / 2) {
+          CHECK(g.M[size_t(p)] == Mref[size_t(p)], "position %lld near %.9f not exact: %.12f vs %.12f", (long long)p, t,
+                g.M[size_t(p)], Mref[size_t(p)]);
+        }
+        CHECK((g.M[size_t(p)] > t) == (Mref[size_t(p)] > t), "position %lld: decision at %.12f", (long long)p, t);
+      }
+  });
+
+  run("maxsim: float16 embeddings (every placement)", [&] {
+    for (int64_t d : {int64_t(100), int64_t(384)}) {
+      Data x = clustered(3000, d, 6, 0.5f, 0.02, rng);
+      x.make_half();
+      Clusters c = make_clusters({1, 2, 129, 1200, 700, 257}, x.n, rng);
+      std::vector<double> Mref;
+      std::vector<int64_t> aref;
+      reference(x.view(true), c, Mref, aref);
+      for (int mode : {1, 2}) {
+        set_mode(mode, mode == 2 ? 400 * 2 * (((d + 7) / 8 * 8) * 2 + 8) : 0);
+        MsOut g = gpu_maxsim(x.view(true), c, {});
+        const std::string err = compare_ms(x.view(true), c, g, Mref, aref, {0.8, 0.97});
+        CHECK(err.empty(), "d %lld mode %d: %s", (long long)d, mode, err.c_str());
+      }
+    }
+    set_mode(0);
+  });
+
+  run("maxsim: a 100,000-member cluster (300 members checked in float64; chunked = resident)", [&] {
+    const int64_t n = 100000, d = 128;
+    Data x = clustered(n, d, 20, 0.8f, 0.001, rng);
+    Clusters c = make_clusters({n}, n, rng);
+    set_mode(1);
+    MsOut g = gpu_maxsim(x.view(), c, {});
+    std::vector<int64_t> which;
+    for (int i = 0; i < 300; ++i) which.push_back(int64_t(rng() % uint64_t(n)));
+    which.push_back(n - 1);
+    which.push_back(0);
+    std::vector<double> Mref(which.size());
+    std::vector<int64_t> aref(which.size());
+    std::vector<float> a(size_t(d)), b(size_t(d));
+    for (size_t w = 0; w < which.size(); ++w) {
+      const int64_t p = which[w];
+      double best = 0;
+      int64_t who = -1;
+      for (int64_t i = 0; i < p; ++i) {
+        const double s = dot64(x.view(), c.order[size_t(i)], c.order[size_t(p)], a, b);
+        if (s > best) {
+          best = s;
+          who = c.order[size_t(i)];
+        }
+      }
+      Mref[w] = best;
+      aref[w] = who;
+    }
+    const std::string err = compare_ms(x.view(), c, g, Mref, aref, {0.9, 0.95}, which);
+    CHECK(err.empty(), "%s", err.c_str());
+    // column x row chunks of 30,000 rows must give the same bits
+    set_mode(2, 30000 * 2 * (d * 4 + 8));
+    MsOut h = gpu_maxsim(x.view(), c, {});
+    set_mode(0);
+    CHECK(std::memcmp(g.M.data(), h.M.data(), g.M.size() * 8) == 0 && g.arg == h.arg, "chunked run differs");
+  });
+
+  run("maxsim: cancellation", [&] {
+    Data x = clustered(5000, 64, 4, 0.5f, 0, rng);
+    Clusters c = make_clusters({5000}, x.n, rng);
+    std::vector<double> M(5000);
+    std::vector<int64_t> arg(5000);
+    std::atomic<bool> cancel{true};
+    bool threw = false;
+    try {
+      cuda::max_similarity(x.view(), c.order.data(), c.offsets.data(), 1, M.data(), arg.data(), {}, {}, &cancel);
+    } catch (const Error& e) {
+      threw = e.code() == ErrorCode::Cancelled;
+    }
+    CHECK(threw, "expected Error(Cancelled)");
+  });
+
+  // ---- k-means ----
+  run("assign_nearest: exact against float64 (IP and L2, f32 and f16, several chunks)", [&] {
+    const int64_t n = 20011, d = 100;
+    const int k = 300;
+    Data x = clustered(n, d, 40, 0.7f, 0.01, rng);
+    x.make_half();
+    std::vector<float> cen(size_t(k) * size_t(d));
+    std::normal_distribution<float> nd;
+    for (auto& v : cen) v = nd(rng) / 10.f;
+    set_mode(0, 0, 4096);
+    for (bool ip : {true, false})
+      for (bool half : {false, true}) {
+        std::vector<int64_t> nearest(size_t(n), -7);
+        std::vector<float> dist(size_t(n), std::numeric_limits<float>::quiet_NaN());
+        cuda::assign_nearest(x.view(half), cen.data(), k, ip, nearest.data(), dist.data());
+        const std::string err = check_assignment(x.view(half), cen, k, ip, nearest, dist);
+        CHECK(err.empty(), "ip %d half %d: %s", int(ip), int(half), err.c_str());
+#ifdef SEMDEDUP_HAVE_FAISS
+        std::vector<int64_t> nf(size_t(n));
+        std::vector<float> df(size_t(n));
+        semdedup::assign_nearest(x.view(half), cen.data(), k, ip, nf.data(), df.data());
+        int64_t diff = 0;
+        for (int64_t i = 0; i < n; ++i) diff += nf[size_t(i)] != nearest[size_t(i)];
+        CHECK(diff <= n / 1000, "ip %d half %d: %lld rows differ from FAISS", int(ip), int(half), (long long)diff);
+#endif
+      }
+    set_mode(0);
+  });
+
+  run("k-means: nt == k copies the first rows; niter = 0 keeps FAISS's initial centroids", [&] {
+    Data x = clustered(64, 20, 4, 0.5f, 0, rng);
+    KMeansParams p;
+    p.k = 64;
+    p.niter = 5;
+    KMeansResult r = cuda::train_kmeans(x.view(), p);
+    CHECK(std::memcmp(r.centroids.data(), x.f32.data(), 64 * 20 * 4) == 0, "corner case");
+    Data y = clustered(5000, 24, 8, 0.5f, 0, rng);
+    p.k = 10;
+    p.niter = 0;
+    p.max_points_per_centroid = 100;
+    KMeansResult s = cuda::train_kmeans(y.view(), p);
+    const auto sample = kmeans_training_sample(5000, 10, 100, p.seed);
+    const auto init = kmeans_init_rows(int64_t(sample.size()), 10, p.seed, 0);
+    for (int c = 0; c < 10; ++c)
+      CHECK(std::memcmp(&s.centroids[size_t(c) * 24], &y.f32[size_t(sample[size_t(init[size_t(c)])]) * 24], 24 * 4) == 0,
+            "centroid %d", c);
+  });
+
+  run("k-means: GPU against the CPU (FAISS) or a float64 Lloyd, spherical and L2, subsampled, with empty clusters", [&] {
+    struct Case {
+      int64_t n, d;
+      int k, niter, maxp;
+      bool spherical;
+      double dup;
+      int centers;
+    };
+    for (const Case& cs : {Case{20000, 32, 50, 10, 64, true, 0.0, 60}, Case{20000, 32, 50, 10, 64, false, 0.0, 60},
+                           Case{9000, 40, 37, 8, 256, true, 0.0, 37}, Case{3000, 16, 40, 6, 256, false, 0.9, 30}}) {
+      Data x = clustered(cs.n, cs.d, cs.centers, 0.3f, cs.dup, rng);
+      KMeansParams p;
+      p.k = cs.k;
+      p.niter = cs.niter;
+      p.spherical = cs.spherical;
+      p.max_points_per_centroid = cs.maxp;
+      p.seed = int64_t(rng() % 100000);
+      KMeansResult g = cuda::train_kmeans(x.view(), p);
+      CHECK(int(g.objective.size()) == cs.niter, "objective size %zu", g.objective.size());
+      CHECK(g.n_train == std::min<int64_t>(cs.n, int64_t(cs.k) * cs.maxp), "n_train %lld", (long long)g.n_train);
+      std::vector<float> ref_cen;
+      std::vector<double> ref_obj;
+#ifdef SEMDEDUP_HAVE_FAISS
+      KMeansResult cpu = semdedup::train_kmeans(x.view(), p);
+      ref_cen = cpu.centroids;
+      for (float o : cpu.objective) ref_obj.push_back(o);
+      const char* what = "FAISS";
+#else
+      host_kmeans(x.view(), p, ref_cen, ref_obj);
+      const char* what = "float64 Lloyd";
+#endif
+      CHECK(ref_obj.size() == g.objective.size(), "objective sizes");
+      for (size_t i = 0; i < ref_obj.size(); ++i)
+        CHECK(std::fabs(double(g.objective[i]) - ref_obj[i]) <= 1e-3 * std::max(1.0, std::fabs(ref_obj[i])),
+              "case n %lld: iteration %zu objective %.6f vs %s %.6f", (long long)cs.n, i, double(g.objective[i]), what,
+              ref_obj[i]);
+      if (cs.dup == 0) {  // without ties the same algorithm lands on the same centroids
+        double maxdiff = 0;
+        for (size_t i = 0; i < ref_cen.size(); ++i)
+          maxdiff = std::max(maxdiff, std::fabs(double(ref_cen[i]) - g.centroids[i]));
+        CHECK(maxdiff <= 1e-3, "case n %lld: centroids differ from %s by %.3g", (long long)cs.n, what, maxdiff);
+      }
+    }
+  });
+
+  std::printf("%d passed, %d failed\n", g_pass, g_fail);
+  return g_fail ? 1 : 0;
+}
