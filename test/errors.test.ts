@@ -269,6 +269,20 @@ test('errors: corrupt .npy (bad magic)', async () => {
   await expectApiError(runCluster(loadConfigFiles([cfg])), 'ERR_INPUT', [file, 'magic'], { file });
 });
 
+test('errors: corrupt .npy (bad magic) with the default format auto is reported as a bad .npy, not read as raw rows', async () => {
+  // A .npy whose magic is damaged: with embeddings_format auto (the default) it must not be taken
+  // for a raw memmap whose first "rows" are the header bytes.
+  const t = tmp();
+  const file = path.join(t, 'emb.npy');
+  const bytes = validNpy(dataset(), N);
+  bytes[1] = 0x58; // \x93XUMPY, the rest of the header intact
+  writeFileSync(file, bytes);
+  const cfg = npyConfig(t, file, `dim: ${DIM}\n`);
+  expectCliError(cli(['cluster', '--config', cfg], t), [file, /magic|\.npy header/i], 'bad magic, format auto (CLI)');
+  assertNoHalfOutput(path.join(t, 'out'), ['cluster'], 'bad magic, format auto');
+  await expectApiError(runCluster(loadConfigFiles([cfg])), 'ERR_INPUT', [file, /magic|\.npy header/i], { file });
+});
+
 test('errors: a missing embeddings file', async () => {
   const s = setup();
   const missing = path.join(s.dir, 'data', 'nope.npy');

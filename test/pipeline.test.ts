@@ -423,6 +423,47 @@ test('planted duplicates: one survivor per same-cluster group at eps 0.01; exact
   assert.ok(oneSurvivor > 0.9 * sameCluster, `${oneSurvivor} of ${sameCluster} groups with exactly one survivor`);
 });
 
+test('step 4: decisions for members whose M lies just off 1 − eps equal the float64 decisions', async () => {
+  // Near copies planted at cosine 0.99 ± 5e-5: for eps 0.01 many M fall within 1e-4 of the threshold.
+  const n = 3000;
+  const d = 48;
+  const k = 6;
+  const near = new SynthDataset({ n, dim: d, clusters: k, seed: 21, dupFraction: 0.3, exactFraction: 0, nearCos: [0.98995, 0.99005] });
+  const Xn = near.generate();
+  const path = join(ROOT, 'near.f32');
+  writeFileSync(path, new Uint8Array(Xn.buffer, Xn.byteOffset, Xn.byteLength));
+  const spec: EmbeddingsSpec = { path, dim: d };
+  const dir = newDir('near');
+  await computeCentroids({ embeddings: spec, outputDir: dir, k, niter: 10, seed: 1234, spherical: true, device: 'cpu' });
+  await assignAndSortClusters({ outputDir: dir, simMetric: 'cosine', keepHard: true, spherical: true });
+  const epsList = [0.01, 0.0100001, 0.00999];
+  await semdedup({ embeddings: spec, outputDir: dir, whichToKeep: 'hard', epsList, device: 'cpu' });
+  const keepOrder = i64(outputs.keepOrder(dir));
+  const offsets = i64(outputs.offsets(dir));
+  const M = f64(outputs.M(dir));
+  const clusters = perCluster(keepOrder, offsets);
+  let close = 0;
+  for (const eps of epsList) {
+    const ex = await extractPrunedData({ outputDir: dir, eps });
+    const removedSet = new Set(Array.from(ex.removedRows, Number));
+    for (let c = 0; c < k; c++) {
+      const rows = clusters[c]!;
+      const refM = refMaxSim(Xn, d, rows).M;
+      const b = Number(offsets[c]);
+      const badM = compareM(M.subarray(b, b + rows.length), refM, 1e-5);
+      assert.equal(badM, null, `cluster ${c}: ${badM?.message}`);
+      const bad = compareDecisions(rows.map((r) => removedSet.has(r)), refM, eps, 1e-5);
+      assert.equal(bad, null, `eps ${eps}, cluster ${c}: ${bad?.message}`);
+      // Members that probe the threshold closely (outside the contract's 1e-5 band).
+      for (let t = 0; t < rows.length; t++) {
+        const gap = Math.abs(refM[t]! - (1 - eps));
+        if (gap > 1e-5 && gap < 1e-4) close++;
+      }
+    }
+  }
+  assert.ok(close > 50, `only ${close} members within 1e-4 of a threshold: the test data misses its purpose`);
+});
+
 // ---------------------------------------------------------------------------------------------
 // Determinism.
 

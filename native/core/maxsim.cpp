@@ -27,7 +27,8 @@
 namespace semdedup {
 namespace {
 
-constexpr int64_t kCols = 128;       // column tile width
+constexpr int64_t kCols = 128;       // column tile width of whole-cluster items
+constexpr int64_t kSplitCols = 512;  // column tile width of items of a split (large) cluster
 constexpr int64_t kRowBlock = 2048;  // rows per sgemm for clusters split into column items
 constexpr int64_t kWholeMax = 4096;  // clusters up to this size are one item (bounded by bytes too)
 
@@ -151,16 +152,18 @@ MaxSimStats max_similarity_cpu(const EmbeddingView& x, const int64_t* order, con
     if (n < 0) throw Error(ErrorCode::InvalidArgument, "offsets must be non-decreasing");
     if (n == 0) continue;
     st.useful_flops += double(n) * double(n - 1) * double(d);
-    const int64_t tiles = (n + kCols - 1) / kCols;
+    const bool split = n > whole_max;
+    const int64_t width = split ? kSplitCols : kCols;
+    const int64_t tiles = (n + width - 1) / width;
     double cost = 0;
     for (int64_t t = 0; t < tiles; ++t) {
-      const int64_t cols = std::min(kCols, n - t * kCols);
-      const double w = double(t * kCols + cols) * double(cols);
+      const int64_t cols = std::min(width, n - t * width);
+      const double w = double(t * width + cols) * double(cols);
       st.computed_flops += 2.0 * w * double(d);
-      if (n > whole_max) items.push_back({c, t, w});
+      if (split) items.push_back({c, t, w});
       cost += w;
     }
-    if (n <= whole_max) items.push_back({c, -1, cost});
+    if (!split) items.push_back({c, -1, cost});
   }
   // Largest items first: keeps the workers busy to the end.
   std::stable_sort(items.begin(), items.end(), [](const Item& a, const Item& b) { return a.cost > b.cost; });
@@ -172,10 +175,10 @@ MaxSimStats max_similarity_cpu(const EmbeddingView& x, const int64_t* order, con
   const int64_t arows = std::max(whole_max, kRowBlock);
   for (auto& s : scratch) {
     s.a.resize(size_t(arows * d));
-    s.b.resize(size_t(kCols * d));
-    s.c.resize(size_t(arows * kCols));
-    s.best.resize(size_t(kCols));
-    s.pos.resize(size_t(kCols));
+    s.b.resize(size_t(kSplitCols * d));
+    s.c.resize(size_t(arows * kSplitCols));
+    s.best.resize(size_t(kSplitCols));
+    s.pos.resize(size_t(kSplitCols));
   }
   std::atomic<int64_t> done_cost{0};
   // Rows are gathered from all over a mapped file: drop the mapped pages from the resident set
@@ -203,8 +206,8 @@ MaxSimStats max_similarity_cpu(const EmbeddingView& x, const int64_t* order, con
         write_tile(order, base, c0, cols, s, M, arg);
       }
     } else {
-      const int64_t c0 = it.tile * kCols;
-      const int64_t cols = std::min(kCols, n - c0);
+      const int64_t c0 = it.tile * kSplitCols;
+      const int64_t cols = std::min(kSplitCols, n - c0);
       gather(x, order + base + c0, cols, s.b.data());
       reset_tile(s, cols);
       const int64_t rows_end = c0 + cols;
@@ -212,8 +215,8 @@ MaxSimStats max_similarity_cpu(const EmbeddingView& x, const int64_t* order, con
         check_cancel(cancel);
         const int64_t rows = std::min(kRowBlock, rows_end - r0);
         gather(x, order + base + r0, rows, s.a.data());
-        gram_tile(s.a.data(), rows, s.b.data(), cols, d, s.c.data(), kCols);
-        fold_block(s.c.data(), kCols, rows, cols, r0, c0, s.best.data(), s.pos.data());
+        gram_tile(s.a.data(), rows, s.b.data(), cols, d, s.c.data(), kSplitCols);
+        fold_block(s.c.data(), kSplitCols, rows, cols, r0, c0, s.best.data(), s.pos.data());
       }
       bytes = (rows_end + cols) * int64_t(x.row_bytes());
       write_tile(order, base, c0, cols, s, M, arg);
