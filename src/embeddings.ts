@@ -50,6 +50,19 @@ function isNpy(path: string): boolean {
   }
 }
 
+/** A header dictionary near the start without the magic: a .npy whose first bytes were damaged. */
+function looksLikeDamagedNpy(path: string): boolean {
+  const fd = openSync(path, 'r');
+  try {
+    const b = Buffer.alloc(256);
+    const got = readSync(fd, b, 0, 256, 0);
+    const head = b.subarray(0, got).toString('latin1');
+    return head.includes("{'descr':") && head.includes("'shape':");
+  } finally {
+    closeSync(fd);
+  }
+}
+
 export interface EmbeddingsLayout {
   path: string;
   format: 'memmap' | 'npy';
@@ -67,6 +80,8 @@ export function embeddingsLayout(spec: EmbeddingsSpec): EmbeddingsLayout {
   const st = statSync(path);
   if (!st.isFile()) throw new InputError(`${path}: embeddings path is not a regular file`, { file: path });
   const format = spec.format && spec.format !== 'auto' ? spec.format : isNpy(path) ? 'npy' : 'memmap';
+  if (format === 'memmap' && looksLikeDamagedNpy(path))
+    throw new InputError(`${path}: the file holds a .npy header dictionary but not the .npy magic bytes (\\x93NUMPY): a corrupt .npy file? (set embeddings_format: memmap if it really is a raw memmap)`, { file: path });
   if (format === 'npy') {
     const h = readNpyHeaderFromFile(path);
     const dt = h.descr === '<f4' ? 'float32' : h.descr === '<f2' ? 'float16' : undefined;

@@ -41,8 +41,8 @@ function common(cfg: PartialResolved, opts: CommonOptions): CommonOptions {
 function noteConfig(cfg: PartialResolved, outputDir: string): void {
   const m = readManifest(outputDir);
   const info = loadNative().info();
-  (m as unknown as Record<string, unknown>).config = toManifest(cfg);
-  (m as unknown as Record<string, unknown>).configFiles = cfg.files;
+  m.config = toManifest(cfg);
+  m.configFiles = cfg.files;
   m.engine = { name: 'semdedup', version: info.version, faiss: info.faiss, blasCore: info.blasCore };
   writeManifest(outputDir, m);
 }
@@ -105,10 +105,14 @@ export async function runExtract(
   opts: { removed?: boolean; log?: (l: string) => void } = {},
 ): Promise<ExtractResult> {
   const c = requireKeys(cfg, ['output_dir'], 'semdedup extract');
+  // The original's semdedup_configs.yaml names no ids file: use the one the cluster step recorded.
+  const src = cfg.ids ? { ids: cfg.ids, format: cfg.idsFormat, dtype: cfg.idsDtype } : recordedIds(c.outputDir);
   let ids: Ids | undefined;
-  if (cfg.ids) {
+  if (src) {
     const n = cfg.embeddings && existsSync(cfg.embeddings) ? embeddingsLayout(embeddingsSpecOf(cfg)).n : cfg.datasetSize;
-    ids = readIds(cfg.ids, { format: cfg.idsFormat, ...(cfg.idsDtype ? { dtype: cfg.idsDtype } : {}), ...(n !== undefined ? { count: n } : {}) });
+    ids = readIds(src.ids, { format: src.format, ...(src.dtype ? { dtype: src.dtype } : {}), ...(n !== undefined ? { count: n } : {}) });
+    checkUniqueIds(ids, src.ids);
+    opts.log?.(`ids: ${src.ids}`);
   }
   return extractPrunedData({
     outputDir: c.outputDir,
@@ -118,6 +122,16 @@ export async function runExtract(
     ...(ids ? { ids } : {}),
     ...(opts.log ? { log: opts.log } : {}),
   });
+}
+
+/** The ids file recorded in the output folder's manifest by an earlier step, if any. */
+function recordedIds(outputDir: string): { ids: string; format: 'auto' | 'memmap' | 'npy' | 'text'; dtype?: string } | undefined {
+  const m = readManifest(outputDir);
+  const ids = m.config?.ids;
+  if (typeof ids !== 'string' || !existsSync(ids)) return undefined;
+  const format = (m.config?.ids_format as 'auto' | 'memmap' | 'npy' | 'text' | undefined) ?? 'auto';
+  const dtype = m.config?.ids_dtype as string | undefined;
+  return { ids, format, ...(dtype ? { dtype } : {}) };
 }
 
 export interface RunResult {

@@ -279,7 +279,9 @@ KMeansResult train_kmeans(const EmbeddingView& x, const KMeansParams& p, const P
   PinnedBuffer<int32_t> hnear(static_cast<size_t>(nt)), hmembers(static_cast<size_t>(nt)), hmoff(static_cast<size_t>(k) + 1);
   PinnedBuffer<float> hdist(static_cast<size_t>(nt));
   std::vector<float> cen(static_cast<size_t>(k) * size_t(d)), best_cen;
-  std::vector<float> best_obj_list;
+  // As faiss::Clustering::iteration_stats: the objectives of every iteration run so far (all
+  // redo rounds), as they stood when the best round ended.
+  std::vector<float> objective, best_obj_list;
   const bool lower_is_better = !ip;
   float best_obj = lower_is_better ? HUGE_VALF : -HUGE_VALF;
   const int64_t total = int64_t(p.niter) * p.nredo;
@@ -290,7 +292,6 @@ KMeansResult train_kmeans(const EmbeddingView& x, const KMeansParams& p, const P
     for (int c = 0; c < k; ++c)
       std::copy_n(train.data() + size_t(init[size_t(c)]) * size_t(dp), size_t(d), cen.data() + size_t(c) * size_t(d));
     if (p.spherical) renorm_rows(cen.data(), k, d);
-    std::vector<float> objective;
     float obj = 0;
     for (int it = 0; it < p.niter; ++it) {
       check_cancel(cancel);

@@ -20,7 +20,7 @@ class RowUploader {
  public:
   RowUploader(const EmbeddingView& x, int64_t dp, int threads)
       : x_(x), dp_(dp), threads_(std::max(1, std::min(threads, 8))) {
-    rows_ = std::max<int64_t>(1, staging_rows(x.row_bytes()));
+    rows_ = std::max<int64_t>(1, std::min(staging_rows(x.row_bytes()), x.n));
     for (auto& p : pin_) p.resize(size_t(rows_) * x.row_bytes());
   }
 

@@ -144,8 +144,8 @@ int main(int argc, char** argv) {
     w.n = std::min<int64_t>(n, 4096);
     if (w.n >= 1000) cuda::max_similarity(w, order.data(), offsets.data(), 1, M.data(), arg.data(), {});
     std::vector<float> cen(size_t(d) * 8, 0.01f);
-    std::vector<int64_t> nr(size_t(w.n));
-    std::vector<float> ds(size_t(w.n));
+    std::vector<int64_t> nr(static_cast<size_t>(w.n));
+    std::vector<float> ds(static_cast<size_t>(w.n));
     cuda::assign_nearest(w, cen.data(), 8, true, nr.data(), ds.data());
   }
 
@@ -168,16 +168,16 @@ int main(int argc, char** argv) {
   report("kmeans_train", ms_since(t0), double(niter) * 2.0 * double(km.n_train) * k * double(d) / 1e9);
 
   // 2. nearest centroid of every row
-  std::vector<int64_t> nearest(size_t(n));
-  std::vector<float> dist(size_t(n));
+  std::vector<int64_t> nearest(static_cast<size_t>(n));
+  std::vector<float> dist(static_cast<size_t>(n));
   t0 = Clock::now();
   cuda::assign_nearest(v, km.centroids.data(), k, true, nearest.data(), dist.data());
   report("assign", ms_since(t0), 2.0 * double(n) * k * double(d) / 1e9);
 
   // 3. rank (CPU): distance = 1 - inner product, hardest first
-  std::vector<float> key(size_t(n));
+  std::vector<float> key(static_cast<size_t>(n));
   for (int64_t i = 0; i < n; ++i) key[size_t(i)] = 1.0f - dist[size_t(i)];
-  std::vector<int64_t> order(size_t(n)), offsets(size_t(k) + 1);
+  std::vector<int64_t> order(static_cast<size_t>(n)), offsets(size_t(k) + 1);
   t0 = Clock::now();
   rank_clusters(nearest.data(), key.data(), n, k, true, order.data(), offsets.data());
   report("rank_cpu", ms_since(t0), 0);
@@ -199,8 +199,8 @@ int main(int argc, char** argv) {
   }
 
   // 4. max similarity over all clusters (upload of the matrix included), median of `repeat`
-  std::vector<double> M(size_t(n));
-  std::vector<int64_t> arg(size_t(n));
+  std::vector<double> M(static_cast<size_t>(n));
+  std::vector<int64_t> arg(static_cast<size_t>(n));
   MaxSimOptions opt;
   opt.thresholds = {1 - 0.01, 1 - 0.05, 1 - 0.1};
   std::vector<double> times;

@@ -172,7 +172,7 @@ static void reference(const EmbeddingView& v, const Clusters& c, std::vector<dou
 static std::string compare_ms(const EmbeddingView& v, const Clusters& c, const MsOut& g, const std::vector<double>& Mref,
                               const std::vector<int64_t>& aref, const std::vector<double>& thresholds,
                               const std::vector<int64_t>& which = {}) {
-  std::vector<float> ta(size_t(v.d)), tb(size_t(v.d));
+  std::vector<float> ta(static_cast<size_t>(v.d)), tb(static_cast<size_t>(v.d));
   std::vector<int64_t> cluster_of(size_t(c.members()));
   for (int64_t q = 0; q < c.count(); ++q)
     for (int64_t p = c.offsets[size_t(q)]; p < c.offsets[size_t(q + 1)]; ++p) cluster_of[size_t(p)] = q;
@@ -255,7 +255,7 @@ static void host_nearest(const EmbeddingView& v, const std::vector<float>& cen, 
 
 static std::string check_assignment(const EmbeddingView& v, const std::vector<float>& cen, int k, bool ip,
                                     const std::vector<int64_t>& nearest, const std::vector<float>& dist) {
-  std::vector<float> row(size_t(v.d));
+  std::vector<float> row(static_cast<size_t>(v.d));
   char buf[512];
   for (int64_t i = 0; i < v.n; ++i) {
     if (nearest[size_t(i)] == -7 || std::isnan(dist[size_t(i)])) {
@@ -296,7 +296,7 @@ static std::string check_assignment(const EmbeddingView& v, const std::vector<fl
 static void host_kmeans(const EmbeddingView& v, const KMeansParams& p, std::vector<float>& cen, std::vector<double>& obj) {
   const auto sample = kmeans_training_sample(v.n, p.k, p.max_points_per_centroid, p.seed);
   const int64_t nt = int64_t(sample.size()), d = v.d;
-  std::vector<float> xt(size_t(nt * d));
+  std::vector<float> xt(static_cast<size_t>(nt * d));
   for (int64_t i = 0; i < nt; ++i) v.row(sample[size_t(i)], &xt[size_t(i * d)]);
   const auto init = kmeans_init_rows(nt, p.k, p.seed, 0);
   cen.assign(size_t(p.k) * size_t(d), 0);
@@ -315,7 +315,7 @@ static void host_kmeans(const EmbeddingView& v, const KMeansParams& p, std::vect
   tv.data = xt.data();
   tv.n = nt;
   tv.d = d;
-  std::vector<float> row(size_t(d));
+  std::vector<float> row(static_cast<size_t>(d));
   for (int it = 0; it < p.niter; ++it) {
     std::vector<double> sum(size_t(p.k) * size_t(d), 0.0);
     std::vector<float> h(size_t(p.k), 0.f);
@@ -512,7 +512,7 @@ int main(int argc, char** argv) {
     which.push_back(0);
     std::vector<double> Mref(which.size());
     std::vector<int64_t> aref(which.size());
-    std::vector<float> a(size_t(d)), b(size_t(d));
+    std::vector<float> a(static_cast<size_t>(d)), b(static_cast<size_t>(d));
     for (size_t w = 0; w < which.size(); ++w) {
       const int64_t p = which[w];
       double best = 0;
@@ -569,8 +569,8 @@ int main(int argc, char** argv) {
         const std::string err = check_assignment(x.view(half), cen, k, ip, nearest, dist);
         CHECK(err.empty(), "ip %d half %d: %s", int(ip), int(half), err.c_str());
 #ifdef SEMDEDUP_HAVE_FAISS
-        std::vector<int64_t> nf(size_t(n));
-        std::vector<float> df(size_t(n));
+        std::vector<int64_t> nf(static_cast<size_t>(n));
+        std::vector<float> df(static_cast<size_t>(n));
         semdedup::assign_nearest(x.view(half), cen.data(), k, ip, nf.data(), df.data());
         int64_t diff = 0;
         for (int64_t i = 0; i < n; ++i) diff += nf[size_t(i)] != nearest[size_t(i)];

@@ -116,6 +116,7 @@ int main() {
       cp.seed = int(cs.seed);
       cp.spherical = cs.spherical;
       cp.max_points_per_centroid = cs.maxp;
+      cp.min_points_per_centroid = 1;  // no warning on stderr
       faiss::Clustering clus(cs.d, cs.k, cp);
       faiss::IndexFlatL2 index(cs.d);
       clus.train(cs.n, x.data(), index);

@@ -1,5 +1,5 @@
 // What every step shares: options, progress, cancellation, device choice, the manifest.
-import { existsSync, mkdirSync, readFileSync, renameSync, statSync, accessSync, constants } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, renameSync, rmSync, statSync, accessSync, constants } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import { SemDedupError, OutputError, NumericError } from '../errors.js';
 import { atomicWriteFile } from '../io/atomic.js';
@@ -122,21 +122,27 @@ export async function openChecked(
       opts.log?.(`normalising ${r.unnormalizedRows} rows into ${copyPath}`);
       const tmp = `${copyPath}.partial`;
       const out = createEmbeddingsFile(tmp, emb.n, emb.d, { format: 'memmap', dtype: 'float32' });
-      const view = out.view() as Float32Array;
-      const block = 16384;
-      for (let b = 0; b < emb.n; b += block) {
-        throwIfAborted(opts.signal);
-        const e = Math.min(emb.n, b + block);
-        const rows = emb.rows(b, e);
-        for (let i = 0; i < e - b; i++) {
-          let s = 0;
-          for (let j = 0; j < emb.d; j++) s += rows[i * emb.d + j]! * rows[i * emb.d + j]!;
-          const inv = 1 / Math.sqrt(s);
-          for (let j = 0; j < emb.d; j++) view[(b + i) * emb.d + j] = rows[i * emb.d + j]! * inv;
+      try {
+        const view = out.view() as Float32Array;
+        const block = 16384;
+        for (let b = 0; b < emb.n; b += block) {
+          throwIfAborted(opts.signal);
+          const e = Math.min(emb.n, b + block);
+          const rows = emb.rows(b, e);
+          for (let i = 0; i < e - b; i++) {
+            let s = 0;
+            for (let j = 0; j < emb.d; j++) s += rows[i * emb.d + j]! * rows[i * emb.d + j]!;
+            const inv = 1 / Math.sqrt(s);
+            for (let j = 0; j < emb.d; j++) view[(b + i) * emb.d + j] = rows[i * emb.d + j]! * inv;
+          }
+          opts.onProgress?.({ stage: 'normalize', done: e, total: emb.n });
         }
-        opts.onProgress?.({ stage: 'normalize', done: e, total: emb.n });
+        out.close();
+      } catch (err) {
+        out.close();
+        rmSync(tmp, { force: true });
+        throw err;
       }
-      out.close();
       renameSync(tmp, copyPath);
       recordStep(outputDir, 'normalize', params, {}, { copy: copyPath });
     }
@@ -165,6 +171,9 @@ export function sameStamp(a: FileStamp | undefined, b: FileStamp): boolean {
 }
 
 export interface Manifest {
+  /** The config of the last run that wrote this folder (canonical keys) and its files. */
+  config?: Record<string, unknown>;
+  configFiles?: string[];
   engine: { name: 'semdedup'; version: string; faiss: string; blasCore: string };
   steps: Record<string, { completedAt: string; params: Record<string, unknown>; inputs: Record<string, FileStamp>; outputs: Record<string, FileStamp>; stats?: Record<string, unknown> }>;
 }
@@ -176,7 +185,7 @@ export function readManifest(dir: string): Manifest {
   if (!existsSync(path)) return { engine, steps: {} };
   try {
     const m = JSON.parse(readFileSync(path, 'utf8')) as Manifest;
-    return { engine, steps: m.steps ?? {} };
+    return { ...m, engine, steps: m.steps ?? {} };
   } catch {
     return { engine, steps: {} }; // an unreadable manifest only costs recomputation
   }

@@ -1,0 +1,395 @@
+// The native calls are asynchronous and well-behaved: the event loop runs during them, progress
+// is sane, cancellation rejects with ERR_CANCELLED and a rerun resumes, concurrent runs agree
+// with sequential ones, native errors are typed, and the loader is predictable.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { cpSync, existsSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import * as path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+import { parseConfigObject } from '../src/config.js';
+import { createEmbeddingsFile, openEmbeddings } from '../src/embeddings.js';
+import { SemDedupError } from '../src/errors.js';
+import { readNpy } from '../src/io/npy.js';
+import { blasCoreFor, candidatePaths, loadNative, nativeError } from '../src/native.js';
+import { runAll, runCluster, runDedup, runSort } from '../src/pipeline.js';
+import { computeCentroids } from '../src/steps/cluster.js';
+import { semdedup, type DedupResult } from '../src/steps/dedup.js';
+import type { Progress } from '../src/steps/common.js';
+import { SynthDataset, type SynthOptions } from '../src/synth.js';
+
+function repoRoot(): string {
+  let dir = path.dirname(fileURLToPath(import.meta.url));
+  for (;;) {
+    if (existsSync(path.join(dir, 'configs', 'example.yaml'))) return dir;
+    const up = path.dirname(dir);
+    if (up === dir) return process.cwd();
+    dir = up;
+  }
+}
+const ROOT = repoRoot();
+
+function tmp(): string {
+  return mkdtempSync(path.join(tmpdir(), 'semdedup-async-'));
+}
+
+/** Writes a generated dataset as a raw float32 memmap; returns its path. */
+function writeDataset(dir: string, opts: Partial<SynthOptions>): { file: string; X: Float32Array; n: number; dim: number } {
+  const ds = new SynthDataset(opts);
+  const file = path.join(dir, 'emb.f32');
+  const e = createEmbeddingsFile(file, ds.n, ds.dim, { format: 'memmap' });
+  const X = ds.generate();
+  (e.view() as Float32Array).set(X);
+  e.close();
+  return { file, X, n: ds.n, dim: ds.dim };
+}
+
+function config(file: string, dim: number, out: string, k: number, extra: Record<string, unknown> = {}) {
+  return parseConfigObject(
+    { embeddings: file, dim, output_dir: out, k, niter: 10, seed: 1234, spherical: true, eps_list: [0.01, 0.05], ...extra },
+    '<test>',
+  );
+}
+
+function dot(X: Float32Array, d: number, a: number, b: number): number {
+  let s = 0;
+  for (let t = 0; t < d; t++) s += X[a * d + t]! * X[b * d + t]!;
+  return s;
+}
+
+// ---------------------------------------------------------------------------------------------
+// The event loop keeps running.
+
+test('async: the event loop keeps running during a long maxSimilarity call (one cluster of 6000 × 256)', async () => {
+  const dir = tmp();
+  const n = 6000;
+  const d = 256;
+  const { file, X } = writeDataset(dir, { n, dim: d, clusters: 1, seed: 2 });
+  const emb = openEmbeddings({ path: file, dim: d });
+  const addon = loadNative();
+  const order = BigInt64Array.from({ length: n }, (_, i) => BigInt(i));
+  const offsets = BigInt64Array.from([0n, BigInt(n)]);
+  const M = new Float64Array(n);
+  const arg = new BigInt64Array(n);
+  const progress: [number, number][] = [];
+  let ticks = 0;
+  const iv = setInterval(() => ticks++, 5);
+  const t0 = performance.now();
+  let settled = false;
+  try {
+    const p = addon.maxSimilarity(emb.native, order, offsets, M, arg, { thresholds: [0.99, 0.95], threads: 0, device: 'cpu' }, (done, total) =>
+      progress.push([done, total]),
+    );
+    assert.ok(p instanceof Promise, 'maxSimilarity returns a promise');
+    void p.then(() => (settled = true));
+    assert.equal(settled, false, 'the call returns before the work is done');
+    const st = await p;
+    assert.equal(st.members, n);
+    assert.equal(st.clusters, 1);
+  } finally {
+    clearInterval(iv);
+    emb.close();
+  }
+  const ms = performance.now() - t0;
+  // A blocked loop gets at most one tick; a free one about ms / 5.
+  assert.ok(ticks >= 5 && ticks >= (0.3 * ms) / 5, `${ticks} timer ticks during ${ms.toFixed(0)} ms of maxSimilarity`);
+  // Progress: done ≤ total, never going back, the last one complete.
+  assert.ok(progress.length >= 1, 'progress was reported');
+  let last = 0;
+  for (const [done, total] of progress) {
+    assert.ok(done <= total, `progress ${done} > ${total}`);
+    assert.ok(done >= last, `progress went back from ${last} to ${done}`);
+    last = done;
+  }
+  const [ld, lt] = progress[progress.length - 1]!;
+  assert.equal(ld, lt, 'the last progress report is complete');
+  // And the values are right (spot check against float64).
+  for (const j of [1, 2, 17, 999, 3000, 5999]) {
+    let best = 0;
+    for (let i = 0; i < j; i++) best = Math.max(best, dot(X, d, i, j));
+    assert.ok(Math.abs(M[j]! - best) <= 1e-5, `M[${j}] = ${M[j]}, float64 ${best}`);
+  }
+  assert.equal(M[0], 0);
+});
+
+test('async: progress through the API: done <= total, each stage ends complete', async () => {
+  const dir = tmp();
+  const { file, dim } = writeDataset(dir, { n: 3000, dim: 32, clusters: 8, seed: 4 });
+  const events: Progress[] = [];
+  const cfg = config(file, dim, path.join(dir, 'out'), 8);
+  await runAll(cfg, { onProgress: (p) => events.push(p) });
+  assert.ok(events.length > 0);
+  const byStage = new Map<string, Progress[]>();
+  for (const e of events) {
+    assert.ok(Number.isFinite(e.done) && Number.isFinite(e.total), JSON.stringify(e));
+    assert.ok(e.done >= 0 && e.done <= e.total, `${e.stage}: done ${e.done} > total ${e.total}`);
+    byStage.set(e.stage, [...(byStage.get(e.stage) ?? []), e]);
+  }
+  for (const s of ['cluster:train', 'cluster:assign', 'dedup']) assert.ok(byStage.has(s), `stage ${s} reports progress (got ${[...byStage.keys()].join(', ')})`);
+  for (const [stage, list] of byStage) {
+    const lastE = list[list.length - 1]!;
+    assert.equal(lastE.done, lastE.total, `the last '${stage}' report is complete: ${JSON.stringify(lastE)}`);
+    const totals = new Set(list.map((e) => e.total));
+    assert.equal(totals.size, 1, `'${stage}' keeps one total: ${[...totals].join(', ')}`);
+    for (let i = 1; i < list.length; i++) assert.ok(list[i]!.done >= list[i - 1]!.done, `'${stage}' progress went back: ${list[i - 1]!.done} -> ${list[i]!.done}`);
+  }
+});
+
+// ---------------------------------------------------------------------------------------------
+// Cancellation and resume.
+
+function partFiles(out: string): string[] {
+  const dir = path.join(out, 'semdedup', 'parts');
+  if (!existsSync(dir)) return [];
+  const res: string[] = [];
+  for (const sub of readdirSync(dir)) {
+    const p = path.join(dir, sub);
+    try {
+      for (const f of readdirSync(p)) if (/^M_.*\.npy$/.test(f)) res.push(f);
+    } catch {
+      // not a folder
+    }
+  }
+  return res;
+}
+
+test('async: aborting dedup rejects with ERR_CANCELLED, and a rerun resumes to the same bytes', async () => {
+  const dir = tmp();
+  const k = 64;
+  const { file, dim } = writeDataset(dir, { n: 12000, dim: 48, clusters: k, seed: 9 });
+  const a = path.join(dir, 'a');
+  const b = path.join(dir, 'b');
+  const cfgA = config(file, dim, a, k);
+  await runCluster(cfgA);
+  await runSort(cfgA);
+  cpSync(a, b, { recursive: true });
+  const cfgB = config(file, dim, b, k);
+
+  // Interrupted in a: abort once a first part is saved.
+  const ac = new AbortController();
+  let abortedAt = -1;
+  let err: unknown;
+  try {
+    await runDedup(cfgA, {
+      signal: ac.signal,
+      onProgress: (p) => {
+        if (!ac.signal.aborted && p.stage === 'dedup' && partFiles(a).length >= 1) {
+          abortedAt = p.done;
+          ac.abort();
+        }
+      },
+    });
+  } catch (e) {
+    err = e;
+  }
+  assert.ok(ac.signal.aborted, 'the abort happened (after the first part was saved)');
+  assert.ok(err instanceof SemDedupError, `rejects with a SemDedupError, got ${String(err)}`);
+  assert.equal(err.code, 'ERR_CANCELLED');
+  assert.ok(abortedAt < 12000, 'aborted before the end');
+  const saved = partFiles(a).length;
+  assert.ok(saved >= 1, 'completed parts are kept');
+  for (const f of ['M.npy', 'keep_order.npy', 'M_row.npy'])
+    assert.ok(!existsSync(path.join(a, 'semdedup', f)), `${f} is not written by a cancelled run`);
+
+  // Resume in a, uninterrupted in b.
+  const ra: DedupResult = await runDedup(cfgA);
+  assert.ok(ra.resumedParts > 0, `the rerun resumed ${ra.resumedParts} parts (${saved} were saved)`);
+  assert.ok(ra.resumedParts >= saved, `all ${saved} saved parts are reused, got ${ra.resumedParts}`);
+  const rb = await runDedup(cfgB);
+  assert.equal(rb.resumedParts, 0);
+  for (const f of ['M.npy', 'M_row.npy', 'keep_order.npy'])
+    assert.deepEqual(readFileSync(path.join(a, 'semdedup', f)), readFileSync(path.join(b, 'semdedup', f)), `${f}: resumed and uninterrupted runs give the same bytes`);
+  assert.deepEqual(ra.summary, rb.summary);
+  assert.deepEqual(partFiles(a), [], 'parts are removed after completion');
+});
+
+test('async: an AbortSignal aborted before a step starts rejects at once; k-means too', async () => {
+  const dir = tmp();
+  const { file, dim } = writeDataset(dir, { n: 2000, dim: 16, clusters: 4, seed: 3 });
+  const cfg = config(file, dim, path.join(dir, 'out'), 4);
+  const ac = new AbortController();
+  ac.abort();
+  await assert.rejects(runCluster(cfg, { signal: ac.signal }), (e: unknown) => e instanceof SemDedupError && e.code === 'ERR_CANCELLED');
+  assert.ok(!existsSync(path.join(dir, 'out', 'kmeans_centroids.npy')));
+  // Abort during k-means training.
+  const ac2 = new AbortController();
+  await assert.rejects(
+    computeCentroids({
+      embeddings: { path: file, dim },
+      outputDir: path.join(dir, 'out2'),
+      k: 4,
+      niter: 200,
+      spherical: true,
+      signal: ac2.signal,
+      onProgress: (p) => {
+        if (p.stage === 'cluster:train') ac2.abort();
+      },
+    }),
+    (e: unknown) => e instanceof SemDedupError && e.code === 'ERR_CANCELLED',
+  );
+  for (const f of ['kmeans_centroids.npy', 'nearest_cent.npy', 'dist_to_cent.npy']) assert.ok(!existsSync(path.join(dir, 'out2', f)), `${f} not written`);
+});
+
+test('async: aborting while rows are normalised (normalize always) leaves no partial copy', async () => {
+  const dir = tmp();
+  const ds = new SynthDataset({ n: 40000, dim: 16, clusters: 4, seed: 3 });
+  const X = ds.generate();
+  for (let i = 0; i < X.length; i++) X[i] = X[i]! * 2; // norm 2: needs normalising
+  const file = path.join(dir, 'emb.f32');
+  writeFileSync(file, Buffer.from(X.buffer));
+  const out = path.join(dir, 'out');
+  const ac = new AbortController();
+  await assert.rejects(
+    computeCentroids({
+      embeddings: { path: file, dim: 16 },
+      outputDir: out,
+      k: 4,
+      normalize: 'always',
+      signal: ac.signal,
+      onProgress: (p) => {
+        if (p.stage === 'normalize') ac.abort();
+      },
+    }),
+    (e: unknown) => e instanceof SemDedupError && e.code === 'ERR_CANCELLED',
+  );
+  const left = existsSync(path.join(out, 'semdedup')) ? readdirSync(path.join(out, 'semdedup')) : [];
+  assert.deepEqual(left.filter((f) => /partial|\.tmp-/.test(f)), [], `a cancelled normalisation leaves no half-written copy (found ${left.join(', ')})`);
+  // A rerun completes and uses a full copy.
+  const r = await computeCentroids({ embeddings: { path: file, dim: 16 }, outputDir: out, k: 4, normalize: 'always' });
+  assert.equal(r.nearest.length, 40000);
+});
+
+// ---------------------------------------------------------------------------------------------
+// Concurrency.
+
+test('async: two runs at once on different folders equal sequential runs', async () => {
+  const dir = tmp();
+  const d1 = writeDataset(path.join(dir), { n: 3000, dim: 32, clusters: 8, seed: 21 });
+  const dir2 = tmp();
+  const d2 = writeDataset(dir2, { n: 2500, dim: 24, clusters: 6, seed: 22 });
+  const cfg = (d: typeof d1, out: string, k: number) => config(d.file, d.dim, out, k, { eps_list: [0.01, 0.05, 0.1] });
+  const [c1, c2] = await Promise.all([runAll(cfg(d1, path.join(dir, 'par1'), 8)), runAll(cfg(d2, path.join(dir, 'par2'), 6))]);
+  const s1 = await runAll(cfg(d1, path.join(dir, 'seq1'), 8));
+  const s2 = await runAll(cfg(d2, path.join(dir, 'seq2'), 6));
+  for (const [par, seq, name] of [[c1, s1, 'par1'], [c2, s2, 'par2']] as const) {
+    assert.deepEqual(par.cluster.centroids, seq.cluster.centroids, `${name}: centroids`);
+    assert.deepEqual(par.cluster.nearest, seq.cluster.nearest, `${name}: nearest`);
+    assert.deepEqual(par.sort.order, seq.sort.order, `${name}: order`);
+    assert.deepEqual(par.dedup.M, seq.dedup.M, `${name}: M`);
+    assert.deepEqual(par.dedup.summary, seq.dedup.summary, `${name}: summary`);
+    assert.deepEqual(par.extract.map((x) => x.keptRows), seq.extract.map((x) => x.keptRows), `${name}: kept rows`);
+  }
+  for (const [p, s] of [['par1', 'seq1'], ['par2', 'seq2']])
+    assert.deepEqual(readFileSync(path.join(dir, p, 'semdedup', 'M.npy')), readFileSync(path.join(dir, s, 'semdedup', 'M.npy')), `${p}: M.npy bytes`);
+  // Two native calls at once on the same mapping.
+  const emb = openEmbeddings({ path: d1.file, dim: d1.dim });
+  try {
+    const addon = loadNative();
+    const order = s1.dedup.keepOrder;
+    const offsets = s1.dedup.offsets;
+    const Ms = [new Float64Array(order.length), new Float64Array(order.length)];
+    const args = [new BigInt64Array(order.length), new BigInt64Array(order.length)];
+    await Promise.all(Ms.map((M, i) => addon.maxSimilarity(emb.native, order, offsets, M, args[i]!, { thresholds: [0.99], threads: 0, device: 'cpu' })));
+    assert.deepEqual(Ms[0], s1.dedup.M);
+    assert.deepEqual(Ms[1], s1.dedup.M);
+  } finally {
+    emb.close();
+  }
+});
+
+// ---------------------------------------------------------------------------------------------
+// Typed native errors.
+
+test('async: a too-short embeddings file gives a SemDedupError with code ERR_INPUT', async () => {
+  const dir = tmp();
+  const file = path.join(dir, 'short.f32');
+  writeFileSync(file, Buffer.alloc(100));
+  const addon = loadNative();
+  // The native mapping itself refuses it, with a code that maps to ERR_INPUT.
+  let raw: unknown;
+  try {
+    new addon.Embeddings(file, { offset: 0, n: 2000, d: 16, dtype: 'float32', writable: false });
+  } catch (e) {
+    raw = e;
+  }
+  assert.ok(raw instanceof Error, 'the native constructor throws');
+  assert.equal(typeof (raw as Error & { code?: string }).code, 'string', 'the native error has a code');
+  const mapped = nativeError(raw, file);
+  assert.ok(mapped instanceof SemDedupError);
+  assert.equal(mapped.code, 'ERR_INPUT');
+  assert.ok(mapped.message.includes(file));
+  // Through the API.
+  await assert.rejects(
+    computeCentroids({ embeddings: { path: file, dim: 16, count: 2000 }, outputDir: path.join(dir, 'out'), k: 4 }),
+    (e: unknown) => e instanceof SemDedupError && e.code === 'ERR_INPUT' && e.message.includes(file),
+  );
+  assert.throws(() => openEmbeddings({ path: file, dim: 16, count: 2000 }), (e: unknown) => e instanceof SemDedupError && e.code === 'ERR_INPUT');
+  // A mapping that is smaller than the rows asked for through the native API.
+  await assert.rejects(
+    semdedup({ embeddings: { path: file, dim: 16 }, outputDir: path.join(dir, 'out'), epsList: [0.05] }),
+    (e: unknown) => e instanceof SemDedupError && e.code === 'ERR_INPUT',
+  );
+});
+
+test('async: native argument errors are typed (rows out of range, closed mapping, bad lengths)', async () => {
+  const dir = tmp();
+  const { file, dim } = writeDataset(dir, { n: 100, dim: 8, clusters: 2, seed: 1 });
+  const addon = loadNative();
+  const emb = openEmbeddings({ path: file, dim });
+  // Argument checks may throw at the call or reject the promise; either way the error is typed.
+  const check = async (call: () => Promise<unknown>, what: string) => {
+    let err: unknown;
+    try {
+      await call();
+    } catch (e) {
+      err = e;
+    }
+    assert.ok(err instanceof Error, `${what}: rejects`);
+    const code = (err as Error & { code?: string }).code;
+    assert.equal(typeof code, 'string', `${what}: has a code`);
+    const m = nativeError(err, what);
+    assert.ok(m instanceof SemDedupError);
+    assert.notEqual(m.code, 'ERR_NATIVE', `${what}: mapped to a user-facing code, got ${m.code} (${code})`);
+  };
+  const M = new Float64Array(2);
+  const A = new BigInt64Array(2);
+  await check(() => addon.maxSimilarity(emb.native, BigInt64Array.from([0n, 100n]), BigInt64Array.from([0n, 2n]), M, A, { thresholds: [0.9], threads: 0, device: 'cpu' }), 'row out of range');
+  await check(() => addon.maxSimilarity(emb.native, BigInt64Array.from([0n, 1n]), BigInt64Array.from([0n, 3n]), M, A, { thresholds: [0.9], threads: 0, device: 'cpu' }), 'offsets past the end');
+  emb.close();
+  await check(() => addon.maxSimilarity(emb.native, BigInt64Array.from([0n, 1n]), BigInt64Array.from([0n, 2n]), M, A, { thresholds: [0.9], threads: 0, device: 'cpu' }), 'closed mapping');
+});
+
+// ---------------------------------------------------------------------------------------------
+// The loader.
+
+test('async: loadNative() returns the same object twice', () => {
+  const a = loadNative();
+  const b = loadNative();
+  assert.equal(a, b);
+  assert.equal(typeof a.maxSimilarity, 'function');
+  assert.equal(typeof a.info, 'function');
+});
+
+test('async: candidatePaths() lists prebuilds/<platform>-<arch> before build/Release', () => {
+  const list = candidatePaths();
+  const tag = `${process.platform}-${process.arch}`;
+  const pre = list.indexOf(path.join(ROOT, 'prebuilds', tag, 'semdedup.node'));
+  const local = list.indexOf(path.join(ROOT, 'build', 'Release', 'semdedup.node'));
+  assert.ok(pre >= 0, `prebuilds/${tag}/semdedup.node is a candidate: ${list.join(', ')}`);
+  assert.ok(local >= 0, `build/Release/semdedup.node is a candidate: ${list.join(', ')}`);
+  assert.ok(pre < local, 'the prebuilt binary comes first');
+  for (const p of list) assert.ok(path.isAbsolute(p), `${p} is absolute`);
+});
+
+test('async: blasCoreFor() maps CPU flag sets to OpenBLAS kernels', () => {
+  const f = (...x: string[]) => new Set(x);
+  assert.equal(blasCoreFor(f('avx512f', 'avx512bw', 'avx512vl', 'avx512dq')), 'SkylakeX');
+  assert.equal(blasCoreFor(f('avx512f', 'avx512bw', 'avx512vl', 'avx512dq', 'avx512_bf16')), 'Cooperlake');
+  assert.equal(blasCoreFor(f('avx512f', 'avx512bw', 'avx512vl', 'avx512dq', 'avx512_bf16', 'avx2', 'fma', 'amx_tile')), 'Cooperlake');
+  assert.equal(blasCoreFor(f('avx2', 'fma')), 'Haswell');
+  assert.equal(blasCoreFor(f('avx2', 'fma', 'avx512f')), 'Haswell', 'partial AVX-512 is not SkylakeX');
+  assert.equal(blasCoreFor(f('avx2')), undefined, 'avx2 without fma');
+  assert.equal(blasCoreFor(f()), undefined);
+  assert.equal(blasCoreFor(f('sse4_2', 'avx')), undefined);
+});
