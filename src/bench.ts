@@ -7,7 +7,7 @@ import { existsSync, mkdirSync, readFileSync, writeFileSync, statSync } from 'no
 import { cpus, totalmem } from 'node:os';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { createEmbeddingsFile, openEmbeddings } from './embeddings.js';
+import { createEmbeddingsFile } from './embeddings.js';
 import { writeNpy } from './io/npy.js';
 import { loadNative, userEnv } from './native.js';
 import { SynthDataset, type SynthOptions } from './synth.js';
@@ -245,4 +245,3 @@ export async function runBench(opts: { workloads: string[]; peers: boolean; outD
   return recs;
 }
 
-void openEmbeddings;

@@ -313,8 +313,12 @@ Napi::Value TrainKmeans(const Napi::CallbackInfo& info) {
       [view, p, result, device](const sd::ProgressFn& prog, sd::CancelFlag cancel) {
 #ifdef SEMDEDUP_HAVE_CUDA
         if (device == "cuda") {
-          *result = sd::cuda::train_kmeans(view, p, prog, cancel);
-          return;
+          try {
+            *result = sd::cuda::train_kmeans(view, p, prog, cancel);
+            return;
+          } catch (const sd::Error& e) {
+            if (e.code() != sd::ErrorCode::Backend) throw;  // e.g. the training set does not fit: CPU
+          }
         }
 #endif
         if (device == "cuda") throw sd::Error(sd::ErrorCode::Backend, "this build has no CUDA backend");
@@ -363,8 +367,12 @@ Napi::Value AssignNearest(const Napi::CallbackInfo& info) {
       [=](const sd::ProgressFn& prog, sd::CancelFlag cancel) {
 #ifdef SEMDEDUP_HAVE_CUDA
         if (device == "cuda") {
-          sd::cuda::assign_nearest(view, c, k, ip, pn, pd, prog, cancel);
-          return;
+          try {
+            sd::cuda::assign_nearest(view, c, k, ip, pn, pd, prog, cancel);
+            return;
+          } catch (const sd::Error& e) {
+            if (e.code() != sd::ErrorCode::Backend) throw;
+          }
         }
 #endif
         if (device == "cuda") throw sd::Error(sd::ErrorCode::Backend, "this build has no CUDA backend");
@@ -477,26 +485,33 @@ Napi::Value MaxSimilarity(const Napi::CallbackInfo& info) {
   double* pM = M.Data();
   int64_t* pa = arg.Data();
   auto stats = std::make_shared<sd::MaxSimStats>();
+  auto used = std::make_shared<std::string>(device);
   auto* job = new Job(
       env, info[6], info[7],
       [=](const sd::ProgressFn& prog, sd::CancelFlag cancel) {
+        (void)used;
 #ifdef SEMDEDUP_HAVE_CUDA
         if (device == "cuda") {
-          *stats = sd::cuda::max_similarity(view, po, pf, nc, pM, pa, opt, prog, cancel);
-          return;
+          try {
+            *stats = sd::cuda::max_similarity(view, po, pf, nc, pM, pa, opt, prog, cancel);
+            return;
+          } catch (const sd::Error& e) {
+            if (e.code() != sd::ErrorCode::Backend) throw;
+            *used = "cpu (CUDA refused: " + std::string(e.what()) + ")";
+          }
         }
 #endif
         if (device == "cuda") throw sd::Error(sd::ErrorCode::Backend, "this build has no CUDA backend");
         *stats = sd::max_similarity_cpu(view, po, pf, nc, pM, pa, opt, prog, cancel);
       },
-      [stats, device](Napi::Env env) -> Napi::Value {
+      [stats, used](Napi::Env env) -> Napi::Value {
         Napi::Object out = Napi::Object::New(env);
         out.Set("members", double(stats->members));
         out.Set("clusters", double(stats->clusters));
         out.Set("usefulFlops", stats->useful_flops);
         out.Set("computedFlops", stats->computed_flops);
         out.Set("rechecked", double(stats->rechecked));
-        out.Set("device", device);
+        out.Set("device", *used);
         return out;
       });
   job->keep(order);

@@ -86,7 +86,17 @@ KMeansResult train_kmeans(const EmbeddingView& x, const KMeansParams& p, const P
     std::vector<int64_t> slots(static_cast<size_t>(nt));
     std::iota(slots.begin(), slots.end(), 0);
     std::sort(slots.begin(), slots.end(), [&](int64_t a, int64_t b) { return perm[size_t(a)] < perm[size_t(b)]; });
-    for (int64_t s : slots) x.row(perm[size_t(s)], sample.data() + size_t(s) * size_t(d));
+    // Rows are read in ascending order: drop the pages behind the reader as it goes, so the
+    // resident set holds the sample, not the file.
+    int64_t released = 0, count = 0;
+    for (int64_t s : slots) {
+      const int64_t row = perm[size_t(s)];
+      x.row(row, sample.data() + size_t(s) * size_t(d));
+      if (x.mapped && ++count % 8192 == 0) {
+        release_pages(static_cast<const char*>(x.data) + size_t(released) * x.row_bytes(), size_t(row - released) * x.row_bytes());
+        released = row;
+      }
+    }
     if (x.mapped) release_pages(x.data, size_t(x.n) * x.row_bytes());
     train = sample.data();
   } else if (x.is_f32()) {

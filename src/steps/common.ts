@@ -100,6 +100,10 @@ export async function openChecked(
   const given = 'native' in spec;
   const emb = given ? (spec as Embeddings) : openEmbeddings(spec as EmbeddingsSpec);
   try {
+    // A file already checked (same stamp) by an earlier step of this output folder is not read again.
+    const checkParams = { normalize };
+    if (normalize !== 'always' && existsSync(outputDir) && stepIsCurrent(outputDir, 'check', checkParams, { embeddings: emb.path }))
+      return { emb, owned: !given };
     const addon = loadNative();
     const tol = 1e-3;
     const r = await runNative(opts, 'check', (_p, token) => addon.scanEmbeddings(emb.native, tol, { threads: opts.threads ?? 0 }, token));
@@ -107,7 +111,11 @@ export async function openChecked(
       throw new NumericError(`${emb.path}: row ${r.firstNonfinite} holds NaN or Inf (${r.nonfiniteRows} such rows)`, { file: emb.path });
     if (r.zeroRows > 0)
       throw new NumericError(`${emb.path}: row ${r.firstZero} is all zeros (${r.zeroRows} such rows); a zero vector has no direction to compare`, { file: emb.path });
-    if (r.unnormalizedRows === 0 || normalize === 'never') return { emb, owned: !given };
+    if (r.unnormalizedRows === 0 || normalize === 'never') {
+      ensureOutputDir(outputDir);
+      recordStep(outputDir, 'check', checkParams, { embeddings: emb.path }, {}, { rows: emb.n, minNorm: r.minNorm, maxNorm: r.maxNorm });
+      return { emb, owned: !given };
+    }
     if (normalize === 'auto')
       throw new NumericError(
         `${emb.path}: row ${r.firstUnnormalized} is not L2-normalised (${r.unnormalizedRows} rows have |norm - 1| > ${tol}; norms from ${r.minNorm.toPrecision(6)} to ${r.maxNorm.toPrecision(6)}). ` +

@@ -2,7 +2,7 @@
 // similarity of every member to an earlier one (M), computed by the native tiled kernel.
 // All eps come from one pass; M is stored, so a new eps needs no recomputation.
 // Long runs are resumable: clusters are processed in parts, each part saved as it completes.
-import { existsSync, mkdirSync, readdirSync, rmSync } from 'node:fs';
+import { existsSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { createHash } from 'node:crypto';
 import { ConfigError, InputError } from '../errors.js';
@@ -221,7 +221,3 @@ export async function semdedup(opts: DedupOptions): Promise<DedupResult> {
   return { keepOrder, offsets, M, Mrow, summary, stats, seconds, resumedParts };
 }
 
-// Exposed for tests of the part planner.
-export const _internal = { planParts };
-void mkdirSync;
-void readdirSync;

@@ -25,7 +25,7 @@ struct KMeansResult {
   bool under_min_points = false; // n < k * min_points_per_centroid (FAISS warns)
 };
 
-// Trains with faiss::Clustering on the FAISS subsample of x (rand_perm(n, seed + 1), first
+// Trains with faiss::Clustering on the FAISS subsample of x (rand_perm(n, seed), first
 // k * max_points_per_centroid rows when n is larger), identical to faiss.Kmeans(d, k, niter=...,
 // seed=..., spherical=...).train(x).
 KMeansResult train_kmeans(const EmbeddingView& x, const KMeansParams& p, const ProgressFn& progress = {},
