@@ -75,6 +75,10 @@ class Embeddings : public Napi::ObjectWrap<Embeddings> {
     }
     view_.data = map_->data();
     view_.mapped = !writable;
+    if (!writable) {
+      view_.fd = map_->fd();
+      view_.fd_offset = map_->offset();
+    }
   }
 
   const sd::EmbeddingView& view() const { return view_; }

@@ -1,7 +1,11 @@
 #include "semdedup/common.hpp"
 
+#include <unistd.h>
+
+#include <cerrno>
 #include <cstring>
 #include <thread>
+#include <vector>
 
 namespace semdedup {
 
@@ -87,6 +91,29 @@ void EmbeddingView::rows(int64_t begin, int64_t end, float* dst) const {
     std::memcpy(dst, f32_row(begin), size_t(end - begin) * size_t(d) * sizeof(float));
   else
     half_to_float_n(f16_row(begin), dst, (end - begin) * d);
+}
+
+void EmbeddingView::gather(const int64_t* idx, int64_t count, float* dst) const {
+  if (fd < 0) {
+    for (int64_t i = 0; i < count; ++i) row(idx[i], dst + i * d);
+    return;
+  }
+  const size_t rb = row_bytes();
+  std::vector<uint16_t> half(dtype == DType::F16 ? size_t(d) : 0);
+  for (int64_t i = 0; i < count; ++i) {
+    char* out = dtype == DType::F32 ? reinterpret_cast<char*>(dst + i * d) : reinterpret_cast<char*>(half.data());
+    size_t done = 0;
+    while (done < rb) {
+      const ssize_t got = ::pread(fd, out + done, rb - done, off_t(fd_offset + idx[i] * int64_t(rb) + int64_t(done)));
+      if (got <= 0) {
+        if (got < 0 && errno == EINTR) continue;
+        throw Error(ErrorCode::Io, "reading row " + std::to_string(idx[i]) + " failed: " +
+                                       (got < 0 ? std::strerror(errno) : std::string("unexpected end of file")));
+      }
+      done += size_t(got);
+    }
+    if (dtype == DType::F16) half_to_float_n(half.data(), dst + i * d, d);
+  }
 }
 
 int resolve_threads(int requested) {

@@ -45,6 +45,7 @@ MappedFile::MappedFile(const std::string& path, int64_t offset, int64_t length, 
                                        " bytes, the file has " + std::to_string(fsize));
   }
   length_ = length;
+  offset_ = offset;
   const size_t ps = page_size();
   const int64_t aligned = offset - offset % int64_t(ps);
   base_len_ = size_t(length + (offset - aligned));
@@ -55,15 +56,26 @@ MappedFile::MappedFile(const std::string& path, int64_t offset, int64_t length, 
   }
   void* p = ::mmap(nullptr, base_len_, writable ? PROT_READ | PROT_WRITE : PROT_READ, MAP_SHARED, fd, aligned);
   const int e = errno;
-  ::close(fd);
-  if (p == MAP_FAILED) throw Error(ErrorCode::Io, path + ": mmap failed: " + std::strerror(e));
+  if (p == MAP_FAILED) {
+    ::close(fd);
+    throw Error(ErrorCode::Io, path + ": mmap failed: " + std::strerror(e));
+  }
+  fd_ = fd;
   base_ = p;
   data_ = static_cast<char*>(p) + (offset - aligned);
+  if (!writable) {
+    // Streaming passes drop the pages behind them: keep them at 4 KB granularity.
+    ::madvise(base_, base_len_, MADV_NOHUGEPAGE);
+  }
 }
 
 MappedFile::~MappedFile() { close(); }
 
 void MappedFile::close() {
+  if (fd_ >= 0) {
+    ::close(fd_);
+    fd_ = -1;
+  }
   if (base_) {
     if (writable_) ::msync(base_, base_len_, MS_SYNC);
     ::munmap(base_, base_len_);

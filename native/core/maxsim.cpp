@@ -27,7 +27,10 @@
 namespace semdedup {
 namespace {
 
-constexpr int64_t kCols = 128;       // column tile width of whole-cluster items
+#ifndef SEMDEDUP_KCOLS
+#define SEMDEDUP_KCOLS 128
+#endif
+constexpr int64_t kCols = SEMDEDUP_KCOLS;  // column tile width of whole-cluster items
 constexpr int64_t kSplitCols = 512;  // column tile width of items of a split (large) cluster
 constexpr int64_t kRowBlock = 2048;  // rows per sgemm for clusters split into column items
 constexpr int64_t kWholeMax = 4096;  // clusters up to this size are one item (bounded by bytes too)
@@ -78,9 +81,7 @@ void fold_block(const float* c, int64_t ldc, int64_t rows, int64_t cols, int64_t
   }
 }
 
-void gather(const EmbeddingView& x, const int64_t* rows, int64_t n, float* dst) {
-  for (int64_t i = 0; i < n; ++i) x.row(rows[i], dst + i * x.d);
-}
+void gather(const EmbeddingView& x, const int64_t* rows, int64_t n, float* dst) { x.gather(rows, n, dst); }
 
 double default_margin(int64_t d) {
   // fp32 dot products of unit vectors: |error| <= ~d * 2^-24 in the worst case; at least 1e-5.
@@ -181,20 +182,14 @@ MaxSimStats max_similarity_cpu(const EmbeddingView& x, const int64_t* order, con
     s.pos.resize(size_t(kSplitCols));
   }
   std::atomic<int64_t> done_cost{0};
-  // Rows are gathered from all over a mapped file: drop the mapped pages from the resident set
-  // every ~256 MB gathered, so RSS stays bounded by the tiles, not by the file.
-  std::atomic<int64_t> gathered{0};
-  const int64_t release_every = int64_t(256) << 20;
   BlasSingleThread blas1;  // our workers are the parallelism; BLAS runs one thread each
   parallel_for(threads, int64_t(items.size()), [&](int64_t idx, int w) {
     const Item& it = items[size_t(idx)];
     Scratch& s = scratch[size_t(w)];
     const int64_t base = offsets[it.cluster];
     const int64_t n = offsets[it.cluster + 1] - base;
-    int64_t bytes = 0;
     if (it.tile < 0) {
       gather(x, order + base, n, s.a.data());
-      bytes = n * int64_t(x.row_bytes());
       for (int64_t c0 = 0; c0 < n; c0 += kCols) {
         const int64_t cols = std::min(kCols, n - c0);
         const int64_t rows = c0 + cols;
@@ -218,12 +213,7 @@ MaxSimStats max_similarity_cpu(const EmbeddingView& x, const int64_t* order, con
         gram_tile(s.a.data(), rows, s.b.data(), cols, d, s.c.data(), kSplitCols);
         fold_block(s.c.data(), kSplitCols, rows, cols, r0, c0, s.best.data(), s.pos.data());
       }
-      bytes = (rows_end + cols) * int64_t(x.row_bytes());
       write_tile(order, base, c0, cols, s, M, arg);
-    }
-    if (x.mapped) {
-      const int64_t before = gathered.fetch_add(bytes);
-      if (before / release_every != (before + bytes) / release_every) release_pages(x.data, size_t(x.n) * x.row_bytes());
     }
     const int64_t now = done_cost.fetch_add(int64_t(it.cost)) + int64_t(it.cost);
     if (progress) progress(now, int64_t(total_cost));
@@ -247,22 +237,27 @@ MaxSimStats max_similarity_cpu(const EmbeddingView& x, const int64_t* order, con
             cluster_of.push_back(c);
             break;
           }
-    std::vector<std::vector<float>> rowbuf(static_cast<size_t>(threads), std::vector<float>(size_t(2 * d)));
+    constexpr int64_t kChunk = 256;
+    std::vector<std::vector<float>> rowbuf(static_cast<size_t>(threads), std::vector<float>(size_t((kChunk + 1) * d)));
     parallel_for(threads, int64_t(near.size()), [&](int64_t q, int w) {
       const int64_t p = near[size_t(q)];
       const int64_t base = offsets[cluster_of[size_t(q)]];
       float* xj = rowbuf[size_t(w)].data();
-      float* xi = xj + d;
-      x.row(order[p], xj);
+      float* chunk = xj + d;
+      x.gather(order + p, 1, xj);
       double best = 0;
       int64_t who = -1;
-      for (int64_t i = base; i < p; ++i) {
-        x.row(order[i], xi);
-        double s = 0;
-        for (int64_t t = 0; t < d; ++t) s += double(xi[t]) * double(xj[t]);
-        if (s > best) {
-          best = s;
-          who = order[i];
+      for (int64_t i0 = base; i0 < p; i0 += kChunk) {
+        const int64_t m = std::min(kChunk, p - i0);
+        x.gather(order + i0, m, chunk);
+        for (int64_t i = 0; i < m; ++i) {
+          const float* xi = chunk + i * d;
+          double s = 0;
+          for (int64_t t = 0; t < d; ++t) s += double(xi[t]) * double(xj[t]);
+          if (s > best) {
+            best = s;
+            who = order[i0 + i];
+          }
         }
       }
       M[p] = best;

@@ -301,6 +301,43 @@ int main() {
     std::remove(path.c_str());
   });
 
+  run("mapped embeddings: pread gathers equal mapping reads (float32 and float16), same M", [] {
+    const int64_t n = 900, d = 24;
+    auto x = clustered_rows(n, d, 3, 5);
+    std::vector<uint16_t> h(x.size());
+    for (size_t i = 0; i < x.size(); ++i) h[i] = float_to_half(x[i]);
+    for (bool half : {false, true}) {
+      const std::string path = "/tmp/semdedup_core_gather.bin";
+      {
+        std::ofstream f(path, std::ios::binary);
+        f.write("0123456789abcdef", 16);  // a header before row 0
+        if (half)
+          f.write(reinterpret_cast<const char*>(h.data()), std::streamsize(h.size() * 2));
+        else
+          f.write(reinterpret_cast<const char*>(x.data()), std::streamsize(x.size() * 4));
+      }
+      MappedFile m(path, 16, n * d * (half ? 2 : 4), false);
+      EmbeddingView a{m.data(), n, d, half ? DType::F16 : DType::F32};
+      EmbeddingView b = a;
+      b.mapped = true;
+      b.fd = m.fd();
+      b.fd_offset = m.offset();
+      std::vector<int64_t> rows = {899, 0, 17, 17, 450};
+      std::vector<float> ga(rows.size() * size_t(d)), gb(rows.size() * size_t(d));
+      a.gather(rows.data(), int64_t(rows.size()), ga.data());
+      b.gather(rows.data(), int64_t(rows.size()), gb.data());
+      CHECK(ga == gb, "pread gather differs from the mapping (half=%d)", int(half));
+      std::vector<int64_t> order(static_cast<size_t>(n)), offsets = {0, 300, 900};
+      for (int64_t i = 0; i < n; ++i) order[size_t(i)] = (i * 31) % n;
+      std::vector<double> Ma(static_cast<size_t>(n)), Mb(static_cast<size_t>(n));
+      std::vector<int64_t> aa(static_cast<size_t>(n)), ab(static_cast<size_t>(n));
+      max_similarity_cpu(a, order.data(), offsets.data(), 2, Ma.data(), aa.data(), {});
+      max_similarity_cpu(b, order.data(), offsets.data(), 2, Mb.data(), ab.data(), {});
+      CHECK(Ma == Mb && aa == ab, "M differs between mapping and pread gathers");
+      std::remove(path.c_str());
+    }
+  });
+
 #ifdef SEMDEDUP_HAVE_FAISS
   run("k-means: same centroids as faiss::Clustering on the whole matrix (subsampled)", [] {
     const int64_t n = 6000, d = 24;

@@ -46,6 +46,12 @@ struct EmbeddingView {
   // read from the resident set (MADV_DONTNEED), keeping RSS bounded. Never set it for heap
   // memory: the kernel would zero those pages.
   bool mapped = false;
+  // Optional: an open descriptor of the same file and the byte offset of row 0 in it. Scattered
+  // row gathers then use pread() instead of touching the mapping: reading a row through a
+  // mapping maps the kernel's whole fault-around window (64 KB), so gathers from all over a
+  // large file would grow the resident set to the file's size.
+  int fd = -1;
+  int64_t fd_offset = 0;
 
   bool is_f32() const { return dtype == DType::F32; }
   const float* f32_row(int64_t i) const { return static_cast<const float*>(data) + i * d; }
@@ -54,6 +60,8 @@ struct EmbeddingView {
   void row(int64_t i, float* dst) const;
   // Writes rows [begin, end) contiguously as float32 into dst.
   void rows(int64_t begin, int64_t end, float* dst) const;
+  // Writes the listed rows contiguously as float32 into dst (pread when fd >= 0).
+  void gather(const int64_t* rows, int64_t count, float* dst) const;
   size_t row_bytes() const { return size_t(d) * (dtype == DType::F32 ? 4 : 2); }
 };
 

@@ -26,6 +26,10 @@ class MappedFile {
   void close();
 
   static int64_t file_size(const std::string& path);
+  // An open read descriptor of the file (kept for pread-based gathers); -1 once closed.
+  int fd() const { return fd_; }
+  // Byte offset in the file of data()[0].
+  int64_t offset() const { return offset_; }
 
  private:
   std::string path_;
@@ -34,6 +38,8 @@ class MappedFile {
   void* data_ = nullptr;
   int64_t length_ = 0;
   bool writable_ = false;
+  int fd_ = -1;
+  int64_t offset_ = 0;
 };
 
 // Releases the resident pages of the byte range [p, p + len) of a read-only mapping.
