@@ -39,7 +39,11 @@ const PY = '/usr/bin/python3';
 
 export interface StageRecord {
   seconds: number;
+  /** Work of the exact algorithm (GFLOP). */
   gflop?: number;
+  /** Work actually issued, when pruning skipped some (GFLOP). */
+  issuedGflop?: number;
+  prunedFraction?: number;
 }
 
 export interface BenchRecord {
@@ -48,7 +52,7 @@ export interface BenchRecord {
   sgemmGflops: number;
   ours: { stages: Record<string, StageRecord>; total: number; peakRssMiB: number; largestCluster: number; rechecked: number; computedDedupGflop: number };
   peer?: { stages: Record<string, number | null>; total: number; peakRssMiB: number; note?: string };
-  faissAlone?: { train: number; assign: number; total: number };
+  faissAlone?: { train: number; assign: number; total: number; sameCentroids: boolean; sameAssignment: boolean };
   keptEqual?: { eps: number; ours: number; peer: number; equal: boolean }[];
   date: string;
 }
@@ -78,14 +82,20 @@ export function prepareData(w: Workload, outDir: string, log: (l: string) => voi
 }
 
 /** Runs our pipeline stage by stage in this process (the parent runs it in a fresh child for RSS). */
-export async function runOursStages(opts: { emb: string; n: number; dim: number; k: number; niter: number; eps: number[]; out: string; centroids?: string }) {
+export async function runOursStages(opts: { emb: string; n: number; dim: number; k: number; niter: number; eps: number[]; out: string; centroids?: string; impl?: 'engine' | 'faiss'; kmeansOnly?: boolean }) {
   const stages: Record<string, StageRecord> = {};
   const spec = { path: opts.emb, format: 'memmap' as const, count: opts.n, dim: opts.dim };
   const t0 = performance.now();
-  const c = await computeCentroids({ embeddings: spec, outputDir: opts.out, k: opts.k, niter: opts.niter, seed: 1234, spherical: true, reuse: false, ...(opts.centroids ? { centroids: opts.centroids } : {}) });
+  const c = await computeCentroids({ embeddings: spec, outputDir: opts.out, k: opts.k, niter: opts.niter, seed: 1234, spherical: true, reuse: false, impl: opts.impl ?? 'engine', ...(opts.centroids ? { centroids: opts.centroids } : {}) });
   const nTrain = Math.min(opts.n, opts.k * 256);
-  if (!opts.centroids) stages.train = { seconds: c.seconds.train, gflop: (2 * opts.niter * nTrain * opts.k * opts.dim) / 1e9 };
+  if (!opts.centroids) {
+    // Lloyd-equivalent work (what the exact algorithm does without pruning), and what was issued.
+    const full = (2 * opts.niter * nTrain * opts.k * opts.dim) / 1e9;
+    const issued = c.searchedRows + c.prunedRows > 0 ? (2 * (c.searchedRows * opts.k + c.prunedRows) * opts.dim) / 1e9 : full;
+    stages.train = { seconds: c.seconds.train, gflop: full, issuedGflop: issued, prunedFraction: c.searchedRows + c.prunedRows > 0 ? c.prunedRows / (c.searchedRows + c.prunedRows) : 0 };
+  }
   stages.assign = { seconds: c.seconds.assign, gflop: (2 * opts.n * opts.k * opts.dim) / 1e9 };
+  if (opts.kmeansOnly) return { stages, total: (performance.now() - t0) / 1000, peakRssMiB: process.resourceUsage().maxRSS / 1024, largestCluster: 0, rechecked: 0, computedDedupGflop: 0 };
   let t = performance.now();
   const s = await assignAndSortClusters({ outputDir: opts.out, simMetric: 'cosine', keepHard: true, spherical: true });
   stages.sort = { seconds: (performance.now() - t) / 1000 };
@@ -109,18 +119,17 @@ function runPeer(args: string[], log: (l: string) => void): Record<string, unkno
   return JSON.parse(lines[lines.length - 1]!) as Record<string, unknown>;
 }
 
-function faissAlone(emb: string, w: Workload, log: (l: string) => void): { train: number; assign: number; total: number } {
-  const code = `
-import sys, time, json, numpy as np, faiss
-n, d, k, niter = ${w.n}, ${w.dim}, ${w.k}, ${w.niter}
-x = np.memmap(${JSON.stringify(emb)}, dtype='float32', mode='r', shape=(n, d))
-t0 = time.time(); km = faiss.Kmeans(d, k, niter=niter, seed=1234, spherical=True, verbose=False); km.train(x); t1 = time.time()
-D, I = km.index.search(x, 1); t2 = time.time()
-print(json.dumps({"train": t1 - t0, "assign": t2 - t1, "total": t2 - t0}))`;
-  log('peer: FAISS k-means alone (python3-faiss)');
-  const r = spawnSync(PY, ['-c', code], { encoding: 'utf8', env: userEnv() });
+/** FAISS k-means alone, through the FAISS this engine links (faiss::Clustering + IndexFlat search). */
+function faissAlone(emb: string, w: Workload, ourOut: string, outDir: string, log: (l: string) => void): NonNullable<BenchRecord['faissAlone']> {
+  log('peer: FAISS k-means alone (faiss::Clustering through the linked FAISS)');
+  const out = join(outDir, w.name, 'faiss');
+  const r = spawnSync(process.execPath, [join(root, 'dist/src/cli.js'), '_bench-child', JSON.stringify({ emb, n: w.n, dim: w.dim, k: w.k, niter: w.niter, eps: w.eps, out, impl: 'faiss', kmeansOnly: true })], { encoding: 'utf8', maxBuffer: 1 << 26 });
   if (r.status !== 0) throw new Error(`FAISS peer failed: ${r.stderr.slice(-2000)}`);
-  return JSON.parse(r.stdout.trim().split('\n').pop()!) as { train: number; assign: number; total: number };
+  const rec = JSON.parse(r.stdout.trim().split('\n').pop()!) as BenchRecord['ours'];
+  const same = (f: string) => readFileSync(join(out, f)).equals(readFileSync(join(ourOut, f)));
+  const train = rec.stages.train?.seconds ?? 0;
+  const assign = rec.stages.assign?.seconds ?? 0;
+  return { train, assign, total: train + assign, sameCentroids: same('kmeans_centroids.npy'), sameAssignment: same('nearest_cent.npy') && same('dist_to_cent.npy') };
 }
 
 function machine(): BenchRecord['machine'] {
@@ -177,7 +186,7 @@ export async function benchWorkload(
   }
   const total = Object.values(stages).reduce<number>((s, v) => s + (v ?? 0), 0);
   rec.peer = { stages, total, peakRssMiB: peerRss, ...(note ? { note } : {}) };
-  if (!w.plantedCentroids) rec.faissAlone = faissAlone(data.emb, w, log);
+  if (!w.plantedCentroids) rec.faissAlone = faissAlone(data.emb, w, ourOut, opts.outDir, log);
   return rec;
 }
 
@@ -198,7 +207,7 @@ export function formatRecord(rec: BenchRecord): string {
     '|---|---:|---:|---:|---:|---:|---:|',
   ];
   for (const [name, st] of Object.entries(o.stages)) {
-    const g = st.gflop !== undefined ? st.gflop / st.seconds : undefined;
+    const g = st.gflop !== undefined ? (st.issuedGflop ?? st.gflop) / st.seconds : undefined;
     const ps = p?.stages[peerKey[name]!];
     lines.push(
       `| ${name} | ${f(st.seconds)} | ${g !== undefined ? f(g, 1) : ''} | ${g !== undefined ? f((100 * g) / rec.sgemmGflops, 0) + '%' : ''} | ${p ? f(ps) : ''} | ${p && ps ? f(ps / st.seconds, 1) + '×' : ''} | ${f((100 * st.seconds) / o.total, 1)}% |`,
@@ -208,7 +217,12 @@ export function formatRecord(rec: BenchRecord): string {
   lines.push('');
   lines.push(`Peak RSS: ours ${f(o.peakRssMiB, 0)} MiB${p ? `, peer ${f(p.peakRssMiB, 0)} MiB (the peer's counts the touched pages of the mapped embeddings)` : ''}. ` +
     `Dedup: ${f(o.computedDedupGflop, 0)} GFLOP issued for ${f(o.stages.dedup?.gflop, 0)} useful; ${o.rechecked} members re-checked in float64.`);
-  if (rec.faissAlone) lines.push(`FAISS k-means alone (python3-faiss, same FAISS 1.7.3): train ${f(rec.faissAlone.train)} s, assign ${f(rec.faissAlone.assign)} s; ours: train ${f(o.stages.train?.seconds)} s, assign ${f(o.stages.assign?.seconds)} s.`);
+  const tr = o.stages.train;
+  if (tr?.prunedFraction !== undefined)
+    lines.push(`k-means training: ${f(100 * tr.prunedFraction, 1)}% of the row searches skipped by the bounds; ${f(tr.issuedGflop, 0)} GFLOP issued of the ${f(tr.gflop, 0)} the exact Lloyd iterations need (GFLOP/s above: issued work; Lloyd-equivalent rate ${f(tr.gflop! / tr.seconds, 1)} GFLOP/s).`);
+  if (rec.faissAlone)
+    lines.push(`FAISS k-means alone (faiss::Clustering and IndexFlat search through the linked FAISS ${rec.machine.faiss}): train ${f(rec.faissAlone.train)} s, assign ${f(rec.faissAlone.assign)} s; ours: train ${f(o.stages.train?.seconds)} s (${f(rec.faissAlone.train / (o.stages.train?.seconds ?? 1), 1)}× faster), assign ${f(o.stages.assign?.seconds)} s. ` +
+      `Same centroids, bit for bit: ${rec.faissAlone.sameCentroids ? 'yes' : 'NO'}; same nearest_cent and dist_to_cent: ${rec.faissAlone.sameAssignment ? 'yes' : 'NO'}.`);
   if (rec.keptEqual) lines.push(`Kept sets equal to the peer's given the same centroids: ${rec.keptEqual.map((k) => `eps ${k.eps}: ${k.equal ? 'yes' : 'NO'} (${k.ours} kept)`).join('; ')}.`);
   if (p?.note) lines.push(`Peer: ${p.note}.`);
   return lines.join('\n');

@@ -50,6 +50,7 @@ export type CanonicalKey =
   | 'largest_cluster_size_to_process'
   | 'normalize'
   | 'device'
+  | 'kmeans_impl'
   | 'threads';
 
 /** How a value is validated. */
@@ -242,6 +243,12 @@ export const configSchema: readonly ConfigKeySpec[] = Object.freeze([
     description: '`auto`: CUDA when available, else CPU. `cuda`: an error when CUDA is not available.',
   },
   {
+    key: 'kmeans_impl', field: 'kmeansImpl', kind: 'enum', values: ['engine', 'faiss'], aliases: [], default: 'engine',
+    defaultText: 'engine',
+    description:
+      "k-means on the CPU: `engine` runs FAISS's algorithm with the engine's blocked kernels and exact pruning (the same centroids, faster); `faiss` calls faiss::Clustering itself.",
+  },
+  {
     key: 'threads', field: 'threads', kind: 'nonnegint', aliases: [], default: 0, defaultText: '0',
     description: 'CPU threads; 0 uses all cores.',
   },
@@ -280,6 +287,7 @@ export interface SemDedupConfig {
   largestClusterSizeToProcess?: number;
   normalize: 'auto' | 'always' | 'never';
   device: 'auto' | 'cpu' | 'cuda';
+  kmeansImpl: 'engine' | 'faiss';
   threads: number;
   /** Where each value came from, by canonical key: a file label, 'option' or 'default'. */
   sources: Record<string, string>;

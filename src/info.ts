@@ -17,7 +17,7 @@ export async function engineInfo(opts: { sgemm?: boolean } = {}): Promise<Record
     threads: i.hardwareThreads,
     cpu: cpus()[0]?.model ?? 'unknown',
     cpuFeatures: simd.join(' '),
-    kmeans: i.kmeans ? 'FAISS (CPU)' : 'unavailable (built without FAISS)',
+    kmeans: i.kmeans,
     cuda: i.cuda,
     backend: {
       kmeans: i.cuda.available ? 'cuda' : 'cpu',

@@ -33,6 +33,9 @@ export interface KmeansNativeParams {
   minPointsPerCentroid: number;
   threads: number;
   device: 'cpu' | 'cuda';
+  /** 'engine' (default): FAISS's algorithm on the engine's kernels, with pruning; 'faiss': faiss::Clustering. */
+  impl?: 'engine' | 'faiss';
+  prune?: boolean;
 }
 
 export interface MaxSimStats {
@@ -61,7 +64,7 @@ export interface NativeInfo {
   blasCore: string;
   blasThreads: number;
   hardwareThreads: number;
-  kmeans: boolean;
+  kmeans: string;
   cuda: {
     compiled: boolean;
     available: boolean;
@@ -87,7 +90,7 @@ export interface NativeAddon {
     p: KmeansNativeParams,
     onProgress?: ProgressCallback,
     cancel?: NativeCancelToken,
-  ) => Promise<{ centroids: Float32Array; objective: number[]; nTrain: number; underMinPoints: boolean }>;
+  ) => Promise<{ centroids: Float32Array; objective: number[]; nTrain: number; underMinPoints: boolean; searchedRows: number; prunedRows: number }>;
   assignNearest?: (
     emb: NativeEmbeddings,
     centroids: Float32Array,
@@ -95,7 +98,7 @@ export interface NativeAddon {
     innerProduct: boolean,
     nearest: BigInt64Array,
     dist: Float32Array,
-    opts: { threads: number; device: 'cpu' | 'cuda' },
+    opts: { threads: number; device: 'cpu' | 'cuda'; impl?: 'engine' | 'faiss' },
     onProgress?: ProgressCallback,
     cancel?: NativeCancelToken,
   ) => Promise<void>;

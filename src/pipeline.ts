@@ -60,6 +60,7 @@ export async function runCluster(cfg: PartialResolved, opts: CommonOptions = {})
     maxPointsPerCentroid: c.maxPointsPerCentroid,
     minPointsPerCentroid: c.minPointsPerCentroid,
     normalize: c.normalize,
+    impl: c.kmeansImpl,
     ...(c.centroids ? { centroids: c.centroids } : {}),
   });
   noteConfig(cfg, c.outputDir);

@@ -16,9 +16,7 @@
 #include "semdedup/maxsim.hpp"
 #include "semdedup/rank.hpp"
 #include "semdedup/scan.hpp"
-#ifdef SEMDEDUP_HAVE_FAISS
 #include "semdedup/kmeans.hpp"
-#endif
 #ifdef SEMDEDUP_HAVE_CUDA
 #include "semdedup/cuda.hpp"
 #endif
@@ -294,7 +292,15 @@ std::string get_device(Napi::Object o) {
 }
 
 // ---------------------------------------------------------------- functions
-#ifdef SEMDEDUP_HAVE_FAISS
+bool use_faiss(Napi::Object o) {
+  Napi::Value v = o.Get("impl");
+  const bool faiss = v.IsString() && v.As<Napi::String>().Utf8Value() == "faiss";
+#ifndef SEMDEDUP_HAVE_FAISS
+  if (faiss) throw_type(o.Env(), "impl 'faiss' needs a build with FAISS");
+#endif
+  return faiss;
+}
+
 // trainKmeans(emb, { k, niter, seed, spherical, maxPointsPerCentroid, minPointsPerCentroid, threads, device },
 //             onProgress?, cancel?) -> Promise<{ centroids: Float32Array, objective: number[], nTrain, underMinPoints }>
 Napi::Value TrainKmeans(const Napi::CallbackInfo& info) {
@@ -309,12 +315,14 @@ Napi::Value TrainKmeans(const Napi::CallbackInfo& info) {
   p.max_points_per_centroid = get_int(o, "maxPointsPerCentroid", 256);
   p.min_points_per_centroid = get_int(o, "minPointsPerCentroid", 39);
   p.threads = get_int(o, "threads", 0);
+  if (o.Get("prune").IsBoolean()) p.prune = o.Get("prune").ToBoolean();
+  const bool faiss = use_faiss(o);
   const std::string device = get_device(o);
   auto result = std::make_shared<sd::KMeansResult>();
   sd::EmbeddingView view = emb->view();
   auto* job = new Job(
       env, info[2], info[3],
-      [view, p, result, device](const sd::ProgressFn& prog, sd::CancelFlag cancel) {
+      [view, p, result, device, faiss](const sd::ProgressFn& prog, sd::CancelFlag cancel) {
 #ifdef SEMDEDUP_HAVE_CUDA
         if (device == "cuda") {
           try {
@@ -326,6 +334,13 @@ Napi::Value TrainKmeans(const Napi::CallbackInfo& info) {
         }
 #endif
         if (device == "cuda") throw sd::Error(sd::ErrorCode::Backend, "this build has no CUDA backend");
+#ifdef SEMDEDUP_HAVE_FAISS
+        if (faiss) {
+          *result = sd::train_kmeans_faiss(view, p, prog, cancel);
+          return;
+        }
+#endif
+        (void)faiss;
         *result = sd::train_kmeans(view, p, prog, cancel);
       },
       [result](Napi::Env env) -> Napi::Value {
@@ -338,6 +353,8 @@ Napi::Value TrainKmeans(const Napi::CallbackInfo& info) {
         out.Set("objective", obj);
         out.Set("nTrain", double(result->n_train));
         out.Set("underMinPoints", result->under_min_points);
+        out.Set("searchedRows", double(result->searched_rows));
+        out.Set("prunedRows", double(result->pruned_rows));
         return out;
       });
   job->keep_mapping(emb->mapping());
@@ -362,6 +379,7 @@ Napi::Value AssignNearest(const Napi::CallbackInfo& info) {
   if (int64_t(nearest.ElementLength()) != view.n || int64_t(dist.ElementLength()) != view.n)
     throw_type(env, "nearest and dist must hold n values");
   const int threads = get_int(o, "threads", 0);
+  const bool faiss = use_faiss(o);
   const std::string device = get_device(o);
   const float* c = cent.Data();
   int64_t* pn = nearest.Data();
@@ -380,6 +398,12 @@ Napi::Value AssignNearest(const Napi::CallbackInfo& info) {
         }
 #endif
         if (device == "cuda") throw sd::Error(sd::ErrorCode::Backend, "this build has no CUDA backend");
+#ifdef SEMDEDUP_HAVE_FAISS
+        if (faiss) {
+          sd::assign_nearest_faiss(view, c, k, ip, pn, pd, threads, prog, cancel);
+          return;
+        }
+#endif
         sd::assign_nearest(view, c, k, ip, pn, pd, threads, prog, cancel);
       },
       [](Napi::Env env) -> Napi::Value { return env.Undefined(); });
@@ -421,7 +445,6 @@ Napi::Value CosineToCentroid(const Napi::CallbackInfo& info) {
   job->Queue();
   return pr;
 }
-#endif
 
 // rankClusters(nearest: BigInt64Array, key: Float32Array, k, keepHard, order: BigInt64Array, offsets: BigInt64Array)
 //   -> Promise<void>
@@ -583,9 +606,9 @@ Napi::Value Info(const Napi::CallbackInfo& info) {
   o.Set("blasThreads", sd::blas_threads());
   o.Set("hardwareThreads", sd::resolve_threads(0));
 #ifdef SEMDEDUP_HAVE_FAISS
-  o.Set("kmeans", true);
+  o.Set("kmeans", "engine (FAISS also linked)");
 #else
-  o.Set("kmeans", false);
+  o.Set("kmeans", "engine");
 #endif
   Napi::Object cuda = Napi::Object::New(env);
 #ifdef SEMDEDUP_HAVE_CUDA
@@ -624,11 +647,9 @@ Napi::Object InitAll(Napi::Env env, Napi::Object exports) {
   });
   exports.Set("Embeddings", emb);
   exports.Set("CancelToken", tok);
-#ifdef SEMDEDUP_HAVE_FAISS
   exports.Set("trainKmeans", Napi::Function::New(env, TrainKmeans));
   exports.Set("assignNearest", Napi::Function::New(env, AssignNearest));
   exports.Set("cosineToCentroid", Napi::Function::New(env, CosineToCentroid));
-#endif
   exports.Set("rankClusters", Napi::Function::New(env, RankClusters));
   exports.Set("maxSimilarity", Napi::Function::New(env, MaxSimilarity));
   exports.Set("scanEmbeddings", Napi::Function::New(env, ScanEmbeddings));

@@ -8,7 +8,9 @@
 #endif
 #ifdef SEMDEDUP_HAVE_FAISS
 #include <faiss/Index.h>
+#include <faiss/utils/distances.h>
 #endif
+#include <cmath>
 #ifdef _OPENMP
 #include <omp.h>
 #endif
@@ -74,6 +76,56 @@ double measure_sgemm_gflops(int n, int repeats, int threads) {
 #else
   (void)n; (void)repeats; (void)threads;
   return 0;
+#endif
+}
+
+void gemm_abt(const float* a, int64_t m, const float* b, int64_t n, int64_t d, float* c, int64_t ldc) {
+#ifdef SEMDEDUP_HAVE_BLAS
+  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, int(m), int(n), int(d), 1.0f, a, int(d), b, int(d), 0.0f, c,
+              int(ldc));
+#else
+  for (int64_t i = 0; i < m; ++i)
+    for (int64_t j = 0; j < n; ++j) {
+      const float* x = a + i * d;
+      const float* y = b + j * d;
+      float s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+      int64_t t = 0;
+      for (; t + 4 <= d; t += 4) {
+        s0 += x[t] * y[t];
+        s1 += x[t + 1] * y[t + 1];
+        s2 += x[t + 2] * y[t + 2];
+        s3 += x[t + 3] * y[t + 3];
+      }
+      for (; t < d; ++t) s0 += x[t] * y[t];
+      c[i * ldc + j] = (s0 + s1) + (s2 + s3);
+    }
+#endif
+}
+
+void row_norms_sqr(const float* x, int64_t nx, int64_t d, float* out) {
+#ifdef SEMDEDUP_HAVE_FAISS
+  faiss::fvec_norms_L2sqr(out, x, size_t(d), size_t(nx));
+#else
+  for (int64_t i = 0; i < nx; ++i) {
+    float s = 0;
+    for (int64_t j = 0; j < d; ++j) s += x[i * d + j] * x[i * d + j];
+    out[i] = s;
+  }
+#endif
+}
+
+void renorm_rows(float* x, int64_t nx, int64_t d) {
+#ifdef SEMDEDUP_HAVE_FAISS
+  faiss::fvec_renorm_L2(size_t(d), size_t(nx), x);
+#else
+  for (int64_t i = 0; i < nx; ++i) {
+    float s = 0;
+    for (int64_t j = 0; j < d; ++j) s += x[i * d + j] * x[i * d + j];
+    if (s > 0) {
+      const float inv = 1.0f / std::sqrt(s);
+      for (int64_t j = 0; j < d; ++j) x[i * d + j] *= inv;
+    }
+  }
 #endif
 }
 

@@ -60,7 +60,8 @@ struct OmpThreads {
 
 }  // namespace
 
-KMeansResult train_kmeans(const EmbeddingView& x, const KMeansParams& p, const ProgressFn& progress, CancelFlag cancel) {
+KMeansResult train_kmeans_faiss(const EmbeddingView& x, const KMeansParams& p, const ProgressFn& progress,
+                                CancelFlag cancel) {
   if (p.k < 1) throw Error(ErrorCode::InvalidArgument, "k must be >= 1, got " + std::to_string(p.k));
   if (int64_t(p.k) > x.n)
     throw Error(ErrorCode::InvalidArgument,
@@ -136,8 +137,8 @@ KMeansResult train_kmeans(const EmbeddingView& x, const KMeansParams& p, const P
   return r;
 }
 
-void assign_nearest(const EmbeddingView& x, const float* centroids, int k, bool inner_product, int64_t* nearest,
-                    float* dist, int threads, const ProgressFn& progress, CancelFlag cancel) {
+void assign_nearest_faiss(const EmbeddingView& x, const float* centroids, int k, bool inner_product,
+                          int64_t* nearest, float* dist, int threads, const ProgressFn& progress, CancelFlag cancel) {
   OmpThreads omp(threads);
   std::unique_ptr<faiss::IndexFlat> index;
   if (inner_product)
@@ -167,39 +168,6 @@ void assign_nearest(const EmbeddingView& x, const float* centroids, int k, bool 
       release_pages(static_cast<const char*>(x.data) + size_t(b) * x.row_bytes(), size_t(m) * x.row_bytes());
     if (progress) progress(b + m, x.n);
   }
-}
-
-void cosine_to_centroid(const EmbeddingView& x, const float* centroids, int k, const int64_t* nearest, float* out,
-                        int threads, CancelFlag cancel) {
-  std::vector<double> cnorm(static_cast<size_t>(k));
-  for (int c = 0; c < k; ++c) {
-    double s = 0;
-    for (int64_t j = 0; j < x.d; ++j) s += double(centroids[c * x.d + j]) * centroids[c * x.d + j];
-    cnorm[size_t(c)] = std::sqrt(s);
-  }
-  const int64_t block = 16384;
-  const int64_t nblocks = (x.n + block - 1) / block;
-  threads = resolve_threads(threads);
-  std::vector<std::vector<float>> scratch(static_cast<size_t>(threads), std::vector<float>(size_t(x.d)));
-  parallel_for(threads, nblocks, [&](int64_t b, int w) {
-    const int64_t begin = b * block, end = std::min(x.n, begin + block);
-    float* tmp = scratch[size_t(w)].data();
-    for (int64_t i = begin; i < end; ++i) {
-      const float* row = x.is_f32() ? x.f32_row(i) : (x.row(i, tmp), tmp);
-      const int64_t c = nearest[i];
-      if (c < 0 || c >= k) throw Error(ErrorCode::InvalidArgument, "row " + std::to_string(i) + ": bad cluster");
-      const float* cen = centroids + c * x.d;
-      double dot = 0, nx = 0;
-      for (int64_t j = 0; j < x.d; ++j) {
-        dot += double(row[j]) * cen[j];
-        nx += double(row[j]) * row[j];
-      }
-      // torch.nn.CosineSimilarity clamps each norm at eps = 1e-8
-      const double den = std::max(std::sqrt(nx), 1e-8) * std::max(cnorm[size_t(c)], 1e-8);
-      out[i] = float(dot / den);
-    }
-    if (x.mapped) release_pages(static_cast<const char*>(x.data) + size_t(begin) * x.row_bytes(), size_t(end - begin) * x.row_bytes());
-  }, cancel);
 }
 
 }  // namespace semdedup

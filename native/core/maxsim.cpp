@@ -20,9 +20,6 @@
 #include "semdedup/blas.hpp"
 #include "semdedup/mapping.hpp"
 
-#ifdef SEMDEDUP_HAVE_BLAS
-#include <cblas.h>
-#endif
 
 namespace semdedup {
 namespace {
@@ -35,29 +32,8 @@ constexpr int64_t kSplitCols = 512;  // column tile width of items of a split (l
 constexpr int64_t kRowBlock = 2048;  // rows per sgemm for clusters split into column items
 constexpr int64_t kWholeMax = 4096;  // clusters up to this size are one item (bounded by bytes too)
 
-// C[i][j] = a_i . b_j for an (m x d) and an (n x d) row-major tile; C has leading dimension ldc.
 void gram_tile(const float* a, int64_t m, const float* b, int64_t n, int64_t d, float* c, int64_t ldc) {
-#ifdef SEMDEDUP_HAVE_BLAS
-  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, int(m), int(n), int(d), 1.0f, a, int(d), b, int(d), 0.0f, c,
-              int(ldc));
-#else
-  // Portable fallback (builds without BLAS, e.g. a bare GPU machine).
-  for (int64_t i = 0; i < m; ++i)
-    for (int64_t j = 0; j < n; ++j) {
-      const float* x = a + i * d;
-      const float* y = b + j * d;
-      float s0 = 0, s1 = 0, s2 = 0, s3 = 0;
-      int64_t t = 0;
-      for (; t + 4 <= d; t += 4) {
-        s0 += x[t] * y[t];
-        s1 += x[t + 1] * y[t + 1];
-        s2 += x[t + 2] * y[t + 2];
-        s3 += x[t + 3] * y[t + 3];
-      }
-      for (; t < d; ++t) s0 += x[t] * y[t];
-      c[i * ldc + j] = (s0 + s1) + (s2 + s3);
-    }
-#endif
+  gemm_abt(a, m, b, n, d, c, ldc);
 }
 
 // Folds a block of dots into the column maxima. Row r of the block is the member at position

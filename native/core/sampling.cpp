@@ -1,4 +1,4 @@
-#include "sampling.hpp"
+#include "semdedup/sampling.hpp"
 
 #include <algorithm>
 #include <cstring>

@@ -24,7 +24,7 @@
 #include <vector>
 
 #include "cuda_util.cuh"
-#include "sampling.hpp"
+#include "semdedup/sampling.hpp"
 #include "semdedup/cuda.hpp"
 #include "semdedup/mapping.hpp"
 #include "stream.cuh"

@@ -352,6 +352,13 @@ int main() {
       p.max_points_per_centroid = 100;  // n > k * 100: FAISS subsamples
       EmbeddingView v{x.data(), n, d, DType::F32};
       auto ours = train_kmeans(v, p);
+      auto via_faiss = train_kmeans_faiss(v, p);
+      KMeansParams noprune = p;
+      noprune.prune = false;
+      auto unpruned = train_kmeans(v, noprune);
+      CHECK(ours.pruned_rows > 0, "pruning skipped no row");
+      CHECK(unpruned.centroids == ours.centroids, "pruning changed the centroids");
+      CHECK(via_faiss.centroids == ours.centroids, "engine k-means differs from the FAISS path (spherical=%d)", int(spherical));
       faiss::ClusteringParameters cp;
       cp.niter = 8;
       cp.seed = 1234;
@@ -369,6 +376,11 @@ int main() {
       std::vector<int64_t> nearest(static_cast<size_t>(n));
       std::vector<float> dist(static_cast<size_t>(n));
       assign_nearest(v, ours.centroids.data(), k, spherical, nearest.data(), dist.data(), 2);
+      std::vector<int64_t> nearest_f(static_cast<size_t>(n));
+      std::vector<float> dist_f(static_cast<size_t>(n));
+      assign_nearest_faiss(v, ours.centroids.data(), k, spherical, nearest_f.data(), dist_f.data(), 2);
+      CHECK(nearest == nearest_f, "assignment differs from FAISS's search");
+      CHECK(std::memcmp(dist.data(), dist_f.data(), dist.size() * 4) == 0, "distances differ from FAISS's bits");
       for (int64_t i = 0; i < n; ++i) {
         double best = spherical ? -1e300 : 1e300, second = best;
         int64_t who = -1;

@@ -17,7 +17,7 @@
 #include <string>
 #include <vector>
 
-#include "sampling.hpp"
+#include "semdedup/sampling.hpp"
 #include "semdedup/common.hpp"
 #include "semdedup/cuda.hpp"
 #include "semdedup/maxsim.hpp"

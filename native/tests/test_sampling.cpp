@@ -10,7 +10,7 @@
 #include <string>
 #include <vector>
 
-#include "sampling.hpp"
+#include "semdedup/sampling.hpp"
 #ifdef SEMDEDUP_HAVE_FAISS
 #include <faiss/Clustering.h>
 #include <faiss/IndexFlat.h>

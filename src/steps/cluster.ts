@@ -34,6 +34,10 @@ export interface ClusterOptions extends CommonOptions {
   /** Reuse kmeans_centroids.npy found in the output folder (default true). */
   reuse?: boolean;
   normalize?: 'auto' | 'always' | 'never';
+  /** CPU k-means: 'engine' (default; same centroids as FAISS, faster) or 'faiss' (faiss::Clustering). */
+  impl?: 'engine' | 'faiss';
+  /** Engine k-means: skip rows whose assignment provably cannot change (default true; same result). */
+  prune?: boolean;
 }
 
 export interface ClusterResult {
@@ -47,6 +51,9 @@ export interface ClusterResult {
   /** True when nearest/dist were up to date and not recomputed. */
   assignmentReused: boolean;
   objective: number[];
+  /** Training rows fully searched and skipped by the bounds, over all iterations. */
+  searchedRows: number;
+  prunedRows: number;
   seconds: { train: number; assign: number };
   device: 'cpu' | 'cuda';
 }
@@ -83,6 +90,9 @@ export async function computeCentroids(opts: ClusterOptions): Promise<ClusterRes
     let centroids: Float32Array;
     let centroidsFrom: ClusterResult['centroidsFrom'];
     let objective: number[] = [];
+    let searchedRows = 0;
+    let prunedRows = 0;
+    const impl = opts.impl ?? 'engine';
     const t0 = now();
     if (opts.centroids) {
       centroids = loadCentroids(opts.centroids, k, emb.d, 'the given centroids');
@@ -94,15 +104,18 @@ export async function computeCentroids(opts: ClusterOptions): Promise<ClusterRes
       centroidsFrom = 'reused';
       log(`centroids: reusing ${centroidsPath}`);
     } else {
-      if (!addon.trainKmeans) throw new InputError('this build of the native addon has no FAISS: k-means is unavailable (give --centroids)');
       log(`k-means: k=${k}, niter=${params.niter}, seed=${params.seed}, spherical=${spherical}, N=${emb.n}, D=${emb.d}`);
       const r = await runNative(opts, 'cluster:train', (p, token) =>
-        addon.trainKmeans!(emb.native, { ...params, threads, device }, p, token),
+        addon.trainKmeans!(emb.native, { ...params, threads, device, impl, prune: opts.prune ?? true }, p, token),
       );
       if (r.underMinPoints)
         log(`warning: clustering ${emb.n} points to ${k} centroids: FAISS advises at least ${k * params.minPointsPerCentroid} points`);
       centroids = r.centroids;
       objective = r.objective;
+      searchedRows = r.searchedRows;
+      prunedRows = r.prunedRows;
+      if (r.searchedRows + r.prunedRows > 0)
+        log(`k-means: ${((100 * r.prunedRows) / (r.searchedRows + r.prunedRows)).toFixed(1)}% of row searches skipped by the bounds`);
       centroidsFrom = 'trained';
       writeNpy(centroidsPath, centroids, { shape: [k, emb.d] });
     }
@@ -114,21 +127,21 @@ export async function computeCentroids(opts: ClusterOptions): Promise<ClusterRes
       const nearest = readNpy(nearestPath).data as BigInt64Array;
       const dist = readNpy(distPath).data as Float32Array;
       log('assignment: up to date, reused');
-      return { centroids, nearest, dist, k, d: emb.d, centroidsFrom, assignmentReused: true, objective, seconds: { train: tTrain, assign: 0 }, device };
+      return { centroids, nearest, dist, k, d: emb.d, centroidsFrom, assignmentReused: true, objective, searchedRows, prunedRows, seconds: { train: tTrain, assign: 0 }, device };
     }
     const t1 = now();
     const nearest = new BigInt64Array(emb.n);
     const dist = new Float32Array(emb.n);
     await runNative(opts, 'cluster:assign', (p, token) =>
-      addon.assignNearest!(emb.native, centroids, k, spherical, nearest, dist, { threads, device }, p, token),
+      addon.assignNearest!(emb.native, centroids, k, spherical, nearest, dist, { threads, device, impl }, p, token),
     );
     writeNpy(nearestPath, nearest);
     writeNpy(distPath, dist);
     const tAssign = (now() - t1) / 1000;
     recordStep(opts.outputDir, 'cluster', stepParams, inputs, { nearest: nearestPath, dist: distPath }, {
-      centroidsFrom, objective, trainSeconds: tTrain, assignSeconds: tAssign, device, ...params,
+      centroidsFrom, objective, searchedRows, prunedRows, impl, trainSeconds: tTrain, assignSeconds: tAssign, device, ...params,
     });
-    return { centroids, nearest, dist, k, d: emb.d, centroidsFrom, assignmentReused: false, objective, seconds: { train: tTrain, assign: tAssign }, device };
+    return { centroids, nearest, dist, k, d: emb.d, centroidsFrom, assignmentReused: false, objective, searchedRows, prunedRows, seconds: { train: tTrain, assign: tAssign }, device };
   } finally {
     if (owned) emb.close();
   }

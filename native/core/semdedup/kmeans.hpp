@@ -16,6 +16,9 @@ struct KMeansParams {
   int nredo = 1;
   int threads = 0;
   bool verbose = false;
+  // Engine k-means only: skip the full search of rows whose assignment provably cannot change
+  // (bounds on centroid movement). The result is the same as without it.
+  bool prune = true;
 };
 
 struct KMeansResult {
@@ -23,19 +26,34 @@ struct KMeansResult {
   std::vector<float> objective;  // one value per iteration
   int64_t n_train = 0;           // rows used for training after FAISS's subsampling
   bool under_min_points = false; // n < k * min_points_per_centroid (FAISS warns)
+  int64_t searched_rows = 0;     // rows fully searched (against all k centroids), all iterations
+  int64_t pruned_rows = 0;       // rows whose search the bounds skipped
 };
 
-// Trains with faiss::Clustering on the FAISS subsample of x (rand_perm(n, seed), first
-// k * max_points_per_centroid rows when n is larger), identical to faiss.Kmeans(d, k, niter=...,
-// seed=..., spherical=...).train(x).
+// The engine's k-means: the algorithm of faiss::Clustering (1.7.3) step for step: FAISS's
+// subsample (rand_perm(n, seed), first k * max_points_per_centroid rows when n is larger), FAISS's
+// initialisation, exact fp32 Lloyd iterations (argmax inner product / argmin squared L2, first
+// index on ties), centroids as ordered sums divided by counts, FAISS's empty-cluster split,
+// spherical re-normalisation. Assignment runs as blocked single-threaded sgemm + fused argmax on
+// our workers; with `prune`, rows whose assignment bounds prove it unchanged are not searched.
+// Needs no FAISS. Gives the same centroids as faiss.Kmeans on the same data (tests check bits).
 KMeansResult train_kmeans(const EmbeddingView& x, const KMeansParams& p, const ProgressFn& progress = {},
                           CancelFlag cancel = nullptr);
 
-// index.search(x, 1) with IndexFlatIP (inner_product) or IndexFlatL2: nearest[i], dist[i].
-// Streams over x in blocks, releasing mapped pages behind it.
+// Nearest centroid of every row, as index.search(x, 1) with IndexFlatIP (inner_product: dist =
+// the inner product) or IndexFlatL2 (dist = squared L2) computes it. Streams over x in blocks,
+// releasing mapped pages behind it. No FAISS needed.
 void assign_nearest(const EmbeddingView& x, const float* centroids, int k, bool inner_product,
                     int64_t* nearest, float* dist, int threads = 0, const ProgressFn& progress = {},
                     CancelFlag cancel = nullptr);
+
+// The same two steps through FAISS itself (faiss::Clustering and IndexFlat search), for
+// comparison; only in builds with FAISS.
+KMeansResult train_kmeans_faiss(const EmbeddingView& x, const KMeansParams& p, const ProgressFn& progress = {},
+                                CancelFlag cancel = nullptr);
+void assign_nearest_faiss(const EmbeddingView& x, const float* centroids, int k, bool inner_product,
+                          int64_t* nearest, float* dist, int threads = 0, const ProgressFn& progress = {},
+                          CancelFlag cancel = nullptr);
 
 // cos(x_i, centroid[nearest[i]]) for every row (both normalised), for sim_metric cosine with
 // non-spherical k-means.

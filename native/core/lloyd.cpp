@@ -1,0 +1,371 @@
+// The engine's k-means (SPEC step 2): faiss::Clustering's algorithm, step for step, with the
+// assignment as blocked single-threaded sgemm + fused argmax on our own workers, and optional
+// pruning: a row whose bounds prove that its nearest centroid cannot have changed is not
+// searched again. Needs no FAISS (it uses FAISS's norm routines when linked, for bit-equal L2).
+//
+// Bounds (Hamerly's, in "score" terms, higher is better): IP score = x . c; L2 score = -||x - c||.
+// When centroid c moves by delta_c, any score changes by at most scale * delta_c (scale = ||x||
+// for IP, 1 for L2). Per row we keep lo (a lower bound of the assigned centroid's score) and up
+// (an upper bound of every other centroid's score). Each iteration the assigned score is
+// recomputed exactly (one dot product) and lo tightened; if lo > up the argmax cannot have
+// changed and the full search is skipped. Bounds carry a margin larger than the fp32 rounding of
+// the scores, so a skipped row's assignment is the one the full fp32 search would give.
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <numeric>
+#include <vector>
+
+#include "semdedup/blas.hpp"
+#include "semdedup/kmeans.hpp"
+#include "semdedup/mapping.hpp"
+#include "semdedup/sampling.hpp"
+
+namespace semdedup {
+namespace {
+
+constexpr int64_t kSearchBlock = 256;   // rows per sgemm during training
+constexpr int64_t kAssignBlock = 1024;  // rows per sgemm in the final assignment
+
+struct BlockResult {
+  int64_t idx;
+  float dis;     // FAISS's value: inner product, or squared L2 (clamped at 0)
+  float second;  // the runner-up's value (for bounds)
+};
+
+// Scores m rows (xb, m x d) against all k centroids and returns, per row, the best centroid as
+// FAISS's exhaustive search with k = 1 picks it (first index on ties) and the runner-up value.
+void search_rows(const float* xb, int64_t m, const float* xnorm, const float* cent, const float* cnorm, int k,
+                 int64_t d, bool ip, float* cbuf, BlockResult* out) {
+  gemm_abt(xb, m, cent, k, d, cbuf, k);
+  for (int64_t i = 0; i < m; ++i) {
+    float* line = cbuf + i * k;
+    if (ip) {
+      float best = -std::numeric_limits<float>::infinity(), second = best;
+      int64_t bi = -1;
+      for (int j = 0; j < k; ++j) {
+        const float v = line[j];
+        if (v > best) {
+          second = best;
+          best = v;
+          bi = j;
+        } else if (v > second) {
+          second = v;
+        }
+      }
+      out[i] = {bi, best, second};
+    } else {
+      float best = std::numeric_limits<float>::infinity(), second = best;
+      int64_t bi = -1;
+      for (int j = 0; j < k; ++j) {
+        float v = xnorm[i] + cnorm[j] - 2 * line[j];
+        if (v < 0) v = 0;  // as FAISS: round-off on identical vectors
+        if (v < best) {
+          second = best;
+          best = v;
+          bi = j;
+        } else if (v < second) {
+          second = v;
+        }
+      }
+      out[i] = {bi, best, second};
+    }
+  }
+}
+
+// The FAISS subsample of x as a contiguous float32 matrix (reads only those rows).
+std::vector<float> load_sample(const EmbeddingView& x, const std::vector<int64_t>& rows) {
+  const int64_t d = x.d;
+  std::vector<float> sample(rows.size() * size_t(d));
+  std::vector<int64_t> slots(rows.size());
+  std::iota(slots.begin(), slots.end(), 0);
+  std::sort(slots.begin(), slots.end(), [&](int64_t a, int64_t b) { return rows[size_t(a)] < rows[size_t(b)]; });
+  int64_t released = 0, count = 0;
+  for (int64_t s : slots) {
+    const int64_t row = rows[size_t(s)];
+    x.row(row, sample.data() + size_t(s) * size_t(d));
+    if (x.mapped && ++count % 8192 == 0) {  // drop the pages behind the (ascending) reader
+      release_pages(static_cast<const char*>(x.data) + size_t(released) * x.row_bytes(),
+                    size_t(row - released) * x.row_bytes());
+      released = row;
+    }
+  }
+  if (x.mapped) release_pages(x.data, size_t(x.n) * x.row_bytes());
+  return sample;
+}
+
+}  // namespace
+
+KMeansResult train_kmeans(const EmbeddingView& x, const KMeansParams& p, const ProgressFn& progress, CancelFlag cancel) {
+  if (p.k < 1) throw Error(ErrorCode::InvalidArgument, "k must be >= 1, got " + std::to_string(p.k));
+  if (int64_t(p.k) > x.n)
+    throw Error(ErrorCode::InvalidArgument,
+                "k = " + std::to_string(p.k) + " is larger than the number of rows N = " + std::to_string(x.n));
+  if (x.n > int64_t(INT32_MAX)) throw Error(ErrorCode::InvalidArgument, "k-means training supports at most 2^31-1 rows");
+  const int64_t d = x.d;
+  const int k = p.k;
+  const bool ip = p.spherical;  // faiss.Kmeans searches with IndexFlatIP when spherical, else IndexFlatL2
+  const int threads = resolve_threads(p.threads);
+
+  KMeansResult r;
+  r.under_min_points = x.n < int64_t(k) * p.min_points_per_centroid;
+  const std::vector<int64_t> rows = kmeans_training_sample(x.n, k, p.max_points_per_centroid, p.seed);
+  std::vector<float> owned;
+  const float* X;
+  if (int64_t(rows.size()) == x.n && x.is_f32()) {
+    X = static_cast<const float*>(x.data);
+  } else {
+    owned = load_sample(x, rows);
+    X = owned.data();
+  }
+  const int64_t nt = int64_t(rows.size());
+  r.n_train = nt;
+  if (nt == k) {  // FAISS: as many points as clusters: the points are the centroids
+    r.centroids.assign(X, X + nt * d);
+    return r;
+  }
+
+  std::vector<float> xnorm(static_cast<size_t>(nt)), xlen(static_cast<size_t>(nt));
+  row_norms_sqr(X, nt, d, xnorm.data());
+  float xlen_max = 0;
+  for (int64_t i = 0; i < nt; ++i) {
+    xlen[size_t(i)] = std::sqrt(xnorm[size_t(i)]);
+    xlen_max = std::max(xlen_max, xlen[size_t(i)]);
+  }
+  // Margin above the fp32 rounding of a score (|error| <= ~d ulp of ||x|| ||c||, generously).
+  const double ulp_d = 8.0 * double(d) * std::ldexp(1.0, -24);
+
+  std::vector<float> best_centroids;
+  double best_obj = 0;
+  std::vector<float> cent(size_t(k) * size_t(d)), prev(size_t(k) * size_t(d)), cnorm(static_cast<size_t>(k));
+  std::vector<int64_t> assign(static_cast<size_t>(nt));
+  std::vector<float> dis(static_cast<size_t>(nt)), lo(static_cast<size_t>(nt)), up(static_cast<size_t>(nt));
+  std::vector<float> hassign(static_cast<size_t>(k));
+  std::vector<double> delta(static_cast<size_t>(k));
+  std::vector<std::vector<float>> cbuf(static_cast<size_t>(threads), std::vector<float>(size_t(kSearchBlock) * size_t(k)));
+  std::vector<std::vector<float>> xbuf(static_cast<size_t>(threads), std::vector<float>(size_t(kSearchBlock) * size_t(d)));
+  std::vector<std::vector<float>> nbuf(static_cast<size_t>(threads), std::vector<float>(size_t(kSearchBlock)));
+  std::vector<std::vector<BlockResult>> rbuf(static_cast<size_t>(threads), std::vector<BlockResult>(size_t(kSearchBlock)));
+  const int64_t total = int64_t(p.niter) * p.nredo;
+  BlasSingleThread blas1;
+
+  for (int redo = 0; redo < p.nredo; ++redo) {
+    const std::vector<int64_t> init = kmeans_init_rows(nt, k, p.seed, redo);
+    for (int c = 0; c < k; ++c) std::memcpy(&cent[size_t(c) * size_t(d)], X + init[size_t(c)] * d, size_t(d) * 4);
+    if (p.spherical) renorm_rows(cent.data(), k, d);
+    bool have_bounds = false;
+    double obj = 0;
+    for (int it = 0; it < p.niter; ++it) {
+      check_cancel(cancel);
+      if (!ip) row_norms_sqr(cent.data(), k, d, cnorm.data());
+      float cmax = 0;  // largest centroid norm (for the IP margin)
+      for (int c = 0; c < k; ++c) {
+        double s = 0;
+        for (int64_t j = 0; j < d; ++j) s += double(cent[size_t(c) * size_t(d) + size_t(j)]) * cent[size_t(c) * size_t(d) + size_t(j)];
+        cmax = std::max(cmax, float(std::sqrt(s)));
+      }
+      // 1. rows that keep their centroid provably (bounds), the others to search
+      std::vector<int64_t> todo;
+      if (have_bounds && p.prune) {
+        std::vector<uint8_t> keep(static_cast<size_t>(nt));
+        parallel_for(threads, (nt + 4095) / 4096, [&](int64_t b, int) {
+          const int64_t e = std::min(nt, (b + 1) * 4096);
+          for (int64_t i = b * 4096; i < e; ++i) {
+            const float* xi = X + i * d;
+            const float* ca = &cent[size_t(assign[size_t(i)]) * size_t(d)];
+            double s = 0;
+            for (int64_t j = 0; j < d; ++j) s += double(xi[j]) * ca[j];
+            double score, tol;
+            if (ip) {
+              score = s;
+              tol = 1e-6 + ulp_d * xlen[size_t(i)] * cmax;
+            } else {
+              const double e2 = std::max(0.0, double(xnorm[size_t(i)]) + cnorm[size_t(assign[size_t(i)])] - 2 * s);
+              score = -std::sqrt(e2);
+              tol = std::sqrt(ulp_d * (double(xnorm[size_t(i)]) + double(cmax) * cmax) * 4) + 1e-6;
+            }
+            const float l = float(score - tol);
+            lo[size_t(i)] = l;
+            if (l > up[size_t(i)]) {
+              keep[size_t(i)] = 1;
+              // FAISS's value for the objective
+              dis[size_t(i)] = ip ? float(s) : float(std::max(0.0, double(xnorm[size_t(i)]) + cnorm[size_t(assign[size_t(i)])] - 2 * s));
+            }
+          }
+        }, cancel);
+        for (int64_t i = 0; i < nt; ++i)
+          if (!keep[size_t(i)]) todo.push_back(i);
+      } else {
+        todo.resize(size_t(nt));
+        std::iota(todo.begin(), todo.end(), 0);
+      }
+      r.searched_rows += int64_t(todo.size());
+      r.pruned_rows += nt - int64_t(todo.size());
+      // 2. full search of the others, in blocks
+      const int64_t nblocks = (int64_t(todo.size()) + kSearchBlock - 1) / kSearchBlock;
+      parallel_for(threads, nblocks, [&](int64_t b, int w) {
+        const int64_t s0 = b * kSearchBlock, m = std::min<int64_t>(kSearchBlock, int64_t(todo.size()) - s0);
+        float* xb = xbuf[size_t(w)].data();
+        float* nb = nbuf[size_t(w)].data();
+        for (int64_t t = 0; t < m; ++t) {
+          const int64_t i = todo[size_t(s0 + t)];
+          std::memcpy(xb + t * d, X + i * d, size_t(d) * 4);
+          nb[t] = xnorm[size_t(i)];
+        }
+        BlockResult* res = rbuf[size_t(w)].data();
+        search_rows(xb, m, nb, cent.data(), cnorm.data(), k, d, ip, cbuf[size_t(w)].data(), res);
+        for (int64_t t = 0; t < m; ++t) {
+          const int64_t i = todo[size_t(s0 + t)];
+          assign[size_t(i)] = res[t].idx;
+          dis[size_t(i)] = res[t].dis;
+          if (ip) {
+            const double tol = 1e-6 + ulp_d * xlen[size_t(i)] * cmax;
+            lo[size_t(i)] = float(double(res[t].dis) - tol);
+            up[size_t(i)] = k > 1 ? float(double(res[t].second) + tol) : -std::numeric_limits<float>::infinity();
+          } else {
+            const double tol = std::sqrt(ulp_d * (double(xnorm[size_t(i)]) + double(cmax) * cmax) * 4) + 1e-6;
+            lo[size_t(i)] = float(-std::sqrt(double(res[t].dis)) - tol);
+            up[size_t(i)] = k > 1 ? float(-std::sqrt(double(res[t].second)) + tol) : -std::numeric_limits<float>::infinity();
+          }
+        }
+      }, cancel);
+      have_bounds = true;
+      obj = 0;
+      for (int64_t i = 0; i < nt; ++i) obj += dis[size_t(i)];
+      r.objective.push_back(float(obj));
+
+      // 3. centroids: ordered sums / counts (as faiss compute_centroids), splits, re-normalisation
+      prev = cent;
+      std::fill(cent.begin(), cent.end(), 0.f);
+      std::fill(hassign.begin(), hassign.end(), 0.f);
+      parallel_for(threads, threads, [&](int64_t rank, int) {
+        const int64_t c0 = int64_t(k) * rank / threads, c1 = int64_t(k) * (rank + 1) / threads;
+        for (int64_t i = 0; i < nt; ++i) {
+          const int64_t ci = assign[size_t(i)];
+          if (ci < c0 || ci >= c1) continue;
+          float* c = &cent[size_t(ci) * size_t(d)];
+          const float* xi = X + i * d;
+          hassign[size_t(ci)] += 1.0f;
+          for (int64_t j = 0; j < d; ++j) c[j] += xi[j];
+        }
+        for (int64_t ci = c0; ci < c1; ++ci) {
+          if (hassign[size_t(ci)] == 0) continue;
+          const float norm = 1 / hassign[size_t(ci)];
+          float* c = &cent[size_t(ci) * size_t(d)];
+          for (int64_t j = 0; j < d; ++j) c[j] *= norm;
+        }
+      });
+      faiss_split_clusters(size_t(d), size_t(k), size_t(nt), hassign.data(), cent.data());
+      if (p.spherical) renorm_rows(cent.data(), k, d);
+
+      // 4. bounds follow the centroids' movement
+      if (p.prune) {
+        double m1 = 0, m2 = 0;
+        int64_t i1 = -1;
+        for (int c = 0; c < k; ++c) {
+          double s = 0;
+          for (int64_t j = 0; j < d; ++j) {
+            const double t = double(cent[size_t(c) * size_t(d) + size_t(j)]) - prev[size_t(c) * size_t(d) + size_t(j)];
+            s += t * t;
+          }
+          delta[size_t(c)] = std::sqrt(s) * (1 + 1e-6) + 1e-9;  // rounded up
+          if (delta[size_t(c)] > m1) {
+            m2 = m1;
+            m1 = delta[size_t(c)];
+            i1 = c;
+          } else if (delta[size_t(c)] > m2) {
+            m2 = delta[size_t(c)];
+          }
+        }
+        for (int64_t i = 0; i < nt; ++i) {
+          const int64_t a = assign[size_t(i)];
+          const double scale = ip ? double(xlen[size_t(i)]) * (1 + 1e-6) : 1.0;
+          lo[size_t(i)] = float(double(lo[size_t(i)]) - scale * delta[size_t(a)]);
+          up[size_t(i)] = float(double(up[size_t(i)]) + scale * (a == i1 ? m2 : m1));
+        }
+      }
+      if (progress) progress(int64_t(redo) * p.niter + it + 1, total);
+    }
+    if (p.nredo > 1) {
+      const bool better = best_centroids.empty() || (ip ? obj > best_obj : obj < best_obj);
+      if (better) {
+        best_centroids = cent;
+        best_obj = obj;
+      }
+    }
+  }
+  r.centroids = p.nredo > 1 ? best_centroids : cent;
+  return r;
+}
+
+void assign_nearest(const EmbeddingView& x, const float* centroids, int k, bool inner_product, int64_t* nearest,
+                    float* dist, int threads, const ProgressFn& progress, CancelFlag cancel) {
+  const int64_t d = x.d;
+  threads = resolve_threads(threads);
+  std::vector<float> cnorm(static_cast<size_t>(k));
+  if (!inner_product) row_norms_sqr(centroids, k, d, cnorm.data());
+  const int64_t nblocks = (x.n + kAssignBlock - 1) / kAssignBlock;
+  std::vector<std::vector<float>> cbuf(static_cast<size_t>(threads), std::vector<float>(size_t(kAssignBlock) * size_t(k)));
+  std::vector<std::vector<float>> xbuf(static_cast<size_t>(threads));
+  std::vector<std::vector<float>> nbuf(static_cast<size_t>(threads), std::vector<float>(size_t(kAssignBlock)));
+  std::vector<std::vector<BlockResult>> rbuf(static_cast<size_t>(threads), std::vector<BlockResult>(size_t(kAssignBlock)));
+  std::atomic<int64_t> done{0};
+  BlasSingleThread blas1;
+  parallel_for(threads, nblocks, [&](int64_t b, int w) {
+    const int64_t b0 = b * kAssignBlock, m = std::min(kAssignBlock, x.n - b0);
+    const float* rows;
+    if (x.is_f32()) {
+      rows = x.f32_row(b0);  // zero-copy from the mapping
+    } else {
+      xbuf[size_t(w)].resize(size_t(kAssignBlock) * size_t(d));
+      x.rows(b0, b0 + m, xbuf[size_t(w)].data());
+      rows = xbuf[size_t(w)].data();
+    }
+    if (!inner_product) row_norms_sqr(rows, m, d, nbuf[size_t(w)].data());
+    BlockResult* res = rbuf[size_t(w)].data();
+    search_rows(rows, m, nbuf[size_t(w)].data(), centroids, cnorm.data(), k, d, inner_product, cbuf[size_t(w)].data(), res);
+    for (int64_t t = 0; t < m; ++t) {
+      nearest[b0 + t] = res[t].idx;
+      dist[b0 + t] = res[t].dis;
+    }
+    if (x.mapped) release_pages(static_cast<const char*>(x.data) + size_t(b0) * x.row_bytes(), size_t(m) * x.row_bytes());
+    const int64_t now = done.fetch_add(m) + m;
+    if (progress) progress(now, x.n);
+  }, cancel);
+}
+
+void cosine_to_centroid(const EmbeddingView& x, const float* centroids, int k, const int64_t* nearest, float* out,
+                        int threads, CancelFlag cancel) {
+  std::vector<double> cnorm(static_cast<size_t>(k));
+  for (int c = 0; c < k; ++c) {
+    double s = 0;
+    for (int64_t j = 0; j < x.d; ++j) s += double(centroids[c * x.d + j]) * centroids[c * x.d + j];
+    cnorm[size_t(c)] = std::sqrt(s);
+  }
+  const int64_t block = 16384;
+  const int64_t nblocks = (x.n + block - 1) / block;
+  threads = resolve_threads(threads);
+  std::vector<std::vector<float>> scratch(static_cast<size_t>(threads), std::vector<float>(size_t(x.d)));
+  parallel_for(threads, nblocks, [&](int64_t b, int w) {
+    const int64_t begin = b * block, end = std::min(x.n, begin + block);
+    float* tmp = scratch[size_t(w)].data();
+    for (int64_t i = begin; i < end; ++i) {
+      const float* row = x.is_f32() ? x.f32_row(i) : (x.row(i, tmp), tmp);
+      const int64_t c = nearest[i];
+      if (c < 0 || c >= k) throw Error(ErrorCode::InvalidArgument, "row " + std::to_string(i) + ": bad cluster");
+      const float* cen = centroids + c * x.d;
+      double dot = 0, nx = 0;
+      for (int64_t j = 0; j < x.d; ++j) {
+        dot += double(row[j]) * cen[j];
+        nx += double(row[j]) * row[j];
+      }
+      // torch.nn.CosineSimilarity clamps each norm at eps = 1e-8
+      const double den = std::max(std::sqrt(nx), 1e-8) * std::max(cnorm[size_t(c)], 1e-8);
+      out[i] = float(dot / den);
+    }
+    if (x.mapped) release_pages(static_cast<const char*>(x.data) + size_t(begin) * x.row_bytes(), size_t(end - begin) * x.row_bytes());
+  }, cancel);
+}
+
+}  // namespace semdedup
