@@ -213,7 +213,7 @@ export function formatRecord(rec: BenchRecord): string {
       `| ${name} | ${f(st.seconds)} | ${g !== undefined ? f(g, 1) : ''} | ${g !== undefined ? f((100 * g) / rec.sgemmGflops, 0) + '%' : ''} | ${p ? f(ps) : ''} | ${p && ps ? f(ps / st.seconds, 1) + '×' : ''} | ${f((100 * st.seconds) / o.total, 1)}% |`,
     );
   }
-  lines.push(`| **end to end** | **${f(o.total)}** | | | ${p ? `**${f(p.total)}**` : ''} | ${p && !p.note ? `**${f(p.total / o.total, 1)}×**` : ''} | |`);
+  lines.push(`| **end to end** | **${f(o.total)}** | | | ${p ? (p.note ? 'cannot run' : `**${f(p.total)}**`) : ''} | ${p && !p.note ? `**${f(p.total / o.total, 1)}×**` : ''} | |`);
   lines.push('');
   lines.push(`Peak RSS: ours ${f(o.peakRssMiB, 0)} MiB${p ? `, peer ${f(p.peakRssMiB, 0)} MiB (the peer's counts the touched pages of the mapped embeddings)` : ''}. ` +
     `Dedup: ${f(o.computedDedupGflop, 0)} GFLOP issued for ${f(o.stages.dedup?.gflop, 0)} useful; ${o.rechecked} members re-checked in float64.`);

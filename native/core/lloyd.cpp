@@ -74,6 +74,20 @@ void search_rows(const float* xb, int64_t m, const float* xnorm, const float* ce
   }
 }
 
+// Dot product in float32 with 16 independent partial sums (vectorised; its rounding is covered by
+// the bounds' margin).
+__attribute__((target_clones("avx512f", "avx2", "default")))
+float dot_f32(const float* a, const float* b, int64_t d) {
+  float acc[16] = {0};
+  int64_t j = 0;
+  for (; j + 16 <= d; j += 16)
+    for (int t = 0; t < 16; ++t) acc[t] += a[j + t] * b[j + t];
+  float s = 0;
+  for (; j < d; ++j) s += a[j] * b[j];
+  for (int t = 0; t < 16; ++t) s += acc[t];
+  return s;
+}
+
 // The FAISS subsample of x as a contiguous float32 matrix (reads only those rows).
 std::vector<float> load_sample(const EmbeddingView& x, const std::vector<int64_t>& rows) {
   const int64_t d = x.d;
@@ -174,8 +188,7 @@ KMeansResult train_kmeans(const EmbeddingView& x, const KMeansParams& p, const P
           for (int64_t i = b * 4096; i < e; ++i) {
             const float* xi = X + i * d;
             const float* ca = &cent[size_t(assign[size_t(i)]) * size_t(d)];
-            double s = 0;
-            for (int64_t j = 0; j < d; ++j) s += double(xi[j]) * ca[j];
+            const double s = dot_f32(xi, ca, d);
             double score, tol;
             if (ip) {
               score = s;

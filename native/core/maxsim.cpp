@@ -28,7 +28,9 @@ namespace {
 #define SEMDEDUP_KCOLS 128
 #endif
 constexpr int64_t kCols = SEMDEDUP_KCOLS;  // column tile width of whole-cluster items
-constexpr int64_t kSplitCols = 512;  // column tile width of items of a split (large) cluster
+constexpr int64_t kSplitCols = 2048;  // column tile width of items of a very large cluster (fewer re-reads)
+constexpr int64_t kSplitColsMid = 512;  // ... of a cluster a little larger than a whole-cluster item
+constexpr int64_t kSplitWide = 65536;  // from this size on, the wide tiles
 constexpr int64_t kRowBlock = 2048;  // rows per sgemm for clusters split into column items
 constexpr int64_t kWholeMax = 4096;  // clusters up to this size are one item (bounded by bytes too)
 
@@ -130,7 +132,7 @@ MaxSimStats max_similarity_cpu(const EmbeddingView& x, const int64_t* order, con
     if (n == 0) continue;
     st.useful_flops += double(n) * double(n - 1) * double(d);
     const bool split = n > whole_max;
-    const int64_t width = split ? kSplitCols : kCols;
+    const int64_t width = !split ? kCols : n >= kSplitWide ? kSplitCols : kSplitColsMid;
     const int64_t tiles = (n + width - 1) / width;
     double cost = 0;
     for (int64_t t = 0; t < tiles; ++t) {
@@ -177,8 +179,9 @@ MaxSimStats max_similarity_cpu(const EmbeddingView& x, const int64_t* order, con
         write_tile(order, base, c0, cols, s, M, arg);
       }
     } else {
-      const int64_t c0 = it.tile * kSplitCols;
-      const int64_t cols = std::min(kSplitCols, n - c0);
+      const int64_t width = n >= kSplitWide ? kSplitCols : kSplitColsMid;
+      const int64_t c0 = it.tile * width;
+      const int64_t cols = std::min(width, n - c0);
       gather(x, order + base + c0, cols, s.b.data());
       reset_tile(s, cols);
       const int64_t rows_end = c0 + cols;

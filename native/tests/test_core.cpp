@@ -210,6 +210,30 @@ int main() {
     check_maxsim(v, order, offsets, 2, {0.98});
   });
 
+  run("max similarity: a 70,000-member cluster (wide column items), sampled members exact", [] {
+    const int64_t d = 16, n = 70000;
+    auto x = clustered_rows(n, d, 2, 123);
+    EmbeddingView v{x.data(), n, d, DType::F32};
+    std::vector<int64_t> order(static_cast<size_t>(n)), offsets = {0, n};
+    for (int64_t i = 0; i < n; ++i) order[size_t(i)] = (i * 7919) % n;
+    std::vector<double> M(static_cast<size_t>(n), std::nan(""));
+    std::vector<int64_t> arg(static_cast<size_t>(n), -7);
+    MaxSimOptions opt;
+    opt.threads = 2;
+    max_similarity_cpu(v, order.data(), offsets.data(), 1, M.data(), arg.data(), opt);
+    std::mt19937 rng(9);
+    for (int s = 0; s < 200; ++s) {
+      const int64_t j = s < 4 ? std::vector<int64_t>{0, 1, 2047, n - 1}[size_t(s)] : int64_t(rng() % uint32_t(n));
+      double best = 0;
+      for (int64_t i = 0; i < j; ++i) {
+        double dot = 0;
+        for (int64_t t = 0; t < d; ++t) dot += double(x[size_t(order[size_t(i)] * d + t)]) * x[size_t(order[size_t(j)] * d + t)];
+        best = std::max(best, dot);
+      }
+      CHECK(std::fabs(M[size_t(j)] - best) <= 1e-5, "member %lld: M %.9f, float64 %.9f", (long long)j, M[size_t(j)], best);
+    }
+  });
+
   run("max similarity: float16 input", [] {
     const int64_t d = 40, n = 700;
     auto x = clustered_rows(n, d, 4, 8);
