@@ -3,35 +3,23 @@
 // with sequential ones, native errors are typed, and the loader is predictable.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { cpSync, existsSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { cpSync, existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import * as path from 'node:path';
-import { fileURLToPath } from 'node:url';
 
 import { parseConfigObject } from '../src/config.js';
 import { createEmbeddingsFile, openEmbeddings } from '../src/embeddings.js';
 import { SemDedupError } from '../src/errors.js';
-import { readNpy } from '../src/io/npy.js';
 import { blasCoreFor, candidatePaths, loadNative, nativeError } from '../src/native.js';
 import { runAll, runCluster, runDedup, runSort } from '../src/pipeline.js';
 import { computeCentroids } from '../src/steps/cluster.js';
 import { semdedup, type DedupResult } from '../src/steps/dedup.js';
 import type { Progress } from '../src/steps/common.js';
 import { SynthDataset, type SynthOptions } from '../src/synth.js';
+import { ROOT, tmpFolder } from './helpers.js';
 
-function repoRoot(): string {
-  let dir = path.dirname(fileURLToPath(import.meta.url));
-  for (;;) {
-    if (existsSync(path.join(dir, 'configs', 'example.yaml'))) return dir;
-    const up = path.dirname(dir);
-    if (up === dir) return process.cwd();
-    dir = up;
-  }
-}
-const ROOT = repoRoot();
 
 function tmp(): string {
-  return mkdtempSync(path.join(tmpdir(), 'semdedup-async-'));
+  return tmpFolder('async');
 }
 
 /** Writes a generated dataset as a raw float32 memmap; returns its path. */

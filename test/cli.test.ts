@@ -3,42 +3,23 @@
 // the original's outputs; then resume, given centroids, info, example, --json and config-doc.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import * as path from 'node:path';
-import { fileURLToPath } from 'node:url';
 
 import { writeIdsMemmap } from '../src/io/ids.js';
 import { readNpy, writeNpy } from '../src/io/npy.js';
 import { SynthDataset } from '../src/synth.js';
 import { refAssign, refDecisions, refExtract, refMaxSim, refRank } from './reference.js';
+import { ROOT, runCli, type CliResult } from './helpers.js';
 
 // ---------------------------------------------------------------------------------------------
 // Helpers.
 
-function repoRoot(): string {
-  let dir = path.dirname(fileURLToPath(import.meta.url));
-  for (;;) {
-    if (existsSync(path.join(dir, 'configs', 'example.yaml'))) return dir;
-    const up = path.dirname(dir);
-    if (up === dir) return process.cwd();
-    dir = up;
-  }
-}
-const ROOT = repoRoot();
-const CLI = path.join(ROOT, 'dist', 'src', 'cli.js');
-
-interface CliResult {
-  code: number | null;
-  stdout: string;
-  stderr: string;
-}
 
 /** `semdedup ARGS` in `cwd`. */
 function semdedup(args: string[], cwd: string): CliResult {
-  const r = spawnSync(process.execPath, [CLI, ...args], { cwd, encoding: 'utf8', timeout: 120_000 });
-  return { code: r.status, stdout: r.stdout, stderr: r.stderr };
+  return runCli(args, cwd);
 }
 
 function ok(r: CliResult, what: string): CliResult {

@@ -1,9 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import * as path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import {
   configSchema,
   formatConfigDoc,
@@ -15,21 +13,11 @@ import {
   DEFAULT_EPS_LIST,
 } from '../src/config.js';
 import { ConfigError } from '../src/errors.js';
+import { ROOT, tmpFolder } from './helpers.js';
 
-/** The repository root: the first folder above this file holding configs/example.yaml, else cwd. */
-function repoRoot(): string {
-  let dir = path.dirname(fileURLToPath(import.meta.url));
-  for (;;) {
-    if (existsSync(path.join(dir, 'configs', 'example.yaml'))) return dir;
-    const up = path.dirname(dir);
-    if (up === dir) return process.cwd();
-    dir = up;
-  }
-}
-const ROOT = repoRoot();
 
 function tmp(): string {
-  return mkdtempSync(path.join(tmpdir(), 'semdedup-config-'));
+  return tmpFolder('config');
 }
 
 function write(dir: string, name: string, text: string): string {

@@ -3,11 +3,8 @@
 // through the API, and no half-written output that looks complete.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { existsSync, mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import * as path from 'node:path';
-import { fileURLToPath } from 'node:url';
 
 import { loadConfigFiles } from '../src/config.js';
 import { SemDedupError, type ErrorCode } from '../src/errors.js';
@@ -17,21 +14,11 @@ import { runAll, runCluster, runDedup, runExtract, runSort } from '../src/pipeli
 import { assignAndSortClusters } from '../src/steps/sort.js';
 import { semdedup } from '../src/steps/dedup.js';
 import { SynthDataset } from '../src/synth.js';
+import { ROOT, runCli, tmpFolder, type CliResult } from './helpers.js';
 
 // ---------------------------------------------------------------------------------------------
 // Helpers.
 
-function repoRoot(): string {
-  let dir = path.dirname(fileURLToPath(import.meta.url));
-  for (;;) {
-    if (existsSync(path.join(dir, 'configs', 'example.yaml'))) return dir;
-    const up = path.dirname(dir);
-    if (up === dir) return process.cwd();
-    dir = up;
-  }
-}
-const ROOT = repoRoot();
-const CLI = path.join(ROOT, 'dist', 'src', 'cli.js');
 const FIXTURES = path.join(ROOT, 'test', 'fixtures', 'original');
 
 const N = 2000;
@@ -39,18 +26,11 @@ const DIM = 16;
 const K = 4;
 
 function tmp(): string {
-  return mkdtempSync(path.join(tmpdir(), 'semdedup-errors-'));
-}
-
-interface CliResult {
-  code: number | null;
-  stdout: string;
-  stderr: string;
+  return tmpFolder('errors');
 }
 
 function cli(args: string[], cwd: string): CliResult {
-  const r = spawnSync(process.execPath, [CLI, ...args], { cwd, encoding: 'utf8', timeout: 60_000 });
-  return { code: r.status, stdout: r.stdout, stderr: r.stderr };
+  return runCli(args, cwd, 60_000);
 }
 
 /** The CLI failed with a typed error (exit 1 or 2, not the internal-error code) whose message holds every `parts`. */

@@ -14,6 +14,7 @@
 #include <numeric>
 
 #include "semdedup/mapping.hpp"
+#include "semdedup/sampling.hpp"
 
 #ifdef _OPENMP
 #include <omp.h>
@@ -62,49 +63,19 @@ struct OmpThreads {
 
 KMeansResult train_kmeans_faiss(const EmbeddingView& x, const KMeansParams& p, const ProgressFn& progress,
                                 CancelFlag cancel) {
-  if (p.k < 1) throw Error(ErrorCode::InvalidArgument, "k must be >= 1, got " + std::to_string(p.k));
-  if (int64_t(p.k) > x.n)
-    throw Error(ErrorCode::InvalidArgument,
-                "k = " + std::to_string(p.k) + " is larger than the number of rows N = " + std::to_string(x.n));
-  if (x.n > int64_t(INT32_MAX))
-    throw Error(ErrorCode::InvalidArgument, "k-means training supports at most 2^31-1 rows");
+  check_kmeans_args(x, p);
   OmpThreads omp(p.threads);
   const int64_t d = x.d;
-
-  // FAISS's own subsampling (Clustering.cpp, subsample_training_set): rand_perm(n, seed), the
-  // first k * max_points_per_centroid rows. Done here so that only those rows are read from
-  // the mapping; FAISS then sees exactly max rows and does not sample again.
-  const int64_t max_train = int64_t(p.k) * p.max_points_per_centroid;
+  // FAISS's own subsampling done here (the same rows in the same order), so that only those
+  // rows are read from the mapping; FAISS then sees exactly k * max rows and samples no more.
   std::vector<float> sample;
   const float* train = nullptr;
-  int64_t nt = x.n;
-  if (x.n > max_train) {
-    std::vector<int> perm(static_cast<size_t>(x.n));
-    faiss::rand_perm(perm.data(), size_t(x.n), p.seed);
-    nt = max_train;
-    sample.resize(size_t(nt) * size_t(d));
-    // Read in ascending row order (sequential-ish I/O), write to the sample's slot.
-    std::vector<int64_t> slots(static_cast<size_t>(nt));
-    std::iota(slots.begin(), slots.end(), 0);
-    std::sort(slots.begin(), slots.end(), [&](int64_t a, int64_t b) { return perm[size_t(a)] < perm[size_t(b)]; });
-    // Rows are read in ascending order: drop the pages behind the reader as it goes, so the
-    // resident set holds the sample, not the file.
-    int64_t released = 0, count = 0;
-    for (int64_t s : slots) {
-      const int64_t row = perm[size_t(s)];
-      x.row(row, sample.data() + size_t(s) * size_t(d));
-      if (x.mapped && ++count % 8192 == 0) {
-        release_pages(static_cast<const char*>(x.data) + size_t(released) * x.row_bytes(), size_t(row - released) * x.row_bytes());
-        released = row;
-      }
-    }
-    if (x.mapped) release_pages(x.data, size_t(x.n) * x.row_bytes());
-    train = sample.data();
-  } else if (x.is_f32()) {
+  const std::vector<int64_t> rows = kmeans_training_sample(x.n, p.k, p.max_points_per_centroid, p.seed);
+  const int64_t nt = int64_t(rows.size());
+  if (nt == x.n && x.is_f32()) {
     train = static_cast<const float*>(x.data);
   } else {
-    sample.resize(size_t(x.n) * size_t(d));
-    x.rows(0, x.n, sample.data());
+    sample = read_training_sample(x, rows);
     train = sample.data();
   }
 

@@ -88,8 +88,18 @@ float dot_f32(const float* a, const float* b, int64_t d) {
   return s;
 }
 
-// The FAISS subsample of x as a contiguous float32 matrix (reads only those rows).
-std::vector<float> load_sample(const EmbeddingView& x, const std::vector<int64_t>& rows) {
+}  // namespace
+
+void check_kmeans_args(const EmbeddingView& x, const KMeansParams& p) {
+  if (p.k < 1) throw Error(ErrorCode::InvalidArgument, "k must be >= 1, got " + std::to_string(p.k));
+  if (int64_t(p.k) > x.n)
+    throw Error(ErrorCode::InvalidArgument,
+                "k = " + std::to_string(p.k) + " is larger than the number of rows N = " + std::to_string(x.n));
+  if (x.n > int64_t(INT32_MAX)) throw Error(ErrorCode::InvalidArgument, "k-means training supports at most 2^31-1 rows");
+  if (x.d < 1) throw Error(ErrorCode::InvalidArgument, "embeddings have no columns");
+}
+
+std::vector<float> read_training_sample(const EmbeddingView& x, const std::vector<int64_t>& rows) {
   const int64_t d = x.d;
   std::vector<float> sample(rows.size() * size_t(d));
   std::vector<int64_t> slots(rows.size());
@@ -109,14 +119,8 @@ std::vector<float> load_sample(const EmbeddingView& x, const std::vector<int64_t
   return sample;
 }
 
-}  // namespace
-
 KMeansResult train_kmeans(const EmbeddingView& x, const KMeansParams& p, const ProgressFn& progress, CancelFlag cancel) {
-  if (p.k < 1) throw Error(ErrorCode::InvalidArgument, "k must be >= 1, got " + std::to_string(p.k));
-  if (int64_t(p.k) > x.n)
-    throw Error(ErrorCode::InvalidArgument,
-                "k = " + std::to_string(p.k) + " is larger than the number of rows N = " + std::to_string(x.n));
-  if (x.n > int64_t(INT32_MAX)) throw Error(ErrorCode::InvalidArgument, "k-means training supports at most 2^31-1 rows");
+  check_kmeans_args(x, p);
   const int64_t d = x.d;
   const int k = p.k;
   const bool ip = p.spherical;  // faiss.Kmeans searches with IndexFlatIP when spherical, else IndexFlatL2
@@ -130,7 +134,7 @@ KMeansResult train_kmeans(const EmbeddingView& x, const KMeansParams& p, const P
   if (int64_t(rows.size()) == x.n && x.is_f32()) {
     X = static_cast<const float*>(x.data);
   } else {
-    owned = load_sample(x, rows);
+    owned = read_training_sample(x, rows);
     X = owned.data();
   }
   const int64_t nt = int64_t(rows.size());

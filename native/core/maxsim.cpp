@@ -111,6 +111,52 @@ void max_similarity_reference(const EmbeddingView& x, const int64_t* rows, int64
   }
 }
 
+int64_t recheck_near_thresholds(const EmbeddingView& x, const int64_t* order, const int64_t* offsets,
+                                int64_t nclusters, double* M, int64_t* arg, const MaxSimOptions& opt,
+                                CancelFlag cancel) {
+  if (opt.thresholds.empty()) return 0;
+  const int64_t d = x.d;
+  const int threads = resolve_threads(opt.threads);
+  const double margin = opt.recheck_margin > 0 ? opt.recheck_margin : default_margin(d);
+  std::vector<int64_t> near;  // positions
+  std::vector<int64_t> cluster_of;
+  for (int64_t c = 0; c < nclusters; ++c)
+    for (int64_t p = offsets[c]; p < offsets[c + 1]; ++p)
+      for (double t : opt.thresholds)
+        if (std::fabs(M[p] - t) <= margin) {
+          near.push_back(p);
+          cluster_of.push_back(c);
+          break;
+        }
+  constexpr int64_t kChunk = 256;
+  std::vector<std::vector<float>> rowbuf(static_cast<size_t>(threads), std::vector<float>(size_t((kChunk + 1) * d)));
+  parallel_for(threads, int64_t(near.size()), [&](int64_t q, int w) {
+    const int64_t p = near[size_t(q)];
+    const int64_t base = offsets[cluster_of[size_t(q)]];
+    float* xj = rowbuf[size_t(w)].data();
+    float* chunk = xj + d;
+    x.gather(order + p, 1, xj);
+    double best = 0;
+    int64_t who = -1;
+    for (int64_t i0 = base; i0 < p; i0 += kChunk) {
+      const int64_t m = std::min(kChunk, p - i0);
+      x.gather(order + i0, m, chunk);
+      for (int64_t i = 0; i < m; ++i) {
+        const float* xi = chunk + i * d;
+        double s = 0;
+        for (int64_t t = 0; t < d; ++t) s += double(xi[t]) * double(xj[t]);
+        if (s > best) {
+          best = s;
+          who = order[i0 + i];
+        }
+      }
+    }
+    M[p] = best;
+    arg[p] = who;
+  }, cancel);
+  return int64_t(near.size());
+}
+
 MaxSimStats max_similarity_cpu(const EmbeddingView& x, const int64_t* order, const int64_t* offsets,
                                int64_t nclusters, double* M, int64_t* arg, const MaxSimOptions& opt,
                                const ProgressFn& progress, CancelFlag cancel) {
@@ -203,47 +249,7 @@ MaxSimStats max_similarity_cpu(const EmbeddingView& x, const int64_t* order, con
       M[offsets[c]] = 0;
       arg[offsets[c]] = -1;
     }
-  // Exact re-check: members whose fp32 M lies near a threshold get M recomputed in float64.
-  if (!opt.thresholds.empty()) {
-    const double margin = opt.recheck_margin > 0 ? opt.recheck_margin : default_margin(d);
-    std::vector<int64_t> near;  // positions
-    std::vector<int64_t> cluster_of;
-    for (int64_t c = 0; c < nclusters; ++c)
-      for (int64_t p = offsets[c]; p < offsets[c + 1]; ++p)
-        for (double t : opt.thresholds)
-          if (std::fabs(M[p] - t) <= margin) {
-            near.push_back(p);
-            cluster_of.push_back(c);
-            break;
-          }
-    constexpr int64_t kChunk = 256;
-    std::vector<std::vector<float>> rowbuf(static_cast<size_t>(threads), std::vector<float>(size_t((kChunk + 1) * d)));
-    parallel_for(threads, int64_t(near.size()), [&](int64_t q, int w) {
-      const int64_t p = near[size_t(q)];
-      const int64_t base = offsets[cluster_of[size_t(q)]];
-      float* xj = rowbuf[size_t(w)].data();
-      float* chunk = xj + d;
-      x.gather(order + p, 1, xj);
-      double best = 0;
-      int64_t who = -1;
-      for (int64_t i0 = base; i0 < p; i0 += kChunk) {
-        const int64_t m = std::min(kChunk, p - i0);
-        x.gather(order + i0, m, chunk);
-        for (int64_t i = 0; i < m; ++i) {
-          const float* xi = chunk + i * d;
-          double s = 0;
-          for (int64_t t = 0; t < d; ++t) s += double(xi[t]) * double(xj[t]);
-          if (s > best) {
-            best = s;
-            who = order[i0 + i];
-          }
-        }
-      }
-      M[p] = best;
-      arg[p] = who;
-    }, cancel);
-    st.rechecked = int64_t(near.size());
-  }
+  st.rechecked = recheck_near_thresholds(x, order, offsets, nclusters, M, arg, opt, cancel);
   return st;
 }
 

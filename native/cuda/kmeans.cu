@@ -214,13 +214,7 @@ void upload_centroids(const float* host, int k, int64_t d, int64_t dp, float* de
 
 KMeansResult train_kmeans(const EmbeddingView& x, const KMeansParams& p, const ProgressFn& progress,
                           CancelFlag cancel) {
-  if (p.k < 1) throw Error(ErrorCode::InvalidArgument, "k must be >= 1, got " + std::to_string(p.k));
-  if (int64_t(p.k) > x.n)
-    throw Error(ErrorCode::InvalidArgument,
-                "k = " + std::to_string(p.k) + " is larger than the number of rows N = " + std::to_string(x.n));
-  if (x.n > int64_t(INT32_MAX))
-    throw Error(ErrorCode::InvalidArgument, "k-means training supports at most 2^31-1 rows");
-  if (x.d <= 0) throw Error(ErrorCode::InvalidArgument, "embeddings have no columns");
+  check_kmeans_args(x, p);
   prepare_device();
   const int k = p.k;
   const int64_t d = x.d, dp = round_up(d, kDimAlign);

@@ -205,7 +205,6 @@ class Launcher {
   int64_t n_ = 0, runs_ = 0;
 };
 
-double default_margin(int64_t d) { return std::max(1e-5, 4.0 * double(d) * std::ldexp(1.0, -24)); }
 
 // Decodes the keys of positions [p_begin, p_end) of cluster c (keys[0] is position p_begin).
 void decode(const unsigned long long* keys, const int64_t* order, int64_t cluster_base, int64_t p_begin, int64_t p_end,
@@ -399,46 +398,7 @@ void run_maxsim(const EmbeddingView& x, const int64_t* order, const int64_t* off
   st.computed_flops = computed_tiles * 2.0 * kTile * kTile * double(dp);
 }
 
-// Float64 re-check of the members whose M lies within `margin` of a threshold (same rule as
-// the CPU backend).
-int64_t recheck(const EmbeddingView& x, const int64_t* order, const int64_t* offsets, int64_t nclusters, double* M,
-                int64_t* arg, const MaxSimOptions& opt, CancelFlag cancel) {
-  if (opt.thresholds.empty()) return 0;
-  const int64_t d = x.d;
-  const double margin = opt.recheck_margin > 0 ? opt.recheck_margin : default_margin(d);
-  std::vector<int64_t> near, cluster_of;
-  for (int64_t c = 0; c < nclusters; ++c)
-    for (int64_t p = offsets[c]; p < offsets[c + 1]; ++p)
-      for (double t : opt.thresholds)
-        if (std::fabs(M[p] - t) <= margin) {
-          near.push_back(p);
-          cluster_of.push_back(c);
-          break;
-        }
-  const int threads = resolve_threads(opt.threads);
-  std::vector<std::vector<float>> rowbuf(size_t(threads), std::vector<float>(size_t(2 * d)));
-  parallel_for(threads, int64_t(near.size()), [&](int64_t q, int w) {
-    const int64_t p = near[size_t(q)];
-    const int64_t base = offsets[cluster_of[size_t(q)]];
-    float* xj = rowbuf[size_t(w)].data();
-    float* xi = xj + d;
-    x.row(order[p], xj);
-    double best = 0;
-    int64_t who = -1;
-    for (int64_t i = base; i < p; ++i) {
-      x.row(order[i], xi);
-      double s = 0;
-      for (int64_t t = 0; t < d; ++t) s += double(xi[t]) * double(xj[t]);
-      if (s > best) {
-        best = s;
-        who = order[i];
-      }
-    }
-    M[p] = best;
-    arg[p] = who;
-  }, cancel);
-  return int64_t(near.size());
-}
+
 
 }  // namespace
 
@@ -466,7 +426,7 @@ MaxSimStats max_similarity(const EmbeddingView& x, const int64_t* order, const i
     run_maxsim<float>(x, order, offsets, nclusters, M, arg, opt, progress, cancel, st, sm_count);
   else
     run_maxsim<__half>(x, order, offsets, nclusters, M, arg, opt, progress, cancel, st, sm_count);
-  st.rechecked = recheck(x, order, offsets, nclusters, M, arg, opt, cancel);
+  st.rechecked = recheck_near_thresholds(x, order, offsets, nclusters, M, arg, opt, cancel);
   return st;
 }
 

@@ -17,6 +17,7 @@
 #include <string>
 #include <vector>
 
+#include "check.hpp"
 #include "semdedup/sampling.hpp"
 #include "semdedup/common.hpp"
 #include "semdedup/cuda.hpp"
@@ -27,38 +28,8 @@
 
 using namespace semdedup;
 
-static int g_pass = 0, g_fail = 0;
-static std::string g_test;
 static uint64_t g_seed = 0;
-
-#define CHECK(cond, ...)                                                                \
-  do {                                                                                  \
-    if (!(cond)) {                                                                      \
-      ++g_fail;                                                                         \
-      std::printf("FAIL [%s] %s:%d: %s: ", g_test.c_str(), __FILE__, __LINE__, #cond); \
-      std::printf(__VA_ARGS__);                                                         \
-      std::printf("\n");                                                                \
-      return;                                                                           \
-    }                                                                                   \
-  } while (0)
-
-static void run(const char* name, const std::function<void()>& fn) {
-  g_test = name;
-  const int before = g_fail;
-  const auto t0 = std::chrono::steady_clock::now();
-  try {
-    fn();
-  } catch (const std::exception& e) {
-    ++g_fail;
-    std::printf("FAIL [%s] exception: %s\n", name, e.what());
-  }
-  const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
-  if (g_fail == before) {
-    ++g_pass;
-    std::printf("ok   %s (%.0f ms)\n", name, ms);
-  }
-  std::fflush(stdout);
-}
+using check::run;
 
 // ---------------------------------------------------------------------------------------------
 // Data
@@ -373,13 +344,12 @@ int main(int argc, char** argv) {
       CHECK(threw, "expected Error(Backend)");
     });
     if (require_gpu) {
-      ++g_fail;
+      ++check::failed;
       std::printf("FAIL no usable GPU: %s\n", info.reason.c_str());
     } else {
       std::printf("SKIP GPU tests: %s\n", info.reason.c_str());
     }
-    std::printf("%d passed, %d failed\n", g_pass, g_fail);
-    return g_fail ? 1 : 0;
+    return check::summary();
   }
 
   // ---- max similarity: sizes around the tile edges, one cluster each, all placements ----
@@ -659,6 +629,5 @@ int main(int argc, char** argv) {
     }
   });
 
-  std::printf("%d passed, %d failed\n", g_pass, g_fail);
-  return g_fail ? 1 : 0;
+  return check::summary();
 }

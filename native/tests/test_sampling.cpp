@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "check.hpp"
 #include "semdedup/sampling.hpp"
 #ifdef SEMDEDUP_HAVE_FAISS
 #include <faiss/Clustering.h>
@@ -19,33 +20,7 @@
 
 using namespace semdedup;
 
-static int g_pass = 0, g_fail = 0;
-static std::string g_test;
-#define CHECK(cond, ...)                                                                   \
-  do {                                                                                     \
-    if (!(cond)) {                                                                         \
-      ++g_fail;                                                                            \
-      std::printf("FAIL [%s] %s:%d: %s: ", g_test.c_str(), __FILE__, __LINE__, #cond);    \
-      std::printf(__VA_ARGS__);                                                            \
-      std::printf("\n");                                                                   \
-      return;                                                                              \
-    }                                                                                      \
-  } while (0)
-
-static void run(const char* name, const std::function<void()>& fn) {
-  g_test = name;
-  const int before = g_fail;
-  try {
-    fn();
-  } catch (const std::exception& e) {
-    ++g_fail;
-    std::printf("FAIL [%s] exception: %s\n", name, e.what());
-  }
-  if (g_fail == before) {
-    ++g_pass;
-    std::printf("ok   %s\n", name);
-  }
-}
+using check::run;
 
 int main() {
   run("training sample without subsampling is 0..n-1", [] {
@@ -192,6 +167,5 @@ int main() {
     CHECK(std::memcmp(cen.data(), clus.centroids.data(), sizeof(float) * size_t(k) * d) == 0, "centroids differ");
   });
 #endif
-  std::printf("%d passed, %d failed\n", g_pass, g_fail);
-  return g_fail ? 1 : 0;
+  return check::summary();
 }

@@ -47,6 +47,13 @@ void assign_nearest(const EmbeddingView& x, const float* centroids, int k, bool 
                     int64_t* nearest, float* dist, int threads = 0, const ProgressFn& progress = {},
                     CancelFlag cancel = nullptr);
 
+// Throws InvalidArgument for k < 1, k > N, N >= 2^31, D < 1 (shared by every backend).
+void check_kmeans_args(const EmbeddingView& x, const KMeansParams& p);
+
+// The rows FAISS trains on (kmeans_training_sample), read into a contiguous float32 matrix in
+// FAISS's order; reads ascend through the file and drop mapped pages behind them.
+std::vector<float> read_training_sample(const EmbeddingView& x, const std::vector<int64_t>& rows);
+
 // The same two steps through FAISS itself (faiss::Clustering and IndexFlat search), for
 // comparison; only in builds with FAISS.
 KMeansResult train_kmeans_faiss(const EmbeddingView& x, const KMeansParams& p, const ProgressFn& progress = {},

@@ -35,6 +35,13 @@ MaxSimStats max_similarity_cpu(const EmbeddingView& x, const int64_t* order, con
                                int64_t nclusters, double* M, int64_t* arg, const MaxSimOptions& opt,
                                const ProgressFn& progress = {}, CancelFlag cancel = nullptr);
 
+// The exact re-check shared by the backends: every member whose M lies within the margin of a
+// threshold (opt.thresholds, opt.recheck_margin) gets M and arg recomputed in float64 over the
+// earlier members of its cluster. Returns the number of members re-checked.
+int64_t recheck_near_thresholds(const EmbeddingView& x, const int64_t* order, const int64_t* offsets,
+                                int64_t nclusters, double* M, int64_t* arg, const MaxSimOptions& opt,
+                                CancelFlag cancel = nullptr);
+
 // Plain float64 reference of the same quantity for one cluster (O(n^2 D), for tests and the
 // exact re-check). rows: the cluster's rows in keep order.
 void max_similarity_reference(const EmbeddingView& x, const int64_t* rows, int64_t n, double* M,

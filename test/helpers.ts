@@ -1,0 +1,37 @@
+// What several test files share: the repository root, the CLI, temporary folders.
+import { spawnSync } from 'node:child_process';
+import { existsSync, mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import * as path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+/** The repository root: the first folder above this file holding configs/example.yaml, else cwd. */
+export function repoRoot(): string {
+  let dir = path.dirname(fileURLToPath(import.meta.url));
+  for (;;) {
+    if (existsSync(path.join(dir, 'configs', 'example.yaml'))) return dir;
+    const up = path.dirname(dir);
+    if (up === dir) return process.cwd();
+    dir = up;
+  }
+}
+
+export const ROOT = repoRoot();
+export const CLI = path.join(ROOT, 'dist', 'src', 'cli.js');
+
+/** A new temporary folder whose name starts with `semdedup-${tag}-`. */
+export function tmpFolder(tag: string): string {
+  return mkdtempSync(path.join(tmpdir(), `semdedup-${tag}-`));
+}
+
+export interface CliResult {
+  code: number | null;
+  stdout: string;
+  stderr: string;
+}
+
+/** `semdedup ARGS` in `cwd`. */
+export function runCli(args: string[], cwd: string, timeout = 120_000): CliResult {
+  const r = spawnSync(process.execPath, [CLI, ...args], { cwd, encoding: 'utf8', timeout });
+  return { code: r.status, stdout: r.stdout, stderr: r.stderr };
+}
