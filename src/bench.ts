@@ -50,7 +50,7 @@ export interface BenchRecord {
   workload: Workload;
   machine: { cpu: string; cores: number; memGiB: number; blasCore: string; faiss: string; node: string };
   sgemmGflops: number;
-  ours: { stages: Record<string, StageRecord>; total: number; peakRssMiB: number; largestCluster: number; rechecked: number; computedDedupGflop: number };
+  ours: { stages: Record<string, StageRecord>; total: number; peakRssMiB: number; largestCluster: number; rechecked: number; computedDedupGflop: number; runs?: number };
   peer?: { stages: Record<string, number | null>; total: number; peakRssMiB: number; note?: string };
   faissAlone?: { train: number; assign: number; total: number; sameCentroids: boolean; sameAssignment: boolean };
   keptEqual?: { eps: number; ours: number; peer: number; equal: boolean }[];
@@ -139,17 +139,24 @@ function machine(): BenchRecord['machine'] {
 
 export async function benchWorkload(
   w: Workload,
-  opts: { outDir: string; peers: boolean; log: (l: string) => void; sgemm: number },
+  opts: { outDir: string; peers: boolean; log: (l: string) => void; sgemm: number; repeat?: number },
 ): Promise<BenchRecord> {
   const { log } = opts;
   const data = prepareData(w, opts.outDir, log);
   const ourOut = join(opts.outDir, w.name, 'ours');
-  // Our run in a fresh process so that peak RSS is the pipeline's alone.
+  // Our run in a fresh process so that peak RSS is the pipeline's alone; repeated runs give the
+  // median of each stage (these machines are noisy).
   const childArgs = [join(root, 'dist/src/cli.js'), '_bench-child', JSON.stringify({ emb: data.emb, n: w.n, dim: w.dim, k: w.k, niter: w.niter, eps: w.eps, out: ourOut, ...(w.plantedCentroids ? { centroids: data.centres } : {}) })];
-  log(`ours: ${w.name} ...`);
-  const r = spawnSync(process.execPath, childArgs, { encoding: 'utf8', maxBuffer: 1 << 26 });
-  if (r.status !== 0) throw new Error(`our pipeline failed: ${r.stderr.slice(-3000)}`);
-  const ours = JSON.parse(r.stdout.trim().split('\n').pop()!) as BenchRecord['ours'];
+  const runs: BenchRecord['ours'][] = [];
+  for (let i = 0; i < Math.max(1, opts.repeat ?? 1); i++) {
+    log(`ours: ${w.name} (run ${i + 1})`);
+    const r = spawnSync(process.execPath, childArgs, { encoding: 'utf8', maxBuffer: 1 << 26 });
+    if (r.status !== 0) throw new Error(`our pipeline failed: ${r.stderr.slice(-3000)}`);
+    runs.push(JSON.parse(r.stdout.trim().split('\n').pop()!) as BenchRecord['ours']);
+  }
+  const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor((xs.length - 1) / 2)]!;
+  const ours: BenchRecord['ours'] = { ...runs[0]!, runs: runs.length, total: median(runs.map((r) => r.total)), peakRssMiB: Math.max(...runs.map((r) => r.peakRssMiB)) };
+  ours.stages = Object.fromEntries(Object.entries(runs[0]!.stages).map(([k, st]) => [k, { ...st, seconds: median(runs.map((r) => r.stages[k]!.seconds)) }]));
   const rec: BenchRecord = { workload: w, machine: machine(), sgemmGflops: opts.sgemm, ours, date: new Date().toISOString() };
   if (!opts.peers) return rec;
 
@@ -201,7 +208,7 @@ export function formatRecord(rec: BenchRecord): string {
     `### ${w.name}: ${w.n.toLocaleString('en-US')} × ${w.dim}, k = ${w.k}, niter ${w.niter}, eps ${w.eps.join('/')}${w.plantedCentroids ? ', planted centroids (heavy-tailed cluster sizes)' : ''}`,
     '',
     `Machine: ${rec.machine.cpu}, ${rec.machine.cores} cores, ${rec.machine.memGiB} GiB; OpenBLAS kernel ${rec.machine.blasCore}; FAISS ${rec.machine.faiss}; Node ${rec.machine.node}. ` +
-      `Measured sgemm: **${f(rec.sgemmGflops, 1)} GFLOP/s** (2048³, ${rec.machine.cores} threads). Largest cluster: ${o.largestCluster.toLocaleString('en-US')} members. Date: ${rec.date.slice(0, 16)}Z.`,
+      `Measured sgemm: **${f(rec.sgemmGflops, 1)} GFLOP/s** (2048³, ${rec.machine.cores} threads). Our times: median of ${o.runs ?? 1} run(s). Largest cluster: ${o.largestCluster.toLocaleString('en-US')} members. Date: ${rec.date.slice(0, 16)}Z.`,
     '',
     '| stage | ours (s) | GFLOP/s | % of sgemm | peer (s) | peer / ours | share of our total |',
     '|---|---:|---:|---:|---:|---:|---:|',
@@ -239,7 +246,7 @@ export function updateResults(file: string, rec: BenchRecord): void {
   atomicWriteFile(file, out);
 }
 
-export async function runBench(opts: { workloads: string[]; peers: boolean; outDir?: string; results?: string; n?: number; log?: (l: string) => void }): Promise<BenchRecord[]> {
+export async function runBench(opts: { workloads: string[]; peers: boolean; outDir?: string; results?: string; n?: number; repeat?: number; log?: (l: string) => void }): Promise<BenchRecord[]> {
   const log = opts.log ?? ((l: string) => process.stderr.write(`bench: ${l}\n`));
   const outDir = resolve(opts.outDir ?? join(root, 'bench', 'out'));
   mkdirSync(outDir, { recursive: true });
@@ -250,7 +257,7 @@ export async function runBench(opts: { workloads: string[]; peers: boolean; outD
     const w0 = WORKLOADS[name];
     if (!w0) throw new Error(`unknown workload '${name}' (known: ${Object.keys(WORKLOADS).join(', ')})`);
     const w = opts.n ? { ...w0, n: opts.n } : w0;
-    const rec = await benchWorkload(w, { outDir, peers: opts.peers, log, sgemm });
+    const rec = await benchWorkload(w, { outDir, peers: opts.peers, log, sgemm, ...(opts.repeat ? { repeat: opts.repeat } : {}) });
     atomicWriteFile(join(outDir, `${w.name}-${rec.date.replace(/[:.]/g, '-')}.json`), JSON.stringify(rec, null, 2) + '\n');
     if (opts.results !== '') updateResults(opts.results ?? join(root, 'bench', 'RESULTS.md'), rec);
     process.stdout.write(formatRecord(rec) + '\n\n');

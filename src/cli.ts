@@ -186,13 +186,15 @@ export function buildProgram(): Command {
     .option('--n <rows>', 'override the number of rows (quick runs)')
     .option('--out <dir>', 'data and outputs folder (default bench/out)')
     .option('--results <file>', 'results file to update (default bench/RESULTS.md; empty string: none)')
-    .action(async (o: { workload: string; peers: boolean; n?: string; out?: string; results?: string }) => {
+    .option('--repeat <runs>', 'run our pipeline this many times and report the median of each stage', '1')
+    .action(async (o: { workload: string; peers: boolean; n?: string; out?: string; results?: string; repeat: string }) => {
       await runBench({
         workloads: o.workload.split(',').map((s) => s.trim()).filter(Boolean),
         peers: o.peers,
         ...(o.n ? { n: Number(o.n) } : {}),
         ...(o.out ? { outDir: o.out } : {}),
         ...(o.results !== undefined ? { results: o.results } : {}),
+        repeat: Math.max(1, Number(o.repeat) || 1),
       });
     });
 
