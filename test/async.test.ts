@@ -144,7 +144,7 @@ function partFiles(out: string): string[] {
 
 test('async: aborting dedup rejects with ERR_CANCELLED, and a rerun resumes to the same bytes', async () => {
   const dir = tmp();
-  const k = 64;
+  const k = 640; // enough clusters for several resumable parts (at least 64 clusters per worker each)
   const { file, dim } = writeDataset(dir, { n: 12000, dim: 48, clusters: k, seed: 9 });
   const a = path.join(dir, 'a');
   const b = path.join(dir, 'b');

@@ -5,6 +5,7 @@
 import { existsSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { createHash } from 'node:crypto';
+import { cpus } from 'node:os';
 import { ConfigError, InputError } from '../errors.js';
 import { readNpy, writeNpy } from '../io/npy.js';
 import { atomicWriteFile } from '../io/atomic.js';
@@ -164,7 +165,10 @@ export async function semdedup(opts: DedupOptions): Promise<DedupResult> {
       .slice(0, 16);
     const partsDir = join(outputs.parts(dir), key);
     ensureOutputDir(partsDir);
-    const parts = planParts(offsets, 64);
+    // Parts bound the work lost to an interruption, but each part ends with workers idling on
+    // its last items: keep at least ~64 clusters per worker in a part, and at most 64 parts.
+    const workers = opts.threads && opts.threads > 0 ? opts.threads : cpus().length;
+    const parts = planParts(offsets, Math.max(1, Math.min(64, Math.floor(k / (64 * workers)))));
     const thresholds = opts.epsList.map((e) => 1 - e);
     const addon = loadNative();
     let doneCost = 0;
