@@ -5,10 +5,11 @@
 //
 // Bounds (Hamerly's, in "score" terms, higher is better): IP score = x . c; L2 score = -||x - c||.
 // When centroid c moves by delta_c, any score changes by at most scale * delta_c (scale = ||x||
-// for IP, 1 for L2). Per row we keep lo (a lower bound of the assigned centroid's score) and up
-// (an upper bound of every other centroid's score). Each iteration the assigned score is
-// recomputed exactly (one dot product) and lo tightened; if lo > up the argmax cannot have
-// changed and the full search is skipped. Bounds carry a margin larger than the fp32 rounding of
+// for IP, 1 for L2). Per row we keep lo (a lower bound of the assigned centroid's score) and, for
+// each group of 16 consecutive centroids, an upper bound of the group's best other score, which
+// grows by the group's largest move (Yinyang-style groups on Hamerly's scheme). Each iteration
+// the assigned score is recomputed exactly (one dot product) and lo tightened; if lo exceeds
+// every group bound the argmax cannot have changed and the full search is skipped. Bounds carry a margin larger than the fp32 rounding of
 // the scores, so a skipped row's assignment is the one the full fp32 search would give.
 #include <algorithm>
 #include <cmath>
@@ -27,6 +28,7 @@ namespace {
 
 constexpr int64_t kSearchBlock = 256;   // rows per sgemm during training
 constexpr int64_t kAssignBlock = 1024;  // rows per sgemm in the final assignment
+constexpr int kGroup = 16;              // centroids per group of the pruning bounds
 
 struct BlockResult {
   int64_t idx;
@@ -36,8 +38,11 @@ struct BlockResult {
 
 // Scores m rows (xb, m x d) against all k centroids and returns, per row, the best centroid as
 // FAISS's exhaustive search with k = 1 picks it (first index on ties) and the runner-up value.
+// With gsize > 0, also writes per row the best value within each group of gsize consecutive
+// centroids, the chosen centroid excluded (gbest, m x ngroups; IP: largest inner product, L2:
+// smallest squared distance).
 void search_rows(const float* xb, int64_t m, const float* xnorm, const float* cent, const float* cnorm, int k,
-                 int64_t d, bool ip, float* cbuf, BlockResult* out) {
+                 int64_t d, bool ip, float* cbuf, BlockResult* out, int gsize = 0, float* gbest = nullptr) {
   gemm_abt(xb, m, cent, k, d, cbuf, k);
   for (int64_t i = 0; i < m; ++i) {
     float* line = cbuf + i * k;
@@ -55,12 +60,23 @@ void search_rows(const float* xb, int64_t m, const float* xnorm, const float* ce
         }
       }
       out[i] = {bi, best, second};
+      if (gsize > 0) {
+        const int ng = (k + gsize - 1) / gsize;
+        for (int g = 0; g < ng; ++g) {
+          float gb = -std::numeric_limits<float>::infinity();
+          const int e = std::min(k, (g + 1) * gsize);
+          for (int j = g * gsize; j < e; ++j)
+            if (j != bi && line[j] > gb) gb = line[j];
+          gbest[i * ng + g] = gb;
+        }
+      }
     } else {
       float best = std::numeric_limits<float>::infinity(), second = best;
       int64_t bi = -1;
       for (int j = 0; j < k; ++j) {
         float v = xnorm[i] + cnorm[j] - 2 * line[j];
         if (v < 0) v = 0;  // as FAISS: round-off on identical vectors
+        line[j] = v;
         if (v < best) {
           second = best;
           best = v;
@@ -70,6 +86,16 @@ void search_rows(const float* xb, int64_t m, const float* xnorm, const float* ce
         }
       }
       out[i] = {bi, best, second};
+      if (gsize > 0) {
+        const int ng = (k + gsize - 1) / gsize;
+        for (int g = 0; g < ng; ++g) {
+          float gb = std::numeric_limits<float>::infinity();
+          const int e = std::min(k, (g + 1) * gsize);
+          for (int j = g * gsize; j < e; ++j)
+            if (j != bi && line[j] < gb) gb = line[j];
+          gbest[i * ng + g] = gb;
+        }
+      }
     }
   }
 }
@@ -158,7 +184,15 @@ KMeansResult train_kmeans(const EmbeddingView& x, const KMeansParams& p, const P
   double best_obj = 0;
   std::vector<float> cent(size_t(k) * size_t(d)), prev(size_t(k) * size_t(d)), cnorm(static_cast<size_t>(k));
   std::vector<int64_t> assign(static_cast<size_t>(nt));
-  std::vector<float> dis(static_cast<size_t>(nt)), lo(static_cast<size_t>(nt)), up(static_cast<size_t>(nt));
+  // Bounds per row: lo (assigned centroid), and one upper bound per group of kGroup consecutive
+  // centroids (their best score, the assigned centroid excluded): a group's bound grows by the
+  // largest move within the group, not by the largest move of all k centroids.
+  const int gsize = kGroup;
+  const int ng = (k + gsize - 1) / gsize;
+  std::vector<float> dis(static_cast<size_t>(nt)), lo(static_cast<size_t>(nt));
+  std::vector<float> upg(p.prune ? size_t(nt) * size_t(ng) : 0);
+  std::vector<double> gdelta(static_cast<size_t>(ng));
+  std::vector<std::vector<float>> gbuf(static_cast<size_t>(threads), std::vector<float>(size_t(kSearchBlock) * size_t(ng)));
   std::vector<float> hassign(static_cast<size_t>(k));
   std::vector<double> delta(static_cast<size_t>(k));
   std::vector<std::vector<float>> cbuf(static_cast<size_t>(threads), std::vector<float>(size_t(kSearchBlock) * size_t(k)));
@@ -204,7 +238,10 @@ KMeansResult train_kmeans(const EmbeddingView& x, const KMeansParams& p, const P
             }
             const float l = float(score - tol);
             lo[size_t(i)] = l;
-            if (l > up[size_t(i)]) {
+            const float* u = &upg[size_t(i) * size_t(ng)];
+            float umax = -std::numeric_limits<float>::infinity();
+            for (int g = 0; g < ng; ++g) umax = std::max(umax, u[g]);
+            if (l > umax) {
               keep[size_t(i)] = 1;
               // FAISS's value for the objective
               dis[size_t(i)] = ip ? float(s) : float(std::max(0.0, double(xnorm[size_t(i)]) + cnorm[size_t(assign[size_t(i)])] - 2 * s));
@@ -231,19 +268,23 @@ KMeansResult train_kmeans(const EmbeddingView& x, const KMeansParams& p, const P
           nb[t] = xnorm[size_t(i)];
         }
         BlockResult* res = rbuf[size_t(w)].data();
-        search_rows(xb, m, nb, cent.data(), cnorm.data(), k, d, ip, cbuf[size_t(w)].data(), res);
+        float* gb = gbuf[size_t(w)].data();
+        search_rows(xb, m, nb, cent.data(), cnorm.data(), k, d, ip, cbuf[size_t(w)].data(), res, p.prune ? gsize : 0, gb);
         for (int64_t t = 0; t < m; ++t) {
           const int64_t i = todo[size_t(s0 + t)];
           assign[size_t(i)] = res[t].idx;
           dis[size_t(i)] = res[t].dis;
+          if (!p.prune) continue;
+          float* u = &upg[size_t(i) * size_t(ng)];
+          const float* gbt = gb + t * ng;
           if (ip) {
             const double tol = 1e-6 + ulp_d * xlen[size_t(i)] * cmax;
             lo[size_t(i)] = float(double(res[t].dis) - tol);
-            up[size_t(i)] = k > 1 ? float(double(res[t].second) + tol) : -std::numeric_limits<float>::infinity();
+            for (int g = 0; g < ng; ++g) u[g] = float(double(gbt[g]) + tol);  // -inf stays -inf
           } else {
             const double tol = std::sqrt(ulp_d * (double(xnorm[size_t(i)]) + double(cmax) * cmax) * 4) + 1e-6;
             lo[size_t(i)] = float(-std::sqrt(double(res[t].dis)) - tol);
-            up[size_t(i)] = k > 1 ? float(-std::sqrt(double(res[t].second)) + tol) : -std::numeric_limits<float>::infinity();
+            for (int g = 0; g < ng; ++g) u[g] = float(-std::sqrt(double(gbt[g])) + tol);  // +inf -> -inf
           }
         }
       }, cancel);
@@ -278,29 +319,25 @@ KMeansResult train_kmeans(const EmbeddingView& x, const KMeansParams& p, const P
 
       // 4. bounds follow the centroids' movement
       if (p.prune) {
-        double m1 = 0, m2 = 0;
-        int64_t i1 = -1;
+        std::fill(gdelta.begin(), gdelta.end(), 0.0);
         for (int c = 0; c < k; ++c) {
-          double s = 0;
+          double s2 = 0;
           for (int64_t j = 0; j < d; ++j) {
             const double t = double(cent[size_t(c) * size_t(d) + size_t(j)]) - prev[size_t(c) * size_t(d) + size_t(j)];
-            s += t * t;
+            s2 += t * t;
           }
-          delta[size_t(c)] = std::sqrt(s) * (1 + 1e-6) + 1e-9;  // rounded up
-          if (delta[size_t(c)] > m1) {
-            m2 = m1;
-            m1 = delta[size_t(c)];
-            i1 = c;
-          } else if (delta[size_t(c)] > m2) {
-            m2 = delta[size_t(c)];
+          delta[size_t(c)] = std::sqrt(s2) * (1 + 1e-6) + 1e-9;  // rounded up
+          gdelta[size_t(c / gsize)] = std::max(gdelta[size_t(c / gsize)], delta[size_t(c)]);
+        }
+        parallel_for(threads, (nt + 4095) / 4096, [&](int64_t b, int) {
+          const int64_t e = std::min(nt, (b + 1) * 4096);
+          for (int64_t i = b * 4096; i < e; ++i) {
+            const double scale = ip ? double(xlen[size_t(i)]) * (1 + 1e-6) : 1.0;
+            lo[size_t(i)] = float(double(lo[size_t(i)]) - scale * delta[size_t(assign[size_t(i)])]);
+            float* u = &upg[size_t(i) * size_t(ng)];
+            for (int g = 0; g < ng; ++g) u[g] = float(double(u[g]) + scale * gdelta[size_t(g)]);
           }
-        }
-        for (int64_t i = 0; i < nt; ++i) {
-          const int64_t a = assign[size_t(i)];
-          const double scale = ip ? double(xlen[size_t(i)]) * (1 + 1e-6) : 1.0;
-          lo[size_t(i)] = float(double(lo[size_t(i)]) - scale * delta[size_t(a)]);
-          up[size_t(i)] = float(double(up[size_t(i)]) + scale * (a == i1 ? m2 : m1));
-        }
+        });
       }
       if (progress) progress(int64_t(redo) * p.niter + it + 1, total);
     }
