@@ -356,6 +356,9 @@ int main() {
       noprune.prune = false;
       auto unpruned = train_kmeans(v, noprune);
       CHECK(ours.pruned_rows > 0, "pruning skipped no row");
+      KMeansParams one = p;
+      one.threads = 1;
+      CHECK(train_kmeans(v, one).centroids == ours.centroids, "the thread count changed the centroids");
       CHECK(unpruned.centroids == ours.centroids, "pruning changed the centroids");
       CHECK(via_faiss.centroids == ours.centroids, "engine k-means differs from the FAISS path (spherical=%d)", int(spherical));
       faiss::ClusteringParameters cp;
