@@ -25,11 +25,18 @@ export function embeddingsSpecOf(cfg: PartialResolved): EmbeddingsSpec {
   };
 }
 
-/** The ids of the config (checked unique), or undefined for row numbers. */
-export function idsOf(cfg: PartialResolved, n: number): Ids | undefined {
-  if (!cfg.ids) return undefined;
-  const ids = readIds(cfg.ids, { format: cfg.idsFormat, ...(cfg.idsDtype ? { dtype: cfg.idsDtype } : {}), count: n });
-  checkUniqueIds(ids, cfg.ids);
+/**
+ * The ids (checked unique): the config's ids file, else the one recorded in the output folder's
+ * manifest by an earlier step (the original's semdedup_configs.yaml names none); undefined means
+ * row numbers. Read once per command and handed to the steps that write ids.
+ */
+export function resolveIds(cfg: PartialResolved, outputDir: string | undefined, log?: (l: string) => void): Ids | undefined {
+  const src = cfg.ids ? { ids: cfg.ids, format: cfg.idsFormat, dtype: cfg.idsDtype } : outputDir ? recordedIds(outputDir) : undefined;
+  if (!src) return undefined;
+  const n = cfg.embeddings && existsSync(cfg.embeddings) ? embeddingsLayout(embeddingsSpecOf(cfg)).n : cfg.datasetSize;
+  const ids = readIds(src.ids, { format: src.format, ...(src.dtype ? { dtype: src.dtype } : {}), ...(n !== undefined ? { count: n } : {}) });
+  checkUniqueIds(ids, src.ids);
+  log?.(`ids: ${src.ids}`);
   return ids;
 }
 
@@ -67,11 +74,10 @@ export async function runCluster(cfg: PartialResolved, opts: CommonOptions = {})
   return r;
 }
 
-export async function runSort(cfg: PartialResolved, opts: CommonOptions = {}): Promise<SortResult> {
+export async function runSort(cfg: PartialResolved, opts: CommonOptions = {}, given?: { ids?: Ids }): Promise<SortResult> {
   const c = requireKeys(cfg, ['output_dir'], 'semdedup sort');
   const needEmb = c.simMetric === 'cosine' && !c.spherical;
-  let ids: Ids | undefined;
-  if (c.exportSortedClusters && cfg.embeddings) ids = idsOf(cfg, embeddingsLayout(embeddingsSpecOf(cfg)).n);
+  const ids = c.exportSortedClusters ? (given ? given.ids : resolveIds(cfg, c.outputDir, opts.log)) : undefined;
   return assignAndSortClusters({
     ...common(cfg, opts),
     outputDir: c.outputDir,
@@ -103,21 +109,14 @@ export async function runExtract(
   cfg: PartialResolved,
   eps: number,
   output: string | undefined,
-  opts: { removed?: boolean; log?: (l: string) => void } = {},
+  opts: { removed?: boolean; log?: (l: string) => void; ids?: Ids; dedup?: DedupResult } = {},
 ): Promise<ExtractResult> {
   const c = requireKeys(cfg, ['output_dir'], 'semdedup extract');
-  // The original's semdedup_configs.yaml names no ids file: use the one the cluster step recorded.
-  const src = cfg.ids ? { ids: cfg.ids, format: cfg.idsFormat, dtype: cfg.idsDtype } : recordedIds(c.outputDir);
-  let ids: Ids | undefined;
-  if (src) {
-    const n = cfg.embeddings && existsSync(cfg.embeddings) ? embeddingsLayout(embeddingsSpecOf(cfg)).n : cfg.datasetSize;
-    ids = readIds(src.ids, { format: src.format, ...(src.dtype ? { dtype: src.dtype } : {}), ...(n !== undefined ? { count: n } : {}) });
-    checkUniqueIds(ids, src.ids);
-    opts.log?.(`ids: ${src.ids}`);
-  }
+  const ids = 'ids' in opts ? opts.ids : resolveIds(cfg, c.outputDir, opts.log);
   return extractPrunedData({
     outputDir: c.outputDir,
     eps,
+    ...(opts.dedup ? { data: { keepOrder: opts.dedup.keepOrder, M: opts.dedup.M } } : {}),
     ...(output ? { output } : {}),
     ...(opts.removed ? { removed: true } : {}),
     ...(ids ? { ids } : {}),
@@ -147,16 +146,18 @@ export interface RunResult {
 export async function runAll(cfg: PartialResolved, opts: CommonOptions = {}): Promise<RunResult> {
   const c = requireKeys(cfg, ['embeddings', 'output_dir', 'k'], 'semdedup run');
   const n = embeddingsLayout(embeddingsSpecOf(cfg)).n;
-  if (cfg.ids) idsOf(cfg, n); // fail early on bad ids, before hours of work
+  // Read (and check) the ids once, before hours of work, for the steps that write ids.
+  const ids = resolveIds(cfg, undefined, opts.log);
   const t0 = performance.now();
   const cluster = await runCluster(cfg, opts);
   const t1 = performance.now();
-  const sort = await runSort(cfg, opts);
+  const sort = await runSort(cfg, opts, { ids });
   const t2 = performance.now();
   const dedup = await runDedup(cfg, opts);
   const t3 = performance.now();
   const extract: ExtractResult[] = [];
-  for (const eps of c.epsList) extract.push(await runExtract(cfg, eps, join(c.outputDir, `kept_eps${eps}.txt`), opts.log ? { log: opts.log } : {}));
+  for (const eps of c.epsList)
+    extract.push(await runExtract(cfg, eps, join(c.outputDir, `kept_eps${eps}.txt`), { ids, dedup, ...(opts.log ? { log: opts.log } : {}) }));
   const t4 = performance.now();
   const seconds = { cluster: (t1 - t0) / 1000, sort: (t2 - t1) / 1000, dedup: (t3 - t2) / 1000, extract: (t4 - t3) / 1000, total: (t4 - t0) / 1000 };
   atomicWriteFile(

@@ -36,66 +36,55 @@ struct BlockResult {
   float second;  // the runner-up's value (for bounds)
 };
 
+// The chosen centroid of one line of values (first index on ties), the runner-up's value, and
+// with gsize > 0 each group's best value with the chosen centroid excluded. `better` orders two
+// values (IP: larger, L2: smaller); `worst` is the value nothing is worse than.
+template <class Better>
+BlockResult pick(const float* line, int k, float worst, Better better, int gsize, float* gbest) {
+  float best = worst, second = worst;
+  int64_t bi = -1;
+  for (int j = 0; j < k; ++j) {
+    const float v = line[j];
+    if (better(v, best)) {
+      second = best;
+      best = v;
+      bi = j;
+    } else if (better(v, second)) {
+      second = v;
+    }
+  }
+  if (gsize > 0) {
+    const int ng = (k + gsize - 1) / gsize;
+    for (int g = 0; g < ng; ++g) {
+      float gb = worst;
+      const int e = std::min(k, (g + 1) * gsize);
+      for (int j = g * gsize; j < e; ++j)
+        if (j != bi && better(line[j], gb)) gb = line[j];
+      gbest[g] = gb;
+    }
+  }
+  return {bi, best, second};
+}
+
 // Scores m rows (xb, m x d) against all k centroids and returns, per row, the best centroid as
-// FAISS's exhaustive search with k = 1 picks it (first index on ties) and the runner-up value.
-// With gsize > 0, also writes per row the best value within each group of gsize consecutive
-// centroids, the chosen centroid excluded (gbest, m x ngroups; IP: largest inner product, L2:
-// smallest squared distance).
+// FAISS's exhaustive search with k = 1 picks it and the runner-up value; with gsize > 0 also the
+// per-group best values (gbest, m x ngroups; see pick).
 void search_rows(const float* xb, int64_t m, const float* xnorm, const float* cent, const float* cnorm, int k,
                  int64_t d, bool ip, float* cbuf, BlockResult* out, int gsize = 0, float* gbest = nullptr) {
   gemm_abt(xb, m, cent, k, d, cbuf, k);
+  const int ng = gsize > 0 ? (k + gsize - 1) / gsize : 0;
+  const float inf = std::numeric_limits<float>::infinity();
   for (int64_t i = 0; i < m; ++i) {
     float* line = cbuf + i * k;
+    float* g = gsize > 0 ? gbest + i * ng : nullptr;
     if (ip) {
-      float best = -std::numeric_limits<float>::infinity(), second = best;
-      int64_t bi = -1;
-      for (int j = 0; j < k; ++j) {
-        const float v = line[j];
-        if (v > best) {
-          second = best;
-          best = v;
-          bi = j;
-        } else if (v > second) {
-          second = v;
-        }
-      }
-      out[i] = {bi, best, second};
-      if (gsize > 0) {
-        const int ng = (k + gsize - 1) / gsize;
-        for (int g = 0; g < ng; ++g) {
-          float gb = -std::numeric_limits<float>::infinity();
-          const int e = std::min(k, (g + 1) * gsize);
-          for (int j = g * gsize; j < e; ++j)
-            if (j != bi && line[j] > gb) gb = line[j];
-          gbest[i * ng + g] = gb;
-        }
-      }
+      out[i] = pick(line, k, -inf, [](float a, float b) { return a > b; }, gsize, g);
     } else {
-      float best = std::numeric_limits<float>::infinity(), second = best;
-      int64_t bi = -1;
-      for (int j = 0; j < k; ++j) {
-        float v = xnorm[i] + cnorm[j] - 2 * line[j];
-        if (v < 0) v = 0;  // as FAISS: round-off on identical vectors
-        line[j] = v;
-        if (v < best) {
-          second = best;
-          best = v;
-          bi = j;
-        } else if (v < second) {
-          second = v;
-        }
+      for (int j = 0; j < k; ++j) {  // FAISS's squared L2: |x|^2 + |c|^2 - 2 x.c, clamped at 0
+        const float v = xnorm[i] + cnorm[j] - 2 * line[j];
+        line[j] = v < 0 ? 0 : v;
       }
-      out[i] = {bi, best, second};
-      if (gsize > 0) {
-        const int ng = (k + gsize - 1) / gsize;
-        for (int g = 0; g < ng; ++g) {
-          float gb = std::numeric_limits<float>::infinity();
-          const int e = std::min(k, (g + 1) * gsize);
-          for (int j = g * gsize; j < e; ++j)
-            if (j != bi && line[j] < gb) gb = line[j];
-          gbest[i * ng + g] = gb;
-        }
-      }
+      out[i] = pick(line, k, inf, [](float a, float b) { return a < b; }, gsize, g);
     }
   }
 }

@@ -1,11 +1,11 @@
 // SPEC step 4 on the CPU: per-cluster max similarity to an earlier member, tile by tile.
 //
-// Work list: a cluster of up to kWhole members is one item: its rows are gathered once (keep
+// Work list: a cluster of up to kWholeMax members (and 16 MB) is one item: its rows are gathered once (keep
 // order) and, for each column tile of kCols members, one sgemm computes the dots of every
 // earlier-or-same member with the tile (a (c0 + cols) x cols block: only the upper-triangular
 // part of the Gram matrix plus the small diagonal blocks), folded into the running column max
 // masked to earlier members. A larger cluster is split into one item per column tile, whose
-// earlier rows are gathered block by block (kRowBlock rows at a time): memory per worker is
+// earlier rows are gathered (pread) block by block, kRowBlock rows at a time: memory per worker is
 // bounded by the tiles, whatever the cluster size. Each BLAS call is single-threaded; the workers
 // are the parallelism. Items write disjoint outputs, and each output depends only on the fixed
 // decomposition (never on the thread count), so results are deterministic.
@@ -24,19 +24,12 @@
 namespace semdedup {
 namespace {
 
-#ifndef SEMDEDUP_KCOLS
-#define SEMDEDUP_KCOLS 128
-#endif
-constexpr int64_t kCols = SEMDEDUP_KCOLS;  // column tile width of whole-cluster items
+constexpr int64_t kCols = 128;       // column tile width of whole-cluster items
 constexpr int64_t kSplitCols = 2048;  // column tile width of items of a very large cluster (fewer re-reads)
 constexpr int64_t kSplitColsMid = 512;  // ... of a cluster a little larger than a whole-cluster item
 constexpr int64_t kSplitWide = 65536;  // from this size on, the wide tiles
 constexpr int64_t kRowBlock = 2048;  // rows per sgemm for clusters split into column items
 constexpr int64_t kWholeMax = 4096;  // clusters up to this size are one item (bounded by bytes too)
-
-void gram_tile(const float* a, int64_t m, const float* b, int64_t n, int64_t d, float* c, int64_t ldc) {
-  gemm_abt(a, m, b, n, d, c, ldc);
-}
 
 // Folds a block of dots into the column maxima. Row r of the block is the member at position
 // row_pos0 + r, column j the member at col_pos0 + j; only pairs with row position < column
@@ -59,7 +52,6 @@ void fold_block(const float* c, int64_t ldc, int64_t rows, int64_t cols, int64_t
   }
 }
 
-void gather(const EmbeddingView& x, const int64_t* rows, int64_t n, float* dst) { x.gather(rows, n, dst); }
 
 double default_margin(int64_t d) {
   // fp32 dot products of unit vectors: |error| <= ~d * 2^-24 in the worst case; at least 1e-5.
@@ -213,13 +205,13 @@ MaxSimStats max_similarity_cpu(const EmbeddingView& x, const int64_t* order, con
     const int64_t base = offsets[it.cluster];
     const int64_t n = offsets[it.cluster + 1] - base;
     if (it.tile < 0) {
-      gather(x, order + base, n, s.a.data());
+      x.gather(order + base, n, s.a.data());
       for (int64_t c0 = 0; c0 < n; c0 += kCols) {
         const int64_t cols = std::min(kCols, n - c0);
         const int64_t rows = c0 + cols;
         reset_tile(s, cols);
         if (rows > 1) {
-          gram_tile(s.a.data(), rows, s.a.data() + c0 * d, cols, d, s.c.data(), kCols);
+          gemm_abt(s.a.data(), rows, s.a.data() + c0 * d, cols, d, s.c.data(), kCols);
           fold_block(s.c.data(), kCols, rows, cols, 0, c0, s.best.data(), s.pos.data());
         }
         write_tile(order, base, c0, cols, s, M, arg);
@@ -228,14 +220,14 @@ MaxSimStats max_similarity_cpu(const EmbeddingView& x, const int64_t* order, con
       const int64_t width = n >= kSplitWide ? kSplitCols : kSplitColsMid;
       const int64_t c0 = it.tile * width;
       const int64_t cols = std::min(width, n - c0);
-      gather(x, order + base + c0, cols, s.b.data());
+      x.gather(order + base + c0, cols, s.b.data());
       reset_tile(s, cols);
       const int64_t rows_end = c0 + cols;
       for (int64_t r0 = 0; r0 < rows_end; r0 += kRowBlock) {
         check_cancel(cancel);
         const int64_t rows = std::min(kRowBlock, rows_end - r0);
-        gather(x, order + base + r0, rows, s.a.data());
-        gram_tile(s.a.data(), rows, s.b.data(), cols, d, s.c.data(), kSplitCols);
+        x.gather(order + base + r0, rows, s.a.data());
+        gemm_abt(s.a.data(), rows, s.b.data(), cols, d, s.c.data(), kSplitCols);
         fold_block(s.c.data(), kSplitCols, rows, cols, r0, c0, s.best.data(), s.pos.data());
       }
       write_tile(order, base, c0, cols, s, M, arg);

@@ -72,7 +72,8 @@ export function openAtomicWriter(target: string): AtomicWriter {
     throw new OutputError(`${target}: cannot write: ${describe(err)}`, { file: target, cause: err });
   }
   let open = true;
-  const fail = (err: unknown): never => {
+  // Closes the descriptor if still open and removes the temporary file.
+  const discard = (): void => {
     if (open) {
       try {
         fs.closeSync(fd);
@@ -82,6 +83,9 @@ export function openAtomicWriter(target: string): AtomicWriter {
       open = false;
     }
     removeQuietly(tmp);
+  };
+  const fail = (err: unknown): never => {
+    discard();
     if (err instanceof OutputError) throw err;
     throw new OutputError(`${target}: cannot write: ${describe(err)}`, { file: target, cause: err });
   };
@@ -122,17 +126,7 @@ export function openAtomicWriter(target: string): AtomicWriter {
         // not supported (e.g. Windows): the rename itself is still atomic
       }
     },
-    abort(): void {
-      if (open) {
-        try {
-          fs.closeSync(fd);
-        } catch {
-          // ignore
-        }
-        open = false;
-      }
-      removeQuietly(tmp);
-    },
+    abort: discard,
   };
 }
 

@@ -155,8 +155,9 @@ export async function semdedup(opts: DedupOptions): Promise<DedupResult> {
   const stats: MaxSimStats = { members: 0, clusters: 0, usefulFlops: 0, computedFlops: 0, rechecked: 0, device };
   let resumedParts = 0;
   try {
+    const rows = BigInt(emb.n);
     for (let i = 0; i < n; i++)
-      if (order[i]! < 0n || order[i]! >= BigInt(emb.n))
+      if (order[i]! < 0n || order[i]! >= rows)
         throw new InputError(`${outputs.order(dir)}: row ${order[i]} is outside the ${emb.n} rows of ${emb.path}`, { file: outputs.order(dir) });
     // Parts are tied to everything that determines their content.
     const key = createHash('sha256')

@@ -9,7 +9,7 @@ import { readNpy, writeNpy } from '../io/npy.js';
 import type { Ids } from '../io/ids.js';
 import { outputs } from '../layout.js';
 import { now } from './common.js';
-import { summarize, validateEps, type EpsSummary } from './dedup.js';
+import { validateEps, type EpsSummary } from './dedup.js';
 
 export interface ExtractOptions {
   outputDir: string;
@@ -20,6 +20,8 @@ export interface ExtractOptions {
   removed?: boolean;
   /** Ids (default: row numbers). */
   ids?: Ids;
+  /** Step 4's keep order and M when the caller has them (else read from the output folder). */
+  data?: { keepOrder: BigInt64Array; M: Float64Array };
   log?: (line: string) => void;
 }
 
@@ -37,10 +39,11 @@ export async function extractPrunedData(opts: ExtractOptions): Promise<ExtractRe
   const t0 = now();
   const dir = opts.outputDir;
   validateEps([opts.eps]);
-  for (const p of [outputs.keepOrder(dir), outputs.M(dir)])
-    if (!existsSync(p)) throw new InputError(`${p} not found: run the dedup step first (semdedup dedup)`, { file: p });
-  const keepOrder = readNpy(outputs.keepOrder(dir)).data as BigInt64Array;
-  const M = readNpy(outputs.M(dir)).data as Float64Array;
+  if (!opts.data)
+    for (const p of [outputs.keepOrder(dir), outputs.M(dir)])
+      if (!existsSync(p)) throw new InputError(`${p} not found: run the dedup step first (semdedup dedup)`, { file: p });
+  const keepOrder = opts.data?.keepOrder ?? (readNpy(outputs.keepOrder(dir)).data as BigInt64Array);
+  const M = opts.data?.M ?? (readNpy(outputs.M(dir)).data as Float64Array);
   if (M.length !== keepOrder.length)
     throw new InputError(`${outputs.M(dir)}: ${M.length} values but keep_order.npy has ${keepOrder.length}; rerun semdedup dedup`, { file: outputs.M(dir) });
   if (opts.ids && opts.ids.length < keepOrder.length)
@@ -73,7 +76,7 @@ export async function extractPrunedData(opts: ExtractOptions): Promise<ExtractRe
     if (buf.length) chunks.push(buf.join('\n'));
     atomicWriteFile(opts.output, chunks.join('\n'));
   }
-  const summary = summarize(M, [opts.eps])[0]!;
+  const summary: EpsSummary = { eps: opts.eps, kept: nKept, removed: M.length - nKept, keptFraction: M.length ? nKept / M.length : 1 };
   opts.log?.(`eps ${opts.eps}: kept ${summary.kept} of ${M.length} (${(100 * summary.keptFraction).toFixed(2)}%), removed ${summary.removed}`);
   return { eps: opts.eps, keptRows, removedRows, summary, ...(opts.output ? { output: opts.output } : {}), seconds: (now() - t0) / 1000 };
 }
