@@ -31,5 +31,5 @@ if [ -f package-lock.json ]; then npm ci --no-audit --no-fund; else npm install 
 npm run build:ts
 
 if [ -z "${SEMDEDUP_SKIP_EXAMPLE:-}" ]; then
-  node dist/src/cli.js example
+  node dist/tools/cli.js example
 fi

@@ -4,9 +4,7 @@ import { Command, Option } from 'commander';
 import { ConfigError, SemDedupError } from './errors.js';
 import { DEFAULT_EPS_LIST, formatConfigDoc, loadConfigFiles, type PartialResolved } from './config.js';
 import { runAll, runCluster, runDedup, runExtract, runSort } from './pipeline.js';
-import { runExample } from './example.js';
 import { engineInfo } from './info.js';
-import { runBench, runOursStages } from './bench.js';
 import type { CommonOptions, Progress } from './steps/common.js';
 
 interface GlobalOpts {
@@ -160,50 +158,6 @@ export function buildProgram(): Command {
       const info = await engineInfo({ sgemm: !!o.sgemm });
       if (o.json) process.stdout.write(JSON.stringify(info, null, 2) + '\n');
       else for (const [k, v] of Object.entries(info)) process.stdout.write(`${k.padEnd(16)} ${typeof v === 'object' ? JSON.stringify(v) : v}\n`);
-    });
-
-  program
-    .command('example')
-    .description('run the whole pipeline on a generated dataset with planted duplicates and score it')
-    .option('--dir <dir>', 'folder for the data and results', 'examples-out')
-    .option('-q, --quiet', 'no progress')
-    .option('--json', 'print as JSON')
-    .action(async (o: { dir: string; quiet?: boolean; json?: boolean }) => {
-      const r = await runExample({ dir: o.dir, ...options(o) });
-      const lines = [
-        `example: ${r.n} rows × ${r.dim} dims, k = ${r.k}; ${r.plantedCopies} planted duplicates in ${r.plantedGroups} groups (exact copies and cosine 0.995–0.9995)`,
-        ...r.perEps.map((e) => `  eps ${e.eps}: removed ${e.removed}; planted duplicates found ${e.removedPlanted}/${r.plantedCopies} (recall ${(100 * e.recall).toFixed(1)}%, precision ${(100 * e.precision).toFixed(1)}%); groups left with exactly one member: ${e.groupsWithOneSurvivor}/${r.plantedGroups}`),
-        `  time ${r.run.seconds.total!.toFixed(2)} s; results in ${r.outputDir} (kept ids: kept_eps{eps}.txt)`,
-      ];
-      print(o, lines.join('\n'), { ...r, run: { seconds: r.run.seconds, summary: r.run.dedup.summary } });
-    });
-
-  program
-    .command('bench')
-    .description('benchmark: generated workloads (w1, skew), per-stage time, GFLOP/s, % of sgemm, RSS, peers')
-    .option('--workload <names>', 'comma-separated workloads: w1, skew', 'w1')
-    .option('--no-peers', 'skip the Python original pipeline and FAISS-alone peers')
-    .option('--n <rows>', 'override the number of rows (quick runs)')
-    .option('--out <dir>', 'data and outputs folder (default bench/out)')
-    .option('--results <file>', 'results file to update (default bench/RESULTS.md; empty string: none)')
-    .option('--repeat <runs>', 'run our pipeline this many times and report the median of each stage', '1')
-    .action(async (o: { workload: string; peers: boolean; n?: string; out?: string; results?: string; repeat: string }) => {
-      await runBench({
-        workloads: o.workload.split(',').map((s) => s.trim()).filter(Boolean),
-        peers: o.peers,
-        ...(o.n ? { n: Number(o.n) } : {}),
-        ...(o.out ? { outDir: o.out } : {}),
-        ...(o.results !== undefined ? { results: o.results } : {}),
-        repeat: Math.max(1, Number(o.repeat) || 1),
-      });
-    });
-
-  program
-    .command('_bench-child', { hidden: true })
-    .argument('<json>')
-    .action(async (json: string) => {
-      const r = await runOursStages(JSON.parse(json));
-      process.stdout.write(JSON.stringify(r) + '\n');
     });
 
   program

@@ -12,7 +12,5 @@ export { loadConfigFiles, parseConfigObject, requireKeys, configSchema, formatCo
 export { readIds, checkUniqueIds, rowNumberIds, idsFromStrings, writeIdsMemmap, type Ids } from './io/ids.js';
 export { readNpy, writeNpy, readNpyHeaderFromFile } from './io/npy.js';
 export { engineInfo } from './info.js';
-export { runExample, type ExampleReport } from './example.js';
-export { runBench, WORKLOADS, type BenchRecord } from './bench.js';
 export { outputs } from './layout.js';
 export { SemDedupError, ConfigError, InputError, NumericError, OutputError, type ErrorCode } from './errors.js';

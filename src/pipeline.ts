@@ -10,7 +10,8 @@ import { semdedup, type DedupResult } from './steps/dedup.js';
 import { extractPrunedData, type ExtractResult } from './steps/extract.js';
 import { atomicWriteFile } from './io/atomic.js';
 import { outputs } from './layout.js';
-import { readManifest, writeManifest, type CommonOptions } from './steps/common.js';
+import { type CommonOptions } from './steps/common.js';
+import { readManifest, writeManifest } from './manifest.js';
 import { toManifest } from './config.js';
 import { loadNative } from './native.js';
 

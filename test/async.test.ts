@@ -14,7 +14,7 @@ import { runAll, runCluster, runDedup, runSort } from '../src/pipeline.js';
 import { computeCentroids } from '../src/steps/cluster.js';
 import { semdedup, type DedupResult } from '../src/steps/dedup.js';
 import type { Progress } from '../src/steps/common.js';
-import { SynthDataset, type SynthOptions } from '../src/synth.js';
+import { SynthDataset, type SynthOptions } from '../tools/synth.js';
 import { ROOT, tmpFolder } from './helpers.js';
 
 

@@ -9,9 +9,9 @@ import * as path from 'node:path';
 
 import { writeIdsMemmap } from '../src/io/ids.js';
 import { readNpy, writeNpy } from '../src/io/npy.js';
-import { SynthDataset } from '../src/synth.js';
+import { SynthDataset } from '../tools/synth.js';
 import { refAssign, refDecisions, refExtract, refMaxSim, refRank } from './reference.js';
-import { ROOT, runCli, type CliResult } from './helpers.js';
+import { ROOT, TOOLS_CLI, runCli, type CliResult } from './helpers.js';
 
 // ---------------------------------------------------------------------------------------------
 // Helpers.
@@ -20,6 +20,11 @@ import { ROOT, runCli, type CliResult } from './helpers.js';
 /** `semdedup ARGS` in `cwd`. */
 function semdedup(args: string[], cwd: string): CliResult {
   return runCli(args, cwd);
+}
+
+/** `semdedup-tools ARGS` in `cwd` (the example and the benchmark harness). */
+function tools(args: string[], cwd: string): CliResult {
+  return runCli(args, cwd, 120_000, TOOLS_CLI);
 }
 
 function ok(r: CliResult, what: string): CliResult {
@@ -285,14 +290,14 @@ test('cli: info --json reports version, faiss, blasCore, threads, cpuFeatures, c
 
 test('cli: example --dir runs and finds the planted duplicates (recall >= 99% at eps 0.01)', () => {
   const dir = mkdtempSync(path.join(tmpdir(), 'semdedup-cli-example-'));
-  const r = ok(semdedup(['example', '--dir', dir, '--json', '-q'], W), 'example --json');
+  const r = ok(tools(['example', '--dir', dir, '--json', '-q'], W), 'example --json');
   const rep = JSON.parse(r.stdout) as { perEps: { eps: number; recall: number; precision: number }[]; outputDir: string };
   const e = rep.perEps.find((x) => x.eps === 0.01);
   assert.ok(e, 'eps 0.01 is reported');
   assert.ok(e.recall >= 0.99, `recall at eps 0.01 is ${e.recall}`);
   assert.ok(existsSync(path.join(dir, 'output', 'kept_eps0.01.txt')));
   // The human form says the same.
-  const h = ok(semdedup(['example', '--dir', dir, '-q'], W), 'example');
+  const h = ok(tools(['example', '--dir', dir, '-q'], W), 'example');
   const m = /eps 0\.01: .*recall ([\d.]+)%/.exec(h.stdout);
   assert.ok(m, h.stdout);
   assert.ok(Number(m[1]) >= 99, h.stdout);

@@ -13,7 +13,7 @@ import { npyHeaderBytes, readNpy } from '../src/io/npy.js';
 import { runAll, runCluster, runDedup, runExtract, runSort } from '../src/pipeline.js';
 import { assignAndSortClusters } from '../src/steps/sort.js';
 import { semdedup } from '../src/steps/dedup.js';
-import { SynthDataset } from '../src/synth.js';
+import { SynthDataset } from '../tools/synth.js';
 import { ROOT, runCli, tmpFolder, type CliResult } from './helpers.js';
 
 // ---------------------------------------------------------------------------------------------

@@ -18,6 +18,7 @@ export function repoRoot(): string {
 
 export const ROOT = repoRoot();
 export const CLI = path.join(ROOT, 'dist', 'src', 'cli.js');
+export const TOOLS_CLI = path.join(ROOT, 'dist', 'tools', 'cli.js');
 
 /** A new temporary folder whose name starts with `semdedup-${tag}-`. */
 export function tmpFolder(tag: string): string {
@@ -31,7 +32,7 @@ export interface CliResult {
 }
 
 /** `semdedup ARGS` in `cwd`. */
-export function runCli(args: string[], cwd: string, timeout = 120_000): CliResult {
-  const r = spawnSync(process.execPath, [CLI, ...args], { cwd, encoding: 'utf8', timeout });
+export function runCli(args: string[], cwd: string, timeout = 120_000, entry = CLI): CliResult {
+  const r = spawnSync(process.execPath, [entry, ...args], { cwd, encoding: 'utf8', timeout });
   return { code: r.status, stdout: r.stdout, stderr: r.stderr };
 }

@@ -10,7 +10,7 @@ import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
-import { SynthDataset } from '../src/synth.js';
+import { SynthDataset } from '../tools/synth.js';
 import { writeIdsMemmap } from '../src/io/ids.js';
 import { readNpy } from '../src/io/npy.js';
 import { outputs } from '../src/layout.js';
@@ -64,9 +64,14 @@ const IDS = join(ROOT, 'ids.S24');
   writeIdsMemmap(IDS, Array.from({ length: N }, (_, i) => `n04235860_${String(i).padStart(5, '0')}.JPEG`), 24);
 }
 
+// The original with single-threaded BLAS: some OpenBLAS kernels (e.g. Haswell) round the rows at
+// the edges of their thread partition differently, so FAISS's own distances then depend on its
+// BLAS thread count; with one thread they are the deterministic reference the engine matches.
+const PEER_ENV = { ...process.env, OPENBLAS_NUM_THREADS: '1', OMP_NUM_THREADS: '1' };
+
 function run(cmd: string, args: string[]): Promise<string> {
   return new Promise((res, rej) => {
-    execFile(cmd, args, { cwd: ROOT, maxBuffer: 16 << 20, timeout: 120_000 }, (err, stdout, stderr) => {
+    execFile(cmd, args, { cwd: ROOT, maxBuffer: 16 << 20, timeout: 120_000, env: PEER_ENV }, (err, stdout, stderr) => {
       if (err) rej(new Error(`${cmd} ${args.join(' ')} failed: ${err.message}\n${stderr}`));
       else res(stdout);
     });

@@ -7,7 +7,7 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync, existsSync } from 'no
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
-import { SynthDataset } from '../src/synth.js';
+import { SynthDataset } from '../tools/synth.js';
 import { createEmbeddingsFile, openEmbeddings, type EmbeddingsSpec } from '../src/embeddings.js';
 import { computeCentroids } from '../src/steps/cluster.js';
 import { assignAndSortClusters } from '../src/steps/sort.js';

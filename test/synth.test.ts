@@ -2,7 +2,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 
 import { ConfigError } from '../src/errors.js';
-import { SynthDataset, fillRows, groundTruth, resolveSynthOptions, synthPlan, type SynthOptions } from '../src/synth.js';
+import { SynthDataset, fillRows, groundTruth, resolveSynthOptions, synthPlan, type SynthOptions } from '../tools/synth.js';
 import {
   compareDecisions,
   compareM,

@@ -7,7 +7,6 @@
 #include <cblas.h>
 #endif
 #ifdef SEMDEDUP_HAVE_FAISS
-#include <faiss/Index.h>
 #include <faiss/utils/distances.h>
 #endif
 #include <cmath>
@@ -126,19 +125,6 @@ void renorm_rows(float* x, int64_t nx, int64_t d) {
       for (int64_t j = 0; j < d; ++j) x[i * d + j] *= inv;
     }
   }
-#endif
-}
-
-std::string faiss_version() {
-#ifdef SEMDEDUP_HAVE_FAISS
-#if defined(FAISS_VERSION_MAJOR)
-  return std::to_string(FAISS_VERSION_MAJOR) + "." + std::to_string(FAISS_VERSION_MINOR) + "." +
-         std::to_string(FAISS_VERSION_PATCH);
-#else
-  return "unknown";
-#endif
-#else
-  return "none";
 #endif
 }
 

@@ -1,144 +1,398 @@
-// k-means through FAISS (SPEC step 2). FAISS does the training exactly as faiss.Kmeans does;
-// this file only feeds it from the memory map without loading the whole matrix.
-#include "semdedup/kmeans.hpp"
-
-#include <faiss/Clustering.h>
-#include <faiss/IndexFlat.h>
-#include <faiss/utils/random.h>
-#include <faiss/impl/FaissException.h>
-
-#include <memory>
-
+// The engine's k-means (SPEC step 2): faiss::Clustering's algorithm, step for step, with the
+// assignment as blocked single-threaded sgemm + fused argmax on our own workers, and optional
+// pruning: a row whose bounds prove that its nearest centroid cannot have changed is not
+// searched again. Needs no FAISS (it uses FAISS's norm routines when linked, for bit-equal L2).
+//
+// Bounds (Hamerly's, in "score" terms, higher is better): IP score = x . c; L2 score = -||x - c||.
+// When centroid c moves by delta_c, any score changes by at most scale * delta_c (scale = ||x||
+// for IP, 1 for L2). Per row we keep lo (a lower bound of the assigned centroid's score) and, for
+// each group of 16 consecutive centroids, an upper bound of the group's best other score, which
+// grows by the group's largest move (Yinyang-style groups on Hamerly's scheme). Each iteration
+// the assigned score is recomputed exactly (one dot product) and lo tightened; if lo exceeds
+// every group bound the argmax cannot have changed and the full search is skipped. Bounds carry a margin larger than the fp32 rounding of
+// the scores, so a skipped row's assignment is the one the full fp32 search would give.
 #include <algorithm>
 #include <cmath>
+#include <cstring>
+#include <limits>
 #include <numeric>
+#include <vector>
 
+#include "semdedup/blas.hpp"
+#include "semdedup/kmeans.hpp"
 #include "semdedup/mapping.hpp"
 #include "semdedup/sampling.hpp"
-
-#ifdef _OPENMP
-#include <omp.h>
-#endif
 
 namespace semdedup {
 namespace {
 
-// An index that reports each k-means iteration: faiss::Clustering calls search() once per
-// iteration on the training set. Progress and cancellation hook in there.
-template <class Base>
-struct ReportingIndex : Base {
-  ReportingIndex(int d, const ProgressFn& progress, CancelFlag cancel, int64_t total)
-      : Base(d), progress_(progress), cancel_(cancel), total_(total) {}
-  void search(faiss::Index::idx_t n, const float* x, faiss::Index::idx_t k, float* distances, faiss::Index::idx_t* labels,
-              const faiss::SearchParameters* params = nullptr) const override {
-    check_cancel(cancel_);
-    Base::search(n, x, k, distances, labels, params);
-    ++iterations_;
-    if (progress_) progress_(std::min<int64_t>(iterations_, total_), total_);
-  }
-  const ProgressFn& progress_;
-  CancelFlag cancel_;
-  int64_t total_;
-  mutable int64_t iterations_ = 0;
+constexpr int64_t kSearchBlock = 256;   // rows per sgemm during training
+constexpr int64_t kAssignBlock = 4096;  // rows per sgemm in the final assignment: FAISS's query block, so that
+                                        // BLAS kernels whose rounding depends on the block see the same blocks
+constexpr int kCentroidBlock = 1024;   // centroids per sgemm in the final assignment (FAISS's)
+constexpr int kGroup = 16;              // centroids per group of the pruning bounds
+
+struct BlockResult {
+  int64_t idx;
+  float dis;     // FAISS's value: inner product, or squared L2 (clamped at 0)
+  float second;  // the runner-up's value (for bounds)
 };
 
-struct OmpThreads {
-  explicit OmpThreads(int t) {
-#ifdef _OPENMP
-    prev_ = omp_get_max_threads();
-    if (t > 0) omp_set_num_threads(t);
-#else
-    (void)t;
-#endif
+// The chosen centroid of one line of values (first index on ties), the runner-up's value, and
+// with gsize > 0 each group's best value with the chosen centroid excluded. `better` orders two
+// values (IP: larger, L2: smaller); `worst` is the value nothing is worse than.
+template <class Better>
+BlockResult pick(const float* line, int k, float worst, Better better, int gsize, float* gbest) {
+  float best = worst, second = worst;
+  int64_t bi = -1;
+  for (int j = 0; j < k; ++j) {
+    const float v = line[j];
+    if (better(v, best)) {
+      second = best;
+      best = v;
+      bi = j;
+    } else if (better(v, second)) {
+      second = v;
+    }
   }
-  ~OmpThreads() {
-#ifdef _OPENMP
-    omp_set_num_threads(prev_);
-#endif
+  if (gsize > 0) {
+    const int ng = (k + gsize - 1) / gsize;
+    for (int g = 0; g < ng; ++g) {
+      float gb = worst;
+      const int e = std::min(k, (g + 1) * gsize);
+      for (int j = g * gsize; j < e; ++j)
+        if (j != bi && better(line[j], gb)) gb = line[j];
+      gbest[g] = gb;
+    }
   }
-  int prev_ = 1;
-};
+  return {bi, best, second};
+}
+
+// Scores m rows (xb, m x d) against all k centroids and returns, per row, the best centroid as
+// FAISS's exhaustive search with k = 1 picks it and the runner-up value; with gsize > 0 also the
+// per-group best values (gbest, m x ngroups; see pick).
+void search_rows(const float* xb, int64_t m, const float* xnorm, const float* cent, const float* cnorm, int k,
+                 int64_t d, bool ip, float* cbuf, BlockResult* out, int gsize = 0, float* gbest = nullptr) {
+  gemm_abt(xb, m, cent, k, d, cbuf, k);
+  const int ng = gsize > 0 ? (k + gsize - 1) / gsize : 0;
+  const float inf = std::numeric_limits<float>::infinity();
+  for (int64_t i = 0; i < m; ++i) {
+    float* line = cbuf + i * k;
+    float* g = gsize > 0 ? gbest + i * ng : nullptr;
+    if (ip) {
+      out[i] = pick(line, k, -inf, [](float a, float b) { return a > b; }, gsize, g);
+    } else {
+      for (int j = 0; j < k; ++j) {  // FAISS's squared L2: |x|^2 + |c|^2 - 2 x.c, clamped at 0
+        const float v = xnorm[i] + cnorm[j] - 2 * line[j];
+        line[j] = v < 0 ? 0 : v;
+      }
+      out[i] = pick(line, k, inf, [](float a, float b) { return a < b; }, gsize, g);
+    }
+  }
+}
+
+// Dot product in float32 with 16 independent partial sums (vectorised; its rounding is covered by
+// the bounds' margin).
+__attribute__((target_clones("avx512f", "avx2", "default")))
+float dot_f32(const float* a, const float* b, int64_t d) {
+  float acc[16] = {0};
+  int64_t j = 0;
+  for (; j + 16 <= d; j += 16)
+    for (int t = 0; t < 16; ++t) acc[t] += a[j + t] * b[j + t];
+  float s = 0;
+  for (; j < d; ++j) s += a[j] * b[j];
+  for (int t = 0; t < 16; ++t) s += acc[t];
+  return s;
+}
 
 }  // namespace
 
-KMeansResult train_kmeans_faiss(const EmbeddingView& x, const KMeansParams& p, const ProgressFn& progress,
-                                CancelFlag cancel) {
-  check_kmeans_args(x, p);
-  OmpThreads omp(p.threads);
+void check_kmeans_args(const EmbeddingView& x, const KMeansParams& p) {
+  if (p.k < 1) throw Error(ErrorCode::InvalidArgument, "k must be >= 1, got " + std::to_string(p.k));
+  if (int64_t(p.k) > x.n)
+    throw Error(ErrorCode::InvalidArgument,
+                "k = " + std::to_string(p.k) + " is larger than the number of rows N = " + std::to_string(x.n));
+  if (x.n > int64_t(INT32_MAX)) throw Error(ErrorCode::InvalidArgument, "k-means training supports at most 2^31-1 rows");
+  if (x.d < 1) throw Error(ErrorCode::InvalidArgument, "embeddings have no columns");
+}
+
+std::vector<float> read_training_sample(const EmbeddingView& x, const std::vector<int64_t>& rows) {
   const int64_t d = x.d;
-  // FAISS's own subsampling done here (the same rows in the same order), so that only those
-  // rows are read from the mapping; FAISS then sees exactly k * max rows and samples no more.
-  std::vector<float> sample;
-  const float* train = nullptr;
-  const std::vector<int64_t> rows = kmeans_training_sample(x.n, p.k, p.max_points_per_centroid, p.seed);
-  const int64_t nt = int64_t(rows.size());
-  if (nt == x.n && x.is_f32()) {
-    train = static_cast<const float*>(x.data);
+  std::vector<float> sample(rows.size() * size_t(d));
+  std::vector<int64_t> slots(rows.size());
+  std::iota(slots.begin(), slots.end(), 0);
+  std::sort(slots.begin(), slots.end(), [&](int64_t a, int64_t b) { return rows[size_t(a)] < rows[size_t(b)]; });
+  int64_t released = 0, count = 0;
+  for (int64_t s : slots) {
+    const int64_t row = rows[size_t(s)];
+    x.row(row, sample.data() + size_t(s) * size_t(d));
+    if (x.mapped && ++count % 8192 == 0) {  // drop the pages behind the (ascending) reader
+      release_pages(static_cast<const char*>(x.data) + size_t(released) * x.row_bytes(),
+                    size_t(row - released) * x.row_bytes());
+      released = row;
+    }
+  }
+  if (x.mapped) release_pages(x.data, size_t(x.n) * x.row_bytes());
+  return sample;
+}
+
+KMeansResult train_kmeans(const EmbeddingView& x, const KMeansParams& p, const ProgressFn& progress, CancelFlag cancel) {
+  check_kmeans_args(x, p);
+  const int64_t d = x.d;
+  const int k = p.k;
+  const bool ip = p.spherical;  // faiss.Kmeans searches with IndexFlatIP when spherical, else IndexFlatL2
+  const int threads = resolve_threads(p.threads);
+
+  KMeansResult r;
+  r.under_min_points = x.n < int64_t(k) * p.min_points_per_centroid;
+  const std::vector<int64_t> rows = kmeans_training_sample(x.n, k, p.max_points_per_centroid, p.seed);
+  std::vector<float> owned;
+  const float* X;
+  if (int64_t(rows.size()) == x.n && x.is_f32()) {
+    X = static_cast<const float*>(x.data);
   } else {
-    sample = read_training_sample(x, rows);
-    train = sample.data();
+    owned = read_training_sample(x, rows);
+    X = owned.data();
+  }
+  const int64_t nt = int64_t(rows.size());
+  r.n_train = nt;
+  if (nt == k) {  // FAISS: as many points as clusters: the points are the centroids
+    r.centroids.assign(X, X + nt * d);
+    return r;
   }
 
-  faiss::ClusteringParameters cp;
-  cp.niter = p.niter;
-  cp.nredo = p.nredo;
-  cp.seed = int(p.seed);
-  cp.spherical = p.spherical;
-  cp.max_points_per_centroid = p.max_points_per_centroid;
-  cp.min_points_per_centroid = p.min_points_per_centroid;
-  cp.verbose = p.verbose;
-  faiss::Clustering clus(int(d), p.k, cp);
-  const int64_t total = int64_t(p.niter) * p.nredo;
-  try {
-    if (p.spherical) {
-      ReportingIndex<faiss::IndexFlatIP> index(int(d), progress, cancel, total);
-      clus.train(nt, train, index);
-    } else {
-      ReportingIndex<faiss::IndexFlatL2> index(int(d), progress, cancel, total);
-      clus.train(nt, train, index);
-    }
-  } catch (const faiss::FaissException& e) {
-    throw Error(ErrorCode::Backend, std::string("FAISS k-means failed: ") + e.what());
+  std::vector<float> xnorm(static_cast<size_t>(nt)), xlen(static_cast<size_t>(nt));
+  row_norms_sqr(X, nt, d, xnorm.data());
+  float xlen_max = 0;
+  for (int64_t i = 0; i < nt; ++i) {
+    xlen[size_t(i)] = std::sqrt(xnorm[size_t(i)]);
+    xlen_max = std::max(xlen_max, xlen[size_t(i)]);
   }
-  KMeansResult r;
-  r.centroids = clus.centroids;
-  for (const auto& s : clus.iteration_stats) r.objective.push_back(s.obj);
-  r.n_train = nt;
-  r.under_min_points = x.n < int64_t(p.k) * p.min_points_per_centroid;
+  // Margin above the fp32 rounding of a score (|error| <= ~d ulp of ||x|| ||c||, generously).
+  const double ulp_d = 8.0 * double(d) * std::ldexp(1.0, -24);
+
+  std::vector<float> best_centroids;
+  double best_obj = 0;
+  std::vector<float> cent(size_t(k) * size_t(d)), prev(size_t(k) * size_t(d)), cnorm(static_cast<size_t>(k));
+  std::vector<int64_t> assign(static_cast<size_t>(nt));
+  // Bounds per row: lo (assigned centroid), and one upper bound per group of kGroup consecutive
+  // centroids (their best score, the assigned centroid excluded): a group's bound grows by the
+  // largest move within the group, not by the largest move of all k centroids.
+  const int gsize = kGroup;
+  const int ng = (k + gsize - 1) / gsize;
+  std::vector<float> dis(static_cast<size_t>(nt)), lo(static_cast<size_t>(nt));
+  std::vector<float> upg(p.prune ? size_t(nt) * size_t(ng) : 0);
+  std::vector<double> gdelta(static_cast<size_t>(ng));
+  std::vector<std::vector<float>> gbuf(static_cast<size_t>(threads), std::vector<float>(size_t(kSearchBlock) * size_t(ng)));
+  std::vector<float> hassign(static_cast<size_t>(k));
+  std::vector<double> delta(static_cast<size_t>(k));
+  std::vector<std::vector<float>> cbuf(static_cast<size_t>(threads), std::vector<float>(size_t(kSearchBlock) * size_t(k)));
+  std::vector<std::vector<float>> xbuf(static_cast<size_t>(threads), std::vector<float>(size_t(kSearchBlock) * size_t(d)));
+  std::vector<std::vector<float>> nbuf(static_cast<size_t>(threads), std::vector<float>(size_t(kSearchBlock)));
+  std::vector<std::vector<BlockResult>> rbuf(static_cast<size_t>(threads), std::vector<BlockResult>(size_t(kSearchBlock)));
+  const int64_t total = int64_t(p.niter) * p.nredo;
+  BlasSingleThread blas1;
+
+  for (int redo = 0; redo < p.nredo; ++redo) {
+    const std::vector<int64_t> init = kmeans_init_rows(nt, k, p.seed, redo);
+    for (int c = 0; c < k; ++c) std::memcpy(&cent[size_t(c) * size_t(d)], X + init[size_t(c)] * d, size_t(d) * 4);
+    if (p.spherical) renorm_rows(cent.data(), k, d);
+    bool have_bounds = false;
+    double obj = 0;
+    for (int it = 0; it < p.niter; ++it) {
+      check_cancel(cancel);
+      if (!ip) row_norms_sqr(cent.data(), k, d, cnorm.data());
+      float cmax = 0;  // largest centroid norm (for the IP margin)
+      for (int c = 0; c < k; ++c) {
+        double s = 0;
+        for (int64_t j = 0; j < d; ++j) s += double(cent[size_t(c) * size_t(d) + size_t(j)]) * cent[size_t(c) * size_t(d) + size_t(j)];
+        cmax = std::max(cmax, float(std::sqrt(s)));
+      }
+      // 1. rows that keep their centroid provably (bounds), the others to search
+      std::vector<int64_t> todo;
+      if (have_bounds && p.prune) {
+        std::vector<uint8_t> keep(static_cast<size_t>(nt));
+        parallel_for(threads, (nt + 4095) / 4096, [&](int64_t b, int) {
+          const int64_t e = std::min(nt, (b + 1) * 4096);
+          for (int64_t i = b * 4096; i < e; ++i) {
+            const float* xi = X + i * d;
+            const float* ca = &cent[size_t(assign[size_t(i)]) * size_t(d)];
+            const double s = dot_f32(xi, ca, d);
+            double score, tol;
+            if (ip) {
+              score = s;
+              tol = 1e-6 + ulp_d * xlen[size_t(i)] * cmax;
+            } else {
+              const double e2 = std::max(0.0, double(xnorm[size_t(i)]) + cnorm[size_t(assign[size_t(i)])] - 2 * s);
+              score = -std::sqrt(e2);
+              tol = std::sqrt(ulp_d * (double(xnorm[size_t(i)]) + double(cmax) * cmax) * 4) + 1e-6;
+            }
+            const float l = float(score - tol);
+            lo[size_t(i)] = l;
+            const float* u = &upg[size_t(i) * size_t(ng)];
+            float umax = -std::numeric_limits<float>::infinity();
+            for (int g = 0; g < ng; ++g) umax = std::max(umax, u[g]);
+            if (l > umax) {
+              keep[size_t(i)] = 1;
+              // FAISS's value for the objective
+              dis[size_t(i)] = ip ? float(s) : float(std::max(0.0, double(xnorm[size_t(i)]) + cnorm[size_t(assign[size_t(i)])] - 2 * s));
+            }
+          }
+        }, cancel);
+        for (int64_t i = 0; i < nt; ++i)
+          if (!keep[size_t(i)]) todo.push_back(i);
+      } else {
+        todo.resize(size_t(nt));
+        std::iota(todo.begin(), todo.end(), 0);
+      }
+      r.searched_rows += int64_t(todo.size());
+      r.pruned_rows += nt - int64_t(todo.size());
+      // 2. full search of the others, in blocks
+      const int64_t nblocks = (int64_t(todo.size()) + kSearchBlock - 1) / kSearchBlock;
+      parallel_for(threads, nblocks, [&](int64_t b, int w) {
+        const int64_t s0 = b * kSearchBlock, m = std::min<int64_t>(kSearchBlock, int64_t(todo.size()) - s0);
+        float* xb = xbuf[size_t(w)].data();
+        float* nb = nbuf[size_t(w)].data();
+        for (int64_t t = 0; t < m; ++t) {
+          const int64_t i = todo[size_t(s0 + t)];
+          std::memcpy(xb + t * d, X + i * d, size_t(d) * 4);
+          nb[t] = xnorm[size_t(i)];
+        }
+        BlockResult* res = rbuf[size_t(w)].data();
+        float* gb = gbuf[size_t(w)].data();
+        search_rows(xb, m, nb, cent.data(), cnorm.data(), k, d, ip, cbuf[size_t(w)].data(), res, p.prune ? gsize : 0, gb);
+        for (int64_t t = 0; t < m; ++t) {
+          const int64_t i = todo[size_t(s0 + t)];
+          assign[size_t(i)] = res[t].idx;
+          dis[size_t(i)] = res[t].dis;
+          if (!p.prune) continue;
+          float* u = &upg[size_t(i) * size_t(ng)];
+          const float* gbt = gb + t * ng;
+          if (ip) {
+            const double tol = 1e-6 + ulp_d * xlen[size_t(i)] * cmax;
+            lo[size_t(i)] = float(double(res[t].dis) - tol);
+            for (int g = 0; g < ng; ++g) u[g] = float(double(gbt[g]) + tol);  // -inf stays -inf
+          } else {
+            const double tol = std::sqrt(ulp_d * (double(xnorm[size_t(i)]) + double(cmax) * cmax) * 4) + 1e-6;
+            lo[size_t(i)] = float(-std::sqrt(double(res[t].dis)) - tol);
+            for (int g = 0; g < ng; ++g) u[g] = float(-std::sqrt(double(gbt[g])) + tol);  // +inf -> -inf
+          }
+        }
+      }, cancel);
+      have_bounds = true;
+      obj = 0;
+      for (int64_t i = 0; i < nt; ++i) obj += dis[size_t(i)];
+      r.objective.push_back(float(obj));
+
+      // 3. centroids: ordered sums / counts (as faiss compute_centroids), splits, re-normalisation
+      prev = cent;
+      std::fill(cent.begin(), cent.end(), 0.f);
+      std::fill(hassign.begin(), hassign.end(), 0.f);
+      parallel_for(threads, threads, [&](int64_t rank, int) {
+        const int64_t c0 = int64_t(k) * rank / threads, c1 = int64_t(k) * (rank + 1) / threads;
+        for (int64_t i = 0; i < nt; ++i) {
+          const int64_t ci = assign[size_t(i)];
+          if (ci < c0 || ci >= c1) continue;
+          float* c = &cent[size_t(ci) * size_t(d)];
+          const float* xi = X + i * d;
+          hassign[size_t(ci)] += 1.0f;
+          for (int64_t j = 0; j < d; ++j) c[j] += xi[j];
+        }
+        for (int64_t ci = c0; ci < c1; ++ci) {
+          if (hassign[size_t(ci)] == 0) continue;
+          const float norm = 1 / hassign[size_t(ci)];
+          float* c = &cent[size_t(ci) * size_t(d)];
+          for (int64_t j = 0; j < d; ++j) c[j] *= norm;
+        }
+      });
+      faiss_split_clusters(size_t(d), size_t(k), size_t(nt), hassign.data(), cent.data());
+      if (p.spherical) renorm_rows(cent.data(), k, d);
+
+      // 4. bounds follow the centroids' movement
+      if (p.prune) {
+        std::fill(gdelta.begin(), gdelta.end(), 0.0);
+        for (int c = 0; c < k; ++c) {
+          double s2 = 0;
+          for (int64_t j = 0; j < d; ++j) {
+            const double t = double(cent[size_t(c) * size_t(d) + size_t(j)]) - prev[size_t(c) * size_t(d) + size_t(j)];
+            s2 += t * t;
+          }
+          delta[size_t(c)] = std::sqrt(s2) * (1 + 1e-6) + 1e-9;  // rounded up
+          gdelta[size_t(c / gsize)] = std::max(gdelta[size_t(c / gsize)], delta[size_t(c)]);
+        }
+        parallel_for(threads, (nt + 4095) / 4096, [&](int64_t b, int) {
+          const int64_t e = std::min(nt, (b + 1) * 4096);
+          for (int64_t i = b * 4096; i < e; ++i) {
+            const double scale = ip ? double(xlen[size_t(i)]) * (1 + 1e-6) : 1.0;
+            lo[size_t(i)] = float(double(lo[size_t(i)]) - scale * delta[size_t(assign[size_t(i)])]);
+            float* u = &upg[size_t(i) * size_t(ng)];
+            for (int g = 0; g < ng; ++g) u[g] = float(double(u[g]) + scale * gdelta[size_t(g)]);
+          }
+        });
+      }
+      if (progress) progress(int64_t(redo) * p.niter + it + 1, total);
+    }
+    if (p.nredo > 1) {
+      const bool better = best_centroids.empty() || (ip ? obj > best_obj : obj < best_obj);
+      if (better) {
+        best_centroids = cent;
+        best_obj = obj;
+      }
+    }
+  }
+  r.centroids = p.nredo > 1 ? best_centroids : cent;
   return r;
 }
 
-void assign_nearest_faiss(const EmbeddingView& x, const float* centroids, int k, bool inner_product,
-                          int64_t* nearest, float* dist, int threads, const ProgressFn& progress, CancelFlag cancel) {
-  OmpThreads omp(threads);
-  std::unique_ptr<faiss::IndexFlat> index;
-  if (inner_product)
-    index.reset(new faiss::IndexFlatIP(int(x.d)));
-  else
-    index.reset(new faiss::IndexFlatL2(int(x.d)));
-  index->add(k, centroids);
-  // A multiple of FAISS's query block (4096), so that the blocks FAISS computes are the same
-  // as when the whole matrix is searched at once.
-  const int64_t block = 65536;
-  std::vector<float> buf;
-  std::vector<faiss::Index::idx_t> labels(static_cast<size_t>(block));
-  for (int64_t b = 0; b < x.n; b += block) {
-    check_cancel(cancel);
-    const int64_t m = std::min(block, x.n - b);
+void assign_nearest(const EmbeddingView& x, const float* centroids, int k, bool inner_product, int64_t* nearest,
+                    float* dist, int threads, const ProgressFn& progress, CancelFlag cancel) {
+  const int64_t d = x.d;
+  threads = resolve_threads(threads);
+  std::vector<float> cnorm(static_cast<size_t>(k));
+  if (!inner_product) row_norms_sqr(centroids, k, d, cnorm.data());
+  const int64_t nblocks = (x.n + kAssignBlock - 1) / kAssignBlock;
+  std::vector<std::vector<float>> cbuf(static_cast<size_t>(threads),
+                                       std::vector<float>(size_t(kAssignBlock) * size_t(std::min(k, kCentroidBlock))));
+  std::vector<std::vector<float>> xbuf(static_cast<size_t>(threads));
+  std::vector<std::vector<float>> nbuf(static_cast<size_t>(threads), std::vector<float>(size_t(kAssignBlock)));
+  std::vector<std::vector<BlockResult>> rbuf(static_cast<size_t>(threads), std::vector<BlockResult>(size_t(kAssignBlock)));
+  std::atomic<int64_t> done{0};
+  BlasSingleThread blas1;
+  parallel_for(threads, nblocks, [&](int64_t b, int w) {
+    const int64_t b0 = b * kAssignBlock, m = std::min(kAssignBlock, x.n - b0);
     const float* rows;
     if (x.is_f32()) {
-      rows = x.f32_row(b);
+      rows = x.f32_row(b0);  // zero-copy from the mapping
     } else {
-      buf.resize(size_t(m) * size_t(x.d));
-      x.rows(b, b + m, buf.data());
-      rows = buf.data();
+      xbuf[size_t(w)].resize(size_t(kAssignBlock) * size_t(d));
+      x.rows(b0, b0 + m, xbuf[size_t(w)].data());
+      rows = xbuf[size_t(w)].data();
     }
-    index->search(m, rows, 1, dist + b, labels.data());
-    for (int64_t i = 0; i < m; ++i) nearest[b + i] = labels[size_t(i)];
-    if (x.mapped)
-      release_pages(static_cast<const char*>(x.data) + size_t(b) * x.row_bytes(), size_t(m) * x.row_bytes());
-    if (progress) progress(b + m, x.n);
-  }
+    if (!inner_product) row_norms_sqr(rows, m, d, nbuf[size_t(w)].data());
+    BlockResult* res = rbuf[size_t(w)].data();
+    // Centroids in blocks of kCentroidBlock, as FAISS's exhaustive search walks them; the first
+    // block wins ties (FAISS keeps its heap top unless a later value is strictly better).
+    for (int64_t t = 0; t < m; ++t) nearest[b0 + t] = -1;
+    for (int c0 = 0; c0 < k; c0 += kCentroidBlock) {
+      const int kc = std::min(kCentroidBlock, k - c0);
+      search_rows(rows, m, nbuf[size_t(w)].data(), centroids + int64_t(c0) * d, cnorm.data() + c0, kc, d, inner_product,
+                  cbuf[size_t(w)].data(), res);
+      for (int64_t t = 0; t < m; ++t) {
+        const bool better = nearest[b0 + t] < 0 || (inner_product ? res[t].dis > dist[b0 + t] : res[t].dis < dist[b0 + t]);
+        if (res[t].idx >= 0 && better) {
+          nearest[b0 + t] = c0 + res[t].idx;
+          dist[b0 + t] = res[t].dis;
+        }
+      }
+    }
+    if (x.mapped) release_pages(static_cast<const char*>(x.data) + size_t(b0) * x.row_bytes(), size_t(m) * x.row_bytes());
+    const int64_t now = done.fetch_add(m) + m;
+    if (progress) progress(now, x.n);
+  }, cancel);
 }
+
+#ifndef SEMDEDUP_HAVE_FAISS
+std::string faiss_version() { return "none"; }
+#endif
 
 }  // namespace semdedup

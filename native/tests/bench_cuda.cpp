@@ -19,7 +19,7 @@
 #include "semdedup/common.hpp"
 #include "semdedup/cuda.hpp"
 #include "semdedup/maxsim.hpp"
-#include "semdedup/rank.hpp"
+#include "semdedup/sort.hpp"
 
 using namespace semdedup;
 using Clock = std::chrono::steady_clock;

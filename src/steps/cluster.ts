@@ -10,12 +10,11 @@ import {
   ensureOutputDir,
   now,
   openChecked,
-  recordStep,
   resolveDevice,
   runNative,
-  stepIsCurrent,
   type CommonOptions,
 } from './common.js';
+import { recordStep, stepIsCurrent } from '../manifest.js';
 
 export interface ClusterOptions extends CommonOptions {
   embeddings: EmbeddingsSpec | Embeddings;

@@ -12,7 +12,16 @@ import { atomicWriteFile } from '../io/atomic.js';
 import { outputs } from '../layout.js';
 import { loadNative, type MaxSimStats } from '../native.js';
 import type { Embeddings, EmbeddingsSpec } from '../embeddings.js';
-import { ensureOutputDir, now, openChecked, recordStep, resolveDevice, runNative, stamp, throwIfAborted, type CommonOptions } from './common.js';
+import {
+  ensureOutputDir,
+  now,
+  openChecked,
+  resolveDevice,
+  runNative,
+  throwIfAborted,
+  type CommonOptions,
+} from './common.js';
+import { recordStep, stamp } from '../manifest.js';
 
 export type WhichToKeep = 'hard' | 'easy' | 'random';
 

@@ -10,7 +10,14 @@ import { type Ids } from '../io/ids.js';
 import { outputs } from '../layout.js';
 import { loadNative } from '../native.js';
 import type { Embeddings, EmbeddingsSpec } from '../embeddings.js';
-import { ensureOutputDir, now, openChecked, recordStep, runNative, type CommonOptions } from './common.js';
+import {
+  ensureOutputDir,
+  now,
+  openChecked,
+  runNative,
+  type CommonOptions,
+} from './common.js';
+import { recordStep } from '../manifest.js';
 
 export interface SortOptions extends CommonOptions {
   outputDir: string;

@@ -10,7 +10,6 @@ int blas_threads();
 void blas_set_threads(int n);
 // Runs a square sgemm of size n a few times and returns GFLOP/s (for scale in benchmarks).
 double measure_sgemm_gflops(int n, int repeats, int threads);
-std::string faiss_version();
 
 // C[i][j] = a_i . b_j for row-major a (m x d) and b (n x d); C has leading dimension ldc.
 // Single-call sgemm through BLAS, or a portable loop in builds without BLAS.

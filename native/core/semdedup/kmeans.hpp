@@ -1,5 +1,6 @@
 // SPEC step 2: FAISS k-means with FAISS's defaults, and the nearest centroid of every row.
 #pragma once
+#include <string>
 #include <vector>
 
 #include "semdedup/common.hpp"
@@ -62,9 +63,7 @@ void assign_nearest_faiss(const EmbeddingView& x, const float* centroids, int k,
                           int64_t* nearest, float* dist, int threads = 0, const ProgressFn& progress = {},
                           CancelFlag cancel = nullptr);
 
-// cos(x_i, centroid[nearest[i]]) for every row (both normalised), for sim_metric cosine with
-// non-spherical k-means.
-void cosine_to_centroid(const EmbeddingView& x, const float* centroids, int k, const int64_t* nearest,
-                        float* out, int threads = 0, CancelFlag cancel = nullptr);
+// The FAISS version linked ("none" in builds without FAISS).
+std::string faiss_version();
 
 }  // namespace semdedup

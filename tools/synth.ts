@@ -10,7 +10,7 @@
 // no Math.exp/log/sin/cos on the generation path, so the output is identical on every machine
 // and Node version.
 
-import { ConfigError } from './errors.js';
+import { ConfigError } from '../src/errors.js';
 
 export type SizeDistribution = 'uniform' | 'heavy';
 

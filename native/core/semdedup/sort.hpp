@@ -11,4 +11,9 @@ namespace semdedup {
 void rank_clusters(const int64_t* nearest, const float* key, int64_t n, int64_t k, bool keep_hard,
                    int64_t* order, int64_t* offsets);
 
+// cos(x_i, centroid[nearest[i]]) for every row (both normalised), for sim_metric cosine with
+// non-spherical k-means.
+void cosine_to_centroid(const EmbeddingView& x, const float* centroids, int k, const int64_t* nearest,
+                        float* out, int threads = 0, CancelFlag cancel = nullptr);
+
 }  // namespace semdedup

@@ -3,12 +3,12 @@
 // through the whole pipeline, and scored against the ground truth.
 import { mkdirSync, rmSync } from 'node:fs';
 import { join, resolve } from 'node:path';
-import { parseConfigObject } from './config.js';
-import { createEmbeddingsFile } from './embeddings.js';
-import { writeIdsMemmap } from './io/ids.js';
-import { runAll, type RunResult } from './pipeline.js';
+import { parseConfigObject } from '../src/config.js';
+import { createEmbeddingsFile } from '../src/embeddings.js';
+import { writeIdsMemmap } from '../src/io/ids.js';
+import { runAll, type RunResult } from '../src/pipeline.js';
 import { SynthDataset, type SynthOptions } from './synth.js';
-import type { CommonOptions } from './steps/common.js';
+import type { CommonOptions } from '../src/steps/common.js';
 
 export interface ExampleOptions extends CommonOptions {
   /** Folder for the data and the results (default ./examples-out). */

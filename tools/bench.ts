@@ -7,15 +7,15 @@ import { existsSync, mkdirSync, readFileSync, writeFileSync, statSync } from 'no
 import { cpus, totalmem } from 'node:os';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { createEmbeddingsFile } from './embeddings.js';
-import { writeNpy } from './io/npy.js';
-import { loadNative, userEnv } from './native.js';
+import { createEmbeddingsFile } from '../src/embeddings.js';
+import { writeNpy } from '../src/io/npy.js';
+import { loadNative, userEnv } from '../src/native.js';
 import { SynthDataset, type SynthOptions } from './synth.js';
-import { computeCentroids } from './steps/cluster.js';
-import { assignAndSortClusters } from './steps/sort.js';
-import { semdedup } from './steps/dedup.js';
-import { extractPrunedData } from './steps/extract.js';
-import { atomicWriteFile } from './io/atomic.js';
+import { computeCentroids } from '../src/steps/cluster.js';
+import { assignAndSortClusters } from '../src/steps/sort.js';
+import { semdedup } from '../src/steps/dedup.js';
+import { extractPrunedData } from '../src/steps/extract.js';
+import { atomicWriteFile } from '../src/io/atomic.js';
 
 export interface Workload {
   name: string;
@@ -34,8 +34,24 @@ export const WORKLOADS: Record<string, Workload> = {
   skew: { name: 'skew', n: 1_000_000, dim: 512, k: 1000, niter: 20, eps: [0.01, 0.05, 0.1], synth: { clusters: 1000, seed: 12, sizeDistribution: 'heavy' }, plantedCentroids: true },
 };
 
+/** The repository (or installed package) root: dist/tools/bench.js is two folders below it. */
 const root = resolve(fileURLToPath(import.meta.url), '..', '..', '..');
-const PY = '/usr/bin/python3';
+const PEER_SCRIPT = join(root, 'bench', 'peer', 'original_pipeline.py');
+
+/**
+ * The Python that runs the peer: SEMDEDUP_PYTHON when set, else the first of `python3` on the
+ * PATH and Debian's /usr/bin/python3 that imports numpy, faiss, torch and pandas; undefined
+ * when none does (the peers are then skipped with a log line).
+ */
+export function peerPython(): string | undefined {
+  const cands = process.env.SEMDEDUP_PYTHON ? [process.env.SEMDEDUP_PYTHON] : ['python3', '/usr/bin/python3'];
+  for (const c of cands) {
+    const r = spawnSync(c, ['-c', 'import numpy, faiss, torch, pandas'], { encoding: 'utf8', env: userEnv() });
+    if (r.status === 0) return c;
+  }
+  return undefined;
+}
+let PY = 'python3';
 
 export interface StageRecord {
   seconds: number;
@@ -113,7 +129,7 @@ export async function runOursStages(opts: { emb: string; n: number; dim: number;
 
 function runPeer(args: string[], log: (l: string) => void): Record<string, unknown> {
   log(`peer: ${PY} bench/peer/original_pipeline.py ${args.join(' ')}`);
-  const r = spawnSync(PY, [join(root, 'bench/peer/original_pipeline.py'), ...args], { encoding: 'utf8', maxBuffer: 1 << 28, env: userEnv() });
+  const r = spawnSync(PY, [PEER_SCRIPT, ...args], { encoding: 'utf8', maxBuffer: 1 << 28, env: userEnv() });
   if (r.status !== 0) throw new Error(`peer failed (${r.status}): ${r.stderr.slice(-2000)}`);
   const lines = r.stdout.trim().split('\n');
   return JSON.parse(lines[lines.length - 1]!) as Record<string, unknown>;
@@ -123,7 +139,7 @@ function runPeer(args: string[], log: (l: string) => void): Record<string, unkno
 function faissAlone(emb: string, w: Workload, ourOut: string, outDir: string, log: (l: string) => void): NonNullable<BenchRecord['faissAlone']> {
   log('peer: FAISS k-means alone (faiss::Clustering through the linked FAISS)');
   const out = join(outDir, w.name, 'faiss');
-  const r = spawnSync(process.execPath, [join(root, 'dist/src/cli.js'), '_bench-child', JSON.stringify({ emb, n: w.n, dim: w.dim, k: w.k, niter: w.niter, eps: w.eps, out, impl: 'faiss', kmeansOnly: true })], { encoding: 'utf8', maxBuffer: 1 << 26 });
+  const r = spawnSync(process.execPath, [join(root, 'dist', 'tools', 'cli.js'), 'bench-child', JSON.stringify({ emb, n: w.n, dim: w.dim, k: w.k, niter: w.niter, eps: w.eps, out, impl: 'faiss', kmeansOnly: true })], { encoding: 'utf8', maxBuffer: 1 << 26 });
   if (r.status !== 0) throw new Error(`FAISS peer failed: ${r.stderr.slice(-2000)}`);
   const rec = JSON.parse(r.stdout.trim().split('\n').pop()!) as BenchRecord['ours'];
   const same = (f: string) => readFileSync(join(out, f)).equals(readFileSync(join(ourOut, f)));
@@ -146,7 +162,7 @@ export async function benchWorkload(
   const ourOut = join(opts.outDir, w.name, 'ours');
   // Our run in a fresh process so that peak RSS is the pipeline's alone; repeated runs give the
   // median of each stage (these machines are noisy).
-  const childArgs = [join(root, 'dist/src/cli.js'), '_bench-child', JSON.stringify({ emb: data.emb, n: w.n, dim: w.dim, k: w.k, niter: w.niter, eps: w.eps, out: ourOut, ...(w.plantedCentroids ? { centroids: data.centres } : {}) })];
+  const childArgs = [join(root, 'dist', 'tools', 'cli.js'), 'bench-child', JSON.stringify({ emb: data.emb, n: w.n, dim: w.dim, k: w.k, niter: w.niter, eps: w.eps, out: ourOut, ...(w.plantedCentroids ? { centroids: data.centres } : {}) })];
   const runs: BenchRecord['ours'][] = [];
   for (let i = 0; i < Math.max(1, opts.repeat ?? 1); i++) {
     log(`ours: ${w.name} (run ${i + 1})`);
@@ -159,6 +175,16 @@ export async function benchWorkload(
   ours.stages = Object.fromEntries(Object.entries(runs[0]!.stages).map(([k, st]) => [k, { ...st, seconds: median(runs.map((r) => r.stages[k]!.seconds)) }]));
   const rec: BenchRecord = { workload: w, machine: machine(), sgemmGflops: opts.sgemm, ours, date: new Date().toISOString() };
   if (!opts.peers) return rec;
+  if (!existsSync(PEER_SCRIPT)) {
+    log(`peers skipped: ${PEER_SCRIPT} is not here (it ships with the repository, not the package)`);
+    return rec;
+  }
+  const py = peerPython();
+  if (!py) {
+    log('peers skipped: no Python with numpy, faiss, torch and pandas (set SEMDEDUP_PYTHON to one)');
+    return rec;
+  }
+  PY = py;
 
   const peerOut = join(opts.outDir, w.name, 'peer');
   const base = ['--emb', data.emb, '--n', String(w.n), '--d', String(w.dim), '--k', String(w.k), '--niter', String(w.niter), '--seed', '1234', '--spherical', '--eps-list', w.eps.join(','), '--out', peerOut];
@@ -248,7 +274,7 @@ export function updateResults(file: string, rec: BenchRecord): void {
 
 export async function runBench(opts: { workloads: string[]; peers: boolean; outDir?: string; results?: string; n?: number; repeat?: number; log?: (l: string) => void }): Promise<BenchRecord[]> {
   const log = opts.log ?? ((l: string) => process.stderr.write(`bench: ${l}\n`));
-  const outDir = resolve(opts.outDir ?? join(root, 'bench', 'out'));
+  const outDir = resolve(opts.outDir ?? join(process.cwd(), 'bench-out'));
   mkdirSync(outDir, { recursive: true });
   const sgemm = await loadNative().measureSgemm(2048, 5);
   log(`sgemm: ${sgemm.toFixed(1)} GFLOP/s`);
@@ -259,7 +285,7 @@ export async function runBench(opts: { workloads: string[]; peers: boolean; outD
     const w = opts.n ? { ...w0, n: opts.n } : w0;
     const rec = await benchWorkload(w, { outDir, peers: opts.peers, log, sgemm, ...(opts.repeat ? { repeat: opts.repeat } : {}) });
     atomicWriteFile(join(outDir, `${w.name}-${rec.date.replace(/[:.]/g, '-')}.json`), JSON.stringify(rec, null, 2) + '\n');
-    if (opts.results !== '') updateResults(opts.results ?? join(root, 'bench', 'RESULTS.md'), rec);
+    if (opts.results) updateResults(opts.results, rec);
     process.stdout.write(formatRecord(rec) + '\n\n');
     recs.push(rec);
   }

@@ -1,0 +1,289 @@
+// What every file of the Node addon shares: typed errors, the mapped Embeddings object, the
+// cancel token, and Job, the one AsyncWorker that runs a core call off the event loop, reports
+// progress through a thread-safe function and turns C++ exceptions into JS errors with a `code`.
+#pragma once
+#include <napi.h>
+
+#include <chrono>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include <cstring>
+#include <functional>
+
+#include "semdedup/common.hpp"
+#include "semdedup/mapping.hpp"
+
+namespace sd = semdedup;
+
+namespace semdedup_addon {
+
+inline Napi::Error make_error(Napi::Env env, const std::string& code, const std::string& msg) {
+  Napi::Error e = Napi::Error::New(env, msg);
+  e.Set("code", Napi::String::New(env, code));
+  return e;
+}
+
+[[noreturn]] inline void throw_type(Napi::Env env, const std::string& msg) {
+  Napi::TypeError e = Napi::TypeError::New(env, msg);
+  e.Set("code", Napi::String::New(env, "ERR_INVALID_ARGUMENT"));
+  throw e;
+}
+
+// ---------------------------------------------------------------- Embeddings (a mapping)
+class Embeddings : public Napi::ObjectWrap<Embeddings> {
+ public:
+  static Napi::Function Init(Napi::Env env) {
+    return DefineClass(env, "Embeddings",
+                       {InstanceMethod("view", &Embeddings::View), InstanceMethod("rows", &Embeddings::Rows),
+                        InstanceMethod("sync", &Embeddings::Sync), InstanceMethod("close", &Embeddings::Close),
+                        InstanceAccessor("n", &Embeddings::N, nullptr), InstanceAccessor("d", &Embeddings::D, nullptr),
+                        InstanceAccessor("dtype", &Embeddings::DTypeName, nullptr),
+                        InstanceAccessor("path", &Embeddings::Path, nullptr)});
+  }
+
+  // new Embeddings(path, { offset, n, d, dtype: 'float32' | 'float16', writable })
+  explicit Embeddings(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Embeddings>(info) {
+    Napi::Env env = info.Env();
+    if (info.Length() < 2 || !info[0].IsString() || !info[1].IsObject())
+      throw_type(env, "Embeddings(path, { offset, n, d, dtype, writable })");
+    const std::string path = info[0].As<Napi::String>();
+    Napi::Object o = info[1].As<Napi::Object>();
+    const int64_t offset = o.Get("offset").IsNumber() ? o.Get("offset").As<Napi::Number>().Int64Value() : 0;
+    const int64_t n = o.Get("n").As<Napi::Number>().Int64Value();
+    const int64_t d = o.Get("d").As<Napi::Number>().Int64Value();
+    const std::string dtype = o.Get("dtype").IsString() ? o.Get("dtype").As<Napi::String>().Utf8Value() : "float32";
+    const bool writable = o.Get("writable").ToBoolean();
+    if (n < 0 || d <= 0) throw_type(env, "n must be >= 0 and d > 0");
+    if (dtype != "float32" && dtype != "float16") throw_type(env, "dtype must be float32 or float16");
+    view_.n = n;
+    view_.d = d;
+    view_.dtype = dtype == "float16" ? sd::DType::F16 : sd::DType::F32;
+    try {
+      map_ = std::make_shared<sd::MappedFile>(path, offset, n * int64_t(view_.row_bytes()), writable);
+    } catch (const sd::Error& e) {
+      throw make_error(env, e.code_name(), e.what());
+    }
+    view_.data = map_->data();
+    view_.mapped = !writable;
+    if (!writable) {
+      view_.fd = map_->fd();
+      view_.fd_offset = map_->offset();
+    }
+  }
+
+  const sd::EmbeddingView& view() const { return view_; }
+  std::shared_ptr<sd::MappedFile> mapping() const { return map_; }
+  void check_open(Napi::Env env) const {
+    if (!map_) throw make_error(env, "ERR_INVALID_ARGUMENT", "the embeddings mapping is closed");
+  }
+
+ private:
+  // Zero-copy typed array over the whole mapping (Float32Array or Uint16Array for float16).
+  // The buffer keeps the mapping alive. Where external buffers are not allowed (V8 sandbox),
+  // falls back to a copy and says so in `copied` on the returned array.
+  Napi::Value View(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    check_open(env);
+    const size_t bytes = size_t(view_.n) * view_.row_bytes();
+    auto* keep = new std::shared_ptr<sd::MappedFile>(map_);
+    Napi::ArrayBuffer ab;
+    bool copied = false;
+    napi_value raw;
+    napi_status st = napi_create_external_arraybuffer(
+        env, map_->data(), bytes,
+        [](napi_env, void*, void* hint) { delete static_cast<std::shared_ptr<sd::MappedFile>*>(hint); }, keep, &raw);
+    if (st == napi_ok) {
+      ab = Napi::ArrayBuffer(env, raw);
+    } else {
+      delete keep;
+      // clear the pending exception, if any, then copy
+      napi_value ignored;
+      napi_get_and_clear_last_exception(env, &ignored);
+      ab = Napi::ArrayBuffer::New(env, bytes);
+      if (bytes) std::memcpy(ab.Data(), map_->data(), bytes);
+      copied = true;
+    }
+    Napi::Object arr;
+    if (view_.dtype == sd::DType::F32)
+      arr = Napi::Float32Array::New(env, bytes / 4, ab, 0);
+    else
+      arr = Napi::Uint16Array::New(env, bytes / 2, ab, 0);
+    arr.Set("copied", Napi::Boolean::New(env, copied));
+    return arr;
+  }
+
+  // rows(begin, end): a float32 copy of rows [begin, end) (float16 converted).
+  Napi::Value Rows(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    check_open(env);
+    const int64_t b = info[0].As<Napi::Number>().Int64Value();
+    const int64_t e = info[1].As<Napi::Number>().Int64Value();
+    if (b < 0 || e > view_.n || b > e) throw_type(env, "row range out of bounds");
+    Napi::Float32Array out = Napi::Float32Array::New(env, size_t((e - b) * view_.d));
+    view_.rows(b, e, out.Data());
+    return out;
+  }
+
+  Napi::Value Sync(const Napi::CallbackInfo& info) {
+    check_open(info.Env());
+    try {
+      map_->sync();
+    } catch (const sd::Error& e) {
+      throw make_error(info.Env(), e.code_name(), e.what());
+    }
+    return info.Env().Undefined();
+  }
+  Napi::Value Close(const Napi::CallbackInfo& info) {
+    if (map_) {
+      if (map_->writable()) map_->sync();
+      map_.reset();  // unmapped once no view holds it
+    }
+    return info.Env().Undefined();
+  }
+  Napi::Value N(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), double(view_.n)); }
+  Napi::Value D(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), double(view_.d)); }
+  Napi::Value DTypeName(const Napi::CallbackInfo& info) {
+    return Napi::String::New(info.Env(), view_.dtype == sd::DType::F32 ? "float32" : "float16");
+  }
+  Napi::Value Path(const Napi::CallbackInfo& info) {
+    return Napi::String::New(info.Env(), map_ ? map_->path() : std::string());
+  }
+
+  std::shared_ptr<sd::MappedFile> map_;
+  sd::EmbeddingView view_;
+};
+
+inline Napi::FunctionReference* g_embeddings_ctor = nullptr;
+
+inline Embeddings* unwrap_embeddings(Napi::Env env, Napi::Value v) {
+  if (!v.IsObject() || !v.As<Napi::Object>().InstanceOf(g_embeddings_ctor->Value()))
+    throw_type(env, "expected an Embeddings object");
+  Embeddings* e = Embeddings::Unwrap(v.As<Napi::Object>());
+  e->check_open(env);
+  return e;
+}
+
+// ---------------------------------------------------------------- cancellation
+class CancelToken : public Napi::ObjectWrap<CancelToken> {
+ public:
+  static Napi::Function Init(Napi::Env env) {
+    return DefineClass(env, "CancelToken", {InstanceMethod("cancel", &CancelToken::Cancel)});
+  }
+  explicit CancelToken(const Napi::CallbackInfo& info)
+      : Napi::ObjectWrap<CancelToken>(info), flag_(std::make_shared<std::atomic<bool>>(false)) {}
+  std::shared_ptr<std::atomic<bool>> flag() const { return flag_; }
+
+ private:
+  Napi::Value Cancel(const Napi::CallbackInfo& info) {
+    flag_->store(true);
+    return info.Env().Undefined();
+  }
+  std::shared_ptr<std::atomic<bool>> flag_;
+};
+inline Napi::FunctionReference* g_cancel_ctor = nullptr;
+
+// ---------------------------------------------------------------- the generic async worker
+// Runs `work` on a libuv worker thread; `done` builds the resolved value on the JS thread.
+// Inputs/outputs that are JS typed arrays are held by references for the worker's lifetime.
+class Job : public Napi::AsyncWorker {
+ public:
+  using Work = std::function<void(const sd::ProgressFn&, sd::CancelFlag)>;
+  using Done = std::function<Napi::Value(Napi::Env)>;
+
+  Job(Napi::Env env, Napi::Value on_progress, Napi::Value cancel, Work work, Done done)
+      : Napi::AsyncWorker(env, "semdedup"), deferred_(Napi::Promise::Deferred::New(env)), work_(std::move(work)),
+        done_(std::move(done)) {
+    if (on_progress.IsFunction()) {
+      tsfn_ = Napi::ThreadSafeFunction::New(env, on_progress.As<Napi::Function>(), "semdedup-progress", 0, 1);
+      has_tsfn_ = true;
+    }
+    if (cancel.IsObject() && cancel.As<Napi::Object>().InstanceOf(g_cancel_ctor->Value()))
+      cancel_ = CancelToken::Unwrap(cancel.As<Napi::Object>())->flag();
+    else
+      cancel_ = std::make_shared<std::atomic<bool>>(false);
+  }
+  ~Job() override {
+    if (has_tsfn_) tsfn_.Release();
+  }
+  void keep(Napi::Value v) { refs_.emplace_back(Napi::Persistent(v.As<Napi::Object>())); }
+  void keep_mapping(std::shared_ptr<sd::MappedFile> m) { maps_.push_back(std::move(m)); }
+  Napi::Promise promise() { return deferred_.Promise(); }
+
+ protected:
+  void Execute() override {
+    sd::ProgressFn progress;
+    if (has_tsfn_) {
+      progress = [this](int64_t done, int64_t total) {
+        // throttle: at most every 100 ms, plus the final call
+        const auto now = std::chrono::steady_clock::now();
+        std::lock_guard<std::mutex> lock(mu_);
+        if (done < total && now - last_ < std::chrono::milliseconds(100)) return;
+        last_ = now;
+        auto* payload = new std::pair<double, double>(double(done), double(total));
+        const napi_status st = tsfn_.NonBlockingCall(payload, [](Napi::Env env, Napi::Function fn, std::pair<double, double>* p) {
+          fn.Call({Napi::Number::New(env, p->first), Napi::Number::New(env, p->second)});
+          delete p;
+        });
+        if (st != napi_ok) delete payload;
+      };
+    }
+    try {
+      work_(progress, cancel_.get());
+    } catch (const sd::Error& e) {
+      code_ = e.code_name();
+      SetError(e.what());
+    } catch (const std::bad_alloc&) {
+      code_ = "ERR_OUT_OF_MEMORY";
+      SetError("out of memory");
+    } catch (const std::exception& e) {
+      code_ = "ERR_INTERNAL";
+      SetError(e.what());
+    }
+  }
+  void OnOK() override {
+    Napi::Env env = Env();
+    try {
+      deferred_.Resolve(done_(env));
+    } catch (const Napi::Error& e) {
+      deferred_.Reject(e.Value());
+    }
+  }
+  void OnError(const Napi::Error& e) override {
+    Napi::Error err = make_error(Env(), code_, e.Message());
+    deferred_.Reject(err.Value());
+  }
+
+ private:
+  Napi::Promise::Deferred deferred_;
+  Work work_;
+  Done done_;
+  Napi::ThreadSafeFunction tsfn_;
+  bool has_tsfn_ = false;
+  std::shared_ptr<std::atomic<bool>> cancel_;
+  std::vector<Napi::ObjectReference> refs_;
+  std::vector<std::shared_ptr<sd::MappedFile>> maps_;
+  std::string code_ = "ERR_INTERNAL";
+  std::mutex mu_;
+  std::chrono::steady_clock::time_point last_{};
+};
+
+template <class T>
+T typed(Napi::Env env, Napi::Value v, const char* what) {
+  if (!v.IsTypedArray()) throw_type(env, std::string(what) + " must be a typed array");
+  return v.As<T>();
+}
+
+inline int get_int(Napi::Object o, const char* key, int dflt) {
+  Napi::Value v = o.Get(key);
+  return v.IsNumber() ? v.As<Napi::Number>().Int32Value() : dflt;
+}
+
+inline std::string get_device(Napi::Object o) {
+  Napi::Value v = o.Get("device");
+  return v.IsString() ? v.As<Napi::String>().Utf8Value() : "cpu";
+}
+
+}  // namespace semdedup_addon

@@ -1,0 +1,86 @@
+#!/usr/bin/env node
+// The tools beside the library: the built-in example and the benchmark harness. Their own entry
+// point (`semdedup-tools`), so that the library (src/) and its CLI hold none of it.
+import { Command } from 'commander';
+import { SemDedupError } from '../src/errors.js';
+import type { Progress } from '../src/steps/common.js';
+import { runExample } from './example.js';
+import { runBench, runOursStages } from './bench.js';
+
+function print(o: { json?: boolean }, human: string, data: unknown): void {
+  if (o.json) process.stdout.write(JSON.stringify(data, (_k, v) => (typeof v === 'bigint' ? Number(v) : ArrayBuffer.isView(v) ? undefined : v), 2) + '\n');
+  else process.stdout.write(human + '\n');
+}
+
+function options(o: { quiet?: boolean }): { log?: (l: string) => void; onProgress?: (p: Progress) => void } {
+  if (o.quiet) return {};
+  return { log: (l: string) => process.stderr.write(`semdedup: ${l}\n`) };
+}
+
+export function buildToolsProgram(): Command {
+  const program = new Command('semdedup-tools').description('the built-in example and the benchmark harness of semdedup').showHelpAfterError();
+
+  program
+    .command('example')
+    .description('run the whole pipeline on a generated dataset with planted duplicates and score it')
+    .option('--dir <dir>', 'folder for the data and results', 'examples-out')
+    .option('-q, --quiet', 'no progress')
+    .option('--json', 'print as JSON')
+    .action(async (o: { dir: string; quiet?: boolean; json?: boolean }) => {
+      const r = await runExample({ dir: o.dir, ...options(o) });
+      const lines = [
+        `example: ${r.n} rows × ${r.dim} dims, k = ${r.k}; ${r.plantedCopies} planted duplicates in ${r.plantedGroups} groups (exact copies and cosine 0.995–0.9995)`,
+        ...r.perEps.map((e) => `  eps ${e.eps}: removed ${e.removed}; planted duplicates found ${e.removedPlanted}/${r.plantedCopies} (recall ${(100 * e.recall).toFixed(1)}%, precision ${(100 * e.precision).toFixed(1)}%); groups left with exactly one member: ${e.groupsWithOneSurvivor}/${r.plantedGroups}`),
+        `  time ${r.run.seconds.total!.toFixed(2)} s; results in ${r.outputDir} (kept ids: kept_eps{eps}.txt)`,
+      ];
+      print(o, lines.join('\n'), { ...r, run: { seconds: r.run.seconds, summary: r.run.dedup.summary } });
+    });
+
+  program
+    .command('bench')
+    .description('benchmark: generated workloads (w1, skew), per-stage time, GFLOP/s, % of sgemm, RSS, peers')
+    .option('--workload <names>', 'comma-separated workloads: w1, skew', 'w1')
+    .option('--no-peers', 'skip the Python original pipeline and FAISS-alone peers')
+    .option('--n <rows>', 'override the number of rows (quick runs)')
+    .option('--out <dir>', 'data and outputs folder (default ./bench-out)')
+    .option('--results <file>', 'markdown results file to update (e.g. bench/RESULTS.md in the repository; default: none)')
+    .option('--repeat <runs>', 'run our pipeline this many times and report the median of each stage', '1')
+    .action(async (o: { workload: string; peers: boolean; n?: string; out?: string; results?: string; repeat: string }) => {
+      await runBench({
+        workloads: o.workload.split(',').map((s) => s.trim()).filter(Boolean),
+        peers: o.peers,
+        ...(o.n ? { n: Number(o.n) } : {}),
+        ...(o.out ? { outDir: o.out } : {}),
+        ...(o.results !== undefined ? { results: o.results } : {}),
+        repeat: Math.max(1, Number(o.repeat) || 1),
+      });
+    });
+
+  program
+    .command('bench-child', { hidden: true })
+    .argument('<json>')
+    .action(async (json: string) => {
+      const r = await runOursStages(JSON.parse(json));
+      process.stdout.write(JSON.stringify(r) + '\n');
+    });
+
+  return program;
+}
+
+async function main(argv: string[]): Promise<number> {
+  try {
+    await buildToolsProgram().parseAsync(argv);
+    return 0;
+  } catch (e) {
+    if (e instanceof SemDedupError) {
+      process.stderr.write(`semdedup: error: ${e.message}\n`);
+      return e.code === 'ERR_CONFIG' ? 2 : 1;
+    }
+    process.stderr.write(`semdedup: internal error: ${(e as Error)?.stack ?? String(e)}\n`);
+    return 70;
+  }
+}
+
+main(process.argv).then((code) => {
+  process.exitCode = code;
+});
