@@ -2,7 +2,8 @@
 // The `semdedup` command line.
 import { Command, Option } from 'commander';
 import { ConfigError, SemDedupError } from './errors.js';
-import { DEFAULT_EPS_LIST, formatConfigDoc, loadConfigFiles, type PartialResolved } from './config.js';
+import { readFileSync } from 'node:fs';
+import { configSchema, formatConfigDoc, loadConfigFiles, type CliCommand, type ConfigKeySpec, type PartialResolved } from './config.js';
 import { runAll, runCluster, runDedup, runExtract, runSort } from './pipeline.js';
 import { engineInfo } from './info.js';
 import type { CommonOptions, Progress } from './steps/common.js';
@@ -10,22 +11,25 @@ import type { CommonOptions, Progress } from './steps/common.js';
 interface GlobalOpts {
   config?: string[];
   set?: string[];
-  device?: string;
-  threads?: string;
-  normalize?: string;
   quiet?: boolean;
   json?: boolean;
+  /** Schema options, under their field names (commander's camelCase of the flag). */
+  [field: string]: unknown;
+}
+
+/** The schema rows that are options of `command`. */
+function schemaOptions(command: CliCommand): ConfigKeySpec[] {
+  return (configSchema as readonly ConfigKeySpec[]).filter((s) => s.field !== null && s.cli?.includes(command));
 }
 
 function collect(v: string, prev: string[] = []): string[] {
   return [...prev, v];
 }
 
-function parseEpsList(s: string): number[] {
-  const out = s.split(',').map((x) => x.trim()).filter(Boolean).map(Number);
-  for (const e of out)
-    if (!Number.isFinite(e) || e <= 0 || e >= 1) throw new ConfigError(`--eps-list: each eps must be a number strictly between 0 and 1, got '${s}'`, { key: 'eps_list' });
-  return out;
+function parseEps(s: string): number {
+  const e = Number(s.trim());
+  if (s.trim() === '' || !Number.isFinite(e) || e <= 0 || e >= 1) throw new ConfigError(`--eps: must be a number strictly between 0 and 1, got '${s}'`, { key: 'eps' });
+  return e;
 }
 
 function progressPrinter(quiet: boolean | undefined): ((p: Progress) => void) | undefined {
@@ -59,16 +63,18 @@ function options(g: GlobalOpts): CommonOptions {
   return { ...(log ? { log } : {}), ...(prog ? { onProgress: prog } : {}), signal: ac.signal };
 }
 
-function loadConfig(g: GlobalOpts, extra: Record<string, unknown> = {}): PartialResolved {
-  const overrides: Record<string, unknown> = { ...extra };
+/** The config files, then `--set key=value`, then the command's schema options (validated by the schema). */
+function loadConfig(g: GlobalOpts, command: CliCommand): PartialResolved {
+  const overrides: Record<string, unknown> = {};
   for (const kv of g.set ?? []) {
     const i = kv.indexOf('=');
     if (i <= 0) throw new ConfigError(`--set expects key=value, got '${kv}'`);
     overrides[kv.slice(0, i)] = kv.slice(i + 1);
   }
-  if (g.device) overrides.device = g.device;
-  if (g.threads) overrides.threads = g.threads;
-  if (g.normalize) overrides.normalize = g.normalize;
+  for (const spec of schemaOptions(command)) {
+    const v = g[spec.field!];
+    if (v !== undefined) overrides[spec.key] = v;
+  }
   return loadConfigFiles(g.config ?? [], overrides);
 }
 
@@ -77,15 +83,19 @@ function print(g: GlobalOpts, human: string, data: unknown): void {
   else process.stdout.write(human + '\n');
 }
 
-function withCommon(cmd: Command): Command {
-  return cmd
+/** The options every pipeline command takes, and the schema's options of `command`. */
+function withCommon(cmd: Command, command: CliCommand): Command {
+  cmd
     .option('-c, --config <file>', 'config file (YAML; ours or the original\'s); repeat to merge several', collect)
-    .option('--set <key=value>', 'override a config key (any name of the schema); repeatable', collect)
-    .addOption(new Option('--device <device>', 'backend for the heavy steps').choices(['auto', 'cpu', 'cuda']))
-    .option('--threads <n>', 'worker threads (0 = all cores)')
-    .addOption(new Option('--normalize <mode>', 'rows that are not unit-norm').choices(['auto', 'always', 'never']))
-    .option('-q, --quiet', 'no progress or log lines')
-    .option('--json', 'print the result as JSON');
+    .option('--set <key=value>', 'override a config key (any name of the schema); repeatable', collect);
+  for (const spec of schemaOptions(command)) {
+    const flag = `--${spec.key.replace(/_/g, '-')}`;
+    const help = `${spec.description} (config key \`${spec.key}\`; default ${spec.defaultText})`;
+    const opt = spec.kind === 'bool' ? new Option(flag, help) : new Option(`${flag} <${spec.kind === 'enum' ? 'value' : spec.kind}>`, help);
+    if (spec.kind === 'enum' && spec.values) opt.choices([...spec.values]);
+    cmd.addOption(opt);
+  }
+  return cmd.option('-q, --quiet', 'no progress or log lines').option('--json', 'print the result as JSON');
 }
 
 function fmtSummary(eps: { eps: number; kept: number; removed: number; keptFraction: number }[]): string {
@@ -98,51 +108,47 @@ export function buildProgram(): Command {
     .version(engineVersion())
     .showHelpAfterError();
 
-  withCommon(program.command('cluster').description('step 2: k-means (FAISS) and the nearest centroid of every row'))
-    .option('--centroids <file>', 'use these k × D centroids (.npy) instead of training')
-    .action(async (o: GlobalOpts & { centroids?: string }) => {
-      const cfg = loadConfig(o, o.centroids ? { centroids: o.centroids } : {});
+  withCommon(program.command('cluster').description('step 2: k-means (FAISS\'s algorithm) and the nearest centroid of every row'), 'cluster')
+    .action(async (o: GlobalOpts) => {
+      const cfg = loadConfig(o, 'cluster');
       const r = await runCluster(cfg, options(o));
-      print(o, `clustered: k=${r.k}, centroids ${r.centroidsFrom}${r.assignmentReused ? ', assignment up to date' : ''} (train ${r.seconds.train.toFixed(2)} s, assign ${r.seconds.assign.toFixed(2)} s, ${r.device})`,
-        { k: r.k, centroidsFrom: r.centroidsFrom, assignmentReused: r.assignmentReused, seconds: r.seconds, device: r.device, objective: r.objective });
+      const ran = [r.backend.train ? `train on ${r.backend.train}` : '', r.backend.assign ? `assign on ${r.backend.assign}` : ''].filter(Boolean).join(', ');
+      print(o, `clustered: k=${r.k}, centroids ${r.centroidsFrom}${r.assignmentReused ? ', assignment up to date' : ''} (train ${r.seconds.train.toFixed(2)} s, assign ${r.seconds.assign.toFixed(2)} s${ran ? `; ${ran}` : ''})`,
+        { k: r.k, centroidsFrom: r.centroidsFrom, assignmentReused: r.assignmentReused, seconds: r.seconds, backend: r.backend, objective: r.objective });
     });
 
-  withCommon(program.command('sort').description('step 3: rank every cluster by distance to its centroid'))
-    .option('--export-sorted-clusters', "also write sorted_clusters/cluster_{c}.npy in the original's format")
-    .action(async (o: GlobalOpts & { exportSortedClusters?: boolean }) => {
-      const cfg = loadConfig(o, o.exportSortedClusters ? { export_sorted_clusters: true } : {});
+  withCommon(program.command('sort').description('step 3: rank every cluster by distance to its centroid'), 'sort')
+    .action(async (o: GlobalOpts) => {
+      const cfg = loadConfig(o, 'sort');
       const r = await runSort(cfg, options(o));
       const sizes = Array.from({ length: r.k }, (_, c) => Number(r.offsets[c + 1]! - r.offsets[c]!));
       print(o, `sorted ${r.order.length} rows in ${r.k} clusters (largest ${Math.max(...sizes)}, empty ${sizes.filter((s) => s === 0).length}) in ${r.seconds.toFixed(2)} s`,
         { rows: r.order.length, clusters: r.k, largest: Math.max(...sizes), seconds: r.seconds });
     });
 
-  withCommon(program.command('dedup').description('step 4: per-cluster max similarity M and the removal decisions for every eps'))
-    .option('--eps-list <list>', `comma-separated eps values (default from the config, else ${DEFAULT_EPS_LIST.join(',')})`)
-    .action(async (o: GlobalOpts & { epsList?: string }) => {
-      const cfg = loadConfig(o, o.epsList ? { eps_list: parseEpsList(o.epsList) } : {});
+  withCommon(program.command('dedup').description('step 4: per-cluster max similarity M and the removal decisions for every eps'), 'dedup')
+    .action(async (o: GlobalOpts) => {
+      const cfg = loadConfig(o, 'dedup');
       const r = await runDedup(cfg, options(o));
-      print(o, `dedup: ${r.keepOrder.length} members, ${r.stats.rechecked} re-checked in float64, ${r.seconds.toFixed(2)} s (${r.stats.device})${r.resumedParts ? `, ${r.resumedParts} parts resumed` : ''}\n${fmtSummary(r.summary)}`,
+      print(o, `dedup: ${r.keepOrder.length} members, ${r.stats.rechecked} re-checked in float64, ${r.seconds.toFixed(2)} s (${r.stats.backend})${r.resumedParts ? `, ${r.resumedParts} parts resumed` : ''}\n${fmtSummary(r.summary)}`,
         { summary: r.summary, stats: r.stats, seconds: r.seconds, resumedParts: r.resumedParts });
     });
 
-  withCommon(program.command('extract').description('step 5: write the kept (or removed) ids for one eps'))
+  withCommon(program.command('extract').description('step 5: write the kept (or removed) ids for one eps'), 'extract')
     .requiredOption('--eps <eps>', 'the eps to extract')
     .option('-o, --output <file>', 'text file for the ids, one per line')
     .option('--removed', 'write the removed ids instead of the kept ones')
     .action(async (o: GlobalOpts & { eps: string; output?: string; removed?: boolean }) => {
-      const eps = parseEpsList(o.eps)[0]!;
-      const cfg = loadConfig(o);
+      const eps = parseEps(o.eps);
+      const cfg = loadConfig(o, 'extract');
       const log = o.quiet ? undefined : (l: string) => process.stderr.write(`semdedup: ${l}\n`);
       const r = await runExtract(cfg, eps, o.output, { ...(o.removed ? { removed: true } : {}), ...(log ? { log } : {}) });
       print(o, `eps ${eps}: kept ${r.summary.kept}, removed ${r.summary.removed}${r.output ? ` -> ${r.output}` : ''}`, { summary: r.summary, output: r.output });
     });
 
-  withCommon(program.command('run').description('all steps: cluster, sort, dedup, extract (kept_eps{eps}.txt per eps)'))
-    .option('--eps-list <list>', 'comma-separated eps values')
-    .option('--centroids <file>', 'use these centroids instead of training')
-    .action(async (o: GlobalOpts & { epsList?: string; centroids?: string }) => {
-      const cfg = loadConfig(o, { ...(o.epsList ? { eps_list: parseEpsList(o.epsList) } : {}), ...(o.centroids ? { centroids: o.centroids } : {}) });
+  withCommon(program.command('run').description('all steps: cluster, sort, dedup, extract (kept_eps{eps}.txt per eps)'), 'run')
+    .action(async (o: GlobalOpts) => {
+      const cfg = loadConfig(o, 'run');
       const r = await runAll(cfg, options(o));
       const s = r.seconds;
       print(o, `done in ${s.total!.toFixed(2)} s (cluster ${s.cluster!.toFixed(2)}, sort ${s.sort!.toFixed(2)}, dedup ${s.dedup!.toFixed(2)}, extract ${s.extract!.toFixed(2)})\n${fmtSummary(r.dedup.summary)}`,
@@ -170,8 +176,10 @@ export function buildProgram(): Command {
   return program;
 }
 
+/** The version of the package (package.json is its only source). */
 function engineVersion(): string {
-  return '0.1.0';
+  const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string };
+  return pkg.version;
 }
 
 export async function main(argv: string[]): Promise<number> {

@@ -22,37 +22,6 @@ import { ConfigError } from './errors.js';
 /** The two config files of the original project. */
 export type OriginalFile = 'clustering_configs.yaml' | 'semdedup_configs.yaml';
 
-/** Canonical (snake_case) config keys. */
-export type CanonicalKey =
-  | 'embeddings'
-  | 'embeddings_format'
-  | 'embeddings_dtype'
-  | 'dataset_size'
-  | 'dim'
-  | 'ids'
-  | 'ids_format'
-  | 'ids_dtype'
-  | 'text_emb_memory_loc'
-  | 'output_dir'
-  | 'sorted_clusters_dir'
-  | 'export_sorted_clusters'
-  | 'k'
-  | 'niter'
-  | 'seed'
-  | 'spherical'
-  | 'max_points_per_centroid'
-  | 'min_points_per_centroid'
-  | 'centroids'
-  | 'sim_metric'
-  | 'keep_hard'
-  | 'which_to_keep'
-  | 'eps_list'
-  | 'largest_cluster_size_to_process'
-  | 'normalize'
-  | 'device'
-  | 'kmeans_impl'
-  | 'threads';
-
 /** How a value is validated. */
 export type ValueKind =
   | 'path' // non-empty string, resolved to an absolute path
@@ -68,9 +37,9 @@ export type ValueKind =
 /** One row of the schema table. */
 export interface ConfigKeySpec {
   /** Canonical key (our own format). */
-  readonly key: CanonicalKey;
-  /** Field of `SemDedupConfig`, or null for a key that is accepted and not used. */
-  readonly field: keyof SemDedupConfig | null;
+  readonly key: string;
+  /** Field of `SemDedupConfig` (the key in camelCase), or null for a key that is accepted and not used. */
+  readonly field: string | null;
   /** The original's names for this key (other than the canonical one) and the file they are in. */
   readonly aliases: readonly { readonly name: string; readonly file: OriginalFile }[];
   /** Original files that use the canonical name itself. */
@@ -83,7 +52,13 @@ export interface ConfigKeySpec {
   /** The default as shown in the docs. */
   readonly defaultText: string;
   readonly description: string;
+  /** The commands that take this key as an option `--<key with dashes>` (help: the description). */
+  readonly cli?: readonly CliCommand[];
 }
+
+/** The commands of the CLI whose options come from the schema. */
+export type CliCommand = 'cluster' | 'sort' | 'dedup' | 'extract' | 'run';
+const HEAVY: readonly CliCommand[] = ['cluster', 'sort', 'dedup', 'extract', 'run'];
 
 /** Where the original uses each key: a shorthand for the table below. */
 const CL: OriginalFile = 'clustering_configs.yaml';
@@ -94,9 +69,10 @@ export const DEFAULT_EPS_LIST: readonly number[] = Object.freeze([0.01, 0.05, 0.
 
 /**
  * The schema: one row per canonical key. The single source of truth for validation, defaults,
- * the docs (`formatConfigDoc`) and the CLI's `--help`.
+ * the types (`SemDedupConfig` is derived from it), the docs (`formatConfigDoc`) and the CLI's
+ * options and their help (`cli`).
  */
-export const configSchema: readonly ConfigKeySpec[] = Object.freeze([
+export const configSchema = Object.freeze([
   {
     key: 'embeddings', field: 'embeddings', kind: 'path',
     aliases: [{ name: 'emb_memory_loc', file: CL }, { name: 'embs_memory_loc', file: SD }],
@@ -167,6 +143,7 @@ export const configSchema: readonly ConfigKeySpec[] = Object.freeze([
     key: 'export_sorted_clusters', field: 'exportSortedClusters', kind: 'bool', aliases: [], default: false,
     defaultText: 'false',
     description: "Also write `sorted_clusters_dir/cluster_{c}.npy` in the original's format (n × 4 unicode array).",
+    cli: ['sort', 'run'],
   },
   {
     key: 'k', field: 'k', kind: 'posint',
@@ -200,6 +177,7 @@ export const configSchema: readonly ConfigKeySpec[] = Object.freeze([
   {
     key: 'centroids', field: 'centroids', kind: 'path', aliases: [], defaultText: 'none',
     description: 'A k × D .npy of given centroids: skips k-means training, rows are only assigned.',
+    cli: ['cluster', 'run'],
   },
   {
     key: 'sim_metric', field: 'simMetric', kind: 'enum', values: ['cosine', 'l2'], aliases: [], sameNameIn: [CL],
@@ -223,6 +201,7 @@ export const configSchema: readonly ConfigKeySpec[] = Object.freeze([
     description:
       'Thresholds: a member is removed when its largest similarity to an earlier member is > 1 − eps. ' +
       'A list of numbers strictly between 0 and 1, or a comma-separated string such as "0.01,0.05".',
+    cli: ['dedup', 'run'],
   },
   {
     key: 'largest_cluster_size_to_process', field: 'largestClusterSizeToProcess', kind: 'posint', aliases: [],
@@ -236,11 +215,13 @@ export const configSchema: readonly ConfigKeySpec[] = Object.freeze([
       '`auto`: rows are checked, and a row whose L2 norm differs from 1 by more than 1e-3 is an error. ' +
       '`always`: every row is L2-normalised on read, into a float32 copy (a zero row is still an error). ' +
       '`never`: rows are used as they are, unchecked.',
+    cli: HEAVY,
   },
   {
     key: 'device', field: 'device', kind: 'enum', values: ['auto', 'cpu', 'cuda'], aliases: [], default: 'auto',
     defaultText: 'auto',
-    description: '`auto`: CUDA when available, else CPU. `cuda`: an error when CUDA is not available.',
+    description: 'Backend of each heavy job. `auto`: the GPU when it can, else the CPU (the log says why). `cuda`: the GPU, or an error giving the reason. `cpu`: the CPU.',
+    cli: HEAVY,
   },
   {
     key: 'kmeans_impl', field: 'kmeansImpl', kind: 'enum', values: ['engine', 'faiss'], aliases: [], default: 'engine',
@@ -249,68 +230,77 @@ export const configSchema: readonly ConfigKeySpec[] = Object.freeze([
       "k-means on the CPU: `engine` runs FAISS's algorithm with the engine's blocked kernels and exact pruning (the same centroids, faster); `faiss` calls faiss::Clustering itself.",
   },
   {
+    key: 'kmeans_prune', field: 'kmeansPrune', kind: 'bool', aliases: [], default: true, defaultText: 'true',
+    description:
+      "Engine k-means: skip the search of rows whose bounds prove that their centroid cannot change (the result is the same; false searches every row).",
+  },
+  {
+    key: 'reuse_centroids', field: 'reuseCentroids', kind: 'bool', aliases: [], default: true, defaultText: 'true',
+    description: "Reuse `kmeans_centroids.npy` found in the output folder instead of training again (as the original resumes).",
+  },
+  {
     key: 'threads', field: 'threads', kind: 'nonnegint', aliases: [], default: 0, defaultText: '0',
     description: 'CPU threads; 0 uses all cores.',
+    cli: HEAVY,
   },
-] satisfies ConfigKeySpec[]);
+] as const satisfies readonly ConfigKeySpec[]);
 
-/** The canonical, fully defaulted, typed configuration. */
-export interface SemDedupConfig {
-  /** Absolute path of the embeddings file. */
-  embeddings: string;
-  embeddingsFormat: 'auto' | 'memmap' | 'npy';
-  embeddingsDtype: 'float32' | 'float16';
-  datasetSize?: number;
-  dim?: number;
-  /** Absolute path of the ids file; absent: ids are row numbers. */
-  ids?: string;
-  idsFormat: 'auto' | 'memmap' | 'npy' | 'text';
-  /** numpy dtype string such as `S24` or `U40`. */
-  idsDtype?: string;
-  /** Absolute path of the output folder. */
-  outputDir: string;
-  /** Absolute path of the sorted clusters folder. */
-  sortedClustersDir: string;
-  exportSortedClusters: boolean;
-  k: number;
-  niter: number;
-  seed: number;
-  spherical: boolean;
-  maxPointsPerCentroid: number;
-  minPointsPerCentroid: number;
-  /** Absolute path of a k × D .npy of given centroids. */
-  centroids?: string;
-  simMetric: 'cosine' | 'l2';
-  keepHard: boolean;
-  whichToKeep: 'hard' | 'easy' | 'random';
-  epsList: number[];
-  largestClusterSizeToProcess?: number;
-  normalize: 'auto' | 'always' | 'never';
-  device: 'auto' | 'cpu' | 'cuda';
-  kmeansImpl: 'engine' | 'faiss';
-  threads: number;
-  /** Where each value came from, by canonical key: a file label, 'option' or 'default'. */
+type SchemaRow = (typeof configSchema)[number];
+/** Canonical (snake_case) config keys. */
+export type CanonicalKey = SchemaRow['key'];
+type ValueOf<R> = R extends { readonly kind: 'enum'; readonly values: readonly (infer V)[] }
+  ? V
+  : R extends { readonly kind: 'path' | 'strDtype' | 'compat' }
+    ? string
+    : R extends { readonly kind: 'bool' }
+      ? boolean
+      : R extends { readonly kind: 'epsList' }
+        ? number[]
+        : number;
+type FieldRow = Extract<SchemaRow, { readonly field: string }>;
+type Defaulted = Extract<FieldRow, { readonly default: unknown }>;
+type Optional = Exclude<FieldRow, Defaulted>;
+
+/**
+ * The typed configuration, derived from the schema: a key with a default is always present, the
+ * others are optional (paths are absolute). `sources` says where each value came from, by
+ * canonical key: a file label, 'option' or 'default'.
+ */
+export type PartialConfig = { [R in Defaulted as R['field']]: ValueOf<R> } & { [R in Optional as R['field']]?: ValueOf<R> } & {
   sources: Record<string, string>;
-}
+};
 
 /** Fields that are absent until some file or option sets them. */
 type LateFields = 'embeddings' | 'outputDir' | 'k' | 'sortedClustersDir';
 
-/** A config before the checks of a step: `embeddings`, `outputDir`, `k` may be missing. */
-export type PartialConfig = Omit<SemDedupConfig, LateFields> & Partial<Pick<SemDedupConfig, LateFields>>;
+/** The configuration of a whole run: the late fields are set too. */
+export type SemDedupConfig = PartialConfig & { [F in LateFields]-?: NonNullable<PartialConfig[F]> };
 
-/** The result of loading: a partial config plus the files it was read from (in order). */
-export interface PartialResolved extends PartialConfig {
-  /** Labels of the config files read, in order (as given). */
-  files: string[];
+/** The schema's defaults as a typed object (camelCase fields): what `withDefaults` fills in. */
+export type Defaults = { [R in Defaulted as R['field']]: ValueOf<R> };
+
+/**
+ * Fills every field that `opts` leaves undefined with the schema's default, so that the steps
+ * take resolved parameters and no default lives anywhere else.
+ */
+export function withDefaults<T extends object>(opts: T): T & Defaults {
+  const out: Record<string, unknown> = { ...(opts as Record<string, unknown>) };
+  for (const spec of configSchema as readonly ConfigKeySpec[]) {
+    if (spec.field === null || !('default' in spec) || spec.default === undefined) continue;
+    if (out[spec.field] === undefined) out[spec.field] = Array.isArray(spec.default) ? [...spec.default] : spec.default;
+  }
+  return out as T & Defaults;
 }
+
+/** The result of loading: a partial config plus the files it was read from (in order, as given). */
+export type PartialResolved = PartialConfig & { files: string[] };
 
 /** snake_case → camelCase at the type level. */
 type Camel<S extends string> = S extends `${infer H}_${infer T}` ? `${H}${Capitalize<Camel<T>>}` : S;
 
 /** The config type after `requireKeys(cfg, keys)`: those fields are present. */
 export type WithKeys<C, K extends CanonicalKey> = C & {
-  [F in Camel<K> & keyof SemDedupConfig]-?: NonNullable<SemDedupConfig[F]>;
+  [F in Camel<K> & keyof PartialConfig]-?: NonNullable<PartialConfig[F]>;
 };
 
 /** Options of the loaders. */
@@ -330,12 +320,13 @@ export interface ParseObjectOptions extends LoadOptions {
 // ---------------------------------------------------------------------------------------------
 // Lookup tables
 
-const SPEC_BY_KEY = new Map<string, ConfigKeySpec>(configSchema.map((s) => [s.key, s]));
+const SCHEMA: readonly ConfigKeySpec[] = configSchema;
+const SPEC_BY_KEY = new Map<string, ConfigKeySpec>(SCHEMA.map((s) => [s.key, s]));
 /** Every accepted name in a file (canonical keys and the original's aliases) → its spec. */
 const SPEC_BY_NAME = new Map<string, ConfigKeySpec>();
 /** Names that mark a file as written in the original's format. */
 const ORIGINAL_MARKERS = new Set<string>();
-for (const s of configSchema) {
+for (const s of SCHEMA) {
   SPEC_BY_NAME.set(s.key, s);
   for (const a of s.aliases) {
     SPEC_BY_NAME.set(a.name, s);
@@ -344,7 +335,7 @@ for (const s of configSchema) {
 }
 /** camelCase field names, accepted in overrides and programmatic objects with `coerceStrings`. */
 const SPEC_BY_FIELD = new Map<string, ConfigKeySpec>();
-for (const s of configSchema) if (s.field !== null && s.field !== s.key) SPEC_BY_FIELD.set(s.field, s);
+for (const s of SCHEMA) if (s.field !== null && s.field !== s.key) SPEC_BY_FIELD.set(s.field, s);
 
 const ALL_NAMES: string[] = [...SPEC_BY_NAME.keys()];
 
@@ -414,10 +405,6 @@ function isNullish(v: unknown): boolean {
 
 const PLACEHOLDER = /<[^<>\n]*>/;
 
-function camel(key: string): string {
-  return key.replace(/_([a-z])/g, (_m, c: string) => c.toUpperCase());
-}
-
 function sameValue(a: unknown, b: unknown): boolean {
   if (Array.isArray(a) && Array.isArray(b)) return a.length === b.length && a.every((x, i) => sameValue(x, b[i]));
   return Object.is(a, b) || a === b;
@@ -462,12 +449,15 @@ function parseEps(v: unknown, ctx: Ctx, spec: ConfigKeySpec): number[] {
   }
   if (items.length === 0) fail(ctx, spec, 'must hold at least one eps value');
   const out: number[] = [];
+  const raw = typeof v === 'string' ? v.split(',').map((t) => t.trim()) : undefined;
   items.forEach((x, i) => {
     let n = x;
     if (ctx.coerce && typeof n === 'string' && n.trim() !== '' && Number.isFinite(Number(n))) n = Number(n);
     if (typeof n !== 'number' || !Number.isFinite(n) || !(n > 0 && n < 1)) {
       const where = items.length > 1 || Array.isArray(v) ? ` at position ${i + 1}` : '';
-      fail(ctx, spec, `must hold numbers strictly between 0 and 1, ${got(x)}${where}`);
+      // An option's comma-separated text is quoted as typed.
+      const as = ctx.coerce && raw?.[i] !== undefined ? `got '${raw[i]}'` : got(x);
+      fail(ctx, spec, `must hold numbers strictly between 0 and 1, ${as}${where}`);
     }
     if (out.includes(n)) fail(ctx, spec, `lists eps ${n} twice`);
     out.push(n);
@@ -541,7 +531,7 @@ interface Entry {
   name: string;
 }
 
-type Entries = Map<CanonicalKey, Entry>;
+type Entries = Map<string, Entry>;
 
 function parseSource(
   obj: unknown,
@@ -568,7 +558,7 @@ function parseSource(
     resolved.push({ name, spec });
   }
   // Template placeholders left in the original's files: report all of them at once.
-  const holders: { name: string; key: CanonicalKey; ph: string }[] = [];
+  const holders: { name: string; key: string; ph: string }[] = [];
   for (const { name, spec } of resolved) {
     const raw = rec[name];
     const m = typeof raw === 'string' ? PLACEHOLDER.exec(raw) : null;
@@ -625,7 +615,7 @@ function mergeStrict(acc: Entries, next: Entries): void {
 function build(entries: Entries, files: string[]): PartialResolved {
   const cfg: Record<string, unknown> = {};
   const sources: Record<string, string> = {};
-  for (const spec of configSchema) {
+  for (const spec of SCHEMA) {
     if (spec.field === null) {
       const e = entries.get(spec.key);
       if (e) sources[spec.key] = e.source;
@@ -805,7 +795,7 @@ export function formatConfigDoc(): string {
     '| key | original names | type | default | description |',
     '| --- | --- | --- | --- | --- |',
   ];
-  for (const s of configSchema) {
+  for (const s of SCHEMA) {
     const names = [
       ...s.aliases.map((a) => `\`${a.name}\` (${a.file})`),
       ...(s.sameNameIn?.length ? [`same name (${s.sameNameIn.join(', ')})`] : []),
@@ -824,16 +814,11 @@ export function formatConfigDoc(): string {
 export function toManifest(cfg: PartialConfig | SemDedupConfig): Record<string, unknown> {
   const out: Record<string, unknown> = {};
   const rec = cfg as unknown as Record<string, unknown>;
-  for (const s of configSchema) {
+  for (const s of SCHEMA) {
     if (s.field === null) continue;
     const v = rec[s.field];
     if (v === undefined || v === null) continue;
     out[s.key] = Array.isArray(v) ? [...v] : v;
   }
   return out;
-}
-
-/** The canonical key for a name (canonical, original alias or camelCase field), if any. */
-export function canonicalKeyOf(name: string): CanonicalKey | undefined {
-  return (SPEC_BY_NAME.get(name) ?? SPEC_BY_FIELD.get(name) ?? SPEC_BY_FIELD.get(camel(name)))?.key;
 }

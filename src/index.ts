@@ -3,12 +3,14 @@
 export { getEmbeddings, PathsMemmap, type Batch, type Model } from './steps/embed.js';
 export { computeCentroids, type ClusterOptions, type ClusterResult } from './steps/cluster.js';
 export { assignAndSortClusters, type SortOptions, type SortResult } from './steps/sort.js';
-export { semdedup, keepOrderOf, summarize, type DedupOptions, type DedupResult, type EpsSummary, type WhichToKeep } from './steps/dedup.js';
+export { prepareEmbeddings, NORM_TOLERANCE, type PrepareOptions, type NormalizeMode } from './steps/check.js';
+export { semdedup, keepOrderOf, summarize, isRemoved, type DedupOptions, type DedupResult, type EpsSummary, type WhichToKeep } from './steps/dedup.js';
 export { extractPrunedData, type ExtractOptions, type ExtractResult } from './steps/extract.js';
 export type { CommonOptions, Progress, Device } from './steps/common.js';
+export type { Ran, MaxSimStats } from './native.js';
 export { openEmbeddings, createEmbeddingsFile, embeddingsLayout, type Embeddings, type EmbeddingsSpec } from './embeddings.js';
 export { runAll, runCluster, runSort, runDedup, runExtract, type RunResult } from './pipeline.js';
-export { loadConfigFiles, parseConfigObject, requireKeys, configSchema, formatConfigDoc, type SemDedupConfig, type PartialResolved } from './config.js';
+export { loadConfigFiles, parseConfigObject, requireKeys, configSchema, formatConfigDoc, withDefaults, type SemDedupConfig, type PartialConfig, type PartialResolved, type Defaults } from './config.js';
 export { readIds, checkUniqueIds, rowNumberIds, idsFromStrings, writeIdsMemmap, type Ids } from './io/ids.js';
 export { readNpy, writeNpy, readNpyHeaderFromFile } from './io/npy.js';
 export { engineInfo } from './info.js';

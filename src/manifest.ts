@@ -5,7 +5,7 @@ import { existsSync, mkdirSync, readFileSync, statSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import { atomicWriteFile } from './io/atomic.js';
 import { outputs } from './layout.js';
-import { loadNative } from './native.js';
+import { nativeInfo } from './native.js';
 
 export interface FileStamp {
   path: string;
@@ -32,7 +32,7 @@ export interface Manifest {
 
 export function readManifest(dir: string): Manifest {
   const path = outputs.manifest(dir);
-  const info = loadNative().info();
+  const info = nativeInfo();
   const engine = { name: 'semdedup' as const, version: info.version, faiss: info.faiss, blasCore: info.blasCore };
   if (!existsSync(path)) return { engine, steps: {} };
   try {

@@ -24,27 +24,36 @@ export interface NativeCancelToken {
 
 export type ProgressCallback = (done: number, total: number) => void;
 
+/** Where a heavy job may run: the native engine facade decides (auto: the GPU when it can). */
+export type DeviceChoice = 'auto' | 'cpu' | 'cuda';
+
+/** Which backend ran a job, and why not the GPU when the device was auto (else ''). */
+export interface Ran {
+  backend: 'cpu' | 'cuda';
+  backendNote: string;
+}
+
+/** k-means parameters; an absent field keeps the C++ default (semdedup::KMeansParams). */
 export interface KmeansNativeParams {
   k: number;
-  niter: number;
-  seed: number;
-  spherical: boolean;
-  maxPointsPerCentroid: number;
-  minPointsPerCentroid: number;
-  threads: number;
-  device: 'cpu' | 'cuda';
+  niter?: number;
+  seed?: number;
+  spherical?: boolean;
+  maxPointsPerCentroid?: number;
+  minPointsPerCentroid?: number;
+  threads?: number;
+  device?: DeviceChoice;
   /** 'engine' (default): FAISS's algorithm on the engine's kernels, with pruning; 'faiss': faiss::Clustering. */
   impl?: 'engine' | 'faiss';
   prune?: boolean;
 }
 
-export interface MaxSimStats {
+export interface MaxSimStats extends Ran {
   members: number;
   clusters: number;
   usefulFlops: number;
   computedFlops: number;
   rechecked: number;
-  device: string;
 }
 
 export interface ScanStats {
@@ -85,32 +94,32 @@ export interface NativeAddon {
     opts: { offset: number; n: number; d: number; dtype: 'float32' | 'float16'; writable: boolean },
   ) => NativeEmbeddings;
   CancelToken: new () => NativeCancelToken;
-  trainKmeans?: (
+  trainKmeans(
     emb: NativeEmbeddings,
     p: KmeansNativeParams,
     onProgress?: ProgressCallback,
     cancel?: NativeCancelToken,
-  ) => Promise<{ centroids: Float32Array; objective: number[]; nTrain: number; underMinPoints: boolean; searchedRows: number; prunedRows: number }>;
-  assignNearest?: (
+  ): Promise<Ran & { centroids: Float32Array; objective: number[]; nTrain: number; underMinPoints: boolean; searchedRows: number; prunedRows: number }>;
+  assignNearest(
     emb: NativeEmbeddings,
     centroids: Float32Array,
     k: number,
     innerProduct: boolean,
     nearest: BigInt64Array,
     dist: Float32Array,
-    opts: { threads: number; device: 'cpu' | 'cuda'; impl?: 'engine' | 'faiss' },
+    opts: { threads?: number; device?: DeviceChoice; impl?: 'engine' | 'faiss' },
     onProgress?: ProgressCallback,
     cancel?: NativeCancelToken,
-  ) => Promise<void>;
-  cosineToCentroid?: (
+  ): Promise<Ran>;
+  cosineToCentroid(
     emb: NativeEmbeddings,
     centroids: Float32Array,
     k: number,
     nearest: BigInt64Array,
     out: Float32Array,
-    opts: { threads: number },
+    opts: { threads?: number },
     cancel?: NativeCancelToken,
-  ) => Promise<void>;
+  ): Promise<void>;
   rankClusters(
     nearest: BigInt64Array,
     key: Float32Array,
@@ -125,11 +134,21 @@ export interface NativeAddon {
     offsets: BigInt64Array,
     M: Float64Array,
     arg: BigInt64Array,
-    opts: { thresholds: number[]; threads: number; device: 'cpu' | 'cuda'; recheckMargin?: number },
+    opts: { thresholds: number[]; threads?: number; device?: DeviceChoice; recheckMargin?: number },
     onProgress?: ProgressCallback,
     cancel?: NativeCancelToken,
   ): Promise<MaxSimStats>;
-  scanEmbeddings(emb: NativeEmbeddings, normTol: number, opts: { threads: number }, cancel?: NativeCancelToken): Promise<ScanStats>;
+  scanEmbeddings(emb: NativeEmbeddings, normTol: number, opts: { threads?: number }, cancel?: NativeCancelToken): Promise<ScanStats>;
+  normalizeRows(emb: NativeEmbeddings, out: NativeEmbeddings, opts: { threads?: number }, onProgress?: ProgressCallback, cancel?: NativeCancelToken): Promise<void>;
+  keepOrder(
+    order: BigInt64Array,
+    offsets: BigInt64Array,
+    which: 'hard' | 'easy' | 'random',
+    seed: number,
+    keepOrder: BigInt64Array,
+    keepIndex: BigInt64Array,
+    opts: { threads?: number },
+  ): Promise<void>;
   measureSgemm(n: number, repeats: number, threads?: number): Promise<number>;
   info(): NativeInfo;
 }
@@ -220,6 +239,13 @@ export function loadNative(): NativeAddon {
       `(needs cmake >= 3.18, a C++17 compiler and FAISS with OpenBLAS; on Debian/Ubuntu: ` +
       `apt-get install cmake g++ libfaiss-dev libopenblas-dev).`,
   );
+}
+
+let cachedInfo: NativeInfo | undefined;
+/** The engine facts (versions, BLAS kernel, GPU), read from the addon once per process. */
+export function nativeInfo(): NativeInfo {
+  cachedInfo ??= loadNative().info();
+  return cachedInfo;
 }
 
 /** Turns an error from the addon (with a native `code`) into a SemDedupError. */

@@ -1,8 +1,11 @@
-// The pipeline driven by a resolved config: what the CLI's commands run.
+// The pipeline driven by a resolved config: what the CLI's commands run. Each command opens the
+// embeddings once (prepareEmbeddings: checked once, normalised once) and hands that one handle to
+// every step it runs; the device choice travels down to the native engine facade, which decides.
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { requireKeys, type PartialResolved } from './config.js';
-import { embeddingsLayout, type EmbeddingsSpec } from './embeddings.js';
+import { embeddingsLayout, type Embeddings, type EmbeddingsSpec } from './embeddings.js';
+import { prepareEmbeddings } from './steps/check.js';
 import { checkUniqueIds, readIds, type Ids } from './io/ids.js';
 import { computeCentroids, type ClusterResult } from './steps/cluster.js';
 import { assignAndSortClusters, type SortResult } from './steps/sort.js';
@@ -13,7 +16,7 @@ import { outputs } from './layout.js';
 import { type CommonOptions } from './steps/common.js';
 import { readManifest, writeManifest } from './manifest.js';
 import { toManifest } from './config.js';
-import { loadNative } from './native.js';
+import { nativeInfo } from './native.js';
 
 export function embeddingsSpecOf(cfg: PartialResolved): EmbeddingsSpec {
   const c = requireKeys(cfg, ['embeddings'], 'this step');
@@ -45,65 +48,83 @@ function common(cfg: PartialResolved, opts: CommonOptions): CommonOptions {
   return { threads: cfg.threads, device: cfg.device, ...opts };
 }
 
+/** Opens and checks the config's embeddings for `outputDir`, runs `fn` with the handle, closes it. */
+async function withEmbeddings<T>(cfg: PartialResolved, outputDir: string, opts: CommonOptions, fn: (emb: Embeddings) => Promise<T>): Promise<T> {
+  const emb = await prepareEmbeddings(embeddingsSpecOf(cfg), { ...common(cfg, opts), outputDir, normalize: cfg.normalize });
+  try {
+    return await fn(emb);
+  } finally {
+    emb.close();
+  }
+}
+
 /** Records the config and the engine in the manifest of the output folder. */
 function noteConfig(cfg: PartialResolved, outputDir: string): void {
   const m = readManifest(outputDir);
-  const info = loadNative().info();
+  const info = nativeInfo();
   m.config = toManifest(cfg);
   m.configFiles = cfg.files;
   m.engine = { name: 'semdedup', version: info.version, faiss: info.faiss, blasCore: info.blasCore };
   writeManifest(outputDir, m);
 }
 
-export async function runCluster(cfg: PartialResolved, opts: CommonOptions = {}): Promise<ClusterResult> {
+export async function runCluster(cfg: PartialResolved, opts: CommonOptions = {}, given?: Embeddings): Promise<ClusterResult> {
   const c = requireKeys(cfg, ['embeddings', 'output_dir', 'k'], 'semdedup cluster');
-  const r = await computeCentroids({
-    ...common(cfg, opts),
-    embeddings: embeddingsSpecOf(cfg),
-    outputDir: c.outputDir,
-    k: c.k,
-    niter: c.niter,
-    seed: c.seed,
-    spherical: c.spherical,
-    maxPointsPerCentroid: c.maxPointsPerCentroid,
-    minPointsPerCentroid: c.minPointsPerCentroid,
-    normalize: c.normalize,
-    impl: c.kmeansImpl,
-    ...(c.centroids ? { centroids: c.centroids } : {}),
-  });
+  const run = (emb: Embeddings) =>
+    computeCentroids({
+      ...common(cfg, opts),
+      embeddings: emb,
+      outputDir: c.outputDir,
+      k: c.k,
+      niter: c.niter,
+      seed: c.seed,
+      spherical: c.spherical,
+      maxPointsPerCentroid: c.maxPointsPerCentroid,
+      minPointsPerCentroid: c.minPointsPerCentroid,
+      kmeansImpl: c.kmeansImpl,
+      kmeansPrune: c.kmeansPrune,
+      reuseCentroids: c.reuseCentroids,
+      ...(c.centroids ? { centroids: c.centroids } : {}),
+    });
+  const r = given ? await run(given) : await withEmbeddings(cfg, c.outputDir, opts, run);
   noteConfig(cfg, c.outputDir);
   return r;
 }
 
-export async function runSort(cfg: PartialResolved, opts: CommonOptions = {}, given?: { ids?: Ids }): Promise<SortResult> {
+export async function runSort(cfg: PartialResolved, opts: CommonOptions = {}, given?: { ids?: Ids; embeddings?: Embeddings }): Promise<SortResult> {
   const c = requireKeys(cfg, ['output_dir'], 'semdedup sort');
   const needEmb = c.simMetric === 'cosine' && !c.spherical;
-  const ids = c.exportSortedClusters ? (given ? given.ids : resolveIds(cfg, c.outputDir, opts.log)) : undefined;
-  return assignAndSortClusters({
-    ...common(cfg, opts),
-    outputDir: c.outputDir,
-    simMetric: c.simMetric,
-    keepHard: c.keepHard,
-    spherical: c.spherical,
-    normalize: c.normalize,
-    exportSortedClusters: c.exportSortedClusters,
-    sortedClustersDir: c.sortedClustersDir ?? join(c.outputDir, 'sorted_clusters'),
-    ...(needEmb ? { embeddings: embeddingsSpecOf(cfg) } : {}),
-    ...(ids ? { ids } : {}),
-  });
+  const ids = c.exportSortedClusters ? (given && 'ids' in given ? given.ids : resolveIds(cfg, c.outputDir, opts.log)) : undefined;
+  const run = (emb: Embeddings | undefined) =>
+    assignAndSortClusters({
+      ...common(cfg, opts),
+      outputDir: c.outputDir,
+      simMetric: c.simMetric,
+      keepHard: c.keepHard,
+      spherical: c.spherical,
+      exportSortedClusters: c.exportSortedClusters,
+      sortedClustersDir: c.sortedClustersDir ?? join(c.outputDir, 'sorted_clusters'),
+      ...(emb ? { embeddings: emb } : {}),
+      ...(ids ? { ids } : {}),
+    });
+  if (!needEmb) return run(undefined);
+  if (given?.embeddings) return run(given.embeddings);
+  requireKeys(cfg, ['embeddings'], 'semdedup sort (sim_metric cosine with non-spherical k-means)');
+  return withEmbeddings(cfg, c.outputDir, opts, run);
 }
 
-export async function runDedup(cfg: PartialResolved, opts: CommonOptions = {}): Promise<DedupResult> {
+export async function runDedup(cfg: PartialResolved, opts: CommonOptions = {}, given?: Embeddings): Promise<DedupResult> {
   const c = requireKeys(cfg, ['embeddings', 'output_dir'], 'semdedup dedup');
-  return semdedup({
-    ...common(cfg, opts),
-    embeddings: embeddingsSpecOf(cfg),
-    outputDir: c.outputDir,
-    whichToKeep: c.whichToKeep,
-    epsList: c.epsList,
-    seed: c.seed,
-    normalize: c.normalize,
-  });
+  const run = (emb: Embeddings) =>
+    semdedup({
+      ...common(cfg, opts),
+      embeddings: emb,
+      outputDir: c.outputDir,
+      whichToKeep: c.whichToKeep,
+      epsList: c.epsList,
+      seed: c.seed,
+    });
+  return given ? run(given) : withEmbeddings(cfg, c.outputDir, opts, run);
 }
 
 export async function runExtract(
@@ -146,15 +167,17 @@ export interface RunResult {
 /** All steps: cluster, sort, dedup, then extract for every eps (kept ids to `kept_eps{eps}.txt`). */
 export async function runAll(cfg: PartialResolved, opts: CommonOptions = {}): Promise<RunResult> {
   const c = requireKeys(cfg, ['embeddings', 'output_dir', 'k'], 'semdedup run');
-  const n = embeddingsLayout(embeddingsSpecOf(cfg)).n;
   // Read (and check) the ids once, before hours of work, for the steps that write ids.
   const ids = resolveIds(cfg, undefined, opts.log);
   const t0 = performance.now();
-  const cluster = await runCluster(cfg, opts);
-  const t1 = performance.now();
-  const sort = await runSort(cfg, opts, { ids });
-  const t2 = performance.now();
-  const dedup = await runDedup(cfg, opts);
+  const { n, cluster, sort, dedup, t1, t2 } = await withEmbeddings(cfg, c.outputDir, opts, async (emb) => {
+    const cluster = await runCluster(cfg, opts, emb);
+    const t1 = performance.now();
+    const sort = await runSort(cfg, opts, { ids, embeddings: emb });
+    const t2 = performance.now();
+    const dedup = await runDedup(cfg, opts, emb);
+    return { n: emb.n, cluster, sort, dedup, t1, t2 };
+  });
   const t3 = performance.now();
   const extract: ExtractResult[] = [];
   for (const eps of c.epsList)

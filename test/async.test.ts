@@ -15,7 +15,7 @@ import { computeCentroids } from '../src/steps/cluster.js';
 import { semdedup, type DedupResult } from '../src/steps/dedup.js';
 import type { Progress } from '../src/steps/common.js';
 import { SynthDataset, type SynthOptions } from '../tools/synth.js';
-import { ROOT, tmpFolder } from './helpers.js';
+import { ROOT, tmpFolder, withSpec } from './helpers.js';
 
 
 function tmp(): string {
@@ -203,7 +203,7 @@ test('async: an AbortSignal aborted before a step starts rejects at once; k-mean
   // Abort during k-means training.
   const ac2 = new AbortController();
   await assert.rejects(
-    computeCentroids({
+    withSpec(computeCentroids, {
       embeddings: { path: file, dim },
       outputDir: path.join(dir, 'out2'),
       k: 4,
@@ -229,7 +229,7 @@ test('async: aborting while rows are normalised (normalize always) leaves no par
   const out = path.join(dir, 'out');
   const ac = new AbortController();
   await assert.rejects(
-    computeCentroids({
+    withSpec(computeCentroids, {
       embeddings: { path: file, dim: 16 },
       outputDir: out,
       k: 4,
@@ -244,7 +244,7 @@ test('async: aborting while rows are normalised (normalize always) leaves no par
   const left = existsSync(path.join(out, 'semdedup')) ? readdirSync(path.join(out, 'semdedup')) : [];
   assert.deepEqual(left.filter((f) => /partial|\.tmp-/.test(f)), [], `a cancelled normalisation leaves no half-written copy (found ${left.join(', ')})`);
   // A rerun completes and uses a full copy.
-  const r = await computeCentroids({ embeddings: { path: file, dim: 16 }, outputDir: out, k: 4, normalize: 'always' });
+  const r = await withSpec(computeCentroids, { embeddings: { path: file, dim: 16 }, outputDir: out, k: 4, normalize: 'always' });
   assert.equal(r.nearest.length, 40000);
 });
 
@@ -309,13 +309,13 @@ test('async: a too-short embeddings file gives a SemDedupError with code ERR_INP
   assert.ok(mapped.message.includes(file));
   // Through the API.
   await assert.rejects(
-    computeCentroids({ embeddings: { path: file, dim: 16, count: 2000 }, outputDir: path.join(dir, 'out'), k: 4 }),
+    withSpec(computeCentroids, { embeddings: { path: file, dim: 16, count: 2000 }, outputDir: path.join(dir, 'out'), k: 4 }),
     (e: unknown) => e instanceof SemDedupError && e.code === 'ERR_INPUT' && e.message.includes(file),
   );
   assert.throws(() => openEmbeddings({ path: file, dim: 16, count: 2000 }), (e: unknown) => e instanceof SemDedupError && e.code === 'ERR_INPUT');
   // A mapping that is smaller than the rows asked for through the native API.
   await assert.rejects(
-    semdedup({ embeddings: { path: file, dim: 16 }, outputDir: path.join(dir, 'out'), epsList: [0.05] }),
+    withSpec(semdedup, { embeddings: { path: file, dim: 16 }, outputDir: path.join(dir, 'out'), epsList: [0.05] }),
     (e: unknown) => e instanceof SemDedupError && e.code === 'ERR_INPUT',
   );
 });

@@ -14,7 +14,7 @@ import { runAll, runCluster, runDedup, runExtract, runSort } from '../src/pipeli
 import { assignAndSortClusters } from '../src/steps/sort.js';
 import { semdedup } from '../src/steps/dedup.js';
 import { SynthDataset } from '../tools/synth.js';
-import { ROOT, runCli, tmpFolder, type CliResult } from './helpers.js';
+import { ROOT, runCli, tmpFolder, type CliResult, withSpec } from './helpers.js';
 
 // ---------------------------------------------------------------------------------------------
 // Helpers.
@@ -429,7 +429,7 @@ test('errors: eps outside (0, 1) via --eps-list, --eps and the config', async ()
     assert.throws(() => loadConfigFiles([s.sd, f]), (e: unknown) => e instanceof SemDedupError && e.code === 'ERR_CONFIG' && e.key === 'eps_list' && e.file === f && e.message.includes(f));
     // And through the API with a list of numbers.
     const num = eps === 'abc' ? NaN : Number(eps);
-    await expectApiError(semdedup({ embeddings: { path: s.emb, dim: DIM }, outputDir: s.out, epsList: [0.05, num] }), 'ERR_CONFIG', ['eps'], { key: 'eps_list' });
+    await expectApiError(withSpec(semdedup, { embeddings: { path: s.emb, dim: DIM }, outputDir: s.out, epsList: [0.05, num] }), 'ERR_CONFIG', ['eps'], { key: 'eps_list' });
     assertNoHalfOutput(s.out, ['dedup'], `eps ${eps} (API)`);
   }
   const t = s;
@@ -501,7 +501,7 @@ test('errors: sim_metric l2 with spherical k-means', async () => {
   const ok = setup();
   prepareSorted(ok);
   const before = readFileSync(path.join(ok.out, 'semdedup', 'cluster_order.npy'));
-  await expectApiError(assignAndSortClusters({ outputDir: ok.out, simMetric: 'l2', spherical: true }), 'ERR_CONFIG', ['l2', 'spherical'], { key: 'sim_metric' });
+  await expectApiError(withSpec(assignAndSortClusters, { outputDir: ok.out, simMetric: 'l2', spherical: true }), 'ERR_CONFIG', ['l2', 'spherical'], { key: 'sim_metric' });
   assert.deepEqual(readFileSync(path.join(ok.out, 'semdedup', 'cluster_order.npy')), before, 'earlier outputs untouched');
 });
 

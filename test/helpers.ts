@@ -4,6 +4,9 @@ import { existsSync, mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import type { EmbeddingsSpec } from '../src/embeddings.js';
+import { prepareEmbeddings, type NormalizeMode } from '../src/steps/check.js';
+import type { CommonOptions } from '../src/steps/common.js';
 
 /** The repository root: the first folder above this file holding configs/example.yaml, else cwd. */
 export function repoRoot(): string {
@@ -35,4 +38,22 @@ export interface CliResult {
 export function runCli(args: string[], cwd: string, timeout = 120_000, entry = CLI): CliResult {
   const r = spawnSync(process.execPath, [entry, ...args], { cwd, encoding: 'utf8', timeout });
   return { code: r.status, stdout: r.stdout, stderr: r.stderr };
+}
+
+/**
+ * Runs a step of the API from an embeddings spec, as the pipeline does: the embeddings opened and
+ * checked once (prepareEmbeddings, with the options' normalize mode), the step, then the handle closed.
+ */
+export async function withSpec<O extends { outputDir: string }, R>(
+  step: (o: O) => Promise<R>,
+  o: Omit<O, 'embeddings'> & { embeddings?: EmbeddingsSpec; normalize?: NormalizeMode },
+): Promise<R> {
+  const { embeddings: spec, normalize, ...rest } = o as typeof o & CommonOptions;
+  if (!spec) return step(rest as unknown as O);
+  const emb = await prepareEmbeddings(spec, { ...(rest as CommonOptions), outputDir: o.outputDir, normalize: normalize ?? 'auto' });
+  try {
+    return await step({ ...rest, embeddings: emb } as unknown as O);
+  } finally {
+    emb.close();
+  }
 }

@@ -18,6 +18,7 @@ import { readNpy, writeNpy } from '../src/io/npy.js';
 import { readIds, rowNumberIds, writeIdsMemmap, type Ids } from '../src/io/ids.js';
 import { outputs } from '../src/layout.js';
 import { InputError } from '../src/errors.js';
+import { withSpec } from './helpers.js';
 import {
   compareDecisions,
   compareM,
@@ -104,11 +105,11 @@ async function clusterAndSort(o: {
 }): Promise<Run> {
   const dir = newDir('run');
   const embeddings = o.embeddings ?? SPEC;
-  await computeCentroids({
+  await withSpec(computeCentroids, {
     embeddings, outputDir: dir, k: K, niter: 10, seed: 1234, spherical: o.spherical, device: 'cpu',
     ...(o.centroids ? { centroids: o.centroids } : {}), ...(o.threads ? { threads: o.threads } : {}),
   });
-  await assignAndSortClusters({
+  await withSpec(assignAndSortClusters, {
     outputDir: dir, simMetric: o.simMetric, keepHard: o.keepHard, spherical: o.spherical, embeddings,
     ...(o.threads ? { threads: o.threads } : {}),
   });
@@ -189,7 +190,7 @@ for (const rc of RANK_CASES) {
     assert.equal(offsets[K], BigInt(N));
     const ours = perCluster(order, offsets);
     const nearest = Array.from(r.nearest, Number);
-    // The float64 distance of SPEC step 3.
+    // The float64 distance of step 3 (docs/algorithm.md).
     const key64 = refKey({ metric: rc.metric, spherical: rc.spherical, dist: Array.from(r.dist), X, d: D, nearest, centroids: r.centroids });
     if (rc.metric === 'l2' || rc.spherical) {
       // The key comes from our float32 dist_to_cent by float32 arithmetic (as the original's
@@ -234,7 +235,7 @@ interface DedupCheck {
 }
 
 async function dedupAndCheck(r: Run, which: WhichToKeep, seed = 1234, threads?: number): Promise<DedupCheck> {
-  await semdedup({ embeddings: SPEC, outputDir: r.dir, whichToKeep: which, epsList: EPS, seed, device: 'cpu', ...(threads ? { threads } : {}) });
+  await withSpec(semdedup, { embeddings: SPEC, outputDir: r.dir, whichToKeep: which, epsList: EPS, seed, device: 'cpu', ...(threads ? { threads } : {}) });
   const order = i64(outputs.order(r.dir));
   const offsets = i64(outputs.offsets(r.dir));
   const keepOrder = i64(outputs.keepOrder(r.dir));
@@ -352,14 +353,14 @@ function writeIdsOnce(): string {
 
 test('step 4: random keep order: same seed, same order; another seed, another order', async () => {
   const r = await base();
-  await semdedup({ embeddings: SPEC, outputDir: r.dir, whichToKeep: 'random', epsList: [0.05], seed: 5, device: 'cpu' });
+  await withSpec(semdedup, { embeddings: SPEC, outputDir: r.dir, whichToKeep: 'random', epsList: [0.05], seed: 5, device: 'cpu' });
   const a = readFileSync(outputs.keepIndex(r.dir));
   const aIdx = i64(outputs.keepIndex(r.dir));
   const ma = readFileSync(outputs.M(r.dir));
-  await semdedup({ embeddings: SPEC, outputDir: r.dir, whichToKeep: 'random', epsList: [0.05], seed: 5, device: 'cpu' });
+  await withSpec(semdedup, { embeddings: SPEC, outputDir: r.dir, whichToKeep: 'random', epsList: [0.05], seed: 5, device: 'cpu' });
   assert.ok(a.equals(readFileSync(outputs.keepIndex(r.dir))), 'same seed gave another keep order');
   assert.ok(ma.equals(readFileSync(outputs.M(r.dir))), 'same seed gave another M');
-  await semdedup({ embeddings: SPEC, outputDir: r.dir, whichToKeep: 'random', epsList: [0.05], seed: 6, device: 'cpu' });
+  await withSpec(semdedup, { embeddings: SPEC, outputDir: r.dir, whichToKeep: 'random', epsList: [0.05], seed: 6, device: 'cpu' });
   const c = i64(outputs.keepIndex(r.dir));
   const offsets = i64(outputs.offsets(r.dir));
   for (let cl = 0; cl < K; cl++) {
@@ -434,10 +435,10 @@ test('step 4: decisions for members whose M lies just off 1 − eps equal the fl
   writeFileSync(path, new Uint8Array(Xn.buffer, Xn.byteOffset, Xn.byteLength));
   const spec: EmbeddingsSpec = { path, dim: d };
   const dir = newDir('near');
-  await computeCentroids({ embeddings: spec, outputDir: dir, k, niter: 10, seed: 1234, spherical: true, device: 'cpu' });
-  await assignAndSortClusters({ outputDir: dir, simMetric: 'cosine', keepHard: true, spherical: true });
+  await withSpec(computeCentroids, { embeddings: spec, outputDir: dir, k, niter: 10, seed: 1234, spherical: true, device: 'cpu' });
+  await withSpec(assignAndSortClusters, { outputDir: dir, simMetric: 'cosine', keepHard: true, spherical: true });
   const epsList = [0.01, 0.0100001, 0.00999];
-  await semdedup({ embeddings: spec, outputDir: dir, whichToKeep: 'hard', epsList, device: 'cpu' });
+  await withSpec(semdedup, { embeddings: spec, outputDir: dir, whichToKeep: 'hard', epsList, device: 'cpu' });
   const keepOrder = i64(outputs.keepOrder(dir));
   const offsets = i64(outputs.offsets(dir));
   const M = f64(outputs.M(dir));
@@ -471,17 +472,17 @@ const DEDUP_FILES = (dir: string) => [outputs.keepOrder(dir), outputs.keepIndex(
 
 test('determinism: dedup with 1 and 2 threads writes byte-identical M and M_row', async () => {
   const r = await base();
-  await semdedup({ embeddings: SPEC, outputDir: r.dir, whichToKeep: 'hard', epsList: EPS, device: 'cpu', threads: 1 });
+  await withSpec(semdedup, { embeddings: SPEC, outputDir: r.dir, whichToKeep: 'hard', epsList: EPS, device: 'cpu', threads: 1 });
   const one = DEDUP_FILES(r.dir).map((p) => readFileSync(p));
-  await semdedup({ embeddings: SPEC, outputDir: r.dir, whichToKeep: 'hard', epsList: EPS, device: 'cpu', threads: 2 });
+  await withSpec(semdedup, { embeddings: SPEC, outputDir: r.dir, whichToKeep: 'hard', epsList: EPS, device: 'cpu', threads: 2 });
   const two = DEDUP_FILES(r.dir).map((p) => readFileSync(p));
   DEDUP_FILES(r.dir).forEach((p, i) => assert.ok(one[i]!.equals(two[i]!), `${p} differs between 1 and 2 threads`));
 });
 
 async function wholePipeline(dir: string, emb: EmbeddingsSpec, ids?: Ids): Promise<Map<string, Buffer>> {
-  await computeCentroids({ embeddings: emb, outputDir: dir, k: K, niter: 10, seed: 99, spherical: true, device: 'cpu' });
-  await assignAndSortClusters({ outputDir: dir, simMetric: 'cosine', keepHard: true, spherical: true, exportSortedClusters: true, ...(ids ? { ids } : {}) });
-  await semdedup({ embeddings: emb, outputDir: dir, whichToKeep: 'hard', epsList: EPS, device: 'cpu' });
+  await withSpec(computeCentroids, { embeddings: emb, outputDir: dir, k: K, niter: 10, seed: 99, spherical: true, device: 'cpu' });
+  await withSpec(assignAndSortClusters, { outputDir: dir, simMetric: 'cosine', keepHard: true, spherical: true, exportSortedClusters: true, ...(ids ? { ids } : {}) });
+  await withSpec(semdedup, { embeddings: emb, outputDir: dir, whichToKeep: 'hard', epsList: EPS, device: 'cpu' });
   const files = [outputs.centroids(dir), outputs.nearest(dir), outputs.dist(dir), outputs.order(dir), outputs.offsets(dir), outputs.sortKey(dir), ...DEDUP_FILES(dir)];
   for (const eps of EPS) {
     await extractPrunedData({ outputDir: dir, eps, output: join(dir, `kept_eps${eps}.txt`), ...(ids ? { ids } : {}) });
@@ -551,12 +552,12 @@ test('input formats: .npy float32, raw memmap without a count give the same resu
   assert.equal(noCount.n, N);
   assert.equal(noCount.format, 'memmap');
   noCount.close();
-  await semdedup({ embeddings: SPEC, outputDir: r.dir, whichToKeep: 'hard', epsList: EPS, device: 'cpu' });
+  await withSpec(semdedup, { embeddings: SPEC, outputDir: r.dir, whichToKeep: 'hard', epsList: EPS, device: 'cpu' });
   const want = DEDUP_FILES(r.dir).map((p) => readFileSync(p));
   for (const spec of [{ path: npyPath } as EmbeddingsSpec, { path: EMB, dim: D } as EmbeddingsSpec]) {
     const rr = await clusterAndSort({ spherical: true, simMetric: 'cosine', keepHard: true, embeddings: spec, centroids: outputs.centroids(r.dir) });
     assert.ok(readFileSync(outputs.order(rr.dir)).equals(readFileSync(outputs.order(r.dir))), `${spec.path}: another cluster order`);
-    await semdedup({ embeddings: spec, outputDir: rr.dir, whichToKeep: 'hard', epsList: EPS, device: 'cpu' });
+    await withSpec(semdedup, { embeddings: spec, outputDir: rr.dir, whichToKeep: 'hard', epsList: EPS, device: 'cpu' });
     DEDUP_FILES(rr.dir).forEach((p, i) => assert.ok(readFileSync(p).equals(want[i]!), `${spec.path}: ${p} differs from the raw memmap run`));
   }
 });
@@ -578,7 +579,7 @@ test('input formats: .npy float16, M against the reference on the float16-rounde
   // Assignment on the float16-rounded values.
   const ref = refAssign(X16, N, D, r.centroids, K, true);
   for (let i = 0; i < N; i++) assert.ok(Math.abs(r.dist[i]! - ref.dist[i]!) <= 1e-5, `row ${i}: dist ${r.dist[i]} vs ${ref.dist[i]}`);
-  await semdedup({ embeddings: { path }, outputDir: r.dir, whichToKeep: 'hard', epsList: EPS, device: 'cpu' });
+  await withSpec(semdedup, { embeddings: { path }, outputDir: r.dir, whichToKeep: 'hard', epsList: EPS, device: 'cpu' });
   const keepOrder = i64(outputs.keepOrder(r.dir));
   const offsets = i64(outputs.offsets(r.dir));
   const M = f64(outputs.M(r.dir));
@@ -593,7 +594,7 @@ test('input formats: .npy float16, M against the reference on the float16-rounde
 
 test('ids: S24 memmap, .npy U and S, text file and none are used by the extracted text', async () => {
   const r = await base();
-  await semdedup({ embeddings: SPEC, outputDir: r.dir, whichToKeep: 'hard', epsList: EPS, device: 'cpu' });
+  await withSpec(semdedup, { embeddings: SPEC, outputDir: r.dir, whichToKeep: 'hard', epsList: EPS, device: 'cpu' });
   const keepOrder = i64(outputs.keepOrder(r.dir));
   const M = f64(outputs.M(r.dir));
   const eps = 0.05;

@@ -267,7 +267,7 @@ export interface DecisionMismatch {
 
 /**
  * First member whose removal flag differs from the float64 decision, considering only members
- * whose reference M is further than `tol` from 1 − eps (SPEC numerical contract); null if none.
+ * whose reference M is further than `tol` from 1 − eps (the numerical contract of docs/algorithm.md); null if none.
  * A length mismatch is reported at index −1.
  */
 export function compareDecisions(

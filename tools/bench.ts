@@ -12,6 +12,7 @@ import { writeNpy } from '../src/io/npy.js';
 import { loadNative, userEnv } from '../src/native.js';
 import { SynthDataset, type SynthOptions } from './synth.js';
 import { computeCentroids } from '../src/steps/cluster.js';
+import { prepareEmbeddings } from '../src/steps/check.js';
 import { assignAndSortClusters } from '../src/steps/sort.js';
 import { semdedup } from '../src/steps/dedup.js';
 import { extractPrunedData } from '../src/steps/extract.js';
@@ -102,7 +103,9 @@ export async function runOursStages(opts: { emb: string; n: number; dim: number;
   const stages: Record<string, StageRecord> = {};
   const spec = { path: opts.emb, format: 'memmap' as const, count: opts.n, dim: opts.dim };
   const t0 = performance.now();
-  const c = await computeCentroids({ embeddings: spec, outputDir: opts.out, k: opts.k, niter: opts.niter, seed: 1234, spherical: true, reuse: false, impl: opts.impl ?? 'engine', ...(opts.centroids ? { centroids: opts.centroids } : {}) });
+  const emb = await prepareEmbeddings(spec, { outputDir: opts.out, normalize: 'auto' });
+  stages.check = { seconds: (performance.now() - t0) / 1000 };
+  const c = await computeCentroids({ embeddings: emb, outputDir: opts.out, k: opts.k, niter: opts.niter, seed: 1234, spherical: true, reuseCentroids: false, kmeansImpl: opts.impl ?? 'engine', ...(opts.centroids ? { centroids: opts.centroids } : {}) });
   const nTrain = Math.min(opts.n, opts.k * 256);
   if (!opts.centroids) {
     // Lloyd-equivalent work (what the exact algorithm does without pruning), and what was issued.
@@ -111,6 +114,7 @@ export async function runOursStages(opts: { emb: string; n: number; dim: number;
     stages.train = { seconds: c.seconds.train, gflop: full, issuedGflop: issued, prunedFraction: c.searchedRows + c.prunedRows > 0 ? c.prunedRows / (c.searchedRows + c.prunedRows) : 0 };
   }
   stages.assign = { seconds: c.seconds.assign, gflop: (2 * opts.n * opts.k * opts.dim) / 1e9 };
+  if (opts.kmeansOnly) emb.close();
   if (opts.kmeansOnly) return { stages, total: (performance.now() - t0) / 1000, peakRssMiB: process.resourceUsage().maxRSS / 1024, largestCluster: 0, rechecked: 0, computedDedupGflop: 0 };
   let t = performance.now();
   const s = await assignAndSortClusters({ outputDir: opts.out, simMetric: 'cosine', keepHard: true, spherical: true });
@@ -118,7 +122,8 @@ export async function runOursStages(opts: { emb: string; n: number; dim: number;
   let largest = 0;
   for (let i = 0; i < s.k; i++) largest = Math.max(largest, Number(s.offsets[i + 1]! - s.offsets[i]!));
   t = performance.now();
-  const d = await semdedup({ embeddings: spec, outputDir: opts.out, whichToKeep: 'hard', epsList: opts.eps, seed: 1234 });
+  const d = await semdedup({ embeddings: emb, outputDir: opts.out, whichToKeep: 'hard', epsList: opts.eps, seed: 1234 });
+  emb.close();
   stages.dedup = { seconds: (performance.now() - t) / 1000, gflop: d.stats.usefulFlops / 1e9 };
   t = performance.now();
   for (const e of opts.eps) await extractPrunedData({ outputDir: opts.out, eps: e, output: join(opts.out, `kept_eps${e}.txt`) });

@@ -281,9 +281,5 @@ inline int get_int(Napi::Object o, const char* key, int dflt) {
   return v.IsNumber() ? v.As<Napi::Number>().Int32Value() : dflt;
 }
 
-inline std::string get_device(Napi::Object o) {
-  Napi::Value v = o.Get("device");
-  return v.IsString() ? v.As<Napi::String>().Utf8Value() : "cpu";
-}
 
 }  // namespace semdedup_addon

@@ -3,70 +3,89 @@
 // Job over one core call.
 #include "job.hpp"
 
+#include <type_traits>
+
 #include "semdedup/blas.hpp"
+#include "semdedup/engine.hpp"
+#include "semdedup/keep_order.hpp"
 #include "semdedup/kmeans.hpp"
 #include "semdedup/maxsim.hpp"
 #include "semdedup/scan.hpp"
 #include "semdedup/sort.hpp"
-#ifdef SEMDEDUP_HAVE_CUDA
-#include "semdedup/cuda.hpp"
-#endif
 
 namespace semdedup_addon {
 namespace {
 
-bool use_faiss(Napi::Object o) {
+namespace eng = sd::engine;
+
+// The backend options of a job: { device: 'auto' | 'cpu' | 'cuda', impl: 'engine' | 'faiss' }
+// (absent: auto, engine). A bad value is a typed argument error.
+eng::Device device_of(Napi::Object o) {
+  Napi::Value v = o.Get("device");
+  try {
+    return v.IsString() ? eng::parse_device(v.As<Napi::String>().Utf8Value()) : eng::Device::Auto;
+  } catch (const sd::Error& e) {
+    throw_type(o.Env(), e.what());
+  }
+}
+eng::KMeansImpl impl_of(Napi::Object o) {
   Napi::Value v = o.Get("impl");
-  const bool faiss = v.IsString() && v.As<Napi::String>().Utf8Value() == "faiss";
-#ifndef SEMDEDUP_HAVE_FAISS
-  if (faiss) throw_type(o.Env(), "impl 'faiss' needs a build with FAISS");
-#endif
-  return faiss;
+  try {
+    return v.IsString() ? eng::parse_kmeans_impl(v.As<Napi::String>().Utf8Value()) : eng::KMeansImpl::Engine;
+  } catch (const sd::Error& e) {
+    throw_type(o.Env(), e.what());
+  }
 }
 
-// trainKmeans(emb, { k, niter, seed, spherical, maxPointsPerCentroid, minPointsPerCentroid, threads, device },
-//             onProgress?, cancel?) -> Promise<{ centroids: Float32Array, objective: number[], nTrain, underMinPoints }>
+// Sets `field` from o[key] when present (the C++ struct's default stays otherwise).
+template <class T>
+void set_if(Napi::Object o, const char* key, T& field) {
+  Napi::Value v = o.Get(key);
+  if constexpr (std::is_same_v<T, bool>) {
+    if (v.IsBoolean()) field = v.As<Napi::Boolean>().Value();
+  } else if constexpr (std::is_floating_point_v<T>) {
+    if (v.IsNumber()) field = T(v.As<Napi::Number>().DoubleValue());
+  } else {
+    if (v.IsNumber()) field = T(v.As<Napi::Number>().Int64Value());
+  }
+}
+
+// Which backend ran a job, for the resolved value: { backend: 'cpu' | 'cuda', backendNote }.
+void set_ran(Napi::Env env, Napi::Object out, const eng::Ran& ran) {
+  out.Set("backend", Napi::String::New(env, eng::backend_name(ran.backend)));
+  out.Set("backendNote", Napi::String::New(env, ran.note));
+}
+
+// trainKmeans(emb, { k, niter, seed, spherical, maxPointsPerCentroid, minPointsPerCentroid, threads, prune,
+//                    device, impl }, onProgress?, cancel?)
+//   -> Promise<{ centroids: Float32Array, objective: number[], nTrain, underMinPoints, searchedRows, prunedRows,
+//                backend, backendNote }>
+// Absent parameters keep the defaults of sd::KMeansParams.
 Napi::Value TrainKmeans(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   Embeddings* emb = unwrap_embeddings(env, info[0]);
+  if (!info[1].IsObject()) throw_type(env, "trainKmeans(emb, params)");
   Napi::Object o = info[1].As<Napi::Object>();
   sd::KMeansParams p;
-  p.k = get_int(o, "k", 0);
-  p.niter = get_int(o, "niter", 20);
-  p.seed = o.Get("seed").IsNumber() ? o.Get("seed").As<Napi::Number>().Int64Value() : 1234;
-  p.spherical = o.Get("spherical").ToBoolean();
-  p.max_points_per_centroid = get_int(o, "maxPointsPerCentroid", 256);
-  p.min_points_per_centroid = get_int(o, "minPointsPerCentroid", 39);
-  p.threads = get_int(o, "threads", 0);
-  if (o.Get("prune").IsBoolean()) p.prune = o.Get("prune").ToBoolean();
-  const bool faiss = use_faiss(o);
-  const std::string device = get_device(o);
+  set_if(o, "k", p.k);
+  set_if(o, "niter", p.niter);
+  set_if(o, "seed", p.seed);
+  set_if(o, "spherical", p.spherical);
+  set_if(o, "maxPointsPerCentroid", p.max_points_per_centroid);
+  set_if(o, "minPointsPerCentroid", p.min_points_per_centroid);
+  set_if(o, "threads", p.threads);
+  set_if(o, "prune", p.prune);
+  const eng::Device device = device_of(o);
+  const eng::KMeansImpl impl = impl_of(o);
   auto result = std::make_shared<sd::KMeansResult>();
+  auto ran = std::make_shared<eng::Ran>();
   sd::EmbeddingView view = emb->view();
   auto* job = new Job(
       env, info[2], info[3],
-      [view, p, result, device, faiss](const sd::ProgressFn& prog, sd::CancelFlag cancel) {
-#ifdef SEMDEDUP_HAVE_CUDA
-        if (device == "cuda") {
-          try {
-            *result = sd::cuda::train_kmeans(view, p, prog, cancel);
-            return;
-          } catch (const sd::Error& e) {
-            if (e.code() != sd::ErrorCode::Backend) throw;  // e.g. the training set does not fit: CPU
-          }
-        }
-#endif
-        if (device == "cuda") throw sd::Error(sd::ErrorCode::Backend, "this build has no CUDA backend");
-#ifdef SEMDEDUP_HAVE_FAISS
-        if (faiss) {
-          *result = sd::train_kmeans_faiss(view, p, prog, cancel);
-          return;
-        }
-#endif
-        (void)faiss;
-        *result = sd::train_kmeans(view, p, prog, cancel);
+      [view, p, result, ran, device, impl](const sd::ProgressFn& prog, sd::CancelFlag cancel) {
+        *ran = eng::train_kmeans(device, impl, view, p, *result, prog, cancel);
       },
-      [result](Napi::Env env) -> Napi::Value {
+      [result, ran](Napi::Env env) -> Napi::Value {
         Napi::Object out = Napi::Object::New(env);
         Napi::Float32Array c = Napi::Float32Array::New(env, result->centroids.size());
         std::copy(result->centroids.begin(), result->centroids.end(), c.Data());
@@ -78,6 +97,7 @@ Napi::Value TrainKmeans(const Napi::CallbackInfo& info) {
         out.Set("underMinPoints", result->under_min_points);
         out.Set("searchedRows", double(result->searched_rows));
         out.Set("prunedRows", double(result->pruned_rows));
+        set_ran(env, out, *ran);
         return out;
       });
   job->keep_mapping(emb->mapping());
@@ -87,7 +107,8 @@ Napi::Value TrainKmeans(const Napi::CallbackInfo& info) {
 }
 
 // assignNearest(emb, centroids: Float32Array, k, innerProduct, nearest: BigInt64Array, dist: Float32Array,
-//               { threads, device }, onProgress?, cancel?) -> Promise<void>; outputs written in place.
+//               { threads, device, impl }, onProgress?, cancel?) -> Promise<{ backend, backendNote }>;
+//   outputs written in place.
 Napi::Value AssignNearest(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   Embeddings* emb = unwrap_embeddings(env, info[0]);
@@ -102,34 +123,22 @@ Napi::Value AssignNearest(const Napi::CallbackInfo& info) {
   if (int64_t(nearest.ElementLength()) != view.n || int64_t(dist.ElementLength()) != view.n)
     throw_type(env, "nearest and dist must hold n values");
   const int threads = get_int(o, "threads", 0);
-  const bool faiss = use_faiss(o);
-  const std::string device = get_device(o);
+  const eng::Device device = device_of(o);
+  const eng::KMeansImpl impl = impl_of(o);
   const float* c = cent.Data();
   int64_t* pn = nearest.Data();
   float* pd = dist.Data();
+  auto ran = std::make_shared<eng::Ran>();
   auto* job = new Job(
       env, info[7], info[8],
       [=](const sd::ProgressFn& prog, sd::CancelFlag cancel) {
-#ifdef SEMDEDUP_HAVE_CUDA
-        if (device == "cuda") {
-          try {
-            sd::cuda::assign_nearest(view, c, k, ip, pn, pd, prog, cancel);
-            return;
-          } catch (const sd::Error& e) {
-            if (e.code() != sd::ErrorCode::Backend) throw;
-          }
-        }
-#endif
-        if (device == "cuda") throw sd::Error(sd::ErrorCode::Backend, "this build has no CUDA backend");
-#ifdef SEMDEDUP_HAVE_FAISS
-        if (faiss) {
-          sd::assign_nearest_faiss(view, c, k, ip, pn, pd, threads, prog, cancel);
-          return;
-        }
-#endif
-        sd::assign_nearest(view, c, k, ip, pn, pd, threads, prog, cancel);
+        *ran = eng::assign_nearest(device, impl, view, c, k, ip, pn, pd, threads, prog, cancel);
       },
-      [](Napi::Env env) -> Napi::Value { return env.Undefined(); });
+      [ran](Napi::Env env) -> Napi::Value {
+        Napi::Object out = Napi::Object::New(env);
+        set_ran(env, out, *ran);
+        return out;
+      });
   job->keep(cent);
   job->keep(nearest);
   job->keep(dist);
@@ -202,7 +211,7 @@ Napi::Value RankClusters(const Napi::CallbackInfo& info) {
 
 // maxSimilarity(emb, order: BigInt64Array, offsets: BigInt64Array, M: Float64Array, arg: BigInt64Array,
 //               { thresholds: number[], threads, device, recheckMargin }, onProgress?, cancel?)
-//   -> Promise<{ members, clusters, usefulFlops, computedFlops, rechecked, device }>
+//   -> Promise<{ members, clusters, usefulFlops, computedFlops, rechecked, backend, backendNote }>
 Napi::Value MaxSimilarity(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   Embeddings* emb = unwrap_embeddings(env, info[0]);
@@ -225,43 +234,30 @@ Napi::Value MaxSimilarity(const Napi::CallbackInfo& info) {
   for (int64_t i = 0; i < total; ++i)
     if (po[i] < 0 || po[i] >= view.n) throw_type(env, "maxSimilarity: order holds a row outside the embeddings");
   sd::MaxSimOptions opt;
-  opt.threads = get_int(o, "threads", 0);
-  if (o.Get("recheckMargin").IsNumber()) opt.recheck_margin = o.Get("recheckMargin").As<Napi::Number>().DoubleValue();
+  set_if(o, "threads", opt.threads);
+  set_if(o, "recheckMargin", opt.recheck_margin);
   if (o.Get("thresholds").IsArray()) {
     Napi::Array t = o.Get("thresholds").As<Napi::Array>();
     for (uint32_t i = 0; i < t.Length(); ++i) opt.thresholds.push_back(t.Get(i).As<Napi::Number>().DoubleValue());
   }
-  const std::string device = get_device(o);
+  const eng::Device device = device_of(o);
   double* pM = M.Data();
   int64_t* pa = arg.Data();
   auto stats = std::make_shared<sd::MaxSimStats>();
-  auto used = std::make_shared<std::string>(device);
+  auto ran = std::make_shared<eng::Ran>();
   auto* job = new Job(
       env, info[6], info[7],
       [=](const sd::ProgressFn& prog, sd::CancelFlag cancel) {
-        (void)used;
-#ifdef SEMDEDUP_HAVE_CUDA
-        if (device == "cuda") {
-          try {
-            *stats = sd::cuda::max_similarity(view, po, pf, nc, pM, pa, opt, prog, cancel);
-            return;
-          } catch (const sd::Error& e) {
-            if (e.code() != sd::ErrorCode::Backend) throw;
-            *used = "cpu (CUDA refused: " + std::string(e.what()) + ")";
-          }
-        }
-#endif
-        if (device == "cuda") throw sd::Error(sd::ErrorCode::Backend, "this build has no CUDA backend");
-        *stats = sd::max_similarity_cpu(view, po, pf, nc, pM, pa, opt, prog, cancel);
+        *ran = eng::max_similarity(device, view, po, pf, nc, pM, pa, opt, *stats, prog, cancel);
       },
-      [stats, used](Napi::Env env) -> Napi::Value {
+      [stats, ran](Napi::Env env) -> Napi::Value {
         Napi::Object out = Napi::Object::New(env);
         out.Set("members", double(stats->members));
         out.Set("clusters", double(stats->clusters));
         out.Set("usefulFlops", stats->useful_flops);
         out.Set("computedFlops", stats->computed_flops);
         out.Set("rechecked", double(stats->rechecked));
-        out.Set("device", *used);
+        set_ran(env, out, *ran);
         return out;
       });
   job->keep(order);
@@ -304,6 +300,68 @@ Napi::Value ScanEmbeddings(const Napi::CallbackInfo& info) {
   return pr;
 }
 
+// normalizeRows(emb, out: writable float32 Embeddings of the same shape, { threads }, onProgress?, cancel?)
+//   -> Promise<void>: out's rows are emb's rows L2-normalised (normalize: always).
+Napi::Value NormalizeRows(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Embeddings* src = unwrap_embeddings(env, info[0]);
+  Embeddings* dst = unwrap_embeddings(env, info[1]);
+  Napi::Object o = info[2].IsObject() ? info[2].As<Napi::Object>() : Napi::Object::New(env);
+  const sd::EmbeddingView view = src->view();
+  const sd::EmbeddingView out = dst->view();
+  if (!dst->mapping()->writable() || !out.is_f32() || out.n != view.n || out.d != view.d)
+    throw_type(env, "normalizeRows: out must be a writable float32 mapping of the same shape");
+  const int threads = get_int(o, "threads", 0);
+  float* po = static_cast<float*>(const_cast<void*>(out.data));
+  auto* job = new Job(
+      env, info[3], info[4],
+      [=](const sd::ProgressFn& prog, sd::CancelFlag cancel) { sd::normalize_rows(view, po, threads, prog, cancel); },
+      [](Napi::Env env) -> Napi::Value { return env.Undefined(); });
+  job->keep_mapping(src->mapping());
+  job->keep_mapping(dst->mapping());
+  Napi::Promise pr = job->promise();
+  job->Queue();
+  return pr;
+}
+
+// keepOrder(order: BigInt64Array, offsets: BigInt64Array, which: 'hard' | 'easy' | 'random', seed,
+//           keepOrder: BigInt64Array, keepIndex: BigInt64Array, { threads }) -> Promise<void>
+Napi::Value KeepOrder(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  auto order = typed<Napi::BigInt64Array>(env, info[0], "order");
+  auto offsets = typed<Napi::BigInt64Array>(env, info[1], "offsets");
+  const std::string which = info[2].IsString() ? info[2].As<Napi::String>().Utf8Value() : "";
+  if (which != "hard" && which != "easy" && which != "random") throw_type(env, "which must be 'hard', 'easy' or 'random'");
+  const int64_t seed = info[3].As<Napi::Number>().Int64Value();
+  auto ko = typed<Napi::BigInt64Array>(env, info[4], "keepOrder");
+  auto ki = typed<Napi::BigInt64Array>(env, info[5], "keepIndex");
+  Napi::Object o = info[6].IsObject() ? info[6].As<Napi::Object>() : Napi::Object::New(env);
+  const int64_t k = int64_t(offsets.ElementLength()) - 1;
+  const int64_t n = int64_t(order.ElementLength());
+  if (k < 0 || ko.ElementLength() != order.ElementLength() || ki.ElementLength() != order.ElementLength())
+    throw_type(env, "keepOrder: offsets must hold k + 1 values, keepOrder and keepIndex as many as order");
+  const int64_t* pf = offsets.Data();
+  if (pf[0] != 0 || pf[k] != n) throw_type(env, "keepOrder: offsets must start at 0 and end at order.length");
+  for (int64_t c = 0; c < k; ++c)
+    if (pf[c + 1] < pf[c]) throw_type(env, "keepOrder: offsets must be non-decreasing");
+  const sd::WhichToKeep w = which == "hard" ? sd::WhichToKeep::Hard : which == "easy" ? sd::WhichToKeep::Easy : sd::WhichToKeep::Random;
+  const int threads = get_int(o, "threads", 0);
+  const int64_t* po = order.Data();
+  int64_t* pko = ko.Data();
+  int64_t* pki = ki.Data();
+  auto* job = new Job(
+      env, env.Undefined(), env.Undefined(),
+      [=](const sd::ProgressFn&, sd::CancelFlag) { sd::keep_order(po, pf, k, w, seed, pko, pki, threads); },
+      [](Napi::Env env) -> Napi::Value { return env.Undefined(); });
+  job->keep(order);
+  job->keep(offsets);
+  job->keep(ko);
+  job->keep(ki);
+  Napi::Promise pr = job->promise();
+  job->Queue();
+  return pr;
+}
+
 // measureSgemm(n, repeats, threads) -> Promise<number> (GFLOP/s)
 Napi::Value MeasureSgemm(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
@@ -320,39 +378,32 @@ Napi::Value MeasureSgemm(const Napi::CallbackInfo& info) {
   return pr;
 }
 
+// info() -> the engine facts (engine_info(): computed once per process, the GPU query included).
 Napi::Value Info(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
+  const eng::EngineInfo& ei = eng::engine_info();
   Napi::Object o = Napi::Object::New(env);
-  o.Set("version", SEMDEDUP_VERSION);
-  o.Set("faiss", sd::faiss_version());
-  o.Set("blasCore", sd::blas_core_name());
-  o.Set("blasThreads", sd::blas_threads());
-  o.Set("hardwareThreads", sd::resolve_threads(0));
-#ifdef SEMDEDUP_HAVE_FAISS
-  o.Set("kmeans", "engine (FAISS also linked)");
-#else
-  o.Set("kmeans", "engine");
-#endif
+  o.Set("version", ei.version);
+  o.Set("faiss", ei.faiss);
+  o.Set("blasCore", ei.blas_core);
+  o.Set("blasThreads", ei.blas_threads);
+  o.Set("hardwareThreads", ei.hardware_threads);
+  o.Set("kmeans", ei.faiss_kmeans ? "engine (FAISS also linked)" : "engine");
   Napi::Object cuda = Napi::Object::New(env);
-#ifdef SEMDEDUP_HAVE_CUDA
-  cuda.Set("compiled", true);
-  const sd::cuda::DeviceInfo di = sd::cuda::device_info();
-  cuda.Set("available", di.available);
-  cuda.Set("reason", di.reason);
-  if (di.available) {
-    cuda.Set("name", di.name);
-    cuda.Set("computeCapability", std::to_string(di.cc_major) + "." + std::to_string(di.cc_minor));
-    cuda.Set("totalMemory", double(di.total_mem));
-    cuda.Set("freeMemory", double(di.free_mem));
-    cuda.Set("multiprocessors", di.sm_count);
+  cuda.Set("compiled", ei.cuda.compiled);
+  cuda.Set("available", ei.cuda.available);
+  cuda.Set("reason", ei.cuda.reason);
+  if (ei.cuda.available) {
+    cuda.Set("name", ei.cuda.name);
+    cuda.Set("computeCapability", std::to_string(ei.cuda.cc_major) + "." + std::to_string(ei.cuda.cc_minor));
+    cuda.Set("totalMemory", double(ei.cuda.total_mem));
+    cuda.Set("freeMemory", double(ei.cuda.free_mem));
+    cuda.Set("multiprocessors", ei.cuda.sm_count);
   }
-  cuda.Set("driverVersion", di.driver_version);
-  cuda.Set("runtimeVersion", di.runtime_version);
-#else
-  cuda.Set("compiled", false);
-  cuda.Set("available", false);
-  cuda.Set("reason", "built without CUDA");
-#endif
+  if (ei.cuda.compiled) {
+    cuda.Set("driverVersion", ei.cuda.driver_version);
+    cuda.Set("runtimeVersion", ei.cuda.runtime_version);
+  }
   o.Set("cuda", cuda);
   return o;
 }
@@ -366,6 +417,8 @@ void register_steps(Napi::Env env, Napi::Object exports) {
   exports.Set("rankClusters", Napi::Function::New(env, RankClusters));
   exports.Set("maxSimilarity", Napi::Function::New(env, MaxSimilarity));
   exports.Set("scanEmbeddings", Napi::Function::New(env, ScanEmbeddings));
+  exports.Set("normalizeRows", Napi::Function::New(env, NormalizeRows));
+  exports.Set("keepOrder", Napi::Function::New(env, KeepOrder));
   exports.Set("measureSgemm", Napi::Function::New(env, MeasureSgemm));
   exports.Set("info", Napi::Function::New(env, Info));
 }

@@ -1,4 +1,4 @@
-// The engine's k-means (SPEC step 2): faiss::Clustering's algorithm, step for step, with the
+// The engine's k-means (step 2 (docs/algorithm.md)): faiss::Clustering's algorithm, step for step, with the
 // assignment as blocked single-threaded sgemm + fused argmax on our own workers, and optional
 // pruning: a row whose bounds prove that its nearest centroid cannot have changed is not
 // searched again. Needs no FAISS (it uses FAISS's norm routines when linked, for bit-equal L2).
@@ -12,6 +12,7 @@
 // every group bound the argmax cannot have changed and the full search is skipped. Bounds carry a margin larger than the fp32 rounding of
 // the scores, so a skipped row's assignment is the one the full fp32 search would give.
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstring>
 #include <limits>
@@ -136,7 +137,8 @@ std::vector<float> read_training_sample(const EmbeddingView& x, const std::vecto
   return sample;
 }
 
-KMeansResult train_kmeans(const EmbeddingView& x, const KMeansParams& p, const ProgressFn& progress, CancelFlag cancel) {
+KMeansResult lloyd_kmeans(const EmbeddingView& x, const KMeansParams& p, KMeansAssigner& assigner,
+                          const ProgressFn& progress, CancelFlag cancel) {
   check_kmeans_args(x, p);
   const int64_t d = x.d;
   const int k = p.k;
@@ -160,188 +162,238 @@ KMeansResult train_kmeans(const EmbeddingView& x, const KMeansParams& p, const P
     r.centroids.assign(X, X + nt * d);
     return r;
   }
-
-  std::vector<float> xnorm(static_cast<size_t>(nt)), xlen(static_cast<size_t>(nt));
-  row_norms_sqr(X, nt, d, xnorm.data());
-  float xlen_max = 0;
-  for (int64_t i = 0; i < nt; ++i) {
-    xlen[size_t(i)] = std::sqrt(xnorm[size_t(i)]);
-    xlen_max = std::max(xlen_max, xlen[size_t(i)]);
+  {  // FAISS refuses NaN/Inf in the training set
+    std::atomic<bool> bad{false};
+    parallel_for(threads, (nt + 4095) / 4096, [&](int64_t b, int) {
+      const int64_t e = std::min(nt, (b + 1) * 4096);
+      for (int64_t i = b * 4096 * d; i < e * d; ++i)
+        if (!std::isfinite(X[i])) bad = true;
+    }, cancel);
+    if (bad) throw Error(ErrorCode::Numeric, "k-means input contains NaN's or Inf's");
   }
-  // Margin above the fp32 rounding of a score (|error| <= ~d ulp of ||x|| ||c||, generously).
-  const double ulp_d = 8.0 * double(d) * std::ldexp(1.0, -24);
+  assigner.prepare(X, nt, d, ip);
 
-  std::vector<float> best_centroids;
-  double best_obj = 0;
-  std::vector<float> cent(size_t(k) * size_t(d)), prev(size_t(k) * size_t(d)), cnorm(static_cast<size_t>(k));
+  std::vector<float> cent(size_t(k) * size_t(d)), prev(size_t(k) * size_t(d)), best_centroids;
   std::vector<int64_t> assign(static_cast<size_t>(nt));
-  // Bounds per row: lo (assigned centroid), and one upper bound per group of kGroup consecutive
-  // centroids (their best score, the assigned centroid excluded): a group's bound grows by the
-  // largest move within the group, not by the largest move of all k centroids.
-  const int gsize = kGroup;
-  const int ng = (k + gsize - 1) / gsize;
-  std::vector<float> dis(static_cast<size_t>(nt)), lo(static_cast<size_t>(nt));
-  std::vector<float> upg(p.prune ? size_t(nt) * size_t(ng) : 0);
-  std::vector<double> gdelta(static_cast<size_t>(ng));
-  std::vector<std::vector<float>> gbuf(static_cast<size_t>(threads), std::vector<float>(size_t(kSearchBlock) * size_t(ng)));
-  std::vector<float> hassign(static_cast<size_t>(k));
-  std::vector<double> delta(static_cast<size_t>(k));
-  std::vector<std::vector<float>> cbuf(static_cast<size_t>(threads), std::vector<float>(size_t(kSearchBlock) * size_t(k)));
-  std::vector<std::vector<float>> xbuf(static_cast<size_t>(threads), std::vector<float>(size_t(kSearchBlock) * size_t(d)));
-  std::vector<std::vector<float>> nbuf(static_cast<size_t>(threads), std::vector<float>(size_t(kSearchBlock)));
-  std::vector<std::vector<BlockResult>> rbuf(static_cast<size_t>(threads), std::vector<BlockResult>(size_t(kSearchBlock)));
+  std::vector<float> dis(static_cast<size_t>(nt)), hassign(static_cast<size_t>(k));
+  std::vector<double> moved(static_cast<size_t>(k));
+  // As faiss::Clustering::iteration_stats: the objectives of every iteration run so far (all redo
+  // rounds), as they stood when the best round ended.
+  std::vector<float> objective, best_objective;
+  float best_obj = ip ? -HUGE_VALF : HUGE_VALF;
   const int64_t total = int64_t(p.niter) * p.nredo;
-  BlasSingleThread blas1;
 
   for (int redo = 0; redo < p.nredo; ++redo) {
     const std::vector<int64_t> init = kmeans_init_rows(nt, k, p.seed, redo);
     for (int c = 0; c < k; ++c) std::memcpy(&cent[size_t(c) * size_t(d)], X + init[size_t(c)] * d, size_t(d) * 4);
     if (p.spherical) renorm_rows(cent.data(), k, d);
-    bool have_bounds = false;
-    double obj = 0;
+    float obj = 0;
     for (int it = 0; it < p.niter; ++it) {
       check_cancel(cancel);
-      if (!ip) row_norms_sqr(cent.data(), k, d, cnorm.data());
-      float cmax = 0;  // largest centroid norm (for the IP margin)
-      for (int c = 0; c < k; ++c) {
-        double s = 0;
-        for (int64_t j = 0; j < d; ++j) s += double(cent[size_t(c) * size_t(d) + size_t(j)]) * cent[size_t(c) * size_t(d) + size_t(j)];
-        cmax = std::max(cmax, float(std::sqrt(s)));
-      }
-      // 1. rows that keep their centroid provably (bounds), the others to search
-      std::vector<int64_t> todo;
-      if (have_bounds && p.prune) {
-        std::vector<uint8_t> keep(static_cast<size_t>(nt));
-        parallel_for(threads, (nt + 4095) / 4096, [&](int64_t b, int) {
-          const int64_t e = std::min(nt, (b + 1) * 4096);
-          for (int64_t i = b * 4096; i < e; ++i) {
-            const float* xi = X + i * d;
-            const float* ca = &cent[size_t(assign[size_t(i)]) * size_t(d)];
-            const double s = dot_f32(xi, ca, d);
-            double score, tol;
-            if (ip) {
-              score = s;
-              tol = 1e-6 + ulp_d * xlen[size_t(i)] * cmax;
-            } else {
-              const double e2 = std::max(0.0, double(xnorm[size_t(i)]) + cnorm[size_t(assign[size_t(i)])] - 2 * s);
-              score = -std::sqrt(e2);
-              tol = std::sqrt(ulp_d * (double(xnorm[size_t(i)]) + double(cmax) * cmax) * 4) + 1e-6;
-            }
-            const float l = float(score - tol);
-            lo[size_t(i)] = l;
-            const float* u = &upg[size_t(i) * size_t(ng)];
-            float umax = -std::numeric_limits<float>::infinity();
-            for (int g = 0; g < ng; ++g) umax = std::max(umax, u[g]);
-            if (l > umax) {
-              keep[size_t(i)] = 1;
-              // FAISS's value for the objective
-              dis[size_t(i)] = ip ? float(s) : float(std::max(0.0, double(xnorm[size_t(i)]) + cnorm[size_t(assign[size_t(i)])] - 2 * s));
-            }
-          }
-        }, cancel);
-        for (int64_t i = 0; i < nt; ++i)
-          if (!keep[size_t(i)]) todo.push_back(i);
-      } else {
-        todo.resize(size_t(nt));
-        std::iota(todo.begin(), todo.end(), 0);
-      }
-      r.searched_rows += int64_t(todo.size());
-      r.pruned_rows += nt - int64_t(todo.size());
-      // 2. full search of the others, in blocks
-      const int64_t nblocks = (int64_t(todo.size()) + kSearchBlock - 1) / kSearchBlock;
-      parallel_for(threads, nblocks, [&](int64_t b, int w) {
-        const int64_t s0 = b * kSearchBlock, m = std::min<int64_t>(kSearchBlock, int64_t(todo.size()) - s0);
-        float* xb = xbuf[size_t(w)].data();
-        float* nb = nbuf[size_t(w)].data();
-        for (int64_t t = 0; t < m; ++t) {
-          const int64_t i = todo[size_t(s0 + t)];
-          std::memcpy(xb + t * d, X + i * d, size_t(d) * 4);
-          nb[t] = xnorm[size_t(i)];
-        }
-        BlockResult* res = rbuf[size_t(w)].data();
-        float* gb = gbuf[size_t(w)].data();
-        search_rows(xb, m, nb, cent.data(), cnorm.data(), k, d, ip, cbuf[size_t(w)].data(), res, p.prune ? gsize : 0, gb);
-        for (int64_t t = 0; t < m; ++t) {
-          const int64_t i = todo[size_t(s0 + t)];
-          assign[size_t(i)] = res[t].idx;
-          dis[size_t(i)] = res[t].dis;
-          if (!p.prune) continue;
-          float* u = &upg[size_t(i) * size_t(ng)];
-          const float* gbt = gb + t * ng;
-          if (ip) {
-            const double tol = 1e-6 + ulp_d * xlen[size_t(i)] * cmax;
-            lo[size_t(i)] = float(double(res[t].dis) - tol);
-            for (int g = 0; g < ng; ++g) u[g] = float(double(gbt[g]) + tol);  // -inf stays -inf
-          } else {
-            const double tol = std::sqrt(ulp_d * (double(xnorm[size_t(i)]) + double(cmax) * cmax) * 4) + 1e-6;
-            lo[size_t(i)] = float(-std::sqrt(double(res[t].dis)) - tol);
-            for (int g = 0; g < ng; ++g) u[g] = float(-std::sqrt(double(gbt[g])) + tol);  // +inf -> -inf
-          }
-        }
-      }, cancel);
-      have_bounds = true;
-      obj = 0;
-      for (int64_t i = 0; i < nt; ++i) obj += dis[size_t(i)];
-      r.objective.push_back(float(obj));
+      // 1. assignment (the backend's part)
+      assigner.assign(cent.data(), k, it > 0 ? moved.data() : nullptr, assign.data(), dis.data(), cancel);
+      double sum = 0;
+      for (int64_t i = 0; i < nt; ++i) sum += dis[size_t(i)];
+      obj = float(sum);
+      objective.push_back(obj);
 
-      // 3. centroids: ordered sums / counts (as faiss compute_centroids), splits, re-normalisation
+      // 2. centroids: ordered sums / counts (as faiss compute_centroids), splits, re-normalisation
       prev = cent;
-      std::fill(cent.begin(), cent.end(), 0.f);
-      std::fill(hassign.begin(), hassign.end(), 0.f);
-      parallel_for(threads, threads, [&](int64_t rank, int) {
-        const int64_t c0 = int64_t(k) * rank / threads, c1 = int64_t(k) * (rank + 1) / threads;
-        for (int64_t i = 0; i < nt; ++i) {
-          const int64_t ci = assign[size_t(i)];
-          if (ci < c0 || ci >= c1) continue;
-          float* c = &cent[size_t(ci) * size_t(d)];
-          const float* xi = X + i * d;
-          hassign[size_t(ci)] += 1.0f;
-          for (int64_t j = 0; j < d; ++j) c[j] += xi[j];
-        }
-        for (int64_t ci = c0; ci < c1; ++ci) {
-          if (hassign[size_t(ci)] == 0) continue;
-          const float norm = 1 / hassign[size_t(ci)];
-          float* c = &cent[size_t(ci) * size_t(d)];
-          for (int64_t j = 0; j < d; ++j) c[j] *= norm;
-        }
-      });
-      faiss_split_clusters(size_t(d), size_t(k), size_t(nt), hassign.data(), cent.data());
-      if (p.spherical) renorm_rows(cent.data(), k, d);
-
-      // 4. bounds follow the centroids' movement
-      if (p.prune) {
-        std::fill(gdelta.begin(), gdelta.end(), 0.0);
-        for (int c = 0; c < k; ++c) {
-          double s2 = 0;
-          for (int64_t j = 0; j < d; ++j) {
-            const double t = double(cent[size_t(c) * size_t(d) + size_t(j)]) - prev[size_t(c) * size_t(d) + size_t(j)];
-            s2 += t * t;
+      if (!assigner.centroids(assign.data(), k, cent.data(), hassign.data())) {
+        std::fill(cent.begin(), cent.end(), 0.f);
+        std::fill(hassign.begin(), hassign.end(), 0.f);
+        parallel_for(threads, threads, [&](int64_t rank, int) {
+          const int64_t c0 = int64_t(k) * rank / threads, c1 = int64_t(k) * (rank + 1) / threads;
+          for (int64_t i = 0; i < nt; ++i) {
+            const int64_t ci = assign[size_t(i)];
+            if (ci < c0 || ci >= c1) continue;
+            float* c = &cent[size_t(ci) * size_t(d)];
+            const float* xi = X + i * d;
+            hassign[size_t(ci)] += 1.0f;
+            for (int64_t j = 0; j < d; ++j) c[j] += xi[j];
           }
-          delta[size_t(c)] = std::sqrt(s2) * (1 + 1e-6) + 1e-9;  // rounded up
-          gdelta[size_t(c / gsize)] = std::max(gdelta[size_t(c / gsize)], delta[size_t(c)]);
-        }
-        parallel_for(threads, (nt + 4095) / 4096, [&](int64_t b, int) {
-          const int64_t e = std::min(nt, (b + 1) * 4096);
-          for (int64_t i = b * 4096; i < e; ++i) {
-            const double scale = ip ? double(xlen[size_t(i)]) * (1 + 1e-6) : 1.0;
-            lo[size_t(i)] = float(double(lo[size_t(i)]) - scale * delta[size_t(assign[size_t(i)])]);
-            float* u = &upg[size_t(i) * size_t(ng)];
-            for (int g = 0; g < ng; ++g) u[g] = float(double(u[g]) + scale * gdelta[size_t(g)]);
+          for (int64_t ci = c0; ci < c1; ++ci) {
+            if (hassign[size_t(ci)] == 0) continue;
+            const float norm = 1 / hassign[size_t(ci)];
+            float* c = &cent[size_t(ci) * size_t(d)];
+            for (int64_t j = 0; j < d; ++j) c[j] *= norm;
           }
         });
       }
+      faiss_split_clusters(size_t(d), size_t(k), size_t(nt), hassign.data(), cent.data());
+      if (p.spherical) renorm_rows(cent.data(), k, d);
+
+      // 3. how far each centroid moved (rounded up), for assigners that keep bounds
+      for (int c = 0; c < k; ++c) {
+        double s2 = 0;
+        for (int64_t j = 0; j < d; ++j) {
+          const double t = double(cent[size_t(c) * size_t(d) + size_t(j)]) - prev[size_t(c) * size_t(d) + size_t(j)];
+          s2 += t * t;
+        }
+        moved[size_t(c)] = std::sqrt(s2) * (1 + 1e-6) + 1e-9;
+      }
       if (progress) progress(int64_t(redo) * p.niter + it + 1, total);
     }
-    if (p.nredo > 1) {
-      const bool better = best_centroids.empty() || (ip ? obj > best_obj : obj < best_obj);
-      if (better) {
-        best_centroids = cent;
-        best_obj = obj;
-      }
+    if (p.nredo == 1 || (ip ? obj > best_obj : obj < best_obj)) {
+      best_centroids = cent;
+      best_objective = objective;
+      best_obj = obj;
     }
   }
-  r.centroids = p.nredo > 1 ? best_centroids : cent;
+  r.centroids = std::move(best_centroids);
+  r.objective = std::move(best_objective);
+  r.searched_rows = assigner.searched_rows;
+  r.pruned_rows = assigner.pruned_rows;
   return r;
+}
+
+namespace {
+
+// The CPU assignment step: blocked single-threaded sgemm + fused argmax on every core, and with
+// `prune` the bounds that skip rows whose centroid provably cannot change (see the top of this file).
+class CpuAssigner : public KMeansAssigner {
+ public:
+  CpuAssigner(int threads, bool prune) : threads_(resolve_threads(threads)), prune_(prune) {}
+
+  void prepare(const float* X, int64_t nt, int64_t d, bool ip) override {
+    X_ = X;
+    nt_ = nt;
+    d_ = d;
+    ip_ = ip;
+    xnorm_.resize(size_t(nt));
+    xlen_.resize(size_t(nt));
+    row_norms_sqr(X, nt, d, xnorm_.data());
+    for (int64_t i = 0; i < nt; ++i) xlen_[size_t(i)] = std::sqrt(xnorm_[size_t(i)]);
+    // Margin above the fp32 rounding of a score (|error| <= ~d ulp of ||x|| ||c||, generously).
+    ulp_d_ = 8.0 * double(d) * std::ldexp(1.0, -24);
+    xbuf_.assign(size_t(threads_), std::vector<float>(size_t(kSearchBlock) * size_t(d)));
+    nbuf_.assign(size_t(threads_), std::vector<float>(size_t(kSearchBlock)));
+    rbuf_.assign(size_t(threads_), std::vector<BlockResult>(size_t(kSearchBlock)));
+  }
+
+  void assign(const float* cent, int k, const double* moved, int64_t* assign, float* dis, CancelFlag cancel) override {
+    const int64_t nt = nt_, d = d_;
+    const bool ip = ip_;
+    const float* X = X_;
+    if (int64_t(cbuf_.size()) != threads_ || k_ != k) {
+      k_ = k;
+      ng_ = (k + kGroup - 1) / kGroup;
+      cbuf_.assign(size_t(threads_), std::vector<float>(size_t(kSearchBlock) * size_t(k)));
+      gbuf_.assign(size_t(threads_), std::vector<float>(size_t(kSearchBlock) * size_t(ng_)));
+      cnorm_.resize(size_t(k));
+      if (prune_) upg_.assign(size_t(nt) * size_t(ng_), 0.f);
+    }
+    const int ng = ng_;
+    BlasSingleThread blas1;
+    if (!ip) row_norms_sqr(cent, k, d, cnorm_.data());
+    float cmax = 0;  // largest centroid norm (for the IP margin)
+    for (int c = 0; c < k; ++c) {
+      double s = 0;
+      for (int64_t j = 0; j < d; ++j) s += double(cent[size_t(c) * size_t(d) + size_t(j)]) * cent[size_t(c) * size_t(d) + size_t(j)];
+      cmax = std::max(cmax, float(std::sqrt(s)));
+    }
+    const bool bounded = prune_ && moved != nullptr;
+    // 0. the bounds follow the centroids' movement: a group's bound grows by its largest move
+    if (bounded) {
+      std::vector<double> gdelta(size_t(ng), 0.0);
+      for (int c = 0; c < k; ++c) gdelta[size_t(c / kGroup)] = std::max(gdelta[size_t(c / kGroup)], moved[c]);
+      parallel_for(threads_, (nt + 4095) / 4096, [&](int64_t b, int) {
+        const int64_t e = std::min(nt, (b + 1) * 4096);
+        for (int64_t i = b * 4096; i < e; ++i) {
+          const double scale = ip ? double(xlen_[size_t(i)]) * (1 + 1e-6) : 1.0;
+          float* u = &upg_[size_t(i) * size_t(ng)];
+          for (int g = 0; g < ng; ++g) u[g] = float(double(u[g]) + scale * gdelta[size_t(g)]);
+        }
+      });
+    }
+    // 1. rows that keep their centroid provably (bounds), the others to search
+    std::vector<int64_t> todo;
+    if (bounded) {
+      std::vector<uint8_t> keep(static_cast<size_t>(nt));
+      parallel_for(threads_, (nt + 4095) / 4096, [&](int64_t b, int) {
+        const int64_t e = std::min(nt, (b + 1) * 4096);
+        for (int64_t i = b * 4096; i < e; ++i) {
+          const float* xi = X + i * d;
+          const int64_t a = assign[size_t(i)];
+          const double s = dot_f32(xi, cent + a * d, d);
+          double score, tol;
+          if (ip) {
+            score = s;
+            tol = 1e-6 + ulp_d_ * xlen_[size_t(i)] * cmax;
+          } else {
+            const double e2 = std::max(0.0, double(xnorm_[size_t(i)]) + cnorm_[size_t(a)] - 2 * s);
+            score = -std::sqrt(e2);
+            tol = std::sqrt(ulp_d_ * (double(xnorm_[size_t(i)]) + double(cmax) * cmax) * 4) + 1e-6;
+          }
+          const float l = float(score - tol);
+          const float* u = &upg_[size_t(i) * size_t(ng)];
+          float umax = -std::numeric_limits<float>::infinity();
+          for (int g = 0; g < ng; ++g) umax = std::max(umax, u[g]);
+          if (l > umax) {
+            keep[size_t(i)] = 1;
+            // FAISS's value for the objective
+            dis[size_t(i)] = ip ? float(s) : float(std::max(0.0, double(xnorm_[size_t(i)]) + cnorm_[size_t(a)] - 2 * s));
+          }
+        }
+      }, cancel);
+      for (int64_t i = 0; i < nt; ++i)
+        if (!keep[size_t(i)]) todo.push_back(i);
+    } else {
+      todo.resize(size_t(nt));
+      std::iota(todo.begin(), todo.end(), 0);
+    }
+    searched_rows += int64_t(todo.size());
+    pruned_rows += nt - int64_t(todo.size());
+    // 2. full search of the others, in blocks; new bounds for the searched rows
+    const int64_t nblocks = (int64_t(todo.size()) + kSearchBlock - 1) / kSearchBlock;
+    parallel_for(threads_, nblocks, [&](int64_t b, int w) {
+      const int64_t s0 = b * kSearchBlock, m = std::min<int64_t>(kSearchBlock, int64_t(todo.size()) - s0);
+      float* xb = xbuf_[size_t(w)].data();
+      float* nb = nbuf_[size_t(w)].data();
+      for (int64_t t = 0; t < m; ++t) {
+        const int64_t i = todo[size_t(s0 + t)];
+        std::memcpy(xb + t * d, X + i * d, size_t(d) * 4);
+        nb[t] = xnorm_[size_t(i)];
+      }
+      BlockResult* res = rbuf_[size_t(w)].data();
+      float* gb = gbuf_[size_t(w)].data();
+      search_rows(xb, m, nb, cent, cnorm_.data(), k, d, ip, cbuf_[size_t(w)].data(), res, prune_ ? kGroup : 0, gb);
+      for (int64_t t = 0; t < m; ++t) {
+        const int64_t i = todo[size_t(s0 + t)];
+        assign[size_t(i)] = res[t].idx;
+        dis[size_t(i)] = res[t].dis;
+        if (!prune_) continue;
+        float* u = &upg_[size_t(i) * size_t(ng)];
+        const float* gbt = gb + t * ng;
+        if (ip) {
+          const double tol = 1e-6 + ulp_d_ * xlen_[size_t(i)] * cmax;
+          for (int g = 0; g < ng; ++g) u[g] = float(double(gbt[g]) + tol);  // -inf stays -inf
+        } else {
+          const double tol = std::sqrt(ulp_d_ * (double(xnorm_[size_t(i)]) + double(cmax) * cmax) * 4) + 1e-6;
+          for (int g = 0; g < ng; ++g) u[g] = float(-std::sqrt(double(gbt[g])) + tol);  // +inf -> -inf
+        }
+      }
+    }, cancel);
+  }
+
+ private:
+  int threads_;
+  bool prune_;
+  const float* X_ = nullptr;
+  int64_t nt_ = 0, d_ = 0;
+  bool ip_ = false;
+  int k_ = 0, ng_ = 0;
+  double ulp_d_ = 0;
+  std::vector<float> xnorm_, xlen_, cnorm_, upg_;
+  std::vector<std::vector<float>> cbuf_, gbuf_, xbuf_, nbuf_;
+  std::vector<std::vector<BlockResult>> rbuf_;
+};
+
+}  // namespace
+
+KMeansResult train_kmeans(const EmbeddingView& x, const KMeansParams& p, const ProgressFn& progress, CancelFlag cancel) {
+  CpuAssigner assigner(p.threads, p.prune);
+  return lloyd_kmeans(x, p, assigner, progress, cancel);
 }
 
 void assign_nearest(const EmbeddingView& x, const float* centroids, int k, bool inner_product, int64_t* nearest,

@@ -1,4 +1,4 @@
-// The FAISS adapter (SPEC step 2, kmeans_impl: faiss): faiss::Clustering and IndexFlat search fed from the mapping.
+// The FAISS adapter (step 2 (docs/algorithm.md), kmeans_impl: faiss): faiss::Clustering and IndexFlat search fed from the mapping.
 // FAISS does the training exactly as faiss.Kmeans does; this file only feeds it from the mapping without loading the whole matrix.
 #include "semdedup/kmeans.hpp"
 

@@ -1,4 +1,4 @@
-// SPEC step 4 on the CPU: per-cluster max similarity to an earlier member, tile by tile.
+// step 4 (docs/algorithm.md) on the CPU: per-cluster max similarity to an earlier member, tile by tile.
 //
 // Work list: a cluster of up to kWholeMax members (and 16 MB) is one item: its rows are gathered once (keep
 // order) and, for each column tile of kCols members, one sgemm computes the dots of every
@@ -235,7 +235,7 @@ MaxSimStats max_similarity_cpu(const EmbeddingView& x, const int64_t* order, con
     const int64_t now = done_cost.fetch_add(int64_t(it.cost)) + int64_t(it.cost);
     if (progress) progress(now, int64_t(total_cost));
   }, cancel);
-  // Single-member and empty clusters were skipped above: a single member has M = 0.
+  // A single-member cluster has no earlier member: M = 0 and no row reached it (its item computed nothing useful).
   for (int64_t c = 0; c < nclusters; ++c)
     if (offsets[c + 1] - offsets[c] == 1) {
       M[offsets[c]] = 0;

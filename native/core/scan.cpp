@@ -2,6 +2,7 @@
 
 #include "semdedup/mapping.hpp"
 
+#include <atomic>
 #include <cmath>
 #include <limits>
 #include <mutex>
@@ -70,6 +71,29 @@ ScanResult scan_embeddings(const EmbeddingView& x, double norm_tol, int threads,
   }
   if (!std::isfinite(out.min_norm)) out.min_norm = 0;
   return out;
+}
+
+void normalize_rows(const EmbeddingView& x, float* out, int threads, const ProgressFn& progress, CancelFlag cancel) {
+  const int64_t block = 16384, d = x.d;
+  const int64_t nblocks = (x.n + block - 1) / block;
+  threads = resolve_threads(threads);
+  std::vector<std::vector<float>> scratch(static_cast<size_t>(threads), std::vector<float>(size_t(d)));
+  std::atomic<int64_t> done{0};
+  parallel_for(threads, nblocks, [&](int64_t b, int w) {
+    const int64_t begin = b * block, end = std::min(x.n, begin + block);
+    float* tmp = scratch[size_t(w)].data();
+    for (int64_t i = begin; i < end; ++i) {
+      const float* row = x.is_f32() ? x.f32_row(i) : (x.row(i, tmp), tmp);
+      double s = 0;
+      for (int64_t j = 0; j < d; ++j) s += double(row[j]) * double(row[j]);
+      const double inv = 1.0 / std::sqrt(s);
+      float* o = out + i * d;
+      for (int64_t j = 0; j < d; ++j) o[j] = float(double(row[j]) * inv);
+    }
+    if (x.mapped) release_pages(static_cast<const char*>(x.data) + size_t(begin) * x.row_bytes(), size_t(end - begin) * x.row_bytes());
+    const int64_t now = done.fetch_add(end - begin) + (end - begin);
+    if (progress) progress(now, x.n);
+  }, cancel);
 }
 
 }  // namespace semdedup

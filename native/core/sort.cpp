@@ -1,4 +1,4 @@
-// SPEC step 3: the distance that ranks each row, and the ranking itself.
+// step 3 (docs/algorithm.md): the distance that ranks each row, and the ranking itself.
 #include "semdedup/sort.hpp"
 
 #include <algorithm>
@@ -24,7 +24,7 @@ void rank_clusters(const int64_t* nearest, const float* key, int64_t n, int64_t 
   std::copy(count.begin(), count.end(), offsets);
   std::vector<int64_t> pos(count.begin(), count.end() - 1);
   for (int64_t i = 0; i < n; ++i) order[pos[size_t(nearest[i])]++] = i;
-  // ...so a stable sort by key gives ties in ascending row order, as SPEC asks.
+  // ...so a stable sort by key gives ties in ascending row order, as docs/algorithm.md says.
   for (int64_t c = 0; c < k; ++c) {
     int64_t* b = order + offsets[c];
     int64_t* e = order + offsets[c + 1];

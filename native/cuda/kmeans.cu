@@ -1,4 +1,4 @@
-// SPEC step 2 on the GPU: FAISS's k-means algorithm (faiss::Clustering::train, FAISS 1.7.3)
+// step 2 (docs/algorithm.md) on the GPU: FAISS's k-means algorithm (faiss::Clustering::train, FAISS 1.7.3)
 // with its assignment step on the GPU, and the final nearest-centroid pass over all rows.
 //
 // Same algorithm as the CPU backend, step by step:
@@ -212,134 +212,106 @@ void upload_centroids(const float* host, int k, int64_t d, int64_t dp, float* de
 
 }  // namespace
 
+namespace {
+
+// The CUDA assignment step of the shared Lloyd driver (semdedup::lloyd_kmeans): the training set
+// resident on the device, the fused assignment kernel, and the centroid update on the device (the
+// same float operations in the same order as FAISS's compute_centroids).
+class CudaAssigner : public KMeansAssigner {
+ public:
+  void prepare(const float* X, int64_t nt, int64_t d, bool ip) override {
+    prepare_device();
+    nt_ = nt;
+    d_ = d;
+    dp_ = round_up(d, kDimAlign);
+    ip_ = ip;
+    const int64_t train_bytes = nt * dp_ * 4;
+    if (train_bytes + nt * 16 > memory_budget())
+      throw Error(ErrorCode::Backend, "k-means training set (" + std::to_string(train_bytes >> 20) +
+                                          " MiB) does not fit in GPU memory");
+    dx_.resize(size_t(nt * dp_));
+    if (!ip) dxnorm_.resize(size_t(nt));
+    ddist_.resize(size_t(nt));
+    dnear_.resize(size_t(nt));
+    dmembers_.resize(size_t(nt));
+    hnear_.resize(size_t(nt));
+    hdist_.resize(size_t(nt));
+    hmembers_.resize(size_t(nt));
+    SD_CUDA(cudaMemset2DAsync(dx_.get(), size_t(dp_) * 4, 0, size_t(dp_) * 4, size_t(nt), s_.get()));
+    SD_CUDA(cudaMemcpy2DAsync(dx_.get(), size_t(dp_) * 4, X, size_t(d) * 4, size_t(d) * 4, size_t(nt),
+                              cudaMemcpyHostToDevice, s_.get()));
+    s_.sync();
+    norms_ready_ = false;
+  }
+
+  void assign(const float* cent, int k, const double* /*moved*/, int64_t* assign, float* dis, CancelFlag) override {
+    if (k_ != k) {
+      if (int64_t(k) * dp_ * 8 + nt_ * dp_ * 4 + nt_ * 16 > memory_budget())
+        throw Error(ErrorCode::Backend, "k-means centroids do not fit in GPU memory");
+      k_ = k;
+      dcen_.resize(size_t(k) * size_t(dp_));
+      dcnorm_.resize(size_t(k));
+      dmoff_.resize(size_t(k) + 1);
+      hmoff_.resize(size_t(k) + 1);
+      SD_CUDA(cudaMemsetAsync(dcen_.get(), 0, dcen_.size() * 4, s_.get()));
+    }
+    upload_centroids(cent, k, d_, dp_, dcen_.get(), dcnorm_.get(), ip_, s_.get());
+    launch_assign<float>(dx_.get(), nt_, dp_, int(d_), dcen_.get(), k, dcnorm_.get(), dxnorm_.get(), ip_, norms_ready_,
+                         dnear_.get(), ddist_.get(), s_.get());
+    norms_ready_ = true;
+    SD_CUDA(cudaMemcpyAsync(hnear_.get(), dnear_.get(), size_t(nt_) * 4, cudaMemcpyDeviceToHost, s_.get()));
+    SD_CUDA(cudaMemcpyAsync(hdist_.get(), ddist_.get(), size_t(nt_) * 4, cudaMemcpyDeviceToHost, s_.get()));
+    s_.sync();
+    for (int64_t i = 0; i < nt_; ++i) {
+      const int32_t c = hnear_.get()[i];
+      if (c < 0 || c >= k) throw Error(ErrorCode::Numeric, "k-means assignment failed (non-finite distances)");
+      assign[i] = c;
+      dis[i] = hdist_.get()[i];
+    }
+    searched_rows += nt_;
+  }
+
+  bool centroids(const int64_t* /*assign*/, int k, float* cent, float* hassign) override {
+    // members of each centroid in training-row order (stable counting sort of the last assignment)
+    int32_t* moff = hmoff_.get();
+    std::fill(moff, moff + k + 1, 0);
+    for (int64_t i = 0; i < nt_; ++i) ++moff[hnear_.get()[i] + 1];
+    for (int c = 0; c < k; ++c) hassign[c] = float(moff[c + 1]);
+    for (int c = 0; c < k; ++c) moff[c + 1] += moff[c];
+    {
+      std::vector<int32_t> fill(moff, moff + k);
+      for (int64_t i = 0; i < nt_; ++i) hmembers_.get()[fill[size_t(hnear_.get()[i])]++] = int32_t(i);
+    }
+    SD_CUDA(cudaMemcpyAsync(dmembers_.get(), hmembers_.get(), size_t(nt_) * 4, cudaMemcpyHostToDevice, s_.get()));
+    SD_CUDA(cudaMemcpyAsync(dmoff_.get(), moff, size_t(k + 1) * 4, cudaMemcpyHostToDevice, s_.get()));
+    const dim3 grid(unsigned(k), unsigned((d_ + 127) / 128));
+    centroid_kernel<<<grid, 128, 0, s_.get()>>>(dx_.get(), dp_, int(d_), dmembers_.get(), dmoff_.get(), dcen_.get());
+    SD_CUDA_LAUNCH("centroid_kernel");
+    SD_CUDA(cudaMemcpy2DAsync(cent, size_t(d_) * 4, dcen_.get(), size_t(dp_) * 4, size_t(d_) * 4, size_t(k),
+                              cudaMemcpyDeviceToHost, s_.get()));
+    s_.sync();
+    return true;
+  }
+
+ private:
+  Stream s_;
+  int64_t nt_ = 0, d_ = 0, dp_ = 0;
+  int k_ = 0;
+  bool ip_ = false, norms_ready_ = false;
+  DeviceBuffer<float> dx_, dxnorm_, dcen_, dcnorm_, ddist_;
+  DeviceBuffer<int32_t> dnear_, dmembers_, dmoff_;
+  PinnedBuffer<int32_t> hnear_, hmembers_, hmoff_;
+  PinnedBuffer<float> hdist_;
+};
+
+}  // namespace
+
 KMeansResult train_kmeans(const EmbeddingView& x, const KMeansParams& p, const ProgressFn& progress,
                           CancelFlag cancel) {
   check_kmeans_args(x, p);
   prepare_device();
-  const int k = p.k;
-  const int64_t d = x.d, dp = round_up(d, kDimAlign);
-  const bool ip = p.spherical;  // faiss.Kmeans: IndexFlatIP when spherical, else IndexFlatL2
-  const int threads = resolve_threads(p.threads);
-
-  KMeansResult r;
-  const std::vector<int64_t> sample = kmeans_training_sample(x.n, k, p.max_points_per_centroid, p.seed);
-  const int64_t nt = int64_t(sample.size());
-  r.n_train = nt;
-  r.under_min_points = x.n < int64_t(k) * p.min_points_per_centroid;
-  if (nt == k) {  // FAISS's corner case: the (unsampled) first k rows are the centroids
-    r.centroids.resize(size_t(k) * size_t(d));
-    x.rows(0, k, r.centroids.data());
-    r.objective.push_back(0.f);
-    if (progress) progress(1, 1);
-    return r;
-  }
-
-  // Training set, in FAISS's order, fp32 with row stride dp (zero padding). Rows are read in
-  // ascending row order (sequential-ish reads of a mapping).
-  const int64_t train_bytes = nt * dp * 4;
-  if (train_bytes + int64_t(k) * dp * 8 + nt * 16 > memory_budget())
-    throw Error(ErrorCode::Backend, "k-means training set (" + std::to_string(train_bytes >> 20) +
-                                        " MiB) does not fit in GPU memory");
-  std::vector<float> train(static_cast<size_t>(nt) * size_t(dp), 0.f);
-  {
-    std::vector<int64_t> slots(static_cast<size_t>(nt));
-    std::iota(slots.begin(), slots.end(), int64_t(0));
-    if (nt < x.n)
-      std::sort(slots.begin(), slots.end(), [&](int64_t a, int64_t b) { return sample[size_t(a)] < sample[size_t(b)]; });
-    const int64_t piece = 4096;
-    std::atomic<bool> nonfinite{false};
-    parallel_for(threads, (nt + piece - 1) / piece, [&](int64_t q, int) {
-      const int64_t i1 = std::min(nt, (q + 1) * piece);
-      for (int64_t i = q * piece; i < i1; ++i) {
-        const int64_t s = slots[size_t(i)];
-        float* dst = train.data() + size_t(s) * size_t(dp);
-        x.row(sample[size_t(s)], dst);
-        for (int64_t j = 0; j < d; ++j)
-          if (!std::isfinite(dst[j])) nonfinite = true;
-      }
-    }, cancel);
-    if (nonfinite) throw Error(ErrorCode::Numeric, "k-means input contains NaN's or Inf's");
-    if (x.mapped) release_pages(x.data, size_t(x.n) * x.row_bytes());
-  }
-
-  Stream s;
-  DeviceBuffer<float> dx(static_cast<size_t>(nt * dp)), dxnorm(static_cast<size_t>(ip ? 0 : nt));
-  DeviceBuffer<float> dcen(static_cast<size_t>(k) * size_t(dp)), dcnorm(static_cast<size_t>(k)), ddist(static_cast<size_t>(nt));
-  DeviceBuffer<int32_t> dnear(static_cast<size_t>(nt)), dmembers(static_cast<size_t>(nt)), dmoff(static_cast<size_t>(k) + 1);
-  SD_CUDA(cudaMemcpyAsync(dx.get(), train.data(), size_t(nt * dp) * 4, cudaMemcpyHostToDevice, s.get()));
-  SD_CUDA(cudaMemsetAsync(dcen.get(), 0, dcen.size() * 4, s.get()));
-  s.sync();
-
-  PinnedBuffer<int32_t> hnear(static_cast<size_t>(nt)), hmembers(static_cast<size_t>(nt)), hmoff(static_cast<size_t>(k) + 1);
-  PinnedBuffer<float> hdist(static_cast<size_t>(nt));
-  std::vector<float> cen(static_cast<size_t>(k) * size_t(d)), best_cen;
-  // As faiss::Clustering::iteration_stats: the objectives of every iteration run so far (all
-  // redo rounds), as they stood when the best round ended.
-  std::vector<float> objective, best_obj_list;
-  const bool lower_is_better = !ip;
-  float best_obj = lower_is_better ? HUGE_VALF : -HUGE_VALF;
-  const int64_t total = int64_t(p.niter) * p.nredo;
-  int64_t done = 0;
-
-  for (int redo = 0; redo < p.nredo; ++redo) {
-    const std::vector<int64_t> init = kmeans_init_rows(nt, k, p.seed, redo);
-    for (int c = 0; c < k; ++c)
-      std::copy_n(train.data() + size_t(init[size_t(c)]) * size_t(dp), size_t(d), cen.data() + size_t(c) * size_t(d));
-    if (p.spherical) renorm_rows(cen.data(), k, d);
-    float obj = 0;
-    for (int it = 0; it < p.niter; ++it) {
-      check_cancel(cancel);
-      upload_centroids(cen.data(), k, d, dp, dcen.get(), dcnorm.get(), ip, s.get());
-      launch_assign<float>(dx.get(), nt, dp, int(d), dcen.get(), k, dcnorm.get(), dxnorm.get(), ip, it > 0 || redo > 0,
-                           dnear.get(), ddist.get(), s.get());
-      SD_CUDA(cudaMemcpyAsync(hnear.get(), dnear.get(), size_t(nt) * 4, cudaMemcpyDeviceToHost, s.get()));
-      SD_CUDA(cudaMemcpyAsync(hdist.get(), ddist.get(), size_t(nt) * 4, cudaMemcpyDeviceToHost, s.get()));
-      s.sync();
-      obj = 0;
-      for (int64_t i = 0; i < nt; ++i) obj += hdist.get()[i];
-      // members of each centroid in training-row order (stable counting sort)
-      int32_t* moff = hmoff.get();
-      std::fill(moff, moff + k + 1, 0);
-      for (int64_t i = 0; i < nt; ++i) {
-        const int32_t c = hnear.get()[i];
-        if (c < 0 || c >= k) throw Error(ErrorCode::Numeric, "k-means assignment failed (non-finite distances)");
-        ++moff[c + 1];
-      }
-      std::vector<float> hassign(static_cast<size_t>(k));
-      for (int c = 0; c < k; ++c) hassign[size_t(c)] = float(moff[c + 1]);
-      for (int c = 0; c < k; ++c) moff[c + 1] += moff[c];
-      {
-        std::vector<int32_t> fill(moff, moff + k);
-        for (int64_t i = 0; i < nt; ++i) hmembers.get()[fill[size_t(hnear.get()[i])]++] = int32_t(i);
-      }
-      SD_CUDA(cudaMemcpyAsync(dmembers.get(), hmembers.get(), size_t(nt) * 4, cudaMemcpyHostToDevice, s.get()));
-      SD_CUDA(cudaMemcpyAsync(dmoff.get(), moff, size_t(k + 1) * 4, cudaMemcpyHostToDevice, s.get()));
-      const dim3 grid(unsigned(k), unsigned((d + 127) / 128));
-      centroid_kernel<<<grid, 128, 0, s.get()>>>(dx.get(), dp, int(d), dmembers.get(), dmoff.get(), dcen.get());
-      SD_CUDA_LAUNCH("centroid_kernel");
-      SD_CUDA(cudaMemcpy2DAsync(cen.data(), size_t(d) * 4, dcen.get(), size_t(dp) * 4, size_t(d) * 4, size_t(k),
-                                cudaMemcpyDeviceToHost, s.get()));
-      s.sync();
-      faiss_split_clusters(size_t(d), size_t(k), size_t(nt), hassign.data(), cen.data());
-      objective.push_back(obj);
-      if (p.spherical) renorm_rows(cen.data(), k, d);
-      ++done;
-      if (progress) progress(done, total);
-    }
-    if (p.nredo > 1) {
-      if ((lower_is_better && obj < best_obj) || (!lower_is_better && obj > best_obj)) {
-        best_cen = cen;
-        best_obj_list = objective;
-        best_obj = obj;
-      }
-    } else {
-      best_cen = cen;
-      best_obj_list = objective;
-    }
-  }
-  r.centroids = std::move(best_cen);
-  r.objective = std::move(best_obj_list);
-  return r;
+  CudaAssigner assigner;
+  return lloyd_kmeans(x, p, assigner, progress, cancel);
 }
 
 void assign_nearest(const EmbeddingView& x, const float* centroids, int k, bool inner_product, int64_t* nearest,

@@ -1,4 +1,4 @@
-// SPEC step 4 on the GPU: per cluster, M[j] = max(0, max_{i<j} x_i . x_j) and the earliest row
+// step 4 (docs/algorithm.md) on the GPU: per cluster, M[j] = max(0, max_{i<j} x_i . x_j) and the earliest row
 // reaching it, for all clusters at once.
 //
 // Kernel: one block per work item = (cluster, column tile of 128 members, a range of earlier

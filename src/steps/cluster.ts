@@ -1,23 +1,19 @@
-// SPEC step 2 (the original's compute_centroids): FAISS k-means, then the nearest centroid of
-// every row. Existing centroids in the output folder are reused, as the original resumes.
+// Step 2 (the original's compute_centroids; docs/algorithm.md): k-means with FAISS's algorithm,
+// then the nearest centroid of every row. Existing centroids in the output folder are reused, as
+// the original resumes. The native engine facade runs both on the GPU or the CPU and says which.
 import { existsSync } from 'node:fs';
 import { ConfigError, InputError } from '../errors.js';
 import { readNpy, writeNpy } from '../io/npy.js';
 import { outputs } from '../layout.js';
 import { loadNative } from '../native.js';
-import type { Embeddings, EmbeddingsSpec } from '../embeddings.js';
-import {
-  ensureOutputDir,
-  now,
-  openChecked,
-  resolveDevice,
-  runNative,
-  type CommonOptions,
-} from './common.js';
+import type { Embeddings } from '../embeddings.js';
+import { withDefaults } from '../config.js';
+import { ensureOutputDir, noteBackend, now, runNative, type CommonOptions } from './common.js';
 import { recordStep, stepIsCurrent } from '../manifest.js';
 
 export interface ClusterOptions extends CommonOptions {
-  embeddings: EmbeddingsSpec | Embeddings;
+  /** The checked embeddings (prepareEmbeddings). */
+  embeddings: Embeddings;
   /** The output folder (`save_folder`). */
   outputDir: string;
   /** Number of clusters (`ncentroids`). */
@@ -31,12 +27,11 @@ export interface ClusterOptions extends CommonOptions {
   /** A k × D .npy of given centroids: no training. */
   centroids?: string;
   /** Reuse kmeans_centroids.npy found in the output folder (default true). */
-  reuse?: boolean;
-  normalize?: 'auto' | 'always' | 'never';
+  reuseCentroids?: boolean;
   /** CPU k-means: 'engine' (default; same centroids as FAISS, faster) or 'faiss' (faiss::Clustering). */
-  impl?: 'engine' | 'faiss';
+  kmeansImpl?: 'engine' | 'faiss';
   /** Engine k-means: skip rows whose assignment provably cannot change (default true; same result). */
-  prune?: boolean;
+  kmeansPrune?: boolean;
 }
 
 export interface ClusterResult {
@@ -54,7 +49,8 @@ export interface ClusterResult {
   searchedRows: number;
   prunedRows: number;
   seconds: { train: number; assign: number };
-  device: 'cpu' | 'cuda';
+  /** The backends that ran training (absent when not trained) and the assignment (absent when reused). */
+  backend: { train?: 'cpu' | 'cuda'; assign?: 'cpu' | 'cuda' };
 }
 
 function loadCentroids(path: string, k: number, d: number, what: string): Float32Array {
@@ -66,82 +62,80 @@ function loadCentroids(path: string, k: number, d: number, what: string): Float3
   return data;
 }
 
-export async function computeCentroids(opts: ClusterOptions): Promise<ClusterResult> {
+export async function computeCentroids(options: ClusterOptions): Promise<ClusterResult> {
+  const opts = withDefaults(options);
   const log = opts.log ?? (() => {});
   const addon = loadNative();
+  const emb = opts.embeddings;
+  const { k, threads, device, spherical, kmeansImpl: impl } = opts;
+  if (!Number.isInteger(k) || k < 1) throw new ConfigError(`k (ncentroids) must be a positive integer, got ${k}`, { key: 'k' });
+  if (k > emb.n) throw new ConfigError(`k = ${k} (ncentroids) is larger than the number of rows N = ${emb.n} in ${emb.path}`, { key: 'k', file: emb.path });
   ensureOutputDir(opts.outputDir);
-  const { emb, owned } = await openChecked(opts.embeddings, opts.normalize ?? 'auto', opts.outputDir, opts);
-  try {
-    const k = opts.k;
-    if (!Number.isInteger(k) || k < 1) throw new ConfigError(`k (ncentroids) must be a positive integer, got ${k}`, { key: 'k' });
-    if (k > emb.n) throw new ConfigError(`k = ${k} (ncentroids) is larger than the number of rows N = ${emb.n} in ${emb.path}`, { key: 'k', file: emb.path });
-    const device = resolveDevice(opts.device, log);
-    const threads = opts.threads ?? 0;
-    const spherical = opts.spherical ?? false;
-    const params = {
-      k, niter: opts.niter ?? 20, seed: opts.seed ?? 1234, spherical,
-      maxPointsPerCentroid: opts.maxPointsPerCentroid ?? 256, minPointsPerCentroid: opts.minPointsPerCentroid ?? 39,
-    };
-    const centroidsPath = outputs.centroids(opts.outputDir);
-    const nearestPath = outputs.nearest(opts.outputDir);
-    const distPath = outputs.dist(opts.outputDir);
+  const params = {
+    k, niter: opts.niter, seed: opts.seed, spherical,
+    maxPointsPerCentroid: opts.maxPointsPerCentroid, minPointsPerCentroid: opts.minPointsPerCentroid,
+  };
+  const centroidsPath = outputs.centroids(opts.outputDir);
+  const nearestPath = outputs.nearest(opts.outputDir);
+  const distPath = outputs.dist(opts.outputDir);
+  const backend: ClusterResult['backend'] = {};
 
-    let centroids: Float32Array;
-    let centroidsFrom: ClusterResult['centroidsFrom'];
-    let objective: number[] = [];
-    let searchedRows = 0;
-    let prunedRows = 0;
-    const impl = opts.impl ?? 'engine';
-    const t0 = now();
-    if (opts.centroids) {
-      centroids = loadCentroids(opts.centroids, k, emb.d, 'the given centroids');
-      centroidsFrom = 'given';
-      writeNpy(centroidsPath, centroids, { shape: [k, emb.d] });
-      log(`centroids: given (${opts.centroids})`);
-    } else if ((opts.reuse ?? true) && existsSync(centroidsPath)) {
-      centroids = loadCentroids(centroidsPath, k, emb.d, 'the existing centroids');
-      centroidsFrom = 'reused';
-      log(`centroids: reusing ${centroidsPath}`);
-    } else {
-      log(`k-means: k=${k}, niter=${params.niter}, seed=${params.seed}, spherical=${spherical}, N=${emb.n}, D=${emb.d}`);
-      const r = await runNative(opts, 'cluster:train', (p, token) =>
-        addon.trainKmeans!(emb.native, { ...params, threads, device, impl, prune: opts.prune ?? true }, p, token),
-      );
-      if (r.underMinPoints)
-        log(`warning: clustering ${emb.n} points to ${k} centroids: FAISS advises at least ${k * params.minPointsPerCentroid} points`);
-      centroids = r.centroids;
-      objective = r.objective;
-      searchedRows = r.searchedRows;
-      prunedRows = r.prunedRows;
-      if (r.searchedRows + r.prunedRows > 0)
-        log(`k-means: ${((100 * r.prunedRows) / (r.searchedRows + r.prunedRows)).toFixed(1)}% of row searches skipped by the bounds`);
-      centroidsFrom = 'trained';
-      writeNpy(centroidsPath, centroids, { shape: [k, emb.d] });
-    }
-    const tTrain = (now() - t0) / 1000;
-
-    const stepParams = { spherical, k, d: emb.d, n: emb.n };
-    const inputs = { embeddings: emb.path, centroids: centroidsPath };
-    if (stepIsCurrent(opts.outputDir, 'cluster', stepParams, inputs) && existsSync(nearestPath) && existsSync(distPath)) {
-      const nearest = readNpy(nearestPath).data as BigInt64Array;
-      const dist = readNpy(distPath).data as Float32Array;
-      log('assignment: up to date, reused');
-      return { centroids, nearest, dist, k, d: emb.d, centroidsFrom, assignmentReused: true, objective, searchedRows, prunedRows, seconds: { train: tTrain, assign: 0 }, device };
-    }
-    const t1 = now();
-    const nearest = new BigInt64Array(emb.n);
-    const dist = new Float32Array(emb.n);
-    await runNative(opts, 'cluster:assign', (p, token) =>
-      addon.assignNearest!(emb.native, centroids, k, spherical, nearest, dist, { threads, device, impl }, p, token),
+  let centroids: Float32Array;
+  let centroidsFrom: ClusterResult['centroidsFrom'];
+  let objective: number[] = [];
+  let searchedRows = 0;
+  let prunedRows = 0;
+  const t0 = now();
+  if (opts.centroids) {
+    centroids = loadCentroids(opts.centroids, k, emb.d, 'the given centroids');
+    centroidsFrom = 'given';
+    writeNpy(centroidsPath, centroids, { shape: [k, emb.d] });
+    log(`centroids: given (${opts.centroids})`);
+  } else if (opts.reuseCentroids && existsSync(centroidsPath)) {
+    centroids = loadCentroids(centroidsPath, k, emb.d, 'the existing centroids');
+    centroidsFrom = 'reused';
+    log(`centroids: reusing ${centroidsPath}`);
+  } else {
+    log(`k-means: k=${k}, niter=${params.niter}, seed=${params.seed}, spherical=${spherical}, N=${emb.n}, D=${emb.d}`);
+    const r = await runNative(opts, 'cluster:train', (p, token) =>
+      addon.trainKmeans(emb.native, { ...params, threads, device, impl, prune: opts.kmeansPrune }, p, token),
     );
-    writeNpy(nearestPath, nearest);
-    writeNpy(distPath, dist);
-    const tAssign = (now() - t1) / 1000;
-    recordStep(opts.outputDir, 'cluster', stepParams, inputs, { nearest: nearestPath, dist: distPath }, {
-      centroidsFrom, objective, searchedRows, prunedRows, impl, trainSeconds: tTrain, assignSeconds: tAssign, device, ...params,
-    });
-    return { centroids, nearest, dist, k, d: emb.d, centroidsFrom, assignmentReused: false, objective, searchedRows, prunedRows, seconds: { train: tTrain, assign: tAssign }, device };
-  } finally {
-    if (owned) emb.close();
+    noteBackend(opts.log, 'k-means training', r);
+    backend.train = r.backend;
+    if (r.underMinPoints)
+      log(`warning: clustering ${emb.n} points to ${k} centroids: FAISS advises at least ${k * params.minPointsPerCentroid} points`);
+    centroids = r.centroids;
+    objective = r.objective;
+    searchedRows = r.searchedRows;
+    prunedRows = r.prunedRows;
+    if (r.searchedRows + r.prunedRows > 0)
+      log(`k-means: ${((100 * r.prunedRows) / (r.searchedRows + r.prunedRows)).toFixed(1)}% of row searches skipped by the bounds`);
+    centroidsFrom = 'trained';
+    writeNpy(centroidsPath, centroids, { shape: [k, emb.d] });
   }
+  const tTrain = (now() - t0) / 1000;
+
+  const stepParams = { spherical, k, d: emb.d, n: emb.n };
+  const inputs = { embeddings: emb.path, centroids: centroidsPath };
+  if (stepIsCurrent(opts.outputDir, 'cluster', stepParams, inputs) && existsSync(nearestPath) && existsSync(distPath)) {
+    const nearest = readNpy(nearestPath).data as BigInt64Array;
+    const dist = readNpy(distPath).data as Float32Array;
+    log('assignment: up to date, reused');
+    return { centroids, nearest, dist, k, d: emb.d, centroidsFrom, assignmentReused: true, objective, searchedRows, prunedRows, seconds: { train: tTrain, assign: 0 }, backend };
+  }
+  const t1 = now();
+  const nearest = new BigInt64Array(emb.n);
+  const dist = new Float32Array(emb.n);
+  const ran = await runNative(opts, 'cluster:assign', (p, token) =>
+    addon.assignNearest(emb.native, centroids, k, spherical, nearest, dist, { threads, device, impl }, p, token),
+  );
+  noteBackend(opts.log, 'assignment', ran);
+  backend.assign = ran.backend;
+  writeNpy(nearestPath, nearest);
+  writeNpy(distPath, dist);
+  const tAssign = (now() - t1) / 1000;
+  recordStep(opts.outputDir, 'cluster', stepParams, inputs, { nearest: nearestPath, dist: distPath }, {
+    centroidsFrom, objective, searchedRows, prunedRows, impl, trainSeconds: tTrain, assignSeconds: tAssign, backend, ...params,
+  });
+  return { centroids, nearest, dist, k, d: emb.d, centroidsFrom, assignmentReused: false, objective, searchedRows, prunedRows, seconds: { train: tTrain, assign: tAssign }, backend };
 }

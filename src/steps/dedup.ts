@@ -1,4 +1,4 @@
-// SPEC step 4 (the original's semdedup): inside each cluster, in keep order, the largest
+// Step 4 (the original's semdedup; docs/algorithm.md): inside each cluster, in keep order, the largest
 // similarity of every member to an earlier one (M), computed by the native tiled kernel.
 // All eps come from one pass; M is stored, so a new eps needs no recomputation.
 // Long runs are resumable: clusters are processed in parts, each part saved as it completes.
@@ -11,22 +11,16 @@ import { readNpy, writeNpy } from '../io/npy.js';
 import { atomicWriteFile } from '../io/atomic.js';
 import { outputs } from '../layout.js';
 import { loadNative, type MaxSimStats } from '../native.js';
-import type { Embeddings, EmbeddingsSpec } from '../embeddings.js';
-import {
-  ensureOutputDir,
-  now,
-  openChecked,
-  resolveDevice,
-  runNative,
-  throwIfAborted,
-  type CommonOptions,
-} from './common.js';
+import type { Embeddings } from '../embeddings.js';
+import { withDefaults } from '../config.js';
+import { ensureOutputDir, noteBackend, now, runNative, throwIfAborted, type CommonOptions } from './common.js';
 import { recordStep, stamp } from '../manifest.js';
 
 export type WhichToKeep = 'hard' | 'easy' | 'random';
 
 export interface DedupOptions extends CommonOptions {
-  embeddings: EmbeddingsSpec | Embeddings;
+  /** The checked embeddings (prepareEmbeddings). */
+  embeddings: Embeddings;
   outputDir: string;
   /** Which member of a group of duplicates survives: 'hard' (default), 'easy', 'random'. */
   whichToKeep?: WhichToKeep;
@@ -34,7 +28,6 @@ export interface DedupOptions extends CommonOptions {
   epsList: number[];
   /** Seed of the 'random' keep order. */
   seed?: number;
-  normalize?: 'auto' | 'always' | 'never';
 }
 
 export interface EpsSummary {
@@ -65,58 +58,29 @@ export function validateEps(epsList: readonly number[]): void {
       throw new ConfigError(`eps must be a number strictly between 0 and 1, got ${e}`, { key: 'eps_list' });
 }
 
-/** A small seeded generator (splitmix64 reduced to 32-bit outputs) for the 'random' keep order. */
-function rng(seed: bigint): () => number {
-  let s = BigInt.asUintN(64, seed);
-  return () => {
-    s = BigInt.asUintN(64, s + 0x9e3779b97f4a7c15n);
-    let z = s;
-    z = BigInt.asUintN(64, (z ^ (z >> 30n)) * 0xbf58476d1ce4e5b9n);
-    z = BigInt.asUintN(64, (z ^ (z >> 27n)) * 0x94d049bb133111ebn);
-    z ^= z >> 31n;
-    return Number(z >> 11n) / 2 ** 53;
-  };
+/**
+ * The keep order of each cluster and the original's `indices` column (native, off the event loop):
+ * 'hard' keeps the step-3 order, 'easy' reverses it, 'random' shuffles it (Fisher–Yates with a
+ * generator seeded by (seed, cluster), so a cluster's order does not depend on which clusters ran
+ * before it; docs/algorithm.md).
+ */
+export async function keepOrderOf(order: BigInt64Array, offsets: BigInt64Array, which: WhichToKeep, seed: number, threads = 0) {
+  const keepOrder = new BigInt64Array(order.length);
+  const keepIndex = new BigInt64Array(order.length);
+  await loadNative().keepOrder(order, offsets, which, seed, keepOrder, keepIndex, { threads });
+  return { keepOrder, keepIndex };
 }
 
-/**
- * The keep order of each cluster and the original's `indices` column: 'hard' keeps the step-3
- * order, 'easy' reverses it, 'random' shuffles it (Fisher–Yates with a generator seeded by
- * (seed, cluster), so a cluster's order does not depend on which clusters ran before it).
- */
-export function keepOrderOf(order: BigInt64Array, offsets: BigInt64Array, which: WhichToKeep, seed: number) {
-  const n = order.length;
-  const keepOrder = new BigInt64Array(n);
-  const keepIndex = new BigInt64Array(n);
-  const k = offsets.length - 1;
-  for (let c = 0; c < k; c++) {
-    const b = Number(offsets[c]);
-    const e = Number(offsets[c + 1]);
-    const m = e - b;
-    const idx = new Array<number>(m);
-    for (let i = 0; i < m; i++) idx[i] = which === 'easy' ? m - 1 - i : i;
-    if (which === 'random' && m > 1) {
-      const next = rng((BigInt(seed) << 32n) ^ BigInt(c));
-      for (let i = m - 1; i > 0; i--) {
-        const j = Math.floor(next() * (i + 1));
-        const t = idx[i]!;
-        idx[i] = idx[j]!;
-        idx[j] = t;
-      }
-    }
-    for (let i = 0; i < m; i++) {
-      keepIndex[b + i] = BigInt(idx[i]!);
-      keepOrder[b + i] = order[b + idx[i]!]!;
-    }
-  }
-  return { keepOrder, keepIndex };
+/** The removal rule, the one place it is written: a member goes when M > 1 - eps. */
+export function isRemoved(m: number, eps: number): boolean {
+  return m > 1 - eps;
 }
 
 /** Removed / kept per eps from M (member removed when M > 1 - eps; single members have M = 0). */
 export function summarize(M: Float64Array, epsList: readonly number[]): EpsSummary[] {
   return epsList.map((eps) => {
-    const t = 1 - eps;
     let removed = 0;
-    for (let i = 0; i < M.length; i++) if (M[i]! > t) removed++;
+    for (let i = 0; i < M.length; i++) if (isRemoved(M[i]!, eps)) removed++;
     const kept = M.length - removed;
     return { eps, kept, removed, keptFraction: M.length ? kept / M.length : 1 };
   });
@@ -143,27 +107,26 @@ function planParts(offsets: BigInt64Array, target: number): [number, number][] {
   return parts;
 }
 
-export async function semdedup(opts: DedupOptions): Promise<DedupResult> {
+export async function semdedup(options: DedupOptions): Promise<DedupResult> {
   const t0 = now();
+  const opts = withDefaults(options);
   const dir = opts.outputDir;
   validateEps(opts.epsList);
-  const which = opts.whichToKeep ?? 'hard';
-  const seed = opts.seed ?? 1234;
+  const { whichToKeep: which, seed, threads, device } = opts;
   for (const p of [outputs.order(dir), outputs.offsets(dir)])
     if (!existsSync(p)) throw new InputError(`${p} not found: run the sort step first (semdedup sort)`, { file: p });
   const order = readNpy(outputs.order(dir)).data as BigInt64Array;
   const offsets = readNpy(outputs.offsets(dir)).data as BigInt64Array;
-  const { keepOrder, keepIndex } = keepOrderOf(order, offsets, which, seed);
+  const { keepOrder, keepIndex } = await keepOrderOf(order, offsets, which, seed, threads);
   const n = order.length;
   const k = offsets.length - 1;
 
-  const device = resolveDevice(opts.device, opts.log);
-  const { emb, owned } = await openChecked(opts.embeddings, opts.normalize ?? 'auto', dir, opts);
+  const emb = opts.embeddings;
   const M = new Float64Array(n);
   const Mrow = new BigInt64Array(n);
-  const stats: MaxSimStats = { members: 0, clusters: 0, usefulFlops: 0, computedFlops: 0, rechecked: 0, device };
+  const stats: MaxSimStats = { members: 0, clusters: 0, usefulFlops: 0, computedFlops: 0, rechecked: 0, backend: 'cpu', backendNote: '' };
   let resumedParts = 0;
-  try {
+  {
     const rows = BigInt(emb.n);
     for (let i = 0; i < n; i++)
       if (order[i]! < 0n || order[i]! >= rows)
@@ -177,7 +140,7 @@ export async function semdedup(opts: DedupOptions): Promise<DedupResult> {
     ensureOutputDir(partsDir);
     // Parts bound the work lost to an interruption, but each part ends with workers idling on
     // its last items: keep at least ~64 clusters per worker in a part, and at most 64 parts.
-    const workers = opts.threads && opts.threads > 0 ? opts.threads : cpus().length;
+    const workers = threads > 0 ? threads : cpus().length;
     const parts = planParts(offsets, Math.max(1, Math.min(64, Math.floor(k / (64 * workers)))));
     const thresholds = opts.epsList.map((e) => 1 - e);
     const addon = loadNative();
@@ -207,8 +170,11 @@ export async function semdedup(opts: DedupOptions): Promise<DedupResult> {
       const pr = Mrow.subarray(b, e);
       const base = doneCost;
       const st = await runNative(opts, 'dedup', (p, token) =>
-        addon.maxSimilarity(emb.native, subOrder, subOffsets, pm, pr, { thresholds, threads: opts.threads ?? 0, device }, (d, t) => p(base + (t ? ((e - b) * d) / t : 0), totalCost), token),
+        addon.maxSimilarity(emb.native, subOrder, subOffsets, pm, pr, { thresholds, threads, device }, (d, t) => p(base + (t ? ((e - b) * d) / t : 0), totalCost), token),
       );
+      if (stats.members === 0 || st.backend !== stats.backend) noteBackend(opts.log, 'max similarity', st);
+      stats.backend = st.backend;
+      stats.backendNote = st.backendNote;
       stats.members += st.members;
       stats.clusters += st.clusters;
       stats.usefulFlops += st.usefulFlops;
@@ -219,8 +185,6 @@ export async function semdedup(opts: DedupOptions): Promise<DedupResult> {
       doneCost += e - b;
       opts.onProgress?.({ stage: 'dedup', done: doneCost, total: totalCost });
     }
-  } finally {
-    if (owned) emb.close();
   }
   writeNpy(outputs.keepOrder(dir), keepOrder);
   writeNpy(outputs.keepIndex(dir), keepIndex);

@@ -1,4 +1,4 @@
-// SPEC step 1 (the original's get_embeddings): run a model over a data loader and write each
+// step 1 (docs/algorithm.md) (the original's get_embeddings): run a model over a data loader and write each
 // batch's L2-normalised vectors and ids by index into writable memmaps.
 import { openSync, closeSync, writeSync, ftruncateSync } from 'node:fs';
 import { InputError, OutputError } from '../errors.js';

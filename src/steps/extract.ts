@@ -1,7 +1,7 @@
-// SPEC step 5 (the original's extract_pruned_data): for one eps, walk clusters 0..k-1 and
+// Step 5 (the original's extract_pruned_data; docs/algorithm.md): for one eps, walk clusters 0..k-1 and
 // within each the members in keep order (the order of the original's tables), and write the ids
 // of the kept (or removed) members joined by '\n' (no trailing newline, as the original).
-// Also writes the kept rows as .npy and the summary per eps as JSON.
+// Also writes the kept rows as .npy (kept_rows_eps{eps}.npy); the counts are returned, the run writes summary.json.
 import { existsSync } from 'node:fs';
 import { InputError } from '../errors.js';
 import { atomicWriteFile } from '../io/atomic.js';
@@ -9,7 +9,7 @@ import { readNpy, writeNpy } from '../io/npy.js';
 import type { Ids } from '../io/ids.js';
 import { outputs } from '../layout.js';
 import { now } from './common.js';
-import { validateEps, type EpsSummary } from './dedup.js';
+import { isRemoved, validateEps, type EpsSummary } from './dedup.js';
 
 export interface ExtractOptions {
   outputDir: string;
@@ -48,15 +48,15 @@ export async function extractPrunedData(opts: ExtractOptions): Promise<ExtractRe
     throw new InputError(`${outputs.M(dir)}: ${M.length} values but keep_order.npy has ${keepOrder.length}; rerun semdedup dedup`, { file: outputs.M(dir) });
   if (opts.ids && opts.ids.length < keepOrder.length)
     throw new InputError(`the ids hold ${opts.ids.length} entries but the embeddings have ${keepOrder.length} rows`);
-  const t = 1 - opts.eps;
+  const eps = opts.eps;
   let nKept = 0;
-  for (let i = 0; i < M.length; i++) if (!(M[i]! > t)) nKept++;
+  for (let i = 0; i < M.length; i++) if (!isRemoved(M[i]!, eps)) nKept++;
   const keptRows = new BigInt64Array(nKept);
   const removedRows = new BigInt64Array(M.length - nKept);
   let a = 0;
   let r = 0;
   for (let i = 0; i < M.length; i++) {
-    if (M[i]! > t) removedRows[r++] = keepOrder[i]!;
+    if (isRemoved(M[i]!, eps)) removedRows[r++] = keepOrder[i]!;
     else keptRows[a++] = keepOrder[i]!;
   }
   writeNpy(outputs.keptRows(dir, opts.eps), keptRows);

@@ -1,4 +1,4 @@
-// SPEC step 3 (the original's assign_and_sort_clusters): group rows by their nearest centroid
+// Step 3 (the original's assign_and_sort_clusters; docs/algorithm.md): group rows by their nearest centroid
 // and rank each cluster by distance to it. Optionally writes the original's
 // sorted_clusters/cluster_{c}.npy files.
 import { existsSync, mkdirSync } from 'node:fs';
@@ -9,11 +9,11 @@ import { sortedClusterArray, writeSortedCluster } from '../io/pyrepr.js';
 import { type Ids } from '../io/ids.js';
 import { outputs } from '../layout.js';
 import { loadNative } from '../native.js';
-import type { Embeddings, EmbeddingsSpec } from '../embeddings.js';
+import type { Embeddings } from '../embeddings.js';
+import { withDefaults } from '../config.js';
 import {
   ensureOutputDir,
   now,
-  openChecked,
   runNative,
   type CommonOptions,
 } from './common.js';
@@ -28,8 +28,7 @@ export interface SortOptions extends CommonOptions {
   /** Whether the centroids came from spherical k-means (`Kmeans_with_cos_dist`). */
   spherical?: boolean;
   /** Needed for cosine with non-spherical k-means (cos to the centroid is recomputed). */
-  embeddings?: EmbeddingsSpec | Embeddings;
-  normalize?: 'auto' | 'always' | 'never';
+  embeddings?: Embeddings;
   /** Write sorted_clusters/cluster_{c}.npy in the original's format. */
   exportSortedClusters?: boolean;
   sortedClustersDir?: string;
@@ -48,12 +47,11 @@ export interface SortResult {
   seconds: number;
 }
 
-export async function assignAndSortClusters(opts: SortOptions): Promise<SortResult> {
+export async function assignAndSortClusters(options: SortOptions): Promise<SortResult> {
   const t0 = now();
+  const opts = withDefaults(options);
   const dir = opts.outputDir;
-  const simMetric = opts.simMetric ?? 'cosine';
-  const keepHard = opts.keepHard ?? true;
-  const spherical = opts.spherical ?? false;
+  const { simMetric, keepHard, spherical } = opts;
   if (simMetric === 'l2' && spherical)
     throw new ConfigError('sim_metric l2 cannot be used with spherical k-means (Kmeans_with_cos_dist: True): spherical centroids rank by inner product', { key: 'sim_metric' });
   for (const p of [outputs.centroids(dir), outputs.nearest(dir), outputs.dist(dir)])
@@ -73,7 +71,7 @@ export async function assignAndSortClusters(opts: SortOptions): Promise<SortResu
   const n = nearest.length;
   if (dist.length !== n) throw new InputError(`${outputs.dist(dir)}: ${dist.length} values, but nearest_cent.npy has ${n}`, { file: outputs.dist(dir) });
 
-  // The distance that ranks a row (SPEC step 3), as float32 like the original's arrays.
+  // The distance that ranks a row (step 3 (docs/algorithm.md)), as float32 like the original's arrays.
   const key = new Float32Array(n);
   if (simMetric === 'l2') {
     key.set(dist);
@@ -82,16 +80,12 @@ export async function assignAndSortClusters(opts: SortOptions): Promise<SortResu
   } else {
     if (!opts.embeddings)
       throw new ConfigError('sim_metric cosine with non-spherical k-means needs the embeddings to compute cos(x, centroid)', { key: 'embeddings' });
-    const { emb, owned } = await openChecked(opts.embeddings, opts.normalize ?? 'auto', dir, opts);
-    try {
-      if (emb.n !== n) throw new InputError(`${emb.path}: ${emb.n} rows, but nearest_cent.npy has ${n}`, { file: emb.path });
-      const cos = new Float32Array(n);
-      const addon = loadNative();
-      await runNative(opts, 'sort:cosine', (_p, token) => addon.cosineToCentroid!(emb.native, centroids, k, nearest, cos, { threads: opts.threads ?? 0 }, token));
-      for (let i = 0; i < n; i++) key[i] = Math.fround(1 - cos[i]!);
-    } finally {
-      if (owned) emb.close();
-    }
+    const emb = opts.embeddings;
+    if (emb.n !== n) throw new InputError(`${emb.path}: ${emb.n} rows, but nearest_cent.npy has ${n}`, { file: emb.path });
+    const cos = new Float32Array(n);
+    const addon = loadNative();
+    await runNative(opts, 'sort:cosine', (_p, token) => addon.cosineToCentroid(emb.native, centroids, k, nearest, cos, { threads: opts.threads }, token));
+    for (let i = 0; i < n; i++) key[i] = Math.fround(1 - cos[i]!);
   }
 
   const order = new BigInt64Array(n);
@@ -110,7 +104,7 @@ export async function assignAndSortClusters(opts: SortOptions): Promise<SortResu
   writeNpy(outputs.sortKey(dir), distance);
 
   if (opts.exportSortedClusters) {
-    const sdir = opts.sortedClustersDir ?? join(dir, 'sorted_clusters');
+    const sdir = opts.sortedClustersDir ?? join(dir, 'sorted_clusters'); // the config's default when run from a config
     mkdirSync(sdir, { recursive: true });
     const ids = opts.ids;
     for (let c = 0; c < k; c++) {

@@ -1,4 +1,4 @@
-// SPEC step 2: FAISS k-means with FAISS's defaults, and the nearest centroid of every row.
+// step 2 (docs/algorithm.md): FAISS k-means with FAISS's defaults, and the nearest centroid of every row.
 #pragma once
 #include <string>
 #include <vector>
@@ -30,6 +30,35 @@ struct KMeansResult {
   int64_t searched_rows = 0;     // rows fully searched (against all k centroids), all iterations
   int64_t pruned_rows = 0;       // rows whose search the bounds skipped
 };
+
+// The part of a Lloyd iteration that differs between backends: assigning the training rows to
+// their nearest centroid (and, optionally, forming the new centroids). The driver (lloyd_kmeans)
+// owns everything else, so every backend follows FAISS's algorithm through the same code.
+class KMeansAssigner {
+ public:
+  virtual ~KMeansAssigner() = default;
+  // The training set (nt x d float32, row-major, contiguous), once before the first iteration;
+  // ip: inner product (spherical) rather than squared L2.
+  virtual void prepare(const float* X, int64_t nt, int64_t d, bool ip) = 0;
+  // assign[i] and dis[i] (FAISS's value: inner product, or squared L2 clamped at 0) of every
+  // training row against the k centroids `cent` (k x d), ties to the lowest index. `moved[c]`
+  // bounds how far centroid c moved since the previous call (nullptr on the first iteration of a
+  // round); `assign` then still holds the previous assignment (for bounds).
+  virtual void assign(const float* cent, int k, const double* moved, int64_t* assign, float* dis,
+                      CancelFlag cancel) = 0;
+  // Optionally forms the new centroids as faiss compute_centroids does (float sums in training-row
+  // order, then one multiplication by 1 / count; hassign[c] = the count) into cent (k x d).
+  // Returns false to let the driver do it on the host.
+  virtual bool centroids(const int64_t* /*assign*/, int /*k*/, float* /*cent*/, float* /*hassign*/) { return false; }
+  int64_t searched_rows = 0;  // rows searched against all centroids
+  int64_t pruned_rows = 0;    // rows whose search bounds made unnecessary
+};
+
+// FAISS's Clustering::train (1.7.3) step for step, with the assignment delegated: FAISS's
+// subsample read from the mapping, initialisation, Lloyd iterations, centroid update, empty-cluster
+// split, spherical re-normalisation, nredo. Shared by the CPU and CUDA backends.
+KMeansResult lloyd_kmeans(const EmbeddingView& x, const KMeansParams& p, KMeansAssigner& assigner,
+                          const ProgressFn& progress = {}, CancelFlag cancel = nullptr);
 
 // The engine's k-means: the algorithm of faiss::Clustering (1.7.3) step for step: FAISS's
 // subsample (rand_perm(n, seed), first k * max_points_per_centroid rows when n is larger), FAISS's

@@ -1,4 +1,4 @@
-// SPEC step 4: for every member j of a cluster (members in keep order x_0 .. x_{n-1}),
+// step 4 (docs/algorithm.md): for every member j of a cluster (members in keep order x_0 .. x_{n-1}),
 //   M[j] = max(0, max_{i<j} x_i . x_j),   M[0] = 0,
 // and arg[j] = the row (index into the embeddings) of the earlier member that reached it,
 // or -1 when M[j] = 0 came from the clamp (no earlier member, or all similarities <= 0).

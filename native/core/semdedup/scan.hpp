@@ -1,4 +1,5 @@
-// Validation of embeddings before the heavy steps: non-finite values, zero rows, norms.
+// Validation of embeddings before the heavy steps (non-finite values, zero rows, norms), and the
+// L2-normalised copy made under `normalize: always`.
 #pragma once
 #include "semdedup/common.hpp"
 
@@ -14,5 +15,11 @@ struct ScanResult {
 
 ScanResult scan_embeddings(const EmbeddingView& x, double norm_tol, int threads = 0,
                            CancelFlag cancel = nullptr);
+
+// Writes every row divided by its L2 norm into out (N x D float32): the norm summed in double in
+// column order, out[j] = float(x[j] * (1 / sqrt(sum))). Rows must be non-zero (checked by the scan
+// first). Streams x in blocks, releasing mapped pages behind it.
+void normalize_rows(const EmbeddingView& x, float* out, int threads = 0, const ProgressFn& progress = {},
+                    CancelFlag cancel = nullptr);
 
 }  // namespace semdedup

@@ -1,4 +1,4 @@
-// SPEC step 3: group rows by cluster and rank each cluster by its distance to the centroid.
+// step 3 (docs/algorithm.md): group rows by cluster and rank each cluster by its distance to the centroid.
 #pragma once
 #include "semdedup/common.hpp"
 

@@ -1,4 +1,4 @@
-// The CUDA backend of the two heavy steps (SPEC step 2: k-means, SPEC step 4: max similarity).
+// The CUDA backend of the two heavy steps (step 2 (docs/algorithm.md): k-means, step 4 (docs/algorithm.md): max similarity).
 // Plain C++ header: no CUDA headers, so the addon and the tests include it without nvcc.
 //
 // Everything here runs on device 0 of the process (CUDA_VISIBLE_DEVICES picks it). Every entry

@@ -1,0 +1,70 @@
+// The engine facade: the one place where a heavy job chooses between the CPU and the CUDA backend.
+//
+//   device cpu:  the CPU runs the job.
+//   device cuda: the GPU runs it; when it cannot (no CUDA in this build, no usable GPU, or the GPU
+//                refuses this job, e.g. a training set that does not fit), an Error(Backend) says why.
+//   device auto: the GPU when it can, else the CPU; the returned note says why the CPU ran.
+//
+// Every entry point returns which backend ran (Ran), so that callers record and show it.
+#pragma once
+#include <string>
+
+#include "semdedup/common.hpp"
+#include "semdedup/kmeans.hpp"
+#include "semdedup/maxsim.hpp"
+
+namespace semdedup {
+namespace engine {
+
+enum class Device { Auto, Cpu, Cuda };
+enum class Backend { Cpu, Cuda };
+// k-means on the CPU: the engine's own Lloyd driver (default), or faiss::Clustering itself.
+enum class KMeansImpl { Engine, Faiss };
+
+// "auto" | "cpu" | "cuda"; "engine" | "faiss". Throw Error(InvalidArgument) otherwise.
+Device parse_device(const std::string& s);
+KMeansImpl parse_kmeans_impl(const std::string& s);
+const char* backend_name(Backend b);
+
+struct CudaStatus {
+  bool compiled = false;   // this build carries the CUDA backend
+  bool available = false;  // and a usable GPU was found
+  std::string reason;      // why not, when !available
+  std::string name;
+  int cc_major = 0, cc_minor = 0;
+  int64_t total_mem = 0, free_mem = 0;
+  int driver_version = 0, runtime_version = 0, sm_count = 0;
+};
+
+struct EngineInfo {
+  std::string version;    // the engine's version (the package's)
+  std::string faiss;      // FAISS linked, or "none"
+  std::string blas_core;  // OpenBLAS kernel in use
+  int blas_threads = 1;
+  int hardware_threads = 1;
+  bool faiss_kmeans = false;  // kmeans_impl faiss is available
+  CudaStatus cuda;
+};
+
+// What this process runs on; computed once (the GPU is queried on the first call only).
+const EngineInfo& engine_info();
+
+// The backend that ran a job, and why it is not the GPU when the device was auto (empty otherwise).
+struct Ran {
+  Backend backend = Backend::Cpu;
+  std::string note;
+};
+
+Ran train_kmeans(Device device, KMeansImpl impl, const EmbeddingView& x, const KMeansParams& p, KMeansResult& out,
+                 const ProgressFn& progress = {}, CancelFlag cancel = nullptr);
+
+Ran assign_nearest(Device device, KMeansImpl impl, const EmbeddingView& x, const float* centroids, int k,
+                   bool inner_product, int64_t* nearest, float* dist, int threads, const ProgressFn& progress = {},
+                   CancelFlag cancel = nullptr);
+
+Ran max_similarity(Device device, const EmbeddingView& x, const int64_t* order, const int64_t* offsets,
+                   int64_t nclusters, double* M, int64_t* arg, const MaxSimOptions& opt, MaxSimStats& out,
+                   const ProgressFn& progress = {}, CancelFlag cancel = nullptr);
+
+}  // namespace engine
+}  // namespace semdedup

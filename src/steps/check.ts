@@ -1,0 +1,79 @@
+// Before the heavy steps: the embeddings are opened once and checked once, and every step then
+// works on that one handle. NaN/Inf and all-zero rows are errors. Rows whose L2 norm differs from
+// 1 by more than 1e-3: `normalize: auto` refuses them with a message; `always` writes an
+// L2-normalised float32 copy into the output folder (native, off the event loop; reused while the
+// input is unchanged) and the handle maps that copy; `never` uses the rows as they are.
+import { existsSync, renameSync, rmSync } from 'node:fs';
+import { NumericError } from '../errors.js';
+import { createEmbeddingsFile, openEmbeddings, type Embeddings, type EmbeddingsSpec } from '../embeddings.js';
+import { outputs } from '../layout.js';
+import { recordStep, stamp, stepIsCurrent } from '../manifest.js';
+import { loadNative } from '../native.js';
+import { ensureOutputDir, runNative, type CommonOptions } from './common.js';
+
+export type NormalizeMode = 'auto' | 'always' | 'never';
+
+/** Largest accepted | ||x|| - 1 | of a row under `normalize: auto`. */
+export const NORM_TOLERANCE = 1e-3;
+
+export interface PrepareOptions extends CommonOptions {
+  /** The output folder: the check is recorded in its manifest, the normalised copy lives there. */
+  outputDir: string;
+  normalize: NormalizeMode;
+}
+
+/**
+ * Opens and checks the embeddings for the steps of one output folder and returns the handle that
+ * every step uses (the caller closes it). A file already checked (same stamp) for this folder is
+ * not read again.
+ */
+export async function prepareEmbeddings(spec: EmbeddingsSpec, opts: PrepareOptions): Promise<Embeddings> {
+  const emb = openEmbeddings(spec);
+  try {
+    const { outputDir, normalize } = opts;
+    const checkParams = { normalize };
+    if (normalize !== 'always' && existsSync(outputDir) && stepIsCurrent(outputDir, 'check', checkParams, { embeddings: emb.path }))
+      return emb;
+    const addon = loadNative();
+    const r = await runNative(opts, 'check', (_p, token) => addon.scanEmbeddings(emb.native, NORM_TOLERANCE, { threads: opts.threads ?? 0 }, token));
+    if (r.nonfiniteRows > 0)
+      throw new NumericError(`${emb.path}: row ${r.firstNonfinite} holds NaN or Inf (${r.nonfiniteRows} such rows)`, { file: emb.path });
+    if (r.zeroRows > 0)
+      throw new NumericError(`${emb.path}: row ${r.firstZero} is all zeros (${r.zeroRows} such rows); a zero vector has no direction to compare`, { file: emb.path });
+    if (r.unnormalizedRows === 0 || normalize === 'never') {
+      ensureOutputDir(outputDir);
+      recordStep(outputDir, 'check', checkParams, { embeddings: emb.path }, {}, { rows: emb.n, minNorm: r.minNorm, maxNorm: r.maxNorm });
+      return emb;
+    }
+    if (normalize === 'auto')
+      throw new NumericError(
+        `${emb.path}: row ${r.firstUnnormalized} is not L2-normalised (${r.unnormalizedRows} rows have |norm - 1| > ${NORM_TOLERANCE}; norms from ${r.minNorm.toPrecision(6)} to ${r.maxNorm.toPrecision(6)}). ` +
+          `SemDeDup compares cosine similarities of unit vectors: set \`normalize: always\` (--normalize always) to normalise them into a copy first, or \`normalize: never\` to use them as they are.`,
+        { file: emb.path },
+      );
+    // normalize === 'always'
+    ensureOutputDir(outputs.ours(outputDir));
+    const copyPath = outputs.normalized(outputDir);
+    const params = { source: stamp(emb.path), n: emb.n, d: emb.d };
+    if (!(existsSync(copyPath) && stepIsCurrent(outputDir, 'normalize', params, {}))) {
+      opts.log?.(`normalising ${r.unnormalizedRows} rows into ${copyPath}`);
+      const tmp = `${copyPath}.partial`;
+      const out = createEmbeddingsFile(tmp, emb.n, emb.d, { format: 'memmap', dtype: 'float32' });
+      try {
+        await runNative(opts, 'normalize', (p, token) => addon.normalizeRows(emb.native, out.native, { threads: opts.threads ?? 0 }, p, token));
+        out.close();
+      } catch (err) {
+        out.close();
+        rmSync(tmp, { force: true });
+        throw err;
+      }
+      renameSync(tmp, copyPath);
+      recordStep(outputDir, 'normalize', params, {}, { copy: copyPath });
+    }
+    emb.close();
+    return openEmbeddings({ path: copyPath, format: 'memmap', dtype: 'float32', dim: emb.d, count: emb.n });
+  } catch (e) {
+    emb.close();
+    throw e;
+  }
+}
