@@ -7,6 +7,7 @@ import { configSchema, formatConfigDoc, loadConfigFiles, type CliCommand, type C
 import { runAll, runCluster, runDedup, runExtract, runSort } from './pipeline.js';
 import { engineInfo } from './info.js';
 import type { CommonOptions, Progress } from './steps/common.js';
+import { registerPlanCommands } from './plan/cli.js';
 
 interface GlobalOpts {
   config?: string[];
@@ -154,6 +155,8 @@ export function buildProgram(): Command {
       print(o, `done in ${s.total!.toFixed(2)} s (cluster ${s.cluster!.toFixed(2)}, sort ${s.sort!.toFixed(2)}, dedup ${s.dedup!.toFixed(2)}, extract ${s.extract!.toFixed(2)})\n${fmtSummary(r.dedup.summary)}`,
         { summary: r.dedup.summary, seconds: r.seconds, outputs: r.extract.map((x) => x.output) });
     });
+
+  registerPlanCommands(program, { loadConfig, options, print });
 
   program
     .command('info')

@@ -27,6 +27,8 @@ export interface Manifest {
   config?: Record<string, unknown>;
   configFiles?: string[];
   engine: { name: 'semdedup'; version: string; faiss: string; blasCore: string };
+  /** A planned run's plan (semdedup/plan.json; the tasks' states beside it in semdedup/plan/state/). */
+  plan?: { path: string; id: string; tasks: Record<string, number> };
   steps: Record<string, { completedAt: string; params: Record<string, unknown>; inputs: Record<string, FileStamp>; outputs: Record<string, FileStamp>; stats?: Record<string, unknown> }>;
 }
 
