@@ -149,8 +149,11 @@ export function registerPlanCommands(program: Command, ctx: CliContext): void {
       const plan = readPlan(resolve(o.plan));
       const tag = `${stage} ${i}`;
       const log = o.quiet ? undefined : (l: string) => process.stderr.write(`semdedup[${tag}]: ${l}\n`);
-      const threads = o.threads !== undefined ? Number(o.threads) : undefined;
-      log?.(`start (plan ${plan.id}, pid ${process.pid}${process.env.SLURM_JOB_ID ? `, job ${process.env.SLURM_JOB_ID}` : ''})`);
+      // Under SLURM without a thread count of its own, a task uses the CPUs the scheduler gave it.
+      const slurmCpus = process.env.SLURM_CPUS_PER_TASK ? Number(process.env.SLURM_CPUS_PER_TASK) : undefined;
+      const threads = o.threads !== undefined ? Number(o.threads) : !plan.config.threads && slurmCpus ? slurmCpus : undefined;
+      const job = process.env.SLURM_ARRAY_JOB_ID ? `${process.env.SLURM_ARRAY_JOB_ID}_${process.env.SLURM_ARRAY_TASK_ID}` : process.env.SLURM_JOB_ID;
+      log?.(`start (plan ${plan.id}, pid ${process.pid}${job ? `, job ${job}` : ''})`);
       const r = await runTask(plan, stage as Stage, i, { ...(log ? { log } : {}), ...(threads !== undefined ? { threads } : {}), ...(o.log ? { logFile: resolve(o.log) } : {}) });
       log?.(r.skipped ? 'already complete' : `done in ${r.state.seconds?.toFixed(2)} s`);
     });

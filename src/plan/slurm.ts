@@ -136,13 +136,14 @@ export async function runSlurm(plan: Plan, planPath: string, o: SlurmOptions): P
       sub.jobs.push({ stage, job, tasks: pending });
       after = job;
     }
-    atomicWriteFile(jobsPath(plan), JSON.stringify(sub, null, 2) + '\n');
+    if (sub.jobs.length) atomicWriteFile(jobsPath(plan), JSON.stringify(sub, null, 2) + '\n');
     if (sub.jobs.length) o.progress?.(`submitted ${sub.jobs.map((j) => `${j.stage} ${j.job} (${j.tasks.length} task${j.tasks.length > 1 ? 's' : ''})`).join(', ')}`, true);
   }
   const ids = sub.jobs.map((j) => j.job);
   if (!o.wait) return { ok: true, failed: [], ran: 0, submitted: ids };
   const poll = (o.pollSeconds ?? 2) * 1000;
   let last = '';
+  let cancelled = false;
   for (;;) {
     if (o.signal?.aborted) {
       o.progress?.(`interrupted: the jobs stay queued (${ids.join(', ')}); \`semdedup status\` follows them, scancel ${ids.join(' ')} stops them`, true);
@@ -172,21 +173,30 @@ export async function runSlurm(plan: Plan, planPath: string, o: SlurmOptions): P
       parts.push(`${st.name} ${done}/${st.tasks}${running ? ` (${running} running)` : ''}`);
     }
     const line = parts.join(', ');
-    if (line !== last) {
-      o.progress?.(line);
-      last = line;
-    }
+    // Only the earliest failing stage's tasks failed: the later ones were cancelled for it.
+    if (failed.length > 0) failed.splice(0, failed.length, ...failed.filter((f) => f.stage === failed[0]!.stage));
     if (all) {
       o.progress?.(line, true);
       return { ok: true, failed: [], ran: sub.jobs.reduce((a, j) => a + j.tasks.length, 0), submitted: ids };
     }
     if (failed.length > 0) {
-      // Later stages depend on this one (afterok) and would never start: cancel what is left.
-      cancel([...q.keys()].length ? ids : []);
-      o.progress?.(line, true);
-      return { ok: false, failed, ran: 0, submitted: ids };
+      // The stages after the first failed one depend on it (afterok) and would never start: cancel
+      // them; the failed stage's other tasks finish (their work is kept), then the run reports.
+      const first = STAGES.indexOf(failed[0]!.stage);
+      const later = sub.jobs.filter((j) => STAGES.indexOf(j.stage) > first).map((j) => j.job);
+      if (!cancelled && later.length) cancel(later);
+      cancelled = true;
+      const stillRunning = [...q.keys()].some((id) => !later.includes(id.split('_')[0]!));
+      if (!stillRunning) {
+        o.progress?.(line, true);
+        return { ok: false, failed, ran: 0, submitted: ids };
+      }
     }
-    if (q.size === 0) {
+    if (line !== last) {
+      o.progress?.(line);
+      last = line;
+    }
+    if (q.size === 0 && failed.length === 0) {
       // Nothing queued, nothing failed on record, not complete: tasks never submitted (complete when
       // submitted, since changed); a rerun submits them.
       const missing: FailedTask[] = [];
