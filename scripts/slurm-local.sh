@@ -97,8 +97,8 @@ if ! scontrol ping 2>/dev/null | grep -q UP; then
   $SUDO /usr/sbin/slurmctld -c >/dev/null 2>&1 || $SUDO /usr/sbin/slurmctld
 fi
 for _ in $(seq 100); do scontrol ping 2>/dev/null | grep -q UP && break; sleep 0.2; done
-if ! pgrep -x slurmd >/dev/null 2>&1; then
-  $SUDO /usr/sbin/slurmd
+if ! sinfo -h -n "$host" -o '%T' 2>/dev/null | grep -Eq 'idle|mixed|allocated'; then
+  $SUDO /usr/sbin/slurmd || true  # refuses to start a second time, which is fine
 fi
 ok=""
 for _ in $(seq 150); do
