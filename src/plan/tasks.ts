@@ -239,25 +239,36 @@ function orderOfClusters(plan: Plan, offsets: BigInt64Array, ca: number, cb: num
   return out;
 }
 
+/**
+ * Whether dedup tasks split large clusters into row blocks: only where the max similarity runs on
+ * the CPU, whose block kernel gives the whole-cluster kernel's bits (the CUDA kernel has no block
+ * entry: under CUDA a cluster stays whole in one task, so the bytes stay those of a single run).
+ */
+export function splitsClusters(plan: Plan): boolean {
+  const device = plan.config.device ?? 'auto';
+  return device === 'cpu' || (device === 'auto' && !nativeInfo().cuda.available);
+}
+
 /** The dedup partition of this plan (every dedup task computes the same one). */
-export function planDedup(plan: Plan, offsets: BigInt64Array): DedupItem[] {
+export function planDedup(plan: Plan, offsets: BigInt64Array, split = splitsClusters(plan)): DedupItem[] {
   const sizes = new Float64Array(plan.k);
   for (let c = 0; c < plan.k; c++) sizes[c] = Number(offsets[c + 1]! - offsets[c]!);
   const addon = planAddon();
-  return dedupItems(sizes, stageOf(plan, 'dedup').tasks, (n) => addon.maxSimBlockLayout(n, plan.d));
+  return dedupItems(sizes, stageOf(plan, 'dedup').tasks, (n) => (split ? addon.maxSimBlockLayout(n, plan.d) : { split: false, width: n }));
 }
 
 async function dedup(plan: Plan, t: number, o: TaskOptions): Promise<TaskResult> {
   const cfg = cfgOf(plan);
   const dir = plan.outputDir;
   const offsets = clusterOffsets(plan);
-  const items = planDedup(plan, offsets).filter((it) => it.task === t);
+  const split = splitsClusters(plan);
+  const items = planDedup(plan, offsets, split).filter((it) => it.task === t);
   ensureOutputDir(planPaths.parts(dir, 'dedup'));
   const out = { M: planPaths.part(dir, 'dedup', 'M', t), row: planPaths.part(dir, 'dedup', 'row', t) };
   if (items.length === 0) {
     writeNpy(out.M, new Float64Array(0));
     writeNpy(out.row, new BigInt64Array(0));
-    return { outputs: out, info: { positions: [0, 0], items: 0 } };
+    return { outputs: out, info: { positions: [0, 0], items: 0, split } };
   }
   const first = items[0]!;
   const last = items[items.length - 1]!;
@@ -331,7 +342,7 @@ async function dedup(plan: Plan, t: number, o: TaskOptions): Promise<TaskResult>
   writeNpy(out.M, M);
   writeNpy(out.row, Mrow);
   o.log?.(`dedup ${t}: clusters [${ca}, ${cb}), positions [${q0}, ${q1}), ${stats.blocks} blocks of split clusters, ${stats.rechecked} re-checked in float64`);
-  return { outputs: out, info: { positions: [q0, q1], items: items.length, ...stats } };
+  return { outputs: out, info: { positions: [q0, q1], items: items.length, split, ...stats } };
 }
 
 async function extract(plan: Plan, o: TaskOptions): Promise<TaskResult> {
@@ -358,12 +369,17 @@ async function extract(plan: Plan, o: TaskOptions): Promise<TaskResult> {
   const Mrow = new BigInt64Array(plan.n);
   const covered = new Uint8Array(plan.n);
   const dst = stageOf(plan, 'dedup');
+  const splits = new Set<boolean>();
   for (let t = 0; t < dst.tasks; t++) {
     const s = readState(plan, 'dedup', t);
+    splits.add(s?.info?.split as boolean);
+    if (splits.size > 1)
+      throw new InputError('the dedup tasks ran on different backends (some split large clusters on the CPU, some kept them whole for CUDA), so their shares differ: set `device` to cpu or cuda and rerun the dedup stage (delete semdedup/plan/state/dedup.*.json)');
     const [q0, q1] = (s?.info?.positions as [number, number] | undefined) ?? [0, 0];
     const pm = readNpy(planPaths.part(dir, 'dedup', 'M', t)).data as Float64Array;
     const pr = readNpy(planPaths.part(dir, 'dedup', 'row', t)).data as BigInt64Array;
     if (pm.length !== q1 - q0 || pr.length !== q1 - q0) throw new InputError(`${planPaths.part(dir, 'dedup', 'M', t)}: ${pm.length} values, its task recorded positions [${q0}, ${q1})`);
+    if (q1 > q0 && covered.subarray(q0, q1).some((v) => v !== 0)) throw new InputError(`dedup task ${t}: positions [${q0}, ${q1}) overlap another task's`);
     M.set(pm, q0);
     Mrow.set(pr, q0);
     covered.fill(1, q0, q1);
