@@ -82,7 +82,7 @@ export async function runLocal(plan: Plan, planPath: string, o: LocalOptions): P
           const slot = free.shift()!;
           const index = pending[next++]!;
           const log = planPaths.log(plan.outputDir, stage, index);
-          const fd = openSync(log, 'w');
+          const fd = openSync(log, 'a');
           const env = { ...userEnv() };
           if (gpus.length > 0) env.CUDA_VISIBLE_DEVICES = gpus[slot % gpus.length]!;
           const child = spawn(process.execPath, [CLI_PATH, 'task', stage, String(index), '--plan', planPath, '--threads', String(threads), '--log', log], {

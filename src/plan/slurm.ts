@@ -83,13 +83,19 @@ function jobsPath(plan: Plan): string {
   return join(planPaths.slurm(plan.outputDir), 'jobs.json');
 }
 
-/** The jobs of this plan still in the queue: 'jobid_index' -> state. */
-function queued(jobs: string[]): Map<string, string> {
+/**
+ * The jobs of this plan still in the queue: 'jobid_index' -> state; undefined when squeue could not
+ * answer (the controller busy or restarting: ask again later).
+ */
+function queued(jobs: string[]): Map<string, string> | undefined {
   const m = new Map<string, string>();
   if (jobs.length === 0) return m;
   const r = command('squeue', ['-h', '-r', '-j', jobs.join(','), '-o', '%i %T']);
-  // squeue fails for job ids it no longer knows: then none of them is queued
-  if (!r.ok) return m;
+  if (!r.ok) {
+    // squeue refuses job ids it no longer knows (finished long ago): then none of them is queued
+    if (/invalid job id/i.test(r.err)) return m;
+    return undefined;
+  }
   for (const line of r.out.split('\n')) {
     const [id, st] = line.trim().split(/\s+/);
     if (id && st) m.set(id, st);
@@ -109,7 +115,7 @@ export async function runSlurm(plan: Plan, planPath: string, o: SlurmOptions): P
   if (existsSync(jobsPath(plan))) {
     try {
       const prev = JSON.parse(readFileSync(jobsPath(plan), 'utf8')) as Submitted;
-      if (prev.plan === plan.id && queued(prev.jobs.map((j) => j.job)).size > 0) {
+      if (prev.plan === plan.id && (queued(prev.jobs.map((j) => j.job))?.size ?? 1) > 0) {
         sub = prev;
         o.progress?.(`jobs ${prev.jobs.map((j) => j.job).join(', ')} of this plan are still queued: following them`, true);
       }
@@ -144,12 +150,19 @@ export async function runSlurm(plan: Plan, planPath: string, o: SlurmOptions): P
   const poll = (o.pollSeconds ?? 2) * 1000;
   let last = '';
   let cancelled = false;
+  let unanswered = 0;
   for (;;) {
     if (o.signal?.aborted) {
       o.progress?.(`interrupted: the jobs stay queued (${ids.join(', ')}); \`semdedup status\` follows them, scancel ${ids.join(' ')} stops them`, true);
       return { ok: false, failed: [], ran: 0, submitted: ids };
     }
     const q = queued(ids);
+    if (!q) {
+      if (++unanswered > 30) throw new SemDedupError('ERR_BACKEND', `squeue has not answered for a minute; the jobs (${ids.join(', ')}) stay queued: \`semdedup status ${plan.outputDir}\` follows them`);
+      await new Promise((r) => setTimeout(r, poll));
+      continue;
+    }
+    unanswered = 0;
     const failed: FailedTask[] = [];
     const parts: string[] = [];
     let all = true;
