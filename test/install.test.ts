@@ -227,6 +227,12 @@ test('install: packed, installed offline with no compiler on the PATH, and used'
       const libs = lddLibs(addon);
       const extra = libs.filter((l) => !ALLOWED_LIBS.test(l));
       assert.deepEqual(extra, [], `the addon needs only glibc, libgcc_s, libstdc++ and libgomp (ldd: ${libs.join(' ')})`);
+      // The newest glibc symbol version it uses is no newer than the README's minimum.
+      const versions = [...run('objdump', ['-T', addon], { cwd: ROOT }).stdout.matchAll(/GLIBC_(\d+)\.(\d+)/g)].map((m) => Number(m[1]) * 1000 + Number(m[2]));
+      const readme = /Linux x64 with glibc (\d+)\.(\d+) or later/.exec(readFileSync(path.join(installed, 'README.md'), 'utf8'));
+      assert.ok(readme, 'the README states the glibc minimum');
+      const newest = Math.max(...versions);
+      assert.ok(newest <= Number(readme[1]) * 1000 + Number(readme[2]), `the addon needs glibc ${Math.floor(newest / 1000)}.${newest % 1000}, the README says ${readme[1]}.${readme[2]}`);
     }
     assert.deepEqual(listFiles(installed), before, 'running the package wrote nothing into node_modules/semdedup');
   } finally {
