@@ -1,6 +1,6 @@
 // What `semdedup info` reports: versions, CPU features, the BLAS kernel in use, threads, GPU.
 import { cpus } from 'node:os';
-import { blasSelection, cpuFlags, loadNative } from './native.js';
+import { blasSelection, cpuFlags, loadNative, nativePath } from './native.js';
 
 export async function engineInfo(opts: { sgemm?: boolean } = {}): Promise<Record<string, unknown>> {
   const addon = loadNative();
@@ -9,6 +9,7 @@ export async function engineInfo(opts: { sgemm?: boolean } = {}): Promise<Record
   const simd = ['sse4_2', 'avx', 'avx2', 'fma', 'f16c', 'avx512f', 'avx512bw', 'avx512vl', 'avx512_bf16', 'avx512_vnni', 'amx_tile', 'amx_bf16'].filter((f) => flags.has(f));
   const out: Record<string, unknown> = {
     version: i.version,
+    addon: nativePath(),
     node: process.version,
     faiss: i.faiss,
     blasCore: i.blasCore,

@@ -1,5 +1,7 @@
-// Loads the native addon: a prebuilt binary for this platform first (prebuilds/<platform>-<arch>/),
-// then the local build (build/Release), else one error that says what was tried and how to build.
+// Loads the native addon: the prebuilt binary of the platform package first (the optional
+// dependency semdedup-<platform>-<arch>[-gnu|-musl]), then the local build (build/Release, made
+// by the install hook or `npm run build:native`), else one error that says what was tried and how
+// to build. SEMDEDUP_NATIVE_PATH names one addon file to load instead (and only that one).
 // Before loading, it points OpenBLAS at the right kernel for this CPU (see blasCoreFor).
 import { existsSync, readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
@@ -196,13 +198,35 @@ export function blasSelection(): string {
   return blasNote;
 }
 
+/** The platform package's name here, e.g. semdedup-linux-x64-gnu. */
+export function platformPackage(): string {
+  let libc = '';
+  if (process.platform === 'linux') {
+    const report = process.report?.getReport() as { header?: { glibcVersionRuntime?: string } } | undefined;
+    libc = report?.header?.glibcVersionRuntime ? '-gnu' : '-musl';
+  }
+  return `semdedup-${process.platform}-${process.arch}${libc}`;
+}
+
+/** The addon files the loader tries, in order: SEMDEDUP_NATIVE_PATH alone when set. */
 export function candidatePaths(): string[] {
-  const tag = `${process.platform}-${process.arch}`;
+  if (process.env.SEMDEDUP_NATIVE_PATH) return [resolve(process.env.SEMDEDUP_NATIVE_PATH)];
   const list: string[] = [];
-  if (process.env.SEMDEDUP_NATIVE_PATH) list.push(resolve(process.env.SEMDEDUP_NATIVE_PATH));
-  list.push(join(packageRoot, 'prebuilds', tag, 'semdedup.node'));
+  const require = createRequire(import.meta.url);
+  const pkg = platformPackage();
+  try {
+    list.push(require.resolve(`${pkg}/semdedup.node`, { paths: [packageRoot] }));
+  } catch {
+    list.push(join(packageRoot, 'node_modules', pkg, 'semdedup.node')); // not installed: reported as not found
+  }
   list.push(join(packageRoot, 'build', 'Release', 'semdedup.node'));
   return list;
+}
+
+let loadedPath = '';
+/** The addon file in use (for `semdedup info`); empty before the first loadNative(). */
+export function nativePath(): string {
+  return loadedPath;
 }
 
 export function loadNative(): NativeAddon {
@@ -227,6 +251,7 @@ export function loadNative(): NativeAddon {
     }
     try {
       cached = require(p) as NativeAddon;
+      loadedPath = p;
       return cached;
     } catch (e) {
       tried.push(`${p} (${(e as Error).message.split('\n')[0]})`);
@@ -235,9 +260,12 @@ export function loadNative(): NativeAddon {
   throw new SemDedupError(
     'ERR_NATIVE',
     `the semdedup native addon could not be loaded. Tried:\n  ${tried.join('\n  ')}\n` +
-      `Build it from source with \`npm run build:native\` in ${packageRoot} ` +
-      `(needs cmake >= 3.18, a C++17 compiler and FAISS with OpenBLAS; on Debian/Ubuntu: ` +
-      `apt-get install cmake g++ libfaiss-dev libopenblas-dev).`,
+      (process.env.SEMDEDUP_NATIVE_PATH
+        ? 'SEMDEDUP_NATIVE_PATH names the only file tried; unset it to use the installed addon.'
+        : `No prebuilt addon (package ${platformPackage()}) is installed for this platform. Build it from source ` +
+          `with \`npm rebuild semdedup\` (in a checkout: \`npm run build:native\` in ${packageRoot}); ` +
+          `that needs a C++17 compiler, cmake >= 3.19 for the full build, FAISS and OpenBLAS ` +
+          `(Debian/Ubuntu: apt-get install g++ make cmake libfaiss-dev libopenblas-dev).`),
   );
 }
 

@@ -9,13 +9,13 @@ import * as path from 'node:path';
 import { parseConfigObject } from '../src/config.js';
 import { createEmbeddingsFile, openEmbeddings } from '../src/embeddings.js';
 import { SemDedupError } from '../src/errors.js';
-import { blasCoreFor, candidatePaths, loadNative, nativeError } from '../src/native.js';
+import { blasCoreFor, loadNative, nativeError } from '../src/native.js';
 import { runAll, runCluster, runDedup, runSort } from '../src/pipeline.js';
 import { computeCentroids } from '../src/steps/cluster.js';
 import { semdedup, type DedupResult } from '../src/steps/dedup.js';
 import type { Progress } from '../src/steps/common.js';
 import { SynthDataset, type SynthOptions } from '../tools/synth.js';
-import { ROOT, tmpFolder, withSpec } from './helpers.js';
+import { tmpFolder, withSpec } from './helpers.js';
 
 
 function tmp(): string {
@@ -357,17 +357,6 @@ test('async: loadNative() returns the same object twice', () => {
   assert.equal(a, b);
   assert.equal(typeof a.maxSimilarity, 'function');
   assert.equal(typeof a.info, 'function');
-});
-
-test('async: candidatePaths() lists prebuilds/<platform>-<arch> before build/Release', () => {
-  const list = candidatePaths();
-  const tag = `${process.platform}-${process.arch}`;
-  const pre = list.indexOf(path.join(ROOT, 'prebuilds', tag, 'semdedup.node'));
-  const local = list.indexOf(path.join(ROOT, 'build', 'Release', 'semdedup.node'));
-  assert.ok(pre >= 0, `prebuilds/${tag}/semdedup.node is a candidate: ${list.join(', ')}`);
-  assert.ok(local >= 0, `build/Release/semdedup.node is a candidate: ${list.join(', ')}`);
-  assert.ok(pre < local, 'the prebuilt binary comes first');
-  for (const p of list) assert.ok(path.isAbsolute(p), `${p} is absolute`);
 });
 
 test('async: blasCoreFor() maps CPU flag sets to OpenBLAS kernels', () => {

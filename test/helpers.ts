@@ -57,3 +57,18 @@ export async function withSpec<O extends { outputDir: string }, R>(
     emb.close();
   }
 }
+
+/**
+ * The Python that has `modules` (the reference implementations): SEMDEDUP_PYTHON when set, else
+ * the first of the system's /usr/bin/python3 (where scripts/setup.sh installs the distribution's
+ * numpy, faiss, torch and pandas, whose versions the references were checked with) and `python3`
+ * on the PATH that imports them. When none does, the tests that need it fail (never skip).
+ */
+export function referencePython(modules: string[]): string {
+  const cands = process.env.SEMDEDUP_PYTHON ? [process.env.SEMDEDUP_PYTHON] : ['/usr/bin/python3', 'python3'];
+  for (const c of cands) {
+    const r = spawnSync(c, ['-c', `import ${modules.join(', ')}`], { stdio: 'pipe' });
+    if (r.status === 0) return c;
+  }
+  return cands[0]!;
+}

@@ -16,8 +16,9 @@ import { atomicWriteFile } from '../src/io/atomic.js';
 import { npyHeaderBytes, parseNpyHeader, readNpy, readNpyHeaderFromFile, writeNpy } from '../src/io/npy.js';
 import { checkUniqueIds, idsFromStrings, readIds, rowNumberIds, writeIdsMemmap } from '../src/io/ids.js';
 import { formatNpFloat32, formatPyFloat, sortedClusterArray, writeSortedCluster } from '../src/io/pyrepr.js';
+import { referencePython } from './helpers.js';
 
-const PYTHON = '/usr/bin/python3';
+const PYTHON = referencePython(['numpy']);
 
 let pythonProblem: string | null | undefined;
 function requirePython(): void {

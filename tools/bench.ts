@@ -40,12 +40,13 @@ const root = resolve(fileURLToPath(import.meta.url), '..', '..', '..');
 const PEER_SCRIPT = join(root, 'bench', 'peer', 'original_pipeline.py');
 
 /**
- * The Python that runs the peer: SEMDEDUP_PYTHON when set, else the first of `python3` on the
- * PATH and Debian's /usr/bin/python3 that imports numpy, faiss, torch and pandas; undefined
- * when none does (the peers are then skipped with a log line).
+ * The Python that runs the peer: SEMDEDUP_PYTHON when set, else the first of the system's
+ * /usr/bin/python3 (where scripts/setup.sh installs the distribution's packages) and `python3` on
+ * the PATH that imports numpy, faiss, torch and pandas; undefined when none does (the peers are
+ * then skipped with a log line).
  */
 export function peerPython(): string | undefined {
-  const cands = process.env.SEMDEDUP_PYTHON ? [process.env.SEMDEDUP_PYTHON] : ['python3', '/usr/bin/python3'];
+  const cands = process.env.SEMDEDUP_PYTHON ? [process.env.SEMDEDUP_PYTHON] : ['/usr/bin/python3', 'python3'];
   for (const c of cands) {
     const r = spawnSync(c, ['-c', 'import numpy, faiss, torch, pandas'], { encoding: 'utf8', env: userEnv() });
     if (r.status === 0) return c;
