@@ -1,4 +1,5 @@
 // `semdedup status`: what a plan's tasks are doing, from the plan and the tasks' state records.
+import { spawnSync } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { planPaths, type Plan, type Stage } from './plan.js';
@@ -28,6 +29,8 @@ export interface PlanStatus {
   complete: boolean;
   /** SLURM jobs of the last submission, if any. */
   jobs?: string[];
+  /** Tasks of those jobs that squeue still lists (pending or running), when it answers. */
+  queued?: number;
   staleRecords: number;
 }
 
@@ -52,18 +55,24 @@ export function planStatus(plan: Plan): PlanStatus {
     stages.push(row);
   }
   let jobs: string[] | undefined;
+  let queued: number | undefined;
   const jp = join(planPaths.slurm(plan.outputDir), 'jobs.json');
   if (existsSync(jp)) {
     try {
       const j = JSON.parse(readFileSync(jp, 'utf8')) as { plan: string; jobs: { stage: string; job: string }[] };
-      if (j.plan === plan.id) jobs = j.jobs.map((x) => `${x.stage} ${x.job}`);
+      if (j.plan === plan.id) {
+        jobs = j.jobs.map((x) => `${x.stage} ${x.job}`);
+        const q = spawnSync('squeue', ['-h', '-r', '-j', j.jobs.map((x) => x.job).join(','), '-o', '%i'], { encoding: 'utf8' });
+        if (!q.error && q.status === 0) queued = q.stdout.split('\n').filter((l) => l.trim()).length;
+        else if (!q.error && /invalid job id/i.test(q.stderr ?? '')) queued = 0;
+      }
     } catch {
       // not shown
     }
   }
   return {
     plan: plan.id, outputDir: plan.outputDir, created: plan.created, rows: plan.n, dim: plan.d, k: plan.k, stages, tasks,
-    complete: stages.every((s) => s.done === s.tasks), ...(jobs ? { jobs } : {}), staleRecords: staleRecords(plan),
+    complete: stages.every((s) => s.done === s.tasks), ...(jobs ? { jobs } : {}), ...(queued !== undefined ? { queued } : {}), staleRecords: staleRecords(plan),
   };
 }
 
@@ -95,6 +104,7 @@ export function formatStatus(s: PlanStatus): string {
   const done = s.tasks.filter((t) => t.status === 'done').length;
   if (s.complete) out.push(`complete: all ${total} tasks done; the results are in ${s.outputDir}`);
   else if (failed.length) out.push(`${done} of ${total} tasks done, ${failed.length} failed: fix the cause (see the logs), then rerun the same \`semdedup run\` command; it runs only what is not complete`);
+  else if (s.queued) out.push(`${done} of ${total} tasks done, ${s.queued} in the SLURM queue (pending or running); the same \`semdedup run\` command follows them`);
   else if (running.length) out.push(`${done} of ${total} tasks done, ${running.length} running`);
   else out.push(`${done} of ${total} tasks done; rerun the same \`semdedup run\` command to run the rest`);
   if (s.staleRecords) out.push(`(${s.staleRecords} task records of an earlier plan of this folder are ignored)`);
