@@ -18,9 +18,9 @@ using check::run;
 static std::vector<float> rows_near_centres(int64_t n, int64_t d, uint32_t seed) {
   std::mt19937 rng(seed);
   std::normal_distribution<float> nd(0.f, 1.f);
-  std::vector<float> cen(size_t(3 * d));
+  std::vector<float> cen(static_cast<size_t>(3 * d));
   for (auto& c : cen) c = nd(rng);
-  std::vector<float> x(size_t(n * d));
+  std::vector<float> x(static_cast<size_t>(n * d));
   for (int64_t i = 0; i < n; ++i) {
     const bool copy = i > 10 && rng() % 8 == 0;
     const int64_t src = copy ? int64_t(rng() % uint32_t(i)) : 0;
@@ -38,19 +38,19 @@ static std::vector<float> rows_near_centres(int64_t n, int64_t d, uint32_t seed)
 static void check_blocks(int64_t n, int64_t d, const std::vector<std::pair<int64_t, int64_t>>& blocks, uint32_t seed) {
   auto x = rows_near_centres(n, d, seed);
   EmbeddingView v{x.data(), n, d, DType::F32};
-  std::vector<int64_t> order(size_t(n)), offsets{0, n};
+  std::vector<int64_t> order(static_cast<size_t>(n)), offsets{0, n};
   for (int64_t i = 0; i < n; ++i) order[size_t(i)] = (i * 7919) % n;
   MaxSimOptions opt;
   opt.threads = 2;
   opt.thresholds = {0.99, 0.9};
-  std::vector<double> M(size_t(n));
-  std::vector<int64_t> arg(size_t(n));
+  std::vector<double> M(static_cast<size_t>(n));
+  std::vector<int64_t> arg(static_cast<size_t>(n));
   max_similarity_cpu(v, order.data(), offsets.data(), 1, M.data(), arg.data(), opt);
   const BlockLayout lay = maxsim_block_layout(n, d);
   CHECK(lay.split, "a cluster of %lld members at D = %lld is split by the kernel", (long long)n, (long long)d);
   for (auto [j0, j1] : blocks) {
-    std::vector<double> bm(size_t(j1 - j0));
-    std::vector<int64_t> ba(size_t(j1 - j0));
+    std::vector<double> bm(static_cast<size_t>(j1 - j0));
+    std::vector<int64_t> ba(static_cast<size_t>(j1 - j0));
     opt.threads = 1 + int(j0 % 2);
     max_similarity_block(v, order.data(), n, j0, j1, bm.data(), ba.data(), opt);
     for (int64_t j = j0; j < j1; ++j) {
