@@ -104,12 +104,16 @@ function idsText(ids: Ids, rows: BigInt64Array): string {
   return chunks.join('\n');
 }
 
-async function writeIds(target: string, ids: Ids | undefined, native: NativeIds | null, rows: BigInt64Array, opts: ExtractAllOptions): Promise<void> {
+async function writeIds(target: string, ids: Ids | undefined, native: NativeIds | null, rows: BigInt64Array, opts: ExtractAllOptions,
+  progress: { done: number; total: number }): Promise<void> {
   const w = openAtomicWriter(target);
+  // One progress total for every file of the command.
+  const base = progress.done;
+  const onProgress = opts.onProgress ? (p: Progress) => opts.onProgress!({ stage: 'extract', done: base + p.done, total: progress.total }) : undefined;
   try {
     if (native) {
       try {
-        await runNative(opts, 'extract', (progress, token) => addon().writeIdsText(w.fd, native, rows, { threads: opts.threads ?? 0 }, progress, token));
+        await runNative({ ...opts, ...(onProgress ? { onProgress } : {}) }, 'extract', (progress, token) => addon().writeIdsText(w.fd, native, rows, { threads: opts.threads ?? 0 }, progress, token));
       } catch (e) {
         const cause = (e as { cause?: { code?: string; message?: string } }).cause;
         if (cause?.code === 'ERR_FORMAT' && ids?.file)
@@ -119,8 +123,10 @@ async function writeIds(target: string, ids: Ids | undefined, native: NativeIds 
       }
     } else {
       w.write(idsText(ids!, rows));
+      onProgress?.({ stage: 'extract', done: rows.length, total: rows.length });
     }
     w.commit();
+    progress.done += rows.length;
   } catch (e) {
     w.abort();
     throw e;
@@ -148,6 +154,9 @@ export async function extractPrunedDataAll(opts: ExtractAllOptions): Promise<Ext
   ensureOutputDir(outputs.ours(dir));
   const native = opts.outputs?.some((o) => o) ? await nativeIds(opts.ids, keepOrder.length) : null;
   const common = (now() - t0) / 1000;
+  const progress = { done: 0, total: 0 };
+  for (let e = 0; e < opts.epsList.length; e++)
+    if (opts.outputs?.[e]) progress.total += (opts.removed ? split.removed[e]! : split.kept[e]!).length;
   const results: ExtractResult[] = [];
   for (let e = 0; e < opts.epsList.length; e++) {
     const t1 = now();
@@ -156,7 +165,7 @@ export async function extractPrunedDataAll(opts: ExtractAllOptions): Promise<Ext
     const removedRows = split.removed[e]!;
     writeNpy(outputs.keptRows(dir, eps), keptRows);
     const output = opts.outputs?.[e];
-    if (output) await writeIds(output, opts.ids, native, opts.removed ? removedRows : keptRows, opts);
+    if (output) await writeIds(output, opts.ids, native, opts.removed ? removedRows : keptRows, opts, progress);
     const nKept = keptRows.length;
     const summary: EpsSummary = { eps, kept: nKept, removed: M.length - nKept, keptFraction: M.length ? nKept / M.length : 1 };
     opts.log?.(`eps ${eps}: kept ${summary.kept} of ${M.length} (${(100 * summary.keptFraction).toFixed(2)}%), removed ${summary.removed}`);
