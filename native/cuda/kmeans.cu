@@ -26,6 +26,7 @@
 #include "cuda_util.cuh"
 #include "semdedup/sampling.hpp"
 #include "semdedup/cuda.hpp"
+#include "semdedup/kmeans.hpp"
 #include "semdedup/mapping.hpp"
 #include "stream.cuh"
 #include "tile.cuh"
@@ -346,6 +347,10 @@ void assign_nearest(const EmbeddingView& x, const float* centroids, int k, bool 
                     float* dist, const ProgressFn& progress, CancelFlag cancel) {
   if (k < 1) throw Error(ErrorCode::InvalidArgument, "k must be >= 1");
   if (x.n <= 0) return;
+  if (!tuning().gpu_final_assign) {  // the same bits as the CPU backend (see cuda.hpp)
+    semdedup::assign_nearest(x, centroids, k, inner_product, nearest, dist, 0, progress, cancel);
+    return;
+  }
   if (x.d <= 0) throw Error(ErrorCode::InvalidArgument, "embeddings have no columns");
   prepare_device();
   const int64_t d = x.d, dp = round_up(d, kDimAlign);
