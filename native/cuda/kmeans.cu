@@ -26,6 +26,7 @@
 #include "cuda_util.cuh"
 #include "semdedup/sampling.hpp"
 #include "semdedup/cuda.hpp"
+#include "semdedup/gpu_plan.hpp"
 #include "semdedup/kmeans.hpp"
 #include "semdedup/mapping.hpp"
 #include "stream.cuh"
@@ -358,7 +359,8 @@ void assign_nearest(const EmbeddingView& x, const float* centroids, int k, bool 
 
   Stream s;
   RowUploader up(x, dp, resolve_threads(0));
-  const int64_t rows = std::min(up.staging_rows_per_buffer(), x.n);
+  const int64_t rows =
+      plan::plan_assign(memory_budget(), x.n, d, int64_t(es), k, up.staging_rows_per_buffer()).rows_per_pass;
   DeviceBuffer<float> dcen(static_cast<size_t>(k) * size_t(dp)), dcnorm(static_cast<size_t>(k));
   SD_CUDA(cudaMemsetAsync(dcen.get(), 0, dcen.size() * 4, s.get()));
   upload_centroids(centroids, k, d, dp, dcen.get(), dcnorm.get(), inner_product, s.get());
