@@ -6,6 +6,7 @@
 #include <cstring>
 #include <vector>
 
+#include "semdedup/extract.hpp"
 #include "semdedup/mapping.hpp"
 
 namespace semdedup {
@@ -98,6 +99,18 @@ void rank_clusters(const int64_t* nearest, const float* key, int64_t n, int64_t 
   std::stable_sort(by_size.begin(), by_size.end(), [offsets](int64_t a, int64_t b) {
     return offsets[a + 1] - offsets[a] > offsets[b + 1] - offsets[b];
   });
+  // The keys are read in cluster order, scattered over the rows: a copy in huge pages keeps
+  // them within the TLB's reach (see write_ids_text).
+  BigBuffer key_copy;
+  if (n >= (int64_t(1) << 22)) {
+    key_copy.resize(size_t(n) * 4);
+    const int64_t chunk = int64_t(1) << 22;
+    parallel_for(threads, (n + chunk - 1) / chunk, [&](int64_t q, int) {
+      const int64_t b = q * chunk, e = std::min(n, b + chunk);
+      std::memcpy(key_copy.data() + b * 4, key + b, size_t(e - b) * 4);
+    }, cancel);
+    key = reinterpret_cast<const float*>(key_copy.data());
+  }
   std::vector<std::vector<uint64_t>> comp(static_cast<size_t>(threads));
   std::vector<std::vector<int64_t>> copy(static_cast<size_t>(threads));
   parallel_for(threads, k, [&](int64_t i, int w) {

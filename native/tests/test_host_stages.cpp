@@ -306,5 +306,32 @@ int main() {
     }
   });
 
+  run("large inputs (keys and ids copied into huge pages first) give the same bytes", [&] {
+    const int64_t n = (int64_t(1) << 22) + 5, k = 997;
+    std::vector<int64_t> nearest(static_cast<size_t>(n));
+    std::vector<float> key(static_cast<size_t>(n));
+    for (int64_t i = 0; i < n; ++i) {
+      nearest[size_t(i)] = int64_t(rng() % uint64_t(k));
+      key[size_t(i)] = float(rng() % 5000) / 5000.0f;
+    }
+    std::vector<int64_t> ro, rf;
+    reference_rank(nearest, key, k, true, ro, rf);
+    std::vector<int64_t> order(static_cast<size_t>(n)), off(size_t(k + 1));
+    rank_clusters(nearest.data(), key.data(), n, k, true, order.data(), off.data(), 2);
+    CHECK(order == ro && off == rf, "rank of %lld rows", (long long)n);
+    const int64_t m = 1500000, w = 24;  // 36 MB of ids
+    std::vector<uint8_t> raw(size_t(m * w), 0);
+    std::vector<std::string> ref(static_cast<size_t>(m));
+    for (int64_t i = 0; i < m; ++i) {
+      ref[size_t(i)] = "img_" + std::to_string(i * 7) + ".jpg";
+      std::memcpy(&raw[size_t(i * w)], ref[size_t(i)].data(), ref[size_t(i)].size());
+    }
+    std::vector<int64_t> rows(static_cast<size_t>(m));
+    for (int64_t i = 0; i < m; ++i) rows[size_t(i)] = int64_t(rng() % uint64_t(m));
+    IdsSource S;
+    S.kind = IdsSource::Kind::Bytes, S.data = raw.data(), S.width = w, S.count = m;
+    CHECK(write_ids(S, rows, 2) == reference_join(ref, rows), "ids of %lld rows", (long long)m);
+  });
+
   return check::summary();
 }
