@@ -8,7 +8,8 @@
 #   4. the whole CLI (`semdedup run`) at N1 and N2 rows on the GPU and on the CPU of the same
 #      host, the CPU run given the GPU run's centroids: wall time, steps, peak RSS, and whether
 #      cluster_order, keep_order, the kept rows and the kept ids are byte-identical;
-# then one table. Each stage has its own time limit; the whole check fits in 8 minutes.
+# then one table. Each stage has its own time limit, cut to what is left of LIMIT (470 s): the
+# whole check stays under 8 minutes, and a stage that runs out says so in the table.
 #
 #   bash scripts/gpu-check.sh                       # BUNDLE=build-bundle/gpu-bundle.tar.xz
 #   N1=1000000 N2=10000000 D=512 K=1000 bash scripts/gpu-check.sh
@@ -35,8 +36,13 @@ mkdir -p "$DATA"
 : >"$RES"
 T0=$(date +%s)
 
+LIMIT=${LIMIT:-470}  # seconds for the whole check: every stage's limit is cut to what is left
 stage() { echo; echo "=== $* ($(date +%T), $(($(date +%s) - T0)) s)"; }
 put() { echo "$1|$2" >>"$RES"; }
+lim() {  # lim S: S, or the seconds left of LIMIT when fewer (at least 1)
+  local left=$((LIMIT - ($(date +%s) - T0)))
+  [ "$left" -lt "$1" ] && echo $((left > 1 ? left : 1)) || echo "$1"
+}
 
 stage "device"
 timeout 20 nvidia-smi --query-gpu=name,memory.total,memory.free,driver_version --format=csv 2>&1 | tee "$LOG/nvidia-smi.txt"
@@ -47,23 +53,23 @@ stage "build (no FAISS, CUDA sm_$ARCH)"
 cmake -S . -B build-gpu -DCMAKE_BUILD_TYPE=Release -DSEMDEDUP_FAISS=OFF -DSEMDEDUP_CUDA=ON \
   -DCMAKE_CUDA_ARCHITECTURES="$ARCH" -DSEMDEDUP_CUDA_PTXAS_VERBOSE=ON >"$LOG/configure.txt" 2>&1 \
   || { tail -n 40 "$LOG/configure.txt"; exit 1; }
-timeout 240 cmake --build build-gpu -j "$JOBS" --target test_cuda bench_cuda >"$LOG/build.txt" 2>&1 \
+timeout $(lim 240) cmake --build build-gpu -j "$JOBS" --target test_cuda bench_cuda >"$LOG/build.txt" 2>&1 \
   || { tail -n 60 "$LOG/build.txt"; exit 1; }
 SPILLS=$(grep -E "spill stores" "$LOG/build.txt" | grep -vc " 0 bytes spill stores, 0 bytes spill loads")
 put "kernels with spills (ptxas -v)" "$SPILLS"
 
 stage "tests: test_cuda --require-gpu"
-timeout 150 ./build-gpu/test_cuda --require-gpu 2>&1 | tee "$LOG/test_cuda.txt"
+timeout $(lim 150) ./build-gpu/test_cuda --require-gpu 2>&1 | tee "$LOG/test_cuda.txt"
 TEST_RC=${PIPESTATUS[0]}
 put "test_cuda --require-gpu" "$(tail -n 1 "$LOG/test_cuda.txt") (exit $TEST_RC)"
 
 stage "kernel benchmark: ours (N=$N D=$D k=$K niter=$NITER, big cluster $BIG)"
-timeout 120 ./build-gpu/bench_cuda --gen --file "$DATA/x.f32" --n "$N" --d "$D" --k "$K" --niter "$NITER" \
+timeout $(lim 120) ./build-gpu/bench_cuda --gen --file "$DATA/x.f32" --n "$N" --d "$D" --k "$K" --niter "$NITER" \
   --big "$BIG" --out "$DATA" 2>&1 | tee "$LOG/bench_cuda.txt"
 grep -E "^RESULT" "$LOG/bench_cuda.txt" | sed -E 's/^RESULT step=([^ ]+) ms=([^ ]+) .*gflops=([^ ]+).*/ours \1|\2 ms, \3 GFLOP\/s/' >>"$RES"
 
 stage "kernel benchmark: PyTorch, the original's way and NeMo Curator's loop"
-timeout 200 python3 bench/gpu/torch_reference.py --file "$DATA/x.f32" --n "$N" --d "$D" --k "$K" --niter "$NITER" \
+timeout $(lim 200) python3 bench/gpu/torch_reference.py --file "$DATA/x.f32" --n "$N" --d "$D" --k "$K" --niter "$NITER" \
   --big "$BIG" --clusters "$DATA/clusters.bin" --ours "$DATA/bench_cuda.json" --json "$LOG/torch.json" --nemo 2>&1 \
   | tee "$LOG/torch_reference.txt"
 grep -E "^RESULT" "$LOG/torch_reference.txt" | sed -E 's/^RESULT step=([^ ]+) ms=([^ ]+) .*gflops=([^ ]+).*/torch \1|\2 ms, \3 GFLOP\/s/' >>"$RES"
@@ -127,13 +133,15 @@ if [ -d "$CLI_DIR" ]; then
     else
       F="$DATA/x-$NR.f32"
       stage "CLI: data $NR x $D"
-      timeout 120 ./build-gpu/bench_cuda --gen-only --file "$F" --n "$NR" --d "$D" --k "$K" 2>&1 | tail -n 1
+      timeout $(lim 120) ./build-gpu/bench_cuda --gen-only --file "$F" --n "$NR" --d "$D" --k "$K" 2>&1 | tail -n 1
     fi
     stage "CLI: semdedup run --device cuda, $NR x $D"
-    R=$(timeout 150 bash -c "$(declare -f run_cli); CLI_DIR='$CLI_DIR' D=$D K=$K NITER=$NITER LOG='$LOG' run_cli gpu-$NR '$F' $NR cuda '$DATA/out-gpu-$NR'")
+    R=$(timeout $(lim 150) bash -c "$(declare -f run_cli); CLI_DIR='$CLI_DIR' D=$D K=$K NITER=$NITER LOG='$LOG' run_cli gpu-$NR '$F' $NR cuda '$DATA/out-gpu-$NR'")
+    R=${R:-"failed or out of time (see $LOG/cli-gpu-$NR.txt)"}
     echo "$R"; put "CLI run --device cuda, $NR rows" "$R"
     stage "CLI: semdedup run --device cpu, $NR x $D, the GPU run's centroids"
-    R=$(timeout 200 bash -c "$(declare -f run_cli); CLI_DIR='$CLI_DIR' D=$D K=$K NITER=$NITER LOG='$LOG' run_cli cpu-$NR '$F' $NR cpu '$DATA/out-cpu-$NR' '$DATA/out-gpu-$NR/kmeans_centroids.npy'")
+    R=$(timeout $(lim 200) bash -c "$(declare -f run_cli); CLI_DIR='$CLI_DIR' D=$D K=$K NITER=$NITER LOG='$LOG' run_cli cpu-$NR '$F' $NR cpu '$DATA/out-cpu-$NR' '$DATA/out-gpu-$NR/kmeans_centroids.npy'")
+    R=${R:-"failed or out of time (see $LOG/cli-cpu-$NR.txt)"}
     echo "$R"; put "CLI run --device cpu, $NR rows (same centroids)" "$R"
     put "CLI outputs cuda vs cpu, $NR rows" "$(same_outputs "$DATA/out-gpu-$NR" "$DATA/out-cpu-$NR")"
     [ "$F" != "$DATA/x.f32" ] && rm -f "$F"
