@@ -107,13 +107,13 @@ function idsText(ids: Ids, rows: BigInt64Array): string {
 async function writeIds(target: string, ids: Ids | undefined, native: NativeIds | null, rows: BigInt64Array, opts: ExtractAllOptions,
   progress: { done: number; total: number }): Promise<void> {
   const w = openAtomicWriter(target);
-  // One progress total for every file of the command.
-  const base = progress.done;
-  const onProgress = opts.onProgress ? (p: Progress) => opts.onProgress!({ stage: 'extract', done: base + p.done, total: progress.total }) : undefined;
   try {
     if (native) {
       try {
-        await runNative({ ...opts, ...(onProgress ? { onProgress } : {}) }, 'extract', (progress, token) => addon().writeIdsText(w.fd, native, rows, { threads: opts.threads ?? 0 }, progress, token));
+        // Progress is reported per file, from here (one total for every file of the command): a
+        // throttled report from the worker thread could arrive after the promise settles.
+        const { onProgress: _unused, ...quiet } = opts;
+        await runNative(quiet, 'extract', (_p, token) => addon().writeIdsText(w.fd, native, rows, { threads: opts.threads ?? 0 }, undefined, token));
       } catch (e) {
         const cause = (e as { cause?: { code?: string; message?: string } }).cause;
         if (cause?.code === 'ERR_FORMAT' && ids?.file)
@@ -123,10 +123,10 @@ async function writeIds(target: string, ids: Ids | undefined, native: NativeIds 
       }
     } else {
       w.write(idsText(ids!, rows));
-      onProgress?.({ stage: 'extract', done: rows.length, total: rows.length });
     }
     w.commit();
     progress.done += rows.length;
+    opts.onProgress?.({ stage: 'extract', done: progress.done, total: progress.total });
   } catch (e) {
     w.abort();
     throw e;
