@@ -10,7 +10,7 @@ import { checkUniqueIds, readIds, type Ids } from './io/ids.js';
 import { computeCentroids, type ClusterResult } from './steps/cluster.js';
 import { assignAndSortClusters, type SortResult } from './steps/sort.js';
 import { semdedup, type DedupResult } from './steps/dedup.js';
-import { extractPrunedData, type ExtractResult } from './steps/extract.js';
+import { extractPrunedData, extractPrunedDataAll, type ExtractResult } from './steps/extract.js';
 import { atomicWriteFile } from './io/atomic.js';
 import { outputs } from './layout.js';
 import { type CommonOptions } from './steps/common.js';
@@ -179,9 +179,11 @@ export async function runAll(cfg: PartialResolved, opts: CommonOptions = {}): Pr
     return { n: emb.n, cluster, sort, dedup, t1, t2 };
   });
   const t3 = performance.now();
-  const extract: ExtractResult[] = [];
-  for (const eps of c.epsList)
-    extract.push(await runExtract(cfg, eps, join(c.outputDir, `kept_eps${eps}.txt`), { ids, dedup, ...(opts.log ? { log: opts.log } : {}) }));
+  // Every eps in one pass (the ids and step 4's arrays shared).
+  const extract: ExtractResult[] = await extractPrunedDataAll({
+    outputDir: c.outputDir, epsList: c.epsList, outputs: c.epsList.map((eps) => join(c.outputDir, `kept_eps${eps}.txt`)),
+    data: { keepOrder: dedup.keepOrder, M: dedup.M }, ...(ids ? { ids } : {}), ...common(cfg, opts),
+  });
   const t4 = performance.now();
   const seconds = { cluster: (t1 - t0) / 1000, sort: (t2 - t1) / 1000, dedup: (t3 - t2) / 1000, extract: (t4 - t3) / 1000, total: (t4 - t0) / 1000 };
   atomicWriteFile(

@@ -58,12 +58,12 @@ test('install: native/sources.json lists every native/core and native/addon .cpp
 
 test('install: binding.gyp reads its sources and defines from native/sources.json', () => {
   const ask = (...args: string[]) => run(process.execPath, [path.join(ROOT, 'scripts', 'native-deps.cjs'), ...args], { cwd: ROOT }).stdout.split('\n').filter(Boolean);
-  assert.deepEqual(ask('sources', 'core', 'addon'), [...sources.sources.core, ...sources.sources.addon]);
+  assert.deepEqual(ask('sources', 'core', 'engine', 'addon'), [...sources.sources.core, ...sources.sources.engine, ...sources.sources.addon]);
   assert.deepEqual(ask('defines', 'addon'), sources.defines.addon);
   assert.deepEqual(ask('version'), [pkg.version]);
   const gyp = readFileSync(path.join(ROOT, 'binding.gyp'), 'utf8');
-  assert.match(gyp, /native-deps\.cjs sources core addon/);
-  assert.doesNotMatch(gyp, /native\/(core|addon)\/\w+\.cpp/, 'binding.gyp names no source file itself');
+  assert.match(gyp, /native-deps\.cjs sources core engine addon/);
+  assert.doesNotMatch(gyp, /native\/(core|engine|addon)\/\w+\.cpp/, 'binding.gyp names no source file itself');
   assert.doesNotMatch(gyp, /\.cu['"]|native\/cuda/, 'no CUDA in binding.gyp');
 });
 

@@ -5,6 +5,7 @@
 
 namespace semdedup_addon {
 void register_steps(Napi::Env env, Napi::Object exports);
+void register_extract(Napi::Env env, Napi::Object exports);
 void register_plan(Napi::Env env, Napi::Object exports);
 }  // namespace semdedup_addon
 
@@ -26,6 +27,7 @@ Napi::Object InitAll(Napi::Env env, Napi::Object exports) {
   exports.Set("Embeddings", emb);
   exports.Set("CancelToken", tok);
   register_steps(env, exports);
+  register_extract(env, exports);
   register_plan(env, exports);
   return exports;
 }

@@ -178,8 +178,8 @@ Napi::Value CosineToCentroid(const Napi::CallbackInfo& info) {
   return pr;
 }
 
-// rankClusters(nearest: BigInt64Array, key: Float32Array, k, keepHard, order: BigInt64Array, offsets: BigInt64Array)
-//   -> Promise<void>
+// rankClusters(nearest: BigInt64Array, key: Float32Array, k, keepHard, order: BigInt64Array, offsets: BigInt64Array,
+//              sortedKey?: Float32Array (key[order[p]]), threads?) -> Promise<void>
 Napi::Value RankClusters(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   auto nearest = typed<Napi::BigInt64Array>(env, info[0], "nearest");
@@ -192,14 +192,22 @@ Napi::Value RankClusters(const Napi::CallbackInfo& info) {
   if (int64_t(key.ElementLength()) != n || int64_t(order.ElementLength()) != n ||
       int64_t(offsets.ElementLength()) != k + 1)
     throw_type(env, "rankClusters: key and order must hold n values, offsets k + 1");
+  float* ps = nullptr;
+  if (info.Length() > 6 && info[6].IsTypedArray()) {
+    auto sk = typed<Napi::Float32Array>(env, info[6], "sortedKey");
+    if (int64_t(sk.ElementLength()) != n) throw_type(env, "rankClusters: sortedKey must hold n values");
+    ps = sk.Data();
+  }
+  const int threads = info.Length() > 7 && info[7].IsNumber() ? info[7].As<Napi::Number>().Int32Value() : 0;
   const int64_t* pn = nearest.Data();
   const float* pk = key.Data();
   int64_t* po = order.Data();
   int64_t* pf = offsets.Data();
   auto* job = new Job(
       env, env.Undefined(), env.Undefined(),
-      [=](const sd::ProgressFn&, sd::CancelFlag) { sd::rank_clusters(pn, pk, n, k, hard, po, pf); },
+      [=](const sd::ProgressFn&, sd::CancelFlag) { sd::rank_clusters(pn, pk, n, k, hard, po, pf, threads, ps); },
       [](Napi::Env env) -> Napi::Value { return env.Undefined(); });
+  if (ps) job->keep(info[6]);
   job->keep(nearest);
   job->keep(key);
   job->keep(order);

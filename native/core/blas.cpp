@@ -1,6 +1,7 @@
 #include "semdedup/blas.hpp"
 
 #include <chrono>
+#include <mutex>
 #include <vector>
 
 #ifdef SEMDEDUP_HAVE_BLAS
@@ -50,8 +51,26 @@ void blas_set_threads(int n) {
 #endif
 }
 
-BlasSingleThread::BlasSingleThread() : prev_(blas_threads()) { blas_set_threads(1); }
-BlasSingleThread::~BlasSingleThread() { blas_set_threads(prev_); }
+// BLAS's thread count is process-wide: guards of concurrent jobs share one count, so that the
+// first sets one thread and the last restores what was there before (a job finishing first must
+// not hand the other one a multi-threaded BLAS, whose rounding can differ).
+namespace {
+std::mutex g_blas_mu;
+int g_blas_guards = 0;
+int g_blas_saved = 1;
+}  // namespace
+
+BlasSingleThread::BlasSingleThread() : prev_(0) {
+  std::lock_guard<std::mutex> lock(g_blas_mu);
+  if (g_blas_guards++ == 0) {
+    g_blas_saved = blas_threads();
+    blas_set_threads(1);
+  }
+}
+BlasSingleThread::~BlasSingleThread() {
+  std::lock_guard<std::mutex> lock(g_blas_mu);
+  if (--g_blas_guards == 0) blas_set_threads(g_blas_saved);
+}
 
 double measure_sgemm_gflops(int n, int repeats, int threads) {
 #ifdef SEMDEDUP_HAVE_BLAS

@@ -6,6 +6,7 @@
 
 #include "cuda_util.cuh"
 #include "semdedup/cuda.hpp"
+#include "semdedup/gpu_plan.hpp"
 
 namespace semdedup {
 namespace cuda {
@@ -105,16 +106,10 @@ int64_t memory_budget() {
   const Tuning t = tuning();
   size_t free_b = 0, total_b = 0;
   SD_CUDA(cudaMemGetInfo(&free_b, &total_b));
-  const int64_t avail = int64_t(double(free_b) * 0.85);
-  if (t.memory_limit > 0) return std::min<int64_t>(t.memory_limit, avail);
-  return avail;
+  return plan::device_budget(int64_t(free_b), t.memory_limit);
 }
 
-int64_t staging_rows(size_t row_bytes) {
-  const Tuning t = tuning();
-  if (t.stream_rows > 0) return t.stream_rows;
-  return std::max<int64_t>(1024, int64_t((64u << 20) / std::max<size_t>(row_bytes, 1)));
-}
+int64_t staging_rows(size_t row_bytes) { return plan::staging_rows(int64_t(row_bytes), tuning().stream_rows); }
 
 }  // namespace detail
 }  // namespace cuda

@@ -26,6 +26,8 @@
 #include "cuda_util.cuh"
 #include "semdedup/sampling.hpp"
 #include "semdedup/cuda.hpp"
+#include "semdedup/gpu_plan.hpp"
+#include "semdedup/kmeans.hpp"
 #include "semdedup/mapping.hpp"
 #include "stream.cuh"
 #include "tile.cuh"
@@ -318,6 +320,10 @@ void assign_nearest(const EmbeddingView& x, const float* centroids, int k, bool 
                     float* dist, const ProgressFn& progress, CancelFlag cancel) {
   if (k < 1) throw Error(ErrorCode::InvalidArgument, "k must be >= 1");
   if (x.n <= 0) return;
+  if (!tuning().gpu_final_assign) {  // the same bits as the CPU backend (see cuda.hpp)
+    semdedup::assign_nearest(x, centroids, k, inner_product, nearest, dist, 0, progress, cancel);
+    return;
+  }
   if (x.d <= 0) throw Error(ErrorCode::InvalidArgument, "embeddings have no columns");
   prepare_device();
   const int64_t d = x.d, dp = round_up(d, kDimAlign);
@@ -325,7 +331,8 @@ void assign_nearest(const EmbeddingView& x, const float* centroids, int k, bool 
 
   Stream s;
   RowUploader up(x, dp, resolve_threads(0));
-  const int64_t rows = std::min(up.staging_rows_per_buffer(), x.n);
+  const int64_t rows =
+      plan::plan_assign(memory_budget(), x.n, d, int64_t(es), k, up.staging_rows_per_buffer()).rows_per_pass;
   DeviceBuffer<float> dcen(static_cast<size_t>(k) * size_t(dp)), dcnorm(static_cast<size_t>(k));
   SD_CUDA(cudaMemsetAsync(dcen.get(), 0, dcen.size() * 4, s.get()));
   upload_centroids(centroids, k, d, dp, dcen.get(), dcnorm.get(), inner_product, s.get());

@@ -34,6 +34,7 @@
 
 #include "cuda_util.cuh"
 #include "semdedup/cuda.hpp"
+#include "semdedup/gpu_plan.hpp"
 #include "stream.cuh"
 #include "tile.cuh"
 
@@ -258,9 +259,9 @@ void run_maxsim(const EmbeddingView& x, const int64_t* order, const int64_t* off
   Launcher launcher(compute.get(), tiles_per_launch, on_tiles, cancel);
 
   const double max_items = total_tiles / double(split_tiles) + double(P) / kTile + double(nclusters);
-  const int64_t resident_bytes =
-      x.n * dp * int64_t(es) + P * 16 + int64_t(max_items * 2 * sizeof(MsItem));
-  const bool resident = tune.maxsim_mode == 1 || (tune.maxsim_mode == 0 && resident_bytes <= budget);
+  const plan::MaxSimPlan mp = plan::plan_maxsim(budget, x.n, d, int64_t(es), P, int64_t(max_items * 2 * sizeof(MsItem)),
+                                                tune.maxsim_mode);
+  const bool resident = mp.placement == plan::MaxSimPlan::Placement::Resident;
 
   if (resident) {
     DeviceBuffer<T> mat(static_cast<size_t>(x.n * dp));
@@ -289,10 +290,7 @@ void run_maxsim(const EmbeddingView& x, const int64_t* order, const int64_t* off
       decode(hkeys.data() + (offsets[c] - p0), order, offsets[c], offsets[c], offsets[c + 1], M, arg);
   } else {
     // Batch rows G: two batch buffers (rows + keys) and the identity index, within the budget.
-    const int64_t per_row = 2 * (dp * int64_t(es) + 8) + 8;
-    int64_t G = std::max<int64_t>(kTile, budget / std::max<int64_t>(per_row, 1) * 9 / 10);
-    G = std::min<int64_t>(G, std::max<int64_t>(P, kTile));
-    G = std::min<int64_t>(G, int64_t(INT32_MAX) / 2);
+    const int64_t G = mp.batch_rows;
     DeviceBuffer<T> buf[2];
     buf[0].resize(size_t(G * dp));
     buf[1].resize(size_t(G * dp));

@@ -6,7 +6,11 @@
 #pragma once
 #include <cuda_runtime.h>
 
+#include <unistd.h>
+
+#include <cerrno>
 #include <cstring>
+#include <string>
 
 #include "cuda_util.cuh"
 #include "semdedup/common.hpp"
@@ -50,7 +54,11 @@ class RowUploader {
       const int64_t pieces = (m + piece - 1) / piece;
       parallel_for(threads_, pieces, [&](int64_t q, int) {
         const int64_t i0 = q * piece, i1 = std::min(m, i0 + piece);
-        if (rows) {
+        if (rows && x_.fd >= 0) {
+          // Scattered rows by pread: touching them through the mapping would map the kernel's
+          // fault-around window (64 KB) per row, and the resident set would grow to the file.
+          for (int64_t i = i0; i < i1; ++i) pread_row(rows[b + i], pin + size_t(i) * rb, rb);
+        } else if (rows) {
           for (int64_t i = i0; i < i1; ++i) std::memcpy(pin + size_t(i) * rb, src + size_t(rows[b + i]) * rb, rb);
         } else {
           std::memcpy(pin + size_t(i0) * rb, src + size_t(first + b + i0) * rb, size_t(i1 - i0) * rb);
@@ -67,6 +75,19 @@ class RowUploader {
   }
 
  private:
+  void pread_row(int64_t row, char* dst, size_t rb) const {
+    size_t done = 0;
+    while (done < rb) {
+      const ssize_t got = ::pread(x_.fd, dst + done, rb - done, off_t(x_.fd_offset + row * int64_t(rb) + int64_t(done)));
+      if (got <= 0) {
+        if (got < 0 && errno == EINTR) continue;
+        throw Error(ErrorCode::Io, "reading row " + std::to_string(row) + " failed: " +
+                                       (got < 0 ? std::strerror(errno) : std::string("unexpected end of file")));
+      }
+      done += size_t(got);
+    }
+  }
+
   EmbeddingView x_;
   int64_t dp_;
   int threads_;

@@ -21,10 +21,8 @@
 #include "semdedup/sampling.hpp"
 #include "semdedup/common.hpp"
 #include "semdedup/cuda.hpp"
-#include "semdedup/maxsim.hpp"
-#ifdef SEMDEDUP_HAVE_FAISS
 #include "semdedup/kmeans.hpp"
-#endif
+#include "semdedup/maxsim.hpp"
 
 using namespace semdedup;
 
@@ -189,11 +187,12 @@ static std::string compare_ms(const EmbeddingView& v, const Clusters& c, const M
   return "";
 }
 
-static void set_mode(int mode, int64_t memory_limit = 0, int64_t stream_rows = 0) {
+static void set_mode(int mode, int64_t memory_limit = 0, int64_t stream_rows = 0, bool gpu_final_assign = false) {
   cuda::Tuning t;
   t.maxsim_mode = mode;
   t.memory_limit = memory_limit;
   t.stream_rows = stream_rows;
+  t.gpu_final_assign = gpu_final_assign;
   cuda::set_tuning(t);
 }
 
@@ -530,7 +529,7 @@ int main(int argc, char** argv) {
     std::vector<float> cen(size_t(k) * size_t(d));
     std::normal_distribution<float> nd;
     for (auto& v : cen) v = nd(rng) / 10.f;
-    set_mode(0, 0, 4096);
+    set_mode(0, 0, 4096, true);  // the GPU kernel itself
     for (bool ip : {true, false})
       for (bool half : {false, true}) {
         std::vector<int64_t> nearest(size_t(n), -7);
@@ -548,6 +547,27 @@ int main(int argc, char** argv) {
 #endif
       }
     set_mode(0);
+  });
+
+  run("assign_nearest: by default the same bytes as the CPU backend (step 3 ranks by these bits)", [&] {
+    const int64_t n = 9001, d = 64;
+    const int k = 1030;  // two centroid blocks of the CPU's search
+    Data x = clustered(n, d, 50, 0.5f, 0.05, rng);
+    x.make_half();
+    std::vector<float> cen(size_t(k) * size_t(d));
+    std::normal_distribution<float> nd;
+    for (auto& v : cen) v = nd(rng) / 8.f;
+    set_mode(0);
+    for (bool ip : {true, false})
+      for (bool half : {false, true}) {
+        std::vector<int64_t> ng(size_t(n), -7), nc(size_t(n), -9);
+        std::vector<float> dg(static_cast<size_t>(n)), dc(static_cast<size_t>(n));
+        cuda::assign_nearest(x.view(half), cen.data(), k, ip, ng.data(), dg.data());
+        semdedup::assign_nearest(x.view(half), cen.data(), k, ip, nc.data(), dc.data());
+        CHECK(ng == nc, "ip %d half %d: nearest differs from the CPU backend", int(ip), int(half));
+        CHECK(std::memcmp(dg.data(), dc.data(), size_t(n) * 4) == 0, "ip %d half %d: dist bits differ from the CPU backend",
+              int(ip), int(half));
+      }
   });
 
   run("k-means: nt == k copies the first rows; niter = 0 keeps FAISS's initial centroids", [&] {
@@ -589,19 +609,44 @@ int main(int argc, char** argv) {
       KMeansResult g = cuda::train_kmeans(x.view(), p);
       CHECK(int(g.objective.size()) == cs.niter, "objective size %zu", g.objective.size());
       CHECK(g.n_train == std::min<int64_t>(cs.n, int64_t(cs.k) * cs.maxp), "n_train %lld", (long long)g.n_train);
+      if (cs.dup > 0) {
+        // Many exact copies: FAISS's split of an empty cluster puts two centroids c(1 +- EPS)
+        // symmetrically around a pile of identical rows, at distances that are equal in exact
+        // arithmetic. Which one takes the whole pile is decided by rounding (fp32 |x|^2 + |c|^2
+        // - 2 x.c on the GPU, BLAS on the CPU, float64 in a reference Lloyd), and so are the
+        // next split and every iteration after it: no reference can follow the GPU's trajectory.
+        // Each iteration is checked from the GPU's own centroids instead (train_kmeans with
+        // niter = t returns the centroids that enter iteration t): its objective must be the
+        // float64 sum of every row's distance to its nearest centroid, which ties do not change.
+        for (int t = 0; t < cs.niter; ++t) {
+          KMeansParams pt = p;
+          pt.niter = t;
+          const KMeansResult g_t = cuda::train_kmeans(x.view(), pt);
+          CHECK(g_t.objective.size() == size_t(t) &&
+                    std::equal(g_t.objective.begin(), g_t.objective.end(), g.objective.begin()),
+                "case n %lld: the run with niter %d is not a prefix of the full run", (long long)cs.n, t);
+          std::vector<float> row(static_cast<size_t>(cs.d));
+          double obj = 0;
+          for (int64_t i = 0; i < cs.n; ++i) {
+            int64_t b;
+            double bs, ss;
+            host_nearest(x.view(), g_t.centroids, cs.k, cs.spherical, i, row, b, bs, ss);
+            obj += bs;
+          }
+          CHECK(std::fabs(double(g.objective[size_t(t)]) - obj) <= 1e-3 * std::max(1.0, std::fabs(obj)),
+                "case n %lld: iteration %d objective %.6f vs float64 from the same centroids %.6f", (long long)cs.n, t,
+                double(g.objective[size_t(t)]), obj);
+        }
+        continue;
+      }
       std::vector<float> ref_cen;
       std::vector<double> ref_obj;
       const char* what = "float64 Lloyd";
 #ifdef SEMDEDUP_HAVE_FAISS
-      // With many exact duplicates, BLAS may break ties between identical centroids differently
-      // from one output column to another: that case is compared with the float64 Lloyd, which
-      // breaks exact ties like FAISS's rule (lowest index) and the GPU.
-      if (cs.dup == 0) {
-        KMeansResult cpu = semdedup::train_kmeans(x.view(), p);
-        ref_cen = cpu.centroids;
-        for (float o : cpu.objective) ref_obj.push_back(o);
-        what = "FAISS";
-      }
+      KMeansResult cpu = semdedup::train_kmeans(x.view(), p);
+      ref_cen = cpu.centroids;
+      for (float o : cpu.objective) ref_obj.push_back(o);
+      what = "FAISS";
 #endif
       if (ref_cen.empty()) host_kmeans(x.view(), p, ref_cen, ref_obj);
       CHECK(ref_obj.size() == g.objective.size(), "objective sizes");
@@ -609,7 +654,7 @@ int main(int argc, char** argv) {
         CHECK(std::fabs(double(g.objective[i]) - ref_obj[i]) <= 1e-3 * std::max(1.0, std::fabs(ref_obj[i])),
               "case n %lld: iteration %zu objective %.6f vs %s %.6f", (long long)cs.n, i, double(g.objective[i]), what,
               ref_obj[i]);
-      if (cs.dup == 0) {
+      {
         // Same algorithm, same sampling and start: the centroids agree, except where a near-tie
         // assignment flipped between fp32 orders of summation (it moves a couple of centroids).
         int off = 0;

@@ -1,15 +1,19 @@
-// Step 5 (the original's extract_pruned_data; docs/algorithm.md): for one eps, walk clusters 0..k-1 and
+// step 5 (docs/algorithm.md) (the original's extract_pruned_data): for one eps, walk clusters 0..k-1 and
 // within each the members in keep order (the order of the original's tables), and write the ids
 // of the kept (or removed) members joined by '\n' (no trailing newline, as the original).
-// Also writes the kept rows as .npy (kept_rows_eps{eps}.npy); the counts are returned, the run writes summary.json.
+// Also writes the kept rows as .npy and the summary per eps as JSON.
+//
+// Every eps of a command is extracted in one native pass over M and the keep order
+// (extractPrunedDataAll); the ids are formatted in parallel and written with large writes.
 import { existsSync } from 'node:fs';
-import { InputError } from '../errors.js';
-import { atomicWriteFile } from '../io/atomic.js';
+import { ConfigError, InputError, OutputError } from '../errors.js';
+import { openAtomicWriter } from '../io/atomic.js';
 import { readNpy, writeNpy } from '../io/npy.js';
 import type { Ids } from '../io/ids.js';
 import { outputs } from '../layout.js';
-import { now } from './common.js';
-import { isRemoved, validateEps, type EpsSummary } from './dedup.js';
+import { loadNative, type NativeCancelToken, type ProgressCallback } from '../native.js';
+import { ensureOutputDir, now, runNative, type Progress } from './common.js';
+import { validateEps, type EpsSummary } from './dedup.js';
 
 export interface ExtractOptions {
   outputDir: string;
@@ -23,6 +27,16 @@ export interface ExtractOptions {
   /** Step 4's keep order and M when the caller has them (else read from the output folder). */
   data?: { keepOrder: BigInt64Array; M: Float64Array };
   log?: (line: string) => void;
+  /** Worker threads (0 or absent: all cores). */
+  threads?: number;
+  signal?: AbortSignal;
+  onProgress?: (p: Progress) => void;
+}
+
+export interface ExtractAllOptions extends Omit<ExtractOptions, 'eps' | 'output'> {
+  epsList: number[];
+  /** The ids text file of each eps (same length as epsList; undefined: none for that eps). */
+  outputs?: (string | undefined)[];
 }
 
 export interface ExtractResult {
@@ -35,10 +49,97 @@ export interface ExtractResult {
   seconds: number;
 }
 
-export async function extractPrunedData(opts: ExtractOptions): Promise<ExtractResult> {
+type NativeIds =
+  | { kind: 'rows'; count: number }
+  | { kind: 'bytes' | 'utf32'; data: Uint8Array; width: number; count: number }
+  | { kind: 'blob'; data: Uint8Array; offsets: BigInt64Array; count: number };
+
+interface ExtractAddon {
+  splitKept(keepOrder: BigInt64Array, M: Float64Array, thresholds: number[], opts: { threads: number }, cancel?: NativeCancelToken):
+    Promise<{ kept: BigInt64Array[]; removed: BigInt64Array[] }>;
+  blobOffsets(blob: Uint8Array): Promise<BigInt64Array>;
+  writeIdsText(fd: number, ids: NativeIds, rows: BigInt64Array, opts: { threads: number }, onProgress?: ProgressCallback,
+    cancel?: NativeCancelToken): Promise<void>;
+}
+
+function addon(): ExtractAddon {
+  return loadNative() as unknown as ExtractAddon;
+}
+
+// The native form of a set of ids, made once per Ids object (ids are read once per command and
+// shared by every eps and step).
+const nativeIdsCache = new WeakMap<Ids, NativeIds | null>();
+
+async function nativeIds(ids: Ids | undefined, n: number): Promise<NativeIds | null> {
+  if (!ids || ids.source === 'rows') return { kind: 'rows', count: ids ? ids.length : n };
+  const cached = nativeIdsCache.get(ids);
+  if (cached !== undefined) return cached;
+  let out: NativeIds | null;
+  if (ids.raw && ids.width) {
+    out = { kind: ids.strKind === 'S' ? 'bytes' : 'utf32', data: ids.raw, width: ids.width, count: ids.length };
+  } else if (ids.length === 0) {
+    out = { kind: 'blob', data: new Uint8Array(0), offsets: BigInt64Array.of(0n), count: 0 };
+  } else {
+    const data = Buffer.from(ids.toArray().join('\n'), 'utf8');
+    const offsets = await addon().blobOffsets(data);
+    // An id holding '\n' would split: such ids are written by the plain loop.
+    out = offsets.length === ids.length + 1 ? { kind: 'blob', data, offsets, count: ids.length } : null;
+  }
+  nativeIdsCache.set(ids, out);
+  return out;
+}
+
+/** The ids of `rows` joined by '\n', for ids the native writer does not take. */
+function idsText(ids: Ids, rows: BigInt64Array): string {
+  const chunks: string[] = [];
+  let buf: string[] = [];
+  for (let i = 0; i < rows.length; i++) {
+    buf.push(ids.get(Number(rows[i]!)));
+    if (buf.length === 65536) {
+      chunks.push(buf.join('\n'));
+      buf = [];
+    }
+  }
+  if (buf.length) chunks.push(buf.join('\n'));
+  return chunks.join('\n');
+}
+
+async function writeIds(target: string, ids: Ids | undefined, native: NativeIds | null, rows: BigInt64Array, opts: ExtractAllOptions,
+  progress: { done: number; total: number }): Promise<void> {
+  const w = openAtomicWriter(target);
+  try {
+    if (native) {
+      try {
+        // Progress is reported per file, from here (one total for every file of the command): a
+        // throttled report from the worker thread could arrive after the promise settles.
+        const { onProgress: _unused, ...quiet } = opts;
+        await runNative(quiet, 'extract', (_p, token) => addon().writeIdsText(w.fd, native, rows, { threads: opts.threads ?? 0 }, undefined, token));
+      } catch (e) {
+        const cause = (e as { cause?: { code?: string; message?: string } }).cause;
+        if (cause?.code === 'ERR_FORMAT' && ids?.file)
+          throw new InputError(`${ids.file}: ${cause.message}`, { file: ids.file, cause: e });
+        if (cause?.code === 'ERR_IO') throw new OutputError(`${target}: cannot write: ${cause.message}`, { file: target, cause: e });
+        throw e;
+      }
+    } else {
+      w.write(idsText(ids!, rows));
+    }
+    w.commit();
+    progress.done += rows.length;
+    opts.onProgress?.({ stage: 'extract', done: progress.done, total: progress.total });
+  } catch (e) {
+    w.abort();
+    throw e;
+  }
+}
+
+/** Step 5 for every eps of epsList at once: one pass over M and the keep order, then each eps's files. */
+export async function extractPrunedDataAll(opts: ExtractAllOptions): Promise<ExtractResult[]> {
   const t0 = now();
   const dir = opts.outputDir;
-  validateEps([opts.eps]);
+  validateEps(opts.epsList);
+  if (opts.outputs && opts.outputs.length !== opts.epsList.length)
+    throw new ConfigError(`extract: ${opts.outputs.length} output files for ${opts.epsList.length} eps`);
   if (!opts.data)
     for (const p of [outputs.keepOrder(dir), outputs.M(dir)])
       if (!existsSync(p)) throw new InputError(`${p} not found: run the dedup step first (semdedup dedup)`, { file: p });
@@ -48,35 +149,35 @@ export async function extractPrunedData(opts: ExtractOptions): Promise<ExtractRe
     throw new InputError(`${outputs.M(dir)}: ${M.length} values but keep_order.npy has ${keepOrder.length}; rerun semdedup dedup`, { file: outputs.M(dir) });
   if (opts.ids && opts.ids.length < keepOrder.length)
     throw new InputError(`the ids hold ${opts.ids.length} entries but the embeddings have ${keepOrder.length} rows`);
-  const eps = opts.eps;
-  let nKept = 0;
-  for (let i = 0; i < M.length; i++) if (!isRemoved(M[i]!, eps)) nKept++;
-  const keptRows = new BigInt64Array(nKept);
-  const removedRows = new BigInt64Array(M.length - nKept);
-  let a = 0;
-  let r = 0;
-  for (let i = 0; i < M.length; i++) {
-    if (isRemoved(M[i]!, eps)) removedRows[r++] = keepOrder[i]!;
-    else keptRows[a++] = keepOrder[i]!;
+  const split = await runNative(opts, 'extract', (_p, token) =>
+    addon().splitKept(keepOrder, M, opts.epsList.map((eps) => 1 - eps), { threads: opts.threads ?? 0 }, token));
+  ensureOutputDir(outputs.ours(dir));
+  const native = opts.outputs?.some((o) => o) ? await nativeIds(opts.ids, keepOrder.length) : null;
+  const common = (now() - t0) / 1000;
+  const progress = { done: 0, total: 0 };
+  for (let e = 0; e < opts.epsList.length; e++)
+    if (opts.outputs?.[e]) progress.total += (opts.removed ? split.removed[e]! : split.kept[e]!).length;
+  const results: ExtractResult[] = [];
+  for (let e = 0; e < opts.epsList.length; e++) {
+    const t1 = now();
+    const eps = opts.epsList[e]!;
+    const keptRows = split.kept[e]!;
+    const removedRows = split.removed[e]!;
+    writeNpy(outputs.keptRows(dir, eps), keptRows);
+    const output = opts.outputs?.[e];
+    if (output) await writeIds(output, opts.ids, native, opts.removed ? removedRows : keptRows, opts, progress);
+    const nKept = keptRows.length;
+    const summary: EpsSummary = { eps, kept: nKept, removed: M.length - nKept, keptFraction: M.length ? nKept / M.length : 1 };
+    opts.log?.(`eps ${eps}: kept ${summary.kept} of ${M.length} (${(100 * summary.keptFraction).toFixed(2)}%), removed ${summary.removed}`);
+    // Each eps's time is its own files plus its share of the common pass.
+    const seconds = (now() - t1) / 1000 + common / opts.epsList.length;
+    results.push({ eps, keptRows, removedRows, summary, ...(output ? { output } : {}), seconds });
   }
-  writeNpy(outputs.keptRows(dir, opts.eps), keptRows);
-  if (opts.output) {
-    const rows = opts.removed ? removedRows : keptRows;
-    const ids = opts.ids;
-    const chunks: string[] = [];
-    let buf: string[] = [];
-    for (let i = 0; i < rows.length; i++) {
-      const row = Number(rows[i]!);
-      buf.push(ids ? ids.get(row) : String(row));
-      if (buf.length === 65536) {
-        chunks.push(buf.join('\n'));
-        buf = [];
-      }
-    }
-    if (buf.length) chunks.push(buf.join('\n'));
-    atomicWriteFile(opts.output, chunks.join('\n'));
-  }
-  const summary: EpsSummary = { eps: opts.eps, kept: nKept, removed: M.length - nKept, keptFraction: M.length ? nKept / M.length : 1 };
-  opts.log?.(`eps ${opts.eps}: kept ${summary.kept} of ${M.length} (${(100 * summary.keptFraction).toFixed(2)}%), removed ${summary.removed}`);
-  return { eps: opts.eps, keptRows, removedRows, summary, ...(opts.output ? { output: opts.output } : {}), seconds: (now() - t0) / 1000 };
+  return results;
+}
+
+export async function extractPrunedData(opts: ExtractOptions): Promise<ExtractResult> {
+  const { eps, output, ...rest } = opts;
+  const [r] = await extractPrunedDataAll({ ...rest, epsList: [eps], ...(output ? { outputs: [output] } : {}) });
+  return r!;
 }

@@ -90,13 +90,17 @@ export async function assignAndSortClusters(options: SortOptions): Promise<SortR
 
   const order = new BigInt64Array(n);
   const offsets = new BigInt64Array(k + 1);
+  // The distance of each position, gathered by the (parallel) ranking itself.
+  const distance = new Float32Array(n);
+  const rank = loadNative().rankClusters as (
+    nearest: BigInt64Array, key: Float32Array, k: number, keepHard: boolean, order: BigInt64Array, offsets: BigInt64Array,
+    sortedKey: Float32Array, threads: number,
+  ) => Promise<void>;
   try {
-    await loadNative().rankClusters(nearest, key, k, keepHard, order, offsets);
+    await rank(nearest, key, k, keepHard, order, offsets, distance, opts.threads ?? 0);
   } catch (e) {
     throw new InputError(`${outputs.nearest(dir)}: ${(e as Error).message}`, { file: outputs.nearest(dir) });
   }
-  const distance = new Float32Array(n);
-  for (let p = 0; p < n; p++) distance[p] = key[Number(order[p])]!;
 
   ensureOutputDir(outputs.ours(dir));
   writeNpy(outputs.order(dir), order);

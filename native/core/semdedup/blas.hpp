@@ -21,7 +21,8 @@ void row_norms_sqr(const float* x, int64_t nx, int64_t d, float* out);
 // Re-normalises nx rows to unit L2 norm (FAISS's fvec_renorm_L2 when linked); zero rows stay.
 void renorm_rows(float* x, int64_t nx, int64_t d);
 
-// RAII: sets BLAS to single-thread inside our own parallel regions, restores afterwards.
+// RAII: sets BLAS to single-thread inside our own parallel regions, restores afterwards. Nested
+// and concurrent guards share one count: the last one out restores the thread count.
 class BlasSingleThread {
  public:
   BlasSingleThread();

@@ -1,0 +1,161 @@
+// The addon's step 5 functions: the kept and removed members of every eps in one pass, and the
+// ids text files written natively (parallel formatting, large writes).
+#include "job.hpp"
+
+#include "semdedup/extract.hpp"
+
+namespace semdedup_addon {
+namespace {
+
+// A BigInt64Array over the buffer's memory (no copy; the array frees it); where external
+// buffers are not allowed (V8 sandbox), a copy.
+Napi::BigInt64Array to_array(Napi::Env env, sd::BigBuffer&& b) {
+  const size_t n = b.size() / 8;
+  if (n > 0) {
+    size_t cap = 0;
+    char* p = b.release(cap);
+    auto* hint = new size_t(cap);
+    napi_value raw;
+    if (napi_create_external_arraybuffer(
+            env, p, n * 8,
+            [](napi_env, void* data, void* h) {
+              sd::BigBuffer::free_mapping(data, *static_cast<size_t*>(h));
+              delete static_cast<size_t*>(h);
+            },
+            hint, &raw) == napi_ok)
+      return Napi::BigInt64Array::New(env, n, Napi::ArrayBuffer(env, raw), 0, napi_bigint64_array);
+    napi_value ignored;
+    napi_get_and_clear_last_exception(env, &ignored);
+    Napi::BigInt64Array a = Napi::BigInt64Array::New(env, n);
+    std::memcpy(a.Data(), p, n * 8);
+    sd::BigBuffer::free_mapping(p, cap);
+    delete hint;
+    return a;
+  }
+  return Napi::BigInt64Array::New(env, 0);
+}
+
+Napi::BigInt64Array to_array(Napi::Env env, const std::vector<int64_t>& v) {
+  Napi::BigInt64Array a = Napi::BigInt64Array::New(env, v.size());
+  if (!v.empty()) std::memcpy(a.Data(), v.data(), v.size() * 8);
+  return a;
+}
+
+// splitKept(keepOrder: BigInt64Array, M: Float64Array, thresholds: number[], { threads }, cancel?)
+//   -> Promise<{ kept: BigInt64Array[], removed: BigInt64Array[] }> (one of each per threshold)
+Napi::Value SplitKept(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  auto order = typed<Napi::BigInt64Array>(env, info[0], "keepOrder");
+  auto M = typed<Napi::Float64Array>(env, info[1], "M");
+  if (!info[2].IsArray()) throw_type(env, "splitKept: thresholds must be an array");
+  Napi::Array t = info[2].As<Napi::Array>();
+  std::vector<double> th;
+  for (uint32_t i = 0; i < t.Length(); ++i) th.push_back(t.Get(i).As<Napi::Number>().DoubleValue());
+  Napi::Object o = info[3].IsObject() ? info[3].As<Napi::Object>() : Napi::Object::New(env);
+  const int threads = get_int(o, "threads", 0);
+  if (M.ElementLength() != order.ElementLength()) throw_type(env, "splitKept: M and keepOrder must have one length");
+  const int64_t n = int64_t(order.ElementLength());
+  const int64_t* po = order.Data();
+  const double* pm = M.Data();
+  auto kept = std::make_shared<std::vector<sd::BigBuffer>>();
+  auto removed = std::make_shared<std::vector<sd::BigBuffer>>();
+  auto* job = new Job(
+      env, env.Undefined(), info[4],
+      [=](const sd::ProgressFn&, sd::CancelFlag cancel) { sd::split_kept(po, pm, n, th, *kept, *removed, threads, cancel); },
+      [kept, removed](Napi::Env env) -> Napi::Value {
+        Napi::Object out = Napi::Object::New(env);
+        Napi::Array k = Napi::Array::New(env, kept->size()), r = Napi::Array::New(env, removed->size());
+        for (size_t i = 0; i < kept->size(); ++i) {
+          k.Set(uint32_t(i), to_array(env, std::move((*kept)[i])));
+          r.Set(uint32_t(i), to_array(env, std::move((*removed)[i])));
+        }
+        out.Set("kept", k);
+        out.Set("removed", r);
+        return out;
+      });
+  job->keep(order);
+  job->keep(M);
+  Napi::Promise pr = job->promise();
+  job->Queue();
+  return pr;
+}
+
+// blobOffsets(blob: Uint8Array) -> Promise<BigInt64Array>: the item offsets of a '\n'-joined blob.
+Napi::Value BlobOffsets(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  auto blob = typed<Napi::Uint8Array>(env, info[0], "blob");
+  const uint8_t* p = blob.Data();
+  const int64_t bytes = int64_t(blob.ByteLength());
+  auto off = std::make_shared<std::vector<int64_t>>();
+  auto* job = new Job(
+      env, env.Undefined(), env.Undefined(),
+      [=](const sd::ProgressFn&, sd::CancelFlag) { *off = sd::blob_offsets(p, bytes); },
+      [off](Napi::Env env) -> Napi::Value { return to_array(env, *off); });
+  job->keep(blob);
+  Napi::Promise pr = job->promise();
+  job->Queue();
+  return pr;
+}
+
+// writeIdsText(fd, ids: { kind: 'rows' | 'bytes' | 'utf32' | 'blob', data?: Uint8Array, width?, offsets?: BigInt64Array,
+//              count }, rows: BigInt64Array, { threads }, onProgress?, cancel?) -> Promise<void>
+Napi::Value WriteIdsText(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const int fd = info[0].As<Napi::Number>().Int32Value();
+  if (!info[1].IsObject()) throw_type(env, "writeIdsText: ids must be an object");
+  Napi::Object io = info[1].As<Napi::Object>();
+  const std::string kind = io.Get("kind").IsString() ? io.Get("kind").As<Napi::String>().Utf8Value() : "";
+  sd::IdsSource src;
+  src.count = io.Get("count").IsNumber() ? io.Get("count").As<Napi::Number>().Int64Value() : 0;
+  std::vector<Napi::Value> held;
+  if (kind == "rows") {
+    src.kind = sd::IdsSource::Kind::Rows;
+  } else if (kind == "bytes" || kind == "utf32" || kind == "blob") {
+    auto data = typed<Napi::Uint8Array>(env, io.Get("data"), "ids.data");
+    src.data = data.Data();
+    held.push_back(data);
+    if (kind == "blob") {
+      auto off = typed<Napi::BigInt64Array>(env, io.Get("offsets"), "ids.offsets");
+      if (int64_t(off.ElementLength()) != src.count + 1) throw_type(env, "writeIdsText: offsets must hold count + 1 values");
+      const int64_t* po = off.Data();
+      for (int64_t i = 0; i < src.count; ++i)
+        if (po[i] < 0 || po[i + 1] - 1 < po[i] || po[i + 1] - 1 > int64_t(data.ByteLength()))
+          throw_type(env, "writeIdsText: offsets out of order or outside the data");
+      src.kind = sd::IdsSource::Kind::Blob;
+      src.offsets = po;
+      held.push_back(off);
+    } else {
+      src.kind = kind == "bytes" ? sd::IdsSource::Kind::Bytes : sd::IdsSource::Kind::Utf32;
+      src.width = io.Get("width").As<Napi::Number>().Int64Value();
+      const int64_t item = kind == "bytes" ? src.width : src.width * 4;
+      if (src.width <= 0 || src.count * item > int64_t(data.ByteLength()))
+        throw_type(env, "writeIdsText: data must hold count items of the width");
+    }
+  } else {
+    throw_type(env, "writeIdsText: ids.kind must be rows, bytes, utf32 or blob");
+  }
+  auto rows = typed<Napi::BigInt64Array>(env, info[2], "rows");
+  Napi::Object o = info[3].IsObject() ? info[3].As<Napi::Object>() : Napi::Object::New(env);
+  const int threads = get_int(o, "threads", 0);
+  const int64_t* pr = rows.Data();
+  const int64_t m = int64_t(rows.ElementLength());
+  auto* job = new Job(
+      env, info[4], info[5],
+      [=](const sd::ProgressFn& prog, sd::CancelFlag cancel) { sd::write_ids_text(fd, src, pr, m, threads, cancel, prog); },
+      [](Napi::Env env) -> Napi::Value { return env.Undefined(); });
+  for (auto& h : held) job->keep(h);
+  job->keep(rows);
+  Napi::Promise p = job->promise();
+  job->Queue();
+  return p;
+}
+
+}  // namespace
+
+void register_extract(Napi::Env env, Napi::Object exports) {
+  exports.Set("splitKept", Napi::Function::New(env, SplitKept));
+  exports.Set("blobOffsets", Napi::Function::New(env, BlobOffsets));
+  exports.Set("writeIdsText", Napi::Function::New(env, WriteIdsText));
+}
+
+}  // namespace semdedup_addon

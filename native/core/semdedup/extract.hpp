@@ -1,0 +1,87 @@
+// step 5 (docs/algorithm.md) for every eps at once: which members each eps keeps, and the ids text files.
+#pragma once
+#include <vector>
+
+#include "semdedup/common.hpp"
+
+namespace semdedup {
+
+// Anonymous memory for large outputs, advised for transparent huge pages: first touching fresh
+// memory costs one page fault per page, and 2 MiB pages need 512 times fewer than 4 KiB ones
+// (on virtual machines a fault can cost tens of microseconds). Grows in place or moves (mremap).
+class BigBuffer {
+ public:
+  BigBuffer() = default;
+  explicit BigBuffer(size_t bytes) { reserve(bytes); }
+  ~BigBuffer() { free_mapping(p_, cap_); }
+  BigBuffer(BigBuffer&& o) noexcept : p_(o.p_), size_(o.size_), cap_(o.cap_) { o.p_ = nullptr, o.size_ = o.cap_ = 0; }
+  BigBuffer& operator=(BigBuffer&& o) noexcept;
+  BigBuffer(const BigBuffer&) = delete;
+  BigBuffer& operator=(const BigBuffer&) = delete;
+
+  char* data() const { return p_; }
+  size_t size() const { return size_; }
+  void clear() { size_ = 0; }
+  void reserve(size_t bytes);
+  void resize(size_t bytes) {
+    reserve(bytes);
+    size_ = bytes;
+  }
+  void push(char c) {
+    if (size_ == cap_) reserve(size_ + 1);
+    p_[size_++] = c;
+  }
+  void append(const void* src, size_t n);
+  // Hands the mapping to the caller: free it with free_mapping(p, capacity).
+  char* release(size_t& capacity) {
+    char* p = p_;
+    capacity = cap_;
+    p_ = nullptr;
+    size_ = cap_ = 0;
+    return p;
+  }
+  static void free_mapping(void* p, size_t capacity);
+
+ private:
+  char* p_ = nullptr;
+  size_t size_ = 0, cap_ = 0;
+};
+
+// For each threshold t_e (= 1 - eps), walks the members in keep order once and splits them:
+// member i is removed when M[i] > t_e, kept otherwise (NaN M keeps it, as the comparison is
+// false). kept[e] / removed[e] receive the rows (keep_order values) in keep order. Parallel over
+// ranges of members; the result does not depend on the thread count. Each buffer holds int64 rows
+// (size() / 8 of them).
+void split_kept(const int64_t* keep_order, const double* M, int64_t n, const std::vector<double>& thresholds,
+                std::vector<BigBuffer>& kept, std::vector<BigBuffer>& removed, int threads = 0,
+                CancelFlag cancel = nullptr);
+
+// Where the ids of the rows come from.
+struct IdsSource {
+  enum class Kind {
+    Rows,   // the row numbers "0", "1", ...
+    Bytes,  // fixed-width bytes (numpy S): trailing NULs stripped, must be UTF-8 (a leading BOM dropped)
+    Utf32,  // fixed-width UTF-32LE code points (numpy U): trailing NULs stripped
+    Blob,   // variable-length UTF-8 items: item i is data[offsets[i] .. offsets[i+1])
+  };
+  Kind kind = Kind::Rows;
+  const uint8_t* data = nullptr;
+  int64_t width = 0;              // Bytes: bytes per item; Utf32: code points per item
+  const int64_t* offsets = nullptr;  // Blob: count + 1 byte offsets
+  int64_t count = 0;              // number of ids (Rows: any row >= 0 below count)
+};
+
+// An id that cannot be written: the item and why (Format errors carry "item I ..." messages).
+// Writes the ids of rows[0..m) joined by '\n' (no final newline, as the original) to the open
+// descriptor fd, in large writes. Rows are formatted in parallel in pieces and written in order.
+// Throws Error(Format, "item I is not valid UTF-8" / "item I holds an invalid code point 0x...")
+// naming the first such item in output order, Error(InvalidArgument) for a row outside the ids,
+// Error(Io) when a write fails.
+void write_ids_text(int fd, const IdsSource& ids, const int64_t* rows, int64_t m, int threads = 0,
+                    CancelFlag cancel = nullptr, const ProgressFn& progress = nullptr);
+
+// Number of items of a '\n'-joined UTF-8 blob and their offsets (count + 1), for ids given as
+// strings: offsets[i] .. offsets[i+1] - 1 excludes the separator.
+std::vector<int64_t> blob_offsets(const uint8_t* data, int64_t bytes);
+
+}  // namespace semdedup
