@@ -13,7 +13,8 @@ import { readNpy, writeNpy } from '../io/npy.js';
 import { atomicWriteFile } from '../io/atomic.js';
 import { outputs } from '../layout.js';
 import { loadNative, nativeInfo, type NativeEmbeddings, type MaxSimStats } from '../native.js';
-import { embeddingsSpecOf, resolveIds, runExtract, runSort } from '../pipeline.js';
+import { embeddingsSpecOf, resolveIds, runSort } from '../pipeline.js';
+import { extractPrunedDataAll } from '../steps/extract.js';
 import { prepareEmbeddings } from '../steps/check.js';
 import { keepOrderOf, summarize, type WhichToKeep } from '../steps/dedup.js';
 import { ensureOutputDir, noteBackend, runNative, type CommonOptions } from '../steps/common.js';
@@ -393,13 +394,13 @@ async function extract(plan: Plan, o: TaskOptions): Promise<TaskResult> {
   if (cfg.exportSortedClusters) await runSort(plan.config, { ...o, ...(log ? { log } : {}) }); // the same step-3 files, and the original's per-cluster files
   // Step 5, as `semdedup run` does it.
   const ids = resolveIds(plan.config, undefined, log);
-  const eps = [];
-  const files: Record<string, string> = {};
-  for (const e of cfg.epsList) {
-    const r = await runExtract(plan.config, e, join(dir, `kept_eps${e}.txt`), { ids, dedup: { keepOrder, M } as never, ...(log ? { log } : {}) });
-    eps.push(r.summary);
-    files[`kept_eps${e}`] = r.output!;
-  }
+  const texts = cfg.epsList.map((e) => join(dir, `kept_eps${e}.txt`));
+  const extracted = await extractPrunedDataAll({
+    outputDir: dir, epsList: cfg.epsList, outputs: texts, data: { keepOrder, M }, ...(ids ? { ids } : {}),
+    threads: o.threads ?? cfg.threads, ...(log ? { log } : {}), ...(o.signal ? { signal: o.signal } : {}),
+  });
+  const eps = extracted.map((r) => r.summary);
+  const files: Record<string, string> = Object.fromEntries(cfg.epsList.map((e, i) => [`kept_eps${e}`, texts[i]!]));
   const seconds: Record<string, number> = {};
   for (const st of plan.stages) {
     let s = 0;
