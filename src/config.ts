@@ -230,6 +230,11 @@ export const configSchema = Object.freeze([
       "k-means on the CPU: `engine` runs FAISS's algorithm with the engine's blocked kernels and exact pruning (the same centroids, faster); `faiss` calls faiss::Clustering itself.",
   },
   {
+    key: 'gpu_memory_limit', field: 'gpuMemoryLimit', kind: 'nonnegint', aliases: [], default: 0, defaultText: '0',
+    description: 'Device bytes a GPU job may use; 0 uses 85% of the free memory. Jobs that do not fit are streamed in batches or, under `device: auto`, run on the CPU.',
+    cli: ['cluster', 'dedup', 'run'],
+  },
+  {
     key: 'kmeans_prune', field: 'kmeansPrune', kind: 'bool', aliases: [], default: true, defaultText: 'true',
     description:
       "Engine k-means: skip the search of rows whose bounds prove that their centroid cannot change (the result is the same; false searches every row).",

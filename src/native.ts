@@ -48,6 +48,8 @@ export interface KmeansNativeParams {
   /** 'engine' (default): FAISS's algorithm on the engine's kernels, with pruning; 'faiss': faiss::Clustering. */
   impl?: 'engine' | 'faiss';
   prune?: boolean;
+  /** Device bytes the GPU backend may use (0: 85% of the free memory). */
+  gpuMemoryLimit?: number;
 }
 
 export interface MaxSimStats extends Ran {
@@ -136,7 +138,7 @@ export interface NativeAddon {
     offsets: BigInt64Array,
     M: Float64Array,
     arg: BigInt64Array,
-    opts: { thresholds: number[]; threads?: number; device?: DeviceChoice; recheckMargin?: number },
+    opts: { thresholds: number[]; threads?: number; device?: DeviceChoice; recheckMargin?: number; gpuMemoryLimit?: number },
     onProgress?: ProgressCallback,
     cancel?: NativeCancelToken,
   ): Promise<MaxSimStats>;

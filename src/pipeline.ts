@@ -45,7 +45,7 @@ export function resolveIds(cfg: PartialResolved, outputDir: string | undefined, 
 }
 
 function common(cfg: PartialResolved, opts: CommonOptions): CommonOptions {
-  return { threads: cfg.threads, device: cfg.device, ...opts };
+  return { threads: cfg.threads, device: cfg.device, gpuMemoryLimit: cfg.gpuMemoryLimit, ...opts };
 }
 
 /** Opens and checks the config's embeddings for `outputDir`, runs `fn` with the handle, closes it. */

@@ -98,7 +98,7 @@ export async function computeCentroids(options: ClusterOptions): Promise<Cluster
   } else {
     log(`k-means: k=${k}, niter=${params.niter}, seed=${params.seed}, spherical=${spherical}, N=${emb.n}, D=${emb.d}`);
     const r = await runNative(opts, 'cluster:train', (p, token) =>
-      addon.trainKmeans(emb.native, { ...params, threads, device, impl, prune: opts.kmeansPrune }, p, token),
+      addon.trainKmeans(emb.native, { ...params, threads, device, impl, prune: opts.kmeansPrune, gpuMemoryLimit: opts.gpuMemoryLimit }, p, token),
     );
     noteBackend(opts.log, 'k-means training', r);
     backend.train = r.backend;

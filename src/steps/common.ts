@@ -18,6 +18,8 @@ export interface CommonOptions {
   threads?: number;
   /** Backend for the heavy steps: 'auto' (CUDA when a usable GPU is there), 'cpu', 'cuda'. */
   device?: DeviceChoice;
+  /** Device bytes a GPU job may use (0: 85% of the free memory). */
+  gpuMemoryLimit?: number;
   /** Called from the event loop as work advances. */
   onProgress?: (p: Progress) => void;
   /** Aborting rejects the step's promise with an ERR_CANCELLED error; files already complete stay. */

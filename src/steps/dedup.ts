@@ -170,7 +170,7 @@ export async function semdedup(options: DedupOptions): Promise<DedupResult> {
       const pr = Mrow.subarray(b, e);
       const base = doneCost;
       const st = await runNative(opts, 'dedup', (p, token) =>
-        addon.maxSimilarity(emb.native, subOrder, subOffsets, pm, pr, { thresholds, threads, device }, (d, t) => p(base + (t ? ((e - b) * d) / t : 0), totalCost), token),
+        addon.maxSimilarity(emb.native, subOrder, subOffsets, pm, pr, { thresholds, threads, device, gpuMemoryLimit: opts.gpuMemoryLimit }, (d, t) => p(base + (t ? ((e - b) * d) / t : 0), totalCost), token),
       );
       if (stats.members === 0 || st.backend !== stats.backend) noteBackend(opts.log, 'max similarity', st);
       stats.backend = st.backend;
