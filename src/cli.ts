@@ -3,9 +3,10 @@
 import { Command, Option } from 'commander';
 import { ConfigError, SemDedupError } from './errors.js';
 import { DEFAULT_EPS_LIST, formatConfigDoc, loadConfigFiles, type PartialResolved } from './config.js';
-import { runAll, runCluster, runDedup, runExtract, runSort } from './pipeline.js';
+import { runAll, runCluster, runDedup, runSort } from './pipeline.js';
 import { engineInfo } from './info.js';
 import type { CommonOptions, Progress } from './steps/common.js';
+import { extractAction, extractFractionOptions, registerAfterCommands } from './after/cli.js';
 
 interface GlobalOpts {
   config?: string[];
@@ -126,17 +127,11 @@ export function buildProgram(): Command {
         { summary: r.summary, stats: r.stats, seconds: r.seconds, resumedParts: r.resumedParts });
     });
 
-  withCommon(program.command('extract').description('step 5: write the kept (or removed) ids for one eps'))
-    .requiredOption('--eps <eps>', 'the eps to extract')
+  extractFractionOptions(withCommon(program.command('extract').description('step 5: write the kept (or removed) ids for one eps'))
+    .option('--eps <eps>', 'the eps to extract (one not in eps_list is re-checked in float64 near its threshold)'))
     .option('-o, --output <file>', 'text file for the ids, one per line')
     .option('--removed', 'write the removed ids instead of the kept ones')
-    .action(async (o: GlobalOpts & { eps: string; output?: string; removed?: boolean }) => {
-      const eps = parseEpsList(o.eps)[0]!;
-      const cfg = loadConfig(o);
-      const log = o.quiet ? undefined : (l: string) => process.stderr.write(`semdedup: ${l}\n`);
-      const r = await runExtract(cfg, eps, o.output, { ...(o.removed ? { removed: true } : {}), ...(log ? { log } : {}) });
-      print(o, `eps ${eps}: kept ${r.summary.kept}, removed ${r.summary.removed}${r.output ? ` -> ${r.output}` : ''}`, { summary: r.summary, output: r.output });
-    });
+    .action(extractAction);
 
   withCommon(program.command('run').description('all steps: cluster, sort, dedup, extract (kept_eps{eps}.txt per eps)'))
     .option('--eps-list <list>', 'comma-separated eps values')
@@ -148,6 +143,8 @@ export function buildProgram(): Command {
       print(o, `done in ${s.total!.toFixed(2)} s (cluster ${s.cluster!.toFixed(2)}, sort ${s.sort!.toFixed(2)}, dedup ${s.dedup!.toFixed(2)}, extract ${s.extract!.toFixed(2)})\n${fmtSummary(r.dedup.summary)}`,
         { summary: r.dedup.summary, seconds: r.seconds, outputs: r.extract.map((x) => x.output) });
     });
+
+  registerAfterCommands(program);
 
   program
     .command('info')

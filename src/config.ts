@@ -51,7 +51,8 @@ export type CanonicalKey =
   | 'normalize'
   | 'device'
   | 'kmeans_impl'
-  | 'threads';
+  | 'threads'
+  | 'exact_duplicates';
 
 /** How a value is validated. */
 export type ValueKind =
@@ -252,6 +253,7 @@ export const configSchema: readonly ConfigKeySpec[] = Object.freeze([
     key: 'threads', field: 'threads', kind: 'nonnegint', aliases: [], default: 0, defaultText: '0',
     description: 'CPU threads; 0 uses all cores.',
   },
+  { key: 'exact_duplicates', field: 'exactDuplicates', kind: 'bool', aliases: [], default: false, defaultText: 'false', description: 'Before step 4, find rows whose bytes are identical (hash, then byte compare), keep the first in keep order and report them (semdedup/exact_duplicates.npy); no decision changes.' },
 ] satisfies ConfigKeySpec[]);
 
 /** The canonical, fully defaulted, typed configuration. */
@@ -289,6 +291,7 @@ export interface SemDedupConfig {
   device: 'auto' | 'cpu' | 'cuda';
   kmeansImpl: 'engine' | 'faiss';
   threads: number;
+  exactDuplicates: boolean;
   /** Where each value came from, by canonical key: a file label, 'option' or 'default'. */
   sources: Record<string, string>;
 }

@@ -103,6 +103,7 @@ export async function runDedup(cfg: PartialResolved, opts: CommonOptions = {}): 
     epsList: c.epsList,
     seed: c.seed,
     normalize: c.normalize,
+    exactDuplicates: c.exactDuplicates,
   });
 }
 
