@@ -96,8 +96,8 @@ export async function decontaminate(opts: DecontaminateOptions): Promise<Deconta
       owned = !given;
       await checkReference(emb, normalize, opts);
     }
-    await checkReference(ref, normalize, opts);
     if (ref.d !== emb.d) throw new InputError(`${ref.path}: the reference rows have ${ref.d} dimensions, the embeddings ${emb.d}`, { file: ref.path });
+    await checkReference(ref, normalize, opts);
     if (opts.ids && opts.ids.length < emb.n) throw new InputError(`the ids hold ${opts.ids.length} entries but the embeddings have ${emb.n} rows`);
     if (opts.referenceIds && opts.referenceIds.length < ref.n)
       throw new InputError(`the reference ids hold ${opts.referenceIds.length} entries but the reference has ${ref.n} rows`);

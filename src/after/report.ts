@@ -44,10 +44,10 @@ interface Series {
 }
 
 /** A line chart with axes, ticks and an optional marker at x = mark. */
-function lineChart(s: Series, opts: { w: number; h: number; xLabel: string; yLabel: string; yMax?: number; marks?: number[]; id: string }): string {
+function lineChart(s: Series, opts: { w: number; h: number; xLabel: string; yLabel: string; xMin?: number; yMax?: number; marks?: number[]; id: string }): string {
   const { w, h } = opts;
   const L = 56, R = 16, T = 12, B = 40;
-  const x0 = Math.min(...s.x), x1 = Math.max(...s.x);
+  const x0 = opts.xMin ?? Math.min(...s.x), x1 = Math.max(...s.x);
   const y0 = 0, y1 = opts.yMax ?? Math.max(1e-12, ...s.y);
   const X = (v: number) => L + ((v - x0) / (x1 - x0 || 1)) * (w - L - R);
   const Y = (v: number) => T + (1 - (v - y0) / (y1 - y0 || 1)) * (h - T - B);
@@ -70,7 +70,7 @@ function lineChart(s: Series, opts: { w: number; h: number; xLabel: string; yLab
 }
 
 /** A histogram: bins [edges[i], edges[i+1]) with counts; log scale on y when asked. */
-function barChart(edges: number[], counts: number[], opts: { w: number; h: number; xLabel: string; yLabel: string; log?: boolean; marks?: number[]; xTicks?: (v: number) => string }): string {
+function barChart(edges: number[], counts: number[], opts: { w: number; h: number; xLabel: string; yLabel: string; log?: boolean; marks?: number[]; xTicks?: [number, string][] }): string {
   const { w, h } = opts;
   const L = 56, R = 16, T = 12, B = 40;
   const x0 = edges[0]!, x1 = edges[edges.length - 1]!;
@@ -86,13 +86,14 @@ function barChart(edges: number[], counts: number[], opts: { w: number; h: numbe
     })
     .join('');
   const ticks: string[] = [];
-  for (let i = 0; i <= 5; i++) {
-    const xv = x0 + ((x1 - x0) * i) / 5;
-    ticks.push(`<text x="${X(xv)}" y="${h - B + 16}" text-anchor="middle">${opts.xTicks ? opts.xTicks(xv) : fmt(xv, 3)}</text>`);
-    const yv = (yMax * i) / 5;
-    const label = opts.log ? fmt(10 ** yv - 1, 2) : fmt(yv, 3);
+  const xTicks = opts.xTicks ?? Array.from({ length: 6 }, (_, i): [number, string] => [x0 + ((x1 - x0) * i) / 5, fmt(x0 + ((x1 - x0) * i) / 5, 3)]);
+  for (const [xv, label] of xTicks) ticks.push(`<text x="${X(xv)}" y="${h - B + 16}" text-anchor="middle">${label}</text>`);
+  // y ticks: 0 and powers of ten on the log scale, five steps otherwise
+  const yTicks: [number, string][] = [];
+  if (opts.log) for (let c = 0, p = 0; tr(c) <= yMax + 1e-9; c = 10 ** p++) yTicks.push([tr(c), c.toLocaleString('en')]);
+  else for (let i = 0; i <= 5; i++) yTicks.push([(yMax * i) / 5, fmt((yMax * i) / 5, 3)]);
+  for (const [yv, label] of yTicks)
     ticks.push(`<line x1="${L - 4}" y1="${Y(yv)}" x2="${w - R}" y2="${Y(yv)}" stroke="#e4e4e4"/><text x="${L - 6}" y="${Y(yv) + 4}" text-anchor="end">${label}</text>`);
-  }
   const marks = (opts.marks ?? []).filter((m) => m >= x0 && m <= x1).map((m) => `<line x1="${X(m)}" y1="${T}" x2="${X(m)}" y2="${h - B}" stroke="#c0392b" stroke-dasharray="4 3"/>`);
   return `<svg class="chart" viewBox="0 0 ${w} ${h}" width="${w}" height="${h}" role="img">
 <g font-size="11" fill="#333">${ticks.join('')}</g>${bars}${marks.join('')}
@@ -157,6 +158,10 @@ export async function writeReport(opts: ReportOptions): Promise<ReportResult> {
   const sizeCounts = new Array<number>(sizeBins + 1).fill(0);
   for (const s of sizes) sizeCounts[s === 0 ? 0 : Math.floor(Math.log2(s)) + 1]!++;
   const sizeEdges = Array.from({ length: sizeBins + 2 }, (_, i) => i);
+  // Bin 0 holds empty clusters, bin i >= 1 the sizes [2^(i-1), 2^i): a tick at the middle of every other bin.
+  const every = Math.max(1, Math.ceil((sizeBins + 1) / 8));
+  const sizeTicks: [number, string][] = [];
+  for (let i = 0; i <= sizeBins; i += every) sizeTicks.push([i + 0.5, i === 0 ? '0' : i === 1 ? '1' : `${2 ** (i - 1)}–${2 ** i - 1}`]);
 
   const cluster = clusterOfPositions(offsets);
   const removedIn = new Array<number>(k).fill(0);
@@ -204,7 +209,7 @@ ${exactNote}
 </ul>
 
 <h2>Kept fraction against eps</h2>
-<div>${lineChart({ x: curve.points.map((p) => p.eps), y: curve.points.map((p) => p.keptFraction) }, { w: 1000, h: 300, xLabel: 'eps', yLabel: 'kept fraction', yMax: 1, marks: [eps], id: 'curve' })}</div>
+<div>${lineChart({ x: curve.points.map((p) => p.eps), y: curve.points.map((p) => p.keptFraction) }, { w: 1000, h: 300, xLabel: 'eps', yLabel: 'kept fraction', xMin: 0, yMax: 1, marks: [eps], id: 'curve' })}</div>
 <div id="readout" class="muted">Move the pointer over the curve to read eps and the kept fraction.</div>
 
 <h2>Histogram of M (largest similarity to an earlier member)</h2>
@@ -215,7 +220,7 @@ ${exactNote}
 
 <h2>Cluster sizes</h2>
 <div class="grid">
-<div>${barChart(sizeEdges, sizeCounts, { w: 520, h: 260, xLabel: 'members per cluster (0, 1, 2–3, 4–7, … powers of two)', yLabel: 'clusters', xTicks: (v) => (v < 1 ? '0' : String(2 ** Math.round(v - 1))) })}</div>
+<div>${barChart(sizeEdges, sizeCounts, { w: 520, h: 260, xLabel: 'members per cluster (bins of powers of two)', yLabel: 'clusters', xTicks: sizeTicks })}</div>
 <div><table><thead><tr><th>largest clusters</th><th class="num">members</th><th class="num">removed at eps ${eps}</th><th class="num">kept</th></tr></thead><tbody>
 ${top.map(({ c, s }) => `<tr><td>cluster ${c}</td><td class="num">${s}</td><td class="num">${removedIn[c]}</td><td class="num">${s - removedIn[c]!}</td></tr>`).join('\n')}
 </tbody></table></div>
