@@ -12,7 +12,7 @@ import { SynthDataset } from '../tools/synth.js';
 import { computeCentroids } from '../src/steps/cluster.js';
 import { assignAndSortClusters } from '../src/steps/sort.js';
 import { semdedup } from '../src/steps/dedup.js';
-import { readNpy } from '../src/io/npy.js';
+import { readNpy, writeNpy } from '../src/io/npy.js';
 import { idsFromStrings } from '../src/io/ids.js';
 import { outputs } from '../src/layout.js';
 import type { EmbeddingsSpec } from '../src/embeddings.js';
@@ -304,12 +304,20 @@ function referenceSet(): Float32Array {
   return R;
 }
 
+let refWritten: { R: Float32Array; path: string } | undefined;
+function referenceFile(): { R: Float32Array; path: string } {
+  if (!refWritten) {
+    const R = referenceSet();
+    const path = join(ROOT, 'reference.npy');
+    writeNpy(path, R, { shape: [NR, D] });
+    refWritten = { R, path };
+  }
+  return refWritten;
+}
+
 test('decontaminate: exact mode equals a float64 brute force on 20k x 5k; within-clusters is a subset with its recall reported', async () => {
   await prepare();
-  const R = referenceSet();
-  const refPath = join(ROOT, 'reference.npy');
-  const { writeNpy } = await import('../src/io/npy.js');
-  writeNpy(refPath, R, { shape: [NR, D] });
+  const { R, path: refPath } = referenceFile();
   // float64 brute force
   const best = new Float64Array(N).fill(-Infinity);
   const bestRef = new Int32Array(N).fill(-1);
@@ -373,7 +381,7 @@ test('cli: extract --keep-fraction, curve --json, explain, decontaminate, report
   const x = runCli(['explain', '-c', cfg, '--eps', '0.05', '-o', join(ROOT, 'x.jsonl')], ROOT);
   assert.equal(x.code, 0, x.stderr);
   assert.equal(readFileSync(join(ROOT, 'x.jsonl'), 'utf8').trimEnd().split('\n').length, refKept(ref, 0.05).length === N ? 0 : N - refKept(ref, 0.05).length);
-  const refPath = join(ROOT, 'reference.npy');
+  const refPath = referenceFile().path;
   const d = runCli(['decontaminate', '-c', cfg, '--reference', refPath, '--eps', '0.05', '--within-clusters', '--recall-sample', '5000'], ROOT);
   assert.equal(d.code, 0, d.stderr);
   assert.match(d.stdout, /recall against the exact mode \d+\.\d+%/);

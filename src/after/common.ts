@@ -71,6 +71,8 @@ export interface RecheckResult extends RunArrays {
   rechecked: number;
   /** The eps values that were not recorded and were re-checked. */
   recheckedEps: number[];
+  /** The distance from each re-checked threshold within which M is now float64 (0: none re-checked). */
+  margin: number;
 }
 
 /**
@@ -79,11 +81,16 @@ export interface RecheckResult extends RunArrays {
  * recomputed in float64 over the earlier members of its cluster (a native async call). The stored
  * files are not changed; the result holds copies when anything was re-checked.
  */
-export async function recheckEps(opts: RunFolderOptions & { eps: number[]; run?: RunArrays }): Promise<RecheckResult> {
+/** The re-check margin of the core for dimension d: a few ulp-bounds of an fp32 dot product, at least 1e-5. */
+export function defaultRecheckMargin(d: number): number {
+  return Math.max(1e-5, 4 * d * 2 ** -24);
+}
+
+export async function recheckEps(opts: RunFolderOptions & { eps: number[]; run?: RunArrays; marginScale?: number }): Promise<RecheckResult> {
   for (const e of opts.eps) validateOneEps(e);
   const run = opts.run ?? readRun(opts.outputDir);
   const missing = opts.eps.filter((e) => !run.recordedEps.some((r) => r === e));
-  if (missing.length === 0) return { ...run, rechecked: 0, recheckedEps: [] };
+  if (missing.length === 0) return { ...run, rechecked: 0, recheckedEps: [], margin: 0 };
   if (!opts.embeddings)
     throw new ConfigError(
       `eps ${missing.join(', ')} ${missing.length > 1 ? 'are' : 'is'} not among the thresholds recorded by the dedup step (${run.recordedEps.join(', ') || 'none'}): ` +
@@ -100,11 +107,12 @@ export async function recheckEps(opts: RunFolderOptions & { eps: number[]; run?:
     const M = Float64Array.from(run.M);
     const Mrow = BigInt64Array.from(run.Mrow);
     const addon = loadNative();
+    const margin = defaultRecheckMargin(emb.d) * Math.max(1, opts.marginScale ?? 1);
     const r = await runNative(opts, 'recheck', (_p, token) =>
-      addon.recheckThresholds(emb.native, run.keepOrder, run.offsets, M, Mrow, { thresholds: missing.map((e) => 1 - e), threads: opts.threads ?? 0 }, token),
+      addon.recheckThresholds(emb.native, run.keepOrder, run.offsets, M, Mrow, { thresholds: missing.map((e) => 1 - e), threads: opts.threads ?? 0, recheckMargin: margin }, token),
     );
     opts.log?.(`eps ${missing.join(', ')}: ${r.rechecked} members near the threshold re-checked in float64`);
-    return { ...run, M, Mrow, rechecked: r.rechecked, recheckedEps: missing };
+    return { ...run, M, Mrow, rechecked: r.rechecked, recheckedEps: missing, margin };
   } finally {
     if (owned) emb.close();
   }

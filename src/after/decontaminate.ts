@@ -85,6 +85,8 @@ export async function decontaminate(opts: DecontaminateOptions): Promise<Deconta
   if (mode !== 'exact' && mode !== 'within-clusters') throw new ConfigError(`mode must be 'exact' or 'within-clusters', got '${mode}'`, { key: 'mode' });
   const normalize = opts.normalize ?? 'auto';
   const refGiven = 'native' in opts.reference;
+  if (!refGiven && !existsSync((opts.reference as EmbeddingsSpec).path))
+    throw new InputError(`${(opts.reference as EmbeddingsSpec).path}: reference file not found`, { file: (opts.reference as EmbeddingsSpec).path });
   const ref = refGiven ? (opts.reference as Embeddings) : openEmbeddings(opts.reference as EmbeddingsSpec);
   let emb: Embeddings | undefined;
   let owned = false;

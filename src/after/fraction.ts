@@ -84,16 +84,25 @@ export interface EpsChoice {
   target: number;
 }
 
-/** The shortest decimal in (lo, hi]. */
-function shortestDecimal(lo: number, hi: number, ok: (x: number) => boolean): number {
+/** The shortest decimal in (a, b], or undefined. */
+function shortestIn(a: number, b: number, ok: (x: number) => boolean): number | undefined {
   for (let digits = 1; digits <= 17; digits++) {
     const scale = 10 ** digits;
-    let x = Math.ceil(lo * scale) / scale;
-    if (x <= lo) x = (Math.round(lo * scale) + 1) / scale;
+    let x = Math.ceil(a * scale) / scale;
+    if (x <= a) x = (Math.round(a * scale) + 1) / scale;
     const y = Number(x.toFixed(digits));
-    if (y > lo && y <= hi && ok(y)) return y;
+    if (y > a && y <= b && ok(y)) return y;
   }
-  return hi;
+  return undefined;
+}
+
+/**
+ * The shortest decimal in the middle half of (lo, hi] (away from the values of M at both ends,
+ * so that the float64 re-check near it rarely moves the count), else anywhere in (lo, hi].
+ */
+function shortestDecimal(lo: number, hi: number, ok: (x: number) => boolean): number {
+  const q = (hi - lo) / 4;
+  return shortestIn(lo + q, hi - q, ok) ?? shortestIn(lo, hi, ok) ?? hi;
 }
 
 /**
@@ -159,18 +168,25 @@ export async function epsForFraction(opts: FractionOptions): Promise<FractionCho
   let run = readRun(opts.outputDir);
   const base = run;
   let rechecked = 0;
-  const tried = new Set<number>();
+  // Windows [t - m, t + m] of thresholds in which M is float64 after a re-check. The re-check
+  // uses twice the core's margin, so that a choice that moves by less than the margin after it
+  // (M values are dense: a few float64 corrections move the count) needs no second pass.
+  const covered: { t: number; m: number }[] = [];
+  let needed = 0;
   for (let round = 0; round < 8; round++) {
     const choice = chooseEpsForFraction(run.M, f);
-    if (run.recordedEps.includes(choice.eps) || tried.has(choice.eps)) {
+    const t = 1 - choice.eps;
+    const done = run.recordedEps.includes(choice.eps) || covered.some((w) => Math.abs(t - w.t) + needed <= w.m);
+    if (done) {
       const n = run.M.length;
       return { ...choice, n, keptFraction: n ? choice.kept / n : 1, rechecked, run };
     }
-    tried.add(choice.eps);
     // Re-check near this eps on top of what earlier rounds corrected.
-    const r = await recheckEps({ ...opts, eps: [choice.eps], run: { ...run, recordedEps: base.recordedEps } });
+    const r = await recheckEps({ ...opts, eps: [choice.eps], run: { ...run, recordedEps: base.recordedEps }, marginScale: 2 });
     rechecked += r.rechecked;
-    run = { keepOrder: r.keepOrder, offsets: r.offsets, M: r.M, Mrow: r.Mrow, recordedEps: [...base.recordedEps, ...tried] };
+    needed = r.margin / 2;
+    covered.push({ t, m: r.margin });
+    run = { keepOrder: r.keepOrder, offsets: r.offsets, M: r.M, Mrow: r.Mrow, recordedEps: base.recordedEps };
   }
   const choice = chooseEpsForFraction(run.M, f);
   const n = run.M.length;
