@@ -4,9 +4,10 @@ import { Command, Option } from 'commander';
 import { ConfigError, SemDedupError } from './errors.js';
 import { readFileSync } from 'node:fs';
 import { configSchema, formatConfigDoc, loadConfigFiles, type CliCommand, type ConfigKeySpec, type PartialResolved } from './config.js';
-import { runAll, runCluster, runDedup, runExtract, runSort } from './pipeline.js';
+import { runAll, runCluster, runDedup, runSort } from './pipeline.js';
 import { engineInfo } from './info.js';
 import type { CommonOptions, Progress } from './steps/common.js';
+import { extractAction, extractFractionOptions, registerAfterCommands } from './after/cli.js';
 
 interface GlobalOpts {
   config?: string[];
@@ -26,11 +27,6 @@ function collect(v: string, prev: string[] = []): string[] {
   return [...prev, v];
 }
 
-function parseEps(s: string): number {
-  const e = Number(s.trim());
-  if (s.trim() === '' || !Number.isFinite(e) || e <= 0 || e >= 1) throw new ConfigError(`--eps: must be a number strictly between 0 and 1, got '${s}'`, { key: 'eps' });
-  return e;
-}
 
 function progressPrinter(quiet: boolean | undefined): ((p: Progress) => void) | undefined {
   if (quiet) return undefined;
@@ -134,17 +130,11 @@ export function buildProgram(): Command {
         { summary: r.summary, stats: r.stats, seconds: r.seconds, resumedParts: r.resumedParts });
     });
 
-  withCommon(program.command('extract').description('step 5: write the kept (or removed) ids for one eps'), 'extract')
-    .requiredOption('--eps <eps>', 'the eps to extract')
+  extractFractionOptions(withCommon(program.command('extract').description('step 5: write the kept (or removed) ids for one eps, or for the eps that keeps a target fraction'), 'extract')
+    .option('--eps <eps>', 'the eps to extract (one not in eps_list is re-checked in float64 near its threshold)'))
     .option('-o, --output <file>', 'text file for the ids, one per line')
     .option('--removed', 'write the removed ids instead of the kept ones')
-    .action(async (o: GlobalOpts & { eps: string; output?: string; removed?: boolean }) => {
-      const eps = parseEps(o.eps);
-      const cfg = loadConfig(o, 'extract');
-      const log = o.quiet ? undefined : (l: string) => process.stderr.write(`semdedup: ${l}\n`);
-      const r = await runExtract(cfg, eps, o.output, { ...(o.removed ? { removed: true } : {}), ...(log ? { log } : {}) });
-      print(o, `eps ${eps}: kept ${r.summary.kept}, removed ${r.summary.removed}${r.output ? ` -> ${r.output}` : ''}`, { summary: r.summary, output: r.output });
-    });
+    .action(extractAction);
 
   withCommon(program.command('run').description('all steps: cluster, sort, dedup, extract (kept_eps{eps}.txt per eps)'), 'run')
     .action(async (o: GlobalOpts) => {
@@ -154,6 +144,8 @@ export function buildProgram(): Command {
       print(o, `done in ${s.total!.toFixed(2)} s (cluster ${s.cluster!.toFixed(2)}, sort ${s.sort!.toFixed(2)}, dedup ${s.dedup!.toFixed(2)}, extract ${s.extract!.toFixed(2)})\n${fmtSummary(r.dedup.summary)}`,
         { summary: r.dedup.summary, seconds: r.seconds, outputs: r.extract.map((x) => x.output) });
     });
+
+  registerAfterCommands(program);
 
   program
     .command('info')

@@ -244,6 +244,12 @@ export const configSchema = Object.freeze([
     description: "Reuse `kmeans_centroids.npy` found in the output folder instead of training again (as the original resumes).",
   },
   {
+    key: 'exact_duplicates', field: 'exactDuplicates', kind: 'bool', aliases: [], default: false, defaultText: 'false',
+    description:
+      'Before step 4, find rows whose bytes are identical (hash, then byte compare), keep the first in keep order and report them (semdedup/exact_duplicates.npy); no decision changes.',
+    cli: ['dedup', 'run'],
+  },
+  {
     key: 'threads', field: 'threads', kind: 'nonnegint', aliases: [], default: 0, defaultText: '0',
     description: 'CPU threads; 0 uses all cores.',
     cli: HEAVY,

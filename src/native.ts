@@ -154,6 +154,36 @@ export interface NativeAddon {
     opts: { threads?: number },
   ): Promise<void>;
   measureSgemm(n: number, repeats: number, threads?: number): Promise<number>;
+  recheckThresholds(
+    emb: NativeEmbeddings,
+    order: BigInt64Array,
+    offsets: BigInt64Array,
+    M: Float64Array,
+    arg: BigInt64Array,
+    opts: { thresholds: number[]; threads: number; recheckMargin?: number },
+    cancel?: NativeCancelToken,
+  ): Promise<{ rechecked: number }>;
+  maxSimilarityToReference(
+    emb: NativeEmbeddings,
+    xRows: BigInt64Array,
+    xOffsets: BigInt64Array,
+    ref: NativeEmbeddings,
+    rRows: BigInt64Array,
+    rOffsets: BigInt64Array,
+    best: Float64Array,
+    bestRef: BigInt64Array,
+    opts: { thresholds: number[]; threads: number; recheckMargin?: number },
+    onProgress?: ProgressCallback,
+    cancel?: NativeCancelToken,
+  ): Promise<{ rows: number; referenceRows: number; computedFlops: number; rechecked: number }>;
+  exactDuplicates(
+    emb: NativeEmbeddings,
+    order: BigInt64Array,
+    firstOf: BigInt64Array,
+    opts: { threads: number },
+    onProgress?: ProgressCallback,
+    cancel?: NativeCancelToken,
+  ): Promise<{ rows: number; groups: number; copies: number }>;
   info(): NativeInfo;
 }
 

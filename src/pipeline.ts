@@ -123,6 +123,7 @@ export async function runDedup(cfg: PartialResolved, opts: CommonOptions = {}, g
       whichToKeep: c.whichToKeep,
       epsList: c.epsList,
       seed: c.seed,
+      exactDuplicates: c.exactDuplicates,
     });
   return given ? run(given) : withEmbeddings(cfg, c.outputDir, opts, run);
 }

@@ -6,6 +6,7 @@
 namespace semdedup_addon {
 void register_steps(Napi::Env env, Napi::Object exports);
 void register_extract(Napi::Env env, Napi::Object exports);
+void register_after(Napi::Env env, Napi::Object exports);
 }  // namespace semdedup_addon
 
 namespace {
@@ -27,6 +28,7 @@ Napi::Object InitAll(Napi::Env env, Napi::Object exports) {
   exports.Set("CancelToken", tok);
   register_steps(env, exports);
   register_extract(env, exports);
+  register_after(env, exports);
   return exports;
 }
 

@@ -15,6 +15,7 @@ import type { Embeddings } from '../embeddings.js';
 import { withDefaults } from '../config.js';
 import { ensureOutputDir, noteBackend, now, runNative, throwIfAborted, type CommonOptions } from './common.js';
 import { recordStep, stamp } from '../manifest.js';
+import { findExactDuplicates } from '../after/exact.js';
 
 export type WhichToKeep = 'hard' | 'easy' | 'random';
 
@@ -28,6 +29,8 @@ export interface DedupOptions extends CommonOptions {
   epsList: number[];
   /** Seed of the 'random' keep order. */
   seed?: number;
+  /** Find byte-identical rows first and report them (no decision changes). */
+  exactDuplicates?: boolean;
 }
 
 export interface EpsSummary {
@@ -131,6 +134,7 @@ export async function semdedup(options: DedupOptions): Promise<DedupResult> {
     for (let i = 0; i < n; i++)
       if (order[i]! < 0n || order[i]! >= rows)
         throw new InputError(`${outputs.order(dir)}: row ${order[i]} is outside the ${emb.n} rows of ${emb.path}`, { file: outputs.order(dir) });
+    if (opts.exactDuplicates) await findExactDuplicates({ ...opts, embeddings: emb, order: keepOrder, outputDir: dir });
     // Parts are tied to everything that determines their content.
     const key = createHash('sha256')
       .update(JSON.stringify({ emb: stamp(emb.path), order: stamp(outputs.order(dir)), which, seed, eps: [...opts.epsList].sort() }))
