@@ -23,6 +23,7 @@ function collect(v: string, prev: string[] = []): string[] {
 
 function parseEpsList(s: string): number[] {
   const out = s.split(',').map((x) => x.trim()).filter(Boolean).map(Number);
+  if (out.length === 0) throw new ConfigError(`--eps-list: give at least one eps (e.g. 0.01,0.05), got '${s}'`, { key: 'eps_list' });
   for (const e of out)
     if (!Number.isFinite(e) || e <= 0 || e >= 1) throw new ConfigError(`--eps-list: each eps must be a number strictly between 0 and 1, got '${s}'`, { key: 'eps_list' });
   return out;
@@ -120,7 +121,7 @@ export function buildProgram(): Command {
   withCommon(program.command('dedup').description('step 4: per-cluster max similarity M and the removal decisions for every eps'))
     .option('--eps-list <list>', `comma-separated eps values (default from the config, else ${DEFAULT_EPS_LIST.join(',')})`)
     .action(async (o: GlobalOpts & { epsList?: string }) => {
-      const cfg = loadConfig(o, o.epsList ? { eps_list: parseEpsList(o.epsList) } : {});
+      const cfg = loadConfig(o, o.epsList !== undefined ? { eps_list: parseEpsList(o.epsList) } : {});
       const r = await runDedup(cfg, options(o));
       print(o, `dedup: ${r.keepOrder.length} members, ${r.stats.rechecked} re-checked in float64, ${r.seconds.toFixed(2)} s (${r.stats.device})${r.resumedParts ? `, ${r.resumedParts} parts resumed` : ''}\n${fmtSummary(r.summary)}`,
         { summary: r.summary, stats: r.stats, seconds: r.seconds, resumedParts: r.resumedParts });
@@ -142,7 +143,7 @@ export function buildProgram(): Command {
     .option('--eps-list <list>', 'comma-separated eps values')
     .option('--centroids <file>', 'use these centroids instead of training')
     .action(async (o: GlobalOpts & { epsList?: string; centroids?: string }) => {
-      const cfg = loadConfig(o, { ...(o.epsList ? { eps_list: parseEpsList(o.epsList) } : {}), ...(o.centroids ? { centroids: o.centroids } : {}) });
+      const cfg = loadConfig(o, { ...(o.epsList !== undefined ? { eps_list: parseEpsList(o.epsList) } : {}), ...(o.centroids ? { centroids: o.centroids } : {}) });
       const r = await runAll(cfg, options(o));
       const s = r.seconds;
       print(o, `done in ${s.total!.toFixed(2)} s (cluster ${s.cluster!.toFixed(2)}, sort ${s.sort!.toFixed(2)}, dedup ${s.dedup!.toFixed(2)}, extract ${s.extract!.toFixed(2)})\n${fmtSummary(r.dedup.summary)}`,

@@ -16,7 +16,7 @@
 
 import { readFileSync } from 'node:fs';
 import * as path from 'node:path';
-import { parse as parseYaml } from 'yaml';
+import { parseYamlLikePyYAML } from './io/yaml11.js';
 import { ConfigError } from './errors.js';
 
 /** The two config files of the original project. */
@@ -661,10 +661,11 @@ function build(entries: Entries, files: string[]): PartialResolved {
   return cfg as unknown as PartialResolved;
 }
 
+/** Reads a YAML file as the original's PyYAML reads it (src/io/yaml11.ts). */
 function readYamlFile(file: string): unknown {
-  let text: string;
+  let bytes: Buffer;
   try {
-    text = readFileSync(file, 'utf8');
+    bytes = readFileSync(file);
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;
     if (code === 'ENOENT') throw new ConfigError(`config file not found: ${file}`, { file });
@@ -672,7 +673,7 @@ function readYamlFile(file: string): unknown {
     throw new ConfigError(`cannot read config file ${file}: ${(err as Error).message}`, { file });
   }
   try {
-    return parseYaml(text, { version: '1.1' });
+    return parseYamlLikePyYAML(bytes);
   } catch (err) {
     const msg = (err as Error).message.split('\n')[0] ?? String(err);
     throw new ConfigError(`${file}: invalid YAML: ${msg}`, { file });

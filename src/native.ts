@@ -132,6 +132,8 @@ export interface NativeAddon {
   scanEmbeddings(emb: NativeEmbeddings, normTol: number, opts: { threads: number }, cancel?: NativeCancelToken): Promise<ScanStats>;
   measureSgemm(n: number, repeats: number, threads?: number): Promise<number>;
   info(): NativeInfo;
+  /** flock(fd, LOCK_EX | LOCK_NB): 0 when held, else the errno. */
+  tryLockFd(fd: number): number;
 }
 
 const packageRoot = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');

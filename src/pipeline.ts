@@ -14,6 +14,8 @@ import { type CommonOptions } from './steps/common.js';
 import { readManifest, writeManifest } from './manifest.js';
 import { toManifest } from './config.js';
 import { loadNative } from './native.js';
+import { withLock } from './lock.js';
+import { capThreads, validateInputs } from './validate.js';
 
 export function embeddingsSpecOf(cfg: PartialResolved): EmbeddingsSpec {
   const c = requireKeys(cfg, ['embeddings'], 'this step');
@@ -42,7 +44,7 @@ export function resolveIds(cfg: PartialResolved, outputDir: string | undefined, 
 }
 
 function common(cfg: PartialResolved, opts: CommonOptions): CommonOptions {
-  return { threads: cfg.threads, device: cfg.device, ...opts };
+  return { threads: capThreads(cfg.threads, opts.log), device: cfg.device, ...opts };
 }
 
 /** Records the config and the engine in the manifest of the output folder. */
@@ -57,6 +59,11 @@ function noteConfig(cfg: PartialResolved, outputDir: string): void {
 
 export async function runCluster(cfg: PartialResolved, opts: CommonOptions = {}): Promise<ClusterResult> {
   const c = requireKeys(cfg, ['embeddings', 'output_dir', 'k'], 'semdedup cluster');
+  validateInputs(cfg, 'cluster');
+  return withLock(c.outputDir, () => clusterLocked(cfg, c, opts));
+}
+
+async function clusterLocked(cfg: PartialResolved, c: ReturnType<typeof requireKeys<PartialResolved, 'embeddings' | 'output_dir' | 'k'>>, opts: CommonOptions): Promise<ClusterResult> {
   const r = await computeCentroids({
     ...common(cfg, opts),
     embeddings: embeddingsSpecOf(cfg),
@@ -78,8 +85,9 @@ export async function runCluster(cfg: PartialResolved, opts: CommonOptions = {})
 export async function runSort(cfg: PartialResolved, opts: CommonOptions = {}, given?: { ids?: Ids }): Promise<SortResult> {
   const c = requireKeys(cfg, ['output_dir'], 'semdedup sort');
   const needEmb = c.simMetric === 'cosine' && !c.spherical;
+  if (!given) validateInputs(cfg, 'sort');
   const ids = c.exportSortedClusters ? (given ? given.ids : resolveIds(cfg, c.outputDir, opts.log)) : undefined;
-  return assignAndSortClusters({
+  return withLock(c.outputDir, () => assignAndSortClusters({
     ...common(cfg, opts),
     outputDir: c.outputDir,
     simMetric: c.simMetric,
@@ -90,12 +98,13 @@ export async function runSort(cfg: PartialResolved, opts: CommonOptions = {}, gi
     sortedClustersDir: c.sortedClustersDir ?? join(c.outputDir, 'sorted_clusters'),
     ...(needEmb ? { embeddings: embeddingsSpecOf(cfg) } : {}),
     ...(ids ? { ids } : {}),
-  });
+  }), [c.sortedClustersDir ?? join(c.outputDir, 'sorted_clusters')]);
 }
 
 export async function runDedup(cfg: PartialResolved, opts: CommonOptions = {}): Promise<DedupResult> {
   const c = requireKeys(cfg, ['embeddings', 'output_dir'], 'semdedup dedup');
-  return semdedup({
+  validateInputs(cfg, 'dedup');
+  return withLock(c.outputDir, () => semdedup({
     ...common(cfg, opts),
     embeddings: embeddingsSpecOf(cfg),
     outputDir: c.outputDir,
@@ -103,7 +112,7 @@ export async function runDedup(cfg: PartialResolved, opts: CommonOptions = {}): 
     epsList: c.epsList,
     seed: c.seed,
     normalize: c.normalize,
-  });
+  }));
 }
 
 export async function runExtract(
@@ -113,8 +122,16 @@ export async function runExtract(
   opts: { removed?: boolean; log?: (l: string) => void; ids?: Ids; dedup?: DedupResult } = {},
 ): Promise<ExtractResult> {
   const c = requireKeys(cfg, ['output_dir'], 'semdedup extract');
+  if (!opts.dedup) validateInputs(cfg, 'extract', { eps });
   const ids = 'ids' in opts ? opts.ids : resolveIds(cfg, c.outputDir, opts.log);
-  return extractPrunedData({
+  // The dedup results are read only when committed for the requested keep order (and seed).
+  const set = (k: string) => cfg.sources?.[k] !== undefined && cfg.sources[k] !== 'default';
+  const want = {
+    ...(set('which_to_keep') ? { whichToKeep: c.whichToKeep } : {}),
+    ...(set('seed') && c.whichToKeep === 'random' ? { seed: c.seed } : {}),
+  };
+  return withLock(c.outputDir, () => extractPrunedData({
+    want,
     outputDir: c.outputDir,
     eps,
     ...(opts.dedup ? { data: { keepOrder: opts.dedup.keepOrder, M: opts.dedup.M } } : {}),
@@ -122,7 +139,7 @@ export async function runExtract(
     ...(opts.removed ? { removed: true } : {}),
     ...(ids ? { ids } : {}),
     ...(opts.log ? { log: opts.log } : {}),
-  });
+  }));
 }
 
 /** The ids file recorded in the output folder's manifest by an earlier step, if any. */
@@ -146,9 +163,14 @@ export interface RunResult {
 /** All steps: cluster, sort, dedup, then extract for every eps (kept ids to `kept_eps{eps}.txt`). */
 export async function runAll(cfg: PartialResolved, opts: CommonOptions = {}): Promise<RunResult> {
   const c = requireKeys(cfg, ['embeddings', 'output_dir', 'k'], 'semdedup run');
-  const n = embeddingsLayout(embeddingsSpecOf(cfg)).n;
-  // Read (and check) the ids once, before hours of work, for the steps that write ids.
+  // Check every input, and read (and check) the ids once, before hours of work and before any
+  // file is written; then hold the output folder for the whole run.
+  const n = validateInputs(cfg, 'run').layout!.n;
   const ids = resolveIds(cfg, undefined, opts.log);
+  return withLock(c.outputDir, () => runAllLocked(cfg, c, n, ids, opts), [c.sortedClustersDir ?? join(c.outputDir, 'sorted_clusters')]);
+}
+
+async function runAllLocked(cfg: PartialResolved, c: ReturnType<typeof requireKeys<PartialResolved, 'embeddings' | 'output_dir' | 'k'>>, n: number, ids: Ids | undefined, opts: CommonOptions): Promise<RunResult> {
   const t0 = performance.now();
   const cluster = await runCluster(cfg, opts);
   const t1 = performance.now();

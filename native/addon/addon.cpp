@@ -5,6 +5,7 @@
 
 namespace semdedup_addon {
 void register_steps(Napi::Env env, Napi::Object exports);
+void register_lock(Napi::Env env, Napi::Object exports);
 }  // namespace semdedup_addon
 
 namespace {
@@ -25,6 +26,7 @@ Napi::Object InitAll(Napi::Env env, Napi::Object exports) {
   exports.Set("Embeddings", emb);
   exports.Set("CancelToken", tok);
   register_steps(env, exports);
+  register_lock(env, exports);
   return exports;
 }
 

@@ -187,16 +187,13 @@ MaxSimStats max_similarity_cpu(const EmbeddingView& x, const int64_t* order, con
   double total_cost = 0;
   for (const auto& it : items) total_cost += it.cost;
 
-  const int threads = resolve_threads(opt.threads);
+  // At most one worker per item; each worker's scratch grows to the tiles it is handed (a few
+  // hundred KB for small clusters, at most ~40 MB for the widest tiles), never more.
+  const int threads = int(std::max<int64_t>(1, std::min<int64_t>(resolve_threads(opt.threads), int64_t(items.size()))));
   std::vector<Scratch> scratch(static_cast<size_t>(threads));
-  const int64_t arows = std::max(whole_max, kRowBlock);
-  for (auto& s : scratch) {
-    s.a.resize(size_t(arows * d));
-    s.b.resize(size_t(kSplitCols * d));
-    s.c.resize(size_t(arows * kSplitCols));
-    s.best.resize(size_t(kSplitCols));
-    s.pos.resize(size_t(kSplitCols));
-  }
+  auto grow = [](auto& v, int64_t n) {
+    if (int64_t(v.size()) < n) v.resize(size_t(n));
+  };
   std::atomic<int64_t> done_cost{0};
   BlasSingleThread blas1;  // our workers are the parallelism; BLAS runs one thread each
   parallel_for(threads, int64_t(items.size()), [&](int64_t idx, int w) {
@@ -205,6 +202,10 @@ MaxSimStats max_similarity_cpu(const EmbeddingView& x, const int64_t* order, con
     const int64_t base = offsets[it.cluster];
     const int64_t n = offsets[it.cluster + 1] - base;
     if (it.tile < 0) {
+      grow(s.a, n * d);
+      grow(s.c, n * kCols);
+      grow(s.best, kCols);
+      grow(s.pos, kCols);
       x.gather(order + base, n, s.a.data());
       for (int64_t c0 = 0; c0 < n; c0 += kCols) {
         const int64_t cols = std::min(kCols, n - c0);
@@ -220,6 +221,11 @@ MaxSimStats max_similarity_cpu(const EmbeddingView& x, const int64_t* order, con
       const int64_t width = n >= kSplitWide ? kSplitCols : kSplitColsMid;
       const int64_t c0 = it.tile * width;
       const int64_t cols = std::min(width, n - c0);
+      grow(s.a, std::min(kRowBlock, c0 + cols) * d);
+      grow(s.b, cols * d);
+      grow(s.c, std::min(kRowBlock, c0 + cols) * kSplitCols);
+      grow(s.best, cols);
+      grow(s.pos, cols);
       x.gather(order + base + c0, cols, s.b.data());
       reset_tile(s, cols);
       const int64_t rows_end = c0 + cols;

@@ -1,7 +1,7 @@
 // SPEC step 2 (the original's compute_centroids): FAISS k-means, then the nearest centroid of
 // every row. Existing centroids in the output folder are reused, as the original resumes.
 import { existsSync } from 'node:fs';
-import { ConfigError, InputError } from '../errors.js';
+import { ConfigError, InputError, NumericError } from '../errors.js';
 import { readNpy, writeNpy } from '../io/npy.js';
 import { outputs } from '../layout.js';
 import { loadNative } from '../native.js';
@@ -14,7 +14,7 @@ import {
   runNative,
   type CommonOptions,
 } from './common.js';
-import { recordStep, stepIsCurrent } from '../manifest.js';
+import { recordStep, stamp, stepIsCurrent } from '../manifest.js';
 
 export interface ClusterOptions extends CommonOptions {
   embeddings: EmbeddingsSpec | Embeddings;
@@ -63,19 +63,23 @@ function loadCentroids(path: string, k: number, d: number, what: string): Float3
     throw new InputError(`${path}: ${what} must be a 2-D float32 .npy (k, D), found ${header.descr} shape (${header.shape.join(', ')})`, { file: path });
   if (header.shape[0] !== k || header.shape[1] !== d)
     throw new InputError(`${path}: ${what} have shape (${header.shape.join(', ')}), expected (k=${k}, D=${d})`, { file: path, key: 'k' });
+  const bad = data.findIndex((v) => !Number.isFinite(v));
+  if (bad >= 0)
+    throw new NumericError(`${path}: ${what} hold ${data[bad]} (centroid ${Math.floor(bad / d)}, value ${bad % d}); centroids must be finite`, { file: path });
   return data;
 }
 
 export async function computeCentroids(opts: ClusterOptions): Promise<ClusterResult> {
   const log = opts.log ?? (() => {});
   const addon = loadNative();
-  ensureOutputDir(opts.outputDir);
   const { emb, owned } = await openChecked(opts.embeddings, opts.normalize ?? 'auto', opts.outputDir, opts);
   try {
     const k = opts.k;
     if (!Number.isInteger(k) || k < 1) throw new ConfigError(`k (ncentroids) must be a positive integer, got ${k}`, { key: 'k' });
     if (k > emb.n) throw new ConfigError(`k = ${k} (ncentroids) is larger than the number of rows N = ${emb.n} in ${emb.path}`, { key: 'k', file: emb.path });
     const device = resolveDevice(opts.device, log);
+    const given = opts.centroids ? loadCentroids(opts.centroids, k, emb.d, 'the given centroids') : undefined;
+    ensureOutputDir(opts.outputDir);
     const threads = opts.threads ?? 0;
     const spherical = opts.spherical ?? false;
     const params = {
@@ -93,16 +97,26 @@ export async function computeCentroids(opts: ClusterOptions): Promise<ClusterRes
     let prunedRows = 0;
     const impl = opts.impl ?? 'engine';
     const t0 = now();
-    if (opts.centroids) {
-      centroids = loadCentroids(opts.centroids, k, emb.d, 'the given centroids');
+    // Centroids are committed with what they came from (the given file, or the embeddings and
+    // the k-means parameters), and reused only when that is unchanged.
+    const trainParams = given ? { given: stamp(opts.centroids!), k, d: emb.d } : { ...params, impl, d: emb.d };
+    const trainInputs: Record<string, string> = given ? {} : { embeddings: emb.path };
+    const committed = existsSync(centroidsPath) && stepIsCurrent(opts.outputDir, 'train', trainParams, trainInputs);
+    if (given) {
+      centroids = given;
       centroidsFrom = 'given';
-      writeNpy(centroidsPath, centroids, { shape: [k, emb.d] });
+      if (!committed) {
+        writeNpy(centroidsPath, centroids, { shape: [k, emb.d] });
+        recordStep(opts.outputDir, 'train', trainParams, trainInputs, { centroids: centroidsPath });
+      }
       log(`centroids: given (${opts.centroids})`);
-    } else if ((opts.reuse ?? true) && existsSync(centroidsPath)) {
+    } else if ((opts.reuse ?? true) && committed) {
       centroids = loadCentroids(centroidsPath, k, emb.d, 'the existing centroids');
       centroidsFrom = 'reused';
       log(`centroids: reusing ${centroidsPath}`);
     } else {
+      if (existsSync(centroidsPath) && (opts.reuse ?? true))
+        log(`centroids: ${centroidsPath} was not made from these embeddings with these k-means parameters: training`);
       log(`k-means: k=${k}, niter=${params.niter}, seed=${params.seed}, spherical=${spherical}, N=${emb.n}, D=${emb.d}`);
       const r = await runNative(opts, 'cluster:train', (p, token) =>
         addon.trainKmeans!(emb.native, { ...params, threads, device, impl, prune: opts.prune ?? true }, p, token),
@@ -117,12 +131,13 @@ export async function computeCentroids(opts: ClusterOptions): Promise<ClusterRes
         log(`k-means: ${((100 * r.prunedRows) / (r.searchedRows + r.prunedRows)).toFixed(1)}% of row searches skipped by the bounds`);
       centroidsFrom = 'trained';
       writeNpy(centroidsPath, centroids, { shape: [k, emb.d] });
+      recordStep(opts.outputDir, 'train', trainParams, trainInputs, { centroids: centroidsPath }, { objective, searchedRows, prunedRows });
     }
     const tTrain = (now() - t0) / 1000;
 
     const stepParams = { spherical, k, d: emb.d, n: emb.n };
     const inputs = { embeddings: emb.path, centroids: centroidsPath };
-    if (stepIsCurrent(opts.outputDir, 'cluster', stepParams, inputs) && existsSync(nearestPath) && existsSync(distPath)) {
+    if (stepIsCurrent(opts.outputDir, 'cluster', stepParams, inputs)) {
       const nearest = readNpy(nearestPath).data as BigInt64Array;
       const dist = readNpy(distPath).data as Float32Array;
       log('assignment: up to date, reused');

@@ -1,5 +1,6 @@
 // What every step shares: options, progress, cancellation, device choice, the embeddings check.
-import { existsSync, mkdirSync, renameSync, rmSync, accessSync, constants } from 'node:fs';
+import { existsSync, renameSync, rmSync, accessSync, constants } from 'node:fs';
+import { makeDir, tempPathFor } from '../io/atomic.js';
 import { SemDedupError, OutputError, NumericError } from '../errors.js';
 import { outputs } from '../layout.js';
 import { loadNative, nativeError, type NativeCancelToken } from '../native.js';
@@ -77,7 +78,7 @@ export async function runNative<T>(
 /** Makes sure the output folder exists and is writable, with a clear error if not. */
 export function ensureOutputDir(dir: string): void {
   try {
-    mkdirSync(dir, { recursive: true });
+    makeDir(dir); // one level at a time: never loops (Node's recursive mkdir can, e.g. under /proc)
     accessSync(dir, constants.W_OK);
   } catch (e) {
     throw new OutputError(`${dir}: the output folder cannot be created or written: ${(e as Error).message}`, { file: dir, cause: e });
@@ -127,7 +128,7 @@ export async function openChecked(
     const params = { source: stamp(emb.path), n: emb.n, d: emb.d };
     if (!(existsSync(copyPath) && stepIsCurrent(outputDir, 'normalize', params, {}))) {
       opts.log?.(`normalising ${r.unnormalizedRows} rows into ${copyPath}`);
-      const tmp = `${copyPath}.partial`;
+      const tmp = tempPathFor(copyPath);
       const out = createEmbeddingsFile(tmp, emb.n, emb.d, { format: 'memmap', dtype: 'float32' });
       try {
         const view = out.view() as Float32Array;

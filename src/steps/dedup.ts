@@ -21,7 +21,7 @@ import {
   throwIfAborted,
   type CommonOptions,
 } from './common.js';
-import { recordStep, stamp } from '../manifest.js';
+import { currentRecord, recordStep, requireCommitted, stamp } from '../manifest.js';
 
 export type WhichToKeep = 'hard' | 'easy' | 'random';
 
@@ -151,6 +151,20 @@ export async function semdedup(opts: DedupOptions): Promise<DedupResult> {
   const seed = opts.seed ?? 1234;
   for (const p of [outputs.order(dir), outputs.offsets(dir)])
     if (!existsSync(p)) throw new InputError(`${p} not found: run the sort step first (semdedup sort)`, { file: p });
+  // Only the sort step's committed results are read; unchanged inputs and params: skipped.
+  requireCommitted(dir, 'sort', ['order', 'offsets']);
+  const stepParams = { whichToKeep: which, seed, epsList: opts.epsList };
+  const stepInputs = { embeddings: 'native' in opts.embeddings ? opts.embeddings.path : opts.embeddings.path, order: outputs.order(dir), offsets: outputs.offsets(dir) };
+  const done = currentRecord(dir, 'dedup', stepParams, stepInputs);
+  if (done) {
+    const M = readNpy(outputs.M(dir)).data as Float64Array;
+    const offsets = readNpy(outputs.offsets(dir)).data as BigInt64Array;
+    opts.log?.('dedup: up to date, reused');
+    return {
+      keepOrder: readNpy(outputs.keepOrder(dir)).data as BigInt64Array, offsets, M, Mrow: readNpy(outputs.Marg(dir)).data as BigInt64Array,
+      summary: summarize(M, opts.epsList), stats: (done.stats ?? {}) as unknown as MaxSimStats, seconds: (now() - t0) / 1000, resumedParts: 0,
+    };
+  }
   const order = readNpy(outputs.order(dir)).data as BigInt64Array;
   const offsets = readNpy(outputs.offsets(dir)).data as BigInt64Array;
   const { keepOrder, keepIndex } = keepOrderOf(order, offsets, which, seed);
@@ -230,8 +244,8 @@ export async function semdedup(opts: DedupOptions): Promise<DedupResult> {
   atomicWriteFile(outputs.summary(dir), JSON.stringify({ n, clusters: k, whichToKeep: which, eps: summary }, null, 2) + '\n');
   rmSync(outputs.parts(dir), { recursive: true, force: true });
   const seconds = (now() - t0) / 1000;
-  recordStep(dir, 'dedup', { whichToKeep: which, seed, epsList: opts.epsList }, { order: outputs.order(dir), offsets: outputs.offsets(dir) },
-    { M: outputs.M(dir), keepOrder: outputs.keepOrder(dir) }, { ...stats, seconds, resumedParts });
+  recordStep(dir, 'dedup', stepParams, stepInputs,
+    { M: outputs.M(dir), keepOrder: outputs.keepOrder(dir), keepIndex: outputs.keepIndex(dir), Mrow: outputs.Marg(dir) }, { ...stats, seconds, resumedParts });
   return { keepOrder, offsets, M, Mrow, summary, stats, seconds, resumedParts };
 }
 

@@ -8,6 +8,7 @@ import { atomicWriteFile } from '../io/atomic.js';
 import { readNpy, writeNpy } from '../io/npy.js';
 import type { Ids } from '../io/ids.js';
 import { outputs } from '../layout.js';
+import { requireCommitted } from '../manifest.js';
 import { now } from './common.js';
 import { validateEps, type EpsSummary } from './dedup.js';
 
@@ -22,6 +23,8 @@ export interface ExtractOptions {
   ids?: Ids;
   /** Step 4's keep order and M when the caller has them (else read from the output folder). */
   data?: { keepOrder: BigInt64Array; M: Float64Array };
+  /** Params the dedup step must have run with (e.g. whichToKeep) for its files to be read. */
+  want?: Record<string, unknown>;
   log?: (line: string) => void;
 }
 
@@ -39,9 +42,12 @@ export async function extractPrunedData(opts: ExtractOptions): Promise<ExtractRe
   const t0 = now();
   const dir = opts.outputDir;
   validateEps([opts.eps]);
-  if (!opts.data)
+  if (!opts.data) {
     for (const p of [outputs.keepOrder(dir), outputs.M(dir)])
       if (!existsSync(p)) throw new InputError(`${p} not found: run the dedup step first (semdedup dedup)`, { file: p });
+    // Only a keep order and M that the dedup step committed together, for the requested params.
+    requireCommitted(dir, 'dedup', ['keepOrder', 'M'], opts.want ?? {});
+  }
   const keepOrder = opts.data?.keepOrder ?? (readNpy(outputs.keepOrder(dir)).data as BigInt64Array);
   const M = opts.data?.M ?? (readNpy(outputs.M(dir)).data as Float64Array);
   if (M.length !== keepOrder.length)
