@@ -4,7 +4,8 @@
 // rewrite, an edit, even one that keeps the mtime, changes the stamp). Readers accept only files
 // that the manifest commits, with the parameters they ask for, and otherwise say what to rerun;
 // a step whose parameters, inputs and outputs are unchanged is skipped.
-import { existsSync, readFileSync, statSync } from 'node:fs';
+import { closeSync, existsSync, openSync, readFileSync, readSync, statSync } from 'node:fs';
+import { createHash } from 'node:crypto';
 import { resolve, sep } from 'node:path';
 import { InputError } from './errors.js';
 import { atomicWriteFile, makeDir } from './io/atomic.js';
@@ -18,11 +19,39 @@ export interface FileStamp {
   ino: string;
   mtimeNs: string;
   ctimeNs: string;
+  /**
+   * sha256 of the content, for files up to HASH_MAX_BYTES: file times tick only every few ms, so
+   * a small file rewritten twice within a tick onto a reused inode could otherwise look unchanged.
+   * (Writing a larger file takes longer than a tick.)
+   */
+  sha256?: string;
+}
+
+export const HASH_MAX_BYTES = 64 * 2 ** 20;
+
+function sha256Of(path: string): string {
+  const h = createHash('sha256');
+  const fd = openSync(path, 'r');
+  try {
+    const buf = Buffer.allocUnsafe(1 << 20);
+    for (;;) {
+      const n = readSync(fd, buf, 0, buf.length, null);
+      if (n <= 0) break;
+      h.update(buf.subarray(0, n));
+    }
+  } finally {
+    closeSync(fd);
+  }
+  return h.digest('hex');
 }
 
 export function stamp(path: string): FileStamp {
   const st = statSync(path, { bigint: true });
-  return { path: resolve(path), size: Number(st.size), ino: String(st.ino), mtimeNs: String(st.mtimeNs), ctimeNs: String(st.ctimeNs) };
+  const size = Number(st.size);
+  return {
+    path: resolve(path), size, ino: String(st.ino), mtimeNs: String(st.mtimeNs), ctimeNs: String(st.ctimeNs),
+    ...(st.isFile() && size <= HASH_MAX_BYTES ? { sha256: sha256Of(path) } : {}),
+  };
 }
 
 /** The stamp of `path` now, or undefined when it does not exist. */
@@ -35,7 +64,10 @@ function stampIfAny(path: string): FileStamp | undefined {
 }
 
 export function sameStamp(a: FileStamp | undefined, b: FileStamp | undefined): boolean {
-  return !!a && !!b && a.path === b.path && a.size === b.size && a.ino === b.ino && a.mtimeNs === b.mtimeNs && a.ctimeNs === b.ctimeNs;
+  return (
+    !!a && !!b && a.path === b.path && a.size === b.size && a.ino === b.ino && a.mtimeNs === b.mtimeNs && a.ctimeNs === b.ctimeNs &&
+    a.sha256 === b.sha256
+  );
 }
 
 export interface StepRecord {
@@ -104,7 +136,8 @@ export function currentRecord(dir: string, step: string, params: Record<string, 
   if (canonical(rec.params) !== canonical(params)) return undefined;
   if (Object.keys(rec.inputs).length !== Object.keys(inputs).length) return undefined;
   for (const [k, p] of Object.entries(inputs)) if (!sameStamp(rec.inputs[k], stampIfAny(p))) return undefined;
-  for (const s of Object.values(rec.outputs)) if (!sameStamp(s, stampIfAny(s.path))) return undefined;
+  const root = resolve(dir) + sep;
+  for (const s of Object.values(rec.outputs)) if (!s.path.startsWith(root) || !sameStamp(s, stampIfAny(s.path))) return undefined;
   return rec;
 }
 
@@ -126,18 +159,17 @@ const RERUN: Record<string, string> = {
  * to the folder's current upstream results), and its params agree with every entry of `want`.
  * Otherwise an InputError saying what differs and what to rerun.
  */
-export function requireCommitted(dir: string, step: string, files: readonly string[], want: Record<string, unknown> = {}): StepRecord {
+export function requireCommitted(dir: string, step: string, files: Record<string, string>, want: Record<string, unknown> = {}): StepRecord {
   const rerun = `rerun ${RERUN[step] ?? step}`;
   const rec = readManifest(dir).steps[step];
   if (!rec)
     throw new InputError(`${outputs.manifest(dir)}: no completed ${step} step is recorded in this output folder; ${rerun}`, { file: outputs.manifest(dir) });
-  for (const name of files) {
+  for (const [name, file] of Object.entries(files)) {
     const s = rec.outputs[name];
-    if (!s) throw new InputError(`${outputs.manifest(dir)}: the ${step} step record names no '${name}' output; ${rerun}`, { file: outputs.manifest(dir) });
-    const now = stampIfAny(s.path);
-    if (!now) throw new InputError(`${s.path} not found: ${rerun}`, { file: s.path });
+    const now = stampIfAny(file);
+    if (!now) throw new InputError(`${file} not found: ${rerun}`, { file });
     if (!sameStamp(s, now))
-      throw new InputError(`${s.path} is not the file the ${step} step completed (it was rewritten or changed since, e.g. by an interrupted run); ${rerun}`, { file: s.path });
+      throw new InputError(`${file} is not the file the ${step} step completed (it was rewritten or changed since, e.g. by an interrupted run, or copied from elsewhere); ${rerun}`, { file });
   }
   const root = resolve(dir) + sep;
   for (const [name, s] of Object.entries(rec.inputs)) {

@@ -152,7 +152,7 @@ export async function computeCentroids(opts: ClusterOptions): Promise<ClusterRes
     writeNpy(nearestPath, nearest);
     writeNpy(distPath, dist);
     const tAssign = (now() - t1) / 1000;
-    recordStep(opts.outputDir, 'cluster', stepParams, inputs, { nearest: nearestPath, dist: distPath }, {
+    recordStep(opts.outputDir, 'cluster', stepParams, inputs, { centroids: centroidsPath, nearest: nearestPath, dist: distPath }, {
       centroidsFrom, objective, searchedRows, prunedRows, impl, trainSeconds: tTrain, assignSeconds: tAssign, device, ...params,
     });
     return { centroids, nearest, dist, k, d: emb.d, centroidsFrom, assignmentReused: false, objective, searchedRows, prunedRows, seconds: { train: tTrain, assign: tAssign }, device };

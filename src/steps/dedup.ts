@@ -152,7 +152,7 @@ export async function semdedup(opts: DedupOptions): Promise<DedupResult> {
   for (const p of [outputs.order(dir), outputs.offsets(dir)])
     if (!existsSync(p)) throw new InputError(`${p} not found: run the sort step first (semdedup sort)`, { file: p });
   // Only the sort step's committed results are read; unchanged inputs and params: skipped.
-  requireCommitted(dir, 'sort', ['order', 'offsets']);
+  requireCommitted(dir, 'sort', { order: outputs.order(dir), offsets: outputs.offsets(dir) });
   const stepParams = { whichToKeep: which, seed, epsList: opts.epsList };
   const stepInputs = { embeddings: 'native' in opts.embeddings ? opts.embeddings.path : opts.embeddings.path, order: outputs.order(dir), offsets: outputs.offsets(dir) };
   const done = currentRecord(dir, 'dedup', stepParams, stepInputs);

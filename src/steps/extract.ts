@@ -46,7 +46,7 @@ export async function extractPrunedData(opts: ExtractOptions): Promise<ExtractRe
     for (const p of [outputs.keepOrder(dir), outputs.M(dir)])
       if (!existsSync(p)) throw new InputError(`${p} not found: run the dedup step first (semdedup dedup)`, { file: p });
     // Only a keep order and M that the dedup step committed together, for the requested params.
-    requireCommitted(dir, 'dedup', ['keepOrder', 'M'], opts.want ?? {});
+    requireCommitted(dir, 'dedup', { keepOrder: outputs.keepOrder(dir), M: outputs.M(dir) }, opts.want ?? {});
   }
   const keepOrder = opts.data?.keepOrder ?? (readNpy(outputs.keepOrder(dir)).data as BigInt64Array);
   const M = opts.data?.M ?? (readNpy(outputs.M(dir)).data as Float64Array);

@@ -60,7 +60,7 @@ export async function assignAndSortClusters(opts: SortOptions): Promise<SortResu
   for (const p of [outputs.centroids(dir), outputs.nearest(dir), outputs.dist(dir)])
     if (!existsSync(p)) throw new InputError(`${p} not found: run the cluster step first (semdedup cluster)`, { file: p });
   // Only the cluster step's committed results are read; unchanged inputs and params: skipped.
-  requireCommitted(dir, 'cluster', ['nearest', 'dist']);
+  requireCommitted(dir, 'cluster', { centroids: outputs.centroids(dir), nearest: outputs.nearest(dir), dist: outputs.dist(dir) });
   const stepParams = { simMetric, keepHard, spherical };
   const stepInputs: Record<string, string> = { centroids: outputs.centroids(dir), nearest: outputs.nearest(dir), dist: outputs.dist(dir) };
   if (simMetric === 'cosine' && !spherical && opts.embeddings) stepInputs.embeddings = 'native' in opts.embeddings ? opts.embeddings.path : opts.embeddings.path;
