@@ -4,7 +4,8 @@
 // and timestamp, tried in its order, and its constructors (octal `010`, sexagesimal `1:30`,
 // underscores, `.inf`/`.nan`; `1e3`, `.`, `e0`, `._1` and `+.` stay strings). Quoted and block
 // scalars are strings. Structure (mappings, sequences, anchors, merges) is the `yaml` package's;
-// one difference, on purpose: a key given twice in one mapping is an error (PyYAML keeps the last).
+// two differences, on purpose, both refusals: a key given twice in one mapping (PyYAML keeps the
+// last), and the YAML 1.1 line breaks NEL, LS and PS (U+0085, U+2028, U+2029).
 import { isMap, isPair, isScalar, isSeq, parseDocument, type Document } from 'yaml';
 
 export class YamlError extends Error {
@@ -167,12 +168,18 @@ export function decodeYamlBytes(buf: Uint8Array): string {
     }
     throw new YamlError(`the file is not valid UTF-8 (byte 0x${(buf[off] ?? 0).toString(16).padStart(2, '0')} at offset ${off})`, off);
   }
+  // YAML 1.1 also breaks lines at NEL, LS and PS, which the structure parser (YAML 1.2) does not:
+  // refused rather than read differently.
+  const lb = /[\u0085\u2028\u2029]/.exec(text);
+  if (lb)
+    throw new YamlError(`the YAML 1.1 line break #x${lb[0].codePointAt(0)!.toString(16)} (at character ${lb.index}) is not supported: use a plain newline`, lb.index);
   const m = NON_PRINTABLE.exec(text);
   if (m) {
     const cp = m[0].codePointAt(0)!;
     throw new YamlError(`special characters are not allowed (#x${cp.toString(16)} at character ${m.index})`, m.index);
   }
-  return text;
+  // PyYAML reads every \r\n and every lone \r as a line break '\n', in scalars too.
+  return text.replace(/\r\n?/g, '\n');
 }
 
 function resolveNode(node: unknown, doc: Document): unknown {
@@ -180,7 +187,8 @@ function resolveNode(node: unknown, doc: Document): unknown {
     const text = String(node.source ?? node.value ?? '');
     if (node.tag && node.tag !== '!' && node.tag !== STR) {
       node.value = resolveTagged(node.tag, text);
-    } else if (!node.tag && node.type === 'PLAIN') {
+    } else if ((!node.tag && node.type === 'PLAIN') || node.tag === '!') {
+      // PyYAML resolves a plain scalar, and any scalar tagged with the non-specific '!', implicitly.
       node.value = resolvePlain(text);
     } else {
       node.value = text;
