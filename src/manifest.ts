@@ -6,7 +6,7 @@
 // a step whose parameters, inputs and outputs are unchanged is skipped.
 import { closeSync, existsSync, openSync, readFileSync, readSync, statSync } from 'node:fs';
 import { createHash } from 'node:crypto';
-import { resolve, sep } from 'node:path';
+import { join, relative, resolve, sep } from 'node:path';
 import { InputError } from './errors.js';
 import { atomicWriteFile, makeDir } from './io/atomic.js';
 import { outputs } from './layout.js';
@@ -14,15 +14,18 @@ import { loadNative } from './native.js';
 
 export interface FileStamp {
   path: string;
+  /** The path relative to the output folder, for a file inside it (the folder may be moved or copied). */
+  rel?: string;
   size: number;
   /** Inode, mtime and ctime in nanoseconds, as decimal strings. */
   ino: string;
   mtimeNs: string;
   ctimeNs: string;
   /**
-   * sha256 of the content, for files up to HASH_MAX_BYTES: file times tick only every few ms, so
-   * a small file rewritten twice within a tick onto a reused inode could otherwise look unchanged.
-   * (Writing a larger file takes longer than a tick.)
+   * sha256 of the content, for files up to HASH_MAX_BYTES: such a file is identified by its
+   * content (so a copied folder stays committed, and a rewrite within one tick of the file clock
+   * onto a reused inode is still seen); a larger one by its inode, size and times (writing it
+   * takes longer than a tick).
    */
   sha256?: string;
 }
@@ -45,13 +48,31 @@ function sha256Of(path: string): string {
   return h.digest('hex');
 }
 
-export function stamp(path: string): FileStamp {
+/** The stamp of `path`; `dir`: the output folder (a file inside it also gets its relative path). */
+export function stamp(path: string, dir?: string): FileStamp {
   const st = statSync(path, { bigint: true });
   const size = Number(st.size);
+  const abs = resolve(path);
+  const root = dir !== undefined ? resolve(dir) + sep : undefined;
   return {
-    path: resolve(path), size, ino: String(st.ino), mtimeNs: String(st.mtimeNs), ctimeNs: String(st.ctimeNs),
+    path: abs, ...(root && abs.startsWith(root) ? { rel: relative(root, abs) } : {}),
+    size, ino: String(st.ino), mtimeNs: String(st.mtimeNs), ctimeNs: String(st.ctimeNs),
     ...(st.isFile() && size <= HASH_MAX_BYTES ? { sha256: sha256Of(path) } : {}),
   };
+}
+
+/** Where a recorded file is now: inside the output folder `dir` when it was inside the folder it was recorded in. */
+function locate(s: FileStamp, dir: string): string {
+  return s.rel !== undefined ? join(resolve(dir), s.rel) : s.path;
+}
+
+/** True when the file at `path` is the recorded one: the same content (small files) or the same inode, size and times. */
+function matches(recorded: FileStamp | undefined, path: string): boolean {
+  if (!recorded) return false;
+  const now = stampIfAny(path);
+  if (!now || now.size !== recorded.size) return false;
+  if (recorded.sha256 !== undefined || now.sha256 !== undefined) return recorded.sha256 === now.sha256;
+  return sameStamp(recorded, now);
 }
 
 /** The stamp of `path` now, or undefined when it does not exist. */
@@ -124,7 +145,7 @@ export function recordStep(
   stats?: Record<string, unknown>,
 ): void {
   const m = readManifest(dir);
-  const st = (rec: Record<string, string>) => Object.fromEntries(Object.entries(rec).map(([k, p]) => [k, stamp(p)]));
+  const st = (rec: Record<string, string>) => Object.fromEntries(Object.entries(rec).map(([k, p]) => [k, stamp(p, dir)]));
   m.steps[step] = { completedAt: new Date().toISOString(), params, inputs: st(inputs), outputs: st(outs), ...(stats ? { stats } : {}) };
   writeManifest(dir, m);
 }
@@ -135,9 +156,8 @@ export function currentRecord(dir: string, step: string, params: Record<string, 
   if (!rec) return undefined;
   if (canonical(rec.params) !== canonical(params)) return undefined;
   if (Object.keys(rec.inputs).length !== Object.keys(inputs).length) return undefined;
-  for (const [k, p] of Object.entries(inputs)) if (!sameStamp(rec.inputs[k], stampIfAny(p))) return undefined;
-  const root = resolve(dir) + sep;
-  for (const s of Object.values(rec.outputs)) if (!s.path.startsWith(root) || !sameStamp(s, stampIfAny(s.path))) return undefined;
+  for (const [k, p] of Object.entries(inputs)) if (!matches(rec.inputs[k], p)) return undefined;
+  for (const s of Object.values(rec.outputs)) if (!matches(s, locate(s, dir))) return undefined;
   return rec;
 }
 
@@ -166,16 +186,14 @@ export function requireCommitted(dir: string, step: string, files: Record<string
     throw new InputError(`${outputs.manifest(dir)}: no completed ${step} step is recorded in this output folder; ${rerun}`, { file: outputs.manifest(dir) });
   for (const [name, file] of Object.entries(files)) {
     const s = rec.outputs[name];
-    const now = stampIfAny(file);
-    if (!now) throw new InputError(`${file} not found: ${rerun}`, { file });
-    if (!sameStamp(s, now))
-      throw new InputError(`${file} is not the file the ${step} step completed (it was rewritten or changed since, e.g. by an interrupted run, or copied from elsewhere); ${rerun}`, { file });
+    if (!existsSync(file)) throw new InputError(`${file} not found: ${rerun}`, { file });
+    if (!s || (s.rel !== undefined && locate(s, dir) !== resolve(file)) || !matches(s, file))
+      throw new InputError(`${file} is not the file the ${step} step completed (it was rewritten or changed since, e.g. by an interrupted run); ${rerun}`, { file });
   }
-  const root = resolve(dir) + sep;
   for (const [name, s] of Object.entries(rec.inputs)) {
-    if (!s.path.startsWith(root)) continue;
-    if (!sameStamp(s, stampIfAny(s.path)))
-      throw new InputError(`${s.path} (${name}) changed after the ${step} step read it: its results are out of date; ${rerun}`, { file: s.path });
+    if (s.rel === undefined) continue; // inputs outside the folder (the embeddings) are not needed by readers
+    const p = locate(s, dir);
+    if (!matches(s, p)) throw new InputError(`${p} (${name}) changed after the ${step} step read it: its results are out of date; ${rerun}`, { file: p });
   }
   for (const [k, v] of Object.entries(want)) {
     if (v === undefined) continue;

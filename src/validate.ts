@@ -1,7 +1,7 @@
 // Validate first, then work: every input a command will use (the embeddings' layout, the ids, a
 // given centroids file, every parameter, the backend, the output folder) is checked before any
 // file or folder is created, so a refused run leaves the output folder as it was.
-import { accessSync, constants, statSync, statfsSync } from 'node:fs';
+import { accessSync, constants, existsSync, statSync, statfsSync } from 'node:fs';
 import { cpus } from 'node:os';
 import { dirname, resolve } from 'node:path';
 import type { PartialResolved } from './config.js';
@@ -12,6 +12,8 @@ import { resolveDevice } from './steps/common.js';
 import { validateEps } from './steps/dedup.js';
 
 export type Command = 'cluster' | 'sort' | 'dedup' | 'extract' | 'run';
+
+const PREV: Record<string, string> = { sort: 'cluster', dedup: 'sort', extract: 'dedup' };
 
 /** Threads above this multiple of the cores only cost memory and switching. */
 export const THREADS_PER_CORE_MAX = 4;
@@ -103,7 +105,15 @@ function specOf(cfg: PartialResolved): EmbeddingsSpec {
  * they are read (resolveIds), also before any work. Returns the embeddings' layout when read.
  */
 export function validateInputs(cfg: PartialResolved, command: Command, extra: { eps?: number } = {}): { layout?: EmbeddingsLayout } {
-  if (cfg.outputDir) checkOutputDir(cfg.outputDir);
+  if (cfg.outputDir) {
+    checkOutputDir(cfg.outputDir);
+    // The later steps read what the earlier ones wrote there: no folder, nothing to read.
+    if ((command === 'sort' || command === 'dedup' || command === 'extract') && !existsSync(cfg.outputDir))
+      throw new InputError(
+        `${cfg.outputDir}: the output folder does not exist: run the ${PREV[command]} step first (semdedup ${PREV[command]})`,
+        { file: cfg.outputDir },
+      );
+  }
   if (cfg.threads !== undefined && (!Number.isSafeInteger(cfg.threads) || cfg.threads < 0))
     throw new ConfigError(`threads must be a non-negative integer, got ${cfg.threads}`, { key: 'threads' });
   if (command === 'dedup' || command === 'run') validateEps(cfg.epsList ?? []);

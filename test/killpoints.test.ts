@@ -55,7 +55,7 @@ async function killEverywhere(d: Data, base: string | undefined, tag: string): P
   if (base) assert.notEqual(wantOldList, wantNewList, 'the old and new parameters must give different lists');
   const work = path.join(d.dir, `work-${tag}`);
   // The folder a kill starts from: empty, or holding a completed run with the old parameters
-  // (made by a run in place: a copy would not be committed, the manifest names the files it made).
+  // (made afresh each time by a run in place).
   const prepare = () => {
     rmSync(work, { recursive: true, force: true });
     if (base) assert.equal(runCli(['run', ...runArgs(d, work, [...OLD, ...EPS])], d.dir).code, 0);

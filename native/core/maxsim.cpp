@@ -13,6 +13,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
 #include <cstring>
 #include <limits>
 #include <numeric>
@@ -58,9 +59,33 @@ double default_margin(int64_t d) {
   return std::max(1e-5, 4.0 * double(d) * std::ldexp(1.0, -24));
 }
 
+// A worker's buffer: grows to what its tiles need, 64-byte aligned whatever its size (BLAS
+// results must not depend on where a buffer happens to start, so that M is the same bits
+// whichever worker computes an item).
+template <class T>
+class Buffer {
+ public:
+  T* need(int64_t n) {
+    if (n > cap_) {
+      raw_.assign(size_t(n) + 64 / sizeof(T), T());
+      const auto addr = (reinterpret_cast<std::uintptr_t>(raw_.data()) + 63) & ~std::uintptr_t(63);
+      p_ = reinterpret_cast<T*>(addr);
+      cap_ = n;
+    }
+    return p_;
+  }
+  T* data() const { return p_; }
+  T& operator[](size_t i) const { return p_[i]; }
+
+ private:
+  std::vector<T> raw_;
+  T* p_ = nullptr;
+  int64_t cap_ = 0;
+};
+
 struct Scratch {
-  std::vector<float> a, b, c, best;
-  std::vector<int64_t> pos;
+  Buffer<float> a, b, c, best;
+  Buffer<int64_t> pos;
 };
 
 void write_tile(const int64_t* order, int64_t base, int64_t c0, int64_t cols, const Scratch& s, double* M, int64_t* arg) {
@@ -77,8 +102,8 @@ void write_tile(const int64_t* order, int64_t base, int64_t c0, int64_t cols, co
 }
 
 void reset_tile(Scratch& s, int64_t cols) {
-  std::fill(s.best.begin(), s.best.begin() + cols, -std::numeric_limits<float>::infinity());
-  std::fill(s.pos.begin(), s.pos.begin() + cols, int64_t(-1));
+  std::fill(s.best.data(), s.best.data() + cols, -std::numeric_limits<float>::infinity());
+  std::fill(s.pos.data(), s.pos.data() + cols, int64_t(-1));
 }
 
 }  // namespace
@@ -191,9 +216,7 @@ MaxSimStats max_similarity_cpu(const EmbeddingView& x, const int64_t* order, con
   // hundred KB for small clusters, at most ~40 MB for the widest tiles), never more.
   const int threads = int(std::max<int64_t>(1, std::min<int64_t>(resolve_threads(opt.threads), int64_t(items.size()))));
   std::vector<Scratch> scratch(static_cast<size_t>(threads));
-  auto grow = [](auto& v, int64_t n) {
-    if (int64_t(v.size()) < n) v.resize(size_t(n));
-  };
+  auto grow = [](auto& v, int64_t n) { v.need(n); };
   std::atomic<int64_t> done_cost{0};
   BlasSingleThread blas1;  // our workers are the parallelism; BLAS runs one thread each
   parallel_for(threads, int64_t(items.size()), [&](int64_t idx, int w) {
