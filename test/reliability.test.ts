@@ -6,19 +6,19 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
-import { copyFileSync, existsSync, mkdirSync, readFileSync, renameSync, statSync, writeFileSync } from 'node:fs';
+import { copyFileSync, existsSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { cpus } from 'node:os';
 import * as path from 'node:path';
 
 import { loadConfigFiles } from '../src/config.js';
 import { SemDedupError } from '../src/errors.js';
 import { makeDir } from '../src/io/atomic.js';
-import { npyHeaderBytes, writeNpy } from '../src/io/npy.js';
+import { writeNpy } from '../src/io/npy.js';
 import { lockOutputDir } from '../src/lock.js';
 import { capThreads, THREADS_PER_CORE_MAX, validateInputs } from '../src/validate.js';
 import { parseYamlLikePyYAML } from '../src/io/yaml11.js';
 import { CLI, ROOT, runCli, tmpFolder } from './helpers.js';
-import { DIM, K, N, digest, listFiles, makeData, runArgs, tempFiles, type Data } from './rel-helpers.js';
+import { DIM, K, N, digest, listFiles, makeData, runArgs, tempFiles } from './rel-helpers.js';
 
 function ok(args: string[], cwd: string, what: string): string {
   const r = runCli(args, cwd, 120_000);
@@ -467,8 +467,3 @@ test('defect 11: concurrent runs on one folder: each completes or refuses at onc
   assert.equal(completed + refusedRuns, 3 * trials);
   process.stdout.write(`# concurrency: ${trials} trials of 3 runs at once on one folder: ${completed} completed, ${refusedRuns} refused at once naming the holder, 0 failed otherwise; every folder equal to a clean run\n`);
 });
-
-// Keep unused-import checkers quiet about helpers used only in some branches.
-void mkdirSync;
-void renameSync;
-void npyHeaderBytes;
