@@ -16,7 +16,7 @@
 
 import { readFileSync } from 'node:fs';
 import * as path from 'node:path';
-import { parse as parseYaml } from 'yaml';
+import { parseYamlLikePyYAML } from './io/yaml11.js';
 import { ConfigError } from './errors.js';
 
 /** The two config files of the original project. */
@@ -57,8 +57,10 @@ export interface ConfigKeySpec {
 }
 
 /** The commands of the CLI whose options come from the schema. */
-export type CliCommand = 'cluster' | 'sort' | 'dedup' | 'extract' | 'run';
+export type CliCommand = 'cluster' | 'sort' | 'dedup' | 'extract' | 'run' | 'curve' | 'explain' | 'decontaminate' | 'report' | 'exact-duplicates';
 const HEAVY: readonly CliCommand[] = ['cluster', 'sort', 'dedup', 'extract', 'run'];
+/** The commands that work from a finished run (they re-check in float64 or read the embeddings). */
+const AFTER: readonly CliCommand[] = ['explain', 'decontaminate', 'report', 'exact-duplicates'];
 
 /** Where the original uses each key: a shorthand for the table below. */
 const CL: OriginalFile = 'clustering_configs.yaml';
@@ -215,7 +217,7 @@ export const configSchema = Object.freeze([
       '`auto`: rows are checked, and a row whose L2 norm differs from 1 by more than 1e-3 is an error. ' +
       '`always`: every row is L2-normalised on read, into a float32 copy (a zero row is still an error). ' +
       '`never`: rows are used as they are, unchecked.',
-    cli: HEAVY,
+    cli: [...HEAVY, ...AFTER],
   },
   {
     key: 'device', field: 'device', kind: 'enum', values: ['auto', 'cpu', 'cuda'], aliases: [], default: 'auto',
@@ -252,7 +254,7 @@ export const configSchema = Object.freeze([
   {
     key: 'threads', field: 'threads', kind: 'nonnegint', aliases: [], default: 0, defaultText: '0',
     description: 'CPU threads; 0 uses all cores.',
-    cli: HEAVY,
+    cli: [...HEAVY, ...AFTER],
   },
 ] as const satisfies readonly ConfigKeySpec[]);
 
@@ -662,10 +664,11 @@ function build(entries: Entries, files: string[]): PartialResolved {
   return cfg as unknown as PartialResolved;
 }
 
+/** Reads a YAML file as the original's PyYAML reads it (src/io/yaml11.ts). */
 function readYamlFile(file: string): unknown {
-  let text: string;
+  let bytes: Buffer;
   try {
-    text = readFileSync(file, 'utf8');
+    bytes = readFileSync(file);
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;
     if (code === 'ENOENT') throw new ConfigError(`config file not found: ${file}`, { file });
@@ -673,7 +676,7 @@ function readYamlFile(file: string): unknown {
     throw new ConfigError(`cannot read config file ${file}: ${(err as Error).message}`, { file });
   }
   try {
-    return parseYaml(text, { version: '1.1' });
+    return parseYamlLikePyYAML(bytes);
   } catch (err) {
     const msg = (err as Error).message.split('\n')[0] ?? String(err);
     throw new ConfigError(`${file}: invalid YAML: ${msg}`, { file });

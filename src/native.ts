@@ -185,6 +185,8 @@ export interface NativeAddon {
     cancel?: NativeCancelToken,
   ): Promise<{ rows: number; groups: number; copies: number }>;
   info(): NativeInfo;
+  /** flock(fd, LOCK_EX | LOCK_NB): 0 when held, else the errno. */
+  tryLockFd(fd: number): number;
 }
 
 const packageRoot = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');

@@ -7,6 +7,7 @@ namespace semdedup_addon {
 void register_steps(Napi::Env env, Napi::Object exports);
 void register_extract(Napi::Env env, Napi::Object exports);
 void register_after(Napi::Env env, Napi::Object exports);
+void register_lock(Napi::Env env, Napi::Object exports);
 }  // namespace semdedup_addon
 
 namespace {
@@ -29,6 +30,7 @@ Napi::Object InitAll(Napi::Env env, Napi::Object exports) {
   register_steps(env, exports);
   register_extract(env, exports);
   register_after(env, exports);
+  register_lock(env, exports);
   return exports;
 }
 

@@ -1,9 +1,11 @@
 // The command line of the commands that work from a finished run: curve, explain, decontaminate,
 // report, exact-duplicates, and extract by eps or by a target fraction.
 import { Command, Option } from 'commander';
+import { loadConfig, options, print, withCommon, type GlobalOpts } from '../cli-common.js';
 import { ConfigError } from '../errors.js';
-import { loadConfigFiles, requireKeys, type PartialResolved } from '../config.js';
-import { embeddingsSpecOf, resolveIds } from '../pipeline.js';
+import { requireKeys, type CliCommand, type PartialResolved } from '../config.js';
+import { dedupWanted, embeddingsSpecOf, resolveIds } from '../pipeline.js';
+import { withLock } from '../lock.js';
 import { readIds } from '../io/ids.js';
 import { openEmbeddings } from '../embeddings.js';
 import type { CommonOptions } from '../steps/common.js';
@@ -14,61 +16,14 @@ import { writeReport } from './report.js';
 import { findExactDuplicates } from './exact.js';
 import { readRun } from './common.js';
 
-interface Opts {
-  config?: string[];
-  set?: string[];
-  device?: string;
-  threads?: string;
-  normalize?: string;
-  quiet?: boolean;
-  json?: boolean;
-}
+type Opts = GlobalOpts;
 
-function collect(v: string, prev: string[] = []): string[] {
-  return [...prev, v];
-}
-
-function withCommon(cmd: Command): Command {
-  return cmd
-    .option('-c, --config <file>', "config file (YAML; ours or the original's); repeat to merge several", collect)
-    .option('--set <key=value>', 'override a config key (any name of the schema); repeatable', collect)
-    .option('--threads <n>', 'worker threads (0 = all cores)')
-    .addOption(new Option('--normalize <mode>', 'rows that are not unit-norm').choices(['auto', 'always', 'never']))
-    .option('-q, --quiet', 'no progress or log lines')
-    .option('--json', 'print the result as JSON');
-}
-
-function config(o: Opts): PartialResolved {
-  const overrides: Record<string, unknown> = {};
-  for (const kv of o.set ?? []) {
-    const i = kv.indexOf('=');
-    if (i <= 0) throw new ConfigError(`--set expects key=value, got '${kv}'`);
-    overrides[kv.slice(0, i)] = kv.slice(i + 1);
-  }
-  if (o.threads) overrides.threads = o.threads;
-  if (o.normalize) overrides.normalize = o.normalize;
-  return loadConfigFiles(o.config ?? [], overrides);
+function config(o: Opts, command: CliCommand): PartialResolved {
+  return loadConfig(o, command);
 }
 
 function common(o: Opts, cfg: PartialResolved): CommonOptions & { normalize: 'auto' | 'always' | 'never' } {
-  const log = o.quiet ? undefined : (l: string) => process.stderr.write(`semdedup: ${l}\n`);
-  const ac = new AbortController();
-  process.once('SIGINT', () => ac.abort());
-  let last = 0;
-  const onProgress = o.quiet
-    ? undefined
-    : (p: { stage: string; done: number; total: number }) => {
-        const t = Date.now();
-        if (t - last < 2000 && p.done < p.total) return;
-        last = t;
-        process.stderr.write(`  ${p.stage} ${(p.total ? (100 * p.done) / p.total : 0).toFixed(1)}%\n`);
-      };
-  return { threads: cfg.threads, normalize: cfg.normalize, signal: ac.signal, ...(log ? { log } : {}), ...(onProgress ? { onProgress } : {}) };
-}
-
-function print(o: Opts, human: string, data: unknown): void {
-  if (o.json) process.stdout.write(JSON.stringify(data, (_k, v) => (typeof v === 'bigint' ? Number(v) : ArrayBuffer.isView(v) ? undefined : v), 2) + '\n');
-  else process.stdout.write(human + '\n');
+  return { ...options(o), threads: cfg.threads, normalize: cfg.normalize };
 }
 
 function num(s: string | undefined, name: string): number | undefined {
@@ -79,13 +34,14 @@ function num(s: string | undefined, name: string): number | undefined {
 }
 
 /** The run's folder, its embeddings when the config names them, and its ids. */
-function runContext(o: Opts, what: string) {
-  const cfg = config(o);
+function runContext(o: Opts, command: CliCommand) {
+  const what = `semdedup ${command}`;
+  const cfg = config(o, command);
   const c = requireKeys(cfg, ['output_dir'], what);
   const opts = common(o, cfg);
   const embeddings = cfg.embeddings ? embeddingsSpecOf(cfg) : undefined;
   const ids = resolveIds(cfg, c.outputDir, opts.log);
-  return { cfg, outputDir: c.outputDir, opts, embeddings, ids };
+  return { cfg, outputDir: c.outputDir, opts: { ...opts, want: dedupWanted(cfg) }, embeddings, ids };
 }
 
 type ExtractOpts = Opts & { eps?: string; keepFraction?: string; removeFraction?: string; output?: string; removed?: boolean };
@@ -94,11 +50,11 @@ type ExtractOpts = Opts & { eps?: string; keepFraction?: string; removeFraction?
 export async function extractAction(o: ExtractOpts): Promise<void> {
   const given = [o.eps, o.keepFraction, o.removeFraction].filter((x) => x !== undefined).length;
   if (given !== 1) throw new ConfigError('extract: give exactly one of --eps, --keep-fraction, --remove-fraction', { key: 'eps' });
-  const { outputDir, opts, embeddings, ids } = runContext(o, 'semdedup extract');
+  const { outputDir, opts, embeddings, ids } = runContext(o, 'extract');
   const eps = num(o.eps, '--eps');
   const keepFraction = num(o.keepFraction, '--keep-fraction');
   const removeFraction = num(o.removeFraction, '--remove-fraction');
-  const r = await extractAt({
+  const r = await withLock(outputDir, () => extractAt({
     ...opts,
     outputDir,
     ...(embeddings ? { embeddings } : {}),
@@ -108,7 +64,7 @@ export async function extractAction(o: ExtractOpts): Promise<void> {
     ...(o.output ? { output: o.output } : {}),
     ...(o.removed ? { removed: true } : {}),
     ...(ids ? { ids } : {}),
-  });
+  }));
   const n = r.summary.kept + r.summary.removed;
   const head = r.choice ? `eps ${r.eps} (chosen for kept fraction ${r.choice.keepFraction}: target ${r.choice.target.toFixed(1)} of ${n})` : `eps ${r.eps}`;
   print(
@@ -126,29 +82,30 @@ export function extractFractionOptions(cmd: Command): Command {
 }
 
 export function registerAfterCommands(program: Command): void {
-  withCommon(program.command('curve').description('kept fraction against eps on a fine grid, from the stored M'))
+  withCommon(program.command('curve').description('kept fraction against eps on a fine grid, from the stored M'), 'curve')
     .option('--from <eps>', 'first eps of the grid', '0.001')
     .option('--to <eps>', 'last eps of the grid', '0.3')
     .option('--step <eps>', 'grid step', '0.001')
     .action(async (o: Opts & { from: string; to: string; step: string }) => {
-      const cfg = config(o);
+      const cfg = config(o, 'curve');
       const c = requireKeys(cfg, ['output_dir'], 'semdedup curve');
       const r = await keptFractionCurve({ outputDir: c.outputDir, from: num(o.from, '--from')!, to: num(o.to, '--to')!, step: num(o.step, '--step')! });
       print(o, ['eps\tkept\tkept_fraction', ...r.points.map((p) => `${p.eps}\t${p.kept}\t${p.keptFraction.toFixed(6)}`)].join('\n'), r);
     });
 
-  withCommon(program.command('explain').description('why each member was removed: the earlier member reaching M, the similarity, the cluster'))
+  withCommon(program.command('explain').description('why each member was removed: the earlier member reaching M, the similarity, the cluster'), 'explain')
     .requiredOption('--eps <eps>', 'the eps (one not in eps_list is re-checked in float64 near its threshold)')
     .option('--id <id>', 'answer for one id: kept or removed, and its nearest earlier member')
     .option('--near <distance>', 'list the members whose M lies within this distance of 1 - eps instead')
     .option('-o, --output <file>', 'CSV, or JSON Lines for .jsonl (default: explain_eps{eps}.csv in the output folder)')
     .addOption(new Option('--format <format>', 'table format').choices(['csv', 'jsonl']))
     .action(async (o: Opts & { eps: string; id?: string; near?: string; output?: string; format?: 'csv' | 'jsonl' }) => {
-      const { outputDir, opts, embeddings, ids } = runContext(o, 'semdedup explain');
+      const { outputDir, opts, embeddings, ids } = runContext(o, 'explain');
       const eps = num(o.eps, '--eps')!;
       const base = { ...opts, outputDir, eps, ...(embeddings ? { embeddings } : {}), ...(ids ? { ids } : {}) };
-      if (o.id !== undefined) {
-        const r = await explainId({ ...base, id: o.id });
+      const id = o.id;
+      if (id !== undefined) {
+        const r = await withLock(outputDir, () => explainId({ ...base, id }));
         print(
           o,
           `${r.id} (row ${r.row}, cluster ${r.cluster}, position ${r.position}): ${r.removed ? 'removed' : 'kept'} at eps ${eps}; ` +
@@ -159,11 +116,11 @@ export function registerAfterCommands(program: Command): void {
       }
       const near = num(o.near, '--near');
       const output = o.output ?? `${outputDir}/explain_eps${eps}${near !== undefined ? '_near' : ''}.${o.format === 'jsonl' ? 'jsonl' : 'csv'}`;
-      const r = await explainRemovals({ ...base, output, ...(o.format ? { format: o.format } : {}), ...(near !== undefined ? { near } : {}) });
+      const r = await withLock(outputDir, () => explainRemovals({ ...base, output, ...(o.format ? { format: o.format } : {}), ...(near !== undefined ? { near } : {}) }));
       print(o, `eps ${eps}: ${r.removed} removed, ${r.kept} kept; ${r.lines} lines -> ${r.output}`, r);
     });
 
-  withCommon(program.command('decontaminate').description('remove every row within eps of a reference row (e.g. a benchmark test set)'))
+  withCommon(program.command('decontaminate').description('remove every row within eps of a reference row (e.g. a benchmark test set)'), 'decontaminate')
     .requiredOption('--reference <file>', 'reference embeddings (.npy, or a raw float32 memmap of the same dimension)')
     .requiredOption('--eps <eps>', 'a row is removed when its cosine similarity to a reference row exceeds 1 - eps')
     .option('--within-clusters', "compare each row only with the reference rows assigned to its centroid (faster; prints its recall against the exact mode)")
@@ -172,12 +129,12 @@ export function registerAfterCommands(program: Command): void {
     .option('--matches <file>', 'removed rows and the reference row that matched (CSV, or JSON Lines for .jsonl; default: decontaminated_eps{eps}_matches.csv)')
     .option('--recall-sample <n>', 'within-clusters: rows of the sample compared exactly for the recall', '20000')
     .action(async (o: Opts & { reference: string; eps: string; withinClusters?: boolean; referenceIds?: string; output?: string; matches?: string; recallSample: string }) => {
-      const cfg = config(o);
+      const cfg = config(o, 'decontaminate');
       const c = requireKeys(cfg, ['embeddings', 'output_dir'], 'semdedup decontaminate');
       const opts = common(o, cfg);
       const ids = resolveIds(cfg, c.outputDir, opts.log);
       const eps = num(o.eps, '--eps')!;
-      const r = await decontaminate({
+      const r = await withLock(c.outputDir, () => decontaminate({
         ...opts,
         embeddings: embeddingsSpecOf(cfg),
         reference: { path: o.reference, format: 'auto', ...(cfg.dim ? { dim: cfg.dim } : {}) },
@@ -189,30 +146,30 @@ export function registerAfterCommands(program: Command): void {
         output: o.output ?? `${c.outputDir}/decontaminated_eps${eps}.txt`,
         matches: o.matches ?? `${c.outputDir}/decontaminated_eps${eps}_matches.csv`,
         recallSample: num(o.recallSample, '--recall-sample')!,
-      });
+      }));
       const rec = r.recall ? `; recall against the exact mode ${r.recall.exactRemoved ? (100 * r.recall.recall).toFixed(2) + '%' : 'n/a'} (${r.recall.found}/${r.recall.exactRemoved} on ${r.recall.sampleRows} sampled rows)` : '';
       print(o, `decontaminate (${r.mode}, eps ${eps}): removed ${r.removed} of ${r.rows} rows against ${r.referenceRows} reference rows, ${r.rechecked} re-checked in float64${rec} (${r.seconds.toFixed(2)} s)`, {
         eps, mode: r.mode, rows: r.rows, referenceRows: r.referenceRows, kept: r.kept, removed: r.removed, rechecked: r.rechecked, recall: r.recall, seconds: r.seconds,
       });
     });
 
-  withCommon(program.command('report').description('one self-contained HTML page about the run (curve, histogram of M, clusters, removed items)'))
+  withCommon(program.command('report').description('one self-contained HTML page about the run (curve, histogram of M, clusters, removed items)'), 'report')
     .option('-o, --output <file>', 'the HTML file (default: report.html in the output folder)')
     .option('--eps <eps>', 'eps of the removed sample (default: the first recorded eps)')
     .option('--sample <n>', 'removed items shown', '48')
     .action(async (o: Opts & { output?: string; eps?: string; sample: string }) => {
-      const { outputDir, opts, embeddings, ids } = runContext(o, 'semdedup report');
+      const { outputDir, opts, embeddings, ids } = runContext(o, 'report');
       const eps = num(o.eps, '--eps');
-      const r = await writeReport({
+      const r = await withLock(outputDir, () => writeReport({
         ...opts, outputDir, ...(embeddings ? { embeddings } : {}), ...(ids ? { ids } : {}), ...(eps !== undefined ? { eps } : {}),
         ...(o.output ? { output: o.output } : {}), sample: num(o.sample, '--sample')!,
-      });
+      }));
       print(o, `report (eps ${r.eps}): ${r.output} (${(r.bytes / 1024).toFixed(0)} KB)`, r);
     });
 
-  withCommon(program.command('exact-duplicates').description('rows whose bytes are identical (the first in keep order is kept)'))
+  withCommon(program.command('exact-duplicates').description('rows whose bytes are identical (the first in keep order is kept)'), 'exact-duplicates')
     .action(async (o: Opts) => {
-      const cfg = config(o);
+      const cfg = config(o, 'exact-duplicates');
       const c = requireKeys(cfg, ['embeddings', 'output_dir'], 'semdedup exact-duplicates');
       const opts = common(o, cfg);
       let order: BigInt64Array | undefined;
@@ -222,7 +179,7 @@ export function registerAfterCommands(program: Command): void {
         order = undefined; // no dedup step yet: row order decides
       }
       const emb = openEmbeddings(embeddingsSpecOf(cfg));
-      const r = await findExactDuplicates({ ...opts, embeddings: emb, outputDir: c.outputDir, ...(order ? { order } : {}) }).finally(() => emb.close());
+      const r = await withLock(c.outputDir, () => findExactDuplicates({ ...opts, embeddings: emb, outputDir: c.outputDir, ...(order ? { order } : {}) })).finally(() => emb.close());
       print(o, `exact duplicates: ${r.copies} of ${r.rows} rows are byte-identical copies of an earlier row (${r.groups} sets) -> ${r.output}`, {
         rows: r.rows, groups: r.groups, copies: r.copies, output: r.output,
       });

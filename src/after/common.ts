@@ -5,7 +5,7 @@ import { existsSync } from 'node:fs';
 import { ConfigError, InputError } from '../errors.js';
 import { readNpy } from '../io/npy.js';
 import { outputs } from '../layout.js';
-import { readManifest } from '../manifest.js';
+import { readManifest, requireCommitted } from '../manifest.js';
 import { loadNative } from '../native.js';
 import type { EmbeddingsSpec } from '../embeddings.js';
 import { runNative, type CommonOptions } from '../steps/common.js';
@@ -21,6 +21,8 @@ export interface RunFolderOptions extends CommonOptions {
    */
   embeddings?: EmbeddingsSpec;
   normalize?: 'auto' | 'always' | 'never';
+  /** Params the dedup step must have run with (e.g. whichToKeep) for its files to be read. */
+  want?: Record<string, unknown>;
 }
 
 /** Step 4's stored arrays, per keep-order position. */
@@ -43,9 +45,12 @@ export function validateOneEps(eps: number, key = 'eps'): void {
 }
 
 /** Reads M, M_row, the keep order and the cluster offsets of a finished dedup step. */
-export function readRun(outputDir: string): RunArrays {
+export function readRun(outputDir: string, want: Record<string, unknown> = {}): RunArrays {
   const files = [outputs.keepOrder(outputDir), outputs.offsets(outputDir), outputs.M(outputDir), outputs.Marg(outputDir)];
   for (const p of files) if (!existsSync(p)) throw new InputError(`${p} not found: run the dedup step first (semdedup dedup)`, { file: p });
+  // Only the keep order, M and M_row that the dedup step committed together (for the requested
+  // params), over the cluster order it read.
+  requireCommitted(outputDir, 'dedup', { keepOrder: files[0]!, M: files[2]!, Mrow: files[3]! }, want);
   const keepOrder = readNpy(files[0]!).data as BigInt64Array;
   const offsets = readNpy(files[1]!).data as BigInt64Array;
   const M = readNpy(files[2]!).data as Float64Array;
@@ -89,7 +94,7 @@ export function defaultRecheckMargin(d: number): number {
 
 export async function recheckEps(opts: RunFolderOptions & { eps: number[]; run?: RunArrays; marginScale?: number }): Promise<RecheckResult> {
   for (const e of opts.eps) validateOneEps(e);
-  const run = opts.run ?? readRun(opts.outputDir);
+  const run = opts.run ?? readRun(opts.outputDir, opts.want);
   const missing = opts.eps.filter((e) => !run.recordedEps.some((r) => r === e));
   if (missing.length === 0) return { ...run, rechecked: 0, recheckedEps: [], margin: 0 };
   if (!opts.embeddings)

@@ -16,6 +16,8 @@ export interface CurvePoint {
 
 export interface CurveOptions {
   outputDir: string;
+  /** Params the dedup step must have run with (e.g. whichToKeep) for its files to be read. */
+  want?: Record<string, unknown>;
   /** The eps values (default: a fine grid, `from` to `to` by `step`). */
   eps?: number[];
   /** Grid start (default 0.001). */
@@ -64,7 +66,7 @@ export function epsGrid(from = 0.001, to = 0.5, step = 0.001): number[] {
 
 /** Kept fraction against eps, from the stored M (no recomputation). */
 export async function keptFractionCurve(opts: CurveOptions): Promise<CurveResult> {
-  const run = opts.run ?? readRun(opts.outputDir);
+  const run = opts.run ?? readRun(opts.outputDir, opts.want);
   const eps = opts.eps ?? epsGrid(opts.from, opts.to, opts.step);
   for (const e of eps) validateOneEps(e);
   const s = sortedM(run.M);
@@ -165,7 +167,7 @@ export async function epsForFraction(opts: FractionOptions): Promise<FractionCho
     throw new ConfigError('give exactly one of keepFraction (--keep-fraction) and removeFraction (--remove-fraction)', { key: 'keep_fraction' });
   const f = opts.keepFraction ?? 1 - opts.removeFraction!;
   if (!(f >= 0 && f <= 1)) throw new ConfigError(`the target fraction must be between 0 and 1, got ${opts.keepFraction ?? opts.removeFraction}`, { key: 'keep_fraction' });
-  let run = readRun(opts.outputDir);
+  let run = readRun(opts.outputDir, opts.want);
   const base = run;
   let rechecked = 0;
   // Windows [t - m, t + m] of thresholds in which M is float64 after a re-check. The re-check

@@ -1,5 +1,6 @@
 // What every step shares: options, progress, cancellation, the backend log line, the output folder.
-import { mkdirSync, accessSync, constants } from 'node:fs';
+import { accessSync, constants } from 'node:fs';
+import { makeDir } from '../io/atomic.js';
 import { SemDedupError, OutputError } from '../errors.js';
 import { loadNative, nativeError, nativeInfo, type NativeCancelToken, type Ran } from '../native.js';
 
@@ -72,7 +73,7 @@ export async function runNative<T>(
 /** Makes sure the output folder exists and is writable, with a clear error if not. */
 export function ensureOutputDir(dir: string): void {
   try {
-    mkdirSync(dir, { recursive: true });
+    makeDir(dir); // one level at a time: never loops (Node's recursive mkdir can, e.g. under /proc)
     accessSync(dir, constants.W_OK);
   } catch (e) {
     throw new OutputError(`${dir}: the output folder cannot be created or written: ${(e as Error).message}`, { file: dir, cause: e });

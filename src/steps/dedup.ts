@@ -14,7 +14,7 @@ import { loadNative, type MaxSimStats } from '../native.js';
 import type { Embeddings } from '../embeddings.js';
 import { withDefaults } from '../config.js';
 import { ensureOutputDir, noteBackend, now, runNative, throwIfAborted, type CommonOptions } from './common.js';
-import { recordStep, stamp } from '../manifest.js';
+import { currentRecord, recordStep, requireCommitted, stamp } from '../manifest.js';
 import { findExactDuplicates } from '../after/exact.js';
 
 export type WhichToKeep = 'hard' | 'easy' | 'random';
@@ -118,6 +118,20 @@ export async function semdedup(options: DedupOptions): Promise<DedupResult> {
   const { whichToKeep: which, seed, threads, device } = opts;
   for (const p of [outputs.order(dir), outputs.offsets(dir)])
     if (!existsSync(p)) throw new InputError(`${p} not found: run the sort step first (semdedup sort)`, { file: p });
+  // Only the sort step's committed results are read; unchanged inputs and params: skipped.
+  requireCommitted(dir, 'sort', { order: outputs.order(dir), offsets: outputs.offsets(dir) });
+  const stepParams = { whichToKeep: which, seed, epsList: opts.epsList };
+  const stepInputs = { embeddings: opts.embeddings.path, order: outputs.order(dir), offsets: outputs.offsets(dir) };
+  const done = currentRecord(dir, 'dedup', stepParams, stepInputs);
+  if (done) {
+    const M = readNpy(outputs.M(dir)).data as Float64Array;
+    const offsets = readNpy(outputs.offsets(dir)).data as BigInt64Array;
+    opts.log?.('dedup: up to date, reused');
+    return {
+      keepOrder: readNpy(outputs.keepOrder(dir)).data as BigInt64Array, offsets, M, Mrow: readNpy(outputs.Marg(dir)).data as BigInt64Array,
+      summary: summarize(M, opts.epsList), stats: (done.stats ?? {}) as unknown as MaxSimStats, seconds: (now() - t0) / 1000, resumedParts: 0,
+    };
+  }
   const order = readNpy(outputs.order(dir)).data as BigInt64Array;
   const offsets = readNpy(outputs.offsets(dir)).data as BigInt64Array;
   const { keepOrder, keepIndex } = await keepOrderOf(order, offsets, which, seed, threads);
@@ -198,8 +212,8 @@ export async function semdedup(options: DedupOptions): Promise<DedupResult> {
   atomicWriteFile(outputs.summary(dir), JSON.stringify({ n, clusters: k, whichToKeep: which, eps: summary }, null, 2) + '\n');
   rmSync(outputs.parts(dir), { recursive: true, force: true });
   const seconds = (now() - t0) / 1000;
-  recordStep(dir, 'dedup', { whichToKeep: which, seed, epsList: opts.epsList }, { order: outputs.order(dir), offsets: outputs.offsets(dir) },
-    { M: outputs.M(dir), keepOrder: outputs.keepOrder(dir) }, { ...stats, seconds, resumedParts });
+  recordStep(dir, 'dedup', stepParams, stepInputs,
+    { M: outputs.M(dir), keepOrder: outputs.keepOrder(dir), keepIndex: outputs.keepIndex(dir), Mrow: outputs.Marg(dir) }, { ...stats, seconds, resumedParts });
   return { keepOrder, offsets, M, Mrow, summary, stats, seconds, resumedParts };
 }
 
