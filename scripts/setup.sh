@@ -8,8 +8,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # Build: cmake, a C++17 compiler, FAISS (CPU) and OpenBLAS. Tests and benchmarks: Debian's
-# Python with numpy (reference .npy files), faiss, torch, pandas (the original pipeline as a peer).
-pkgs=(cmake g++ make libfaiss-dev libopenblas-dev python3 python3-numpy python3-faiss python3-torch python3-pandas python3-yaml)
+# Python with numpy (reference .npy files), faiss, torch, pandas (the original pipeline as a peer),
+# PyYAML (the config parser's reference), strace (the kill-point test injects SIGKILL at commits);
+# chromium renders the HTML report in its test.
+pkgs=(cmake g++ make libfaiss-dev libopenblas-dev python3 python3-numpy python3-faiss python3-torch python3-pandas python3-yaml strace chromium)
 if command -v dpkg >/dev/null 2>&1; then
   missing=()
   for p in "${pkgs[@]}"; do

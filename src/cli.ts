@@ -1,103 +1,14 @@
 #!/usr/bin/env node
 // The `semdedup` command line.
-import { Command, Option } from 'commander';
-import { ConfigError, SemDedupError } from './errors.js';
+import { Command } from 'commander';
+import { SemDedupError } from './errors.js';
 import { readFileSync } from 'node:fs';
-import { configSchema, formatConfigDoc, loadConfigFiles, type CliCommand, type ConfigKeySpec, type PartialResolved } from './config.js';
-import { runAll, runCluster, runDedup, runExtract, runSort } from './pipeline.js';
+import { formatConfigDoc } from './config.js';
+import { loadConfig, options, print, withCommon, type GlobalOpts } from './cli-common.js';
+import { runAll, runCluster, runDedup, runSort } from './pipeline.js';
 import { engineInfo } from './info.js';
-import type { CommonOptions, Progress } from './steps/common.js';
+import { extractAction, extractFractionOptions, registerAfterCommands } from './after/cli.js';
 import { registerPlanCommands } from './plan/cli.js';
-
-interface GlobalOpts {
-  config?: string[];
-  set?: string[];
-  quiet?: boolean;
-  json?: boolean;
-  /** Schema options, under their field names (commander's camelCase of the flag). */
-  [field: string]: unknown;
-}
-
-/** The schema rows that are options of `command`. */
-function schemaOptions(command: CliCommand): ConfigKeySpec[] {
-  return (configSchema as readonly ConfigKeySpec[]).filter((s) => s.field !== null && s.cli?.includes(command));
-}
-
-function collect(v: string, prev: string[] = []): string[] {
-  return [...prev, v];
-}
-
-function parseEps(s: string): number {
-  const e = Number(s.trim());
-  if (s.trim() === '' || !Number.isFinite(e) || e <= 0 || e >= 1) throw new ConfigError(`--eps: must be a number strictly between 0 and 1, got '${s}'`, { key: 'eps' });
-  return e;
-}
-
-function progressPrinter(quiet: boolean | undefined): ((p: Progress) => void) | undefined {
-  if (quiet) return undefined;
-  const tty = process.stderr.isTTY;
-  let lastStage = '';
-  let lastPrint = 0;
-  return (p) => {
-    const t = Date.now();
-    const pct = p.total > 0 ? Math.min(100, (100 * p.done) / p.total) : 0;
-    if (tty) {
-      if (p.stage !== lastStage && lastStage) process.stderr.write('\n');
-      process.stderr.write(`\r  ${p.stage} ${pct.toFixed(1).padStart(5)}%`);
-      if (p.done >= p.total) process.stderr.write('\n');
-    } else if (p.stage !== lastStage || t - lastPrint > 5000 || p.done >= p.total) {
-      process.stderr.write(`  ${p.stage} ${pct.toFixed(1)}%\n`);
-      lastPrint = t;
-    }
-    lastStage = p.done >= p.total ? '' : p.stage;
-  };
-}
-
-function options(g: GlobalOpts): CommonOptions {
-  const log = g.quiet ? undefined : (l: string) => process.stderr.write(`semdedup: ${l}\n`);
-  const prog = progressPrinter(g.quiet);
-  const ac = new AbortController();
-  process.once('SIGINT', () => {
-    process.stderr.write('\nsemdedup: interrupted; completed parts are kept and a rerun resumes\n');
-    ac.abort();
-  });
-  return { ...(log ? { log } : {}), ...(prog ? { onProgress: prog } : {}), signal: ac.signal };
-}
-
-/** The config files, then `--set key=value`, then the command's schema options (validated by the schema). */
-function loadConfig(g: GlobalOpts, command: CliCommand): PartialResolved {
-  const overrides: Record<string, unknown> = {};
-  for (const kv of g.set ?? []) {
-    const i = kv.indexOf('=');
-    if (i <= 0) throw new ConfigError(`--set expects key=value, got '${kv}'`);
-    overrides[kv.slice(0, i)] = kv.slice(i + 1);
-  }
-  for (const spec of schemaOptions(command)) {
-    const v = g[spec.field!];
-    if (v !== undefined) overrides[spec.key] = v;
-  }
-  return loadConfigFiles(g.config ?? [], overrides);
-}
-
-function print(g: GlobalOpts, human: string, data: unknown): void {
-  if (g.json) process.stdout.write(JSON.stringify(data, (_k, v) => (typeof v === 'bigint' ? Number(v) : ArrayBuffer.isView(v) ? undefined : v), 2) + '\n');
-  else process.stdout.write(human + '\n');
-}
-
-/** The options every pipeline command takes, and the schema's options of `command`. */
-function withCommon(cmd: Command, command: CliCommand): Command {
-  cmd
-    .option('-c, --config <file>', 'config file (YAML; ours or the original\'s); repeat to merge several', collect)
-    .option('--set <key=value>', 'override a config key (any name of the schema); repeatable', collect);
-  for (const spec of schemaOptions(command)) {
-    const flag = `--${spec.key.replace(/_/g, '-')}`;
-    const help = `${spec.description} (config key \`${spec.key}\`; default ${spec.defaultText})`;
-    const opt = spec.kind === 'bool' ? new Option(flag, help) : new Option(`${flag} <${spec.kind === 'enum' ? 'value' : spec.kind}>`, help);
-    if (spec.kind === 'enum' && spec.values) opt.choices([...spec.values]);
-    cmd.addOption(opt);
-  }
-  return cmd.option('-q, --quiet', 'no progress or log lines').option('--json', 'print the result as JSON');
-}
 
 function fmtSummary(eps: { eps: number; kept: number; removed: number; keptFraction: number }[]): string {
   return eps.map((e) => `  eps ${e.eps}: kept ${e.kept}, removed ${e.removed} (kept ${(100 * e.keptFraction).toFixed(2)}%)`).join('\n');
@@ -135,17 +46,11 @@ export function buildProgram(): Command {
         { summary: r.summary, stats: r.stats, seconds: r.seconds, resumedParts: r.resumedParts });
     });
 
-  withCommon(program.command('extract').description('step 5: write the kept (or removed) ids for one eps'), 'extract')
-    .requiredOption('--eps <eps>', 'the eps to extract')
+  extractFractionOptions(withCommon(program.command('extract').description('step 5: write the kept (or removed) ids for one eps, or for the eps that keeps a target fraction'), 'extract')
+    .option('--eps <eps>', 'the eps to extract (one not in eps_list is re-checked in float64 near its threshold)'))
     .option('-o, --output <file>', 'text file for the ids, one per line')
     .option('--removed', 'write the removed ids instead of the kept ones')
-    .action(async (o: GlobalOpts & { eps: string; output?: string; removed?: boolean }) => {
-      const eps = parseEps(o.eps);
-      const cfg = loadConfig(o, 'extract');
-      const log = o.quiet ? undefined : (l: string) => process.stderr.write(`semdedup: ${l}\n`);
-      const r = await runExtract(cfg, eps, o.output, { ...(o.removed ? { removed: true } : {}), ...(log ? { log } : {}) });
-      print(o, `eps ${eps}: kept ${r.summary.kept}, removed ${r.summary.removed}${r.output ? ` -> ${r.output}` : ''}`, { summary: r.summary, output: r.output });
-    });
+    .action(extractAction);
 
   withCommon(program.command('run').description('all steps: cluster, sort, dedup, extract (kept_eps{eps}.txt per eps)'), 'run')
     .action(async (o: GlobalOpts) => {
@@ -156,6 +61,7 @@ export function buildProgram(): Command {
         { summary: r.dedup.summary, seconds: r.seconds, outputs: r.extract.map((x) => x.output) });
     });
 
+  registerAfterCommands(program);
   registerPlanCommands(program, { loadConfig, options, print });
 
   program

@@ -16,7 +16,7 @@
 
 import { readFileSync } from 'node:fs';
 import * as path from 'node:path';
-import { parse as parseYaml } from 'yaml';
+import { parseYamlLikePyYAML } from './io/yaml11.js';
 import { ConfigError } from './errors.js';
 
 /** The two config files of the original project. */
@@ -57,8 +57,10 @@ export interface ConfigKeySpec {
 }
 
 /** The commands of the CLI whose options come from the schema. */
-export type CliCommand = 'cluster' | 'sort' | 'dedup' | 'extract' | 'run';
+export type CliCommand = 'cluster' | 'sort' | 'dedup' | 'extract' | 'run' | 'curve' | 'explain' | 'decontaminate' | 'report' | 'exact-duplicates';
 const HEAVY: readonly CliCommand[] = ['cluster', 'sort', 'dedup', 'extract', 'run'];
+/** The commands that work from a finished run (they re-check in float64 or read the embeddings). */
+const AFTER: readonly CliCommand[] = ['explain', 'decontaminate', 'report', 'exact-duplicates'];
 
 /** Where the original uses each key: a shorthand for the table below. */
 const CL: OriginalFile = 'clustering_configs.yaml';
@@ -215,7 +217,7 @@ export const configSchema = Object.freeze([
       '`auto`: rows are checked, and a row whose L2 norm differs from 1 by more than 1e-3 is an error. ' +
       '`always`: every row is L2-normalised on read, into a float32 copy (a zero row is still an error). ' +
       '`never`: rows are used as they are, unchecked.',
-    cli: HEAVY,
+    cli: [...HEAVY, ...AFTER],
   },
   {
     key: 'device', field: 'device', kind: 'enum', values: ['auto', 'cpu', 'cuda'], aliases: [], default: 'auto',
@@ -230,6 +232,11 @@ export const configSchema = Object.freeze([
       "k-means on the CPU: `engine` runs FAISS's algorithm with the engine's blocked kernels and exact pruning (the same centroids, faster); `faiss` calls faiss::Clustering itself.",
   },
   {
+    key: 'gpu_memory_limit', field: 'gpuMemoryLimit', kind: 'nonnegint', aliases: [], default: 0, defaultText: '0',
+    description: 'Device bytes a GPU job may use; 0 uses 85% of the free memory. Jobs that do not fit are streamed in batches or, under `device: auto`, run on the CPU.',
+    cli: ['cluster', 'dedup', 'run'],
+  },
+  {
     key: 'kmeans_prune', field: 'kmeansPrune', kind: 'bool', aliases: [], default: true, defaultText: 'true',
     description:
       "Engine k-means: skip the search of rows whose bounds prove that their centroid cannot change (the result is the same; false searches every row).",
@@ -239,9 +246,15 @@ export const configSchema = Object.freeze([
     description: "Reuse `kmeans_centroids.npy` found in the output folder instead of training again (as the original resumes).",
   },
   {
+    key: 'exact_duplicates', field: 'exactDuplicates', kind: 'bool', aliases: [], default: false, defaultText: 'false',
+    description:
+      'Before step 4, find rows whose bytes are identical (hash, then byte compare), keep the first in keep order and report them (semdedup/exact_duplicates.npy); no decision changes.',
+    cli: ['dedup', 'run'],
+  },
+  {
     key: 'threads', field: 'threads', kind: 'nonnegint', aliases: [], default: 0, defaultText: '0',
     description: 'CPU threads; 0 uses all cores.',
-    cli: HEAVY,
+    cli: [...HEAVY, ...AFTER],
   },
 ] as const satisfies readonly ConfigKeySpec[]);
 
@@ -651,10 +664,11 @@ function build(entries: Entries, files: string[]): PartialResolved {
   return cfg as unknown as PartialResolved;
 }
 
+/** Reads a YAML file as the original's PyYAML reads it (src/io/yaml11.ts). */
 function readYamlFile(file: string): unknown {
-  let text: string;
+  let bytes: Buffer;
   try {
-    text = readFileSync(file, 'utf8');
+    bytes = readFileSync(file);
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;
     if (code === 'ENOENT') throw new ConfigError(`config file not found: ${file}`, { file });
@@ -662,7 +676,7 @@ function readYamlFile(file: string): unknown {
     throw new ConfigError(`cannot read config file ${file}: ${(err as Error).message}`, { file });
   }
   try {
-    return parseYaml(text, { version: '1.1' });
+    return parseYamlLikePyYAML(bytes);
   } catch (err) {
     const msg = (err as Error).message.split('\n')[0] ?? String(err);
     throw new ConfigError(`${file}: invalid YAML: ${msg}`, { file });

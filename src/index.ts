@@ -16,3 +16,4 @@ export { readNpy, writeNpy, readNpyHeaderFromFile } from './io/npy.js';
 export { engineInfo } from './info.js';
 export { outputs } from './layout.js';
 export { SemDedupError, ConfigError, InputError, NumericError, OutputError, type ErrorCode } from './errors.js';
+export * from './after/index.js';

@@ -48,6 +48,8 @@ export interface KmeansNativeParams {
   /** 'engine' (default): FAISS's algorithm on the engine's kernels, with pruning; 'faiss': faiss::Clustering. */
   impl?: 'engine' | 'faiss';
   prune?: boolean;
+  /** Device bytes the GPU backend may use (0: 85% of the free memory). */
+  gpuMemoryLimit?: number;
 }
 
 export interface MaxSimStats extends Ran {
@@ -136,7 +138,7 @@ export interface NativeAddon {
     offsets: BigInt64Array,
     M: Float64Array,
     arg: BigInt64Array,
-    opts: { thresholds: number[]; threads?: number; device?: DeviceChoice; recheckMargin?: number },
+    opts: { thresholds: number[]; threads?: number; device?: DeviceChoice; recheckMargin?: number; gpuMemoryLimit?: number },
     onProgress?: ProgressCallback,
     cancel?: NativeCancelToken,
   ): Promise<MaxSimStats>;
@@ -152,7 +154,39 @@ export interface NativeAddon {
     opts: { threads?: number },
   ): Promise<void>;
   measureSgemm(n: number, repeats: number, threads?: number): Promise<number>;
+  recheckThresholds(
+    emb: NativeEmbeddings,
+    order: BigInt64Array,
+    offsets: BigInt64Array,
+    M: Float64Array,
+    arg: BigInt64Array,
+    opts: { thresholds: number[]; threads: number; recheckMargin?: number },
+    cancel?: NativeCancelToken,
+  ): Promise<{ rechecked: number }>;
+  maxSimilarityToReference(
+    emb: NativeEmbeddings,
+    xRows: BigInt64Array,
+    xOffsets: BigInt64Array,
+    ref: NativeEmbeddings,
+    rRows: BigInt64Array,
+    rOffsets: BigInt64Array,
+    best: Float64Array,
+    bestRef: BigInt64Array,
+    opts: { thresholds: number[]; threads: number; recheckMargin?: number },
+    onProgress?: ProgressCallback,
+    cancel?: NativeCancelToken,
+  ): Promise<{ rows: number; referenceRows: number; computedFlops: number; rechecked: number }>;
+  exactDuplicates(
+    emb: NativeEmbeddings,
+    order: BigInt64Array,
+    firstOf: BigInt64Array,
+    opts: { threads: number },
+    onProgress?: ProgressCallback,
+    cancel?: NativeCancelToken,
+  ): Promise<{ rows: number; groups: number; copies: number }>;
   info(): NativeInfo;
+  /** flock(fd, LOCK_EX | LOCK_NB): 0 when held, else the errno. */
+  tryLockFd(fd: number): number;
 }
 
 const packageRoot = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');

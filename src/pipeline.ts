@@ -17,6 +17,8 @@ import { type CommonOptions } from './steps/common.js';
 import { readManifest, writeManifest } from './manifest.js';
 import { toManifest } from './config.js';
 import { nativeInfo } from './native.js';
+import { withLock } from './lock.js';
+import { capThreads, validateInputs } from './validate.js';
 
 export function embeddingsSpecOf(cfg: PartialResolved): EmbeddingsSpec {
   const c = requireKeys(cfg, ['embeddings'], 'this step');
@@ -45,7 +47,7 @@ export function resolveIds(cfg: PartialResolved, outputDir: string | undefined, 
 }
 
 function common(cfg: PartialResolved, opts: CommonOptions): CommonOptions {
-  return { threads: cfg.threads, device: cfg.device, ...opts };
+  return { threads: capThreads(cfg.threads, opts.log), device: cfg.device, gpuMemoryLimit: cfg.gpuMemoryLimit, ...opts };
 }
 
 /** Opens and checks the config's embeddings for `outputDir`, runs `fn` with the handle, closes it. */
@@ -86,14 +88,23 @@ export async function runCluster(cfg: PartialResolved, opts: CommonOptions = {},
       reuseCentroids: c.reuseCentroids,
       ...(c.centroids ? { centroids: c.centroids } : {}),
     });
-  const r = given ? await run(given) : await withEmbeddings(cfg, c.outputDir, opts, run);
-  noteConfig(cfg, c.outputDir);
-  return r;
+  if (given) {
+    const r = await run(given);
+    noteConfig(cfg, c.outputDir);
+    return r;
+  }
+  validateInputs(cfg, 'cluster');
+  return withLock(c.outputDir, async () => {
+    const r = await withEmbeddings(cfg, c.outputDir, opts, run);
+    noteConfig(cfg, c.outputDir);
+    return r;
+  });
 }
 
 export async function runSort(cfg: PartialResolved, opts: CommonOptions = {}, given?: { ids?: Ids; embeddings?: Embeddings }): Promise<SortResult> {
   const c = requireKeys(cfg, ['output_dir'], 'semdedup sort');
   const needEmb = c.simMetric === 'cosine' && !c.spherical;
+  if (!given) validateInputs(cfg, 'sort');
   const ids = c.exportSortedClusters ? (given && 'ids' in given ? given.ids : resolveIds(cfg, c.outputDir, opts.log)) : undefined;
   const run = (emb: Embeddings | undefined) =>
     assignAndSortClusters({
@@ -107,10 +118,12 @@ export async function runSort(cfg: PartialResolved, opts: CommonOptions = {}, gi
       ...(emb ? { embeddings: emb } : {}),
       ...(ids ? { ids } : {}),
     });
-  if (!needEmb) return run(undefined);
-  if (given?.embeddings) return run(given.embeddings);
+  if (given) return run(needEmb ? given.embeddings : undefined);
+  validateInputs(cfg, 'sort');
+  const sweep = [c.sortedClustersDir ?? join(c.outputDir, 'sorted_clusters')];
+  if (!needEmb) return withLock(c.outputDir, () => run(undefined), sweep);
   requireKeys(cfg, ['embeddings'], 'semdedup sort (sim_metric cosine with non-spherical k-means)');
-  return withEmbeddings(cfg, c.outputDir, opts, run);
+  return withLock(c.outputDir, () => withEmbeddings(cfg, c.outputDir, opts, run), sweep);
 }
 
 export async function runDedup(cfg: PartialResolved, opts: CommonOptions = {}, given?: Embeddings): Promise<DedupResult> {
@@ -123,8 +136,11 @@ export async function runDedup(cfg: PartialResolved, opts: CommonOptions = {}, g
       whichToKeep: c.whichToKeep,
       epsList: c.epsList,
       seed: c.seed,
+      exactDuplicates: c.exactDuplicates,
     });
-  return given ? run(given) : withEmbeddings(cfg, c.outputDir, opts, run);
+  if (given) return run(given);
+  validateInputs(cfg, 'dedup');
+  return withLock(c.outputDir, () => withEmbeddings(cfg, c.outputDir, opts, run));
 }
 
 export async function runExtract(
@@ -134,16 +150,32 @@ export async function runExtract(
   opts: { removed?: boolean; log?: (l: string) => void; ids?: Ids; dedup?: DedupResult } = {},
 ): Promise<ExtractResult> {
   const c = requireKeys(cfg, ['output_dir'], 'semdedup extract');
+  if (!opts.dedup) validateInputs(cfg, 'extract', { eps });
   const ids = 'ids' in opts ? opts.ids : resolveIds(cfg, c.outputDir, opts.log);
-  return extractPrunedData({
-    outputDir: c.outputDir,
-    eps,
-    ...(opts.dedup ? { data: { keepOrder: opts.dedup.keepOrder, M: opts.dedup.M } } : {}),
-    ...(output ? { output } : {}),
-    ...(opts.removed ? { removed: true } : {}),
-    ...(ids ? { ids } : {}),
-    ...(opts.log ? { log: opts.log } : {}),
-  });
+  return withLock(c.outputDir, () =>
+    extractPrunedData({
+      want: dedupWanted(cfg),
+      outputDir: c.outputDir,
+      eps,
+      ...(opts.dedup ? { data: { keepOrder: opts.dedup.keepOrder, M: opts.dedup.M } } : {}),
+      ...(output ? { output } : {}),
+      ...(opts.removed ? { removed: true } : {}),
+      ...(ids ? { ids } : {}),
+      ...(opts.log ? { log: opts.log } : {}),
+    }),
+  );
+}
+
+/**
+ * The dedup params that extract requires of the committed step-4 files: the keep order (and the
+ * seed of a random one) when the config sets them explicitly rather than by default.
+ */
+export function dedupWanted(cfg: PartialResolved): Record<string, unknown> {
+  const set = (k: string) => cfg.sources?.[k] !== undefined && cfg.sources[k] !== 'default';
+  return {
+    ...(set('which_to_keep') ? { whichToKeep: cfg.whichToKeep } : {}),
+    ...(set('seed') && cfg.whichToKeep === 'random' ? { seed: cfg.seed } : {}),
+  };
 }
 
 /** The ids file recorded in the output folder's manifest by an earlier step, if any. */
@@ -167,8 +199,19 @@ export interface RunResult {
 /** All steps: cluster, sort, dedup, then extract for every eps (kept ids to `kept_eps{eps}.txt`). */
 export async function runAll(cfg: PartialResolved, opts: CommonOptions = {}): Promise<RunResult> {
   const c = requireKeys(cfg, ['embeddings', 'output_dir', 'k'], 'semdedup run');
-  // Read (and check) the ids once, before hours of work, for the steps that write ids.
+  // Check every input, and read (and check) the ids once, before hours of work and before any
+  // file is written; then hold the output folder for the whole run.
+  validateInputs(cfg, 'run');
   const ids = resolveIds(cfg, undefined, opts.log);
+  return withLock(c.outputDir, () => runAllLocked(cfg, c, ids, opts), [c.sortedClustersDir ?? join(c.outputDir, 'sorted_clusters')]);
+}
+
+async function runAllLocked(
+  cfg: PartialResolved,
+  c: ReturnType<typeof requireKeys<PartialResolved, 'embeddings' | 'output_dir' | 'k'>>,
+  ids: Ids | undefined,
+  opts: CommonOptions,
+): Promise<RunResult> {
   const t0 = performance.now();
   const { n, cluster, sort, dedup, t1, t2 } = await withEmbeddings(cfg, c.outputDir, opts, async (emb) => {
     const cluster = await runCluster(cfg, opts, emb);

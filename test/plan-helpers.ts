@@ -36,10 +36,11 @@ function files(dir: string): string[] {
 
 /**
  * The files of a single-process run's output folder, each compared byte for byte with the planned
- * run's; the manifest (timestamps) and summary.json (timings) are left out. Returns the names compared.
+ * run's; the manifest (timestamps), summary.json (timings) and the folder's lock file (the pid of
+ * its last holder) are left out. Returns the names compared.
  */
 export function assertSameOutputs(single: string, planned: string): string[] {
-  const skip = new Set([join('semdedup', 'manifest.json'), join('semdedup', 'summary.json')]);
+  const skip = new Set([join('semdedup', 'manifest.json'), join('semdedup', 'summary.json'), join('semdedup', 'lock')]);
   const a = files(single).filter((f) => !skip.has(f));
   const b = files(planned).filter((f) => !skip.has(f) && !f.startsWith(join('semdedup', 'plan')));
   assert.deepEqual(b, a, 'the planned run wrote the same set of files');

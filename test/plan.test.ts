@@ -152,6 +152,10 @@ test('local executor: the built-in example gives the single-process bytes with 1
       assert.equal(plan.stages.find((s) => s.name === 'dedup')!.tasks, tasks);
     }
     const out = join(dir, 'local3');
+    // The single-process commands read a planned run's folder: its steps are committed in the manifest.
+    r = runCli(['extract', '-c', cfg, '--set', `output_dir=${out}`, '--eps', '0.05', '-o', join(dir, 'again.txt'), '-q'], dir);
+    assert.equal(r.code, 0, r.stderr);
+    assert.ok(readFileSync(join(dir, 'again.txt')).equals(readFileSync(join(out, 'kept_eps0.05.txt'))));
     // The same command again: nothing to do.
     r = runCli(['run', '-c', cfg, '--set', `output_dir=${out}`, '--executor', 'local', '--tasks', '3', '--workers', '2'], dir, 300_000);
     assert.equal(r.code, 0, r.stderr);

@@ -6,6 +6,8 @@
 namespace semdedup_addon {
 void register_steps(Napi::Env env, Napi::Object exports);
 void register_extract(Napi::Env env, Napi::Object exports);
+void register_after(Napi::Env env, Napi::Object exports);
+void register_lock(Napi::Env env, Napi::Object exports);
 void register_plan(Napi::Env env, Napi::Object exports);
 }  // namespace semdedup_addon
 
@@ -28,6 +30,8 @@ Napi::Object InitAll(Napi::Env env, Napi::Object exports) {
   exports.Set("CancelToken", tok);
   register_steps(env, exports);
   register_extract(env, exports);
+  register_after(env, exports);
+  register_lock(env, exports);
   register_plan(env, exports);
   return exports;
 }

@@ -57,7 +57,7 @@ void set_ran(Napi::Env env, Napi::Object out, const eng::Ran& ran) {
 }
 
 // trainKmeans(emb, { k, niter, seed, spherical, maxPointsPerCentroid, minPointsPerCentroid, threads, prune,
-//                    device, impl }, onProgress?, cancel?)
+//                    device, impl, gpuMemoryLimit }, onProgress?, cancel?)
 //   -> Promise<{ centroids: Float32Array, objective: number[], nTrain, underMinPoints, searchedRows, prunedRows,
 //                backend, backendNote }>
 // Absent parameters keep the defaults of sd::KMeansParams.
@@ -75,6 +75,7 @@ Napi::Value TrainKmeans(const Napi::CallbackInfo& info) {
   set_if(o, "minPointsPerCentroid", p.min_points_per_centroid);
   set_if(o, "threads", p.threads);
   set_if(o, "prune", p.prune);
+  set_if(o, "gpuMemoryLimit", p.gpu.memory_limit);
   const eng::Device device = device_of(o);
   const eng::KMeansImpl impl = impl_of(o);
   auto result = std::make_shared<sd::KMeansResult>();
@@ -218,7 +219,7 @@ Napi::Value RankClusters(const Napi::CallbackInfo& info) {
 }
 
 // maxSimilarity(emb, order: BigInt64Array, offsets: BigInt64Array, M: Float64Array, arg: BigInt64Array,
-//               { thresholds: number[], threads, device, recheckMargin }, onProgress?, cancel?)
+//               { thresholds: number[], threads, device, recheckMargin, gpuMemoryLimit }, onProgress?, cancel?)
 //   -> Promise<{ members, clusters, usefulFlops, computedFlops, rechecked, backend, backendNote }>
 Napi::Value MaxSimilarity(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
@@ -244,6 +245,7 @@ Napi::Value MaxSimilarity(const Napi::CallbackInfo& info) {
   sd::MaxSimOptions opt;
   set_if(o, "threads", opt.threads);
   set_if(o, "recheckMargin", opt.recheck_margin);
+  set_if(o, "gpuMemoryLimit", opt.gpu.memory_limit);
   if (o.Get("thresholds").IsArray()) {
     Napi::Array t = o.Get("thresholds").As<Napi::Array>();
     for (uint32_t i = 0; i < t.Length(); ++i) opt.thresholds.push_back(t.Get(i).As<Napi::Number>().DoubleValue());

@@ -123,13 +123,22 @@ std::vector<float> read_training_sample(const EmbeddingView& x, const std::vecto
   std::vector<int64_t> slots(rows.size());
   std::iota(slots.begin(), slots.end(), 0);
   std::sort(slots.begin(), slots.end(), [&](int64_t a, int64_t b) { return rows[size_t(a)] < rows[size_t(b)]; });
-  int64_t released = 0, count = 0;
-  for (int64_t s : slots) {
-    const int64_t row = rows[size_t(s)];
-    x.row(row, sample.data() + size_t(s) * size_t(d));
-    if (x.mapped && ++count % 8192 == 0) {  // drop the pages behind the (ascending) reader
-      release_pages(static_cast<const char*>(x.data) + size_t(released) * x.row_bytes(),
-                    size_t(row - released) * x.row_bytes());
+  // Ascending rows in chunks, read with pread when the file is open (a row read through the mapping
+  // would map the kernel's whole fault-around window), each chunk then placed at its slots.
+  const int64_t chunk = 4096;
+  std::vector<int64_t> idx(static_cast<size_t>(chunk));
+  std::vector<float> buf(size_t(chunk) * size_t(d));
+  int64_t released = 0;
+  for (int64_t c0 = 0; c0 < int64_t(slots.size()); c0 += chunk) {
+    const int64_t m = std::min<int64_t>(chunk, int64_t(slots.size()) - c0);
+    for (int64_t t = 0; t < m; ++t) idx[size_t(t)] = rows[size_t(slots[size_t(c0 + t)])];
+    x.gather(idx.data(), m, buf.data());
+    for (int64_t t = 0; t < m; ++t)
+      std::memcpy(sample.data() + size_t(slots[size_t(c0 + t)]) * size_t(d), buf.data() + size_t(t) * size_t(d),
+                  size_t(d) * 4);
+    if (x.mapped && x.fd < 0) {  // read through the mapping: drop the pages behind the (ascending) reader
+      const int64_t row = idx[size_t(m - 1)];
+      release_pages(static_cast<const char*>(x.data) + size_t(released) * x.row_bytes(), size_t(row - released) * x.row_bytes());
       released = row;
     }
   }

@@ -13,6 +13,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
 #include <cstring>
 #include <limits>
 #include <numeric>
@@ -58,9 +59,33 @@ double default_margin(int64_t d) {
   return std::max(1e-5, 4.0 * double(d) * std::ldexp(1.0, -24));
 }
 
+// A worker's buffer: grows to what its tiles need, 64-byte aligned whatever its size (BLAS
+// results must not depend on where a buffer happens to start, so that M is the same bits
+// whichever worker computes an item).
+template <class T>
+class Buffer {
+ public:
+  T* need(int64_t n) {
+    if (n > cap_) {
+      raw_.assign(size_t(n) + 64 / sizeof(T), T());
+      const auto addr = (reinterpret_cast<std::uintptr_t>(raw_.data()) + 63) & ~std::uintptr_t(63);
+      p_ = reinterpret_cast<T*>(addr);
+      cap_ = n;
+    }
+    return p_;
+  }
+  T* data() const { return p_; }
+  T& operator[](size_t i) const { return p_[i]; }
+
+ private:
+  std::vector<T> raw_;
+  T* p_ = nullptr;
+  int64_t cap_ = 0;
+};
+
 struct Scratch {
-  std::vector<float> a, b, c, best;
-  std::vector<int64_t> pos;
+  Buffer<float> a, b, c, best;
+  Buffer<int64_t> pos;
 };
 
 void write_tile(const int64_t* order, int64_t base, int64_t c0, int64_t cols, const Scratch& s, double* M, int64_t* arg) {
@@ -77,8 +102,8 @@ void write_tile(const int64_t* order, int64_t base, int64_t c0, int64_t cols, co
 }
 
 void reset_tile(Scratch& s, int64_t cols) {
-  std::fill(s.best.begin(), s.best.begin() + cols, -std::numeric_limits<float>::infinity());
-  std::fill(s.pos.begin(), s.pos.begin() + cols, int64_t(-1));
+  std::fill(s.best.data(), s.best.data() + cols, -std::numeric_limits<float>::infinity());
+  std::fill(s.pos.data(), s.pos.data() + cols, int64_t(-1));
 }
 
 }  // namespace
@@ -187,16 +212,11 @@ MaxSimStats max_similarity_cpu(const EmbeddingView& x, const int64_t* order, con
   double total_cost = 0;
   for (const auto& it : items) total_cost += it.cost;
 
-  const int threads = resolve_threads(opt.threads);
+  // At most one worker per item; each worker's scratch grows to the tiles it is handed (a few
+  // hundred KB for small clusters, at most ~40 MB for the widest tiles), never more.
+  const int threads = int(std::max<int64_t>(1, std::min<int64_t>(resolve_threads(opt.threads), int64_t(items.size()))));
   std::vector<Scratch> scratch(static_cast<size_t>(threads));
-  const int64_t arows = std::max(whole_max, kRowBlock);
-  for (auto& s : scratch) {
-    s.a.resize(size_t(arows * d));
-    s.b.resize(size_t(kSplitCols * d));
-    s.c.resize(size_t(arows * kSplitCols));
-    s.best.resize(size_t(kSplitCols));
-    s.pos.resize(size_t(kSplitCols));
-  }
+  auto grow = [](auto& v, int64_t n) { v.need(n); };
   std::atomic<int64_t> done_cost{0};
   BlasSingleThread blas1;  // our workers are the parallelism; BLAS runs one thread each
   parallel_for(threads, int64_t(items.size()), [&](int64_t idx, int w) {
@@ -205,6 +225,10 @@ MaxSimStats max_similarity_cpu(const EmbeddingView& x, const int64_t* order, con
     const int64_t base = offsets[it.cluster];
     const int64_t n = offsets[it.cluster + 1] - base;
     if (it.tile < 0) {
+      grow(s.a, n * d);
+      grow(s.c, n * kCols);
+      grow(s.best, kCols);
+      grow(s.pos, kCols);
       x.gather(order + base, n, s.a.data());
       for (int64_t c0 = 0; c0 < n; c0 += kCols) {
         const int64_t cols = std::min(kCols, n - c0);
@@ -220,6 +244,11 @@ MaxSimStats max_similarity_cpu(const EmbeddingView& x, const int64_t* order, con
       const int64_t width = n >= kSplitWide ? kSplitCols : kSplitColsMid;
       const int64_t c0 = it.tile * width;
       const int64_t cols = std::min(width, n - c0);
+      grow(s.a, std::min(kRowBlock, c0 + cols) * d);
+      grow(s.b, cols * d);
+      grow(s.c, std::min(kRowBlock, c0 + cols) * kSplitCols);
+      grow(s.best, cols);
+      grow(s.pos, cols);
       x.gather(order + base + c0, cols, s.b.data());
       reset_tile(s, cols);
       const int64_t rows_end = c0 + cols;

@@ -116,10 +116,10 @@ class Event {
 // Selects device 0 and checks that it is usable; throws Error(Backend) otherwise. Returns the
 // number of multiprocessors.
 int prepare_device();
-// Device bytes a pass may use: Tuning::memory_limit, or 85% of the free memory.
-int64_t memory_budget();
-// Rows per staging buffer for rows of `row_bytes` bytes.
-int64_t staging_rows(size_t row_bytes);
+// Device bytes a pass may use: gpu.memory_limit, or 85% of the free memory.
+int64_t memory_budget(const GpuLimits& gpu);
+// Rows per staging buffer for rows of `row_bytes` bytes (gpu.stream_rows when set).
+int64_t staging_rows(size_t row_bytes, const GpuLimits& gpu);
 
 constexpr int64_t round_up(int64_t a, int64_t b) { return (a + b - 1) / b * b; }
 

@@ -17,20 +17,7 @@ __global__ void probe_kernel(int* p) {
   if (p) *p = 1;
 }
 
-std::mutex g_mu;
-Tuning g_tuning;
-
 }  // namespace
-
-Tuning tuning() {
-  std::lock_guard<std::mutex> lock(g_mu);
-  return g_tuning;
-}
-
-void set_tuning(const Tuning& t) {
-  std::lock_guard<std::mutex> lock(g_mu);
-  g_tuning = t;
-}
 
 DeviceInfo device_info() {
   DeviceInfo info;
@@ -102,14 +89,13 @@ int prepare_device() {
   return cached.sm_count;
 }
 
-int64_t memory_budget() {
-  const Tuning t = tuning();
+int64_t memory_budget(const GpuLimits& gpu) {
   size_t free_b = 0, total_b = 0;
   SD_CUDA(cudaMemGetInfo(&free_b, &total_b));
-  return plan::device_budget(int64_t(free_b), t.memory_limit);
+  return plan::device_budget(int64_t(free_b), gpu.memory_limit);
 }
 
-int64_t staging_rows(size_t row_bytes) { return plan::staging_rows(int64_t(row_bytes), tuning().stream_rows); }
+int64_t staging_rows(size_t row_bytes, const GpuLimits& gpu) { return plan::staging_rows(int64_t(row_bytes), gpu.stream_rows); }
 
 }  // namespace detail
 }  // namespace cuda

@@ -221,6 +221,8 @@ namespace {
 // same float operations in the same order as FAISS's compute_centroids).
 class CudaAssigner : public KMeansAssigner {
  public:
+  explicit CudaAssigner(const GpuLimits& gpu) : gpu_(gpu) {}
+
   void prepare(const float* X, int64_t nt, int64_t d, bool ip) override {
     prepare_device();
     nt_ = nt;
@@ -228,7 +230,7 @@ class CudaAssigner : public KMeansAssigner {
     dp_ = round_up(d, kDimAlign);
     ip_ = ip;
     const int64_t train_bytes = nt * dp_ * 4;
-    if (train_bytes + nt * 16 > memory_budget())
+    if (train_bytes + nt * 16 > memory_budget(gpu_))
       throw Error(ErrorCode::Backend, "k-means training set (" + std::to_string(train_bytes >> 20) +
                                           " MiB) does not fit in GPU memory");
     dx_.resize(size_t(nt * dp_));
@@ -248,7 +250,7 @@ class CudaAssigner : public KMeansAssigner {
 
   void assign(const float* cent, int k, const double* /*moved*/, int64_t* assign, float* dis, CancelFlag) override {
     if (k_ != k) {
-      if (int64_t(k) * dp_ * 8 + nt_ * dp_ * 4 + nt_ * 16 > memory_budget())
+      if (int64_t(k) * dp_ * 8 + nt_ * dp_ * 4 + nt_ * 16 > memory_budget(gpu_))
         throw Error(ErrorCode::Backend, "k-means centroids do not fit in GPU memory");
       k_ = k;
       dcen_.resize(size_t(k) * size_t(dp_));
@@ -296,6 +298,7 @@ class CudaAssigner : public KMeansAssigner {
   }
 
  private:
+  GpuLimits gpu_;
   Stream s_;
   int64_t nt_ = 0, d_ = 0, dp_ = 0;
   int k_ = 0;
@@ -312,27 +315,23 @@ KMeansResult train_kmeans(const EmbeddingView& x, const KMeansParams& p, const P
                           CancelFlag cancel) {
   check_kmeans_args(x, p);
   prepare_device();
-  CudaAssigner assigner;
+  CudaAssigner assigner(p.gpu);
   return lloyd_kmeans(x, p, assigner, progress, cancel);
 }
 
 void assign_nearest(const EmbeddingView& x, const float* centroids, int k, bool inner_product, int64_t* nearest,
-                    float* dist, const ProgressFn& progress, CancelFlag cancel) {
+                    float* dist, const GpuLimits& gpu, const ProgressFn& progress, CancelFlag cancel) {
   if (k < 1) throw Error(ErrorCode::InvalidArgument, "k must be >= 1");
   if (x.n <= 0) return;
-  if (!tuning().gpu_final_assign) {  // the same bits as the CPU backend (see cuda.hpp)
-    semdedup::assign_nearest(x, centroids, k, inner_product, nearest, dist, 0, progress, cancel);
-    return;
-  }
   if (x.d <= 0) throw Error(ErrorCode::InvalidArgument, "embeddings have no columns");
   prepare_device();
   const int64_t d = x.d, dp = round_up(d, kDimAlign);
   const size_t es = x.is_f32() ? 4 : 2;
 
   Stream s;
-  RowUploader up(x, dp, resolve_threads(0));
+  RowUploader up(x, dp, resolve_threads(0), gpu);
   const int64_t rows =
-      plan::plan_assign(memory_budget(), x.n, d, int64_t(es), k, up.staging_rows_per_buffer()).rows_per_pass;
+      plan::plan_assign(memory_budget(gpu), x.n, d, int64_t(es), k, up.staging_rows_per_buffer()).rows_per_pass;
   DeviceBuffer<float> dcen(static_cast<size_t>(k) * size_t(dp)), dcnorm(static_cast<size_t>(k));
   SD_CUDA(cudaMemsetAsync(dcen.get(), 0, dcen.size() * 4, s.get()));
   upload_centroids(centroids, k, d, dp, dcen.get(), dcnorm.get(), inner_product, s.get());

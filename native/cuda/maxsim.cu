@@ -233,8 +233,7 @@ void run_maxsim(const EmbeddingView& x, const int64_t* order, const int64_t* off
   const int64_t p0 = offsets[0], p1 = offsets[nclusters];
   const int64_t P = p1 - p0;
   const int host_threads = resolve_threads(opt.threads);
-  const int64_t budget = memory_budget();
-  const Tuning tune = tuning();
+  const int64_t budget = memory_budget(opt.gpu);
 
   // Row ranges of one item: enough items to fill the GPU a few times over, but not so short
   // that the per-item merge dominates.
@@ -255,12 +254,12 @@ void run_maxsim(const EmbeddingView& x, const int64_t* order, const int64_t* off
   };
 
   Stream compute;
-  RowUploader up(x, dp, host_threads);
+  RowUploader up(x, dp, host_threads, opt.gpu);
   Launcher launcher(compute.get(), tiles_per_launch, on_tiles, cancel);
 
   const double max_items = total_tiles / double(split_tiles) + double(P) / kTile + double(nclusters);
   const plan::MaxSimPlan mp = plan::plan_maxsim(budget, x.n, d, int64_t(es), P, int64_t(max_items * 2 * sizeof(MsItem)),
-                                                tune.maxsim_mode);
+                                                opt.gpu.maxsim_placement);
   const bool resident = mp.placement == plan::MaxSimPlan::Placement::Resident;
 
   if (resident) {

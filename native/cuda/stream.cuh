@@ -22,9 +22,9 @@ namespace detail {
 
 class RowUploader {
  public:
-  RowUploader(const EmbeddingView& x, int64_t dp, int threads)
+  RowUploader(const EmbeddingView& x, int64_t dp, int threads, const GpuLimits& gpu)
       : x_(x), dp_(dp), threads_(std::max(1, std::min(threads, 8))) {
-    rows_ = std::max<int64_t>(1, std::min(staging_rows(x.row_bytes()), x.n));
+    rows_ = std::max<int64_t>(1, std::min(staging_rows(x.row_bytes(), gpu), x.n));
     for (auto& p : pin_) p.resize(size_t(rows_) * x.row_bytes());
   }
 

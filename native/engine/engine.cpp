@@ -23,6 +23,10 @@ KMeansImpl parse_kmeans_impl(const std::string& s) {
 
 const char* backend_name(Backend b) { return b == Backend::Cuda ? "cuda" : "cpu"; }
 
+const char* const kAssignOnCpu =
+    "the final assignment runs on the CPU on every device, so that dist_to_cent, which step 3 ranks by, has the "
+    "same bits everywhere";
+
 namespace {
 
 CudaStatus query_cuda() {
@@ -130,22 +134,20 @@ Ran assign_nearest(Device device, KMeansImpl impl, const EmbeddingView& x, const
                    bool inner_product, int64_t* nearest, float* dist, int threads, const ProgressFn& progress,
                    CancelFlag cancel) {
   check_impl(impl);
-  return dispatch(
-      device, "the assignment to centroids",
-      [&] {
-#ifdef SEMDEDUP_HAVE_CUDA
-        cuda::assign_nearest(x, centroids, k, inner_product, nearest, dist, progress, cancel);
-#endif
-      },
-      [&] {
+  const CudaStatus& cs = engine_info().cuda;
+  if (device == Device::Cuda && !cs.available)
+    throw Error(ErrorCode::Backend, std::string("device 'cuda' was requested for the assignment to centroids, but ") + cs.reason);
+  Ran ran;
+  if (device != Device::Cpu)
+    ran.note = cs.available ? kAssignOnCpu : cs.reason;
 #ifdef SEMDEDUP_HAVE_FAISS
-        if (impl == KMeansImpl::Faiss) {
-          assign_nearest_faiss(x, centroids, k, inner_product, nearest, dist, threads, progress, cancel);
-          return;
-        }
+  if (impl == KMeansImpl::Faiss) {
+    assign_nearest_faiss(x, centroids, k, inner_product, nearest, dist, threads, progress, cancel);
+    return ran;
+  }
 #endif
-        semdedup::assign_nearest(x, centroids, k, inner_product, nearest, dist, threads, progress, cancel);
-      });
+  semdedup::assign_nearest(x, centroids, k, inner_product, nearest, dist, threads, progress, cancel);
+  return ran;
 }
 
 Ran max_similarity(Device device, const EmbeddingView& x, const int64_t* order, const int64_t* offsets,

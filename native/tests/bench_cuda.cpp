@@ -82,11 +82,6 @@ int main(int argc, char** argv) {
   int64_t n = 0, d = 0, big = 50000;
   int k = 1000, niter = 20, repeat = 3;
   bool gen = false, gen_only = false;
-  {
-    cuda::Tuning t = cuda::tuning();
-    t.gpu_final_assign = true;  // time the GPU's assignment kernel, not the CPU path the CLI uses for exact bits
-    cuda::set_tuning(t);
-  }
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     auto next = [&]() -> const char* {

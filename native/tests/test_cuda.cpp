@@ -21,6 +21,7 @@
 #include "semdedup/sampling.hpp"
 #include "semdedup/common.hpp"
 #include "semdedup/cuda.hpp"
+#include "semdedup/engine.hpp"
 #include "semdedup/kmeans.hpp"
 #include "semdedup/maxsim.hpp"
 
@@ -119,12 +120,25 @@ struct MsOut {
   MaxSimStats st;
 };
 
+// The GPU limits the following calls pass (placement, memory budget, staging rows).
+static GpuLimits g_gpu;
+static void set_mode(int mode, int64_t memory_limit = 0, int64_t stream_rows = 0) {
+  g_gpu = GpuLimits{};
+  g_gpu.maxsim_placement = mode;
+  g_gpu.memory_limit = memory_limit;
+  g_gpu.stream_rows = stream_rows;
+}
+static MaxSimOptions limited(MaxSimOptions opt) {
+  opt.gpu = g_gpu;
+  return opt;
+}
+
 static MsOut gpu_maxsim(const EmbeddingView& v, const Clusters& c, const MaxSimOptions& opt) {
   MsOut o;
   // poison: every element must be written
   o.M.assign(size_t(c.members()), std::numeric_limits<double>::quiet_NaN());
   o.arg.assign(size_t(c.members()), int64_t(-7));
-  o.st = cuda::max_similarity(v, c.order.data(), c.offsets.data(), c.count(), o.M.data(), o.arg.data(), opt);
+  o.st = cuda::max_similarity(v, c.order.data(), c.offsets.data(), c.count(), o.M.data(), o.arg.data(), limited(opt));
   return o;
 }
 
@@ -187,14 +201,6 @@ static std::string compare_ms(const EmbeddingView& v, const Clusters& c, const M
   return "";
 }
 
-static void set_mode(int mode, int64_t memory_limit = 0, int64_t stream_rows = 0, bool gpu_final_assign = false) {
-  cuda::Tuning t;
-  t.maxsim_mode = mode;
-  t.memory_limit = memory_limit;
-  t.stream_rows = stream_rows;
-  t.gpu_final_assign = gpu_final_assign;
-  cuda::set_tuning(t);
-}
 
 // ---------------------------------------------------------------------------------------------
 // k-means helpers
@@ -336,7 +342,7 @@ int main(int argc, char** argv) {
       std::vector<int64_t> arg(10);
       bool threw = false;
       try {
-        cuda::max_similarity(x.view(), c.order.data(), c.offsets.data(), 1, M.data(), arg.data(), {});
+        cuda::max_similarity(x.view(), c.order.data(), c.offsets.data(), 1, M.data(), arg.data(), limited({}));
       } catch (const Error& e) {
         threw = e.code() == ErrorCode::Backend;
       }
@@ -513,7 +519,7 @@ int main(int argc, char** argv) {
     std::atomic<bool> cancel{true};
     bool threw = false;
     try {
-      cuda::max_similarity(x.view(), c.order.data(), c.offsets.data(), 1, M.data(), arg.data(), {}, {}, &cancel);
+      cuda::max_similarity(x.view(), c.order.data(), c.offsets.data(), 1, M.data(), arg.data(), limited({}), {}, &cancel);
     } catch (const Error& e) {
       threw = e.code() == ErrorCode::Cancelled;
     }
@@ -529,12 +535,12 @@ int main(int argc, char** argv) {
     std::vector<float> cen(size_t(k) * size_t(d));
     std::normal_distribution<float> nd;
     for (auto& v : cen) v = nd(rng) / 10.f;
-    set_mode(0, 0, 4096, true);  // the GPU kernel itself
+    set_mode(0, 0, 4096);
     for (bool ip : {true, false})
       for (bool half : {false, true}) {
         std::vector<int64_t> nearest(size_t(n), -7);
         std::vector<float> dist(size_t(n), std::numeric_limits<float>::quiet_NaN());
-        cuda::assign_nearest(x.view(half), cen.data(), k, ip, nearest.data(), dist.data());
+        cuda::assign_nearest(x.view(half), cen.data(), k, ip, nearest.data(), dist.data(), g_gpu);
         const std::string err = check_assignment(x.view(half), cen, k, ip, nearest, dist);
         CHECK(err.empty(), "ip %d half %d: %s", int(ip), int(half), err.c_str());
 #ifdef SEMDEDUP_HAVE_FAISS
@@ -549,7 +555,7 @@ int main(int argc, char** argv) {
     set_mode(0);
   });
 
-  run("assign_nearest: by default the same bytes as the CPU backend (step 3 ranks by these bits)", [&] {
+  run("assignment through the engine with device cuda: the same bytes as the CPU backend (step 3 ranks by these bits)", [&] {
     const int64_t n = 9001, d = 64;
     const int k = 1030;  // two centroid blocks of the CPU's search
     Data x = clustered(n, d, 50, 0.5f, 0.05, rng);
@@ -562,7 +568,8 @@ int main(int argc, char** argv) {
       for (bool half : {false, true}) {
         std::vector<int64_t> ng(size_t(n), -7), nc(size_t(n), -9);
         std::vector<float> dg(static_cast<size_t>(n)), dc(static_cast<size_t>(n));
-        cuda::assign_nearest(x.view(half), cen.data(), k, ip, ng.data(), dg.data());
+        engine::assign_nearest(engine::Device::Cuda, engine::KMeansImpl::Engine, x.view(half), cen.data(), k, ip, ng.data(),
+                               dg.data(), 0);
         semdedup::assign_nearest(x.view(half), cen.data(), k, ip, nc.data(), dc.data());
         CHECK(ng == nc, "ip %d half %d: nearest differs from the CPU backend", int(ip), int(half));
         CHECK(std::memcmp(dg.data(), dc.data(), size_t(n) * 4) == 0, "ip %d half %d: dist bits differ from the CPU backend",

@@ -144,3 +144,88 @@ export function atomicWriteFile(target: string, data: Buffer | string | Uint8Arr
   }
   w.commit();
 }
+
+/** The name pattern of temporary files (`<file>.tmp-<pid>-<hex>`), with the writer's pid. */
+const TEMP_NAME = /\.tmp-(\d+)-[0-9a-f]{12}$/;
+
+function pidAlive(pid: number): boolean {
+  if (pid === process.pid) return true;
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+/**
+ * Removes temporary files left by writers that died between writing and renaming: every
+ * `<file>.tmp-<pid>-<hex>` of a process that no longer runs, in `dirs` and their subfolders
+ * (to `depth` levels). Returns the removed paths. Missing folders are skipped.
+ */
+export function removeStaleTemps(dirs: readonly string[], depth = 3): string[] {
+  const removed: string[] = [];
+  const seen = new Set<string>();
+  const walk = (dir: string, level: number): void => {
+    const abs = path.resolve(dir);
+    if (seen.has(abs)) return;
+    seen.add(abs);
+    let entries: fs.Dirent[];
+    try {
+      entries = fs.readdirSync(abs, { withFileTypes: true });
+    } catch {
+      return;
+    }
+    for (const e of entries) {
+      const p = path.join(abs, e.name);
+      if (e.isDirectory()) {
+        if (level < depth) walk(p, level + 1);
+        continue;
+      }
+      const m = TEMP_NAME.exec(e.name);
+      if (m && !pidAlive(Number(m[1]))) {
+        removeQuietly(p);
+        removed.push(p);
+      }
+    }
+  };
+  for (const d of dirs) walk(d, 0);
+  return removed;
+}
+
+/**
+ * Creates `dir` and its missing parents one level at a time (never loops: a folder that cannot
+ * be created, e.g. under /proc, is an OutputError naming it).
+ */
+export function makeDir(dir: string): void {
+  const abs = path.resolve(dir);
+  const missing: string[] = [];
+  let cur = abs;
+  for (;;) {
+    let st: fs.Stats | undefined;
+    try {
+      st = fs.statSync(cur);
+    } catch (e) {
+      const code = (e as NodeJS.ErrnoException).code;
+      if (code !== 'ENOENT') throw new OutputError(`${dir}: the output folder cannot be created: ${describe(e)}`, { file: dir, cause: e });
+    }
+    if (st) {
+      if (!st.isDirectory()) throw new OutputError(`${dir}: the output folder cannot be created: ${cur} is not a folder`, { file: dir });
+      break;
+    }
+    missing.push(cur);
+    const up = path.dirname(cur);
+    if (up === cur) break;
+    cur = up;
+  }
+  for (let i = missing.length - 1; i >= 0; i--) {
+    const p = missing[i]!;
+    try {
+      fs.mkdirSync(p);
+    } catch (e) {
+      const code = (e as NodeJS.ErrnoException).code;
+      if (code === 'EEXIST' && fs.statSync(p).isDirectory()) continue;
+      throw new OutputError(`${dir}: the output folder cannot be created: ${describe(e)}`, { file: dir, cause: e });
+    }
+  }
+}

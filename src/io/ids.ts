@@ -292,8 +292,35 @@ function quoteId(s: string): string {
   return JSON.stringify(s.length > 200 ? `${s.slice(0, 200)}…` : s);
 }
 
-/** Throw InputError if an id appears twice, naming the first duplicate and both rows. */
+/**
+ * Throw InputError for an id that cannot be written as one line of the kept list: empty, or
+ * holding a line break (\n, \r), a NUL, or bytes that are not UTF-8. Names the row.
+ */
+export function checkIdStrings(ids: Ids, file: string): void {
+  const text = ids.source === 'text';
+  for (let i = 0; i < ids.length; i++) {
+    const where = text ? `line ${i + 1}` : `row ${i}`;
+    let s: string;
+    try {
+      s = ids.get(i); // S items: decoded as strict UTF-8; U items: valid code points
+    } catch (e) {
+      throw new InputError(`${file}: the id at ${where} is not valid UTF-8 text (${(e as Error).message.replace(/^.*?: /, '')})`, { file, cause: e });
+    }
+    if (s.length === 0) throw new InputError(`${file}: the id at ${where} is empty`, { file });
+    const bad = /[\n\r\0]/.exec(s);
+    if (bad) {
+      const what = bad[0] === '\n' ? 'a newline' : bad[0] === '\r' ? 'a carriage return' : 'a NUL byte';
+      throw new InputError(`${file}: the id at ${where} (${quoteId(s)}) holds ${what}; ids are written one per line`, { file });
+    }
+  }
+}
+
+/**
+ * Throw InputError if an id appears twice, naming the first duplicate and both rows, or if an
+ * id cannot be written as one line (checkIdStrings).
+ */
 export function checkUniqueIds(ids: Ids, file: string): void {
+  checkIdStrings(ids, file);
   const seen = new Map<string, number>();
   const text = ids.source === 'text';
   for (let i = 0; i < ids.length; i++) {

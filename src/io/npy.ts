@@ -432,7 +432,8 @@ function allocNumeric(dt: NpyDtype, count: number): NpyNumericData {
   }
 }
 
-const utf8Fatal = new TextDecoder('utf-8', { fatal: true });
+// ignoreBOM: a leading U+FEFF is part of the id, as Python's bytes.decode('utf-8') keeps it.
+const utf8Fatal = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
 
 /** Decode one S item (trailing NULs stripped, as numpy's bytes scalars) as UTF-8. */
 export function decodeSItem(bytes: Uint8Array, file: string, index: number): string {

@@ -19,11 +19,12 @@ import { prepareEmbeddings } from '../steps/check.js';
 import { keepOrderOf, summarize, type WhichToKeep } from '../steps/dedup.js';
 import { ensureOutputDir, noteBackend, runNative, type CommonOptions } from '../steps/common.js';
 import { withDefaults, toManifest, type PartialResolved } from '../config.js';
-import { readManifest, recordStep, writeManifest } from '../manifest.js';
+import { readManifest, recordStep, stamp, stepIsCurrent, writeManifest } from '../manifest.js';
 import { planPaths, stageOf, type Plan, type Stage } from './plan.js';
 import { isComplete, newState, outputStamp, readState, writeState, type TaskState } from './state.js';
 import { dedupItems, type DedupItem } from './partition.js';
 import { planAddon } from './native.js';
+import { lockOutputDir } from '../lock.js';
 
 export interface TaskOptions extends CommonOptions {
   /** Overrides the config's threads (a local worker's share of the cores). */
@@ -82,24 +83,30 @@ async function train(plan: Plan, o: TaskOptions): Promise<TaskResult> {
       return data;
     };
     let from: string;
+    // As cluster.ts: centroids are committed (step 'train') with what they came from, and reused
+    // only when that is unchanged.
+    const params = { k, niter: cfg.niter, seed: cfg.seed, spherical: cfg.spherical, maxPointsPerCentroid: cfg.maxPointsPerCentroid, minPointsPerCentroid: cfg.minPointsPerCentroid };
+    const trainParams = cfg.centroids ? { given: stamp(cfg.centroids), k, d: emb.d } : { ...params, impl: cfg.kmeansImpl, d: emb.d };
+    const trainInputs: Record<string, string> = cfg.centroids ? {} : { embeddings: emb.path };
     if (cfg.centroids) {
       const { header, data } = readNpy(cfg.centroids);
       if (!(data instanceof Float32Array)) throw new InputError(`${cfg.centroids}: the given centroids must be float32, found ${header.descr}`, { file: cfg.centroids });
       writeNpy(centroidsPath, check(data, header.shape, cfg.centroids), { shape: [k, emb.d] });
+      recordStep(dir, 'train', trainParams, trainInputs, { centroids: centroidsPath });
       from = 'given';
-    } else if (cfg.reuseCentroids && existsSync(centroidsPath)) {
+    } else if (cfg.reuseCentroids && existsSync(centroidsPath) && stepIsCurrent(dir, 'train', trainParams, trainInputs)) {
       const { header, data } = readNpy(centroidsPath);
       check(data as Float32Array, header.shape, centroidsPath);
       from = 'reused';
       o.log?.(`centroids: reusing ${centroidsPath}`);
     } else {
       o.log?.(`k-means: k=${k}, niter=${cfg.niter}, seed=${cfg.seed}, spherical=${cfg.spherical}, N=${emb.n}, D=${emb.d}`);
-      const params = { k, niter: cfg.niter, seed: cfg.seed, spherical: cfg.spherical, maxPointsPerCentroid: cfg.maxPointsPerCentroid, minPointsPerCentroid: cfg.minPointsPerCentroid };
       const r = await runNative(o, 'train', (p, token) =>
         loadNative().trainKmeans(emb.native, { ...params, threads, device: cfg.device, impl: cfg.kmeansImpl, prune: cfg.kmeansPrune }, p, token),
       );
       noteBackend(o.log, 'k-means training', r);
       writeNpy(centroidsPath, r.centroids, { shape: [k, emb.d] });
+      recordStep(dir, 'train', trainParams, trainInputs, { centroids: centroidsPath }, { objective: r.objective, searchedRows: r.searchedRows, prunedRows: r.prunedRows, backend: r.backend, plan: plan.id });
       from = 'trained';
     }
     const embeddings: EffectiveLayout = { path: emb.path, format: emb.format, dtype: emb.dtype, n: emb.n, d: emb.d, offset: emb.offset };
@@ -356,6 +363,9 @@ async function extract(plan: Plan, o: TaskOptions): Promise<TaskResult> {
   if (nearest.length !== plan.n) throw new InputError(`the assign parts hold ${nearest.length} rows, expected ${plan.n}`);
   writeNpy(outputs.nearest(dir), nearest);
   writeNpy(outputs.dist(dir), dist);
+  const lay = effectiveLayout(plan);
+  recordStep(dir, 'cluster', { spherical: cfg.spherical, k: plan.k, d: plan.d, n: plan.n }, { embeddings: lay.path, centroids: outputs.centroids(dir) },
+    { centroids: outputs.centroids(dir), nearest: outputs.nearest(dir), dist: outputs.dist(dir) }, { plan: plan.id });
   // Step 3's.
   const offsets = clusterOffsets(plan);
   const order = concatParts(plan, 'group', 'order', (n) => new BigInt64Array(n));
@@ -364,6 +374,10 @@ async function extract(plan: Plan, o: TaskOptions): Promise<TaskResult> {
   writeNpy(outputs.order(dir), order);
   writeNpy(outputs.offsets(dir), offsets);
   writeNpy(outputs.sortKey(dir), distance);
+  const sortInputs: Record<string, string> = { centroids: outputs.centroids(dir), nearest: outputs.nearest(dir), dist: outputs.dist(dir) };
+  if (cfg.simMetric === 'cosine' && !cfg.spherical) sortInputs.embeddings = lay.path;
+  recordStep(dir, 'sort', { simMetric: cfg.simMetric, keepHard: cfg.keepHard, spherical: cfg.spherical }, sortInputs,
+    { order: outputs.order(dir), offsets: outputs.offsets(dir), sortKey: outputs.sortKey(dir) }, { plan: plan.id });
   // Step 4's: the keep order of all clusters, and M from the dedup parts, position by position.
   const { keepOrder, keepIndex } = await keepOrderOf(order, offsets, cfg.whichToKeep as WhichToKeep, cfg.seed, o.threads ?? cfg.threads);
   const M = new Float64Array(plan.n);
@@ -391,6 +405,8 @@ async function extract(plan: Plan, o: TaskOptions): Promise<TaskResult> {
   writeNpy(outputs.keepIndex(dir), keepIndex);
   writeNpy(outputs.M(dir), M);
   writeNpy(outputs.Marg(dir), Mrow);
+  recordStep(dir, 'dedup', { whichToKeep: cfg.whichToKeep, seed: cfg.seed, epsList: cfg.epsList }, { embeddings: lay.path, order: outputs.order(dir), offsets: outputs.offsets(dir) },
+    { M: outputs.M(dir), keepOrder: outputs.keepOrder(dir), keepIndex: outputs.keepIndex(dir), Mrow: outputs.Marg(dir) }, { plan: plan.id });
   if (cfg.exportSortedClusters) await runSort(plan.config, { ...o, ...(log ? { log } : {}) }); // the same step-3 files, and the original's per-cluster files
   // Step 5, as `semdedup run` does it.
   const ids = resolveIds(plan.config, undefined, log);
@@ -408,14 +424,7 @@ async function extract(plan: Plan, o: TaskOptions): Promise<TaskResult> {
     seconds[st.name] = s;
   }
   atomicWriteFile(outputs.summary(dir), JSON.stringify({ n: plan.n, clusters: plan.k, whichToKeep: cfg.whichToKeep, eps: summarize(M, cfg.epsList), taskSeconds: seconds }, null, 2) + '\n');
-  // The manifest: the config, the engine, the steps (as a single run records them), and the plan.
-  const lay = effectiveLayout(plan);
-  recordStep(dir, 'cluster', { spherical: cfg.spherical, k: plan.k, d: plan.d, n: plan.n }, { embeddings: lay.path, centroids: outputs.centroids(dir) },
-    { nearest: outputs.nearest(dir), dist: outputs.dist(dir) }, { plan: plan.id });
-  recordStep(dir, 'sort', { simMetric: cfg.simMetric, keepHard: cfg.keepHard, spherical: cfg.spherical }, { nearest: outputs.nearest(dir), dist: outputs.dist(dir) },
-    { order: outputs.order(dir), offsets: outputs.offsets(dir) }, { plan: plan.id });
-  recordStep(dir, 'dedup', { whichToKeep: cfg.whichToKeep, seed: cfg.seed, epsList: cfg.epsList }, { order: outputs.order(dir), offsets: outputs.offsets(dir) },
-    { M: outputs.M(dir), keepOrder: outputs.keepOrder(dir) }, { plan: plan.id });
+  // The manifest: the config, the engine and the plan (the steps were committed above).
   const m = readManifest(dir);
   const info = nativeInfo();
   m.config = toManifest(plan.config);
@@ -445,6 +454,9 @@ export async function runTask(plan: Plan, stage: Stage, index: number, o: TaskOp
     return { skipped: true, state: readState(plan, stage, index)! };
   }
   mkdirSync(planPaths.stateDir(plan.outputDir), { recursive: true });
+  // The tasks that write the folder's own files (the check record, the centroids, the final files
+  // and the manifest) hold the folder's lock, as a single run does; the others write only their parts.
+  const lock = stage === 'train' || stage === 'extract' ? lockOutputDir(plan.outputDir) : undefined;
   const state = newState(plan, stage, index, o.logFile);
   writeState(plan, state);
   const t0 = performance.now();
@@ -471,5 +483,6 @@ export async function runTask(plan: Plan, stage: Stage, index: number, o: TaskOp
   } finally {
     process.removeListener('SIGTERM', onTerm);
     process.removeListener('SIGINT', onTerm);
+    lock?.release();
   }
 }

@@ -7,6 +7,7 @@ import { existsSync, renameSync, rmSync } from 'node:fs';
 import { NumericError } from '../errors.js';
 import { createEmbeddingsFile, openEmbeddings, type Embeddings, type EmbeddingsSpec } from '../embeddings.js';
 import { outputs } from '../layout.js';
+import { tempPathFor } from '../io/atomic.js';
 import { recordStep, stamp, stepIsCurrent } from '../manifest.js';
 import { loadNative } from '../native.js';
 import { ensureOutputDir, runNative, type CommonOptions } from './common.js';
@@ -57,7 +58,7 @@ export async function prepareEmbeddings(spec: EmbeddingsSpec, opts: PrepareOptio
     const params = { source: stamp(emb.path), n: emb.n, d: emb.d };
     if (!(existsSync(copyPath) && stepIsCurrent(outputDir, 'normalize', params, {}))) {
       opts.log?.(`normalising ${r.unnormalizedRows} rows into ${copyPath}`);
-      const tmp = `${copyPath}.partial`;
+      const tmp = tempPathFor(copyPath);
       const out = createEmbeddingsFile(tmp, emb.n, emb.d, { format: 'memmap', dtype: 'float32' });
       try {
         await runNative(opts, 'normalize', (p, token) => addon.normalizeRows(emb.native, out.native, { threads: opts.threads ?? 0 }, p, token));

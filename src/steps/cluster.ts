@@ -2,14 +2,14 @@
 // then the nearest centroid of every row. Existing centroids in the output folder are reused, as
 // the original resumes. The native engine facade runs both on the GPU or the CPU and says which.
 import { existsSync } from 'node:fs';
-import { ConfigError, InputError } from '../errors.js';
+import { ConfigError, InputError, NumericError } from '../errors.js';
 import { readNpy, writeNpy } from '../io/npy.js';
 import { outputs } from '../layout.js';
 import { loadNative } from '../native.js';
 import type { Embeddings } from '../embeddings.js';
 import { withDefaults } from '../config.js';
 import { ensureOutputDir, noteBackend, now, runNative, type CommonOptions } from './common.js';
-import { recordStep, stepIsCurrent } from '../manifest.js';
+import { recordStep, stamp, stepIsCurrent } from '../manifest.js';
 
 export interface ClusterOptions extends CommonOptions {
   /** The checked embeddings (prepareEmbeddings). */
@@ -59,6 +59,9 @@ function loadCentroids(path: string, k: number, d: number, what: string): Float3
     throw new InputError(`${path}: ${what} must be a 2-D float32 .npy (k, D), found ${header.descr} shape (${header.shape.join(', ')})`, { file: path });
   if (header.shape[0] !== k || header.shape[1] !== d)
     throw new InputError(`${path}: ${what} have shape (${header.shape.join(', ')}), expected (k=${k}, D=${d})`, { file: path, key: 'k' });
+  const bad = data.findIndex((v) => !Number.isFinite(v));
+  if (bad >= 0)
+    throw new NumericError(`${path}: ${what} hold ${data[bad]} (centroid ${Math.floor(bad / d)}, value ${bad % d}); centroids must be finite`, { file: path });
   return data;
 }
 
@@ -70,6 +73,7 @@ export async function computeCentroids(options: ClusterOptions): Promise<Cluster
   const { k, threads, device, spherical, kmeansImpl: impl } = opts;
   if (!Number.isInteger(k) || k < 1) throw new ConfigError(`k (ncentroids) must be a positive integer, got ${k}`, { key: 'k' });
   if (k > emb.n) throw new ConfigError(`k = ${k} (ncentroids) is larger than the number of rows N = ${emb.n} in ${emb.path}`, { key: 'k', file: emb.path });
+  const given = opts.centroids ? loadCentroids(opts.centroids, k, emb.d, 'the given centroids') : undefined;
   ensureOutputDir(opts.outputDir);
   const params = {
     k, niter: opts.niter, seed: opts.seed, spherical,
@@ -86,19 +90,29 @@ export async function computeCentroids(options: ClusterOptions): Promise<Cluster
   let searchedRows = 0;
   let prunedRows = 0;
   const t0 = now();
-  if (opts.centroids) {
-    centroids = loadCentroids(opts.centroids, k, emb.d, 'the given centroids');
+  // Centroids are committed with what they came from (the given file, or the embeddings and the
+  // k-means parameters), and reused only when that is unchanged.
+  const trainParams = given ? { given: stamp(opts.centroids!), k, d: emb.d } : { ...params, impl, d: emb.d };
+  const trainInputs: Record<string, string> = given ? {} : { embeddings: emb.path };
+  const committed = existsSync(centroidsPath) && stepIsCurrent(opts.outputDir, 'train', trainParams, trainInputs);
+  if (given) {
+    centroids = given;
     centroidsFrom = 'given';
-    writeNpy(centroidsPath, centroids, { shape: [k, emb.d] });
+    if (!committed) {
+      writeNpy(centroidsPath, centroids, { shape: [k, emb.d] });
+      recordStep(opts.outputDir, 'train', trainParams, trainInputs, { centroids: centroidsPath });
+    }
     log(`centroids: given (${opts.centroids})`);
-  } else if (opts.reuseCentroids && existsSync(centroidsPath)) {
+  } else if (opts.reuseCentroids && committed) {
     centroids = loadCentroids(centroidsPath, k, emb.d, 'the existing centroids');
     centroidsFrom = 'reused';
     log(`centroids: reusing ${centroidsPath}`);
   } else {
+    if (existsSync(centroidsPath) && opts.reuseCentroids)
+      log(`centroids: ${centroidsPath} was not made from these embeddings with these k-means parameters: training`);
     log(`k-means: k=${k}, niter=${params.niter}, seed=${params.seed}, spherical=${spherical}, N=${emb.n}, D=${emb.d}`);
     const r = await runNative(opts, 'cluster:train', (p, token) =>
-      addon.trainKmeans(emb.native, { ...params, threads, device, impl, prune: opts.kmeansPrune }, p, token),
+      addon.trainKmeans(emb.native, { ...params, threads, device, impl, prune: opts.kmeansPrune, gpuMemoryLimit: opts.gpuMemoryLimit }, p, token),
     );
     noteBackend(opts.log, 'k-means training', r);
     backend.train = r.backend;
@@ -112,12 +126,13 @@ export async function computeCentroids(options: ClusterOptions): Promise<Cluster
       log(`k-means: ${((100 * r.prunedRows) / (r.searchedRows + r.prunedRows)).toFixed(1)}% of row searches skipped by the bounds`);
     centroidsFrom = 'trained';
     writeNpy(centroidsPath, centroids, { shape: [k, emb.d] });
+    recordStep(opts.outputDir, 'train', trainParams, trainInputs, { centroids: centroidsPath }, { objective, searchedRows, prunedRows, backend: r.backend });
   }
   const tTrain = (now() - t0) / 1000;
 
   const stepParams = { spherical, k, d: emb.d, n: emb.n };
   const inputs = { embeddings: emb.path, centroids: centroidsPath };
-  if (stepIsCurrent(opts.outputDir, 'cluster', stepParams, inputs) && existsSync(nearestPath) && existsSync(distPath)) {
+  if (stepIsCurrent(opts.outputDir, 'cluster', stepParams, inputs)) {
     const nearest = readNpy(nearestPath).data as BigInt64Array;
     const dist = readNpy(distPath).data as Float32Array;
     log('assignment: up to date, reused');
@@ -134,7 +149,7 @@ export async function computeCentroids(options: ClusterOptions): Promise<Cluster
   writeNpy(nearestPath, nearest);
   writeNpy(distPath, dist);
   const tAssign = (now() - t1) / 1000;
-  recordStep(opts.outputDir, 'cluster', stepParams, inputs, { nearest: nearestPath, dist: distPath }, {
+  recordStep(opts.outputDir, 'cluster', stepParams, inputs, { centroids: centroidsPath, nearest: nearestPath, dist: distPath }, {
     centroidsFrom, objective, searchedRows, prunedRows, impl, trainSeconds: tTrain, assignSeconds: tAssign, backend, ...params,
   });
   return { centroids, nearest, dist, k, d: emb.d, centroidsFrom, assignmentReused: false, objective, searchedRows, prunedRows, seconds: { train: tTrain, assign: tAssign }, backend };

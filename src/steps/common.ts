@@ -1,5 +1,6 @@
 // What every step shares: options, progress, cancellation, the backend log line, the output folder.
-import { mkdirSync, accessSync, constants } from 'node:fs';
+import { accessSync, constants } from 'node:fs';
+import { makeDir } from '../io/atomic.js';
 import { SemDedupError, OutputError } from '../errors.js';
 import { loadNative, nativeError, nativeInfo, type NativeCancelToken, type Ran } from '../native.js';
 
@@ -18,6 +19,8 @@ export interface CommonOptions {
   threads?: number;
   /** Backend for the heavy steps: 'auto' (CUDA when a usable GPU is there), 'cpu', 'cuda'. */
   device?: DeviceChoice;
+  /** Device bytes a GPU job may use (0: 85% of the free memory). */
+  gpuMemoryLimit?: number;
   /** Called from the event loop as work advances. */
   onProgress?: (p: Progress) => void;
   /** Aborting rejects the step's promise with an ERR_CANCELLED error; files already complete stay. */
@@ -70,7 +73,7 @@ export async function runNative<T>(
 /** Makes sure the output folder exists and is writable, with a clear error if not. */
 export function ensureOutputDir(dir: string): void {
   try {
-    mkdirSync(dir, { recursive: true });
+    makeDir(dir); // one level at a time: never loops (Node's recursive mkdir can, e.g. under /proc)
     accessSync(dir, constants.W_OK);
   } catch (e) {
     throw new OutputError(`${dir}: the output folder cannot be created or written: ${(e as Error).message}`, { file: dir, cause: e });

@@ -14,7 +14,8 @@ import { loadNative, type MaxSimStats } from '../native.js';
 import type { Embeddings } from '../embeddings.js';
 import { withDefaults } from '../config.js';
 import { ensureOutputDir, noteBackend, now, runNative, throwIfAborted, type CommonOptions } from './common.js';
-import { recordStep, stamp } from '../manifest.js';
+import { currentRecord, recordStep, requireCommitted, stamp } from '../manifest.js';
+import { findExactDuplicates } from '../after/exact.js';
 
 export type WhichToKeep = 'hard' | 'easy' | 'random';
 
@@ -28,6 +29,8 @@ export interface DedupOptions extends CommonOptions {
   epsList: number[];
   /** Seed of the 'random' keep order. */
   seed?: number;
+  /** Find byte-identical rows first and report them (no decision changes). */
+  exactDuplicates?: boolean;
 }
 
 export interface EpsSummary {
@@ -115,6 +118,20 @@ export async function semdedup(options: DedupOptions): Promise<DedupResult> {
   const { whichToKeep: which, seed, threads, device } = opts;
   for (const p of [outputs.order(dir), outputs.offsets(dir)])
     if (!existsSync(p)) throw new InputError(`${p} not found: run the sort step first (semdedup sort)`, { file: p });
+  // Only the sort step's committed results are read; unchanged inputs and params: skipped.
+  requireCommitted(dir, 'sort', { order: outputs.order(dir), offsets: outputs.offsets(dir) });
+  const stepParams = { whichToKeep: which, seed, epsList: opts.epsList };
+  const stepInputs = { embeddings: opts.embeddings.path, order: outputs.order(dir), offsets: outputs.offsets(dir) };
+  const done = currentRecord(dir, 'dedup', stepParams, stepInputs);
+  if (done) {
+    const M = readNpy(outputs.M(dir)).data as Float64Array;
+    const offsets = readNpy(outputs.offsets(dir)).data as BigInt64Array;
+    opts.log?.('dedup: up to date, reused');
+    return {
+      keepOrder: readNpy(outputs.keepOrder(dir)).data as BigInt64Array, offsets, M, Mrow: readNpy(outputs.Marg(dir)).data as BigInt64Array,
+      summary: summarize(M, opts.epsList), stats: (done.stats ?? {}) as unknown as MaxSimStats, seconds: (now() - t0) / 1000, resumedParts: 0,
+    };
+  }
   const order = readNpy(outputs.order(dir)).data as BigInt64Array;
   const offsets = readNpy(outputs.offsets(dir)).data as BigInt64Array;
   const { keepOrder, keepIndex } = await keepOrderOf(order, offsets, which, seed, threads);
@@ -131,6 +148,7 @@ export async function semdedup(options: DedupOptions): Promise<DedupResult> {
     for (let i = 0; i < n; i++)
       if (order[i]! < 0n || order[i]! >= rows)
         throw new InputError(`${outputs.order(dir)}: row ${order[i]} is outside the ${emb.n} rows of ${emb.path}`, { file: outputs.order(dir) });
+    if (opts.exactDuplicates) await findExactDuplicates({ ...opts, embeddings: emb, order: keepOrder, outputDir: dir });
     // Parts are tied to everything that determines their content.
     const key = createHash('sha256')
       .update(JSON.stringify({ emb: stamp(emb.path), order: stamp(outputs.order(dir)), which, seed, eps: [...opts.epsList].sort() }))
@@ -170,7 +188,7 @@ export async function semdedup(options: DedupOptions): Promise<DedupResult> {
       const pr = Mrow.subarray(b, e);
       const base = doneCost;
       const st = await runNative(opts, 'dedup', (p, token) =>
-        addon.maxSimilarity(emb.native, subOrder, subOffsets, pm, pr, { thresholds, threads, device }, (d, t) => p(base + (t ? ((e - b) * d) / t : 0), totalCost), token),
+        addon.maxSimilarity(emb.native, subOrder, subOffsets, pm, pr, { thresholds, threads, device, gpuMemoryLimit: opts.gpuMemoryLimit }, (d, t) => p(base + (t ? ((e - b) * d) / t : 0), totalCost), token),
       );
       if (stats.members === 0 || st.backend !== stats.backend) noteBackend(opts.log, 'max similarity', st);
       stats.backend = st.backend;
@@ -194,8 +212,8 @@ export async function semdedup(options: DedupOptions): Promise<DedupResult> {
   atomicWriteFile(outputs.summary(dir), JSON.stringify({ n, clusters: k, whichToKeep: which, eps: summary }, null, 2) + '\n');
   rmSync(outputs.parts(dir), { recursive: true, force: true });
   const seconds = (now() - t0) / 1000;
-  recordStep(dir, 'dedup', { whichToKeep: which, seed, epsList: opts.epsList }, { order: outputs.order(dir), offsets: outputs.offsets(dir) },
-    { M: outputs.M(dir), keepOrder: outputs.keepOrder(dir) }, { ...stats, seconds, resumedParts });
+  recordStep(dir, 'dedup', stepParams, stepInputs,
+    { M: outputs.M(dir), keepOrder: outputs.keepOrder(dir), keepIndex: outputs.keepIndex(dir), Mrow: outputs.Marg(dir) }, { ...stats, seconds, resumedParts });
   return { keepOrder, offsets, M, Mrow, summary, stats, seconds, resumedParts };
 }
 

@@ -11,6 +11,7 @@ import { openAtomicWriter } from '../io/atomic.js';
 import { readNpy, writeNpy } from '../io/npy.js';
 import type { Ids } from '../io/ids.js';
 import { outputs } from '../layout.js';
+import { requireCommitted } from '../manifest.js';
 import { loadNative, type NativeCancelToken, type ProgressCallback } from '../native.js';
 import { ensureOutputDir, now, runNative, type Progress } from './common.js';
 import { validateEps, type EpsSummary } from './dedup.js';
@@ -26,6 +27,8 @@ export interface ExtractOptions {
   ids?: Ids;
   /** Step 4's keep order and M when the caller has them (else read from the output folder). */
   data?: { keepOrder: BigInt64Array; M: Float64Array };
+  /** Params the dedup step must have run with (e.g. whichToKeep) for its files to be read. */
+  want?: Record<string, unknown>;
   log?: (line: string) => void;
   /** Worker threads (0 or absent: all cores). */
   threads?: number;
@@ -140,9 +143,12 @@ export async function extractPrunedDataAll(opts: ExtractAllOptions): Promise<Ext
   validateEps(opts.epsList);
   if (opts.outputs && opts.outputs.length !== opts.epsList.length)
     throw new ConfigError(`extract: ${opts.outputs.length} output files for ${opts.epsList.length} eps`);
-  if (!opts.data)
+  if (!opts.data) {
     for (const p of [outputs.keepOrder(dir), outputs.M(dir)])
       if (!existsSync(p)) throw new InputError(`${p} not found: run the dedup step first (semdedup dedup)`, { file: p });
+    // Only a keep order and M that the dedup step committed together, for the requested params.
+    requireCommitted(dir, 'dedup', { keepOrder: outputs.keepOrder(dir), M: outputs.M(dir) }, opts.want ?? {});
+  }
   const keepOrder = opts.data?.keepOrder ?? (readNpy(outputs.keepOrder(dir)).data as BigInt64Array);
   const M = opts.data?.M ?? (readNpy(outputs.M(dir)).data as Float64Array);
   if (M.length !== keepOrder.length)

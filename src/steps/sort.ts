@@ -1,7 +1,8 @@
 // Step 3 (the original's assign_and_sort_clusters; docs/algorithm.md): group rows by their nearest centroid
 // and rank each cluster by distance to it. Optionally writes the original's
 // sorted_clusters/cluster_{c}.npy files.
-import { existsSync, mkdirSync } from 'node:fs';
+import { existsSync } from 'node:fs';
+import { makeDir } from '../io/atomic.js';
 import { join } from 'node:path';
 import { ConfigError, InputError } from '../errors.js';
 import { readNpy, writeNpy } from '../io/npy.js';
@@ -17,7 +18,7 @@ import {
   runNative,
   type CommonOptions,
 } from './common.js';
-import { recordStep } from '../manifest.js';
+import { recordStep, requireCommitted, stepIsCurrent } from '../manifest.js';
 
 export interface SortOptions extends CommonOptions {
   outputDir: string;
@@ -56,6 +57,18 @@ export async function assignAndSortClusters(options: SortOptions): Promise<SortR
     throw new ConfigError('sim_metric l2 cannot be used with spherical k-means (Kmeans_with_cos_dist: True): spherical centroids rank by inner product', { key: 'sim_metric' });
   for (const p of [outputs.centroids(dir), outputs.nearest(dir), outputs.dist(dir)])
     if (!existsSync(p)) throw new InputError(`${p} not found: run the cluster step first (semdedup cluster)`, { file: p });
+  // Only the cluster step's committed results are read; unchanged inputs and params: skipped.
+  requireCommitted(dir, 'cluster', { centroids: outputs.centroids(dir), nearest: outputs.nearest(dir), dist: outputs.dist(dir) });
+  const stepParams = { simMetric, keepHard, spherical };
+  const stepInputs: Record<string, string> = { centroids: outputs.centroids(dir), nearest: outputs.nearest(dir), dist: outputs.dist(dir) };
+  if (simMetric === 'cosine' && !spherical && opts.embeddings) stepInputs.embeddings = opts.embeddings.path;
+  if (!opts.exportSortedClusters && stepIsCurrent(dir, 'sort', stepParams, stepInputs)) {
+    const order = readNpy(outputs.order(dir)).data as BigInt64Array;
+    const offsets = readNpy(outputs.offsets(dir)).data as BigInt64Array;
+    const distance = readNpy(outputs.sortKey(dir)).data as Float32Array;
+    opts.log?.('sort: up to date, reused');
+    return { order, offsets, distance, k: offsets.length - 1, seconds: (now() - t0) / 1000 };
+  }
   const centroidsNpy = readNpy(outputs.centroids(dir));
   const nearestNpy = readNpy(outputs.nearest(dir));
   const distNpy = readNpy(outputs.dist(dir));
@@ -109,7 +122,7 @@ export async function assignAndSortClusters(options: SortOptions): Promise<SortR
 
   if (opts.exportSortedClusters) {
     const sdir = opts.sortedClustersDir ?? join(dir, 'sorted_clusters'); // the config's default when run from a config
-    mkdirSync(sdir, { recursive: true });
+    makeDir(sdir);
     const ids = opts.ids;
     for (let c = 0; c < k; c++) {
       const b = Number(offsets[c]);
@@ -136,7 +149,6 @@ export async function assignAndSortClusters(options: SortOptions): Promise<SortR
     }
   }
   const seconds = (now() - t0) / 1000;
-  recordStep(dir, 'sort', { simMetric, keepHard, spherical }, { nearest: outputs.nearest(dir), dist: outputs.dist(dir) },
-    { order: outputs.order(dir), offsets: outputs.offsets(dir) }, { seconds });
+  recordStep(dir, 'sort', stepParams, stepInputs, { order: outputs.order(dir), offsets: outputs.offsets(dir), sortKey: outputs.sortKey(dir) }, { seconds });
   return { order, offsets, distance, k, seconds };
 }

@@ -35,6 +35,14 @@ inline void check_cancel(CancelFlag cancel) {
 
 enum class DType { F32, F16 };
 
+// Limits of the GPU backend for one job; the CPU ignores them. The defaults are what production
+// uses; tests and benchmarks set them to force a placement or a small memory budget.
+struct GpuLimits {
+  int64_t memory_limit = 0;  // device bytes the job may use (0: 85% of the free memory)
+  int64_t stream_rows = 0;   // rows per staging buffer of the streamed passes (0: about 64 MiB each)
+  int maxsim_placement = 0;  // max similarity: 0 auto, 1 all rows resident, 2 clusters streamed in batches
+};
+
 // A read-only view of N x D embeddings stored row-major, float32 or float16 (IEEE half).
 // `data` usually points into a memory mapping; rows are never copied unless converted.
 struct EmbeddingView {

@@ -20,6 +20,7 @@ struct KMeansParams {
   // Engine k-means only: skip the full search of rows whose assignment provably cannot change
   // (bounds on centroid movement). The result is the same as without it.
   bool prune = true;
+  GpuLimits gpu;  // the CUDA backend's limits (common.hpp)
 };
 
 struct KMeansResult {
@@ -81,7 +82,8 @@ void assign_nearest(const EmbeddingView& x, const float* centroids, int k, bool 
 void check_kmeans_args(const EmbeddingView& x, const KMeansParams& p);
 
 // The rows FAISS trains on (kmeans_training_sample), read into a contiguous float32 matrix in
-// FAISS's order; reads ascend through the file and drop mapped pages behind them.
+// FAISS's order; reads ascend through the file (pread when the view has a descriptor, so the
+// resident set does not grow with the file).
 std::vector<float> read_training_sample(const EmbeddingView& x, const std::vector<int64_t>& rows);
 
 // The same two steps through FAISS itself (faiss::Clustering and IndexFlat search), for

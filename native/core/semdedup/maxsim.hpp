@@ -17,6 +17,7 @@ struct MaxSimOptions {
   // Members whose fp32 M lies within this distance of a threshold are re-checked in float64.
   // <= 0 picks a bound from D (a few ulp per accumulated term, at least 1e-5).
   double recheck_margin = 0;
+  GpuLimits gpu;  // the CUDA backend's limits (common.hpp)
 };
 
 struct MaxSimStats {

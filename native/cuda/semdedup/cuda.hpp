@@ -28,22 +28,6 @@ struct DeviceInfo {
 
 DeviceInfo device_info();
 
-// Knobs for tests and benchmarks (process-wide; defaults are what production uses).
-struct Tuning {
-  // Device bytes the streaming passes may use (0: 85% of the free memory).
-  int64_t memory_limit = 0;
-  // Max similarity placement: 0 auto, 1 whole matrix resident on the device, 2 clusters
-  // gathered on the host and streamed in batches (clusters larger than a batch are done in
-  // column x row chunks).
-  int maxsim_mode = 0;
-  // Rows per staging buffer of the streamed passes (0: about 64 MiB per buffer).
-  int64_t stream_rows = 0;
-  // assign_nearest on the GPU's own fp32 kernel (benchmarks, kernel tests) instead of the CPU
-  // code path that gives every backend the same dist_to_cent bits (see assign_nearest).
-  bool gpu_final_assign = false;
-};
-void set_tuning(const Tuning& t);
-Tuning tuning();
 
 // Same contract as semdedup::max_similarity_cpu (maxsim.hpp): per position p,
 // M[p] = max(0, max over earlier members of the cluster of the dot product), arg[p] = the row
@@ -60,18 +44,19 @@ MaxSimStats max_similarity(const EmbeddingView& x, const int64_t* order, const i
 KMeansResult train_kmeans(const EmbeddingView& x, const KMeansParams& p, const ProgressFn& progress = {},
                           CancelFlag cancel = nullptr);
 
-// Same contract as semdedup::assign_nearest: nearest[i] and dist[i] (inner product, or squared
-// L2 computed as |x|^2 + |c|^2 - 2 x.c clamped at 0, as FAISS does). Ties go to the lowest
-// centroid index.
-// Step 3 ranks every cluster by dist_to_cent, and one ulp between two near-equal distances
-// swaps two members (and moves their M by up to 1): the values must be the same bits on every
-// backend, the CPU's, which are FAISS's (its sgemm blocks of 4096 rows x 1024 centroids). The
-// GPU's fp32 dot products round differently (902,363 of 1M rows differed in the last bits on an
-// H200), so by default the final assignment runs the CPU code path (semdedup::assign_nearest,
-// all cores); Tuning::gpu_final_assign selects the GPU kernel (fp32, streamed from the host
-// through pinned buffers, N may exceed GPU memory) for benchmarks and kernel tests.
+// The GPU kernel of the assignment: nearest[i] and dist[i] (inner product, or squared L2 computed
+// as |x|^2 + |c|^2 - 2 x.c clamped at 0, as FAISS does), ties to the lowest centroid index, fp32,
+// streamed from the host through pinned buffers (N may exceed GPU memory).
+// The pipeline's final assignment does NOT use it: step 3 ranks every cluster by dist_to_cent,
+// and one ulp between two near-equal distances swaps two members (and moves their M by up to 1),
+// so the values must be the same bits on every backend, the CPU's, which are FAISS's (its sgemm
+// blocks of 4096 rows x 1024 centroids). The GPU's fp32 dot products round differently (902,363
+// of 1M rows differed in the last bits on an H200), so the engine facade runs the final
+// assignment on the CPU code path on every device (engine.hpp). Benchmarks and kernel tests call
+// this kernel directly.
 void assign_nearest(const EmbeddingView& x, const float* centroids, int k, bool inner_product, int64_t* nearest,
-                    float* dist, const ProgressFn& progress = {}, CancelFlag cancel = nullptr);
+                    float* dist, const GpuLimits& gpu = {}, const ProgressFn& progress = {},
+                    CancelFlag cancel = nullptr);
 
 }  // namespace cuda
 }  // namespace semdedup

@@ -43,7 +43,7 @@ struct MaxSimPlan {
 // order (members int64), the keys (members uint64) and the work list (work_bytes) fit the
 // budget; else "batched": two batch buffers of G rows with their keys plus an index of G rows,
 // G as large as 90% of the budget allows, at least one tile, at most the members (mode: 0 auto,
-// 1 resident, 2 batched, as Tuning::maxsim_mode).
+// 1 resident, 2 batched, as GpuLimits::maxsim_placement).
 inline MaxSimPlan plan_maxsim(int64_t budget, int64_t n, int64_t d, int64_t elem_bytes, int64_t members,
                               int64_t work_bytes, int mode = 0) {
   MaxSimPlan p;

@@ -58,6 +58,11 @@ struct Ran {
 Ran train_kmeans(Device device, KMeansImpl impl, const EmbeddingView& x, const KMeansParams& p, KMeansResult& out,
                  const ProgressFn& progress = {}, CancelFlag cancel = nullptr);
 
+// The final assignment (nearest_cent, dist_to_cent) runs the CPU code path on every device: step 3
+// ranks each cluster by these values, and the GPU's fp32 products round differently from the CPU's
+// BLAS (whose bits are FAISS's), so that the bytes of steps 3-5 are the same on every device. With
+// device cuda and no usable GPU it still refuses, like the other jobs; the note says why the CPU ran.
+extern const char* const kAssignOnCpu;
 Ran assign_nearest(Device device, KMeansImpl impl, const EmbeddingView& x, const float* centroids, int k,
                    bool inner_product, int64_t* nearest, float* dist, int threads, const ProgressFn& progress = {},
                    CancelFlag cancel = nullptr);

@@ -1,0 +1,53 @@
+// Beyond the original: the largest similarity of each row to a reference set (decontamination),
+// and exact duplicates by their bytes.
+#pragma once
+#include <vector>
+
+#include "semdedup/common.hpp"
+
+namespace semdedup {
+
+struct CrossOptions {
+  int threads = 0;  // 0 = all hardware threads
+  // Thresholds (1 - eps) near which a row's best similarity is recomputed exactly in float64.
+  std::vector<double> thresholds;
+  // Rows whose fp32 best similarity lies within this distance of a threshold are re-checked.
+  // <= 0 picks a bound from D (a few ulp per accumulated term, at least 1e-5).
+  double recheck_margin = 0;
+};
+
+struct CrossStats {
+  int64_t rows = 0;
+  int64_t reference_rows = 0;
+  double computed_flops = 0;
+  int64_t rechecked = 0;
+};
+
+// For every group g, every listed row of x (x_rows[x_offsets[g] .. x_offsets[g+1])) is compared
+// with every listed reference row of the same group (r_rows[r_offsets[g] .. r_offsets[g+1])):
+//   best[p] = max_r x_p . r,   best_ref[p] = the reference row reaching it (earliest in the
+//   group's list on ties), or -1 and best = -inf when the group has no reference rows.
+// Outputs are per position p of x_rows. Tiled fp32 sgemm, then the members within the margin of
+// a threshold recomputed in float64 over the group's reference rows. Exact mode: one group of
+// all rows against all reference rows. The reference rows are held in memory (one float32 copy).
+// Deterministic: results do not depend on the thread count.
+CrossStats max_similarity_to_reference(const EmbeddingView& x, const int64_t* x_rows, const int64_t* x_offsets,
+                                       const EmbeddingView& r, const int64_t* r_rows, const int64_t* r_offsets,
+                                       int64_t ngroups, double* best, int64_t* best_ref, const CrossOptions& opt,
+                                       const ProgressFn& progress = {}, CancelFlag cancel = nullptr);
+
+struct ExactDuplicateStats {
+  int64_t rows = 0;
+  int64_t groups = 0;  // sets of at least two identical rows
+  int64_t copies = 0;  // rows identical to an earlier row (in the given order)
+};
+
+// Rows whose bytes are identical: hashed (64-bit, over the stored bytes), then compared byte for
+// byte within each hash bucket. `order` lists every row once (rows are visited in this order; the
+// first of a set of identical rows in it is the one kept); first_of[row] receives the first row
+// of its set in that order, or -1 when the row is the first (or unique). Streams over the file in
+// row order, dropping mapped pages behind it.
+ExactDuplicateStats exact_duplicates(const EmbeddingView& x, const int64_t* order, int64_t* first_of, int threads = 0,
+                                     const ProgressFn& progress = {}, CancelFlag cancel = nullptr);
+
+}  // namespace semdedup

@@ -1,0 +1,187 @@
+// The command line of the commands that work from a finished run: curve, explain, decontaminate,
+// report, exact-duplicates, and extract by eps or by a target fraction.
+import { Command, Option } from 'commander';
+import { loadConfig, options, print, withCommon, type GlobalOpts } from '../cli-common.js';
+import { ConfigError } from '../errors.js';
+import { requireKeys, type CliCommand, type PartialResolved } from '../config.js';
+import { dedupWanted, embeddingsSpecOf, resolveIds } from '../pipeline.js';
+import { withLock } from '../lock.js';
+import { readIds } from '../io/ids.js';
+import { openEmbeddings } from '../embeddings.js';
+import type { CommonOptions } from '../steps/common.js';
+import { keptFractionCurve, extractAt } from './fraction.js';
+import { explainId, explainRemovals } from './explain.js';
+import { decontaminate } from './decontaminate.js';
+import { writeReport } from './report.js';
+import { findExactDuplicates } from './exact.js';
+import { readRun } from './common.js';
+
+type Opts = GlobalOpts;
+
+function config(o: Opts, command: CliCommand): PartialResolved {
+  return loadConfig(o, command);
+}
+
+function common(o: Opts, cfg: PartialResolved): CommonOptions & { normalize: 'auto' | 'always' | 'never' } {
+  return { ...options(o), threads: cfg.threads, normalize: cfg.normalize };
+}
+
+function num(s: string | undefined, name: string): number | undefined {
+  if (s === undefined) return undefined;
+  const v = Number(s);
+  if (s.trim() === '' || !Number.isFinite(v)) throw new ConfigError(`${name}: expected a number, got '${s}'`, { key: name.replace(/^--/, '') });
+  return v;
+}
+
+/** The run's folder, its embeddings when the config names them, and its ids. */
+function runContext(o: Opts, command: CliCommand) {
+  const what = `semdedup ${command}`;
+  const cfg = config(o, command);
+  const c = requireKeys(cfg, ['output_dir'], what);
+  const opts = common(o, cfg);
+  const embeddings = cfg.embeddings ? embeddingsSpecOf(cfg) : undefined;
+  const ids = resolveIds(cfg, c.outputDir, opts.log);
+  return { cfg, outputDir: c.outputDir, opts: { ...opts, want: dedupWanted(cfg) }, embeddings, ids };
+}
+
+type ExtractOpts = Opts & { eps?: string; keepFraction?: string; removeFraction?: string; output?: string; removed?: boolean };
+
+/** `semdedup extract`: by eps (any eps: one not recorded by dedup is re-checked) or by a target fraction. */
+export async function extractAction(o: ExtractOpts): Promise<void> {
+  const given = [o.eps, o.keepFraction, o.removeFraction].filter((x) => x !== undefined).length;
+  if (given !== 1) throw new ConfigError('extract: give exactly one of --eps, --keep-fraction, --remove-fraction', { key: 'eps' });
+  const { outputDir, opts, embeddings, ids } = runContext(o, 'extract');
+  const eps = num(o.eps, '--eps');
+  const keepFraction = num(o.keepFraction, '--keep-fraction');
+  const removeFraction = num(o.removeFraction, '--remove-fraction');
+  const r = await withLock(outputDir, () => extractAt({
+    ...opts,
+    outputDir,
+    ...(embeddings ? { embeddings } : {}),
+    ...(eps !== undefined ? { eps } : {}),
+    ...(keepFraction !== undefined ? { keepFraction } : {}),
+    ...(removeFraction !== undefined ? { removeFraction } : {}),
+    ...(o.output ? { output: o.output } : {}),
+    ...(o.removed ? { removed: true } : {}),
+    ...(ids ? { ids } : {}),
+  }));
+  const n = r.summary.kept + r.summary.removed;
+  const head = r.choice ? `eps ${r.eps} (chosen for kept fraction ${r.choice.keepFraction}: target ${r.choice.target.toFixed(1)} of ${n})` : `eps ${r.eps}`;
+  print(
+    o,
+    `${head}: kept ${r.summary.kept}, removed ${r.summary.removed} (kept ${(100 * r.summary.keptFraction).toFixed(3)}%)${r.rechecked ? `, ${r.rechecked} re-checked in float64` : ''}${r.output ? ` -> ${r.output}` : ''}`,
+    { eps: r.eps, summary: r.summary, output: r.output, rechecked: r.rechecked, ...(r.choice ? { choice: r.choice } : {}) },
+  );
+}
+
+/** Adds the extract options for a target fraction to the extract command. */
+export function extractFractionOptions(cmd: Command): Command {
+  return cmd
+    .option('--keep-fraction <f>', 'choose the eps whose kept share is closest to f (0..1), print it and extract at it')
+    .option('--remove-fraction <f>', 'the same for the removed share');
+}
+
+export function registerAfterCommands(program: Command): void {
+  withCommon(program.command('curve').description('kept fraction against eps on a fine grid, from the stored M'), 'curve')
+    .option('--from <eps>', 'first eps of the grid', '0.001')
+    .option('--to <eps>', 'last eps of the grid', '0.3')
+    .option('--step <eps>', 'grid step', '0.001')
+    .action(async (o: Opts & { from: string; to: string; step: string }) => {
+      const cfg = config(o, 'curve');
+      const c = requireKeys(cfg, ['output_dir'], 'semdedup curve');
+      const r = await keptFractionCurve({ outputDir: c.outputDir, from: num(o.from, '--from')!, to: num(o.to, '--to')!, step: num(o.step, '--step')! });
+      print(o, ['eps\tkept\tkept_fraction', ...r.points.map((p) => `${p.eps}\t${p.kept}\t${p.keptFraction.toFixed(6)}`)].join('\n'), r);
+    });
+
+  withCommon(program.command('explain').description('why each member was removed: the earlier member reaching M, the similarity, the cluster'), 'explain')
+    .requiredOption('--eps <eps>', 'the eps (one not in eps_list is re-checked in float64 near its threshold)')
+    .option('--id <id>', 'answer for one id: kept or removed, and its nearest earlier member')
+    .option('--near <distance>', 'list the members whose M lies within this distance of 1 - eps instead')
+    .option('-o, --output <file>', 'CSV, or JSON Lines for .jsonl (default: explain_eps{eps}.csv in the output folder)')
+    .addOption(new Option('--format <format>', 'table format').choices(['csv', 'jsonl']))
+    .action(async (o: Opts & { eps: string; id?: string; near?: string; output?: string; format?: 'csv' | 'jsonl' }) => {
+      const { outputDir, opts, embeddings, ids } = runContext(o, 'explain');
+      const eps = num(o.eps, '--eps')!;
+      const base = { ...opts, outputDir, eps, ...(embeddings ? { embeddings } : {}), ...(ids ? { ids } : {}) };
+      const id = o.id;
+      if (id !== undefined) {
+        const r = await withLock(outputDir, () => explainId({ ...base, id }));
+        print(
+          o,
+          `${r.id} (row ${r.row}, cluster ${r.cluster}, position ${r.position}): ${r.removed ? 'removed' : 'kept'} at eps ${eps}; ` +
+            `nearest earlier member: ${r.nearestEarlier}; threshold ${r.threshold}`,
+          r,
+        );
+        return;
+      }
+      const near = num(o.near, '--near');
+      const output = o.output ?? `${outputDir}/explain_eps${eps}${near !== undefined ? '_near' : ''}.${o.format === 'jsonl' ? 'jsonl' : 'csv'}`;
+      const r = await withLock(outputDir, () => explainRemovals({ ...base, output, ...(o.format ? { format: o.format } : {}), ...(near !== undefined ? { near } : {}) }));
+      print(o, `eps ${eps}: ${r.removed} removed, ${r.kept} kept; ${r.lines} lines -> ${r.output}`, r);
+    });
+
+  withCommon(program.command('decontaminate').description('remove every row within eps of a reference row (e.g. a benchmark test set)'), 'decontaminate')
+    .requiredOption('--reference <file>', 'reference embeddings (.npy, or a raw float32 memmap of the same dimension)')
+    .requiredOption('--eps <eps>', 'a row is removed when its cosine similarity to a reference row exceeds 1 - eps')
+    .option('--within-clusters', "compare each row only with the reference rows assigned to its centroid (faster; prints its recall against the exact mode)")
+    .option('--reference-ids <file>', 'ids of the reference rows (text, .npy or memmap)')
+    .option('-o, --output <file>', 'kept ids (default: decontaminated_eps{eps}.txt in the output folder)')
+    .option('--matches <file>', 'removed rows and the reference row that matched (CSV, or JSON Lines for .jsonl; default: decontaminated_eps{eps}_matches.csv)')
+    .option('--recall-sample <n>', 'within-clusters: rows of the sample compared exactly for the recall', '20000')
+    .action(async (o: Opts & { reference: string; eps: string; withinClusters?: boolean; referenceIds?: string; output?: string; matches?: string; recallSample: string }) => {
+      const cfg = config(o, 'decontaminate');
+      const c = requireKeys(cfg, ['embeddings', 'output_dir'], 'semdedup decontaminate');
+      const opts = common(o, cfg);
+      const ids = resolveIds(cfg, c.outputDir, opts.log);
+      const eps = num(o.eps, '--eps')!;
+      const r = await withLock(c.outputDir, () => decontaminate({
+        ...opts,
+        embeddings: embeddingsSpecOf(cfg),
+        reference: { path: o.reference, format: 'auto', ...(cfg.dim ? { dim: cfg.dim } : {}) },
+        eps,
+        mode: o.withinClusters ? 'within-clusters' : 'exact',
+        outputDir: c.outputDir,
+        ...(ids ? { ids } : {}),
+        ...(o.referenceIds ? { referenceIds: readIds(o.referenceIds, { format: 'auto' }) } : {}),
+        output: o.output ?? `${c.outputDir}/decontaminated_eps${eps}.txt`,
+        matches: o.matches ?? `${c.outputDir}/decontaminated_eps${eps}_matches.csv`,
+        recallSample: num(o.recallSample, '--recall-sample')!,
+      }));
+      const rec = r.recall ? `; recall against the exact mode ${r.recall.exactRemoved ? (100 * r.recall.recall).toFixed(2) + '%' : 'n/a'} (${r.recall.found}/${r.recall.exactRemoved} on ${r.recall.sampleRows} sampled rows)` : '';
+      print(o, `decontaminate (${r.mode}, eps ${eps}): removed ${r.removed} of ${r.rows} rows against ${r.referenceRows} reference rows, ${r.rechecked} re-checked in float64${rec} (${r.seconds.toFixed(2)} s)`, {
+        eps, mode: r.mode, rows: r.rows, referenceRows: r.referenceRows, kept: r.kept, removed: r.removed, rechecked: r.rechecked, recall: r.recall, seconds: r.seconds,
+      });
+    });
+
+  withCommon(program.command('report').description('one self-contained HTML page about the run (curve, histogram of M, clusters, removed items)'), 'report')
+    .option('-o, --output <file>', 'the HTML file (default: report.html in the output folder)')
+    .option('--eps <eps>', 'eps of the removed sample (default: the first recorded eps)')
+    .option('--sample <n>', 'removed items shown', '48')
+    .action(async (o: Opts & { output?: string; eps?: string; sample: string }) => {
+      const { outputDir, opts, embeddings, ids } = runContext(o, 'report');
+      const eps = num(o.eps, '--eps');
+      const r = await withLock(outputDir, () => writeReport({
+        ...opts, outputDir, ...(embeddings ? { embeddings } : {}), ...(ids ? { ids } : {}), ...(eps !== undefined ? { eps } : {}),
+        ...(o.output ? { output: o.output } : {}), sample: num(o.sample, '--sample')!,
+      }));
+      print(o, `report (eps ${r.eps}): ${r.output} (${(r.bytes / 1024).toFixed(0)} KB)`, r);
+    });
+
+  withCommon(program.command('exact-duplicates').description('rows whose bytes are identical (the first in keep order is kept)'), 'exact-duplicates')
+    .action(async (o: Opts) => {
+      const cfg = config(o, 'exact-duplicates');
+      const c = requireKeys(cfg, ['embeddings', 'output_dir'], 'semdedup exact-duplicates');
+      const opts = common(o, cfg);
+      let order: BigInt64Array | undefined;
+      try {
+        order = readRun(c.outputDir).keepOrder;
+      } catch {
+        order = undefined; // no dedup step yet: row order decides
+      }
+      const emb = openEmbeddings(embeddingsSpecOf(cfg));
+      const r = await withLock(c.outputDir, () => findExactDuplicates({ ...opts, embeddings: emb, outputDir: c.outputDir, ...(order ? { order } : {}) })).finally(() => emb.close());
+      print(o, `exact duplicates: ${r.copies} of ${r.rows} rows are byte-identical copies of an earlier row (${r.groups} sets) -> ${r.output}`, {
+        rows: r.rows, groups: r.groups, copies: r.copies, output: r.output,
+      });
+    });
+}

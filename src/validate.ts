@@ -1,0 +1,143 @@
+// Validate first, then work: every input a command will use (the embeddings' layout, the ids, a
+// given centroids file, every parameter, the backend, the output folder) is checked before any
+// file or folder is created, so a refused run leaves the output folder as it was.
+import { accessSync, constants, existsSync, statSync, statfsSync } from 'node:fs';
+import { cpus } from 'node:os';
+import { dirname, resolve } from 'node:path';
+import type { PartialResolved } from './config.js';
+import { embeddingsLayout, type EmbeddingsLayout, type EmbeddingsSpec } from './embeddings.js';
+import { ConfigError, InputError, NumericError, OutputError } from './errors.js';
+import { readNpy } from './io/npy.js';
+import { SemDedupError } from './errors.js';
+import { nativeInfo } from './native.js';
+import { validateEps } from './steps/dedup.js';
+
+export type Command = 'cluster' | 'sort' | 'dedup' | 'extract' | 'run';
+
+const PREV: Record<string, string> = { sort: 'cluster', dedup: 'sort', extract: 'dedup' };
+
+/** Threads above this multiple of the cores only cost memory and switching. */
+export const THREADS_PER_CORE_MAX = 4;
+
+/** `threads` capped at THREADS_PER_CORE_MAX × the cores, with a warning when it was above. */
+export function capThreads(threads: number | undefined, log?: (l: string) => void): number | undefined {
+  if (threads === undefined || threads <= 0) return threads;
+  const cap = THREADS_PER_CORE_MAX * Math.max(1, cpus().length);
+  if (threads <= cap) return threads;
+  const msg = `warning: threads ${threads} is more than ${THREADS_PER_CORE_MAX} × the ${cpus().length} cores; using ${cap}`;
+  if (log) log(msg);
+  else process.emitWarning(msg);
+  return cap;
+}
+
+// Filesystems no output can live on (Linux statfs magic numbers): procfs, sysfs, cgroup, debugfs.
+const PSEUDO_FS = new Map<number, string>([
+  [0x9fa0, 'proc'],
+  [0x62656572, 'sysfs'],
+  [0x27e0eb, 'cgroup'],
+  [0x63677270, 'cgroup2'],
+  [0x64626720, 'debugfs'],
+]);
+
+/** The output folder exists and is a writable folder, or can be created in a writable one. */
+export function checkOutputDir(dir: string): void {
+  const abs = resolve(dir);
+  let cur = abs;
+  for (;;) {
+    let st;
+    try {
+      st = statSync(cur);
+    } catch (e) {
+      const code = (e as NodeJS.ErrnoException).code;
+      if (code !== 'ENOENT') throw new OutputError(`${dir}: the output folder cannot be used: ${(e as Error).message}`, { file: dir, cause: e });
+      const up = dirname(cur);
+      if (up === cur) break;
+      cur = up;
+      continue;
+    }
+    if (!st.isDirectory())
+      throw new OutputError(`${dir}: the output folder cannot be ${cur === abs ? 'used' : 'created'}: ${cur} is not a folder`, { file: dir });
+    try {
+      accessSync(cur, constants.W_OK | constants.X_OK);
+    } catch (e) {
+      throw new OutputError(`${dir}: the output folder cannot be ${cur === abs ? 'written' : 'created'}: ${cur} is not writable`, { file: dir, cause: e });
+    }
+    try {
+      const fsType = PSEUDO_FS.get(Number(statfsSync(cur).type));
+      if (fsType) throw new OutputError(`${dir}: the output folder would be on the ${fsType} pseudo-filesystem (${cur}); choose a real folder`, { file: dir });
+    } catch (e) {
+      if (e instanceof OutputError) throw e;
+    }
+    return;
+  }
+}
+
+/** A given centroids file: a 2-D float32 (k, D) .npy of finite values. */
+export function checkCentroidsFile(path: string, k: number | undefined, d: number | undefined): void {
+  let header, data;
+  try {
+    ({ header, data } = readNpy(path));
+  } catch (e) {
+    if (e instanceof InputError) throw new InputError(e.message, { file: path, key: 'centroids', cause: e });
+    throw e;
+  }
+  if (!(data instanceof Float32Array) || header.shape.length !== 2)
+    throw new InputError(`${path}: the given centroids must be a 2-D float32 .npy (k, D), found ${header.descr} shape (${header.shape.join(', ')})`, { file: path, key: 'centroids' });
+  if ((k !== undefined && header.shape[0] !== k) || (d !== undefined && header.shape[1] !== d))
+    throw new InputError(`${path}: the given centroids have shape (${header.shape.join(', ')}), expected (k=${k}, D=${d})`, { file: path, key: 'centroids' });
+  const D = header.shape[1]!;
+  const bad = data.findIndex((v) => !Number.isFinite(v));
+  if (bad >= 0)
+    throw new NumericError(`${path}: the given centroids hold ${data[bad]} (centroid ${Math.floor(bad / D)}, value ${bad % D}); centroids must be finite`, { file: path });
+}
+
+function specOf(cfg: PartialResolved): EmbeddingsSpec {
+  return {
+    path: cfg.embeddings!,
+    format: cfg.embeddingsFormat,
+    dtype: cfg.embeddingsDtype,
+    ...(cfg.datasetSize !== undefined ? { count: cfg.datasetSize } : {}),
+    ...(cfg.dim !== undefined ? { dim: cfg.dim } : {}),
+  };
+}
+
+/**
+ * Checks what `command` will read and write, before anything is created. Ids are checked where
+ * they are read (resolveIds), also before any work. Returns the embeddings' layout when read.
+ */
+export function validateInputs(cfg: PartialResolved, command: Command, extra: { eps?: number } = {}): { layout?: EmbeddingsLayout } {
+  if (cfg.outputDir) {
+    checkOutputDir(cfg.outputDir);
+    // The later steps read what the earlier ones wrote there: no folder, nothing to read.
+    if ((command === 'sort' || command === 'dedup' || command === 'extract') && !existsSync(cfg.outputDir))
+      throw new InputError(
+        `${cfg.outputDir}: the output folder does not exist: run the ${PREV[command]} step first (semdedup ${PREV[command]})`,
+        { file: cfg.outputDir },
+      );
+  }
+  if (cfg.threads !== undefined && (!Number.isSafeInteger(cfg.threads) || cfg.threads < 0))
+    throw new ConfigError(`threads must be a non-negative integer, got ${cfg.threads}`, { key: 'threads' });
+  if (command === 'dedup' || command === 'run') validateEps(cfg.epsList ?? []);
+  if (extra.eps !== undefined) validateEps([extra.eps]);
+  const needEmb = command === 'cluster' || command === 'dedup' || command === 'run' || (command === 'sort' && cfg.simMetric === 'cosine' && !cfg.spherical);
+  let layout: EmbeddingsLayout | undefined;
+  if (needEmb && cfg.embeddings) {
+    layout = embeddingsLayout(specOf(cfg));
+    if (layout.n < 1) throw new InputError(`${layout.path}: the embeddings hold no rows (N = 0)`, { file: layout.path, key: 'embeddings' });
+    if (layout.d < 1) throw new InputError(`${layout.path}: the embeddings have rows of no values (D = 0)`, { file: layout.path, key: 'dim' });
+  }
+  if (command === 'cluster' || command === 'run') {
+    if (cfg.k !== undefined) {
+      if (!Number.isInteger(cfg.k) || cfg.k < 1) throw new ConfigError(`k (ncentroids) must be a positive integer, got ${cfg.k}`, { key: 'k' });
+      if (layout && cfg.k > layout.n)
+        throw new ConfigError(`k = ${cfg.k} (ncentroids) is larger than the number of rows N = ${layout.n} in ${layout.path}`, { key: 'k', file: layout.path });
+    }
+    if (cfg.centroids) checkCentroidsFile(cfg.centroids, cfg.k, layout?.d);
+  }
+  if (command !== 'extract' && command !== 'sort' && cfg.device === 'cuda') {
+    // The engine facade would refuse each job; refuse before anything is written.
+    const cuda = nativeInfo().cuda;
+    if (!cuda.available) throw new SemDedupError('ERR_BACKEND', `device 'cuda' was requested, but no usable GPU is available: ${cuda.reason}`);
+  }
+  return layout ? { layout } : {};
+}
