@@ -68,14 +68,9 @@ Napi::Value RecheckThresholds(const Napi::CallbackInfo& info) {
         out.Set("rechecked", double(*n));
         return out;
       });
-  job->keep(order);
-  job->keep(offsets);
-  job->keep(M);
-  job->keep(arg);
+  job->keep({order, offsets, M, arg});
   job->keep_mapping(emb->mapping());
-  Napi::Promise pr = job->promise();
-  job->Queue();
-  return pr;
+  return job->start();
 }
 
 // maxSimilarityToReference(emb, xRows, xOffsets, ref, rRows, rOffsets, best: Float64Array, bestRef: BigInt64Array,
@@ -126,17 +121,10 @@ Napi::Value MaxSimilarityToReference(const Napi::CallbackInfo& info) {
         out.Set("rechecked", double(st->rechecked));
         return out;
       });
-  job->keep(xr);
-  job->keep(xo);
-  job->keep(rr);
-  job->keep(ro);
-  job->keep(best);
-  job->keep(bestRef);
+  job->keep({xr, xo, rr, ro, best, bestRef});
   job->keep_mapping(emb->mapping());
   job->keep_mapping(ref->mapping());
-  Napi::Promise pr = job->promise();
-  job->Queue();
-  return pr;
+  return job->start();
 }
 
 // exactDuplicates(emb, order: BigInt64Array (every row once), firstOf: BigInt64Array (n, out),
@@ -164,12 +152,9 @@ Napi::Value ExactDuplicates(const Napi::CallbackInfo& info) {
         out.Set("copies", double(st->copies));
         return out;
       });
-  job->keep(order);
-  job->keep(firstOf);
+  job->keep({order, firstOf});
   job->keep_mapping(emb->mapping());
-  Napi::Promise pr = job->promise();
-  job->Queue();
-  return pr;
+  return job->start();
 }
 
 }  // namespace

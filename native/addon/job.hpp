@@ -208,9 +208,19 @@ class Job : public Napi::AsyncWorker {
   ~Job() override {
     if (has_tsfn_) tsfn_.Release();
   }
+  // Holds JS values (typed arrays the worker reads or writes) for the worker's lifetime.
   void keep(Napi::Value v) { refs_.emplace_back(Napi::Persistent(v.As<Napi::Object>())); }
+  void keep(std::initializer_list<Napi::Value> vs) {
+    for (const Napi::Value& v : vs) keep(v);
+  }
   void keep_mapping(std::shared_ptr<sd::MappedFile> m) { maps_.push_back(std::move(m)); }
   Napi::Promise promise() { return deferred_.Promise(); }
+  // Queues the worker and returns its promise (the worker deletes itself when done).
+  Napi::Promise start() {
+    Napi::Promise pr = deferred_.Promise();
+    Queue();
+    return pr;
+  }
 
  protected:
   void Execute() override {

@@ -102,9 +102,7 @@ Napi::Value TrainKmeans(const Napi::CallbackInfo& info) {
         return out;
       });
   job->keep_mapping(emb->mapping());
-  Napi::Promise pr = job->promise();
-  job->Queue();
-  return pr;
+  return job->start();
 }
 
 // assignNearest(emb, centroids: Float32Array, k, innerProduct, nearest: BigInt64Array, dist: Float32Array,
@@ -140,13 +138,9 @@ Napi::Value AssignNearest(const Napi::CallbackInfo& info) {
         set_ran(env, out, *ran);
         return out;
       });
-  job->keep(cent);
-  job->keep(nearest);
-  job->keep(dist);
+  job->keep({cent, nearest, dist});
   job->keep_mapping(emb->mapping());
-  Napi::Promise pr = job->promise();
-  job->Queue();
-  return pr;
+  return job->start();
 }
 
 // cosineToCentroid(emb, centroids, k, nearest: BigInt64Array, out: Float32Array, { threads }, cancel?) -> Promise<void>
@@ -170,13 +164,9 @@ Napi::Value CosineToCentroid(const Napi::CallbackInfo& info) {
       env, env.Undefined(), info[6],
       [=](const sd::ProgressFn&, sd::CancelFlag cancel) { sd::cosine_to_centroid(view, c, k, pn, po, threads, cancel); },
       [](Napi::Env env) -> Napi::Value { return env.Undefined(); });
-  job->keep(cent);
-  job->keep(nearest);
-  job->keep(out);
+  job->keep({cent, nearest, out});
   job->keep_mapping(emb->mapping());
-  Napi::Promise pr = job->promise();
-  job->Queue();
-  return pr;
+  return job->start();
 }
 
 // rankClusters(nearest: BigInt64Array, key: Float32Array, k, keepHard, order: BigInt64Array, offsets: BigInt64Array,
@@ -209,13 +199,8 @@ Napi::Value RankClusters(const Napi::CallbackInfo& info) {
       [=](const sd::ProgressFn&, sd::CancelFlag) { sd::rank_clusters(pn, pk, n, k, hard, po, pf, threads, ps); },
       [](Napi::Env env) -> Napi::Value { return env.Undefined(); });
   if (ps) job->keep(info[6]);
-  job->keep(nearest);
-  job->keep(key);
-  job->keep(order);
-  job->keep(offsets);
-  Napi::Promise pr = job->promise();
-  job->Queue();
-  return pr;
+  job->keep({nearest, key, order, offsets});
+  return job->start();
 }
 
 // maxSimilarity(emb, order: BigInt64Array, offsets: BigInt64Array, M: Float64Array, arg: BigInt64Array,
@@ -270,14 +255,9 @@ Napi::Value MaxSimilarity(const Napi::CallbackInfo& info) {
         set_ran(env, out, *ran);
         return out;
       });
-  job->keep(order);
-  job->keep(offsets);
-  job->keep(M);
-  job->keep(arg);
+  job->keep({order, offsets, M, arg});
   job->keep_mapping(emb->mapping());
-  Napi::Promise pr = job->promise();
-  job->Queue();
-  return pr;
+  return job->start();
 }
 
 // scanEmbeddings(emb, normTol, { threads }, cancel?) -> Promise<ScanResult>
@@ -305,9 +285,7 @@ Napi::Value ScanEmbeddings(const Napi::CallbackInfo& info) {
         return out;
       });
   job->keep_mapping(emb->mapping());
-  Napi::Promise pr = job->promise();
-  job->Queue();
-  return pr;
+  return job->start();
 }
 
 // normalizeRows(emb, out: writable float32 Embeddings of the same shape, { threads }, onProgress?, cancel?)
@@ -329,9 +307,7 @@ Napi::Value NormalizeRows(const Napi::CallbackInfo& info) {
       [](Napi::Env env) -> Napi::Value { return env.Undefined(); });
   job->keep_mapping(src->mapping());
   job->keep_mapping(dst->mapping());
-  Napi::Promise pr = job->promise();
-  job->Queue();
-  return pr;
+  return job->start();
 }
 
 // keepOrder(order: BigInt64Array, offsets: BigInt64Array, which: 'hard' | 'easy' | 'random', seed,
@@ -363,13 +339,8 @@ Napi::Value KeepOrder(const Napi::CallbackInfo& info) {
       env, env.Undefined(), env.Undefined(),
       [=](const sd::ProgressFn&, sd::CancelFlag) { sd::keep_order(po, pf, k, w, seed, pko, pki, threads); },
       [](Napi::Env env) -> Napi::Value { return env.Undefined(); });
-  job->keep(order);
-  job->keep(offsets);
-  job->keep(ko);
-  job->keep(ki);
-  Napi::Promise pr = job->promise();
-  job->Queue();
-  return pr;
+  job->keep({order, offsets, ko, ki});
+  return job->start();
 }
 
 // measureSgemm(n, repeats, threads) -> Promise<number> (GFLOP/s)
@@ -383,9 +354,7 @@ Napi::Value MeasureSgemm(const Napi::CallbackInfo& info) {
       env, env.Undefined(), env.Undefined(),
       [=](const sd::ProgressFn&, sd::CancelFlag) { *g = sd::measure_sgemm_gflops(n, reps, threads); },
       [g](Napi::Env env) -> Napi::Value { return Napi::Number::New(env, *g); });
-  Napi::Promise pr = job->promise();
-  job->Queue();
-  return pr;
+  return job->start();
 }
 
 // info() -> the engine facts (engine_info(): computed once per process, the GPU query included).
