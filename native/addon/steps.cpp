@@ -37,19 +37,6 @@ eng::KMeansImpl impl_of(Napi::Object o) {
   }
 }
 
-// Sets `field` from o[key] when present (the C++ struct's default stays otherwise).
-template <class T>
-void set_if(Napi::Object o, const char* key, T& field) {
-  Napi::Value v = o.Get(key);
-  if constexpr (std::is_same_v<T, bool>) {
-    if (v.IsBoolean()) field = v.As<Napi::Boolean>().Value();
-  } else if constexpr (std::is_floating_point_v<T>) {
-    if (v.IsNumber()) field = T(v.As<Napi::Number>().DoubleValue());
-  } else {
-    if (v.IsNumber()) field = T(v.As<Napi::Number>().Int64Value());
-  }
-}
-
 // Which backend ran a job, for the resolved value: { backend: 'cpu' | 'cuda', backendNote }.
 void set_ran(Napi::Env env, Napi::Object out, const eng::Ran& ran) {
   out.Set("backend", Napi::String::New(env, eng::backend_name(ran.backend)));
@@ -208,34 +195,13 @@ Napi::Value RankClusters(const Napi::CallbackInfo& info) {
 //   -> Promise<{ members, clusters, usefulFlops, computedFlops, rechecked, backend, backendNote }>
 Napi::Value MaxSimilarity(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  Embeddings* emb = unwrap_embeddings(env, info[0]);
-  auto order = typed<Napi::BigInt64Array>(env, info[1], "order");
-  auto offsets = typed<Napi::BigInt64Array>(env, info[2], "offsets");
-  auto M = typed<Napi::Float64Array>(env, info[3], "M");
-  auto arg = typed<Napi::BigInt64Array>(env, info[4], "arg");
+  auto [emb, order, offsets, M, arg, nc] = cluster_args(info, "maxSimilarity");
   Napi::Object o = info[5].IsObject() ? info[5].As<Napi::Object>() : Napi::Object::New(env);
-  sd::EmbeddingView view = emb->view();
-  const int64_t nc = int64_t(offsets.ElementLength()) - 1;
-  if (nc < 0) throw_type(env, "offsets must hold nclusters + 1 values");
+  const sd::EmbeddingView view = emb->view();
+  const sd::MaxSimOptions opt = maxsim_options(o);
+  const eng::Device device = device_of(o);
   const int64_t* po = order.Data();
   const int64_t* pf = offsets.Data();
-  const int64_t total = pf[nc] - pf[0];
-  if (pf[0] != 0 || total != int64_t(order.ElementLength()) || int64_t(M.ElementLength()) != total ||
-      int64_t(arg.ElementLength()) != total)
-    throw_type(env, "maxSimilarity: offsets must start at 0 and end at order.length; M and arg as long as order");
-  for (int64_t c = 0; c < nc; ++c)
-    if (pf[c + 1] < pf[c]) throw_type(env, "maxSimilarity: offsets must be non-decreasing");
-  for (int64_t i = 0; i < total; ++i)
-    if (po[i] < 0 || po[i] >= view.n) throw_type(env, "maxSimilarity: order holds a row outside the embeddings");
-  sd::MaxSimOptions opt;
-  set_if(o, "threads", opt.threads);
-  set_if(o, "recheckMargin", opt.recheck_margin);
-  set_if(o, "gpuMemoryLimit", opt.gpu.memory_limit);
-  if (o.Get("thresholds").IsArray()) {
-    Napi::Array t = o.Get("thresholds").As<Napi::Array>();
-    for (uint32_t i = 0; i < t.Length(); ++i) opt.thresholds.push_back(t.Get(i).As<Napi::Number>().DoubleValue());
-  }
-  const eng::Device device = device_of(o);
   double* pM = M.Data();
   int64_t* pa = arg.Data();
   auto stats = std::make_shared<sd::MaxSimStats>();
