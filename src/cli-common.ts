@@ -1,7 +1,7 @@
 // What the commands of the CLI share: the config options (files, --set, and the schema's options
 // of each command, with the schema's help), the log and progress lines, Ctrl-C, the output.
 import { Command, Option } from 'commander';
-import { ConfigError } from './errors.js';
+import { ConfigError, SemDedupError } from './errors.js';
 import { configSchema, loadConfigFiles, parseConfigObject, type CliCommand, type ConfigKeySpec, type PartialResolved } from './config.js';
 import type { CommonOptions, Progress } from './steps/common.js';
 
@@ -93,3 +93,21 @@ export function withCommon(cmd: Command, command: CliCommand): Command {
   return cmd.option('-q, --quiet', 'no progress or log lines').option('--json', 'print the result as JSON');
 }
 
+
+/**
+ * Runs a program and returns the exit code: 0, 2 for a config error, 1 for another typed error
+ * (its message, no stack), 70 for an internal error (with the stack).
+ */
+export async function runProgram(program: Command, argv: string[]): Promise<number> {
+  try {
+    await program.parseAsync(argv);
+    return 0;
+  } catch (e) {
+    if (e instanceof SemDedupError) {
+      process.stderr.write(`semdedup: error: ${e.message}\n`);
+      return e.code === 'ERR_CONFIG' ? 2 : 1;
+    }
+    process.stderr.write(`semdedup: internal error: ${(e as Error)?.stack ?? String(e)}\n`);
+    return 70;
+  }
+}

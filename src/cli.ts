@@ -1,10 +1,9 @@
 #!/usr/bin/env node
 // The `semdedup` command line.
 import { Command } from 'commander';
-import { SemDedupError } from './errors.js';
 import { readFileSync } from 'node:fs';
 import { formatConfigDoc } from './config.js';
-import { loadConfig, options, print, withCommon, type GlobalOpts } from './cli-common.js';
+import { loadConfig, options, print, runProgram, withCommon, type GlobalOpts } from './cli-common.js';
 import { runAll, runCluster, runDedup, runSort } from './pipeline.js';
 import { engineInfo } from './info.js';
 import { extractAction, extractFractionOptions, registerAfterCommands } from './after/cli.js';
@@ -91,18 +90,8 @@ function engineVersion(): string {
   return pkg.version;
 }
 
-export async function main(argv: string[]): Promise<number> {
-  try {
-    await buildProgram().parseAsync(argv);
-    return 0;
-  } catch (e) {
-    if (e instanceof SemDedupError) {
-      process.stderr.write(`semdedup: error: ${e.message}\n`);
-      return e.code === 'ERR_CONFIG' ? 2 : 1;
-    }
-    process.stderr.write(`semdedup: internal error: ${(e as Error)?.stack ?? String(e)}\n`);
-    return 70;
-  }
+export function main(argv: string[]): Promise<number> {
+  return runProgram(buildProgram(), argv);
 }
 
 main(process.argv).then((code) => {

@@ -14,7 +14,7 @@ import { runAll, runCluster, runDedup, runExtract, runSort } from '../src/pipeli
 import { assignAndSortClusters } from '../src/steps/sort.js';
 import { semdedup } from '../src/steps/dedup.js';
 import { SynthDataset } from '../tools/synth.js';
-import { ROOT, runCli, tmpFolder, type CliResult, withSpec } from './helpers.js';
+import { ROOT, runCli, tmpFolder, type CliResult, withSpec, listFiles } from './helpers.js';
 
 // ---------------------------------------------------------------------------------------------
 // Helpers.
@@ -71,20 +71,6 @@ async function expectApiError(
   return err;
 }
 
-/** Every file under `dir`, relative, recursively. */
-function listFiles(dir: string): string[] {
-  if (!existsSync(dir)) return [];
-  const out: string[] = [];
-  const walk = (d: string, rel: string) => {
-    for (const e of readdirSync(d, { withFileTypes: true })) {
-      const r = rel ? `${rel}/${e.name}` : e.name;
-      if (e.isDirectory()) walk(path.join(d, e.name), r);
-      else out.push(r);
-    }
-  };
-  walk(dir, '');
-  return out;
-}
 
 const STEP_OUTPUTS = {
   cluster: ['kmeans_centroids.npy', 'nearest_cent.npy', 'dist_to_cent.npy'],

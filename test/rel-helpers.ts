@@ -41,20 +41,8 @@ export function runArgs(d: Data, out: string, extra: string[] = []): string[] {
   ];
 }
 
-/** Every file under `dir`, relative, sorted. */
-export function listFiles(dir: string): string[] {
-  if (!existsSync(dir)) return [];
-  const out: string[] = [];
-  const walk = (d: string, rel: string) => {
-    for (const e of readdirSync(d, { withFileTypes: true })) {
-      const r = rel ? `${rel}/${e.name}` : e.name;
-      if (e.isDirectory()) walk(path.join(d, e.name), r);
-      else out.push(r);
-    }
-  };
-  walk(dir, '');
-  return out.sort();
-}
+import { listFiles } from './helpers.js';
+export { listFiles };
 
 /** Files whose bytes do not depend on timing: everything but the manifest, the lock and the summaries with seconds. */
 export function resultFiles(dir: string): string[] {

@@ -2,15 +2,10 @@
 // The tools beside the library: the built-in example and the benchmark harness. Their own entry
 // point (`semdedup-tools`), so that the library (src/) and its CLI hold none of it.
 import { Command } from 'commander';
-import { SemDedupError } from '../src/errors.js';
+import { print, runProgram } from '../src/cli-common.js';
 import type { Progress } from '../src/steps/common.js';
 import { runExample } from './example.js';
 import { runBench, runOursStages } from './bench.js';
-
-function print(o: { json?: boolean }, human: string, data: unknown): void {
-  if (o.json) process.stdout.write(JSON.stringify(data, (_k, v) => (typeof v === 'bigint' ? Number(v) : ArrayBuffer.isView(v) ? undefined : v), 2) + '\n');
-  else process.stdout.write(human + '\n');
-}
 
 function options(o: { quiet?: boolean }): { log?: (l: string) => void; onProgress?: (p: Progress) => void } {
   if (o.quiet) return {};
@@ -67,20 +62,6 @@ export function buildToolsProgram(): Command {
   return program;
 }
 
-async function main(argv: string[]): Promise<number> {
-  try {
-    await buildToolsProgram().parseAsync(argv);
-    return 0;
-  } catch (e) {
-    if (e instanceof SemDedupError) {
-      process.stderr.write(`semdedup: error: ${e.message}\n`);
-      return e.code === 'ERR_CONFIG' ? 2 : 1;
-    }
-    process.stderr.write(`semdedup: internal error: ${(e as Error)?.stack ?? String(e)}\n`);
-    return 70;
-  }
-}
-
-main(process.argv).then((code) => {
+runProgram(buildToolsProgram(), process.argv).then((code) => {
   process.exitCode = code;
 });

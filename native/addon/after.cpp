@@ -9,51 +9,17 @@
 namespace semdedup_addon {
 namespace {
 
-std::vector<double> get_thresholds(Napi::Object o) {
-  std::vector<double> out;
-  if (o.Get("thresholds").IsArray()) {
-    Napi::Array t = o.Get("thresholds").As<Napi::Array>();
-    for (uint32_t i = 0; i < t.Length(); ++i) out.push_back(t.Get(i).As<Napi::Number>().DoubleValue());
-  }
-  return out;
-}
-
-double get_margin(Napi::Object o) {
-  return o.Get("recheckMargin").IsNumber() ? o.Get("recheckMargin").As<Napi::Number>().DoubleValue() : 0;
-}
-
-void check_groups(Napi::Env env, const int64_t* off, int64_t ngroups, int64_t len, const char* what) {
-  if (off[0] != 0 || off[ngroups] != len) throw_type(env, std::string(what) + ": offsets must start at 0 and end at the length of the rows");
-  for (int64_t g = 0; g < ngroups; ++g)
-    if (off[g + 1] < off[g]) throw_type(env, std::string(what) + ": offsets must be non-decreasing");
-}
-
 // recheckThresholds(emb, order, offsets, M: Float64Array, arg: BigInt64Array,
 //                   { thresholds, threads, recheckMargin }, cancel?) -> Promise<{ rechecked }>
 // M and arg (step 4's, per keep-order position) are updated in place: every member whose M lies
 // within the margin of a threshold gets M and arg recomputed in float64.
 Napi::Value RecheckThresholds(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  Embeddings* emb = unwrap_embeddings(env, info[0]);
-  auto order = typed<Napi::BigInt64Array>(env, info[1], "order");
-  auto offsets = typed<Napi::BigInt64Array>(env, info[2], "offsets");
-  auto M = typed<Napi::Float64Array>(env, info[3], "M");
-  auto arg = typed<Napi::BigInt64Array>(env, info[4], "arg");
+  auto [emb, order, offsets, M, arg, nc] = cluster_args(info, "recheckThresholds");
   Napi::Object o = info[5].IsObject() ? info[5].As<Napi::Object>() : Napi::Object::New(env);
-  sd::EmbeddingView view = emb->view();
-  const int64_t nc = int64_t(offsets.ElementLength()) - 1;
-  if (nc < 0) throw_type(env, "recheckThresholds: offsets must hold nclusters + 1 values");
-  const int64_t total = int64_t(order.ElementLength());
-  check_groups(env, offsets.Data(), nc, total, "recheckThresholds");
-  if (int64_t(M.ElementLength()) != total || int64_t(arg.ElementLength()) != total)
-    throw_type(env, "recheckThresholds: M and arg must be as long as order");
+  const sd::EmbeddingView view = emb->view();
+  const sd::MaxSimOptions opt = maxsim_options(o);
   const int64_t* po = order.Data();
-  for (int64_t i = 0; i < total; ++i)
-    if (po[i] < 0 || po[i] >= view.n) throw_type(env, "recheckThresholds: order holds a row outside the embeddings");
-  sd::MaxSimOptions opt;
-  opt.threads = get_int(o, "threads", 0);
-  opt.recheck_margin = get_margin(o);
-  opt.thresholds = get_thresholds(o);
   const int64_t* pf = offsets.Data();
   double* pM = M.Data();
   int64_t* pa = arg.Data();
@@ -68,14 +34,9 @@ Napi::Value RecheckThresholds(const Napi::CallbackInfo& info) {
         out.Set("rechecked", double(*n));
         return out;
       });
-  job->keep(order);
-  job->keep(offsets);
-  job->keep(M);
-  job->keep(arg);
+  job->keep({order, offsets, M, arg});
   job->keep_mapping(emb->mapping());
-  Napi::Promise pr = job->promise();
-  job->Queue();
-  return pr;
+  return job->start();
 }
 
 // maxSimilarityToReference(emb, xRows, xOffsets, ref, rRows, rOffsets, best: Float64Array, bestRef: BigInt64Array,
@@ -103,9 +64,12 @@ Napi::Value MaxSimilarityToReference(const Napi::CallbackInfo& info) {
   if (xv.d != rv.d) throw_type(env, "maxSimilarityToReference: the reference rows have " + std::to_string(rv.d) +
                                         " dimensions, the embeddings " + std::to_string(xv.d));
   sd::CrossOptions opt;
-  opt.threads = get_int(o, "threads", 0);
-  opt.recheck_margin = get_margin(o);
-  opt.thresholds = get_thresholds(o);
+  {
+    const sd::MaxSimOptions m = maxsim_options(o);
+    opt.threads = m.threads;
+    opt.recheck_margin = m.recheck_margin;
+    opt.thresholds = m.thresholds;
+  }
   const int64_t* pxr = xr.Data();
   const int64_t* pxo = xo.Data();
   const int64_t* prr = rr.Data();
@@ -126,17 +90,10 @@ Napi::Value MaxSimilarityToReference(const Napi::CallbackInfo& info) {
         out.Set("rechecked", double(st->rechecked));
         return out;
       });
-  job->keep(xr);
-  job->keep(xo);
-  job->keep(rr);
-  job->keep(ro);
-  job->keep(best);
-  job->keep(bestRef);
+  job->keep({xr, xo, rr, ro, best, bestRef});
   job->keep_mapping(emb->mapping());
   job->keep_mapping(ref->mapping());
-  Napi::Promise pr = job->promise();
-  job->Queue();
-  return pr;
+  return job->start();
 }
 
 // exactDuplicates(emb, order: BigInt64Array (every row once), firstOf: BigInt64Array (n, out),
@@ -164,12 +121,9 @@ Napi::Value ExactDuplicates(const Napi::CallbackInfo& info) {
         out.Set("copies", double(st->copies));
         return out;
       });
-  job->keep(order);
-  job->keep(firstOf);
+  job->keep({order, firstOf});
   job->keep_mapping(emb->mapping());
-  Napi::Promise pr = job->promise();
-  job->Queue();
-  return pr;
+  return job->start();
 }
 
 }  // namespace

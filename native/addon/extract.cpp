@@ -73,11 +73,8 @@ Napi::Value SplitKept(const Napi::CallbackInfo& info) {
         out.Set("removed", r);
         return out;
       });
-  job->keep(order);
-  job->keep(M);
-  Napi::Promise pr = job->promise();
-  job->Queue();
-  return pr;
+  job->keep({order, M});
+  return job->start();
 }
 
 // blobOffsets(blob: Uint8Array) -> Promise<BigInt64Array>: the item offsets of a '\n'-joined blob.
@@ -92,9 +89,7 @@ Napi::Value BlobOffsets(const Napi::CallbackInfo& info) {
       [=](const sd::ProgressFn&, sd::CancelFlag) { *off = sd::blob_offsets(p, bytes); },
       [off](Napi::Env env) -> Napi::Value { return to_array(env, *off); });
   job->keep(blob);
-  Napi::Promise pr = job->promise();
-  job->Queue();
-  return pr;
+  return job->start();
 }
 
 // writeIdsText(fd, ids: { kind: 'rows' | 'bytes' | 'utf32' | 'blob', data?: Uint8Array, width?, offsets?: BigInt64Array,

@@ -12,9 +12,11 @@
 
 #include <cstring>
 #include <functional>
+#include <type_traits>
 
 #include "semdedup/common.hpp"
 #include "semdedup/mapping.hpp"
+#include "semdedup/maxsim.hpp"
 
 namespace sd = semdedup;
 
@@ -208,9 +210,19 @@ class Job : public Napi::AsyncWorker {
   ~Job() override {
     if (has_tsfn_) tsfn_.Release();
   }
+  // Holds JS values (typed arrays the worker reads or writes) for the worker's lifetime.
   void keep(Napi::Value v) { refs_.emplace_back(Napi::Persistent(v.As<Napi::Object>())); }
+  void keep(std::initializer_list<Napi::Value> vs) {
+    for (const Napi::Value& v : vs) keep(v);
+  }
   void keep_mapping(std::shared_ptr<sd::MappedFile> m) { maps_.push_back(std::move(m)); }
   Napi::Promise promise() { return deferred_.Promise(); }
+  // Queues the worker and returns its promise (the worker deletes itself when done).
+  Napi::Promise start() {
+    Napi::Promise pr = deferred_.Promise();
+    Queue();
+    return pr;
+  }
 
  protected:
   void Execute() override {
@@ -281,5 +293,66 @@ inline int get_int(Napi::Object o, const char* key, int dflt) {
   return v.IsNumber() ? v.As<Napi::Number>().Int32Value() : dflt;
 }
 
+
+// Sets `field` from o[key] when present (the C++ struct's default stays otherwise).
+template <class T>
+inline void set_if(Napi::Object o, const char* key, T& field) {
+  Napi::Value v = o.Get(key);
+  if constexpr (std::is_same_v<T, bool>) {
+    if (v.IsBoolean()) field = v.As<Napi::Boolean>().Value();
+  } else if constexpr (std::is_floating_point_v<T>) {
+    if (v.IsNumber()) field = T(v.As<Napi::Number>().DoubleValue());
+  } else {
+    if (v.IsNumber()) field = T(v.As<Napi::Number>().Int64Value());
+  }
+}
+
+// Checks group offsets over `len` rows: start at 0, end at len, never decrease.
+inline void check_groups(Napi::Env env, const int64_t* off, int64_t ngroups, int64_t len, const char* what) {
+  if (off[0] != 0 || off[ngroups] != len) throw_type(env, std::string(what) + ": offsets must start at 0 and end at the length of the rows");
+  for (int64_t g = 0; g < ngroups; ++g)
+    if (off[g + 1] < off[g]) throw_type(env, std::string(what) + ": offsets must be non-decreasing");
+}
+
+// The (emb, order, offsets, M, arg) arguments of the max-similarity calls, checked: the offsets
+// over order, M and arg as long as order, every row inside the embeddings.
+struct ClusterArgs {
+  Embeddings* emb;
+  Napi::BigInt64Array order, offsets;
+  Napi::Float64Array M;
+  Napi::BigInt64Array arg;
+  int64_t nclusters = 0;
+};
+inline ClusterArgs cluster_args(const Napi::CallbackInfo& info, const char* fn) {
+  Napi::Env env = info.Env();
+  ClusterArgs a{unwrap_embeddings(env, info[0]), typed<Napi::BigInt64Array>(env, info[1], "order"),
+                typed<Napi::BigInt64Array>(env, info[2], "offsets"), typed<Napi::Float64Array>(env, info[3], "M"),
+                typed<Napi::BigInt64Array>(env, info[4], "arg")};
+  a.nclusters = int64_t(a.offsets.ElementLength()) - 1;
+  if (a.nclusters < 0) throw_type(env, std::string(fn) + ": offsets must hold nclusters + 1 values");
+  const int64_t total = int64_t(a.order.ElementLength());
+  check_groups(env, a.offsets.Data(), a.nclusters, total, fn);
+  if (int64_t(a.M.ElementLength()) != total || int64_t(a.arg.ElementLength()) != total)
+    throw_type(env, std::string(fn) + ": M and arg must be as long as order");
+  const int64_t n = a.emb->view().n;
+  const int64_t* po = a.order.Data();
+  for (int64_t i = 0; i < total; ++i)
+    if (po[i] < 0 || po[i] >= n) throw_type(env, std::string(fn) + ": order holds a row outside the embeddings");
+  return a;
+}
+
+// The max-similarity options of o: threads, thresholds, recheckMargin, gpuMemoryLimit (absent:
+// sd::MaxSimOptions's defaults).
+inline sd::MaxSimOptions maxsim_options(Napi::Object o) {
+  sd::MaxSimOptions opt;
+  set_if(o, "threads", opt.threads);
+  set_if(o, "recheckMargin", opt.recheck_margin);
+  set_if(o, "gpuMemoryLimit", opt.gpu.memory_limit);
+  if (o.Get("thresholds").IsArray()) {
+    Napi::Array t = o.Get("thresholds").As<Napi::Array>();
+    for (uint32_t i = 0; i < t.Length(); ++i) opt.thresholds.push_back(t.Get(i).As<Napi::Number>().DoubleValue());
+  }
+  return opt;
+}
 
 }  // namespace semdedup_addon

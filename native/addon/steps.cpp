@@ -37,19 +37,6 @@ eng::KMeansImpl impl_of(Napi::Object o) {
   }
 }
 
-// Sets `field` from o[key] when present (the C++ struct's default stays otherwise).
-template <class T>
-void set_if(Napi::Object o, const char* key, T& field) {
-  Napi::Value v = o.Get(key);
-  if constexpr (std::is_same_v<T, bool>) {
-    if (v.IsBoolean()) field = v.As<Napi::Boolean>().Value();
-  } else if constexpr (std::is_floating_point_v<T>) {
-    if (v.IsNumber()) field = T(v.As<Napi::Number>().DoubleValue());
-  } else {
-    if (v.IsNumber()) field = T(v.As<Napi::Number>().Int64Value());
-  }
-}
-
 // Which backend ran a job, for the resolved value: { backend: 'cpu' | 'cuda', backendNote }.
 void set_ran(Napi::Env env, Napi::Object out, const eng::Ran& ran) {
   out.Set("backend", Napi::String::New(env, eng::backend_name(ran.backend)));
@@ -102,9 +89,7 @@ Napi::Value TrainKmeans(const Napi::CallbackInfo& info) {
         return out;
       });
   job->keep_mapping(emb->mapping());
-  Napi::Promise pr = job->promise();
-  job->Queue();
-  return pr;
+  return job->start();
 }
 
 // assignNearest(emb, centroids: Float32Array, k, innerProduct, nearest: BigInt64Array, dist: Float32Array,
@@ -140,13 +125,9 @@ Napi::Value AssignNearest(const Napi::CallbackInfo& info) {
         set_ran(env, out, *ran);
         return out;
       });
-  job->keep(cent);
-  job->keep(nearest);
-  job->keep(dist);
+  job->keep({cent, nearest, dist});
   job->keep_mapping(emb->mapping());
-  Napi::Promise pr = job->promise();
-  job->Queue();
-  return pr;
+  return job->start();
 }
 
 // cosineToCentroid(emb, centroids, k, nearest: BigInt64Array, out: Float32Array, { threads }, cancel?) -> Promise<void>
@@ -170,13 +151,9 @@ Napi::Value CosineToCentroid(const Napi::CallbackInfo& info) {
       env, env.Undefined(), info[6],
       [=](const sd::ProgressFn&, sd::CancelFlag cancel) { sd::cosine_to_centroid(view, c, k, pn, po, threads, cancel); },
       [](Napi::Env env) -> Napi::Value { return env.Undefined(); });
-  job->keep(cent);
-  job->keep(nearest);
-  job->keep(out);
+  job->keep({cent, nearest, out});
   job->keep_mapping(emb->mapping());
-  Napi::Promise pr = job->promise();
-  job->Queue();
-  return pr;
+  return job->start();
 }
 
 // rankClusters(nearest: BigInt64Array, key: Float32Array, k, keepHard, order: BigInt64Array, offsets: BigInt64Array,
@@ -209,13 +186,8 @@ Napi::Value RankClusters(const Napi::CallbackInfo& info) {
       [=](const sd::ProgressFn&, sd::CancelFlag) { sd::rank_clusters(pn, pk, n, k, hard, po, pf, threads, ps); },
       [](Napi::Env env) -> Napi::Value { return env.Undefined(); });
   if (ps) job->keep(info[6]);
-  job->keep(nearest);
-  job->keep(key);
-  job->keep(order);
-  job->keep(offsets);
-  Napi::Promise pr = job->promise();
-  job->Queue();
-  return pr;
+  job->keep({nearest, key, order, offsets});
+  return job->start();
 }
 
 // maxSimilarity(emb, order: BigInt64Array, offsets: BigInt64Array, M: Float64Array, arg: BigInt64Array,
@@ -223,34 +195,13 @@ Napi::Value RankClusters(const Napi::CallbackInfo& info) {
 //   -> Promise<{ members, clusters, usefulFlops, computedFlops, rechecked, backend, backendNote }>
 Napi::Value MaxSimilarity(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  Embeddings* emb = unwrap_embeddings(env, info[0]);
-  auto order = typed<Napi::BigInt64Array>(env, info[1], "order");
-  auto offsets = typed<Napi::BigInt64Array>(env, info[2], "offsets");
-  auto M = typed<Napi::Float64Array>(env, info[3], "M");
-  auto arg = typed<Napi::BigInt64Array>(env, info[4], "arg");
+  auto [emb, order, offsets, M, arg, nc] = cluster_args(info, "maxSimilarity");
   Napi::Object o = info[5].IsObject() ? info[5].As<Napi::Object>() : Napi::Object::New(env);
-  sd::EmbeddingView view = emb->view();
-  const int64_t nc = int64_t(offsets.ElementLength()) - 1;
-  if (nc < 0) throw_type(env, "offsets must hold nclusters + 1 values");
+  const sd::EmbeddingView view = emb->view();
+  const sd::MaxSimOptions opt = maxsim_options(o);
+  const eng::Device device = device_of(o);
   const int64_t* po = order.Data();
   const int64_t* pf = offsets.Data();
-  const int64_t total = pf[nc] - pf[0];
-  if (pf[0] != 0 || total != int64_t(order.ElementLength()) || int64_t(M.ElementLength()) != total ||
-      int64_t(arg.ElementLength()) != total)
-    throw_type(env, "maxSimilarity: offsets must start at 0 and end at order.length; M and arg as long as order");
-  for (int64_t c = 0; c < nc; ++c)
-    if (pf[c + 1] < pf[c]) throw_type(env, "maxSimilarity: offsets must be non-decreasing");
-  for (int64_t i = 0; i < total; ++i)
-    if (po[i] < 0 || po[i] >= view.n) throw_type(env, "maxSimilarity: order holds a row outside the embeddings");
-  sd::MaxSimOptions opt;
-  set_if(o, "threads", opt.threads);
-  set_if(o, "recheckMargin", opt.recheck_margin);
-  set_if(o, "gpuMemoryLimit", opt.gpu.memory_limit);
-  if (o.Get("thresholds").IsArray()) {
-    Napi::Array t = o.Get("thresholds").As<Napi::Array>();
-    for (uint32_t i = 0; i < t.Length(); ++i) opt.thresholds.push_back(t.Get(i).As<Napi::Number>().DoubleValue());
-  }
-  const eng::Device device = device_of(o);
   double* pM = M.Data();
   int64_t* pa = arg.Data();
   auto stats = std::make_shared<sd::MaxSimStats>();
@@ -270,14 +221,9 @@ Napi::Value MaxSimilarity(const Napi::CallbackInfo& info) {
         set_ran(env, out, *ran);
         return out;
       });
-  job->keep(order);
-  job->keep(offsets);
-  job->keep(M);
-  job->keep(arg);
+  job->keep({order, offsets, M, arg});
   job->keep_mapping(emb->mapping());
-  Napi::Promise pr = job->promise();
-  job->Queue();
-  return pr;
+  return job->start();
 }
 
 // scanEmbeddings(emb, normTol, { threads }, cancel?) -> Promise<ScanResult>
@@ -305,9 +251,7 @@ Napi::Value ScanEmbeddings(const Napi::CallbackInfo& info) {
         return out;
       });
   job->keep_mapping(emb->mapping());
-  Napi::Promise pr = job->promise();
-  job->Queue();
-  return pr;
+  return job->start();
 }
 
 // normalizeRows(emb, out: writable float32 Embeddings of the same shape, { threads }, onProgress?, cancel?)
@@ -329,9 +273,7 @@ Napi::Value NormalizeRows(const Napi::CallbackInfo& info) {
       [](Napi::Env env) -> Napi::Value { return env.Undefined(); });
   job->keep_mapping(src->mapping());
   job->keep_mapping(dst->mapping());
-  Napi::Promise pr = job->promise();
-  job->Queue();
-  return pr;
+  return job->start();
 }
 
 // keepOrder(order: BigInt64Array, offsets: BigInt64Array, which: 'hard' | 'easy' | 'random', seed,
@@ -363,13 +305,8 @@ Napi::Value KeepOrder(const Napi::CallbackInfo& info) {
       env, env.Undefined(), env.Undefined(),
       [=](const sd::ProgressFn&, sd::CancelFlag) { sd::keep_order(po, pf, k, w, seed, pko, pki, threads); },
       [](Napi::Env env) -> Napi::Value { return env.Undefined(); });
-  job->keep(order);
-  job->keep(offsets);
-  job->keep(ko);
-  job->keep(ki);
-  Napi::Promise pr = job->promise();
-  job->Queue();
-  return pr;
+  job->keep({order, offsets, ko, ki});
+  return job->start();
 }
 
 // measureSgemm(n, repeats, threads) -> Promise<number> (GFLOP/s)
@@ -383,9 +320,7 @@ Napi::Value MeasureSgemm(const Napi::CallbackInfo& info) {
       env, env.Undefined(), env.Undefined(),
       [=](const sd::ProgressFn&, sd::CancelFlag) { *g = sd::measure_sgemm_gflops(n, reps, threads); },
       [g](Napi::Env env) -> Napi::Value { return Napi::Number::New(env, *g); });
-  Napi::Promise pr = job->promise();
-  job->Queue();
-  return pr;
+  return job->start();
 }
 
 // info() -> the engine facts (engine_info(): computed once per process, the GPU query included).

@@ -8,7 +8,7 @@ import { outputs } from '../layout.js';
 import { loadNative } from '../native.js';
 import type { Embeddings } from '../embeddings.js';
 import { withDefaults } from '../config.js';
-import { ensureOutputDir, noteBackend, now, runNative, type CommonOptions } from './common.js';
+import { ensureOutputDir, noteBackend, now, runNative, type CommonOptions, monotonicProgress } from './common.js';
 import { recordStep, stamp, stepIsCurrent } from '../manifest.js';
 
 export interface ClusterOptions extends CommonOptions {
@@ -66,7 +66,7 @@ function loadCentroids(path: string, k: number, d: number, what: string): Float3
 }
 
 export async function computeCentroids(options: ClusterOptions): Promise<ClusterResult> {
-  const opts = withDefaults(options);
+  const opts = { ...withDefaults(options), onProgress: monotonicProgress(options.onProgress) };
   const log = opts.log ?? (() => {});
   const addon = loadNative();
   const emb = opts.embeddings;

@@ -13,7 +13,7 @@ import { outputs } from '../layout.js';
 import { loadNative, type MaxSimStats } from '../native.js';
 import type { Embeddings } from '../embeddings.js';
 import { withDefaults } from '../config.js';
-import { ensureOutputDir, noteBackend, now, runNative, throwIfAborted, type CommonOptions } from './common.js';
+import { ensureOutputDir, noteBackend, now, runNative, throwIfAborted, type CommonOptions, monotonicProgress } from './common.js';
 import { currentRecord, recordStep, requireCommitted, stamp } from '../manifest.js';
 import { findExactDuplicates } from '../after/exact.js';
 
@@ -112,7 +112,7 @@ function planParts(offsets: BigInt64Array, target: number): [number, number][] {
 
 export async function semdedup(options: DedupOptions): Promise<DedupResult> {
   const t0 = now();
-  const opts = withDefaults(options);
+  const opts = { ...withDefaults(options), onProgress: monotonicProgress(options.onProgress) };
   const dir = opts.outputDir;
   validateEps(opts.epsList);
   const { whichToKeep: which, seed, threads, device } = opts;

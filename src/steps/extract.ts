@@ -13,7 +13,7 @@ import type { Ids } from '../io/ids.js';
 import { outputs } from '../layout.js';
 import { requireCommitted } from '../manifest.js';
 import { loadNative, type NativeCancelToken, type ProgressCallback } from '../native.js';
-import { ensureOutputDir, now, runNative, type Progress } from './common.js';
+import { ensureOutputDir, now, runNative, type Progress, monotonicProgress } from './common.js';
 import { validateEps, type EpsSummary } from './dedup.js';
 
 export interface ExtractOptions {
@@ -137,7 +137,8 @@ async function writeIds(target: string, ids: Ids | undefined, native: NativeIds 
 }
 
 /** Step 5 for every eps of epsList at once: one pass over M and the keep order, then each eps's files. */
-export async function extractPrunedDataAll(opts: ExtractAllOptions): Promise<ExtractResult[]> {
+export async function extractPrunedDataAll(options: ExtractAllOptions): Promise<ExtractResult[]> {
+  const opts = { ...options, onProgress: monotonicProgress(options.onProgress) };
   const t0 = now();
   const dir = opts.outputDir;
   validateEps(opts.epsList);

@@ -16,8 +16,7 @@ import {
   ensureOutputDir,
   now,
   runNative,
-  type CommonOptions,
-} from './common.js';
+  type CommonOptions, monotonicProgress } from './common.js';
 import { recordStep, requireCommitted, stepIsCurrent } from '../manifest.js';
 
 export interface SortOptions extends CommonOptions {
@@ -50,7 +49,7 @@ export interface SortResult {
 
 export async function assignAndSortClusters(options: SortOptions): Promise<SortResult> {
   const t0 = now();
-  const opts = withDefaults(options);
+  const opts = { ...withDefaults(options), onProgress: monotonicProgress(options.onProgress) };
   const dir = opts.outputDir;
   const { simMetric, keepHard, spherical } = opts;
   if (simMetric === 'l2' && spherical)
