@@ -7,6 +7,7 @@ import { loadConfig, options, print, runProgram, withCommon, type GlobalOpts } f
 import { runAll, runCluster, runDedup, runSort } from './pipeline.js';
 import { engineInfo } from './info.js';
 import { extractAction, extractFractionOptions, registerAfterCommands } from './after/cli.js';
+import { addExecutorOptions, registerPlanCommands, runWithExecutor } from './plan/cli.js';
 
 function fmtSummary(eps: { eps: number; kept: number; removed: number; keptFraction: number }[]): string {
   return eps.map((e) => `  eps ${e.eps}: kept ${e.kept}, removed ${e.removed} (kept ${(100 * e.keptFraction).toFixed(2)}%)`).join('\n');
@@ -50,8 +51,10 @@ export function buildProgram(): Command {
     .option('--removed', 'write the removed ids instead of the kept ones')
     .action(extractAction);
 
-  withCommon(program.command('run').description('all steps: cluster, sort, dedup, extract (kept_eps{eps}.txt per eps)'), 'run')
+  const ctx = { loadConfig, options, print };
+  addExecutorOptions(withCommon(program.command('run').description('all steps: cluster, sort, dedup, extract (kept_eps{eps}.txt per eps)'), 'run'))
     .action(async (o: GlobalOpts) => {
+      if (await runWithExecutor(ctx, o)) return;
       const cfg = loadConfig(o, 'run');
       const r = await runAll(cfg, options(o));
       const s = r.seconds;
@@ -60,6 +63,7 @@ export function buildProgram(): Command {
     });
 
   registerAfterCommands(program);
+  registerPlanCommands(program, ctx);
 
   program
     .command('info')

@@ -104,6 +104,8 @@ export interface Manifest {
   config?: Record<string, unknown>;
   configFiles?: string[];
   engine: { name: 'semdedup'; version: string; faiss: string; blasCore: string };
+  /** A planned run's plan (semdedup/plan.json; the tasks' states beside it in semdedup/plan/state/). */
+  plan?: { path: string; id: string; tasks: Record<string, number> };
   steps: Record<string, StepRecord>;
 }
 

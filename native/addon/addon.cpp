@@ -8,6 +8,7 @@ void register_steps(Napi::Env env, Napi::Object exports);
 void register_extract(Napi::Env env, Napi::Object exports);
 void register_after(Napi::Env env, Napi::Object exports);
 void register_lock(Napi::Env env, Napi::Object exports);
+void register_plan(Napi::Env env, Napi::Object exports);
 }  // namespace semdedup_addon
 
 namespace {
@@ -31,6 +32,7 @@ Napi::Object InitAll(Napi::Env env, Napi::Object exports) {
   register_extract(env, exports);
   register_after(env, exports);
   register_lock(env, exports);
+  register_plan(env, exports);
   return exports;
 }
 

@@ -1,0 +1,174 @@
+// The command line of planned runs: `semdedup run --executor local|slurm`, `semdedup task` (one
+// task of a plan, what the executors run) and `semdedup status`.
+import { Command, Option } from 'commander';
+import { existsSync, readFileSync, statSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import { cpus } from 'node:os';
+import { ConfigError, SemDedupError } from '../errors.js';
+import type { PartialResolved, CliCommand } from '../config.js';
+import type { CommonOptions } from '../steps/common.js';
+import { makePlan, planPaths, readPlan, savePlan, STAGES, type Plan, type Stage } from './plan.js';
+import { runTask } from './tasks.js';
+import { runLocal, type ExecResult } from './local.js';
+import { runSlurm, splitArgs } from './slurm.js';
+import { formatStatus, planStatus } from './status.js';
+
+/** What the main CLI shares with these commands. */
+export interface CliContext {
+  loadConfig: (o: Record<string, unknown>, command: CliCommand) => PartialResolved;
+  options: (o: Record<string, unknown>) => CommonOptions;
+  print: (o: Record<string, unknown>, human: string, data: unknown) => void;
+}
+
+interface RunOpts extends Record<string, unknown> {
+  executor?: 'process' | 'local' | 'slurm';
+  tasks?: string;
+  workers?: string;
+  sbatch?: string;
+  wait?: boolean;
+  quiet?: boolean;
+}
+
+function posInt(v: string | undefined, flag: string): number | undefined {
+  if (v === undefined) return undefined;
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < 1) throw new ConfigError(`${flag} must be a positive integer, got '${v}'`, { key: flag.replace(/^--/, '') });
+  return n;
+}
+
+function progressLine(quiet: boolean | undefined): (line: string, final?: boolean) => void {
+  if (quiet) return () => {};
+  const tty = process.stderr.isTTY;
+  return (line, final) => {
+    if (tty) process.stderr.write(`\r\x1b[2K  ${line}${final ? '\n' : ''}`);
+    else process.stderr.write(`  ${line}\n`);
+  };
+}
+
+function failureMessage(plan: Plan, r: ExecResult, rerun: string): string {
+  const lines = r.failed.map((f) => `  ${f.stage} task ${f.index}${f.job ? ` (job ${f.job})` : ''}: ${f.error}\n    log: ${f.log}`);
+  return `${r.failed.length} task${r.failed.length > 1 ? 's' : ''} failed:\n${lines.join('\n')}\n` +
+    `Completed tasks are kept: after fixing the cause, ${rerun} runs only what is not complete (\`semdedup status ${plan.outputDir}\` shows where it stands).`;
+}
+
+async function runPlanned(ctx: CliContext, o: RunOpts): Promise<void> {
+  const cfg = ctx.loadConfig(o, 'run');
+  const executor = o.executor!;
+  if (executor === 'local' && o.sbatch !== undefined) throw new ConfigError('--sbatch is an option of --executor slurm', { key: 'sbatch' });
+  if (executor === 'slurm' && o.workers !== undefined) throw new ConfigError('--workers is an option of --executor local (under SLURM, --tasks sets the array sizes)', { key: 'workers' });
+  const workers = posInt(o.workers, '--workers') ?? (executor === 'local' ? Math.max(1, Math.min(cpus().length, 4)) : 1);
+  const tasks = posInt(o.tasks, '--tasks') ?? (executor === 'local' ? workers : 8);
+  const made = makePlan(cfg, { tasks });
+  const { plan, kept } = savePlan(made);
+  const planPath = planPaths.plan(plan.outputDir);
+  const common = ctx.options(o);
+  const log = common.log;
+  log?.(`plan ${plan.id}${kept ? ' (resumed)' : ''}: ${plan.stages.map((s) => `${s.name} ${s.tasks}`).join(', ')} tasks; ${planPath}`);
+  const progress = progressLine(o.quiet);
+  const t0 = performance.now();
+  const r =
+    executor === 'local'
+      ? await runLocal(plan, planPath, { workers, progress, ...(common.signal ? { signal: common.signal } : {}) })
+      : await runSlurm(plan, planPath, { sbatch: o.sbatch ? splitArgs(o.sbatch) : [], wait: o.wait !== false, progress, ...(common.signal ? { signal: common.signal } : {}) });
+  const seconds = (performance.now() - t0) / 1000;
+  if (!r.ok) {
+    if (r.failed.length === 0) throw new SemDedupError('ERR_CANCELLED', `interrupted; completed tasks are kept and rerunning the same command resumes (\`semdedup status ${plan.outputDir}\`)`);
+    throw new SemDedupError('ERR_BACKEND', failureMessage(plan, r, 'rerunning the same command'));
+  }
+  if (r.submitted && o.wait === false) {
+    ctx.print(o, `submitted: ${r.submitted.length ? r.submitted.join(', ') : 'nothing (every task is complete)'}; \`semdedup status ${plan.outputDir}\` follows the plan`, { plan: plan.id, jobs: r.submitted });
+    return;
+  }
+  const st = planStatus(plan);
+  const summary = JSON.parse(readFileSafe(join(plan.outputDir, 'semdedup', 'summary.json')) ?? '{}') as { eps?: { eps: number; kept: number; removed: number; keptFraction: number }[] };
+  const eps = (summary.eps ?? []).map((e) => `  eps ${e.eps}: kept ${e.kept}, removed ${e.removed} (kept ${(100 * e.keptFraction).toFixed(2)}%)`).join('\n');
+  ctx.print(o, `done in ${seconds.toFixed(2)} s (${executor}; ${r.ran} task${r.ran === 1 ? '' : 's'} run, ${st.tasks.length - r.ran} found complete)\n${eps}`,
+    { plan: plan.id, executor, seconds, ran: r.ran, summary: summary.eps });
+}
+
+function readFileSafe(p: string): string | undefined {
+  try {
+    return existsSync(p) ? readFileSync(p, 'utf8') : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** The plan of a folder, a plan file, or the output folder of a config. */
+function findPlan(where: string | undefined, ctx: CliContext, o: Record<string, unknown>): { plan: Plan; path: string } {
+  let path: string;
+  if (where) {
+    const p = resolve(where);
+    path = existsSync(p) && statSync(p).isDirectory() ? planPaths.plan(p) : p;
+  } else if (o.config) {
+    const cfg = ctx.loadConfig(o, 'run');
+    if (!cfg.outputDir) throw new ConfigError('the config names no output_dir', { key: 'output_dir' });
+    path = planPaths.plan(cfg.outputDir);
+  } else {
+    path = planPaths.plan(process.cwd());
+  }
+  if (!existsSync(path))
+    throw new SemDedupError('ERR_INPUT', `${path}: no planned run here (\`semdedup run --executor local|slurm\` writes it); give the output folder: semdedup status <output_dir>`, { file: path });
+  return { plan: readPlan(path), path };
+}
+
+/** The executor options of `semdedup run` (planned runs). */
+export function addExecutorOptions(run: Command): Command {
+  return run
+    .addOption(new Option('--executor <how>', 'process: one process (default); local: worker processes on this machine; slurm: job arrays').choices(['process', 'local', 'slurm']))
+    .option('--tasks <n>', 'tasks of the assign, group and dedup stages (planned runs; default: the workers, or 8 under slurm)')
+    .option('--workers <n>', 'worker processes at a time (--executor local; default: min(cores, 4))')
+    .option('--sbatch <options>', 'sbatch options for every stage (--executor slurm), e.g. "--partition=gpu --gres=gpu:1"')
+    .option('--no-wait', 'submit the jobs and return (--executor slurm); rerun the command or use `semdedup status` to follow');
+}
+
+/** Runs `semdedup run` as a planned run when --executor is local or slurm; false for one process. */
+export async function runWithExecutor(ctx: CliContext, o: RunOpts): Promise<boolean> {
+  if (!o.executor || o.executor === 'process') {
+    for (const flag of ['tasks', 'workers', 'sbatch'] as const)
+      if (o[flag] !== undefined) throw new ConfigError(`--${flag} needs --executor local or slurm`, { key: flag });
+    return false;
+  }
+  await runPlanned(ctx, o);
+  return true;
+}
+
+export function registerPlanCommands(program: Command, ctx: CliContext): void {
+
+  program
+    .command('task')
+    .description('run one task of a planned run (what the local and SLURM executors start); a complete task does nothing')
+    .argument('<stage>', `the stage: ${STAGES.join(', ')}`)
+    .argument('<index>', 'the task index within the stage (SLURM: $SLURM_ARRAY_TASK_ID)')
+    .requiredOption('--plan <file>', 'the plan (semdedup/plan.json in the output folder)')
+    .option('--threads <n>', 'worker threads of this task (default: the config\'s threads)')
+    .option('--log <file>', 'this task\'s log file (recorded for `semdedup status`)')
+    .option('-q, --quiet', 'no log lines')
+    .action(async (stage: string, index: string, o: { plan: string; threads?: string; log?: string; quiet?: boolean }) => {
+      if (!(STAGES as readonly string[]).includes(stage)) throw new ConfigError(`unknown stage '${stage}': the stages are ${STAGES.join(', ')}`, { key: 'stage' });
+      const i = Number(index);
+      if (!Number.isInteger(i) || i < 0) throw new ConfigError(`the task index must be a non-negative integer, got '${index}'`, { key: 'index' });
+      const plan = readPlan(resolve(o.plan));
+      const tag = `${stage} ${i}`;
+      const log = o.quiet ? undefined : (l: string) => process.stderr.write(`semdedup[${tag}]: ${l}\n`);
+      // Under SLURM without a thread count of its own, a task uses the CPUs the scheduler gave it.
+      const slurmCpus = process.env.SLURM_CPUS_PER_TASK ? Number(process.env.SLURM_CPUS_PER_TASK) : undefined;
+      const threads = o.threads !== undefined ? Number(o.threads) : !plan.config.threads && slurmCpus ? slurmCpus : undefined;
+      const job = process.env.SLURM_ARRAY_JOB_ID ? `${process.env.SLURM_ARRAY_JOB_ID}_${process.env.SLURM_ARRAY_TASK_ID}` : process.env.SLURM_JOB_ID;
+      log?.(`start (plan ${plan.id}, pid ${process.pid}${job ? `, job ${job}` : ''})`);
+      const r = await runTask(plan, stage as Stage, i, { ...(log ? { log } : {}), ...(threads !== undefined ? { threads } : {}), ...(o.log ? { logFile: resolve(o.log) } : {}) });
+      log?.(r.skipped ? 'already complete' : `done in ${r.state.seconds?.toFixed(2)} s`);
+    });
+
+  program
+    .command('status')
+    .description('what the tasks of a planned run are doing: done, running, failed, pending')
+    .argument('[output_dir]', 'the output folder of the run (or its semdedup/plan.json); default: the config\'s, else the current folder')
+    .option('-c, --config <file>', 'the run\'s config file (for its output_dir)', (v: string, p: string[] = []) => [...p, v])
+    .option('--json', 'print as JSON')
+    .action(async (where: string | undefined, o: Record<string, unknown>) => {
+      const { plan } = findPlan(where, ctx, o);
+      const s = planStatus(plan);
+      ctx.print(o, formatStatus(s), s);
+    });
+}
