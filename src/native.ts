@@ -92,6 +92,12 @@ export interface NativeInfo {
   };
 }
 
+/** A set of ids in the form the native id writer reads (row numbers, fixed-width bytes or UTF-32, or a blob). */
+export type NativeIds =
+  | { kind: 'rows'; count: number }
+  | { kind: 'bytes' | 'utf32'; data: Uint8Array; width: number; count: number }
+  | { kind: 'blob'; data: Uint8Array; offsets: BigInt64Array; count: number };
+
 export interface NativeAddon {
   Embeddings: new (
     path: string,
@@ -131,7 +137,32 @@ export interface NativeAddon {
     keepHard: boolean,
     order: BigInt64Array,
     offsets: BigInt64Array,
+    /** key[order[p]] for every position p (the ranked distances), when given. */
+    sortedKey?: Float32Array,
+    threads?: number,
   ): Promise<void>;
+  /** Step 5: the kept and removed rows (keep order) of every threshold (1 - eps), in one pass. */
+  splitKept(keepOrder: BigInt64Array, M: Float64Array, thresholds: number[], opts: { threads?: number }, cancel?: NativeCancelToken):
+    Promise<{ kept: BigInt64Array[]; removed: BigInt64Array[] }>;
+  /** Item offsets of a '\n'-separated blob of ids. */
+  blobOffsets(blob: Uint8Array): Promise<BigInt64Array>;
+  /** Writes the ids of `rows` joined by '\n' to the open file descriptor fd. */
+  writeIdsText(fd: number, ids: NativeIds, rows: BigInt64Array, opts: { threads?: number }, onProgress?: ProgressCallback,
+    cancel?: NativeCancelToken): Promise<void>;
+  /** How the max-similarity kernel decomposes a cluster of n members at dimension d. */
+  maxSimLayout(n: number, d: number): { split: boolean; width: number };
+  /** M and arg for positions [j0, j1) of one cluster (rows: its members in keep order). */
+  maxSimilarityBlock(
+    emb: NativeEmbeddings,
+    rows: BigInt64Array,
+    j0: number,
+    j1: number,
+    M: Float64Array,
+    arg: BigInt64Array,
+    opts: { thresholds: number[]; threads?: number; recheckMargin?: number },
+    onProgress?: ProgressCallback,
+    cancel?: NativeCancelToken,
+  ): Promise<{ members: number; clusters: number; usefulFlops: number; computedFlops: number; rechecked: number }>;
   maxSimilarity(
     emb: NativeEmbeddings,
     order: BigInt64Array,
@@ -154,6 +185,8 @@ export interface NativeAddon {
     opts: { threads?: number },
   ): Promise<void>;
   measureSgemm(n: number, repeats: number, threads?: number): Promise<number>;
+  /** The float64 re-check's default margin at dimension d. */
+  recheckMargin(d: number): number;
   recheckThresholds(
     emb: NativeEmbeddings,
     order: BigInt64Array,

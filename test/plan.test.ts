@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import { existsSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { dedupItems } from '../src/plan/partition.js';
-import { planAddon } from '../src/plan/native.js';
+import { loadNative } from '../src/native.js';
 import { openEmbeddings } from '../src/embeddings.js';
 import { readPlan, rowRanges } from '../src/plan/plan.js';
 import { readState } from '../src/plan/state.js';
@@ -92,10 +92,10 @@ test('maxSimilarityBlock: blocks of a split cluster equal the whole-cluster kern
   const path = join(dir, 'x.npy');
   writeNpy(path, data, { shape: [n, d] });
   const emb = openEmbeddings({ path });
-  const addon = planAddon();
+  const addon = loadNative();
   try {
-    assert.deepEqual(addon.maxSimBlockLayout(n, d), { split: true, width: 512 });
-    assert.deepEqual(addon.maxSimBlockLayout(4096, d), { split: false, width: 128 });
+    assert.deepEqual(addon.maxSimLayout(n, d), { split: true, width: 512 });
+    assert.deepEqual(addon.maxSimLayout(4096, d), { split: false, width: 128 });
     // A keep order that is not the row order.
     const rows = new BigInt64Array(n);
     for (let i = 0; i < n; i++) rows[i] = BigInt((i * 7919) % n);

@@ -63,13 +63,7 @@ Napi::Value MaxSimilarityToReference(const Napi::CallbackInfo& info) {
   sd::EmbeddingView rv = ref->view();
   if (xv.d != rv.d) throw_type(env, "maxSimilarityToReference: the reference rows have " + std::to_string(rv.d) +
                                         " dimensions, the embeddings " + std::to_string(xv.d));
-  sd::CrossOptions opt;
-  {
-    const sd::MaxSimOptions m = maxsim_options(o);
-    opt.threads = m.threads;
-    opt.recheck_margin = m.recheck_margin;
-    opt.thresholds = m.thresholds;
-  }
+  const sd::MaxSimOptions opt = maxsim_options(o);
   const int64_t* pxr = xr.Data();
   const int64_t* pxo = xo.Data();
   const int64_t* prr = rr.Data();
@@ -126,9 +120,17 @@ Napi::Value ExactDuplicates(const Napi::CallbackInfo& info) {
   return job->start();
 }
 
+// recheckMargin(d) -> the float64 re-check's default margin at dimension d (maxsim.hpp).
+Napi::Value RecheckMargin(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (!info[0].IsNumber() || info[0].As<Napi::Number>().Int64Value() < 1) throw_type(env, "recheckMargin(d): d must be a positive number");
+  return Napi::Number::New(env, sd::default_recheck_margin(info[0].As<Napi::Number>().Int64Value()));
+}
+
 }  // namespace
 
 void register_after(Napi::Env env, Napi::Object exports) {
+  exports.Set("recheckMargin", Napi::Function::New(env, RecheckMargin));
   exports.Set("recheckThresholds", Napi::Function::New(env, RecheckThresholds));
   exports.Set("maxSimilarityToReference", Napi::Function::New(env, MaxSimilarityToReference));
   exports.Set("exactDuplicates", Napi::Function::New(env, ExactDuplicates));

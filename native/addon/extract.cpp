@@ -140,9 +140,7 @@ Napi::Value WriteIdsText(const Napi::CallbackInfo& info) {
       [](Napi::Env env) -> Napi::Value { return env.Undefined(); });
   for (auto& h : held) job->keep(h);
   job->keep(rows);
-  Napi::Promise p = job->promise();
-  job->Queue();
-  return p;
+  return job->start();
 }
 
 }  // namespace

@@ -211,11 +211,11 @@ class Job : public Napi::AsyncWorker {
     if (has_tsfn_) tsfn_.Release();
   }
   // Holds JS values (typed arrays the worker reads or writes) for the worker's lifetime.
-  void keep(Napi::Value v) { refs_.emplace_back(Napi::Persistent(v.As<Napi::Object>())); }
+  void keep(Napi::Value v) { held_->refs.emplace_back(Napi::Persistent(v.As<Napi::Object>())); }
   void keep(std::initializer_list<Napi::Value> vs) {
     for (const Napi::Value& v : vs) keep(v);
   }
-  void keep_mapping(std::shared_ptr<sd::MappedFile> m) { maps_.push_back(std::move(m)); }
+  void keep_mapping(std::shared_ptr<sd::MappedFile> m) { held_->maps.push_back(std::move(m)); }
   Napi::Promise promise() { return deferred_.Promise(); }
   // Queues the worker and returns its promise (the worker deletes itself when done).
   Napi::Promise start() {
@@ -229,11 +229,13 @@ class Job : public Napi::AsyncWorker {
     sd::ProgressFn progress;
     if (has_tsfn_) {
       progress = [this](int64_t done, int64_t total) {
-        // throttle: at most every 100 ms, plus the final call
+        // Reports from several workers arrive in any order: only a larger `done` is passed on
+        // (so a job's progress never goes back), at most every 100 ms, plus the final call.
         const auto now = std::chrono::steady_clock::now();
         std::lock_guard<std::mutex> lock(mu_);
-        if (done < total && now - last_ < std::chrono::milliseconds(100)) return;
+        if (done <= last_done_ || (done < total && now - last_ < std::chrono::milliseconds(100))) return;
         last_ = now;
+        last_done_ = done;
         auto* payload = new std::pair<double, double>(double(done), double(total));
         const napi_status st = tsfn_.NonBlockingCall(payload, [](Napi::Env env, Napi::Function fn, std::pair<double, double>* p) {
           fn.Call({Napi::Number::New(env, p->first), Napi::Number::New(env, p->second)});
@@ -256,16 +258,35 @@ class Job : public Napi::AsyncWorker {
     }
   }
   void OnOK() override {
-    Napi::Env env = Env();
-    try {
-      deferred_.Resolve(done_(env));
-    } catch (const Napi::Error& e) {
-      deferred_.Reject(e.Value());
-    }
+    settle([d = deferred_, done = done_](Napi::Env env) {
+      try {
+        d.Resolve(done(env));
+      } catch (const Napi::Error& e) {
+        d.Reject(e.Value());
+      }
+    });
   }
   void OnError(const Napi::Error& e) override {
-    Napi::Error err = make_error(Env(), code_, e.Message());
-    deferred_.Reject(err.Value());
+    settle([d = deferred_, code = code_, msg = e.Message()](Napi::Env env) { d.Reject(make_error(env, code, msg).Value()); });
+  }
+
+  // Settles the promise on the JS thread behind every progress report already queued, so that no
+  // report of a job arrives after its promise settled. What the job holds (typed arrays, mappings)
+  // stays held until then.
+  void settle(std::function<void(Napi::Env)> fn) {
+    if (!has_tsfn_) {
+      fn(Env());
+      return;
+    }
+    auto* call = new std::function<void(Napi::Env)>([fn = std::move(fn), held = held_](Napi::Env env) { fn(env); });
+    const napi_status st = tsfn_.NonBlockingCall(call, [](Napi::Env env, Napi::Function, std::function<void(Napi::Env)>* c) {
+      (*c)(env);
+      delete c;
+    });
+    if (st != napi_ok) {  // the queue is closing: settle now
+      (*call)(Env());
+      delete call;
+    }
   }
 
  private:
@@ -275,11 +296,15 @@ class Job : public Napi::AsyncWorker {
   Napi::ThreadSafeFunction tsfn_;
   bool has_tsfn_ = false;
   std::shared_ptr<std::atomic<bool>> cancel_;
-  std::vector<Napi::ObjectReference> refs_;
-  std::vector<std::shared_ptr<sd::MappedFile>> maps_;
+  struct Held {
+    std::vector<Napi::ObjectReference> refs;
+    std::vector<std::shared_ptr<sd::MappedFile>> maps;
+  };
+  std::shared_ptr<Held> held_ = std::make_shared<Held>();
   std::string code_ = "ERR_INTERNAL";
   std::mutex mu_;
   std::chrono::steady_clock::time_point last_{};
+  int64_t last_done_ = -1;
 };
 
 template <class T>
@@ -339,6 +364,17 @@ inline ClusterArgs cluster_args(const Napi::CallbackInfo& info, const char* fn) 
   for (int64_t i = 0; i < total; ++i)
     if (po[i] < 0 || po[i] >= n) throw_type(env, std::string(fn) + ": order holds a row outside the embeddings");
   return a;
+}
+
+// A MaxSimStats as the JS object { members, clusters, usefulFlops, computedFlops, rechecked }.
+inline Napi::Object maxsim_stats_object(Napi::Env env, const sd::MaxSimStats& st) {
+  Napi::Object out = Napi::Object::New(env);
+  out.Set("members", double(st.members));
+  out.Set("clusters", double(st.clusters));
+  out.Set("usefulFlops", st.useful_flops);
+  out.Set("computedFlops", st.computed_flops);
+  out.Set("rechecked", double(st.rechecked));
+  return out;
 }
 
 // The max-similarity options of o: threads, thresholds, recheckMargin, gpuMemoryLimit (absent:

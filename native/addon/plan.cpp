@@ -2,19 +2,19 @@
 // cluster, and the kernel's decomposition of a cluster (which clusters it splits, and how wide).
 #include "job.hpp"
 
-#include "semdedup/maxsim_block.hpp"
+#include "semdedup/maxsim.hpp"
 
 namespace semdedup_addon {
 namespace {
 
-// maxSimBlockLayout(n, d) -> { split: boolean, width: number }
-Napi::Value MaxSimBlockLayout(const Napi::CallbackInfo& info) {
+// maxSimLayout(n, d) -> { split: boolean, width: number }
+Napi::Value MaxSimLayoutOf(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  if (info.Length() < 2 || !info[0].IsNumber() || !info[1].IsNumber()) throw_type(env, "maxSimBlockLayout(n, d)");
+  if (info.Length() < 2 || !info[0].IsNumber() || !info[1].IsNumber()) throw_type(env, "maxSimLayout(n, d)");
   const int64_t n = info[0].As<Napi::Number>().Int64Value();
   const int64_t d = info[1].As<Napi::Number>().Int64Value();
-  if (n < 0 || d <= 0) throw_type(env, "maxSimBlockLayout: n must be >= 0 and d > 0");
-  const sd::BlockLayout b = sd::maxsim_block_layout(n, d);
+  if (n < 0 || d <= 0) throw_type(env, "maxSimLayout: n must be >= 0 and d > 0");
+  const sd::MaxSimLayout b = sd::maxsim_layout(n, d);
   Napi::Object out = Napi::Object::New(env);
   out.Set("split", Napi::Boolean::New(env, b.split));
   out.Set("width", Napi::Number::New(env, double(b.width)));
@@ -43,13 +43,7 @@ Napi::Value MaxSimilarityBlock(const Napi::CallbackInfo& info) {
   const int64_t* pr = rows.Data();
   for (int64_t i = 0; i < n; ++i)
     if (pr[i] < 0 || pr[i] >= view.n) throw_type(env, "maxSimilarityBlock: rows holds a row outside the embeddings");
-  sd::MaxSimOptions opt;
-  if (o.Get("threads").IsNumber()) opt.threads = o.Get("threads").As<Napi::Number>().Int32Value();
-  if (o.Get("recheckMargin").IsNumber()) opt.recheck_margin = o.Get("recheckMargin").As<Napi::Number>().DoubleValue();
-  if (o.Get("thresholds").IsArray()) {
-    Napi::Array t = o.Get("thresholds").As<Napi::Array>();
-    for (uint32_t i = 0; i < t.Length(); ++i) opt.thresholds.push_back(t.Get(i).As<Napi::Number>().DoubleValue());
-  }
+  const sd::MaxSimOptions opt = maxsim_options(o);
   double* pM = M.Data();
   int64_t* pa = arg.Data();
   auto stats = std::make_shared<sd::MaxSimStats>();
@@ -58,27 +52,16 @@ Napi::Value MaxSimilarityBlock(const Napi::CallbackInfo& info) {
       [=](const sd::ProgressFn& prog, sd::CancelFlag cancel) {
         *stats = sd::max_similarity_block(view, pr, n, j0, j1, pM, pa, opt, prog, cancel);
       },
-      [stats](Napi::Env env) -> Napi::Value {
-        Napi::Object out = Napi::Object::New(env);
-        out.Set("members", double(stats->members));
-        out.Set("usefulFlops", stats->useful_flops);
-        out.Set("computedFlops", stats->computed_flops);
-        out.Set("rechecked", double(stats->rechecked));
-        return out;
-      });
-  job->keep(rows);
-  job->keep(M);
-  job->keep(arg);
+      [stats](Napi::Env env) -> Napi::Value { return maxsim_stats_object(env, *stats); });
+  job->keep({rows, M, arg});
   job->keep_mapping(emb->mapping());
-  Napi::Promise pr2 = job->promise();
-  job->Queue();
-  return pr2;
+  return job->start();
 }
 
 }  // namespace
 
 void register_plan(Napi::Env env, Napi::Object exports) {
-  exports.Set("maxSimBlockLayout", Napi::Function::New(env, MaxSimBlockLayout));
+  exports.Set("maxSimLayout", Napi::Function::New(env, MaxSimLayoutOf));
   exports.Set("maxSimilarityBlock", Napi::Function::New(env, MaxSimilarityBlock));
 }
 

@@ -212,12 +212,7 @@ Napi::Value MaxSimilarity(const Napi::CallbackInfo& info) {
         *ran = eng::max_similarity(device, view, po, pf, nc, pM, pa, opt, *stats, prog, cancel);
       },
       [stats, ran](Napi::Env env) -> Napi::Value {
-        Napi::Object out = Napi::Object::New(env);
-        out.Set("members", double(stats->members));
-        out.Set("clusters", double(stats->clusters));
-        out.Set("usefulFlops", stats->useful_flops);
-        out.Set("computedFlops", stats->computed_flops);
-        out.Set("rechecked", double(stats->rechecked));
+        Napi::Object out = maxsim_stats_object(env, *stats);
         set_ran(env, out, *ran);
         return out;
       });

@@ -22,13 +22,11 @@ namespace {
 constexpr int64_t kRowBlock = 1024;
 constexpr int64_t kRefBlock = 2048;
 
-double default_margin(int64_t d) { return std::max(1e-5, 4.0 * double(d) * std::ldexp(1.0, -24)); }
-
 }  // namespace
 
 CrossStats max_similarity_to_reference(const EmbeddingView& x, const int64_t* x_rows, const int64_t* x_offsets,
                                        const EmbeddingView& r, const int64_t* r_rows, const int64_t* r_offsets,
-                                       int64_t ngroups, double* best, int64_t* best_ref, const CrossOptions& opt,
+                                       int64_t ngroups, double* best, int64_t* best_ref, const MaxSimOptions& opt,
                                        const ProgressFn& progress, CancelFlag cancel) {
   if (x.d != r.d)
     throw Error(ErrorCode::InvalidArgument, "the reference rows have " + std::to_string(r.d) + " dimensions, the embeddings " +
@@ -119,7 +117,7 @@ CrossStats max_similarity_to_reference(const EmbeddingView& x, const int64_t* x_
 
   // The float64 re-check of the rows near a threshold.
   if (!opt.thresholds.empty()) {
-    const double margin = opt.recheck_margin > 0 ? opt.recheck_margin : default_margin(d);
+    const double margin = opt.recheck_margin > 0 ? opt.recheck_margin : default_recheck_margin(d);
     std::vector<std::pair<int64_t, int64_t>> near;  // (position, group)
     for (int64_t g = 0; g < ngroups; ++g)
       for (int64_t p = x_offsets[g]; p < x_offsets[g + 1]; ++p) {

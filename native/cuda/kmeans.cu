@@ -313,7 +313,6 @@ class CudaAssigner : public KMeansAssigner {
 
 KMeansResult train_kmeans(const EmbeddingView& x, const KMeansParams& p, const ProgressFn& progress,
                           CancelFlag cancel) {
-  check_kmeans_args(x, p);
   prepare_device();
   CudaAssigner assigner(p.gpu);
   return lloyd_kmeans(x, p, assigner, progress, cancel);

@@ -111,7 +111,6 @@ static void check_impl(KMeansImpl impl) {
 Ran train_kmeans(Device device, KMeansImpl impl, const EmbeddingView& x, const KMeansParams& p, KMeansResult& out,
                  const ProgressFn& progress, CancelFlag cancel) {
   check_impl(impl);
-  check_kmeans_args(x, p);
   return dispatch(
       device, "k-means training",
       [&] {

@@ -10,7 +10,6 @@
 #include "check.hpp"
 #include "semdedup/common.hpp"
 #include "semdedup/maxsim.hpp"
-#include "semdedup/maxsim_block.hpp"
 
 using namespace semdedup;
 using check::run;
@@ -46,7 +45,7 @@ static void check_blocks(int64_t n, int64_t d, const std::vector<std::pair<int64
   std::vector<double> M(static_cast<size_t>(n));
   std::vector<int64_t> arg(static_cast<size_t>(n));
   max_similarity_cpu(v, order.data(), offsets.data(), 1, M.data(), arg.data(), opt);
-  const BlockLayout lay = maxsim_block_layout(n, d);
+  const MaxSimLayout lay = maxsim_layout(n, d);
   CHECK(lay.split, "a cluster of %lld members at D = %lld is split by the kernel", (long long)n, (long long)d);
   for (auto [j0, j1] : blocks) {
     std::vector<double> bm(static_cast<size_t>(j1 - j0));
@@ -72,9 +71,9 @@ static void check_blocks(int64_t n, int64_t d, const std::vector<std::pair<int64
 
 int main() {
   run("block layout follows the kernel: whole up to 4096 members, 512 then 2048 wide", [] {
-    CHECK(!maxsim_block_layout(4096, 64).split, "4096 members are one item");
-    CHECK(maxsim_block_layout(4097, 64).split && maxsim_block_layout(4097, 64).width == 512, "4097: 512-wide items");
-    CHECK(maxsim_block_layout(65536, 64).width == 2048, "65536: 2048-wide items");
+    CHECK(!maxsim_layout(4096, 64).split, "4096 members are one item");
+    CHECK(maxsim_layout(4097, 64).split && maxsim_layout(4097, 64).width == 512, "4097: 512-wide items");
+    CHECK(maxsim_layout(65536, 64).width == 2048, "65536: 2048-wide items");
   });
   run("row blocks of a 5,000-member cluster equal the whole kernel bit for bit", [] {
     check_blocks(5000, 32, {{0, 512}, {512, 2560}, {2560, 5000}}, 3);

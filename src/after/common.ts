@@ -81,17 +81,17 @@ export interface RecheckResult extends RunArrays {
   margin: number;
 }
 
+/** The core's re-check margin for dimension d (maxsim.hpp: a few float32 roundings per term, at least 1e-5). */
+export function defaultRecheckMargin(d: number): number {
+  return loadNative().recheckMargin(d);
+}
+
 /**
  * M and M_row valid for deciding at every eps of `epsList`: for an eps that the dedup step did not
  * record, every member whose stored M lies within the re-check margin of 1 − eps gets M and M_row
  * recomputed in float64 over the earlier members of its cluster (a native async call). The stored
  * files are not changed; the result holds copies when anything was re-checked.
  */
-/** The re-check margin of the core for dimension d: a few ulp-bounds of an fp32 dot product, at least 1e-5. */
-export function defaultRecheckMargin(d: number): number {
-  return Math.max(1e-5, 4 * d * 2 ** -24);
-}
-
 export async function recheckEps(opts: RunFolderOptions & { eps: number[]; run?: RunArrays; marginScale?: number }): Promise<RecheckResult> {
   for (const e of opts.eps) validateOneEps(e);
   const run = opts.run ?? readRun(opts.outputDir, opts.want);

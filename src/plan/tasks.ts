@@ -23,7 +23,6 @@ import { readManifest, recordStep, stamp, stepIsCurrent, writeManifest } from '.
 import { planPaths, stageOf, type Plan, type Stage } from './plan.js';
 import { isComplete, newState, outputStamp, readState, writeState, type TaskState } from './state.js';
 import { dedupItems, type DedupItem } from './partition.js';
-import { planAddon } from './native.js';
 import { lockOutputDir } from '../lock.js';
 
 export interface TaskOptions extends CommonOptions {
@@ -261,8 +260,8 @@ export function splitsClusters(plan: Plan): boolean {
 export function planDedup(plan: Plan, offsets: BigInt64Array, split = splitsClusters(plan)): DedupItem[] {
   const sizes = new Float64Array(plan.k);
   for (let c = 0; c < plan.k; c++) sizes[c] = Number(offsets[c + 1]! - offsets[c]!);
-  const addon = planAddon();
-  return dedupItems(sizes, stageOf(plan, 'dedup').tasks, (n) => (split ? addon.maxSimBlockLayout(n, plan.d) : { split: false, width: n }));
+  const addon = loadNative();
+  return dedupItems(sizes, stageOf(plan, 'dedup').tasks, (n) => (split ? addon.maxSimLayout(n, plan.d) : { split: false, width: n }));
 }
 
 async function dedup(plan: Plan, t: number, o: TaskOptions): Promise<TaskResult> {
@@ -298,7 +297,7 @@ async function dedup(plan: Plan, t: number, o: TaskOptions): Promise<TaskResult>
   const Mrow = new BigInt64Array(q1 - q0);
   const lay = effectiveLayout(plan);
   const emb = openRows(lay, 0, lay.n);
-  const addon = planAddon();
+  const addon = loadNative();
   const threads = o.threads ?? cfg.threads;
   const thresholds = cfg.epsList.map((e) => 1 - e);
   const stats = { members: 0, rechecked: 0, blocks: 0, usefulFlops: 0 };

@@ -12,8 +12,8 @@ import { readNpy, writeNpy } from '../io/npy.js';
 import type { Ids } from '../io/ids.js';
 import { outputs } from '../layout.js';
 import { requireCommitted } from '../manifest.js';
-import { loadNative, type NativeCancelToken, type ProgressCallback } from '../native.js';
-import { ensureOutputDir, now, runNative, type Progress, monotonicProgress } from './common.js';
+import { loadNative, type NativeIds } from '../native.js';
+import { ensureOutputDir, now, runNative, type Progress } from './common.js';
 import { validateEps, type EpsSummary } from './dedup.js';
 
 export interface ExtractOptions {
@@ -52,23 +52,6 @@ export interface ExtractResult {
   seconds: number;
 }
 
-type NativeIds =
-  | { kind: 'rows'; count: number }
-  | { kind: 'bytes' | 'utf32'; data: Uint8Array; width: number; count: number }
-  | { kind: 'blob'; data: Uint8Array; offsets: BigInt64Array; count: number };
-
-interface ExtractAddon {
-  splitKept(keepOrder: BigInt64Array, M: Float64Array, thresholds: number[], opts: { threads: number }, cancel?: NativeCancelToken):
-    Promise<{ kept: BigInt64Array[]; removed: BigInt64Array[] }>;
-  blobOffsets(blob: Uint8Array): Promise<BigInt64Array>;
-  writeIdsText(fd: number, ids: NativeIds, rows: BigInt64Array, opts: { threads: number }, onProgress?: ProgressCallback,
-    cancel?: NativeCancelToken): Promise<void>;
-}
-
-function addon(): ExtractAddon {
-  return loadNative() as unknown as ExtractAddon;
-}
-
 // The native form of a set of ids, made once per Ids object (ids are read once per command and
 // shared by every eps and step).
 const nativeIdsCache = new WeakMap<Ids, NativeIds | null>();
@@ -84,7 +67,7 @@ async function nativeIds(ids: Ids | undefined, n: number): Promise<NativeIds | n
     out = { kind: 'blob', data: new Uint8Array(0), offsets: BigInt64Array.of(0n), count: 0 };
   } else {
     const data = Buffer.from(ids.toArray().join('\n'), 'utf8');
-    const offsets = await addon().blobOffsets(data);
+    const offsets = await loadNative().blobOffsets(data);
     // An id holding '\n' would split: such ids are written by the plain loop.
     out = offsets.length === ids.length + 1 ? { kind: 'blob', data, offsets, count: ids.length } : null;
   }
@@ -116,7 +99,7 @@ async function writeIds(target: string, ids: Ids | undefined, native: NativeIds 
         // Progress is reported per file, from here (one total for every file of the command): a
         // throttled report from the worker thread could arrive after the promise settles.
         const { onProgress: _unused, ...quiet } = opts;
-        await runNative(quiet, 'extract', (_p, token) => addon().writeIdsText(w.fd, native, rows, { threads: opts.threads ?? 0 }, undefined, token));
+        await runNative(quiet, 'extract', (_p, token) => loadNative().writeIdsText(w.fd, native, rows, { threads: opts.threads ?? 0 }, undefined, token));
       } catch (e) {
         const cause = (e as { cause?: { code?: string; message?: string } }).cause;
         if (cause?.code === 'ERR_FORMAT' && ids?.file)
@@ -137,8 +120,7 @@ async function writeIds(target: string, ids: Ids | undefined, native: NativeIds 
 }
 
 /** Step 5 for every eps of epsList at once: one pass over M and the keep order, then each eps's files. */
-export async function extractPrunedDataAll(options: ExtractAllOptions): Promise<ExtractResult[]> {
-  const opts = { ...options, onProgress: monotonicProgress(options.onProgress) };
+export async function extractPrunedDataAll(opts: ExtractAllOptions): Promise<ExtractResult[]> {
   const t0 = now();
   const dir = opts.outputDir;
   validateEps(opts.epsList);
@@ -157,7 +139,7 @@ export async function extractPrunedDataAll(options: ExtractAllOptions): Promise<
   if (opts.ids && opts.ids.length < keepOrder.length)
     throw new InputError(`the ids hold ${opts.ids.length} entries but the embeddings have ${keepOrder.length} rows`);
   const split = await runNative(opts, 'extract', (_p, token) =>
-    addon().splitKept(keepOrder, M, opts.epsList.map((eps) => 1 - eps), { threads: opts.threads ?? 0 }, token));
+    loadNative().splitKept(keepOrder, M, opts.epsList.map((eps) => 1 - eps), { threads: opts.threads ?? 0 }, token));
   ensureOutputDir(outputs.ours(dir));
   const native = opts.outputs?.some((o) => o) ? await nativeIds(opts.ids, keepOrder.length) : null;
   const common = (now() - t0) / 1000;

@@ -11,27 +11,21 @@ import { type Ids } from '../io/ids.js';
 import { outputs } from '../layout.js';
 import { loadNative } from '../native.js';
 import type { Embeddings } from '../embeddings.js';
-import { withDefaults } from '../config.js';
+import { withDefaults, type ConfigFields } from '../config.js';
 import {
   ensureOutputDir,
   now,
   runNative,
-  type CommonOptions, monotonicProgress } from './common.js';
+  type CommonOptions } from './common.js';
 import { recordStep, requireCommitted, stepIsCurrent } from '../manifest.js';
 
-export interface SortOptions extends CommonOptions {
+/** The options of step 3; the ranking parameters are the schema's (defaults: withDefaults). */
+export interface SortOptions
+  extends CommonOptions,
+    ConfigFields<'simMetric' | 'keepHard' | 'spherical' | 'exportSortedClusters' | 'sortedClustersDir'> {
   outputDir: string;
-  /** 'cosine' (default) or 'l2'. */
-  simMetric?: 'cosine' | 'l2';
-  /** Hardest (farthest from the centroid) first (default true). */
-  keepHard?: boolean;
-  /** Whether the centroids came from spherical k-means (`Kmeans_with_cos_dist`). */
-  spherical?: boolean;
   /** Needed for cosine with non-spherical k-means (cos to the centroid is recomputed). */
   embeddings?: Embeddings;
-  /** Write sorted_clusters/cluster_{c}.npy in the original's format. */
-  exportSortedClusters?: boolean;
-  sortedClustersDir?: string;
   /** Ids for the exported files (default: row numbers). */
   ids?: Ids;
 }
@@ -49,7 +43,7 @@ export interface SortResult {
 
 export async function assignAndSortClusters(options: SortOptions): Promise<SortResult> {
   const t0 = now();
-  const opts = { ...withDefaults(options), onProgress: monotonicProgress(options.onProgress) };
+  const opts = withDefaults(options);
   const dir = opts.outputDir;
   const { simMetric, keepHard, spherical } = opts;
   if (simMetric === 'l2' && spherical)
@@ -104,12 +98,8 @@ export async function assignAndSortClusters(options: SortOptions): Promise<SortR
   const offsets = new BigInt64Array(k + 1);
   // The distance of each position, gathered by the (parallel) ranking itself.
   const distance = new Float32Array(n);
-  const rank = loadNative().rankClusters as (
-    nearest: BigInt64Array, key: Float32Array, k: number, keepHard: boolean, order: BigInt64Array, offsets: BigInt64Array,
-    sortedKey: Float32Array, threads: number,
-  ) => Promise<void>;
   try {
-    await rank(nearest, key, k, keepHard, order, offsets, distance, opts.threads ?? 0);
+    await loadNative().rankClusters(nearest, key, k, keepHard, order, offsets, distance, opts.threads);
   } catch (e) {
     throw new InputError(`${outputs.nearest(dir)}: ${(e as Error).message}`, { file: outputs.nearest(dir) });
   }

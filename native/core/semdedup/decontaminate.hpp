@@ -4,17 +4,10 @@
 #include <vector>
 
 #include "semdedup/common.hpp"
+#include "semdedup/maxsim.hpp"
 
 namespace semdedup {
 
-struct CrossOptions {
-  int threads = 0;  // 0 = all hardware threads
-  // Thresholds (1 - eps) near which a row's best similarity is recomputed exactly in float64.
-  std::vector<double> thresholds;
-  // Rows whose fp32 best similarity lies within this distance of a threshold are re-checked.
-  // <= 0 picks a bound from D (a few ulp per accumulated term, at least 1e-5).
-  double recheck_margin = 0;
-};
 
 struct CrossStats {
   int64_t rows = 0;
@@ -28,12 +21,13 @@ struct CrossStats {
 //   best[p] = max_r x_p . r,   best_ref[p] = the reference row reaching it (earliest in the
 //   group's list on ties), or -1 and best = -inf when the group has no reference rows.
 // Outputs are per position p of x_rows. Tiled fp32 sgemm, then the members within the margin of
-// a threshold recomputed in float64 over the group's reference rows. Exact mode: one group of
+// a threshold recomputed in float64 over the group's reference rows (opt.threads, opt.thresholds and
+// opt.recheck_margin as for max similarity; opt.gpu is not used). Exact mode: one group of
 // all rows against all reference rows. The reference rows are held in memory (one float32 copy).
 // Deterministic: results do not depend on the thread count.
 CrossStats max_similarity_to_reference(const EmbeddingView& x, const int64_t* x_rows, const int64_t* x_offsets,
                                        const EmbeddingView& r, const int64_t* r_rows, const int64_t* r_offsets,
-                                       int64_t ngroups, double* best, int64_t* best_ref, const CrossOptions& opt,
+                                       int64_t ngroups, double* best, int64_t* best_ref, const MaxSimOptions& opt,
                                        const ProgressFn& progress = {}, CancelFlag cancel = nullptr);
 
 struct ExactDuplicateStats {

@@ -48,4 +48,25 @@ int64_t recheck_near_thresholds(const EmbeddingView& x, const int64_t* order, co
 void max_similarity_reference(const EmbeddingView& x, const int64_t* rows, int64_t n, double* M,
                               int64_t* arg);
 
+// The float64 re-check's margin when MaxSimOptions::recheck_margin is <= 0: a few float32
+// roundings per accumulated term of a D-dimensional dot product, at least 1e-5.
+double default_recheck_margin(int64_t d);
+
+// How max_similarity_cpu decomposes a cluster of n members at dimension d: one whole-cluster item,
+// or (split) one item per column tile of `width` members.
+struct MaxSimLayout {
+  bool split = false;
+  int64_t width = 0;
+};
+MaxSimLayout maxsim_layout(int64_t n, int64_t d);
+
+// One row block of a split cluster (planned runs split a cluster across tasks): M[j - j0], arg[j - j0]
+// for the members j in [j0, j1) of a cluster whose n rows (keep order) are `rows`, over all earlier
+// members, with the float64 re-check near opt.thresholds. j0 and j1 are multiples of the layout's
+// width (or j1 = n); the block runs the whole-cluster kernel's own column items, so its M and arg
+// are bit for bit those of max_similarity_cpu. Deterministic whatever the thread count.
+MaxSimStats max_similarity_block(const EmbeddingView& x, const int64_t* rows, int64_t n, int64_t j0, int64_t j1, double* M,
+                                 int64_t* arg, const MaxSimOptions& opt, const ProgressFn& progress = {},
+                                 CancelFlag cancel = nullptr);
+
 }  // namespace semdedup
