@@ -2,7 +2,7 @@
 // of each command, with the schema's help), the log and progress lines, Ctrl-C, the output.
 import { Command, Option } from 'commander';
 import { ConfigError, SemDedupError } from './errors.js';
-import { configSchema, loadConfigFiles, parseConfigObject, type CliCommand, type ConfigKeySpec, type PartialResolved } from './config.js';
+import { configSchema, loadConfigFiles, type CliCommand, type ConfigKeySpec, type PartialResolved } from './config.js';
 import type { CommonOptions, Progress } from './steps/common.js';
 
 export interface GlobalOpts {
@@ -63,14 +63,14 @@ export function loadConfig(g: GlobalOpts, command: CliCommand): PartialResolved 
     if (i <= 0) throw new ConfigError(`--set expects key=value, got '${kv}'`);
     overrides[kv.slice(0, i)] = kv.slice(i + 1);
   }
+  const overrideLabels: Record<string, string> = {};
   for (const spec of schemaOptions(command)) {
     const v = g[spec.field!];
     if (v === undefined) continue;
-    // Checked on its own first, so that a bad value is reported under the option's name.
-    parseConfigObject({ [spec.key]: v }, `--${spec.key.replace(/_/g, '-')}`, { coerceStrings: true });
     overrides[spec.key] = v;
+    overrideLabels[spec.key] = `--${spec.key.replace(/_/g, '-')}`;
   }
-  return loadConfigFiles(g.config ?? [], overrides);
+  return loadConfigFiles(g.config ?? [], overrides, { overrideLabels });
 }
 
 export function print(g: GlobalOpts, human: string, data: unknown): void {

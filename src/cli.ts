@@ -51,10 +51,9 @@ export function buildProgram(): Command {
     .option('--removed', 'write the removed ids instead of the kept ones')
     .action(extractAction);
 
-  const ctx = { loadConfig, options, print };
   addExecutorOptions(withCommon(program.command('run').description('all steps: cluster, sort, dedup, extract (kept_eps{eps}.txt per eps)'), 'run'))
     .action(async (o: GlobalOpts) => {
-      if (await runWithExecutor(ctx, o)) return;
+      if (await runWithExecutor(o)) return;
       const cfg = loadConfig(o, 'run');
       const r = await runAll(cfg, options(o));
       const s = r.seconds;
@@ -63,7 +62,7 @@ export function buildProgram(): Command {
     });
 
   registerAfterCommands(program);
-  registerPlanCommands(program, ctx);
+  registerPlanCommands(program);
 
   program
     .command('info')

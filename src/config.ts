@@ -283,6 +283,9 @@ export type PartialConfig = { [R in Defaulted as R['field']]: ValueOf<R> } & { [
   sources: Record<string, string>;
 };
 
+/** Some fields of the config, each optional: the step options that the schema describes and defaults. */
+export type ConfigFields<K extends keyof PartialConfig> = Partial<Pick<PartialConfig, K>>;
+
 /** Fields that are absent until some file or option sets them. */
 type LateFields = 'embeddings' | 'outputDir' | 'k' | 'sortedClustersDir';
 
@@ -320,6 +323,8 @@ export type WithKeys<C, K extends CanonicalKey> = C & {
 export interface LoadOptions {
   /** Working directory for relative paths of original-format files and of overrides (default: process.cwd()). */
   cwd?: string;
+  /** How to name an override in messages, by its key (e.g. eps_list: '--eps-list'); default '<options>'. */
+  overrideLabels?: Record<string, string>;
 }
 
 /** Options of `parseConfigObject`. */
@@ -719,10 +724,17 @@ export function loadConfigFiles(
     mergeStrict(acc, entries);
   }
   if (overrides) {
-    const defined: Record<string, unknown> = {};
-    for (const [k, v] of Object.entries(overrides)) if (v !== undefined) defined[k] = v;
-    const entries = parseSource(defined, '<options>', { baseDir: cwd, cwd, coerce: true, acceptFields: true, source: 'option' });
-    for (const [k, e] of entries) acc.set(k, e);
+    // Grouped by label, so that a bad value is reported under the name it was given by.
+    const byLabel = new Map<string, Record<string, unknown>>();
+    for (const [k, v] of Object.entries(overrides)) {
+      if (v === undefined) continue;
+      const label = opts.overrideLabels?.[k] ?? '<options>';
+      byLabel.set(label, { ...(byLabel.get(label) ?? {}), [k]: v });
+    }
+    for (const [label, defined] of byLabel) {
+      const entries = parseSource(defined, label, { baseDir: cwd, cwd, coerce: true, acceptFields: true, source: 'option' });
+      for (const [k, e] of entries) acc.set(k, e);
+    }
   }
   return build(acc, files);
 }

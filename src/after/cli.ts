@@ -18,10 +18,6 @@ import { readRun } from './common.js';
 
 type Opts = GlobalOpts;
 
-function config(o: Opts, command: CliCommand): PartialResolved {
-  return loadConfig(o, command);
-}
-
 function common(o: Opts, cfg: PartialResolved): CommonOptions & { normalize: 'auto' | 'always' | 'never' } {
   return { ...options(o), threads: cfg.threads, normalize: cfg.normalize };
 }
@@ -36,7 +32,7 @@ function num(s: string | undefined, name: string): number | undefined {
 /** The run's folder, its embeddings when the config names them, and its ids. */
 function runContext(o: Opts, command: CliCommand) {
   const what = `semdedup ${command}`;
-  const cfg = config(o, command);
+  const cfg = loadConfig(o, command);
   const c = requireKeys(cfg, ['output_dir'], what);
   const opts = common(o, cfg);
   const embeddings = cfg.embeddings ? embeddingsSpecOf(cfg) : undefined;
@@ -87,7 +83,7 @@ export function registerAfterCommands(program: Command): void {
     .option('--to <eps>', 'last eps of the grid', '0.3')
     .option('--step <eps>', 'grid step', '0.001')
     .action(async (o: Opts & { from: string; to: string; step: string }) => {
-      const cfg = config(o, 'curve');
+      const cfg = loadConfig(o, 'curve');
       const c = requireKeys(cfg, ['output_dir'], 'semdedup curve');
       const r = await keptFractionCurve({ outputDir: c.outputDir, from: num(o.from, '--from')!, to: num(o.to, '--to')!, step: num(o.step, '--step')! });
       print(o, ['eps\tkept\tkept_fraction', ...r.points.map((p) => `${p.eps}\t${p.kept}\t${p.keptFraction.toFixed(6)}`)].join('\n'), r);
@@ -129,7 +125,7 @@ export function registerAfterCommands(program: Command): void {
     .option('--matches <file>', 'removed rows and the reference row that matched (CSV, or JSON Lines for .jsonl; default: decontaminated_eps{eps}_matches.csv)')
     .option('--recall-sample <n>', 'within-clusters: rows of the sample compared exactly for the recall', '20000')
     .action(async (o: Opts & { reference: string; eps: string; withinClusters?: boolean; referenceIds?: string; output?: string; matches?: string; recallSample: string }) => {
-      const cfg = config(o, 'decontaminate');
+      const cfg = loadConfig(o, 'decontaminate');
       const c = requireKeys(cfg, ['embeddings', 'output_dir'], 'semdedup decontaminate');
       const opts = common(o, cfg);
       const ids = resolveIds(cfg, c.outputDir, opts.log);
@@ -169,7 +165,7 @@ export function registerAfterCommands(program: Command): void {
 
   withCommon(program.command('exact-duplicates').description('rows whose bytes are identical (the first in keep order is kept)'), 'exact-duplicates')
     .action(async (o: Opts) => {
-      const cfg = config(o, 'exact-duplicates');
+      const cfg = loadConfig(o, 'exact-duplicates');
       const c = requireKeys(cfg, ['embeddings', 'output_dir'], 'semdedup exact-duplicates');
       const opts = common(o, cfg);
       let order: BigInt64Array | undefined;

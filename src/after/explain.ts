@@ -5,6 +5,7 @@ import { InputError } from '../errors.js';
 import { openAtomicWriter } from '../io/atomic.js';
 import type { Ids } from '../io/ids.js';
 import { clusterOfPositions, csvField, formatFor, LineSink, recheckEps, validateOneEps, type RunFolderOptions, type TableFormat } from './common.js';
+import { isRemoved } from '../steps/dedup.js';
 
 export interface ExplainOptions extends RunFolderOptions {
   eps: number;
@@ -68,9 +69,9 @@ export async function explainRemovals(opts: ExplainOptions): Promise<ExplainResu
     if (writer && format === 'csv') sink.push(HEADER);
     for (let p = 0; p < M.length; p++) {
       const m = M[p]!;
-      const isRemoved = m > t;
-      if (isRemoved) removed++;
-      const listed = opts.near !== undefined ? Math.abs(m - t) <= opts.near : isRemoved;
+      const gone = isRemoved(m, opts.eps);
+      if (gone) removed++;
+      const listed = opts.near !== undefined ? Math.abs(m - t) <= opts.near : gone;
       if (!listed) continue;
       lines++;
       if (!writer) continue;
@@ -81,9 +82,9 @@ export async function explainRemovals(opts: ExplainOptions): Promise<ExplainResu
       const byId = by >= 0 ? idOf(opts.ids, by) : null;
       const pos = p - Number(offsets[c]!);
       if (format === 'csv')
-        sink.push(`${csvField(id)},${row},${c},${pos},${isRemoved},${byId === null ? '' : csvField(byId)},${by >= 0 ? by : ''},${m},${m - t}`);
+        sink.push(`${csvField(id)},${row},${c},${pos},${gone},${byId === null ? '' : csvField(byId)},${by >= 0 ? by : ''},${m},${m - t}`);
       else
-        sink.push(JSON.stringify({ id, row, cluster: c, position: pos, removed: isRemoved, by_id: byId, by_row: by >= 0 ? by : null, similarity: m, distance_to_threshold: m - t }));
+        sink.push(JSON.stringify({ id, row, cluster: c, position: pos, removed: gone, by_id: byId, by_row: by >= 0 ? by : null, similarity: m, distance_to_threshold: m - t }));
     }
     sink.flush();
     writer?.commit();
@@ -138,7 +139,7 @@ export async function explainId(opts: ExplainIdOptions): Promise<ExplainRow & { 
     row,
     cluster: c,
     position: pos,
-    removed: m > t,
+    removed: isRemoved(m, opts.eps),
     byId,
     byRow: by >= 0 ? by : null,
     similarity: m,

@@ -10,6 +10,7 @@ import { clusterOfPositions, readRun, recheckEps, validateOneEps, type RunFolder
 import { keptFractionCurve } from './fraction.js';
 import { exactDuplicatesFile } from './exact.js';
 import { readNpy } from '../io/npy.js';
+import { isRemoved } from '../steps/dedup.js';
 
 export interface ReportOptions extends RunFolderOptions {
   /** The HTML file to write (default: `<outputDir>/report.html`). */
@@ -146,8 +147,10 @@ export async function writeReport(opts: ReportOptions): Promise<ReportResult> {
   const t = 1 - eps;
   const idOf = (row: number) => (opts.ids ? opts.ids.get(row) : String(row));
   const curve = await keptFractionCurve({ outputDir: dir, run: stored, from: 0.001, to: 0.3, step: 0.001 });
-  let removed = 0;
-  for (let i = 0; i < n; i++) if (M[i]! > t) removed++;
+  // The removed members, in keep order (one pass; the counts below follow from it).
+  const removedPos: number[] = [];
+  for (let p = 0; p < n; p++) if (isRemoved(M[p]!, eps)) removedPos.push(p);
+  const removed = removedPos.length;
 
   const zeros = M.reduce((a, v) => a + (v === 0 ? 1 : 0), 0);
   const hAll = histogram(M, 0, 1, 100);
@@ -165,15 +168,13 @@ export async function writeReport(opts: ReportOptions): Promise<ReportResult> {
 
   const cluster = clusterOfPositions(offsets);
   const removedIn = new Array<number>(k).fill(0);
-  for (let p = 0; p < n; p++) if (M[p]! > t) removedIn[cluster[p]!]!++;
+  for (const p of removedPos) removedIn[cluster[p]!]!++;
   const top = sizes
     .map((s, c) => ({ c, s }))
     .sort((a, b) => b.s - a.s || a.c - b.c)
     .slice(0, opts.topClusters ?? 20);
 
   // An evenly spaced sample of the removed members, in keep order.
-  const removedPos: number[] = [];
-  for (let p = 0; p < n; p++) if (M[p]! > t) removedPos.push(p);
   const want = Math.min(removedPos.length, opts.sample ?? 48);
   const sample = Array.from({ length: want }, (_, i) => removedPos[Math.floor((i * removedPos.length) / want)]!);
 

@@ -148,7 +148,8 @@ export function atomicWriteFile(target: string, data: Buffer | string | Uint8Arr
 /** The name pattern of temporary files (`<file>.tmp-<pid>-<hex>`), with the writer's pid. */
 const TEMP_NAME = /\.tmp-(\d+)-[0-9a-f]{12}$/;
 
-function pidAlive(pid: number): boolean {
+/** Whether process `pid` of this host is alive (this process is). */
+export function pidAlive(pid: number): boolean {
   if (pid === process.pid) return true;
   try {
     process.kill(pid, 0);

@@ -5,20 +5,12 @@ import { existsSync, readFileSync, statSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { cpus } from 'node:os';
 import { ConfigError, SemDedupError } from '../errors.js';
-import type { PartialResolved, CliCommand } from '../config.js';
-import type { CommonOptions } from '../steps/common.js';
+import { loadConfig, options, print } from '../cli-common.js';
 import { makePlan, planPaths, readPlan, savePlan, STAGES, type Plan, type Stage } from './plan.js';
 import { runTask } from './tasks.js';
 import { runLocal, type ExecResult } from './local.js';
 import { runSlurm, splitArgs } from './slurm.js';
 import { formatStatus, planStatus } from './status.js';
-
-/** What the main CLI shares with these commands. */
-export interface CliContext {
-  loadConfig: (o: Record<string, unknown>, command: CliCommand) => PartialResolved;
-  options: (o: Record<string, unknown>) => CommonOptions;
-  print: (o: Record<string, unknown>, human: string, data: unknown) => void;
-}
 
 interface RunOpts extends Record<string, unknown> {
   executor?: 'process' | 'local' | 'slurm';
@@ -51,8 +43,8 @@ function failureMessage(plan: Plan, r: ExecResult, rerun: string): string {
     `Completed tasks are kept: after fixing the cause, ${rerun} runs only what is not complete (\`semdedup status ${plan.outputDir}\` shows where it stands).`;
 }
 
-async function runPlanned(ctx: CliContext, o: RunOpts): Promise<void> {
-  const cfg = ctx.loadConfig(o, 'run');
+async function runPlanned(o: RunOpts): Promise<void> {
+  const cfg = loadConfig(o, 'run');
   const executor = o.executor!;
   if (executor === 'local' && o.sbatch !== undefined) throw new ConfigError('--sbatch is an option of --executor slurm', { key: 'sbatch' });
   if (executor === 'slurm' && o.workers !== undefined) throw new ConfigError('--workers is an option of --executor local (under SLURM, --tasks sets the array sizes)', { key: 'workers' });
@@ -61,7 +53,7 @@ async function runPlanned(ctx: CliContext, o: RunOpts): Promise<void> {
   const made = makePlan(cfg, { tasks });
   const { plan, kept } = savePlan(made);
   const planPath = planPaths.plan(plan.outputDir);
-  const common = ctx.options(o);
+  const common = options(o);
   const log = common.log;
   log?.(`plan ${plan.id}${kept ? ' (resumed)' : ''}: ${plan.stages.map((s) => `${s.name} ${s.tasks}`).join(', ')} tasks; ${planPath}`);
   const progress = progressLine(o.quiet);
@@ -76,13 +68,13 @@ async function runPlanned(ctx: CliContext, o: RunOpts): Promise<void> {
     throw new SemDedupError('ERR_BACKEND', failureMessage(plan, r, 'rerunning the same command'));
   }
   if (r.submitted && o.wait === false) {
-    ctx.print(o, `submitted: ${r.submitted.length ? r.submitted.join(', ') : 'nothing (every task is complete)'}; \`semdedup status ${plan.outputDir}\` follows the plan`, { plan: plan.id, jobs: r.submitted });
+    print(o, `submitted: ${r.submitted.length ? r.submitted.join(', ') : 'nothing (every task is complete)'}; \`semdedup status ${plan.outputDir}\` follows the plan`, { plan: plan.id, jobs: r.submitted });
     return;
   }
   const st = planStatus(plan);
   const summary = JSON.parse(readFileSafe(join(plan.outputDir, 'semdedup', 'summary.json')) ?? '{}') as { eps?: { eps: number; kept: number; removed: number; keptFraction: number }[] };
   const eps = (summary.eps ?? []).map((e) => `  eps ${e.eps}: kept ${e.kept}, removed ${e.removed} (kept ${(100 * e.keptFraction).toFixed(2)}%)`).join('\n');
-  ctx.print(o, `done in ${seconds.toFixed(2)} s (${executor}; ${r.ran} task${r.ran === 1 ? '' : 's'} run, ${st.tasks.length - r.ran} found complete)\n${eps}`,
+  print(o, `done in ${seconds.toFixed(2)} s (${executor}; ${r.ran} task${r.ran === 1 ? '' : 's'} run, ${st.tasks.length - r.ran} found complete)\n${eps}`,
     { plan: plan.id, executor, seconds, ran: r.ran, summary: summary.eps });
 }
 
@@ -95,13 +87,13 @@ function readFileSafe(p: string): string | undefined {
 }
 
 /** The plan of a folder, a plan file, or the output folder of a config. */
-function findPlan(where: string | undefined, ctx: CliContext, o: Record<string, unknown>): { plan: Plan; path: string } {
+function findPlan(where: string | undefined, o: Record<string, unknown>): { plan: Plan; path: string } {
   let path: string;
   if (where) {
     const p = resolve(where);
     path = existsSync(p) && statSync(p).isDirectory() ? planPaths.plan(p) : p;
   } else if (o.config) {
-    const cfg = ctx.loadConfig(o, 'run');
+    const cfg = loadConfig(o, 'run');
     if (!cfg.outputDir) throw new ConfigError('the config names no output_dir', { key: 'output_dir' });
     path = planPaths.plan(cfg.outputDir);
   } else {
@@ -123,17 +115,17 @@ export function addExecutorOptions(run: Command): Command {
 }
 
 /** Runs `semdedup run` as a planned run when --executor is local or slurm; false for one process. */
-export async function runWithExecutor(ctx: CliContext, o: RunOpts): Promise<boolean> {
+export async function runWithExecutor(o: RunOpts): Promise<boolean> {
   if (!o.executor || o.executor === 'process') {
     for (const flag of ['tasks', 'workers', 'sbatch'] as const)
       if (o[flag] !== undefined) throw new ConfigError(`--${flag} needs --executor local or slurm`, { key: flag });
     return false;
   }
-  await runPlanned(ctx, o);
+  await runPlanned(o);
   return true;
 }
 
-export function registerPlanCommands(program: Command, ctx: CliContext): void {
+export function registerPlanCommands(program: Command): void {
 
   program
     .command('task')
@@ -167,8 +159,8 @@ export function registerPlanCommands(program: Command, ctx: CliContext): void {
     .option('-c, --config <file>', 'the run\'s config file (for its output_dir)', (v: string, p: string[] = []) => [...p, v])
     .option('--json', 'print as JSON')
     .action(async (where: string | undefined, o: Record<string, unknown>) => {
-      const { plan } = findPlan(where, ctx, o);
+      const { plan } = findPlan(where, o);
       const s = planStatus(plan);
-      ctx.print(o, formatStatus(s), s);
+      print(o, formatStatus(s), s);
     });
 }

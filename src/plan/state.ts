@@ -5,7 +5,7 @@
 // means it runs again.
 import { existsSync, readFileSync, readdirSync, statSync } from 'node:fs';
 import { hostname } from 'node:os';
-import { atomicWriteFile } from '../io/atomic.js';
+import { atomicWriteFile, pidAlive } from '../io/atomic.js';
 import { ensureOutputDir } from '../steps/common.js';
 import { planPaths, type Plan, type Stage } from './plan.js';
 
@@ -79,15 +79,6 @@ export function taskStatus(plan: Plan, stage: Stage, index: number): { status: T
   if (s.state === 'running' && s.host === hostname() && !pidAlive(s.pid))
     return { status: 'failed', state: { ...s, error: s.error ?? 'the process ended without recording completion (killed?)' } };
   return { status: s.state, state: s };
-}
-
-function pidAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (e) {
-    return (e as NodeJS.ErrnoException).code === 'EPERM';
-  }
 }
 
 /** The indices of a stage's tasks that are not complete. */

@@ -10,7 +10,7 @@ import { outputs } from '../layout.js';
 import { tempPathFor } from '../io/atomic.js';
 import { recordStep, stamp, stepIsCurrent } from '../manifest.js';
 import { loadNative } from '../native.js';
-import { ensureOutputDir, monotonicProgress, runNative, type CommonOptions } from './common.js';
+import { ensureOutputDir, runNative, type CommonOptions } from './common.js';
 
 export type NormalizeMode = 'auto' | 'always' | 'never';
 
@@ -28,8 +28,7 @@ export interface PrepareOptions extends CommonOptions {
  * every step uses (the caller closes it). A file already checked (same stamp) for this folder is
  * not read again.
  */
-export async function prepareEmbeddings(spec: EmbeddingsSpec, options: PrepareOptions): Promise<Embeddings> {
-  const opts = { ...options, onProgress: monotonicProgress(options.onProgress) };
+export async function prepareEmbeddings(spec: EmbeddingsSpec, opts: PrepareOptions): Promise<Embeddings> {
   const emb = openEmbeddings(spec);
   try {
     const { outputDir, normalize } = opts;

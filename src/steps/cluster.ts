@@ -7,31 +7,20 @@ import { readNpy, writeNpy } from '../io/npy.js';
 import { outputs } from '../layout.js';
 import { loadNative } from '../native.js';
 import type { Embeddings } from '../embeddings.js';
-import { withDefaults } from '../config.js';
-import { ensureOutputDir, noteBackend, now, runNative, type CommonOptions, monotonicProgress } from './common.js';
+import { withDefaults, type ConfigFields } from '../config.js';
+import { ensureOutputDir, noteBackend, now, runNative, type CommonOptions } from './common.js';
 import { recordStep, stamp, stepIsCurrent } from '../manifest.js';
 
-export interface ClusterOptions extends CommonOptions {
+/** The options of step 2; the k-means parameters are the schema's (defaults: withDefaults). */
+export interface ClusterOptions
+  extends CommonOptions,
+    ConfigFields<'niter' | 'seed' | 'spherical' | 'maxPointsPerCentroid' | 'minPointsPerCentroid' | 'centroids' | 'reuseCentroids' | 'kmeansImpl' | 'kmeansPrune'> {
   /** The checked embeddings (prepareEmbeddings). */
   embeddings: Embeddings;
   /** The output folder (`save_folder`). */
   outputDir: string;
   /** Number of clusters (`ncentroids`). */
   k: number;
-  niter?: number;
-  seed?: number;
-  /** Spherical k-means (`Kmeans_with_cos_dist`). */
-  spherical?: boolean;
-  maxPointsPerCentroid?: number;
-  minPointsPerCentroid?: number;
-  /** A k × D .npy of given centroids: no training. */
-  centroids?: string;
-  /** Reuse kmeans_centroids.npy found in the output folder (default true). */
-  reuseCentroids?: boolean;
-  /** CPU k-means: 'engine' (default; same centroids as FAISS, faster) or 'faiss' (faiss::Clustering). */
-  kmeansImpl?: 'engine' | 'faiss';
-  /** Engine k-means: skip rows whose assignment provably cannot change (default true; same result). */
-  kmeansPrune?: boolean;
 }
 
 export interface ClusterResult {
@@ -66,7 +55,7 @@ function loadCentroids(path: string, k: number, d: number, what: string): Float3
 }
 
 export async function computeCentroids(options: ClusterOptions): Promise<ClusterResult> {
-  const opts = { ...withDefaults(options), onProgress: monotonicProgress(options.onProgress) };
+  const opts = withDefaults(options);
   const log = opts.log ?? (() => {});
   const addon = loadNative();
   const emb = opts.embeddings;

@@ -61,33 +61,14 @@ export async function runNative<T>(
 ): Promise<T> {
   throwIfAborted(opts.signal);
   const { token, dispose } = cancelToken(opts.signal);
-  // Reports the worker queued just before it finished can arrive after the promise settled: only
-  // the final one is still passed on (the steps' monotonicProgress drops any that goes back).
-  let settled = false;
+  // The addon settles a job's promise behind its progress reports, which never go back.
   try {
-    return await call((done, total) => {
-      if (!settled || done === total) opts.onProgress?.({ stage, done, total });
-    }, token);
+    return await call((done, total) => opts.onProgress?.({ stage, done, total }), token);
   } catch (e) {
     throw nativeError(e, stage);
   } finally {
-    settled = true;
     dispose();
   }
-}
-
-/**
- * The step's progress callback, made monotonic per stage: a report that would go back (a late
- * delivery from a worker that already finished) is dropped.
- */
-export function monotonicProgress(f: ((p: Progress) => void) | undefined): ((p: Progress) => void) | undefined {
-  if (!f) return undefined;
-  const last = new Map<string, number>();
-  return (p) => {
-    if (p.done < (last.get(p.stage) ?? -Infinity)) return;
-    last.set(p.stage, p.done);
-    f(p);
-  };
 }
 
 /** Makes sure the output folder exists and is writable, with a clear error if not. */

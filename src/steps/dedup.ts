@@ -12,25 +12,20 @@ import { atomicWriteFile } from '../io/atomic.js';
 import { outputs } from '../layout.js';
 import { loadNative, type MaxSimStats } from '../native.js';
 import type { Embeddings } from '../embeddings.js';
-import { withDefaults } from '../config.js';
-import { ensureOutputDir, noteBackend, now, runNative, throwIfAborted, type CommonOptions, monotonicProgress } from './common.js';
+import { withDefaults, type ConfigFields, type PartialConfig } from '../config.js';
+import { ensureOutputDir, noteBackend, now, runNative, throwIfAborted, type CommonOptions } from './common.js';
 import { currentRecord, recordStep, requireCommitted, stamp } from '../manifest.js';
 import { findExactDuplicates } from '../after/exact.js';
 
-export type WhichToKeep = 'hard' | 'easy' | 'random';
+export type WhichToKeep = PartialConfig['whichToKeep'];
 
-export interface DedupOptions extends CommonOptions {
+/** The options of step 4; the keep order, seed and exact-duplicates pass are the schema's. */
+export interface DedupOptions extends CommonOptions, ConfigFields<'whichToKeep' | 'seed' | 'exactDuplicates'> {
   /** The checked embeddings (prepareEmbeddings). */
   embeddings: Embeddings;
   outputDir: string;
-  /** Which member of a group of duplicates survives: 'hard' (default), 'easy', 'random'. */
-  whichToKeep?: WhichToKeep;
   /** eps values: a member is removed when M > 1 - eps. */
   epsList: number[];
-  /** Seed of the 'random' keep order. */
-  seed?: number;
-  /** Find byte-identical rows first and report them (no decision changes). */
-  exactDuplicates?: boolean;
 }
 
 export interface EpsSummary {
@@ -112,7 +107,7 @@ function planParts(offsets: BigInt64Array, target: number): [number, number][] {
 
 export async function semdedup(options: DedupOptions): Promise<DedupResult> {
   const t0 = now();
-  const opts = { ...withDefaults(options), onProgress: monotonicProgress(options.onProgress) };
+  const opts = withDefaults(options);
   const dir = opts.outputDir;
   validateEps(opts.epsList);
   const { whichToKeep: which, seed, threads, device } = opts;
