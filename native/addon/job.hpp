@@ -46,13 +46,19 @@ class Embeddings : public Napi::ObjectWrap<Embeddings> {
                         InstanceAccessor("path", &Embeddings::Path, nullptr)});
   }
 
-  // new Embeddings(path, { offset, n, d, dtype: 'float32' | 'float16', writable })
+  // new Embeddings(path, { offset, n, d, dtype: 'float32' | 'float16', writable }): one file;
+  // new Embeddings([{ path, offset, n }, ...], { d, dtype }): shards read as one dataset in order
+  // (read-only, each shard mapped).
   explicit Embeddings(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Embeddings>(info) {
     Napi::Env env = info.Env();
-    if (info.Length() < 2 || !info[0].IsString() || !info[1].IsObject())
-      throw_type(env, "Embeddings(path, { offset, n, d, dtype, writable })");
-    const std::string path = info[0].As<Napi::String>();
+    if (info.Length() < 2 || !(info[0].IsString() || info[0].IsArray()) || !info[1].IsObject())
+      throw_type(env, "Embeddings(path | [{ path, offset, n }], { offset, n, d, dtype, writable })");
     Napi::Object o = info[1].As<Napi::Object>();
+    if (info[0].IsArray()) {
+      open_shards(env, info[0].As<Napi::Array>(), o);
+      return;
+    }
+    const std::string path = info[0].As<Napi::String>();
     const int64_t offset = o.Get("offset").IsNumber() ? o.Get("offset").As<Napi::Number>().Int64Value() : 0;
     const int64_t n = o.Get("n").As<Napi::Number>().Int64Value();
     const int64_t d = o.Get("d").As<Napi::Number>().Int64Value();
@@ -77,18 +83,50 @@ class Embeddings : public Napi::ObjectWrap<Embeddings> {
   }
 
   const sd::EmbeddingView& view() const { return view_; }
-  std::shared_ptr<sd::MappedFile> mapping() const { return map_; }
+  // What keeps the rows mapped (a job holds it while it runs).
+  std::shared_ptr<void> mapping() const { return shards_ ? std::shared_ptr<void>(shards_) : std::shared_ptr<void>(map_); }
+  bool writable() const { return map_ && map_->writable(); }
   void check_open(Napi::Env env) const {
-    if (!map_) throw make_error(env, "ERR_INVALID_ARGUMENT", "the embeddings mapping is closed");
+    if (!map_ && !shards_) throw make_error(env, "ERR_INVALID_ARGUMENT", "the embeddings mapping is closed");
   }
 
  private:
+  void open_shards(Napi::Env env, Napi::Array list, Napi::Object o) {
+    const int64_t d = o.Get("d").As<Napi::Number>().Int64Value();
+    const std::string dtype = o.Get("dtype").IsString() ? o.Get("dtype").As<Napi::String>().Utf8Value() : "float32";
+    if (d <= 0) throw_type(env, "d must be > 0");
+    if (dtype != "float32" && dtype != "float16") throw_type(env, "dtype must be float32 or float16");
+    std::vector<sd::ShardSpec> specs;
+    for (uint32_t i = 0; i < list.Length(); ++i) {
+      Napi::Value v = list.Get(i);
+      if (!v.IsObject()) throw_type(env, "each shard must be { path, offset, n }");
+      Napi::Object s = v.As<Napi::Object>();
+      if (!s.Get("path").IsString() || !s.Get("n").IsNumber()) throw_type(env, "each shard must be { path, offset, n }");
+      sd::ShardSpec sp;
+      sp.path = s.Get("path").As<Napi::String>().Utf8Value();
+      sp.offset = s.Get("offset").IsNumber() ? s.Get("offset").As<Napi::Number>().Int64Value() : 0;
+      sp.n = s.Get("n").As<Napi::Number>().Int64Value();
+      if (sp.n < 0 || sp.offset < 0) throw_type(env, sp.path + ": shard offset and n must be >= 0");
+      specs.push_back(std::move(sp));
+    }
+    try {
+      shards_ = std::make_shared<sd::MappedShards>(specs, d, dtype == "float16" ? sd::DType::F16 : sd::DType::F32);
+    } catch (const sd::Error& e) {
+      throw make_error(env, e.code_name(), e.what());
+    }
+    view_ = shards_->view();
+    path_ = specs.empty() ? std::string() : specs.front().path;
+  }
+
   // Zero-copy typed array over the whole mapping (Float32Array or Uint16Array for float16).
   // The buffer keeps the mapping alive. Where external buffers are not allowed (V8 sandbox),
   // falls back to a copy and says so in `copied` on the returned array.
   Napi::Value View(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     check_open(env);
+    if (shards_)
+      throw make_error(env, "ERR_INVALID_ARGUMENT",
+                       "view(): the embeddings are sharded over several files; read them with rows(begin, end)");
     const size_t bytes = size_t(view_.n) * view_.row_bytes();
     auto* keep = new std::shared_ptr<sd::MappedFile>(map_);
     Napi::ArrayBuffer ab;
@@ -131,6 +169,7 @@ class Embeddings : public Napi::ObjectWrap<Embeddings> {
 
   Napi::Value Sync(const Napi::CallbackInfo& info) {
     check_open(info.Env());
+    if (!map_) return info.Env().Undefined();
     try {
       map_->sync();
     } catch (const sd::Error& e) {
@@ -143,6 +182,7 @@ class Embeddings : public Napi::ObjectWrap<Embeddings> {
       if (map_->writable()) map_->sync();
       map_.reset();  // unmapped once no view holds it
     }
+    shards_.reset();
     return info.Env().Undefined();
   }
   Napi::Value N(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), double(view_.n)); }
@@ -151,10 +191,12 @@ class Embeddings : public Napi::ObjectWrap<Embeddings> {
     return Napi::String::New(info.Env(), view_.dtype == sd::DType::F32 ? "float32" : "float16");
   }
   Napi::Value Path(const Napi::CallbackInfo& info) {
-    return Napi::String::New(info.Env(), map_ ? map_->path() : std::string());
+    return Napi::String::New(info.Env(), map_ ? map_->path() : shards_ ? path_ : std::string());
   }
 
   std::shared_ptr<sd::MappedFile> map_;
+  std::shared_ptr<sd::MappedShards> shards_;  // or the rows are shards
+  std::string path_;
   sd::EmbeddingView view_;
 };
 
@@ -215,7 +257,7 @@ class Job : public Napi::AsyncWorker {
   void keep(std::initializer_list<Napi::Value> vs) {
     for (const Napi::Value& v : vs) keep(v);
   }
-  void keep_mapping(std::shared_ptr<sd::MappedFile> m) { held_->maps.push_back(std::move(m)); }
+  void keep_mapping(std::shared_ptr<void> m) { held_->maps.push_back(std::move(m)); }
   Napi::Promise promise() { return deferred_.Promise(); }
   // Queues the worker and returns its promise (the worker deletes itself when done).
   Napi::Promise start() {
@@ -298,7 +340,7 @@ class Job : public Napi::AsyncWorker {
   std::shared_ptr<std::atomic<bool>> cancel_;
   struct Held {
     std::vector<Napi::ObjectReference> refs;
-    std::vector<std::shared_ptr<sd::MappedFile>> maps;
+    std::vector<std::shared_ptr<void>> maps;
   };
   std::shared_ptr<Held> held_ = std::make_shared<Held>();
   std::string code_ = "ERR_INTERNAL";

@@ -258,10 +258,10 @@ Napi::Value NormalizeRows(const Napi::CallbackInfo& info) {
   Napi::Object o = info[2].IsObject() ? info[2].As<Napi::Object>() : Napi::Object::New(env);
   const sd::EmbeddingView view = src->view();
   const sd::EmbeddingView out = dst->view();
-  if (!dst->mapping()->writable() || !out.is_f32() || out.n != view.n || out.d != view.d)
+  if (!dst->writable() || !out.is_f32() || out.n != view.n || out.d != view.d)
     throw_type(env, "normalizeRows: out must be a writable float32 mapping of the same shape");
   const int threads = get_int(o, "threads", 0);
-  float* po = static_cast<float*>(const_cast<void*>(out.data));
+  float* po = const_cast<float*>(out.f32_row(0));
   auto* job = new Job(
       env, info[3], info[4],
       [=](const sd::ProgressFn& prog, sd::CancelFlag cancel) { sd::normalize_rows(view, po, threads, prog, cancel); },

@@ -79,6 +79,20 @@ void half_to_float_n(const uint16_t* src, float* dst, int64_t n) {
   for (int64_t i = 0; i < n; ++i) dst[i] = half_to_float(src[i]);
 }
 
+int64_t EmbeddingView::shard_of(int64_t i) const {
+  // The last shard whose first row is <= i (shards are in row order; empty shards are skipped).
+  int64_t lo = 0, hi = nshards - 1;
+  while (lo < hi) {
+    const int64_t mid = (lo + hi + 1) / 2;
+    if (shards[mid].row0 <= i)
+      lo = mid;
+    else
+      hi = mid - 1;
+  }
+  while (lo + 1 < nshards && shards[lo].n == 0) ++lo;
+  return lo;
+}
+
 void EmbeddingView::row(int64_t i, float* dst) const {
   if (dtype == DType::F32)
     std::memcpy(dst, f32_row(i), size_t(d) * sizeof(float));
@@ -87,14 +101,41 @@ void EmbeddingView::row(int64_t i, float* dst) const {
 }
 
 void EmbeddingView::rows(int64_t begin, int64_t end, float* dst) const {
-  if (dtype == DType::F32)
-    std::memcpy(dst, f32_row(begin), size_t(end - begin) * size_t(d) * sizeof(float));
-  else
-    half_to_float_n(f16_row(begin), dst, (end - begin) * d);
+  while (begin < end) {
+    const int64_t stop = run_end(begin, end);
+    if (dtype == DType::F32)
+      std::memcpy(dst, f32_row(begin), size_t(stop - begin) * size_t(d) * sizeof(float));
+    else
+      half_to_float_n(f16_row(begin), dst, (stop - begin) * d);
+    dst += (stop - begin) * d;
+    begin = stop;
+  }
+}
+
+void EmbeddingView::release(int64_t begin, int64_t end) const {
+  if (!mapped) return;
+  while (begin < end) {
+    const int64_t stop = run_end(begin, end);
+    release_pages(row_ptr(begin), size_t(stop - begin) * row_bytes());
+    begin = stop;
+  }
+}
+
+static void pread_all(int fd, char* out, size_t len, int64_t offset, int64_t row) {
+  size_t done = 0;
+  while (done < len) {
+    const ssize_t got = ::pread(fd, out + done, len - done, off_t(offset + int64_t(done)));
+    if (got <= 0) {
+      if (got < 0 && errno == EINTR) continue;
+      throw Error(ErrorCode::Io, "reading row " + std::to_string(row) + " failed: " +
+                                     (got < 0 ? std::strerror(errno) : std::string("unexpected end of file")));
+    }
+    done += size_t(got);
+  }
 }
 
 void EmbeddingView::gather(const int64_t* idx, int64_t count, float* dst) const {
-  if (fd < 0) {
+  if (!preads()) {
     for (int64_t i = 0; i < count; ++i) row(idx[i], dst + i * d);
     return;
   }
@@ -102,15 +143,11 @@ void EmbeddingView::gather(const int64_t* idx, int64_t count, float* dst) const 
   std::vector<uint16_t> half(dtype == DType::F16 ? size_t(d) : 0);
   for (int64_t i = 0; i < count; ++i) {
     char* out = dtype == DType::F32 ? reinterpret_cast<char*>(dst + i * d) : reinterpret_cast<char*>(half.data());
-    size_t done = 0;
-    while (done < rb) {
-      const ssize_t got = ::pread(fd, out + done, rb - done, off_t(fd_offset + idx[i] * int64_t(rb) + int64_t(done)));
-      if (got <= 0) {
-        if (got < 0 && errno == EINTR) continue;
-        throw Error(ErrorCode::Io, "reading row " + std::to_string(idx[i]) + " failed: " +
-                                       (got < 0 ? std::strerror(errno) : std::string("unexpected end of file")));
-      }
-      done += size_t(got);
+    if (shards) {
+      const int64_t s = shard_of(idx[i]);
+      pread_shard(*files, s, shards[s].file_offset + (idx[i] - shards[s].row0) * int64_t(rb), out, rb);
+    } else {
+      pread_all(fd, out, rb, fd_offset + idx[i] * int64_t(rb), idx[i]);
     }
     if (dtype == DType::F16) half_to_float_n(half.data(), dst + i * d, d);
   }

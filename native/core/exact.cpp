@@ -39,7 +39,6 @@ ExactDuplicateStats exact_duplicates(const EmbeddingView& x, const int64_t* orde
                                      const ProgressFn& progress, CancelFlag cancel) {
   const int64_t n = x.n;
   const size_t rb = x.row_bytes();
-  const auto* base = static_cast<const unsigned char*>(x.data);
   ExactDuplicateStats st;
   st.rows = n;
   std::vector<int64_t> pos(static_cast<size_t>(n), -1);
@@ -55,8 +54,8 @@ ExactDuplicateStats exact_duplicates(const EmbeddingView& x, const int64_t* orde
   std::atomic<int64_t> done{0};
   parallel_for(resolve_threads(threads), blocks, [&](int64_t b, int) {
     const int64_t begin = b * kBlock, end = std::min(n, begin + kBlock);
-    for (int64_t i = begin; i < end; ++i) h[size_t(i)] = hash_bytes(base + size_t(i) * rb, rb);
-    if (x.mapped) release_pages(base + size_t(begin) * rb, size_t(end - begin) * rb);
+    for (int64_t i = begin; i < end; ++i) h[size_t(i)] = hash_bytes(reinterpret_cast<const unsigned char*>(x.row_ptr(i)), rb);
+    x.release(begin, end);
     const int64_t now = done.fetch_add(end - begin) + (end - begin);
     if (progress) progress(now, n);
   }, cancel);
@@ -79,7 +78,7 @@ ExactDuplicateStats exact_duplicates(const EmbeddingView& x, const int64_t* orde
         const int64_t row = rows[size_t(q)];
         bool found = false;
         for (size_t k = 0; k < reps.size(); ++k) {
-          if (std::memcmp(base + size_t(row) * rb, base + size_t(reps[k]) * rb, rb) == 0) {
+          if (std::memcmp(x.row_ptr(row), x.row_ptr(reps[k]), rb) == 0) {
             first_of[row] = reps[k];
             ++counts[k];
             found = true;

@@ -136,13 +136,13 @@ std::vector<float> read_training_sample(const EmbeddingView& x, const std::vecto
     for (int64_t t = 0; t < m; ++t)
       std::memcpy(sample.data() + size_t(slots[size_t(c0 + t)]) * size_t(d), buf.data() + size_t(t) * size_t(d),
                   size_t(d) * 4);
-    if (x.mapped && x.fd < 0) {  // read through the mapping: drop the pages behind the (ascending) reader
+    if (!x.preads()) {  // read through the mapping: drop the pages behind the (ascending) reader
       const int64_t row = idx[size_t(m - 1)];
-      release_pages(static_cast<const char*>(x.data) + size_t(released) * x.row_bytes(), size_t(row - released) * x.row_bytes());
+      x.release(released, row);
       released = row;
     }
   }
-  if (x.mapped) release_pages(x.data, size_t(x.n) * x.row_bytes());
+  x.release(0, x.n);
   return sample;
 }
 
@@ -159,8 +159,8 @@ KMeansResult lloyd_kmeans(const EmbeddingView& x, const KMeansParams& p, KMeansA
   const std::vector<int64_t> rows = kmeans_training_sample(x.n, k, p.max_points_per_centroid, p.seed);
   std::vector<float> owned;
   const float* X;
-  if (int64_t(rows.size()) == x.n && x.is_f32()) {
-    X = static_cast<const float*>(x.data);
+  if (int64_t(rows.size()) == x.n && x.is_f32() && x.contiguous()) {
+    X = x.f32_row(0);
   } else {
     owned = read_training_sample(x, rows);
     X = owned.data();
@@ -421,14 +421,8 @@ void assign_nearest(const EmbeddingView& x, const float* centroids, int k, bool 
   BlasSingleThread blas1;
   parallel_for(threads, nblocks, [&](int64_t b, int w) {
     const int64_t b0 = b * kAssignBlock, m = std::min(kAssignBlock, x.n - b0);
-    const float* rows;
-    if (x.is_f32()) {
-      rows = x.f32_row(b0);  // zero-copy from the mapping
-    } else {
-      xbuf[size_t(w)].resize(size_t(kAssignBlock) * size_t(d));
-      x.rows(b0, b0 + m, xbuf[size_t(w)].data());
-      rows = xbuf[size_t(w)].data();
-    }
+    if (!x.f32_in_place(b0, b0 + m)) xbuf[size_t(w)].resize(size_t(kAssignBlock) * size_t(d));
+    const float* rows = x.f32_rows(b0, b0 + m, xbuf[size_t(w)].data());  // zero-copy from the mapping when it can
     if (!inner_product) row_norms_sqr(rows, m, d, nbuf[size_t(w)].data());
     BlockResult* res = rbuf[size_t(w)].data();
     // Centroids in blocks of kCentroidBlock, as FAISS's exhaustive search walks them; the first
@@ -446,7 +440,7 @@ void assign_nearest(const EmbeddingView& x, const float* centroids, int k, bool 
         }
       }
     }
-    if (x.mapped) release_pages(static_cast<const char*>(x.data) + size_t(b0) * x.row_bytes(), size_t(m) * x.row_bytes());
+    x.release(b0, b0 + m);
     const int64_t now = done.fetch_add(m) + m;
     if (progress) progress(now, x.n);
   }, cancel);

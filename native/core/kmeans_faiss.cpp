@@ -73,8 +73,8 @@ KMeansResult train_kmeans_faiss(const EmbeddingView& x, const KMeansParams& p, c
   const float* train = nullptr;
   const std::vector<int64_t> rows = kmeans_training_sample(x.n, p.k, p.max_points_per_centroid, p.seed);
   const int64_t nt = int64_t(rows.size());
-  if (nt == x.n && x.is_f32()) {
-    train = static_cast<const float*>(x.data);
+  if (nt == x.n && x.is_f32() && x.contiguous()) {
+    train = x.f32_row(0);
   } else {
     sample = read_training_sample(x, rows);
     train = sample.data();
@@ -126,18 +126,11 @@ void assign_nearest_faiss(const EmbeddingView& x, const float* centroids, int k,
   for (int64_t b = 0; b < x.n; b += block) {
     check_cancel(cancel);
     const int64_t m = std::min(block, x.n - b);
-    const float* rows;
-    if (x.is_f32()) {
-      rows = x.f32_row(b);
-    } else {
-      buf.resize(size_t(m) * size_t(x.d));
-      x.rows(b, b + m, buf.data());
-      rows = buf.data();
-    }
+    if (!x.f32_in_place(b, b + m)) buf.resize(size_t(m) * size_t(x.d));
+    const float* rows = x.f32_rows(b, b + m, buf.data());
     index->search(m, rows, 1, dist + b, labels.data());
     for (int64_t i = 0; i < m; ++i) nearest[b + i] = labels[size_t(i)];
-    if (x.mapped)
-      release_pages(static_cast<const char*>(x.data) + size_t(b) * x.row_bytes(), size_t(m) * x.row_bytes());
+    x.release(b, b + m);
     if (progress) progress(b + m, x.n);
   }
 }

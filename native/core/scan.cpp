@@ -55,7 +55,7 @@ ScanResult scan_embeddings(const EmbeddingView& x, double norm_tol, int threads,
         ++r.unnormalized_rows;
       }
     }
-    if (x.mapped) release_pages(static_cast<const char*>(x.data) + size_t(begin) * x.row_bytes(), size_t(end - begin) * x.row_bytes());
+    x.release(begin, end);
   }, cancel);
   ScanResult out;
   out.min_norm = std::numeric_limits<double>::infinity();
@@ -90,7 +90,7 @@ void normalize_rows(const EmbeddingView& x, float* out, int threads, const Progr
       float* o = out + i * d;
       for (int64_t j = 0; j < d; ++j) o[j] = float(double(row[j]) * inv);
     }
-    if (x.mapped) release_pages(static_cast<const char*>(x.data) + size_t(begin) * x.row_bytes(), size_t(end - begin) * x.row_bytes());
+    x.release(begin, end);
     const int64_t now = done.fetch_add(end - begin) + (end - begin);
     if (progress) progress(now, x.n);
   }, cancel);

@@ -151,7 +151,7 @@ void cosine_to_centroid(const EmbeddingView& x, const float* centroids, int k, c
       const double den = std::max(std::sqrt(nx), 1e-8) * std::max(cnorm[size_t(c)], 1e-8);
       out[i] = float(dot / den);
     }
-    if (x.mapped) release_pages(static_cast<const char*>(x.data) + size_t(begin) * x.row_bytes(), size_t(end - begin) * x.row_bytes());
+    x.release(begin, end);
   }, cancel);
 }
 

@@ -42,7 +42,6 @@ class RowUploader {
       SD_CUDA(cudaStreamWaitEvent(st_[0].get(), wait_for, 0));
       SD_CUDA(cudaStreamWaitEvent(st_[1].get(), wait_for, 0));
     }
-    const char* src = static_cast<const char*>(x_.data);
     for (int64_t b = 0; b < n; b += rows_) {
       check_cancel(cancel);
       const int64_t m = std::min(rows_, n - b);
@@ -54,17 +53,21 @@ class RowUploader {
       const int64_t pieces = (m + piece - 1) / piece;
       parallel_for(threads_, pieces, [&](int64_t q, int) {
         const int64_t i0 = q * piece, i1 = std::min(m, i0 + piece);
-        if (rows && x_.fd >= 0) {
+        if (rows && x_.preads()) {
           // Scattered rows by pread: touching them through the mapping would map the kernel's
           // fault-around window (64 KB) per row, and the resident set would grow to the file.
           for (int64_t i = i0; i < i1; ++i) pread_row(rows[b + i], pin + size_t(i) * rb, rb);
         } else if (rows) {
-          for (int64_t i = i0; i < i1; ++i) std::memcpy(pin + size_t(i) * rb, src + size_t(rows[b + i]) * rb, rb);
+          for (int64_t i = i0; i < i1; ++i) std::memcpy(pin + size_t(i) * rb, x_.row_ptr(rows[b + i]), rb);
         } else {
-          std::memcpy(pin + size_t(i0) * rb, src + size_t(first + b + i0) * rb, size_t(i1 - i0) * rb);
+          for (int64_t r = first + b + i0, end = first + b + i1; r < end;) {  // runs contiguous in storage
+            const int64_t stop = x_.run_end(r, end);
+            std::memcpy(pin + size_t(r - first - b) * rb, x_.row_ptr(r), size_t(stop - r) * rb);
+            r = stop;
+          }
         }
       });
-      if (!rows && x_.mapped) release_pages(src + size_t(first + b) * rb, size_t(m) * rb);
+      if (!rows) x_.release(first + b, first + b + m);
       SD_CUDA(cudaMemcpy2DAsync(static_cast<char*>(dst) + size_t(b) * dpitch, dpitch, pin, rb, rb, size_t(m),
                                 cudaMemcpyHostToDevice, st_[s].get()));
       ev_[s].record(st_[s].get());
@@ -76,6 +79,11 @@ class RowUploader {
 
  private:
   void pread_row(int64_t row, char* dst, size_t rb) const {
+    if (x_.shards) {
+      const int64_t s = x_.shard_of(row);
+      pread_shard(*x_.files, s, x_.shards[s].file_offset + (row - x_.shards[s].row0) * int64_t(rb), dst, rb);
+      return;
+    }
     size_t done = 0;
     while (done < rb) {
       const ssize_t got = ::pread(x_.fd, dst + done, rb - done, off_t(x_.fd_offset + row * int64_t(rb) + int64_t(done)));

@@ -18,6 +18,9 @@
 #include "semdedup/maxsim.hpp"
 #include "semdedup/sort.hpp"
 #include "semdedup/scan.hpp"
+#include "semdedup/kmeans.hpp"
+#include "semdedup/decontaminate.hpp"
+#include <sys/resource.h>
 #ifdef SEMDEDUP_HAVE_FAISS
 #include <faiss/Clustering.h>
 #include <faiss/IndexFlat.h>
@@ -335,6 +338,109 @@ int main() {
       CHECK(Ma == Mb && aa == ab, "M differs between mapping and pread gathers");
       std::remove(path.c_str());
     }
+  });
+
+  run("sharded embeddings: one view over many files gives the single file's rows, scan, assignment, M and duplicates", [] {
+    const int64_t n = 5000, d = 20;
+    auto x = clustered_rows(n, d, 4, 21);
+    std::vector<uint16_t> h(x.size());
+    for (size_t i = 0; i < x.size(); ++i) h[i] = float_to_half(x[i]);
+    // Uneven shards: empty, one row, ones crossing every block size the passes use.
+    std::vector<int64_t> sizes = {0, 1, 7, 4095, 2, 0, 600, 1, 290};
+    int64_t used = 0;
+    for (int64_t s : sizes) used += s;
+    for (int i = 0; used < n; ++i) {
+      const int64_t s = std::min<int64_t>(n - used, 37 + 13 * i);
+      sizes.push_back(s);
+      used += s;
+    }
+    // A small descriptor limit: the gathers' pool then reuses its few slots.
+    struct rlimit old;
+    getrlimit(RLIMIT_NOFILE, &old);
+    struct rlimit low = old;
+    low.rlim_cur = 40;
+    setrlimit(RLIMIT_NOFILE, &low);
+    CHECK(shard_fd_budget() == 10, "fd budget %lld", (long long)shard_fd_budget());
+    for (bool half : {false, true}) {
+      const size_t item = half ? 2 : 4;
+      const char* src = half ? reinterpret_cast<const char*>(h.data()) : reinterpret_cast<const char*>(x.data());
+      std::vector<ShardSpec> specs;
+      int64_t row = 0;
+      for (size_t i = 0; i < sizes.size(); ++i) {
+        const std::string path = "/tmp/semdedup_core_shard_" + std::to_string(i) + ".bin";
+        std::ofstream f(path, std::ios::binary);
+        const int64_t hdr = int64_t(i % 3) * 64;  // a header of some shards
+        for (int64_t b = 0; b < hdr; ++b) f.put('h');
+        f.write(src + size_t(row * d) * item, std::streamsize(size_t(sizes[i] * d) * item));
+        specs.push_back({path, hdr, sizes[i]});
+        row += sizes[i];
+      }
+      const std::string one = "/tmp/semdedup_core_shard_all.bin";
+      {
+        std::ofstream f(one, std::ios::binary);
+        f.write(src, std::streamsize(size_t(n * d) * item));
+      }
+      MappedFile m(one, 0, -1, false);
+      EmbeddingView a{m.data(), n, d, half ? DType::F16 : DType::F32};
+      a.mapped = true;
+      a.fd = m.fd();
+      MappedShards ms(specs, d, half ? DType::F16 : DType::F32);
+      const EmbeddingView& b = ms.view();
+      CHECK(b.n == n && !b.contiguous() && b.preads(), "shape");
+      std::vector<float> ra(size_t(n * d)), rb(size_t(n * d));
+      a.rows(0, n, ra.data());
+      b.rows(0, n, rb.data());
+      CHECK(ra == rb, "rows differ (half=%d)", int(half));
+      std::vector<float> sa(size_t(700 * d)), sb(size_t(700 * d));
+      for (int64_t b0 : {int64_t(0), int64_t(5), int64_t(4100), int64_t(4300)}) {
+        const float* pa = a.f32_rows(b0, b0 + 700, sa.data());
+        const float* pb = b.f32_rows(b0, b0 + 700, sb.data());
+        CHECK(std::memcmp(pa, pb, size_t(700 * d) * 4) == 0, "f32_rows at %lld", (long long)b0);
+      }
+      std::vector<int64_t> idx;
+      std::mt19937 rng(3);
+      for (int i = 0; i < 3000; ++i) idx.push_back(int64_t(rng() % uint32_t(n)));
+      std::vector<float> ga(idx.size() * size_t(d)), gb(idx.size() * size_t(d));
+      a.gather(idx.data(), int64_t(idx.size()), ga.data());
+      b.gather(idx.data(), int64_t(idx.size()), gb.data());
+      CHECK(ga == gb, "gathers differ (half=%d)", int(half));
+      const ScanResult s1 = scan_embeddings(a, 1e-3, 2), s2 = scan_embeddings(b, 1e-3, 2);
+      CHECK(s1.min_norm == s2.min_norm && s1.max_norm == s2.max_norm && s1.unnormalized_rows == s2.unnormalized_rows, "scan");
+      KMeansParams p;
+      p.k = 8;
+      p.niter = 4;
+      p.threads = 2;
+      p.max_points_per_centroid = 300;  // a sample: gathered rows
+      const KMeansResult ka = train_kmeans(a, p), kb = train_kmeans(b, p);
+      CHECK(ka.centroids == kb.centroids, "k-means centroids differ (half=%d)", int(half));
+      std::vector<int64_t> na(static_cast<size_t>(n)), nb(static_cast<size_t>(n));
+      std::vector<float> da(static_cast<size_t>(n)), db(static_cast<size_t>(n));
+      assign_nearest(a, ka.centroids.data(), p.k, true, na.data(), da.data(), 2);
+      assign_nearest(b, ka.centroids.data(), p.k, true, nb.data(), db.data(), 2);
+      CHECK(na == nb && da == db, "assignment differs (half=%d)", int(half));
+      std::vector<float> ca(static_cast<size_t>(n)), cb(static_cast<size_t>(n));
+      cosine_to_centroid(a, ka.centroids.data(), p.k, na.data(), ca.data(), 2);
+      cosine_to_centroid(b, ka.centroids.data(), p.k, na.data(), cb.data(), 2);
+      CHECK(ca == cb, "cosine to centroid differs");
+      std::vector<int64_t> order(static_cast<size_t>(n)), offsets = {0, 100, 4900, 5000};
+      for (int64_t i = 0; i < n; ++i) order[size_t(i)] = (i * 31) % n;
+      std::vector<double> Ma(static_cast<size_t>(n)), Mb(static_cast<size_t>(n));
+      std::vector<int64_t> aa(static_cast<size_t>(n)), ab(static_cast<size_t>(n));
+      max_similarity_cpu(a, order.data(), offsets.data(), 3, Ma.data(), aa.data(), {});
+      max_similarity_cpu(b, order.data(), offsets.data(), 3, Mb.data(), ab.data(), {});
+      CHECK(Ma == Mb && aa == ab, "M differs between one file and shards (half=%d)", int(half));
+      std::vector<int64_t> fa(static_cast<size_t>(n)), fb(static_cast<size_t>(n));
+      exact_duplicates(a, order.data(), fa.data(), 2);
+      exact_duplicates(b, order.data(), fb.data(), 2);
+      CHECK(fa == fb, "exact duplicates differ");
+      std::vector<float> oa(static_cast<size_t>(n * d)), ob(static_cast<size_t>(n * d));
+      normalize_rows(a, oa.data(), 2);
+      normalize_rows(b, ob.data(), 2);
+      CHECK(oa == ob, "normalised rows differ");
+      for (size_t i = 0; i < sizes.size(); ++i) std::remove(("/tmp/semdedup_core_shard_" + std::to_string(i) + ".bin").c_str());
+      std::remove(one.c_str());
+    }
+    setrlimit(RLIMIT_NOFILE, &old);
   });
 
 #ifdef SEMDEDUP_HAVE_FAISS

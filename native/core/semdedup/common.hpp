@@ -1,6 +1,7 @@
 // Shared types of the semdedup C++ core. No Node.js dependency: the core is usable from
 // plain C++ (tests, GPU checks, benchmarks) and from the Node addon alike.
 #pragma once
+#include <algorithm>
 #include <atomic>
 #include <cstdint>
 #include <functional>
@@ -43,34 +44,90 @@ struct GpuLimits {
   int maxsim_placement = 0;  // max similarity: 0 auto, 1 all rows resident, 2 clusters streamed in batches
 };
 
-// A read-only view of N x D embeddings stored row-major, float32 or float16 (IEEE half).
-// `data` usually points into a memory mapping; rows are never copied unless converted.
+// One file of a sharded dataset: rows [row0, row0 + n) of the view live at `data` (a mapping of
+// that file) and at byte `file_offset` of it.
+struct EmbeddingShard {
+  const char* data = nullptr;
+  int64_t row0 = 0;
+  int64_t n = 0;
+  int64_t file_offset = 0;
+};
+
+// A bounded pool of read descriptors of a sharded dataset's files (mapping.hpp), for pread-based
+// gathers without one open descriptor per shard.
+class ShardFiles;
+// Reads len bytes at byte `offset` of shard `shard`'s file into dst (mapping.cpp).
+void pread_shard(const ShardFiles& files, int64_t shard, int64_t offset, void* dst, size_t len);
+
+// Releases the resident pages of the byte range [p, p + len) of a read-only mapping (mapping.cpp).
+void release_pages(const void* p, size_t len);
+
+// A read-only view of N x D embeddings stored row-major, float32 or float16 (IEEE half): one
+// mapped file (`data`, the fast path), or several files read as one dataset in order (`shards`,
+// each mapped zero-copy). Rows are never copied unless converted or gathered. Every access to
+// rows goes through the accessors below, which hide the difference.
 struct EmbeddingView {
+  // One file: all rows contiguous at `data`. Null when the view is sharded.
   const void* data = nullptr;
   int64_t n = 0;
   int64_t d = 0;
   DType dtype = DType::F32;
-  // True when `data` is a read-only file mapping: streaming passes then drop the pages they have
+  // True when the rows are read-only file mappings: streaming passes then drop the pages they have
   // read from the resident set (MADV_DONTNEED), keeping RSS bounded. Never set it for heap
   // memory: the kernel would zero those pages.
   bool mapped = false;
-  // Optional: an open descriptor of the same file and the byte offset of row 0 in it. Scattered
-  // row gathers then use pread() instead of touching the mapping: reading a row through a
-  // mapping maps the kernel's whole fault-around window (64 KB), so gathers from all over a
+  // Optional (one file): an open descriptor of the same file and the byte offset of row 0 in it.
+  // Scattered row gathers then use pread() instead of touching the mapping: reading a row through
+  // a mapping maps the kernel's whole fault-around window (64 KB), so gathers from all over a
   // large file would grow the resident set to the file's size.
   int fd = -1;
   int64_t fd_offset = 0;
+  // Sharded: nshards shards in row order (shards[0].row0 == 0, contiguous row ranges), and
+  // optionally their files for pread-based gathers.
+  const EmbeddingShard* shards = nullptr;
+  int64_t nshards = 0;
+  const ShardFiles* files = nullptr;
 
   bool is_f32() const { return dtype == DType::F32; }
-  const float* f32_row(int64_t i) const { return static_cast<const float*>(data) + i * d; }
-  const uint16_t* f16_row(int64_t i) const { return static_cast<const uint16_t*>(data) + i * d; }
+  size_t row_bytes() const { return size_t(d) * (dtype == DType::F32 ? 4 : 2); }
+  // True when all rows are one contiguous block at `data`.
+  bool contiguous() const { return shards == nullptr; }
+  // True when gathers read with pread (not through the mapping).
+  bool preads() const { return shards ? files != nullptr : fd >= 0; }
+  // The shard holding row i (sharded views only).
+  int64_t shard_of(int64_t i) const;
+  // The stored bytes of row i (in the view's dtype).
+  const char* row_ptr(int64_t i) const {
+    if (!shards) return static_cast<const char*>(data) + size_t(i) * row_bytes();
+    const EmbeddingShard& s = shards[shard_of(i)];
+    return s.data + size_t(i - s.row0) * row_bytes();
+  }
+  // The end of the run of rows contiguous in storage from row i, at most `end`.
+  int64_t run_end(int64_t i, int64_t end) const {
+    if (!shards) return end;
+    const EmbeddingShard& s = shards[shard_of(i)];
+    return std::min(end, s.row0 + s.n);
+  }
+  // Row i in place (float32 views only, resp. float16 views only).
+  const float* f32_row(int64_t i) const { return reinterpret_cast<const float*>(row_ptr(i)); }
+  const uint16_t* f16_row(int64_t i) const { return reinterpret_cast<const uint16_t*>(row_ptr(i)); }
   // Writes row i as float32 into dst[0..d).
   void row(int64_t i, float* dst) const;
   // Writes rows [begin, end) contiguously as float32 into dst.
   void rows(int64_t begin, int64_t end, float* dst) const;
-  // Writes the listed rows contiguously as float32 into dst (pread when fd >= 0).
+  // Rows [begin, end) as contiguous float32: in place when they are float32 in one run (zero
+  // copy), else converted / copied into `scratch` ((end - begin) * d floats), which is returned.
+  bool f32_in_place(int64_t begin, int64_t end) const { return is_f32() && run_end(begin, end) == end; }
+  const float* f32_rows(int64_t begin, int64_t end, float* scratch) const {
+    if (f32_in_place(begin, end)) return f32_row(begin);
+    rows(begin, end, scratch);
+    return scratch;
+  }
+  // Writes the listed rows contiguously as float32 into dst (pread when preads()).
   void gather(const int64_t* rows, int64_t count, float* dst) const;
-  size_t row_bytes() const { return size_t(d) * (dtype == DType::F32 ? 4 : 2); }
+  // Drops the resident pages of rows [begin, end) when the view is mapped (streaming passes call
+  // it behind them); no-op otherwise.
+  void release(int64_t begin, int64_t end) const;
 };
 
 float half_to_float(uint16_t h);
