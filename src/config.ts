@@ -25,6 +25,7 @@ export type OriginalFile = 'clustering_configs.yaml' | 'semdedup_configs.yaml';
 /** How a value is validated. */
 export type ValueKind =
   | 'path' // non-empty string, resolved to an absolute path
+  | 'paths' // a path (a file, a folder or a glob) or a list of paths, each resolved to an absolute path
   | 'enum' // one of `values` (case-insensitive, stored lower-case)
   | 'posint' // integer >= 1
   | 'nonnegint' // integer >= 0
@@ -76,10 +77,13 @@ export const DEFAULT_EPS_LIST: readonly number[] = Object.freeze([0.01, 0.05, 0.
  */
 export const configSchema = Object.freeze([
   {
-    key: 'embeddings', field: 'embeddings', kind: 'path',
+    key: 'embeddings', field: 'embeddings', kind: 'paths',
     aliases: [{ name: 'emb_memory_loc', file: CL }, { name: 'embs_memory_loc', file: SD }],
     defaultText: 'required',
-    description: 'Embeddings file: N rows × D columns, one row per example.',
+    description:
+      'Embeddings: N rows × D columns, one row per example. One file, or shards read as one dataset in ' +
+      'order: a list of files, a glob (`img_emb/img_emb_*.npy`, wildcards in the file name only) or a ' +
+      'folder (its .npy files, else its files, sorted by name).',
   },
   {
     key: 'embeddings_format', field: 'embeddingsFormat', kind: 'enum', values: ['auto', 'memmap', 'npy'],
@@ -108,9 +112,11 @@ export const configSchema = Object.freeze([
     description: 'Embedding dimension D. Required for a raw memmap; checked against a .npy header.',
   },
   {
-    key: 'ids', field: 'ids', kind: 'path', aliases: [{ name: 'paths_memory_loc', file: CL }],
+    key: 'ids', field: 'ids', kind: 'paths', aliases: [{ name: 'paths_memory_loc', file: CL }],
     defaultText: 'row numbers',
-    description: 'Ids ("paths") file: N unique strings, one per row. Without it, ids are the row numbers.',
+    description:
+      'Ids ("paths"): N unique strings, one per row. One file, or one ids file per embeddings shard (a list, ' +
+      'a glob or a folder, in the same order). Without it, ids are the row numbers.',
   },
   {
     key: 'ids_format', field: 'idsFormat', kind: 'enum', values: ['auto', 'memmap', 'npy', 'text'],
@@ -265,6 +271,8 @@ type ValueOf<R> = R extends { readonly kind: 'enum'; readonly values: readonly (
   ? V
   : R extends { readonly kind: 'path' | 'strDtype' | 'compat' }
     ? string
+    : R extends { readonly kind: 'paths' }
+    ? string | string[]
     : R extends { readonly kind: 'bool' }
       ? boolean
       : R extends { readonly kind: 'epsList' }
@@ -494,6 +502,17 @@ function convert(v: unknown, spec: ConfigKeySpec, ctx: Ctx): unknown {
   switch (spec.kind) {
     case 'path': {
       if (typeof v !== 'string' || v.trim() === '') fail(ctx, spec, `must be a path (a non-empty string), ${got(v)}`);
+      return path.resolve(ctx.baseDir, v);
+    }
+    case 'paths': {
+      if (Array.isArray(v)) {
+        if (v.length === 0) fail(ctx, spec, `must be a path or a non-empty list of paths, ${got(v)}`);
+        return v.map((p, i) => {
+          if (typeof p !== 'string' || p.trim() === '') fail(ctx, spec, `item ${i + 1} must be a path (a non-empty string), ${got(p)}`);
+          return path.resolve(ctx.baseDir, p);
+        });
+      }
+      if (typeof v !== 'string' || v.trim() === '') fail(ctx, spec, `must be a path (a file, a folder or a glob) or a list of paths, ${got(v)}`);
       return path.resolve(ctx.baseDir, v);
     }
     case 'enum': {
@@ -795,6 +814,8 @@ function typeText(spec: ConfigKeySpec): string {
   switch (spec.kind) {
     case 'path':
       return 'path';
+    case 'paths':
+      return 'path, folder, glob or list of paths';
     case 'enum':
       return (spec.values ?? []).map((v) => `\`${v}\``).join(' \\| ');
     case 'posint':

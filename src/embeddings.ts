@@ -3,6 +3,8 @@
 // core and never copied; `view()` gives a zero-copy typed array over them.
 import { closeSync, existsSync, openSync, readSync, statSync, ftruncateSync, writeSync } from 'node:fs';
 import { InputError, OutputError } from './errors.js';
+import { resolveInputFiles, sourceName } from './io/inputs.js';
+import { stamp, type FileStamp } from './manifest.js';
 import { NPY_MAGIC, npyHeaderBytes, readNpyHeaderFromFile } from './io/npy.js';
 import { loadNative, nativeError, type NativeEmbeddings } from './native.js';
 
@@ -10,29 +12,34 @@ export type EmbeddingsFormat = 'auto' | 'memmap' | 'npy';
 export type EmbeddingsDtype = 'float32' | 'float16';
 
 export interface EmbeddingsSpec {
-  /** Path of the raw memmap or .npy file. */
-  path: string;
+  /**
+   * The embeddings: one file (raw memmap or .npy), or shards read as one dataset in order: a list
+   * of files, a glob (`img_emb/img_emb_*.npy`; wildcards in the file name only) or a folder
+   * (its files sorted by name).
+   */
+  path: string | readonly string[];
   /** 'auto' (default): .npy when the file starts with the .npy magic, else a raw memmap. */
   format?: EmbeddingsFormat;
   /** Element type of a raw memmap (default float32); a .npy header decides for itself. */
   dtype?: EmbeddingsDtype;
-  /** Number of rows N (`dataset_size`); for a raw memmap derived from the size when absent. */
+  /** Number of rows N (`dataset_size`), of all shards together; for a raw memmap derived from the size when absent. */
   count?: number;
   /** Dimension D (`emb_size` / `emd_size`); required for a raw memmap. */
   dim?: number;
 }
 
-export interface Embeddings {
-  readonly path: string;
-  readonly format: 'memmap' | 'npy';
-  readonly dtype: EmbeddingsDtype;
-  readonly n: number;
-  readonly d: number;
-  /** Byte offset of the first row in the file. */
-  readonly offset: number;
+/** One file of the embeddings: `n` rows from byte `offset`. */
+export interface ShardLayout {
+  path: string;
+  format: 'memmap' | 'npy';
+  n: number;
+  offset: number;
+}
+
+export interface Embeddings extends EmbeddingsLayout {
   /** The native mapping (passed to the native steps). */
   readonly native: NativeEmbeddings;
-  /** Zero-copy typed array over all rows (Float32Array, or Uint16Array of float16 bits). */
+  /** Zero-copy typed array over all rows (Float32Array, or Uint16Array of float16 bits); one file only. */
   view(): Float32Array | Uint16Array;
   /** A float32 copy of rows [begin, end). */
   rows(begin: number, end: number): Float32Array;
@@ -64,16 +71,57 @@ function looksLikeDamagedNpy(path: string): boolean {
 }
 
 export interface EmbeddingsLayout {
+  /** The file; for shards, the source as given (folder, glob, or the first file of a list). */
   path: string;
   format: 'memmap' | 'npy';
   dtype: EmbeddingsDtype;
   n: number;
   d: number;
+  /** Byte offset of the first row in the file (one file). */
   offset: number;
+  /** Present when the rows come from several files: each in order, its rows following the previous ones'. */
+  shards?: ShardLayout[];
 }
 
-/** Works out the layout of an embeddings file and checks it against the config, without mapping it. */
+/**
+ * Works out the layout of the embeddings (one file or shards) and checks it against the config,
+ * without mapping it. Every shard is checked (header, dtype, D, size) before anything is read,
+ * and an error names the shard.
+ */
 export function embeddingsLayout(spec: EmbeddingsSpec): EmbeddingsLayout {
+  if (!spec.path || (Array.isArray(spec.path) && spec.path.length === 0))
+    throw new InputError('no embeddings file given (`embeddings`, or `emb_memory_loc` in the original config)', { key: 'embeddings' });
+  const files = resolveInputFiles(spec.path);
+  if (files.length === 1 && typeof spec.path === 'string' && files[0] === spec.path) return fileLayout({ ...spec, path: files[0]! });
+  const shards: ShardLayout[] = [];
+  let first: EmbeddingsLayout | undefined;
+  let n = 0;
+  const { count: _count, ...each } = spec;
+  files.forEach((file, i) => {
+    const where = `shard ${i + 1} of ${files.length}`;
+    let l: EmbeddingsLayout;
+    try {
+      l = fileLayout({ ...each, path: file });
+    } catch (e) {
+      if (e instanceof InputError) throw new InputError(`${e.message} (${where} of ${sourceName(spec.path)})`, { file, key: 'embeddings', cause: e });
+      throw e;
+    }
+    if (!first) first = l;
+    else if (l.d !== first.d)
+      throw new InputError(`${file}: rows of ${l.d} values, but ${first.path} (the first shard) has ${first.d} (${where} of ${sourceName(spec.path)})`, { file, key: 'embeddings' });
+    else if (l.dtype !== first.dtype)
+      throw new InputError(`${file}: ${l.dtype} values, but ${first.path} (the first shard) holds ${first.dtype}; all shards must have one dtype (${where} of ${sourceName(spec.path)})`, { file, key: 'embeddings' });
+    shards.push({ path: file, format: l.format, n: l.n, offset: l.offset });
+    n += l.n;
+  });
+  const f = first!;
+  if (spec.count !== undefined && spec.count !== n)
+    throw new InputError(`${sourceName(spec.path)}: the config says dataset_size ${spec.count} but the ${files.length} shards hold ${n} rows`, { file: f.path, key: 'dataset_size' });
+  return { path: sourceName(spec.path), format: f.format, dtype: f.dtype, n, d: f.d, offset: 0, shards };
+}
+
+/** The layout of one embeddings file. */
+function fileLayout(spec: EmbeddingsSpec & { path: string }): EmbeddingsLayout {
   const { path } = spec;
   if (!path) throw new InputError('no embeddings file given (`embeddings`, or `emb_memory_loc` in the original config)', { key: 'embeddings' });
   if (!existsSync(path)) throw new InputError(`${path}: embeddings file not found`, { file: path, key: 'embeddings' });
@@ -117,11 +165,59 @@ export function embeddingsLayout(spec: EmbeddingsSpec): EmbeddingsLayout {
   return { path, format, dtype, n: st.size / rowBytes, d, offset: 0 };
 }
 
+/** The files the rows come from, in order. */
+export function embeddingsFiles(layout: EmbeddingsLayout): string[] {
+  return layout.shards ? layout.shards.map((s) => s.path) : [layout.path];
+}
+
+/**
+ * The embeddings as inputs of a step in the manifest: `embeddings` for one file; for shards, each
+ * shard by itself (`embeddings.0`, `embeddings.1`, …), stamped like a single file.
+ */
+export function embeddingsInputs(layout: EmbeddingsLayout): Record<string, string> {
+  if (!layout.shards) return { embeddings: layout.path };
+  return Object.fromEntries(layout.shards.map((s, i) => [`embeddings.${i}`, s.path]));
+}
+
+/** The stamp of the embeddings' file, or of each shard (what a step's results depend on). */
+export function embeddingsStamp(layout: EmbeddingsLayout): FileStamp | FileStamp[] {
+  return layout.shards ? layout.shards.map((s) => stamp(s.path)) : stamp(layout.path);
+}
+
+/** The shards holding rows [begin, end) of a layout, cut to that range (offsets and counts adjusted). */
+export function shardsOfRange(layout: EmbeddingsLayout, begin: number, end: number): ShardLayout[] {
+  const rowBytes = layout.d * (layout.dtype === 'float32' ? 4 : 2);
+  const all = layout.shards ?? [{ path: layout.path, format: layout.format, n: layout.n, offset: layout.offset }];
+  const out: ShardLayout[] = [];
+  let row0 = 0;
+  for (const s of all) {
+    const b = Math.max(begin, row0);
+    const e = Math.min(end, row0 + s.n);
+    if (e > b) out.push({ path: s.path, format: s.format, n: e - b, offset: s.offset + (b - row0) * rowBytes });
+    row0 += s.n;
+  }
+  return out;
+}
+
+/** A read-only mapping of rows [begin, end) of a layout (a planned run's task range), across shard boundaries. */
+export function openRowRange(layout: EmbeddingsLayout, begin: number, end: number): NativeEmbeddings {
+  const addon = loadNative();
+  const parts = shardsOfRange(layout, begin, end);
+  try {
+    if (parts.length === 1) return new addon.Embeddings(parts[0]!.path, { offset: parts[0]!.offset, n: end - begin, d: layout.d, dtype: layout.dtype, writable: false });
+    return new addon.Embeddings(parts.map((p) => ({ path: p.path, offset: p.offset, n: p.n })), { d: layout.d, dtype: layout.dtype });
+  } catch (e) {
+    throw nativeError(e, layout.path);
+  }
+}
+
 function wrap(layout: EmbeddingsLayout, writable: boolean): Embeddings {
   const addon = loadNative();
   let native: NativeEmbeddings;
   try {
-    native = new addon.Embeddings(layout.path, { offset: layout.offset, n: layout.n, d: layout.d, dtype: layout.dtype, writable });
+    native = layout.shards
+      ? new addon.Embeddings(layout.shards.filter((s) => s.n > 0).map((s) => ({ path: s.path, offset: s.offset, n: s.n })), { d: layout.d, dtype: layout.dtype })
+      : new addon.Embeddings(layout.path, { offset: layout.offset, n: layout.n, d: layout.d, dtype: layout.dtype, writable });
   } catch (e) {
     throw nativeError(e, layout.path);
   }

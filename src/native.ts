@@ -99,10 +99,11 @@ export type NativeIds =
   | { kind: 'blob'; data: Uint8Array; offsets: BigInt64Array; count: number };
 
 export interface NativeAddon {
-  Embeddings: new (
-    path: string,
-    opts: { offset: number; n: number; d: number; dtype: 'float32' | 'float16'; writable: boolean },
-  ) => NativeEmbeddings;
+  Embeddings: {
+    new (path: string, opts: { offset: number; n: number; d: number; dtype: 'float32' | 'float16'; writable: boolean }): NativeEmbeddings;
+    /** Shards read as one dataset in order (read-only, each mapped). */
+    new (shards: { path: string; offset: number; n: number }[], opts: { d: number; dtype: 'float32' | 'float16' }): NativeEmbeddings;
+  };
   CancelToken: new () => NativeCancelToken;
   trainKmeans(
     emb: NativeEmbeddings,

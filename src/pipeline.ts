@@ -6,7 +6,8 @@ import { join } from 'node:path';
 import { requireKeys, type PartialResolved } from './config.js';
 import { embeddingsLayout, type Embeddings, type EmbeddingsSpec } from './embeddings.js';
 import { prepareEmbeddings } from './steps/check.js';
-import { checkUniqueIds, readIds, type Ids } from './io/ids.js';
+import { checkUniqueIds, readIdsFrom, type Ids } from './io/ids.js';
+import { resolveInputFiles, sourceName } from './io/inputs.js';
 import { computeCentroids, type ClusterResult } from './steps/cluster.js';
 import { assignAndSortClusters, type SortResult } from './steps/sort.js';
 import { semdedup, type DedupResult } from './steps/dedup.js';
@@ -39,10 +40,16 @@ export function embeddingsSpecOf(cfg: PartialResolved): EmbeddingsSpec {
 export function resolveIds(cfg: PartialResolved, outputDir: string | undefined, log?: (l: string) => void): Ids | undefined {
   const src = cfg.ids ? { ids: cfg.ids, format: cfg.idsFormat, dtype: cfg.idsDtype } : outputDir ? recordedIds(outputDir) : undefined;
   if (!src) return undefined;
-  const n = cfg.embeddings && existsSync(cfg.embeddings) ? embeddingsLayout(embeddingsSpecOf(cfg)).n : cfg.datasetSize;
-  const ids = readIds(src.ids, { format: src.format, ...(src.dtype ? { dtype: src.dtype } : {}), ...(n !== undefined ? { count: n } : {}) });
-  checkUniqueIds(ids, src.ids);
-  log?.(`ids: ${src.ids}`);
+  const present = cfg.embeddings && (typeof cfg.embeddings !== 'string' || /[*?[]/.test(cfg.embeddings) || existsSync(cfg.embeddings));
+  const layout = present ? embeddingsLayout(embeddingsSpecOf(cfg)) : undefined;
+  const n = layout ? layout.n : cfg.datasetSize;
+  const ids = readIdsFrom(src.ids, {
+    format: src.format, ...(src.dtype ? { dtype: src.dtype } : {}), ...(n !== undefined ? { count: n } : {}),
+    ...(layout?.shards && resolveInputFiles(src.ids, 'ids', 'ids').length > 1 ? { shardCounts: layout.shards.map((s) => s.n) } : {}),
+  });
+  const name = sourceName(src.ids);
+  checkUniqueIds(ids, name);
+  log?.(`ids: ${name}`);
   return ids;
 }
 
@@ -179,13 +186,13 @@ export function dedupWanted(cfg: PartialResolved): Record<string, unknown> {
 }
 
 /** The ids file recorded in the output folder's manifest by an earlier step, if any. */
-function recordedIds(outputDir: string): { ids: string; format: 'auto' | 'memmap' | 'npy' | 'text'; dtype?: string } | undefined {
+function recordedIds(outputDir: string): { ids: string | string[]; format: 'auto' | 'memmap' | 'npy' | 'text'; dtype?: string } | undefined {
   const m = readManifest(outputDir);
   const ids = m.config?.ids;
-  if (typeof ids !== 'string' || !existsSync(ids)) return undefined;
+  if (Array.isArray(ids) ? !ids.every((f) => typeof f === 'string' && existsSync(f)) : typeof ids !== 'string' || (!/[*?[]/.test(ids) && !existsSync(ids))) return undefined;
   const format = (m.config?.ids_format as 'auto' | 'memmap' | 'npy' | 'text' | undefined) ?? 'auto';
   const dtype = m.config?.ids_dtype as string | undefined;
-  return { ids, format, ...(dtype ? { dtype } : {}) };
+  return { ids: ids as string | string[], format, ...(dtype ? { dtype } : {}) };
 }
 
 export interface RunResult {

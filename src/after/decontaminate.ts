@@ -85,8 +85,9 @@ export async function decontaminate(opts: DecontaminateOptions): Promise<Deconta
   const mode = opts.mode ?? 'exact';
   if (mode !== 'exact' && mode !== 'within-clusters') throw new ConfigError(`mode must be 'exact' or 'within-clusters', got '${mode}'`, { key: 'mode' });
   const normalize = opts.normalize ?? 'auto';
-  if (!existsSync(opts.reference.path))
-    throw new InputError(`${opts.reference.path}: reference file not found`, { file: opts.reference.path });
+  const refPath = opts.reference.path;
+  if (typeof refPath === 'string' && !/[*?[]/.test(refPath) && !existsSync(refPath))
+    throw new InputError(`${refPath}: reference file not found`, { file: refPath });
   const ref = openEmbeddings(opts.reference);
   let emb: Embeddings | undefined;
   try {

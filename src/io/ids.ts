@@ -11,6 +11,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { InputError, OutputError } from '../errors.js';
 import { atomicWriteFile } from './atomic.js';
+import { resolveInputFiles, sourceName } from './inputs.js';
 import { NPY_MAGIC, decodeSItem, decodeUItem, dtypeName, readFully, readNpyHeaderFromFile, shapeRepr } from './npy.js';
 
 export type IdsFormat = 'auto' | 'memmap' | 'npy' | 'text';
@@ -351,4 +352,73 @@ export function writeIdsMemmap(file: string, ids: readonly string[], width: numb
     b.copy(out, i * width);
   }
   atomicWriteFile(file, out);
+}
+
+/** Ids of several files read as one list in order (shards); `counts`: the rows each must hold. */
+class ConcatIds implements Ids {
+  readonly length: number;
+  readonly source: Ids['source'];
+  readonly strKind: 'S' | 'U';
+  readonly width?: number;
+  readonly raw?: Buffer;
+  readonly file?: string;
+  private readonly starts: number[] = [];
+  constructor(private readonly parts: readonly Ids[]) {
+    let n = 0;
+    for (const p of parts) {
+      this.starts.push(n);
+      n += p.length;
+    }
+    this.length = n;
+    const p0 = parts[0]!;
+    this.strKind = parts.every((p) => p.strKind === p0.strKind) ? p0.strKind : 'U';
+    this.source = parts.every((p) => p.source === p0.source) ? p0.source : 'text';
+    this.file = p0.file;
+    // One fixed width and kind: the raw items concatenated (what the native extract reads).
+    if (p0.raw && p0.width !== undefined && parts.every((p) => p.raw && p.width === p0.width && p.strKind === p0.strKind)) {
+      this.width = p0.width;
+      this.raw = Buffer.concat(parts.map((p) => p.raw!));
+    }
+  }
+  private at(i: number): [Ids, number] {
+    checkIndex(i, this.length);
+    let lo = 0;
+    let hi = this.parts.length - 1;
+    while (lo < hi) {
+      const mid = (lo + hi + 1) >> 1;
+      if (this.starts[mid]! <= i) lo = mid;
+      else hi = mid - 1;
+    }
+    while (this.parts[lo]!.length === 0) lo++;
+    return [this.parts[lo]!, i - this.starts[lo]!];
+  }
+  get(i: number): string {
+    const [p, j] = this.at(i);
+    return p.get(j);
+  }
+  getBytes(i: number): Uint8Array {
+    const [p, j] = this.at(i);
+    return this.strKind === 'S' ? p.getBytes(j) : Buffer.from(p.get(j), 'utf8');
+  }
+  toArray(): string[] {
+    return this.parts.flatMap((p) => p.toArray());
+  }
+}
+
+/**
+ * Ids from one file, or from shards (a list, a glob or a folder, in order; one ids file per
+ * embeddings shard, each in any supported format). `shardCounts`: the rows of each embeddings
+ * shard, which the ids file beside it must hold; `count`: all ids together.
+ */
+export function readIdsFrom(source: string | readonly string[], opts: ReadIdsOptions & { shardCounts?: readonly number[] }): Ids {
+  const files = resolveInputFiles(source, 'ids', 'ids');
+  if (files.length === 1 && typeof source === 'string' && files[0] === source) return readIds(files[0], opts);
+  const { count, shardCounts, ...each } = opts;
+  if (shardCounts && shardCounts.length !== files.length)
+    throw new InputError(`${sourceName(source)}: ${files.length} ids files for ${shardCounts.length} embeddings shards; give one ids file per shard, in the same order`, { file: files[0], key: 'ids' });
+  const parts = files.map((f, i) => readIds(f, { ...each, ...(shardCounts ? { count: shardCounts[i]! } : {}) }));
+  const ids = new ConcatIds(parts);
+  if (count !== undefined && ids.length !== count)
+    throw new InputError(`${sourceName(source)}: the ${files.length} ids files hold ${ids.length} ids, the embeddings have ${count} rows`, { file: files[0], key: 'ids' });
+  return ids;
 }

@@ -8,7 +8,7 @@ import { createHash } from 'node:crypto';
 import { join, resolve } from 'node:path';
 import { ConfigError, InputError } from '../errors.js';
 import { requireKeys, type PartialResolved } from '../config.js';
-import { embeddingsLayout } from '../embeddings.js';
+import { embeddingsFiles, embeddingsLayout } from '../embeddings.js';
 import { embeddingsSpecOf } from '../pipeline.js';
 import { atomicWriteFile } from '../io/atomic.js';
 import { outputs } from '../layout.js';
@@ -75,6 +75,7 @@ function absolute(cfg: PartialResolved): PartialResolved {
   const c = { ...cfg } as Record<string, unknown>;
   for (const key of ['embeddings', 'ids', 'outputDir', 'centroids', 'sortedClustersDir'])
     if (typeof c[key] === 'string') c[key] = resolve(c[key] as string);
+    else if (Array.isArray(c[key])) c[key] = (c[key] as string[]).map((p) => resolve(p));
   return c as PartialResolved;
 }
 
@@ -107,8 +108,8 @@ export function makePlan(cfg: PartialResolved, opts: PlanOptions): Plan {
   // What determines the outputs: the config (less threads and the config files' names), the input's
   // stamp, the stages. The device is included: CPU and GPU kernels round differently.
   const { threads: _t, files: _f, ...det } = config as PartialResolved & { threads?: number };
-  const { mtimeMs, size } = statOf(layout.path);
-  const id = createHash('sha256').update(JSON.stringify({ det, input: { path: resolve(layout.path), size, mtimeMs }, stages })).digest('hex').slice(0, 16);
+  const input = embeddingsFiles(layout).map((f) => ({ path: resolve(f), ...statOf(f) }));
+  const id = createHash('sha256').update(JSON.stringify({ det, input: input.length === 1 ? input[0] : input, stages })).digest('hex').slice(0, 16);
   return { format: 1, id, created: new Date().toISOString(), outputDir: resolve(c.outputDir), config, n: layout.n, d: layout.d, k: c.k, stages };
 }
 

@@ -13,6 +13,7 @@ import { readNpy, writeNpy } from '../io/npy.js';
 import { atomicWriteFile } from '../io/atomic.js';
 import { outputs } from '../layout.js';
 import { loadNative, nativeInfo, type NativeEmbeddings, type MaxSimStats } from '../native.js';
+import { embeddingsInputs, openRowRange, type EmbeddingsLayout } from '../embeddings.js';
 import { embeddingsSpecOf, resolveIds, runSort } from '../pipeline.js';
 import { extractPrunedDataAll } from '../steps/extract.js';
 import { prepareEmbeddings } from '../steps/check.js';
@@ -32,14 +33,8 @@ export interface TaskOptions extends CommonOptions {
   logFile?: string;
 }
 
-interface EffectiveLayout {
-  path: string;
-  format: 'memmap' | 'npy';
-  dtype: 'float32' | 'float16';
-  n: number;
-  d: number;
-  offset: number;
-}
+/** The embeddings' layout the tasks map (one file or shards). */
+type EffectiveLayout = EmbeddingsLayout;
 
 type TaskResult = { outputs: Record<string, string>; info?: Record<string, unknown> };
 
@@ -55,11 +50,9 @@ function effectiveLayout(plan: Plan): EffectiveLayout {
   return e;
 }
 
-/** A mapping of rows [begin, end) of the effective embeddings (a view at a byte offset). */
+/** A mapping of rows [begin, end) of the effective embeddings (across shard boundaries). */
 function openRows(e: EffectiveLayout, begin: number, end: number): NativeEmbeddings {
-  const rowBytes = e.d * (e.dtype === 'float32' ? 4 : 2);
-  const addon = loadNative();
-  return new addon.Embeddings(e.path, { offset: e.offset + begin * rowBytes, n: end - begin, d: e.d, dtype: e.dtype, writable: false });
+  return openRowRange(e, begin, end);
 }
 
 function readCentroids(plan: Plan): Float32Array {
@@ -86,7 +79,7 @@ async function train(plan: Plan, o: TaskOptions): Promise<TaskResult> {
     // only when that is unchanged.
     const params = { k, niter: cfg.niter, seed: cfg.seed, spherical: cfg.spherical, maxPointsPerCentroid: cfg.maxPointsPerCentroid, minPointsPerCentroid: cfg.minPointsPerCentroid };
     const trainParams = cfg.centroids ? { given: stamp(cfg.centroids), k, d: emb.d } : { ...params, impl: cfg.kmeansImpl, d: emb.d };
-    const trainInputs: Record<string, string> = cfg.centroids ? {} : { embeddings: emb.path };
+    const trainInputs: Record<string, string> = cfg.centroids ? {} : embeddingsInputs(emb);
     if (cfg.centroids) {
       const { header, data } = readNpy(cfg.centroids);
       if (!(data instanceof Float32Array)) throw new InputError(`${cfg.centroids}: the given centroids must be float32, found ${header.descr}`, { file: cfg.centroids });
@@ -108,7 +101,7 @@ async function train(plan: Plan, o: TaskOptions): Promise<TaskResult> {
       recordStep(dir, 'train', trainParams, trainInputs, { centroids: centroidsPath }, { objective: r.objective, searchedRows: r.searchedRows, prunedRows: r.prunedRows, backend: r.backend, plan: plan.id });
       from = 'trained';
     }
-    const embeddings: EffectiveLayout = { path: emb.path, format: emb.format, dtype: emb.dtype, n: emb.n, d: emb.d, offset: emb.offset };
+    const embeddings: EffectiveLayout = { path: emb.path, format: emb.format, dtype: emb.dtype, n: emb.n, d: emb.d, offset: emb.offset, ...(emb.shards ? { shards: emb.shards } : {}) };
     return { outputs: { centroids: centroidsPath }, info: { embeddings, centroidsFrom: from } };
   } finally {
     emb.close();
@@ -363,7 +356,7 @@ async function extract(plan: Plan, o: TaskOptions): Promise<TaskResult> {
   writeNpy(outputs.nearest(dir), nearest);
   writeNpy(outputs.dist(dir), dist);
   const lay = effectiveLayout(plan);
-  recordStep(dir, 'cluster', { spherical: cfg.spherical, k: plan.k, d: plan.d, n: plan.n }, { embeddings: lay.path, centroids: outputs.centroids(dir) },
+  recordStep(dir, 'cluster', { spherical: cfg.spherical, k: plan.k, d: plan.d, n: plan.n }, { ...embeddingsInputs(lay), centroids: outputs.centroids(dir) },
     { centroids: outputs.centroids(dir), nearest: outputs.nearest(dir), dist: outputs.dist(dir) }, { plan: plan.id });
   // Step 3's.
   const offsets = clusterOffsets(plan);
@@ -374,7 +367,7 @@ async function extract(plan: Plan, o: TaskOptions): Promise<TaskResult> {
   writeNpy(outputs.offsets(dir), offsets);
   writeNpy(outputs.sortKey(dir), distance);
   const sortInputs: Record<string, string> = { centroids: outputs.centroids(dir), nearest: outputs.nearest(dir), dist: outputs.dist(dir) };
-  if (cfg.simMetric === 'cosine' && !cfg.spherical) sortInputs.embeddings = lay.path;
+  if (cfg.simMetric === 'cosine' && !cfg.spherical) Object.assign(sortInputs, embeddingsInputs(lay));
   recordStep(dir, 'sort', { simMetric: cfg.simMetric, keepHard: cfg.keepHard, spherical: cfg.spherical }, sortInputs,
     { order: outputs.order(dir), offsets: outputs.offsets(dir), sortKey: outputs.sortKey(dir) }, { plan: plan.id });
   // Step 4's: the keep order of all clusters, and M from the dedup parts, position by position.
@@ -404,7 +397,7 @@ async function extract(plan: Plan, o: TaskOptions): Promise<TaskResult> {
   writeNpy(outputs.keepIndex(dir), keepIndex);
   writeNpy(outputs.M(dir), M);
   writeNpy(outputs.Marg(dir), Mrow);
-  recordStep(dir, 'dedup', { whichToKeep: cfg.whichToKeep, seed: cfg.seed, epsList: cfg.epsList }, { embeddings: lay.path, order: outputs.order(dir), offsets: outputs.offsets(dir) },
+  recordStep(dir, 'dedup', { whichToKeep: cfg.whichToKeep, seed: cfg.seed, epsList: cfg.epsList }, { ...embeddingsInputs(lay), order: outputs.order(dir), offsets: outputs.offsets(dir) },
     { M: outputs.M(dir), keepOrder: outputs.keepOrder(dir), keepIndex: outputs.keepIndex(dir), Mrow: outputs.Marg(dir) }, { plan: plan.id });
   if (cfg.exportSortedClusters) await runSort(plan.config, { ...o, ...(log ? { log } : {}) }); // the same step-3 files, and the original's per-cluster files
   // Step 5, as `semdedup run` does it.

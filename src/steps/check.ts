@@ -5,7 +5,7 @@
 // input is unchanged) and the handle maps that copy; `never` uses the rows as they are.
 import { existsSync, renameSync, rmSync } from 'node:fs';
 import { NumericError } from '../errors.js';
-import { createEmbeddingsFile, openEmbeddings, type Embeddings, type EmbeddingsSpec } from '../embeddings.js';
+import { createEmbeddingsFile, embeddingsInputs, embeddingsStamp, openEmbeddings, type Embeddings, type EmbeddingsSpec } from '../embeddings.js';
 import { outputs } from '../layout.js';
 import { tempPathFor } from '../io/atomic.js';
 import { recordStep, stamp, stepIsCurrent } from '../manifest.js';
@@ -33,7 +33,7 @@ export async function prepareEmbeddings(spec: EmbeddingsSpec, opts: PrepareOptio
   try {
     const { outputDir, normalize } = opts;
     const checkParams = { normalize };
-    if (normalize !== 'always' && existsSync(outputDir) && stepIsCurrent(outputDir, 'check', checkParams, { embeddings: emb.path }))
+    if (normalize !== 'always' && existsSync(outputDir) && stepIsCurrent(outputDir, 'check', checkParams, embeddingsInputs(emb)))
       return emb;
     const addon = loadNative();
     const r = await runNative(opts, 'check', (_p, token) => addon.scanEmbeddings(emb.native, NORM_TOLERANCE, { threads: opts.threads ?? 0 }, token));
@@ -43,7 +43,7 @@ export async function prepareEmbeddings(spec: EmbeddingsSpec, opts: PrepareOptio
       throw new NumericError(`${emb.path}: row ${r.firstZero} is all zeros (${r.zeroRows} such rows); a zero vector has no direction to compare`, { file: emb.path });
     if (r.unnormalizedRows === 0 || normalize === 'never') {
       ensureOutputDir(outputDir);
-      recordStep(outputDir, 'check', checkParams, { embeddings: emb.path }, {}, { rows: emb.n, minNorm: r.minNorm, maxNorm: r.maxNorm });
+      recordStep(outputDir, 'check', checkParams, embeddingsInputs(emb), {}, { rows: emb.n, minNorm: r.minNorm, maxNorm: r.maxNorm });
       return emb;
     }
     if (normalize === 'auto')
@@ -55,7 +55,7 @@ export async function prepareEmbeddings(spec: EmbeddingsSpec, opts: PrepareOptio
     // normalize === 'always'
     ensureOutputDir(outputs.ours(outputDir));
     const copyPath = outputs.normalized(outputDir);
-    const params = { source: stamp(emb.path), n: emb.n, d: emb.d };
+    const params = { source: embeddingsStamp(emb), n: emb.n, d: emb.d };
     if (!(existsSync(copyPath) && stepIsCurrent(outputDir, 'normalize', params, {}))) {
       opts.log?.(`normalising ${r.unnormalizedRows} rows into ${copyPath}`);
       const tmp = tempPathFor(copyPath);

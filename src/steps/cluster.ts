@@ -6,7 +6,7 @@ import { ConfigError, InputError, NumericError } from '../errors.js';
 import { readNpy, writeNpy } from '../io/npy.js';
 import { outputs } from '../layout.js';
 import { loadNative } from '../native.js';
-import type { Embeddings } from '../embeddings.js';
+import { embeddingsInputs, type Embeddings } from '../embeddings.js';
 import { withDefaults, type ConfigFields } from '../config.js';
 import { ensureOutputDir, noteBackend, now, runNative, type CommonOptions } from './common.js';
 import { recordStep, stamp, stepIsCurrent } from '../manifest.js';
@@ -82,7 +82,7 @@ export async function computeCentroids(options: ClusterOptions): Promise<Cluster
   // Centroids are committed with what they came from (the given file, or the embeddings and the
   // k-means parameters), and reused only when that is unchanged.
   const trainParams = given ? { given: stamp(opts.centroids!), k, d: emb.d } : { ...params, impl, d: emb.d };
-  const trainInputs: Record<string, string> = given ? {} : { embeddings: emb.path };
+  const trainInputs: Record<string, string> = given ? {} : embeddingsInputs(emb);
   const committed = existsSync(centroidsPath) && stepIsCurrent(opts.outputDir, 'train', trainParams, trainInputs);
   if (given) {
     centroids = given;
@@ -120,7 +120,7 @@ export async function computeCentroids(options: ClusterOptions): Promise<Cluster
   const tTrain = (now() - t0) / 1000;
 
   const stepParams = { spherical, k, d: emb.d, n: emb.n };
-  const inputs = { embeddings: emb.path, centroids: centroidsPath };
+  const inputs = { ...embeddingsInputs(emb), centroids: centroidsPath };
   if (stepIsCurrent(opts.outputDir, 'cluster', stepParams, inputs)) {
     const nearest = readNpy(nearestPath).data as BigInt64Array;
     const dist = readNpy(distPath).data as Float32Array;

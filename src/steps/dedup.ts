@@ -11,7 +11,7 @@ import { readNpy, writeNpy } from '../io/npy.js';
 import { atomicWriteFile } from '../io/atomic.js';
 import { outputs } from '../layout.js';
 import { loadNative, type MaxSimStats } from '../native.js';
-import type { Embeddings } from '../embeddings.js';
+import { embeddingsInputs, embeddingsStamp, type Embeddings } from '../embeddings.js';
 import { withDefaults, type ConfigFields, type PartialConfig } from '../config.js';
 import { ensureOutputDir, noteBackend, now, runNative, throwIfAborted, type CommonOptions } from './common.js';
 import { currentRecord, recordStep, requireCommitted, stamp } from '../manifest.js';
@@ -116,7 +116,7 @@ export async function semdedup(options: DedupOptions): Promise<DedupResult> {
   // Only the sort step's committed results are read; unchanged inputs and params: skipped.
   requireCommitted(dir, 'sort', { order: outputs.order(dir), offsets: outputs.offsets(dir) });
   const stepParams = { whichToKeep: which, seed, epsList: opts.epsList };
-  const stepInputs = { embeddings: opts.embeddings.path, order: outputs.order(dir), offsets: outputs.offsets(dir) };
+  const stepInputs = { ...embeddingsInputs(opts.embeddings), order: outputs.order(dir), offsets: outputs.offsets(dir) };
   const done = currentRecord(dir, 'dedup', stepParams, stepInputs);
   if (done) {
     const M = readNpy(outputs.M(dir)).data as Float64Array;
@@ -146,7 +146,7 @@ export async function semdedup(options: DedupOptions): Promise<DedupResult> {
     if (opts.exactDuplicates) await findExactDuplicates({ ...opts, embeddings: emb, order: keepOrder, outputDir: dir });
     // Parts are tied to everything that determines their content.
     const key = createHash('sha256')
-      .update(JSON.stringify({ emb: stamp(emb.path), order: stamp(outputs.order(dir)), which, seed, eps: [...opts.epsList].sort() }))
+      .update(JSON.stringify({ emb: embeddingsStamp(emb), order: stamp(outputs.order(dir)), which, seed, eps: [...opts.epsList].sort() }))
       .digest('hex')
       .slice(0, 16);
     const partsDir = join(outputs.parts(dir), key);

@@ -10,7 +10,7 @@ import { sortedClusterArray, writeSortedCluster } from '../io/pyrepr.js';
 import { type Ids } from '../io/ids.js';
 import { outputs } from '../layout.js';
 import { loadNative } from '../native.js';
-import type { Embeddings } from '../embeddings.js';
+import { embeddingsInputs, type Embeddings } from '../embeddings.js';
 import { withDefaults, type ConfigFields } from '../config.js';
 import {
   ensureOutputDir,
@@ -54,7 +54,7 @@ export async function assignAndSortClusters(options: SortOptions): Promise<SortR
   requireCommitted(dir, 'cluster', { centroids: outputs.centroids(dir), nearest: outputs.nearest(dir), dist: outputs.dist(dir) });
   const stepParams = { simMetric, keepHard, spherical };
   const stepInputs: Record<string, string> = { centroids: outputs.centroids(dir), nearest: outputs.nearest(dir), dist: outputs.dist(dir) };
-  if (simMetric === 'cosine' && !spherical && opts.embeddings) stepInputs.embeddings = opts.embeddings.path;
+  if (simMetric === 'cosine' && !spherical && opts.embeddings) Object.assign(stepInputs, embeddingsInputs(opts.embeddings));
   if (!opts.exportSortedClusters && stepIsCurrent(dir, 'sort', stepParams, stepInputs)) {
     const order = readNpy(outputs.order(dir)).data as BigInt64Array;
     const offsets = readNpy(outputs.offsets(dir)).data as BigInt64Array;
