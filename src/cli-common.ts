@@ -2,6 +2,7 @@
 // of each command, with the schema's help), the log and progress lines, Ctrl-C, the output.
 import { Command, Option } from 'commander';
 import { ConfigError, SemDedupError } from './errors.js';
+import { prepareInputs } from './inputs.js';
 import { configSchema, loadConfigFiles, type CliCommand, type ConfigKeySpec, type PartialResolved } from './config.js';
 import type { CommonOptions, Progress } from './steps/common.js';
 
@@ -53,6 +54,17 @@ export function options(g: GlobalOpts): CommonOptions {
     ac.abort();
   });
   return { ...(log ? { log } : {}), ...(prog ? { onProgress: prog } : {}), signal: ac.signal };
+}
+
+/**
+ * loadConfig, then the inputs made ready for the engine: Parquet embeddings, ids and ranking
+ * column converted once into the output folder (prepareInputs), the config naming the result.
+ */
+export async function loadRunConfig(g: GlobalOpts, command: CliCommand): Promise<PartialResolved> {
+  const cfg = loadConfig(g, command);
+  const log = g.quiet ? undefined : (l: string) => process.stderr.write(`semdedup: ${l}\n`);
+  const prog = progressPrinter(g.quiet);
+  return prepareInputs(cfg, { ...(log ? { log } : {}), ...(prog ? { onProgress: prog } : {}), ...(cfg.threads ? { threads: cfg.threads } : {}) });
 }
 
 /** The config files, then `--set key=value`, then the command's schema options (validated by the schema). */

@@ -3,7 +3,7 @@
 import { Command } from 'commander';
 import { readFileSync } from 'node:fs';
 import { formatConfigDoc } from './config.js';
-import { loadConfig, options, print, runProgram, withCommon, type GlobalOpts } from './cli-common.js';
+import { loadRunConfig, options, print, runProgram, withCommon, type GlobalOpts } from './cli-common.js';
 import { runAll, runCluster, runDedup, runSort } from './pipeline.js';
 import { engineInfo } from './info.js';
 import { extractAction, extractFractionOptions, registerAfterCommands } from './after/cli.js';
@@ -21,7 +21,7 @@ export function buildProgram(): Command {
 
   withCommon(program.command('cluster').description('step 2: k-means (FAISS\'s algorithm) and the nearest centroid of every row'), 'cluster')
     .action(async (o: GlobalOpts) => {
-      const cfg = loadConfig(o, 'cluster');
+      const cfg = await loadRunConfig(o, 'cluster');
       const r = await runCluster(cfg, options(o));
       const ran = [r.backend.train ? `train on ${r.backend.train}` : '', r.backend.assign ? `assign on ${r.backend.assign}` : ''].filter(Boolean).join(', ');
       print(o, `clustered: k=${r.k}, centroids ${r.centroidsFrom}${r.assignmentReused ? ', assignment up to date' : ''} (train ${r.seconds.train.toFixed(2)} s, assign ${r.seconds.assign.toFixed(2)} s${ran ? `; ${ran}` : ''})`,
@@ -30,7 +30,7 @@ export function buildProgram(): Command {
 
   withCommon(program.command('sort').description('step 3: rank every cluster by distance to its centroid'), 'sort')
     .action(async (o: GlobalOpts) => {
-      const cfg = loadConfig(o, 'sort');
+      const cfg = await loadRunConfig(o, 'sort');
       const r = await runSort(cfg, options(o));
       const sizes = Array.from({ length: r.k }, (_, c) => Number(r.offsets[c + 1]! - r.offsets[c]!));
       print(o, `sorted ${r.order.length} rows in ${r.k} clusters (largest ${Math.max(...sizes)}, empty ${sizes.filter((s) => s === 0).length}) in ${r.seconds.toFixed(2)} s`,
@@ -39,7 +39,7 @@ export function buildProgram(): Command {
 
   withCommon(program.command('dedup').description('step 4: per-cluster max similarity M and the removal decisions for every eps'), 'dedup')
     .action(async (o: GlobalOpts) => {
-      const cfg = loadConfig(o, 'dedup');
+      const cfg = await loadRunConfig(o, 'dedup');
       const r = await runDedup(cfg, options(o));
       print(o, `dedup: ${r.keepOrder.length} members, ${r.stats.rechecked} re-checked in float64, ${r.seconds.toFixed(2)} s (${r.stats.backend})${r.resumedParts ? `, ${r.resumedParts} parts resumed` : ''}\n${fmtSummary(r.summary)}`,
         { summary: r.summary, stats: r.stats, seconds: r.seconds, resumedParts: r.resumedParts });
@@ -54,11 +54,17 @@ export function buildProgram(): Command {
   addExecutorOptions(withCommon(program.command('run').description('all steps: cluster, sort, dedup, extract (kept_eps{eps}.txt per eps)'), 'run'))
     .action(async (o: GlobalOpts) => {
       if (await runWithExecutor(o)) return;
-      const cfg = loadConfig(o, 'run');
+      const cfg = await loadRunConfig(o, 'run');
       const r = await runAll(cfg, options(o));
       const s = r.seconds;
       print(o, `done in ${s.total!.toFixed(2)} s (cluster ${s.cluster!.toFixed(2)}, sort ${s.sort!.toFixed(2)}, dedup ${s.dedup!.toFixed(2)}, extract ${s.extract!.toFixed(2)})\n${fmtSummary(r.dedup.summary)}`,
         { summary: r.dedup.summary, seconds: r.seconds, outputs: r.extract.map((x) => x.output) });
+    });
+
+  withCommon(program.command('import').description('convert the Parquet inputs (embeddings, ids, the rank_by column) once into the output folder (semdedup/import/); the other commands do it when needed'), 'run')
+    .action(async (o: GlobalOpts) => {
+      const cfg = await loadRunConfig(o, 'run');
+      print(o, `embeddings: ${String(cfg.embeddings)}${cfg.ids ? `\nids: ${String(cfg.ids)}` : ''}`, { embeddings: cfg.embeddings, ids: cfg.ids ?? null });
     });
 
   registerAfterCommands(program);

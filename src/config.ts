@@ -19,12 +19,19 @@ import * as path from 'node:path';
 import { parseYamlLikePyYAML } from './io/yaml11.js';
 import { ConfigError } from './errors.js';
 
+/** Keep order by a metadata column (`rank_by`). */
+export interface RankBy {
+  column: string;
+  order: 'asc' | 'desc';
+}
+
 /** The two config files of the original project. */
 export type OriginalFile = 'clustering_configs.yaml' | 'semdedup_configs.yaml';
 
 /** How a value is validated. */
 export type ValueKind =
   | 'path' // non-empty string, resolved to an absolute path
+  | 'string' // non-empty string, as it is
   | 'paths' // a path (a file, a folder or a glob) or a list of paths, each resolved to an absolute path
   | 'enum' // one of `values` (case-insensitive, stored lower-case)
   | 'posint' // integer >= 1
@@ -33,6 +40,7 @@ export type ValueKind =
   | 'bool'
   | 'epsList' // list of numbers in (0, 1), or a comma-separated string
   | 'strDtype' // numpy fixed-width string dtype such as S24 or U40
+  | 'rankBy' // { column, order: asc | desc }, or the string `column:desc`
   | 'compat'; // accepted for compatibility with the original, not used
 
 /** One row of the schema table. */
@@ -86,12 +94,17 @@ export const configSchema = Object.freeze([
       'folder (its .npy files, else its files, sorted by name).',
   },
   {
-    key: 'embeddings_format', field: 'embeddingsFormat', kind: 'enum', values: ['auto', 'memmap', 'npy'],
+    key: 'embeddings_format', field: 'embeddingsFormat', kind: 'enum', values: ['auto', 'memmap', 'npy', 'parquet'],
     aliases: [], default: 'auto', defaultText: 'auto',
     description:
       '`npy`: a .npy file (its header gives shape and dtype). `memmap`: raw rows without header, ' +
-      'as the original writes them with np.memmap (needs `dim`). `auto`: npy when the file starts ' +
-      'with the .npy magic bytes, raw memmap otherwise (whatever the file name).',
+      'as the original writes them with np.memmap (needs `dim`). `parquet`: a list column of float or ' +
+      'half-float (`embeddings_column`), converted once into the output folder. `auto`: npy when the file starts ' +
+      'with the .npy magic bytes, parquet with the Parquet magic, raw memmap otherwise (whatever the file name).',
+  },
+  {
+    key: 'embeddings_column', field: 'embeddingsColumn', kind: 'string', aliases: [], default: 'embedding', defaultText: 'embedding',
+    description: "Parquet embeddings: the column of the vectors (NeMo Curator's name by default).",
   },
   {
     key: 'embeddings_dtype', field: 'embeddingsDtype', kind: 'enum', values: ['float32', 'float16'],
@@ -119,12 +132,27 @@ export const configSchema = Object.freeze([
       'a glob or a folder, in the same order). Without it, ids are the row numbers.',
   },
   {
-    key: 'ids_format', field: 'idsFormat', kind: 'enum', values: ['auto', 'memmap', 'npy', 'text'],
+    key: 'ids_format', field: 'idsFormat', kind: 'enum', values: ['auto', 'memmap', 'npy', 'text', 'parquet'],
     aliases: [], default: 'auto', defaultText: 'auto',
     description:
       '`memmap`: raw fixed-width strings without header (dtype `ids_dtype`), as in the original. ' +
       '`npy`: a .npy string array. `text`: one id per line. `auto`: npy when the file starts with ' +
       'the .npy magic bytes, else memmap when `ids_dtype` is set, else text.',
+  },
+  {
+    key: 'ids_column', field: 'idsColumn', kind: 'string', aliases: [], default: 'id', defaultText: 'id',
+    description:
+      "Parquet ids: the column of the ids (strings or integers; NeMo Curator's name by default). Parquet " +
+      'embeddings with this column give the ids when `ids` is not set.',
+  },
+  {
+    key: 'rank_by', field: 'rankBy', kind: 'rankBy', aliases: [], defaultText: 'none',
+    cli: ['dedup', 'run'],
+    description:
+      'Keep order by a metadata column: `{column: quality_score, order: desc}` (option: `quality_score:desc`). ' +
+      "Each cluster's members are ordered by that column (ties: the distance order, then the row), so the " +
+      'first, best member of every group of duplicates is the one kept. The column is read from the Parquet ids ' +
+      'files, else from the Parquet embeddings.',
   },
   {
     key: 'ids_dtype', field: 'idsDtype', kind: 'strDtype', aliases: [{ name: 'path_str_dtype', file: CL }],
@@ -273,6 +301,10 @@ type ValueOf<R> = R extends { readonly kind: 'enum'; readonly values: readonly (
     ? string
     : R extends { readonly kind: 'paths' }
     ? string | string[]
+    : R extends { readonly kind: 'string' }
+    ? string
+    : R extends { readonly kind: 'rankBy' }
+    ? RankBy
     : R extends { readonly kind: 'bool' }
       ? boolean
       : R extends { readonly kind: 'epsList' }
@@ -554,6 +586,29 @@ function convert(v: unknown, spec: ConfigKeySpec, ctx: Ctx): unknown {
       if (typeof v !== 'string') fail(ctx, spec, `must be a path or None, ${got(v)}`);
       return v;
     }
+    case 'string': {
+      if (typeof v !== 'string' || v === '') fail(ctx, spec, `must be a non-empty string, ${got(v)}`);
+      return v;
+    }
+    case 'rankBy': {
+      let column: unknown;
+      let order: unknown = 'desc';
+      if (typeof v === 'string') {
+        const i = v.lastIndexOf(':');
+        const o = i >= 0 ? v.slice(i + 1).trim().toLowerCase() : '';
+        if (o === 'asc' || o === 'desc') [column, order] = [v.slice(0, i), o];
+        else column = v;
+      } else if (v && typeof v === 'object' && !Array.isArray(v)) {
+        const m = v as Record<string, unknown>;
+        const extra = Object.keys(m).filter((k) => k !== 'column' && k !== 'order');
+        if (extra.length) fail(ctx, spec, `takes the keys column and order, not ${extra.join(', ')}`);
+        column = m.column;
+        if (m.order !== undefined) order = typeof m.order === 'string' ? m.order.toLowerCase() : m.order;
+      } else fail(ctx, spec, `must be {column: NAME, order: asc|desc} or NAME:desc, ${got(v)}`);
+      if (typeof column !== 'string' || column === '') fail(ctx, spec, `needs a column name, ${got(v)}`);
+      if (order !== 'asc' && order !== 'desc') fail(ctx, spec, `order must be asc or desc, ${got(order)}`);
+      return { column, order } as RankBy;
+    }
   }
 }
 
@@ -832,6 +887,10 @@ function typeText(spec: ConfigKeySpec): string {
       return 'string dtype (`S24`, `U40`)';
     case 'compat':
       return 'path or None';
+    case 'string':
+      return 'string';
+    case 'rankBy':
+      return '`{column, order}` or `column:desc`';
   }
 }
 

@@ -3,12 +3,12 @@
 // core and never copied; `view()` gives a zero-copy typed array over them.
 import { closeSync, existsSync, openSync, readSync, statSync, ftruncateSync, writeSync } from 'node:fs';
 import { InputError, OutputError } from './errors.js';
-import { resolveInputFiles, sourceName } from './io/inputs.js';
+import { isParquetFile, resolveInputFiles, sourceName } from './io/inputs.js';
 import { stamp, type FileStamp } from './manifest.js';
 import { NPY_MAGIC, npyHeaderBytes, readNpyHeaderFromFile } from './io/npy.js';
 import { loadNative, nativeError, type NativeEmbeddings } from './native.js';
 
-export type EmbeddingsFormat = 'auto' | 'memmap' | 'npy';
+export type EmbeddingsFormat = 'auto' | 'memmap' | 'npy' | 'parquet';
 export type EmbeddingsDtype = 'float32' | 'float16';
 
 export interface EmbeddingsSpec {
@@ -127,6 +127,11 @@ function fileLayout(spec: EmbeddingsSpec & { path: string }): EmbeddingsLayout {
   if (!existsSync(path)) throw new InputError(`${path}: embeddings file not found`, { file: path, key: 'embeddings' });
   const st = statSync(path);
   if (!st.isFile()) throw new InputError(`${path}: embeddings path is not a regular file`, { file: path });
+  if (spec.format === 'parquet' || ((spec.format ?? 'auto') === 'auto' && isParquetFile(path)))
+    throw new InputError(
+      `${path}: a Parquet file is converted once into a mapped .npy before the engine reads it: run the command with a config (it converts into the output folder), or \`semdedup import\` / prepareInputs() first`,
+      { file: path, key: 'embeddings' },
+    );
   const format = spec.format && spec.format !== 'auto' ? spec.format : isNpy(path) ? 'npy' : 'memmap';
   if (format === 'memmap' && looksLikeDamagedNpy(path))
     throw new InputError(`${path}: the file holds a .npy header dictionary but not the .npy magic bytes (\\x93NUMPY): a corrupt .npy file? (set embeddings_format: memmap if it really is a raw memmap)`, { file: path });

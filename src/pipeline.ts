@@ -20,6 +20,7 @@ import { toManifest } from './config.js';
 import { nativeInfo } from './native.js';
 import { withLock } from './lock.js';
 import { capThreads, validateInputs } from './validate.js';
+import { rankValuesOf } from './inputs.js';
 
 export function embeddingsSpecOf(cfg: PartialResolved): EmbeddingsSpec {
   const c = requireKeys(cfg, ['embeddings'], 'this step');
@@ -144,6 +145,7 @@ export async function runDedup(cfg: PartialResolved, opts: CommonOptions = {}, g
       epsList: c.epsList,
       seed: c.seed,
       exactDuplicates: c.exactDuplicates,
+      ...(cfg.rankBy ? { rank: rankValuesOf(cfg)! } : {}),
     });
   if (given) return run(given);
   validateInputs(cfg, 'dedup');

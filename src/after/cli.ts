@@ -1,7 +1,7 @@
 // The command line of the commands that work from a finished run: curve, explain, decontaminate,
 // report, exact-duplicates, and extract by eps or by a target fraction.
 import { Command, Option } from 'commander';
-import { loadConfig, options, print, withCommon, type GlobalOpts } from '../cli-common.js';
+import { loadRunConfig, options, print, withCommon, type GlobalOpts } from '../cli-common.js';
 import { ConfigError } from '../errors.js';
 import { requireKeys, type CliCommand, type PartialResolved } from '../config.js';
 import { dedupWanted, embeddingsSpecOf, resolveIds } from '../pipeline.js';
@@ -30,9 +30,9 @@ function num(s: string | undefined, name: string): number | undefined {
 }
 
 /** The run's folder, its embeddings when the config names them, and its ids. */
-function runContext(o: Opts, command: CliCommand) {
+async function runContext(o: Opts, command: CliCommand) {
   const what = `semdedup ${command}`;
-  const cfg = loadConfig(o, command);
+  const cfg = await loadRunConfig(o, command);
   const c = requireKeys(cfg, ['output_dir'], what);
   const opts = common(o, cfg);
   const embeddings = cfg.embeddings ? embeddingsSpecOf(cfg) : undefined;
@@ -46,7 +46,7 @@ type ExtractOpts = Opts & { eps?: string; keepFraction?: string; removeFraction?
 export async function extractAction(o: ExtractOpts): Promise<void> {
   const given = [o.eps, o.keepFraction, o.removeFraction].filter((x) => x !== undefined).length;
   if (given !== 1) throw new ConfigError('extract: give exactly one of --eps, --keep-fraction, --remove-fraction', { key: 'eps' });
-  const { outputDir, opts, embeddings, ids } = runContext(o, 'extract');
+  const { outputDir, opts, embeddings, ids } = await runContext(o, 'extract');
   const eps = num(o.eps, '--eps');
   const keepFraction = num(o.keepFraction, '--keep-fraction');
   const removeFraction = num(o.removeFraction, '--remove-fraction');
@@ -83,7 +83,7 @@ export function registerAfterCommands(program: Command): void {
     .option('--to <eps>', 'last eps of the grid', '0.3')
     .option('--step <eps>', 'grid step', '0.001')
     .action(async (o: Opts & { from: string; to: string; step: string }) => {
-      const cfg = loadConfig(o, 'curve');
+      const cfg = await loadRunConfig(o, 'curve');
       const c = requireKeys(cfg, ['output_dir'], 'semdedup curve');
       const r = await keptFractionCurve({ outputDir: c.outputDir, from: num(o.from, '--from')!, to: num(o.to, '--to')!, step: num(o.step, '--step')! });
       print(o, ['eps\tkept\tkept_fraction', ...r.points.map((p) => `${p.eps}\t${p.kept}\t${p.keptFraction.toFixed(6)}`)].join('\n'), r);
@@ -96,7 +96,7 @@ export function registerAfterCommands(program: Command): void {
     .option('-o, --output <file>', 'CSV, or JSON Lines for .jsonl (default: explain_eps{eps}.csv in the output folder)')
     .addOption(new Option('--format <format>', 'table format').choices(['csv', 'jsonl']))
     .action(async (o: Opts & { eps: string; id?: string; near?: string; output?: string; format?: 'csv' | 'jsonl' }) => {
-      const { outputDir, opts, embeddings, ids } = runContext(o, 'explain');
+      const { outputDir, opts, embeddings, ids } = await runContext(o, 'explain');
       const eps = num(o.eps, '--eps')!;
       const base = { ...opts, outputDir, eps, ...(embeddings ? { embeddings } : {}), ...(ids ? { ids } : {}) };
       const id = o.id;
@@ -125,7 +125,7 @@ export function registerAfterCommands(program: Command): void {
     .option('--matches <file>', 'removed rows and the reference row that matched (CSV, or JSON Lines for .jsonl; default: decontaminated_eps{eps}_matches.csv)')
     .option('--recall-sample <n>', 'within-clusters: rows of the sample compared exactly for the recall', '20000')
     .action(async (o: Opts & { reference: string; eps: string; withinClusters?: boolean; referenceIds?: string; output?: string; matches?: string; recallSample: string }) => {
-      const cfg = loadConfig(o, 'decontaminate');
+      const cfg = await loadRunConfig(o, 'decontaminate');
       const c = requireKeys(cfg, ['embeddings', 'output_dir'], 'semdedup decontaminate');
       const opts = common(o, cfg);
       const ids = resolveIds(cfg, c.outputDir, opts.log);
@@ -154,7 +154,7 @@ export function registerAfterCommands(program: Command): void {
     .option('--eps <eps>', 'eps of the removed sample (default: the first recorded eps)')
     .option('--sample <n>', 'removed items shown', '48')
     .action(async (o: Opts & { output?: string; eps?: string; sample: string }) => {
-      const { outputDir, opts, embeddings, ids } = runContext(o, 'report');
+      const { outputDir, opts, embeddings, ids } = await runContext(o, 'report');
       const eps = num(o.eps, '--eps');
       const r = await withLock(outputDir, () => writeReport({
         ...opts, outputDir, ...(embeddings ? { embeddings } : {}), ...(ids ? { ids } : {}), ...(eps !== undefined ? { eps } : {}),
@@ -165,7 +165,7 @@ export function registerAfterCommands(program: Command): void {
 
   withCommon(program.command('exact-duplicates').description('rows whose bytes are identical (the first in keep order is kept)'), 'exact-duplicates')
     .action(async (o: Opts) => {
-      const cfg = loadConfig(o, 'exact-duplicates');
+      const cfg = await loadRunConfig(o, 'exact-duplicates');
       const c = requireKeys(cfg, ['embeddings', 'output_dir'], 'semdedup exact-duplicates');
       const opts = common(o, cfg);
       let order: BigInt64Array | undefined;

@@ -14,7 +14,7 @@ import { atomicWriteFile } from './atomic.js';
 import { resolveInputFiles, sourceName } from './inputs.js';
 import { NPY_MAGIC, decodeSItem, decodeUItem, dtypeName, readFully, readNpyHeaderFromFile, shapeRepr } from './npy.js';
 
-export type IdsFormat = 'auto' | 'memmap' | 'npy' | 'text';
+export type IdsFormat = 'auto' | 'memmap' | 'npy' | 'text' | 'parquet';
 
 export interface Ids {
   readonly length: number;
@@ -263,6 +263,8 @@ export function readIds(file: string, opts: ReadIdsOptions): Ids {
       return readNpyIds(file, opts);
     case 'text':
       return parseTextIds(readWhole(file), file, opts.count);
+    case 'parquet':
+      throw new InputError(`${file}: Parquet ids are converted once into the output folder before they are read: run the command with a config, or prepareInputs() first`, { file, key: 'ids' });
     case 'auto':
       break;
     default:
@@ -276,6 +278,7 @@ export function readIds(file: string, opts: ReadIdsOptions): Ids {
     fs.closeSync(fd);
   }
   if (head.length === 6 && head.equals(NPY_MAGIC)) return readNpyIds(file, opts);
+  if (head.subarray(0, 4).toString('latin1') === 'PAR1') return readIds(file, { ...opts, format: 'parquet' });
   const ext = path.extname(file).toLowerCase();
   if (ext === '.txt' || ext === '.tsv' || ext === '.csv') return parseTextIds(readWhole(file), file, opts.count);
   const buf = readWhole(file);

@@ -1,5 +1,5 @@
 // Inputs given as several files: a list, a glob or a folder, resolved to the files in order.
-import { existsSync, readdirSync, statSync } from 'node:fs';
+import { closeSync, existsSync, openSync, readdirSync, readSync, statSync } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
 import { InputError } from '../errors.js';
 
@@ -61,5 +61,27 @@ export function resolveInputFiles(source: string | readonly string[], what = 'em
 /** Text naming an embeddings source in messages. */
 export function sourceName(source: string | readonly string[]): string {
   return Array.isArray(source) ? (source.length === 1 ? source[0]! : `${source[0]} … (${source.length} files)`) : (source as string);
+}
+
+
+const MAGIC = Buffer.from('PAR1');
+
+/** True when the file starts and ends with the Parquet magic bytes `PAR1`. */
+export function isParquetFile(path: string): boolean {
+  let fd: number | undefined;
+  try {
+    const size = statSync(path).size;
+    if (size < 12) return false;
+    fd = openSync(path, 'r');
+    const head = Buffer.alloc(4);
+    const tail = Buffer.alloc(4);
+    readSync(fd, head, 0, 4, 0);
+    readSync(fd, tail, 0, 4, size - 4);
+    return head.equals(MAGIC) && tail.equals(MAGIC);
+  } catch {
+    return false;
+  } finally {
+    if (fd !== undefined) closeSync(fd);
+  }
 }
 

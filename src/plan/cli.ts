@@ -5,7 +5,7 @@ import { existsSync, readFileSync, statSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { cpus } from 'node:os';
 import { ConfigError, SemDedupError } from '../errors.js';
-import { loadConfig, options, print } from '../cli-common.js';
+import { loadConfig, loadRunConfig, options, print } from '../cli-common.js';
 import { makePlan, planPaths, readPlan, savePlan, STAGES, type Plan, type Stage } from './plan.js';
 import { runTask } from './tasks.js';
 import { runLocal, type ExecResult } from './local.js';
@@ -44,7 +44,7 @@ function failureMessage(plan: Plan, r: ExecResult, rerun: string): string {
 }
 
 async function runPlanned(o: RunOpts): Promise<void> {
-  const cfg = loadConfig(o, 'run');
+  const cfg = await loadRunConfig(o, 'run');
   const executor = o.executor!;
   if (executor === 'local' && o.sbatch !== undefined) throw new ConfigError('--sbatch is an option of --executor slurm', { key: 'sbatch' });
   if (executor === 'slurm' && o.workers !== undefined) throw new ConfigError('--workers is an option of --executor local (under SLURM, --tasks sets the array sizes)', { key: 'workers' });

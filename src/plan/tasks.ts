@@ -14,6 +14,7 @@ import { atomicWriteFile } from '../io/atomic.js';
 import { outputs } from '../layout.js';
 import { loadNative, nativeInfo, type NativeEmbeddings, type MaxSimStats } from '../native.js';
 import { embeddingsInputs, openRowRange, type EmbeddingsLayout } from '../embeddings.js';
+import { rankValuesOf } from '../inputs.js';
 import { embeddingsSpecOf, resolveIds, runSort } from '../pipeline.js';
 import { extractPrunedDataAll } from '../steps/extract.js';
 import { prepareEmbeddings } from '../steps/check.js';
@@ -285,7 +286,7 @@ async function dedup(plan: Plan, t: number, o: TaskOptions): Promise<TaskResult>
     const v = Number(offsets[Math.min(Math.max(c, ca), cb)]!) - P0;
     local[c] = BigInt(v);
   }
-  const { keepOrder } = await keepOrderOf(order, local, cfg.whichToKeep as WhichToKeep, cfg.seed, o.threads ?? cfg.threads);
+  const { keepOrder } = await keepOrderOf(order, local, cfg.whichToKeep as WhichToKeep, cfg.seed, o.threads ?? cfg.threads, rankValuesOf(plan.config));
   const M = new Float64Array(q1 - q0);
   const Mrow = new BigInt64Array(q1 - q0);
   const lay = effectiveLayout(plan);
@@ -371,7 +372,8 @@ async function extract(plan: Plan, o: TaskOptions): Promise<TaskResult> {
   recordStep(dir, 'sort', { simMetric: cfg.simMetric, keepHard: cfg.keepHard, spherical: cfg.spherical }, sortInputs,
     { order: outputs.order(dir), offsets: outputs.offsets(dir), sortKey: outputs.sortKey(dir) }, { plan: plan.id });
   // Step 4's: the keep order of all clusters, and M from the dedup parts, position by position.
-  const { keepOrder, keepIndex } = await keepOrderOf(order, offsets, cfg.whichToKeep as WhichToKeep, cfg.seed, o.threads ?? cfg.threads);
+  const rank = rankValuesOf(plan.config);
+  const { keepOrder, keepIndex } = await keepOrderOf(order, offsets, cfg.whichToKeep as WhichToKeep, cfg.seed, o.threads ?? cfg.threads, rank);
   const M = new Float64Array(plan.n);
   const Mrow = new BigInt64Array(plan.n);
   const covered = new Uint8Array(plan.n);
@@ -397,7 +399,8 @@ async function extract(plan: Plan, o: TaskOptions): Promise<TaskResult> {
   writeNpy(outputs.keepIndex(dir), keepIndex);
   writeNpy(outputs.M(dir), M);
   writeNpy(outputs.Marg(dir), Mrow);
-  recordStep(dir, 'dedup', { whichToKeep: cfg.whichToKeep, seed: cfg.seed, epsList: cfg.epsList }, { ...embeddingsInputs(lay), order: outputs.order(dir), offsets: outputs.offsets(dir) },
+  recordStep(dir, 'dedup', { whichToKeep: cfg.whichToKeep, seed: cfg.seed, epsList: cfg.epsList, ...(rank ? { rankBy: { column: rank.column, order: rank.order } } : {}) },
+    { ...embeddingsInputs(lay), order: outputs.order(dir), offsets: outputs.offsets(dir), ...(rank?.file ? { rank: rank.file } : {}) },
     { M: outputs.M(dir), keepOrder: outputs.keepOrder(dir), keepIndex: outputs.keepIndex(dir), Mrow: outputs.Marg(dir) }, { plan: plan.id });
   if (cfg.exportSortedClusters) await runSort(plan.config, { ...o, ...(log ? { log } : {}) }); // the same step-3 files, and the original's per-cluster files
   // Step 5, as `semdedup run` does it.

@@ -20,7 +20,19 @@ import { findExactDuplicates } from '../after/exact.js';
 export type WhichToKeep = PartialConfig['whichToKeep'];
 
 /** The options of step 4; the keep order, seed and exact-duplicates pass are the schema's. */
+/** Keep order by a metadata column: its value per row (float64) and the order. */
+export interface RankValues {
+  column: string;
+  order: 'asc' | 'desc';
+  values: Float64Array;
+  /** The file the values were read from (a step input in the manifest). */
+  file?: string;
+}
+
+/** The options of step 4; the keep order, seed and exact-duplicates pass are the schema's. */
 export interface DedupOptions extends CommonOptions, ConfigFields<'whichToKeep' | 'seed' | 'exactDuplicates'> {
+  /** Keep order by a metadata column (`rank_by`), instead of which_to_keep. */
+  rank?: RankValues;
   /** The checked embeddings (prepareEmbeddings). */
   embeddings: Embeddings;
   outputDir: string;
@@ -62,11 +74,42 @@ export function validateEps(epsList: readonly number[]): void {
  * generator seeded by (seed, cluster), so a cluster's order does not depend on which clusters ran
  * before it; docs/algorithm.md).
  */
-export async function keepOrderOf(order: BigInt64Array, offsets: BigInt64Array, which: WhichToKeep, seed: number, threads = 0) {
+export async function keepOrderOf(order: BigInt64Array, offsets: BigInt64Array, which: WhichToKeep, seed: number, threads = 0, rank?: RankValues) {
   const keepOrder = new BigInt64Array(order.length);
   const keepIndex = new BigInt64Array(order.length);
+  if (rank) {
+    rankedKeepOrder(order, offsets, rank, keepOrder, keepIndex);
+    return { keepOrder, keepIndex };
+  }
   await loadNative().keepOrder(order, offsets, which, seed, keepOrder, keepIndex, { threads });
   return { keepOrder, keepIndex };
+}
+
+/**
+ * `rank_by`: each cluster's members ordered by the column (descending or ascending); ties keep the
+ * step-3 order, which is the distance order with ties in ascending row order (docs/algorithm.md).
+ */
+export function rankedKeepOrder(order: BigInt64Array, offsets: BigInt64Array, rank: RankValues, keepOrder: BigInt64Array, keepIndex: BigInt64Array): void {
+  const v = rank.values;
+  const sign = rank.order === 'desc' ? -1 : 1;
+  const k = offsets.length - 1;
+  const idx: number[] = [];
+  for (let c = 0; c < k; c++) {
+    const b = Number(offsets[c]!);
+    const e = Number(offsets[c + 1]!);
+    idx.length = 0;
+    for (let p = 0; p < e - b; p++) idx.push(p);
+    const val = (p: number) => v[Number(order[b + p]!)]!;
+    idx.sort((x, y) => {
+      const a = val(x);
+      const z = val(y);
+      return a === z ? x - y : a < z ? -sign : sign;
+    });
+    for (let q = 0; q < idx.length; q++) {
+      keepOrder[b + q] = order[b + idx[q]!]!;
+      keepIndex[b + q] = BigInt(idx[q]!);
+    }
+  }
 }
 
 /** The removal rule, the one place it is written: a member goes when M > 1 - eps. */
@@ -115,8 +158,11 @@ export async function semdedup(options: DedupOptions): Promise<DedupResult> {
     if (!existsSync(p)) throw new InputError(`${p} not found: run the sort step first (semdedup sort)`, { file: p });
   // Only the sort step's committed results are read; unchanged inputs and params: skipped.
   requireCommitted(dir, 'sort', { order: outputs.order(dir), offsets: outputs.offsets(dir) });
-  const stepParams = { whichToKeep: which, seed, epsList: opts.epsList };
-  const stepInputs = { ...embeddingsInputs(opts.embeddings), order: outputs.order(dir), offsets: outputs.offsets(dir) };
+  const rank = opts.rank;
+  if (rank && rank.values.length !== opts.embeddings.n)
+    throw new InputError(`rank_by: the column '${rank.column}' holds ${rank.values.length} values, the embeddings ${opts.embeddings.n} rows`, { key: 'rank_by' });
+  const stepParams = { whichToKeep: which, seed, epsList: opts.epsList, ...(rank ? { rankBy: { column: rank.column, order: rank.order } } : {}) };
+  const stepInputs = { ...embeddingsInputs(opts.embeddings), order: outputs.order(dir), offsets: outputs.offsets(dir), ...(rank?.file ? { rank: rank.file } : {}) };
   const done = currentRecord(dir, 'dedup', stepParams, stepInputs);
   if (done) {
     const M = readNpy(outputs.M(dir)).data as Float64Array;
@@ -129,7 +175,7 @@ export async function semdedup(options: DedupOptions): Promise<DedupResult> {
   }
   const order = readNpy(outputs.order(dir)).data as BigInt64Array;
   const offsets = readNpy(outputs.offsets(dir)).data as BigInt64Array;
-  const { keepOrder, keepIndex } = await keepOrderOf(order, offsets, which, seed, threads);
+  const { keepOrder, keepIndex } = await keepOrderOf(order, offsets, which, seed, threads, rank);
   const n = order.length;
   const k = offsets.length - 1;
 
@@ -146,7 +192,7 @@ export async function semdedup(options: DedupOptions): Promise<DedupResult> {
     if (opts.exactDuplicates) await findExactDuplicates({ ...opts, embeddings: emb, order: keepOrder, outputDir: dir });
     // Parts are tied to everything that determines their content.
     const key = createHash('sha256')
-      .update(JSON.stringify({ emb: embeddingsStamp(emb), order: stamp(outputs.order(dir)), which, seed, eps: [...opts.epsList].sort() }))
+      .update(JSON.stringify({ emb: embeddingsStamp(emb), order: stamp(outputs.order(dir)), which, seed, eps: [...opts.epsList].sort(), rank: rank ? { column: rank.column, order: rank.order, file: rank.file ? stamp(rank.file) : null } : undefined }))
       .digest('hex')
       .slice(0, 16);
     const partsDir = join(outputs.parts(dir), key);

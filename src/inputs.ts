@@ -1,0 +1,153 @@
+// Inputs as users hold them, made ready for the engine: Parquet embeddings, Parquet ids and a
+// Parquet ranking column are converted once (importParquet) into the output folder's
+// `semdedup/import/`, recorded in its manifest with the stamps of every source file, and reused
+// while those are unchanged; the config then names the converted files, which every step maps.
+import { existsSync, rmdirSync } from 'node:fs';
+import { join } from 'node:path';
+import type { PartialResolved, RankBy } from './config.js';
+import { ConfigError, InputError } from './errors.js';
+import { isParquetFile, resolveInputFiles } from './io/inputs.js';
+import { makeDir } from './io/atomic.js';
+import { outputs } from './layout.js';
+import { recordStep, stepIsCurrent } from './manifest.js';
+import { embeddingsLayout } from './embeddings.js';
+import { readNpy } from './io/npy.js';
+import type { RankValues } from './steps/dedup.js';
+
+/** Where the converted inputs live in an output folder. */
+export const imported = {
+  dir: (out: string) => join(outputs.ours(out), 'import'),
+  embeddings: (out: string) => join(outputs.ours(out), 'import', 'embeddings.npy'),
+  ids: (out: string) => join(outputs.ours(out), 'import', 'ids.txt'),
+  rank: (out: string, column: string) => join(outputs.ours(out), 'import', `rank_${encodeURIComponent(column)}.npy`),
+};
+
+function parquetSource(source: string | string[] | undefined, format: string | undefined, key: string): string[] | undefined {
+  if (source === undefined) return undefined;
+  if (format !== undefined && format !== 'auto' && format !== 'parquet') return undefined;
+  let files: string[];
+  try {
+    files = resolveInputFiles(source, key, key);
+  } catch {
+    return undefined; // not there: the usual checks say so
+  }
+  const parquet = files.filter((f) => existsSync(f) && isParquetFile(f));
+  if (format === 'parquet' || parquet.length === files.length) {
+    if (parquet.length !== files.length) {
+      const bad = files.find((f) => !parquet.includes(f))!;
+      throw new InputError(`${bad}: not a Parquet file (it does not start and end with the magic bytes PAR1)`, { file: bad, key });
+    }
+    return files;
+  }
+  if (parquet.length > 0) throw new InputError(`${parquet[0]}: a Parquet file among other files; give one format`, { file: parquet[0], key });
+  return undefined;
+}
+
+/** The Parquet files of the ranking column (`rank_by`): the Parquet ids, else the Parquet embeddings. */
+function rankSource(cfg: PartialResolved, embFiles: string[] | undefined, idsFiles: string[] | undefined): string[] | undefined {
+  if (!cfg.rankBy) return undefined;
+  const files = idsFiles ?? embFiles;
+  if (!files)
+    throw new ConfigError(`rank_by: the column '${cfg.rankBy.column}' is read from Parquet ids or Parquet embeddings, and neither is Parquet`, { key: 'rank_by' });
+  return files;
+}
+
+export interface PrepareInputsOptions {
+  threads?: number;
+  log?: (line: string) => void;
+  onProgress?: (p: { stage: string; done: number; total: number }) => void;
+  signal?: AbortSignal;
+}
+
+/**
+ * Converts the Parquet inputs of a config into the output folder (once; reused while unchanged)
+ * and returns the config naming the converted files. A config without Parquet inputs and without
+ * `rank_by` is returned as it is. A bad file is refused before anything is written: the footers
+ * are checked first, the rows while converting, and on a refusal every file and folder the
+ * conversion created is removed.
+ */
+export async function prepareInputs(cfg: PartialResolved, opts: PrepareInputsOptions = {}): Promise<PartialResolved> {
+  const embFiles = parquetSource(cfg.embeddings, cfg.embeddingsFormat, 'embeddings');
+  let idsFiles = parquetSource(cfg.ids, cfg.idsFormat, 'ids');
+  if (!cfg.ids && embFiles && cfg.idsColumn) idsFiles = await withColumn(embFiles, cfg.idsColumn) ? embFiles : undefined;
+  const rankFiles = rankSource(cfg, embFiles, idsFiles);
+  if (!embFiles && !idsFiles && !rankFiles) return cfg;
+  if (!cfg.outputDir) throw new ConfigError('Parquet inputs are converted into the output folder: set `output_dir`', { key: 'output_dir' });
+  const out = cfg.outputDir;
+  const rank = cfg.rankBy as RankBy | undefined;
+  const embeddingsColumn = cfg.embeddingsColumn ?? 'embedding';
+  const idsColumn = cfg.idsColumn ?? 'id';
+  // Rows of each embeddings shard (not Parquet): the Parquet ids and ranking column must match them.
+  const npyLayout = !embFiles && cfg.embeddings ? embeddingsLayout({ path: cfg.embeddings, format: cfg.embeddingsFormat as 'auto', dtype: cfg.embeddingsDtype, ...(cfg.dim !== undefined ? { dim: cfg.dim } : {}) }) : undefined;
+  const params = {
+    embeddings: embFiles ? { column: embeddingsColumn } : null,
+    ids: idsFiles ? { column: idsColumn } : null,
+    rank: rankFiles && rank ? { column: rank.column } : null,
+    rows: npyLayout ? npyLayout.shards?.map((s) => s.n) ?? [npyLayout.n] : null,
+  };
+  const inputs: Record<string, string> = {};
+  embFiles?.forEach((f, i) => (inputs[`embeddings.${i}`] = f));
+  idsFiles?.forEach((f, i) => (inputs[`ids.${i}`] = f));
+  rankFiles?.forEach((f, i) => (inputs[`rank.${i}`] = f));
+  const next: PartialResolved = { ...cfg };
+  if (embFiles) Object.assign(next, { embeddings: imported.embeddings(out), embeddingsFormat: 'npy' });
+  if (idsFiles) Object.assign(next, { ids: imported.ids(out), idsFormat: 'text' });
+  if (existsSync(outputs.manifest(out)) && stepIsCurrent(out, 'import', params, inputs)) return next;
+
+  const created: string[] = [];
+  for (const d of [out, outputs.ours(out), imported.dir(out)]) if (!existsSync(d)) created.push(d);
+  makeDir(imported.dir(out));
+  try {
+    opts.log?.(`converting the Parquet inputs into ${imported.dir(out)}`);
+    const { importParquet } = await import('./io/parquet.js');
+    const r = await importParquet({
+      ...(embFiles ? { embeddings: { files: embFiles, column: embeddingsColumn, out: imported.embeddings(out) } } : {}),
+      ...(idsFiles ? { ids: { files: idsFiles, column: idsColumn, out: imported.ids(out) } } : {}),
+      ...(rankFiles && rank ? { columns: { files: rankFiles, columns: [{ column: rank.column, out: imported.rank(out, rank.column) }] } } : {}),
+      ...(npyLayout ? { rows: npyLayout.n, ...(npyLayout.shards ? { shardRows: npyLayout.shards.map((s) => s.n) } : {}) } : {}),
+      ...(opts.threads ? { threads: opts.threads } : {}),
+      ...(opts.onProgress ? { onProgress: (done: number, total: number) => opts.onProgress!({ stage: 'import', done, total }) } : {}),
+      ...(opts.signal ? { signal: opts.signal } : {}),
+    });
+    const outs: Record<string, string> = {};
+    if (embFiles) outs.embeddings = imported.embeddings(out);
+    if (idsFiles) outs.ids = imported.ids(out);
+    if (rankFiles && rank) outs.rank = imported.rank(out, rank.column);
+    recordStep(out, 'import', params, inputs, outs, { rows: r.n, ...(r.d !== undefined ? { d: r.d, dtype: r.dtype, seconds: r.embeddingsSeconds, payloadBytes: r.payloadBytes } : {}) });
+    if (r.embeddingsSeconds) opts.log?.(`import: ${r.n} rows × ${r.d} (${r.dtype}) in ${r.embeddingsSeconds.toFixed(1)} s, ${(r.payloadBytes! / r.embeddingsSeconds / 1e6).toFixed(0)} MB/s of float payload`);
+  } catch (e) {
+    // Leave the folder as it was: remove what the conversion created (empty by now, the
+    // converted files being temporary until complete).
+    for (const d of created.reverse()) {
+      try {
+        rmdirSync(d);
+      } catch {
+        // not empty: something else wrote there
+      }
+    }
+    throw e;
+  }
+  return next;
+}
+
+async function withColumn(files: string[], column: string): Promise<boolean> {
+  const { openParquetReader, describeParquet } = await import('./io/parquet.js');
+  const r = await openParquetReader(1);
+  try {
+    return (await describeParquet(r.con, files[0]!)).columns.has(column);
+  } finally {
+    r.close();
+  }
+}
+
+/** The ranking column converted by prepareInputs, when `rank_by` is set (read from the output folder). */
+export function rankValuesOf(cfg: PartialResolved): RankValues | undefined {
+  if (!cfg.rankBy || !cfg.outputDir) return undefined;
+  const rb = cfg.rankBy as RankBy;
+  const file = imported.rank(cfg.outputDir, rb.column);
+  if (!existsSync(file))
+    throw new InputError(`${file} not found: rank_by '${rb.column}' is converted from the Parquet inputs when a command reads the config`, { file, key: 'rank_by' });
+  const { data } = readNpy(file);
+  if (!(data instanceof Float64Array)) throw new InputError(`${file}: expected float64 values`, { file, key: 'rank_by' });
+  return { column: rb.column, order: rb.order, values: data, file };
+}

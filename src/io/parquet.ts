@@ -1,0 +1,357 @@
+// Parquet inputs (NeMo Curator's layout: an `embedding` list column, an `id` column, metadata
+// columns such as a quality score), read through DuckDB (@duckdb/node-api), never decoded by hand.
+//
+// The engine maps its inputs zero-copy and reads them many times (the check, the k-means sample,
+// the assignment, the gathers of every cluster), so a Parquet dataset is converted once, in one
+// streaming pass of bounded memory, into a .npy of the same float type, a text file of the ids and
+// a float64 .npy per metadata column (`importParquet`); every later read is a mapping. Every file is
+// checked in that pass (not Parquet, missing column, wrong type, ragged lists, nulls, NaN), and an
+// error names the file, the row group and the column.
+import { DuckDBInstance, type DuckDBConnection } from '@duckdb/node-api';
+import { InputError } from '../errors.js';
+import { npyHeaderBytes } from './npy.js';
+import { openAtomicWriter, type AtomicWriter } from './atomic.js';
+
+import { isParquetFile } from './inputs.js';
+
+export { isParquetFile };
+
+/** A string as an SQL literal. */
+function sqlString(s: string): string {
+  return `'${s.replace(/'/g, "''")}'`;
+}
+/** A name as an SQL identifier. */
+function sqlIdent(s: string): string {
+  return `"${s.replace(/"/g, '""')}"`;
+}
+
+/** One DuckDB connection (in memory) for a read. */
+export async function openParquetReader(threads = 0): Promise<{ con: DuckDBConnection; close(): void }> {
+  const inst = await DuckDBInstance.create(':memory:', threads > 0 ? { threads: String(threads) } : {});
+  const con = await inst.connect();
+  return {
+    con,
+    close: () => {
+      con.closeSync();
+      inst.closeSync();
+    },
+  };
+}
+
+export interface ParquetFileInfo {
+  file: string;
+  rows: number;
+  /** Rows of each row group, in order. */
+  rowGroups: number[];
+  /** Column name → DuckDB type (`FLOAT[]`, `FLOAT[256]`, `VARCHAR`, `DOUBLE`, …). */
+  columns: Map<string, string>;
+  /** Columns whose Parquet leaf is a half float (FLOAT16). */
+  half: Set<string>;
+}
+
+/** The schema and row groups of a Parquet file (its footer only). */
+export async function describeParquet(con: DuckDBConnection, file: string): Promise<ParquetFileInfo> {
+  if (!isParquetFile(file)) throw new InputError(`${file}: not a Parquet file (it does not start and end with the magic bytes PAR1)`, { file });
+  try {
+    const d = await con.runAndReadAll(`DESCRIBE SELECT * FROM read_parquet(${sqlString(file)})`);
+    const columns = new Map<string, string>();
+    for (const r of d.getRowObjects()) columns.set(String(r.column_name), String(r.column_type));
+    const g = await con.runAndReadAll(
+      `SELECT row_group_id, max(row_group_num_rows) AS n FROM parquet_metadata(${sqlString(file)}) GROUP BY row_group_id ORDER BY row_group_id`,
+    );
+    const rowGroups = g.getRowObjects().map((r) => Number(r.n));
+    const s = await con.runAndReadAll(`SELECT name, type, logical_type FROM parquet_schema(${sqlString(file)})`);
+    const half = new Set<string>();
+    let last = '';
+    for (const r of s.getRowObjects()) {
+      // The leaf of a list column is named `element` (or `item`); it follows its column's group.
+      if (columns.has(String(r.name))) last = String(r.name);
+      if (String(r.logical_type ?? '').toLowerCase().includes('float16') || (r.type === 'FIXED_LEN_BYTE_ARRAY' && String(r.logical_type ?? '').includes('Float16')))
+        half.add(last);
+    }
+    return { file, rows: rowGroups.reduce((a, b) => a + b, 0), rowGroups, columns, half };
+  } catch (e) {
+    if (e instanceof InputError) throw e;
+    throw new InputError(`${file}: cannot read the Parquet file: ${(e as Error).message}`, { file, cause: e });
+  }
+}
+
+/** The row group holding file row `row`. */
+function rowGroupOf(info: ParquetFileInfo, row: number): number {
+  let at = 0;
+  for (let g = 0; g < info.rowGroups.length; g++) {
+    at += info.rowGroups[g]!;
+    if (row < at) return g;
+  }
+  return info.rowGroups.length - 1;
+}
+
+function where(info: ParquetFileInfo, column: string, row: number): string {
+  return `${info.file}: row group ${rowGroupOf(info, row)}, column '${column}', row ${row}`;
+}
+
+function needColumn(info: ParquetFileInfo, column: string, key: string): string {
+  const t = info.columns.get(column);
+  if (t === undefined)
+    throw new InputError(`${info.file}: no column '${column}' (the file has ${[...info.columns.keys()].map((c) => `'${c}'`).join(', ')}); set \`${key}\``, { file: info.file, key });
+  return t;
+}
+
+const LIST_TYPE = /^(FLOAT|DOUBLE)\[(\d*)\]$/;
+const ID_TYPES = /^(VARCHAR|TINYINT|SMALLINT|INTEGER|BIGINT|HUGEINT|UTINYINT|USMALLINT|UINTEGER|UBIGINT)$/;
+const NUMERIC_TYPES = /^(FLOAT|DOUBLE|TINYINT|SMALLINT|INTEGER|BIGINT|UTINYINT|USMALLINT|UINTEGER|UBIGINT|DECIMAL.*)$/;
+
+export interface ParquetImportOptions {
+  /** Embeddings: Parquet files in order, their list column, and the .npy to write. */
+  embeddings?: { files: readonly string[]; column: string; out: string };
+  /** Ids: Parquet files in order (the embeddings' files, or one per embeddings shard, or any split), their column, and the text file to write. */
+  ids?: { files: readonly string[]; column: string; out: string };
+  /** Numeric metadata columns (e.g. a quality score): Parquet files in order, each column and the float64 .npy to write. */
+  columns?: { files: readonly string[]; columns: { column: string; out: string }[] };
+  /** Rows of each embeddings shard, when the ids or columns come from one Parquet file per shard. */
+  shardRows?: readonly number[];
+  /** Total rows the ids and columns must have (the embeddings' N), when the embeddings are not Parquet. */
+  rows?: number;
+  threads?: number;
+  onProgress?: (done: number, total: number) => void;
+  signal?: AbortSignal;
+}
+
+export interface ParquetImportResult {
+  n: number;
+  d?: number;
+  dtype?: 'float32' | 'float16';
+  /** Seconds of the embeddings pass, and its float payload in bytes (4 per value as float32, 2 as float16). */
+  embeddingsSeconds?: number;
+  payloadBytes?: number;
+}
+
+function checkAbort(signal: AbortSignal | undefined): void {
+  if (signal?.aborted) throw Object.assign(new Error('cancelled'), { code: 'ERR_CANCELLED' });
+}
+
+/** float32 → IEEE half bits (exact for values read from half floats). */
+function toHalf(v: number): number {
+  const f = new Float32Array([v]);
+  const u = new Uint32Array(f.buffer)[0]!;
+  const sign = (u >>> 16) & 0x8000;
+  const absx = u & 0x7fffffff;
+  if (absx >= 0x7f800000) return sign | 0x7c00 | (absx > 0x7f800000 ? 0x200 : 0);
+  if (absx >= 0x477ff000) return sign | 0x7c00;
+  if (absx < 0x38800000) {
+    if (absx < 0x33000000) return sign;
+    const e = absx >>> 23;
+    const m = (absx & 0x7fffff) | 0x800000;
+    const shift = 126 - e;
+    let r = m >>> shift;
+    const rem = m & ((1 << shift) - 1);
+    const half = 1 << (shift - 1);
+    if (rem > half || (rem === half && r & 1)) r++;
+    return sign | r;
+  }
+  let r = (absx >>> 13) - (112 << 10);
+  const rem = absx & 0x1fff;
+  if (rem > 0x1000 || (rem === 0x1000 && r & 1)) r++;
+  return sign | r;
+}
+
+/**
+ * Converts Parquet columns, streaming in chunks of DuckDB's vector size (bounded memory): the
+ * embeddings into a .npy (float32, or float16 when the Parquet leaf is FLOAT16), the ids into a
+ * text file (one per line), metadata columns into float64 .npy files. Every output is written
+ * to a temporary file and renamed when complete. Checks every file and row first-to-last and
+ * refuses a bad one naming the file, the row group and the column.
+ */
+export async function importParquet(o: ParquetImportOptions): Promise<ParquetImportResult> {
+  const reader = await openParquetReader(o.threads ?? 0);
+  const writers: AtomicWriter[] = [];
+  try {
+    const { con } = reader;
+    // Footers first: every file and column is checked before any row is converted.
+    const embInfo = o.embeddings ? await Promise.all(o.embeddings.files.map((f) => describeParquet(con, f))) : [];
+    const idsInfo = o.ids ? await Promise.all(o.ids.files.map((f) => describeParquet(con, f))) : [];
+    const colInfo = o.columns ? await Promise.all(o.columns.files.map((f) => describeParquet(con, f))) : [];
+    let d: number | undefined;
+    let half = false;
+    for (const info of embInfo) {
+      const col = o.embeddings!.column;
+      const t = needColumn(info, col, 'embeddings_column');
+      const m = LIST_TYPE.exec(t);
+      if (!m || m[1] !== 'FLOAT')
+        throw new InputError(`${info.file}: column '${col}' is ${t}; embeddings must be a list or fixed-size list of float or half-float values`, { file: info.file, key: 'embeddings_column' });
+      const h = info.half.has(col);
+      if (info !== embInfo[0] && h !== half)
+        throw new InputError(`${info.file}: column '${col}' holds ${h ? 'half floats' : 'floats'}, but ${embInfo[0]!.file} holds ${half ? 'half floats' : 'floats'}; all files must have one type`, { file: info.file });
+      half = h;
+      if (m[2]) {
+        const size = Number(m[2]);
+        if (d !== undefined && size !== d)
+          throw new InputError(`${info.file}: column '${col}' holds lists of ${size} values, but ${embInfo[0]!.file} has ${d}`, { file: info.file, key: 'embeddings_column' });
+        d = size;
+      }
+    }
+    for (const info of idsInfo) {
+      const t = needColumn(info, o.ids!.column, 'ids_column');
+      if (!ID_TYPES.test(t)) throw new InputError(`${info.file}: column '${o.ids!.column}' is ${t}; ids must be strings or integers`, { file: info.file, key: 'ids_column' });
+    }
+    for (const info of colInfo)
+      for (const c of o.columns!.columns) {
+        const t = needColumn(info, c.column, 'rank_by');
+        if (!NUMERIC_TYPES.test(t)) throw new InputError(`${info.file}: column '${c.column}' is ${t}; a ranking column must be numeric`, { file: info.file, key: 'rank_by' });
+      }
+    const n = embInfo.length ? embInfo.reduce((a, i) => a + i.rows, 0) : (o.rows ?? idsInfo.concat(colInfo).reduce((a, i) => a + i.rows, 0));
+    const per = embInfo.length ? embInfo.map((i) => i.rows) : o.shardRows;
+    const checkSplit = (infos: ParquetFileInfo[], what: string) => {
+      const total = infos.reduce((a, i) => a + i.rows, 0);
+      if (total !== n) throw new InputError(`${infos[0]!.file}: the ${what} files hold ${total} rows, the embeddings ${n}`, { file: infos[0]!.file, key: what });
+      if (per && infos.length === per.length)
+        infos.forEach((info, i) => {
+          if (info.rows !== per[i]) throw new InputError(`${info.file}: ${info.rows} rows, but embeddings shard ${i + 1} has ${per[i]}`, { file: info.file, key: what });
+        });
+    };
+    if (idsInfo.length) checkSplit(idsInfo, 'ids');
+    if (colInfo.length) checkSplit(colInfo, 'rank_by');
+
+    const total = (embInfo.length ? n : 0) + (idsInfo.length ? n : 0) + (colInfo.length ? n : 0);
+    let done = 0;
+    const progress = (m: number) => {
+      done += m;
+      o.onProgress?.(done, total);
+    };
+    const result: ParquetImportResult = { n };
+
+    if (o.embeddings) {
+      const t0 = performance.now();
+      const col = sqlIdent(o.embeddings.column);
+      if (d === undefined) {
+        // A variable-length list: D is the first row's length (every other row is checked against it).
+        const info = embInfo.find((i) => i.rows > 0);
+        if (!info) throw new InputError(`${embInfo[0]!.file}: the embeddings hold no rows`, { file: embInfo[0]!.file });
+        const r = await con.runAndReadAll(`SELECT len(${col}) AS d FROM read_parquet(${sqlString(info.file)}) LIMIT 1`);
+        d = Number(r.getRowObjects()[0]!.d ?? 0);
+        if (!(d > 0)) throw new InputError(`${info.file}: row group 0, column '${o.embeddings.column}', row 0: an empty or null list`, { file: info.file });
+      }
+      const D = d;
+      const w = openAtomicWriter(o.embeddings.out);
+      writers.push(w);
+      w.write(npyHeaderBytes(half ? '<f2' : '<f4', [n, D]));
+      for (const info of embInfo) {
+        if (info.rows === 0) continue;
+        const res = await con.stream(
+          `SELECT ${col} AS e, len(${col}) AS l, list_count(${col}) AS c, file_row_number AS r FROM read_parquet(${sqlString(info.file)}, file_row_number = true)`,
+        );
+        let expect = 0;
+        for (;;) {
+          checkAbort(o.signal);
+          const chunk = await res.fetchChunk();
+          if (!chunk || chunk.rowCount === 0) break;
+          const m = chunk.rowCount;
+          const lv = chunk.getColumnVector(1);
+          const cv = chunk.getColumnVector(2);
+          const rv = chunk.getColumnVector(3);
+          for (let i = 0; i < m; i++) {
+            const row = Number(rv.getItem(i) as bigint);
+            if (row !== expect + i) throw new InputError(`${info.file}: rows arrived out of order (row ${row} at ${expect + i})`, { file: info.file });
+            const len = lv.getItem(i) as bigint | null;
+            if (len === null) throw new InputError(`${where(info, o.embeddings.column, row)}: the embedding is null`, { file: info.file, key: 'embeddings_column' });
+            if (Number(len) !== D)
+              throw new InputError(`${where(info, o.embeddings.column, row)}: a list of ${len} values, expected ${D} (ragged lists)`, { file: info.file, key: 'embeddings_column' });
+            if (Number(cv.getItem(i) as bigint) !== D) throw new InputError(`${where(info, o.embeddings.column, row)}: the list holds null values`, { file: info.file, key: 'embeddings_column' });
+          }
+          const ev = chunk.getColumnVector(0) as unknown as { getEntryOffset(i: number): number; childVector: { items: Float32Array } };
+          const off = ev.getEntryOffset(0);
+          const vals = ev.childVector.items.subarray(off, off + m * D);
+          for (let j = 0; j < vals.length; j++)
+            if (vals[j] !== vals[j]) {
+              const row = expect + Math.floor(j / D);
+              throw new InputError(`${where(info, o.embeddings.column, row)}: value ${j % D} is NaN`, { file: info.file, key: 'embeddings_column' });
+            }
+          if (half) {
+            const h = new Uint16Array(vals.length);
+            for (let j = 0; j < vals.length; j++) h[j] = toHalf(vals[j]!);
+            w.write(new Uint8Array(h.buffer));
+          } else {
+            w.write(new Uint8Array(vals.buffer, vals.byteOffset, vals.byteLength));
+          }
+          expect += m;
+          progress(m);
+        }
+        if (expect !== info.rows) throw new InputError(`${info.file}: read ${expect} rows, the footer says ${info.rows}`, { file: info.file });
+      }
+      result.d = D;
+      result.dtype = half ? 'float16' : 'float32';
+      result.embeddingsSeconds = (performance.now() - t0) / 1000;
+      result.payloadBytes = n * D * (half ? 2 : 4);
+    }
+
+    if (o.ids) {
+      const w = openAtomicWriter(o.ids.out);
+      writers.push(w);
+      const col = sqlIdent(o.ids.column);
+      let first = true;
+      for (const info of idsInfo) {
+        if (info.rows === 0) continue;
+        const res = await con.stream(`SELECT CAST(${col} AS VARCHAR) AS i, file_row_number AS r FROM read_parquet(${sqlString(info.file)}, file_row_number = true)`);
+        for (;;) {
+          checkAbort(o.signal);
+          const chunk = await res.fetchChunk();
+          if (!chunk || chunk.rowCount === 0) break;
+          const iv = chunk.getColumnVector(0);
+          const rv = chunk.getColumnVector(1);
+          const lines: string[] = [];
+          for (let i = 0; i < chunk.rowCount; i++) {
+            const v = iv.getItem(i) as string | null;
+            const row = Number(rv.getItem(i) as bigint);
+            if (v === null) throw new InputError(`${where(info, o.ids.column, row)}: the id is null`, { file: info.file, key: 'ids_column' });
+            if (v === '' || /[\n\r\0]/.test(v))
+              throw new InputError(`${where(info, o.ids.column, row)}: the id is ${v === '' ? 'empty' : 'holding a line break or NUL'} (ids are written one per line)`, { file: info.file, key: 'ids_column' });
+            lines.push(v);
+          }
+          w.write((first ? '' : '\n') + lines.join('\n'));
+          first = false;
+          progress(chunk.rowCount);
+        }
+      }
+    }
+
+    if (o.columns && o.columns.columns.length) {
+      const cols = o.columns.columns;
+      const ws = cols.map((c) => {
+        const w = openAtomicWriter(c.out);
+        writers.push(w);
+        w.write(npyHeaderBytes('<f8', [n]));
+        return w;
+      });
+      for (const info of colInfo) {
+        if (info.rows === 0) continue;
+        const res = await con.stream(
+          `SELECT ${cols.map((c, i) => `CAST(${sqlIdent(c.column)} AS DOUBLE) AS c${i}`).join(', ')}, file_row_number AS r FROM read_parquet(${sqlString(info.file)}, file_row_number = true)`,
+        );
+        for (;;) {
+          checkAbort(o.signal);
+          const chunk = await res.fetchChunk();
+          if (!chunk || chunk.rowCount === 0) break;
+          const rv = chunk.getColumnVector(cols.length);
+          cols.forEach((c, k) => {
+            const v = chunk.getColumnVector(k);
+            const out = new Float64Array(chunk.rowCount);
+            for (let i = 0; i < chunk.rowCount; i++) {
+              const x = v.getItem(i) as number | null;
+              if (x === null || Number.isNaN(x))
+                throw new InputError(`${where(info, c.column, Number(rv.getItem(i) as bigint))}: the value is ${x === null ? 'null' : 'NaN'}`, { file: info.file, key: 'rank_by' });
+              out[i] = x;
+            }
+            ws[k]!.write(new Uint8Array(out.buffer));
+          });
+          progress(chunk.rowCount);
+        }
+      }
+    }
+    for (const w of writers) w.commit();
+    writers.length = 0;
+    return result;
+  } finally {
+    for (const w of writers) w.abort();
+    reader.close();
+  }
+}
