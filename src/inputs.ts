@@ -31,7 +31,8 @@ function parquetSource(source: string | string[] | undefined, format: string | u
   } catch {
     return undefined; // not there: the usual checks say so
   }
-  const parquet = files.filter((f) => existsSync(f) && isParquetFile(f));
+  // Parquet by its magic bytes, or by its name (then a file without the magic is refused as not Parquet).
+  const parquet = files.filter((f) => existsSync(f) && (isParquetFile(f) || (format !== 'parquet' && f.toLowerCase().endsWith('.parquet'))));
   if (format === 'parquet' || parquet.length === files.length) {
     if (parquet.length !== files.length) {
       const bad = files.find((f) => !parquet.includes(f))!;
