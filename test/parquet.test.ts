@@ -282,3 +282,49 @@ test('64 float16 .npy shards with a metadata Parquet per shard (ids, quality): t
     rmSync(dir, { recursive: true, force: true });
   }
 });
+
+test('extract --format parquet: one row per input row (or per removed row), read back by another Parquet implementation (hyparquet) with the right rows', async () => {
+  const { parquetReadObjects, asyncBufferFromFile } = await import('hyparquet');
+  const { compressors } = await import('hyparquet-compressors');
+  const dir = tmpFolder('pq-out');
+  try {
+    const n = 3000;
+    const d = 16;
+    const ds = new SynthDataset({ n, dim: d, clusters: 8, seed: 4, dupFraction: 0.3 });
+    writeNpy(join(dir, 'x.npy'), ds.generate(), { shape: [n, d] });
+    const ids = Array.from({ length: n }, (_, i) => `id,"${i}"`);
+    writeFileSync(join(dir, 'ids.txt'), ids.join('\n'));
+    const out = join(dir, 'out');
+    const cfg = writeConfig(dir, 'c.yaml', { embeddings: join(dir, 'x.npy'), ids: join(dir, 'ids.txt'), k: 8, spherical: true, eps_list: [0.05, 0.1], output_dir: out });
+    let r = runCli(['run', '-c', cfg, '-q'], dir, 300_000);
+    assert.equal(r.code, 0, r.stderr);
+    r = runCli(['extract', '-c', cfg, '--eps', '0.07', '-o', join(dir, 'kept0.07.txt'), '-q'], dir);
+    assert.equal(r.code, 0, r.stderr);
+    const keepOrder = readNpy(outputs.keepOrder(out)).data as BigInt64Array;
+    const nearest = readNpy(outputs.nearest(out)).data as BigInt64Array;
+    const M = readNpy(outputs.M(out)).data as Float64Array;
+    const Mrow = readNpy(outputs.Marg(out)).data as BigInt64Array;
+    const keptAt = (f: string) => new Set(readFileSync(f, 'utf8').split('\n'));
+    const kept = { 0.05: keptAt(join(out, 'kept_eps0.05.txt')), 0.1: keptAt(join(out, 'kept_eps0.1.txt')), 0.07: keptAt(join(dir, 'kept0.07.txt')) };
+    for (const removed of [false, true]) {
+      const file = join(dir, removed ? 'removed.parquet' : 'all.parquet');
+      r = runCli(['extract', '-c', cfg, '--eps', '0.07', '--format', 'parquet', '-o', file, ...(removed ? ['--removed'] : []), '-q'], dir);
+      assert.equal(r.code, 0, r.stderr);
+      const rows = (await parquetReadObjects({ file: await asyncBufferFromFile(file), compressors })) as Record<string, unknown>[];
+      const want = Array.from(keepOrder, (row, p) => ({ row: Number(row), p })).filter((x) => !removed || !kept[0.07].has(ids[x.row]!));
+      assert.equal(rows.length, want.length, removed ? 'one row per removed row' : 'one row per input row');
+      assert.ok(want.length > 100 && (removed ? want.length < n : want.length === n));
+      rows.forEach((t, i) => {
+        const { row, p } = want[i]!;
+        assert.equal(t.row, BigInt(row), `table row ${i}: keep order`);
+        assert.equal(t.id, ids[row]);
+        assert.equal(t.cluster, Number(nearest[row]!));
+        assert.equal(t.M, M[p]);
+        assert.equal(t.nearest_earlier_id, Mrow[p]! < 0n ? null : ids[Number(Mrow[p]!)]);
+        for (const e of [0.05, 0.07, 0.1] as const) assert.equal(t[`keep_eps${e}`], kept[e].has(ids[row]!), `row ${row}: keep at eps ${e}`);
+      });
+    }
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});

@@ -40,7 +40,7 @@ async function runContext(o: Opts, command: CliCommand) {
   return { cfg, outputDir: c.outputDir, opts: { ...opts, want: dedupWanted(cfg) }, embeddings, ids };
 }
 
-type ExtractOpts = Opts & { eps?: string; keepFraction?: string; removeFraction?: string; output?: string; removed?: boolean };
+type ExtractOpts = Opts & { eps?: string; keepFraction?: string; removeFraction?: string; output?: string; removed?: boolean; format?: 'text' | 'parquet' };
 
 /** `semdedup extract`: by eps (any eps: one not recorded by dedup is re-checked) or by a target fraction. */
 export async function extractAction(o: ExtractOpts): Promise<void> {
@@ -60,6 +60,7 @@ export async function extractAction(o: ExtractOpts): Promise<void> {
     ...(o.output ? { output: o.output } : {}),
     ...(o.removed ? { removed: true } : {}),
     ...(ids ? { ids } : {}),
+    ...(o.format ? { format: o.format } : {}),
   }));
   const n = r.summary.kept + r.summary.removed;
   const head = r.choice ? `eps ${r.eps} (chosen for kept fraction ${r.choice.keepFraction}: target ${r.choice.target.toFixed(1)} of ${n})` : `eps ${r.eps}`;
@@ -74,7 +75,8 @@ export async function extractAction(o: ExtractOpts): Promise<void> {
 export function extractFractionOptions(cmd: Command): Command {
   return cmd
     .option('--keep-fraction <f>', 'choose the eps whose kept share is closest to f (0..1), print it and extract at it')
-    .option('--remove-fraction <f>', 'the same for the removed share');
+    .option('--remove-fraction <f>', 'the same for the removed share')
+    .addOption(new Option('--format <format>', 'text: the ids, one per line; parquet: one row per input row (or per removed row with --removed): id, row, cluster, M, nearest_earlier_id, keep_eps<eps> per eps').choices(['text', 'parquet']));
 }
 
 export function registerAfterCommands(program: Command): void {

@@ -6,7 +6,9 @@
 import { ConfigError } from '../errors.js';
 import type { Ids } from '../io/ids.js';
 import { extractPrunedData, type ExtractResult } from '../steps/extract.js';
+import { summarize } from '../steps/dedup.js';
 import { recheckEps, readRun, validateOneEps, type RunArrays, type RunFolderOptions } from './common.js';
+import { writeDecisionTable } from './table.js';
 
 export interface CurvePoint {
   eps: number;
@@ -205,6 +207,8 @@ export interface ExtractAtOptions extends RunFolderOptions {
   /** Write the removed ids instead of the kept ones. */
   removed?: boolean;
   ids?: Ids;
+  /** 'text' (default): the ids, one per line; 'parquet': a table of every row (or every removed row) with its decisions (src/after/table.ts). */
+  format?: 'text' | 'parquet';
 }
 
 export interface ExtractAtResult extends ExtractResult {
@@ -239,6 +243,14 @@ export async function extractAt(opts: ExtractAtOptions): Promise<ExtractAtResult
     const r = await recheckEps({ ...opts, eps: [eps] });
     run = r;
     rechecked = r.rechecked;
+  }
+  if (opts.format === 'parquet') {
+    if (!opts.output) throw new ConfigError('extract --format parquet needs --output FILE', { key: 'output' });
+    const t0 = performance.now();
+    const t = await writeDecisionTable({ outputDir: opts.outputDir, eps, run, output: opts.output, ...(opts.ids ? { ids: opts.ids } : {}), ...(opts.removed ? { removed: true } : {}) });
+    const summary = summarize(run.M, [eps])[0]!;
+    opts.log?.(`${t.rows} rows (decisions at eps ${t.epsList.join(', ')}) -> ${opts.output}`);
+    return { eps, keptRows: new BigInt64Array(0), removedRows: new BigInt64Array(0), summary, output: opts.output, seconds: (performance.now() - t0) / 1000, rechecked, ...(choice ? { choice } : {}) };
   }
   const r = await extractPrunedData({
     outputDir: opts.outputDir,

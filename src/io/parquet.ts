@@ -355,3 +355,46 @@ export async function importParquet(o: ParquetImportOptions): Promise<ParquetImp
     reader.close();
   }
 }
+
+export interface TableColumn {
+  name: string;
+  type: 'VARCHAR' | 'BIGINT' | 'INTEGER' | 'DOUBLE' | 'BOOLEAN';
+  /** The value of row i (null: a null cell). */
+  get(i: number): string | bigint | number | boolean | null;
+}
+
+/**
+ * Writes a table of `rows` rows as one Parquet file (zstd), through DuckDB: into a temporary file
+ * beside `target`, renamed when complete.
+ */
+export async function writeParquetTable(target: string, rows: number, columns: readonly TableColumn[], threads = 0): Promise<void> {
+  const { renameSync, rmSync } = await import('node:fs');
+  const { tempPathFor } = await import('./atomic.js');
+  const reader = await openParquetReader(threads);
+  const tmp = tempPathFor(target);
+  try {
+    const { con } = reader;
+    await con.run(`CREATE TABLE t (${columns.map((c) => `${sqlIdent(c.name)} ${c.type}`).join(', ')})`);
+    const app = await con.createAppender('t');
+    for (let i = 0; i < rows; i++) {
+      for (const c of columns) {
+        const v = c.get(i);
+        if (v === null) app.appendNull();
+        else if (c.type === 'VARCHAR') app.appendVarchar(v as string);
+        else if (c.type === 'BIGINT') app.appendBigInt(v as bigint);
+        else if (c.type === 'INTEGER') app.appendInteger(v as number);
+        else if (c.type === 'DOUBLE') app.appendDouble(v as number);
+        else app.appendBoolean(v as boolean);
+      }
+      app.endRow();
+    }
+    app.closeSync();
+    await con.run(`COPY t TO ${sqlString(tmp)} (FORMAT parquet, COMPRESSION zstd)`);
+    renameSync(tmp, target);
+  } catch (e) {
+    rmSync(tmp, { force: true });
+    throw e;
+  } finally {
+    reader.close();
+  }
+}
