@@ -8,7 +8,8 @@ export { semdedup, keepOrderOf, summarize, isRemoved, type DedupOptions, type De
 export { extractPrunedData, type ExtractOptions, type ExtractResult } from './steps/extract.js';
 export type { CommonOptions, Progress, Device } from './steps/common.js';
 export type { Ran, MaxSimStats } from './native.js';
-export { openEmbeddings, createEmbeddingsFile, embeddingsLayout, type Embeddings, type EmbeddingsSpec } from './embeddings.js';
+export { openEmbeddings, createEmbeddingsFile, embeddingsLayout, type Embeddings, type EmbeddingsSpec, type EmbeddingsLayout, type ShardLayout } from './embeddings.js';
+export { prepareInputs, imported, type PrepareInputsOptions } from './inputs.js';
 export { runAll, runCluster, runSort, runDedup, runExtract, type RunResult } from './pipeline.js';
 export { loadConfigFiles, parseConfigObject, requireKeys, configSchema, formatConfigDoc, withDefaults, type SemDedupConfig, type PartialConfig, type PartialResolved, type Defaults } from './config.js';
 export { readIds, checkUniqueIds, rowNumberIds, idsFromStrings, writeIdsMemmap, type Ids } from './io/ids.js';
