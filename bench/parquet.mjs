@@ -25,10 +25,12 @@ async function generate(path, n) {
   const inst = await DuckDBInstance.create(':memory:', { threads: '2' });
   const con = await inst.connect();
   await con.run(`SELECT setseed(0.42)`);
+  // unit rows: each value divided by its row's norm (computed once per row)
   await con.run(`COPY (
-      SELECT 'img_' || lpad(i::VARCHAR, 9, '0') || '.jpg' AS id,
-             list_transform(v, x -> (x / sqrt(list_sum(list_transform(v, y -> y * y))))::FLOAT) AS embedding
-      FROM (SELECT i, list_transform(range(${dim}), j -> random() - 0.5) AS v FROM range(${n}) t(i))
+      SELECT id, list_transform(v, x -> (x / nrm)::FLOAT) AS embedding
+      FROM (SELECT id, v, sqrt(list_sum(list_transform(v, y -> y * y))) AS nrm
+            FROM (SELECT 'img_' || lpad(i::VARCHAR, 9, '0') || '.jpg' AS id, list_transform(range(${dim}), j -> random() - 0.5) AS v FROM range(${n}) t(i)))
+      ORDER BY id
     ) TO '${path}' (FORMAT parquet, COMPRESSION snappy, ROW_GROUP_SIZE 122880)`);
   con.closeSync();
   inst.closeSync();

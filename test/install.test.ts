@@ -147,8 +147,14 @@ test('install: packed, installed offline with no compiler on the PATH, and used'
     writeFileSync(path.join(app, 'package.json'), JSON.stringify({ name: 'app', version: '1.0.0', private: true, dependencies: appDeps }, null, 2));
     const ownLock = JSON.parse(readFileSync(path.join(ROOT, 'package-lock.json'), 'utf8'));
     const lockPackages: Record<string, unknown> = { '': { name: 'app', version: '1.0.0', dependencies: appDeps } };
-    for (const dep of Object.keys(pkg.dependencies)) {
+    // The runtime dependencies and theirs (a dependency's own platform packages are optional:
+    // those of other platforms are pinned, and npm skips them as the project's install did).
+    const todo = Object.keys(pkg.dependencies).map((dep) => ({ dep, optional: false }));
+    while (todo.length) {
+      const { dep, optional } = todo.shift()!;
+      if (lockPackages[`node_modules/${dep}`]) continue;
       const e = ownLock.packages[`node_modules/${dep}`];
+      if (!e && optional) continue;
       assert.ok(e?.integrity, `package-lock.json pins ${dep}`);
       lockPackages[`node_modules/${dep}`] = {
         version: e.version,
@@ -156,7 +162,15 @@ test('install: packed, installed offline with no compiler on the PATH, and used'
         integrity: e.integrity,
         license: e.license,
         engines: e.engines,
+        ...(e.os ? { os: e.os } : {}),
+        ...(e.cpu ? { cpu: e.cpu } : {}),
+        ...(e.libc ? { libc: e.libc } : {}),
+        ...(e.optional || optional ? { optional: true } : {}),
+        ...(e.dependencies ? { dependencies: e.dependencies } : {}),
+        ...(e.optionalDependencies ? { optionalDependencies: e.optionalDependencies } : {}),
       };
+      for (const d of Object.keys(e.dependencies ?? {})) todo.push({ dep: d, optional });
+      for (const d of Object.keys(e.optionalDependencies ?? {})) todo.push({ dep: d, optional: true });
     }
     writeFileSync(path.join(app, 'package-lock.json'), JSON.stringify({ name: 'app', version: '1.0.0', lockfileVersion: 3, requires: true, packages: lockPackages }, null, 2));
 

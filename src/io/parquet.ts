@@ -8,7 +8,8 @@
 // checked in that pass (not Parquet, missing column, wrong type, ragged lists, nulls, NaN), and an
 // error names the file, the row group and the column.
 import { DuckDBInstance, type DuckDBConnection } from '@duckdb/node-api';
-import { InputError } from '../errors.js';
+import { writeSync } from 'node:fs';
+import { InputError, OutputError } from '../errors.js';
 import { npyHeaderBytes } from './npy.js';
 import { openAtomicWriter, type AtomicWriter } from './atomic.js';
 
@@ -130,6 +131,16 @@ function checkAbort(signal: AbortSignal | undefined): void {
   if (signal?.aborted) throw Object.assign(new Error('cancelled'), { code: 'ERR_CANCELLED' });
 }
 
+/** Writes all of `bytes` at `position` of the writer's temporary file. */
+function writeAt(w: AtomicWriter, bytes: Uint8Array, position: number): void {
+  let off = 0;
+  try {
+    while (off < bytes.length) off += writeSync(w.fd, bytes, off, bytes.length - off, position + off);
+  } catch (e) {
+    throw new OutputError(`${w.target}: cannot write: ${(e as Error).message}`, { file: w.target, cause: e });
+  }
+}
+
 /** float32 → IEEE half bits (exact for values read from half floats). */
 function toHalf(v: number): number {
   const f = new Float32Array([v]);
@@ -234,13 +245,21 @@ export async function importParquet(o: ParquetImportOptions): Promise<ParquetImp
       const D = d;
       const w = openAtomicWriter(o.embeddings.out);
       writers.push(w);
-      w.write(npyHeaderBytes(half ? '<f2' : '<f4', [n, D]));
+      const header = npyHeaderBytes(half ? '<f2' : '<f4', [n, D]);
+      w.write(header);
+      const rowBytes = D * (half ? 2 : 4);
+      // DuckDB decodes row groups in parallel and hands over chunks as they come (no ordering
+      // buffer: faster, and memory bounded by the row groups in flight); each chunk is written at
+      // its rows' place, and every row is seen exactly once.
+      await con.run('SET preserve_insertion_order = false');
+      let base = 0;
       for (const info of embInfo) {
         if (info.rows === 0) continue;
+        const seen = new Uint8Array(info.rows);
+        let count = 0;
         const res = await con.stream(
           `SELECT ${col} AS e, len(${col}) AS l, list_count(${col}) AS c, file_row_number AS r FROM read_parquet(${sqlString(info.file)}, file_row_number = true)`,
         );
-        let expect = 0;
         for (;;) {
           checkAbort(o.signal);
           const chunk = await res.fetchChunk();
@@ -249,9 +268,11 @@ export async function importParquet(o: ParquetImportOptions): Promise<ParquetImp
           const lv = chunk.getColumnVector(1);
           const cv = chunk.getColumnVector(2);
           const rv = chunk.getColumnVector(3);
+          const r0 = Number(rv.getItem(0) as bigint);
           for (let i = 0; i < m; i++) {
             const row = Number(rv.getItem(i) as bigint);
-            if (row !== expect + i) throw new InputError(`${info.file}: rows arrived out of order (row ${row} at ${expect + i})`, { file: info.file });
+            if (row !== r0 + i || row >= info.rows || seen[row]) throw new InputError(`${info.file}: row ${row} read out of place`, { file: info.file });
+            seen[row] = 1;
             const len = lv.getItem(i) as bigint | null;
             if (len === null) throw new InputError(`${where(info, o.embeddings.column, row)}: the embedding is null`, { file: info.file, key: 'embeddings_column' });
             if (Number(len) !== D)
@@ -263,21 +284,25 @@ export async function importParquet(o: ParquetImportOptions): Promise<ParquetImp
           const vals = ev.childVector.items.subarray(off, off + m * D);
           for (let j = 0; j < vals.length; j++)
             if (vals[j] !== vals[j]) {
-              const row = expect + Math.floor(j / D);
+              const row = r0 + Math.floor(j / D);
               throw new InputError(`${where(info, o.embeddings.column, row)}: value ${j % D} is NaN`, { file: info.file, key: 'embeddings_column' });
             }
+          let bytes: Uint8Array;
           if (half) {
             const h = new Uint16Array(vals.length);
             for (let j = 0; j < vals.length; j++) h[j] = toHalf(vals[j]!);
-            w.write(new Uint8Array(h.buffer));
+            bytes = new Uint8Array(h.buffer);
           } else {
-            w.write(new Uint8Array(vals.buffer, vals.byteOffset, vals.byteLength));
+            bytes = new Uint8Array(vals.buffer, vals.byteOffset, vals.byteLength);
           }
-          expect += m;
+          writeAt(w, bytes, header.length + (base + r0) * rowBytes);
+          count += m;
           progress(m);
         }
-        if (expect !== info.rows) throw new InputError(`${info.file}: read ${expect} rows, the footer says ${info.rows}`, { file: info.file });
+        if (count !== info.rows) throw new InputError(`${info.file}: read ${count} rows, the footer says ${info.rows}`, { file: info.file });
+        base += info.rows;
       }
+      await con.run('SET preserve_insertion_order = true');
       result.d = D;
       result.dtype = half ? 'float16' : 'float32';
       result.embeddingsSeconds = (performance.now() - t0) / 1000;
