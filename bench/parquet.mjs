@@ -40,8 +40,9 @@ function timed(args) {
   const r = spawnSync('/usr/bin/time', ['-v', process.execPath, cli, ...args], { cwd: dir, encoding: 'utf8' });
   const rss = Number(/Maximum resident set size \(kbytes\): (\d+)/.exec(r.stderr)?.[1] ?? NaN) / 1024;
   const wall = /Elapsed \(wall clock\) time \(h:mm:ss or m:ss\): ([\d:.]+)/.exec(r.stderr)?.[1];
+  const cpu = Number(/User time \(seconds\): ([\d.]+)/.exec(r.stderr)?.[1]) + Number(/System time \(seconds\): ([\d.]+)/.exec(r.stderr)?.[1]);
   if (r.status !== 0) throw new Error(`semdedup ${args.join(' ')} failed:\n${r.stderr}`);
-  return { rssMiB: rss, wall, stderr: r.stderr, stdout: r.stdout };
+  return { rssMiB: rss, wall, cpu, stderr: r.stderr, stdout: r.stdout };
 }
 
 const results = [];
@@ -56,6 +57,7 @@ for (const n of rowsList) {
   rmSync(out, { recursive: true, force: true });
   const cfg = join(dir, `c-${n}.yaml`);
   writeFileSync(cfg, `embeddings: ${pq}\noutput_dir: ${out}\nk: ${k}\nniter: 5\nspherical: true\neps_list: [0.05]\n`);
+  const load0 = (await import('node:os')).loadavg()[0];
   const imp = timed(['import', '-c', cfg]);
   const m = /import: (\d+) rows × (\d+) \((\w+)\) in ([\d.]+) s, (\d+) MB\/s/.exec(imp.stderr);
   const run = timed(['run', '-c', cfg, '--json']);
@@ -63,6 +65,7 @@ for (const n of rowsList) {
   results.push({
     rows: n, dim, fileMiB: statSync(pq).size / 2 ** 20, payloadMB: (n * dim * 4) / 1e6,
     importSeconds: Number(m?.[4]), importMBs: Number(m?.[5]), importPeakRssMiB: imp.rssMiB, importWall: imp.wall,
+    importCpuSeconds: imp.cpu, loadAverageBefore: load0,
     runWall: run.wall, runPeakRssMiB: run.rssMiB, checkStats: manifest.steps.check?.stats ?? null,
   });
   console.error(JSON.stringify(results.at(-1)));

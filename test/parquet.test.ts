@@ -328,3 +328,23 @@ test('extract --format parquet: one row per input row (or per removed row), read
     rmSync(dir, { recursive: true, force: true });
   }
 });
+
+test('rank_by in a config: a mapping or column:order; a bad order or key is a config error naming rank_by', async () => {
+  const { loadConfigFiles } = await import('../src/config.js');
+  const dir = tmpFolder('pq-cfg');
+  try {
+    const f = join(dir, 'c.yaml');
+    writeFileSync(f, 'rank_by: {column: quality_score, order: asc}\n');
+    assert.deepEqual(loadConfigFiles([f]).rankBy, { column: 'quality_score', order: 'asc' });
+    writeFileSync(f, 'rank_by: aesthetic:desc\n');
+    assert.deepEqual(loadConfigFiles([f]).rankBy, { column: 'aesthetic', order: 'desc' });
+    writeFileSync(f, 'rank_by: {column: q}\n');
+    assert.deepEqual(loadConfigFiles([f]).rankBy, { column: 'q', order: 'desc' });
+    for (const bad of ['rank_by: {column: q, order: up}', 'rank_by: {col: q}', 'rank_by: [q]'] as const) {
+      writeFileSync(f, bad + '\n');
+      assert.throws(() => loadConfigFiles([f]), (e: Error & { key?: string }) => e.key === 'rank_by', bad);
+    }
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});

@@ -50,6 +50,35 @@ test('sharded .npy: a list, a glob and a folder give one layout; rows across sha
   }
 });
 
+test('raw memmap shards (D from the config) read as one dataset; dataset_size checks the total', () => {
+  const dir = tmpFolder('shards-raw');
+  try {
+    const s = writeSharded(dir, 1000, 8, 5);
+    mkdirSync(join(dir, 'raw'));
+    const files: string[] = [];
+    let row = 0;
+    s.sizes.forEach((m, i) => {
+      const f = join(dir, 'raw', `part-${i}.f16`);
+      writeFileSync(f, Buffer.from(s.bits.buffer, row * 8 * 2, m * 8 * 2));
+      files.push(f);
+      row += m;
+    });
+    const whole = openEmbeddings({ path: s.whole });
+    const raw = openEmbeddings({ path: files, format: 'memmap', dtype: 'float16', dim: 8, count: 1000 });
+    try {
+      assert.equal(raw.n, 1000);
+      assert.deepEqual(raw.rows(0, 1000), whole.rows(0, 1000));
+    } finally {
+      raw.close();
+      whole.close();
+    }
+    assert.throws(() => embeddingsLayout({ path: files, format: 'memmap', dtype: 'float16', dim: 8, count: 999 }), /dataset_size 999 but the 5 shards hold 1000 rows/);
+    assert.throws(() => embeddingsLayout({ path: files, format: 'memmap', dtype: 'float16', dim: 7 }), /part-\d\.f16: file size .*\(shard \d of 5/);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
 test('64 float16 shards with an ids file per shard: the bytes of the concatenated file, single process and --executor local --tasks 3; after-the-run commands read the shards', () => {
   const dir = tmpFolder('shards-run');
   try {
