@@ -49,6 +49,8 @@ export interface ParquetFileInfo {
   columns: Map<string, string>;
   /** Columns whose Parquet leaf is a half float (FLOAT16). */
   half: Set<string>;
+  /** List columns whose values (the leaf) may be null. */
+  nullableLeaf: Set<string>;
 }
 
 /** The schema and row groups of a Parquet file (its footer only). */
@@ -62,16 +64,17 @@ export async function describeParquet(con: DuckDBConnection, file: string): Prom
       `SELECT row_group_id, max(row_group_num_rows) AS n FROM parquet_metadata(${sqlString(file)}) GROUP BY row_group_id ORDER BY row_group_id`,
     );
     const rowGroups = g.getRowObjects().map((r) => Number(r.n));
-    const s = await con.runAndReadAll(`SELECT name, type, logical_type FROM parquet_schema(${sqlString(file)})`);
+    const s = await con.runAndReadAll(`SELECT name, type, logical_type, repetition_type FROM parquet_schema(${sqlString(file)})`);
     const half = new Set<string>();
+    const nullableLeaf = new Set<string>();
     let last = '';
     for (const r of s.getRowObjects()) {
       // The leaf of a list column is named `element` (or `item`); it follows its column's group.
       if (columns.has(String(r.name))) last = String(r.name);
-      if (String(r.logical_type ?? '').toLowerCase().includes('float16') || (r.type === 'FIXED_LEN_BYTE_ARRAY' && String(r.logical_type ?? '').includes('Float16')))
-        half.add(last);
+      if (String(r.logical_type ?? '').toLowerCase().includes('float16')) half.add(last);
+      if (r.type !== null && r.repetition_type === 'OPTIONAL' && !columns.has(String(r.name))) nullableLeaf.add(last);
     }
-    return { file, rows: rowGroups.reduce((a, b) => a + b, 0), rowGroups, columns, half };
+    return { file, rows: rowGroups.reduce((a, b) => a + b, 0), rowGroups, columns, half, nullableLeaf };
   } catch (e) {
     if (e instanceof InputError) throw e;
     throw new InputError(`${file}: cannot read the Parquet file: ${(e as Error).message}`, { file, cause: e });
@@ -130,6 +133,14 @@ export interface ParquetImportResult {
 
 function checkAbort(signal: AbortSignal | undefined): void {
   if (signal?.aborted) throw Object.assign(new Error('cancelled'), { code: 'ERR_CANCELLED' });
+}
+
+/** What the conversion reads of DuckDB's list vector (@duckdb/node-api's DuckDBListVector). */
+interface ListVector {
+  validity: { itemValid(i: number): boolean };
+  getEntryOffset(i: number): number;
+  getEntryLength(i: number): number;
+  childVector: { items: Float32Array };
 }
 
 /** Writes all of `bytes` at `position` of the writer's temporary file. */
@@ -258,31 +269,40 @@ export async function importParquet(o: ParquetImportOptions): Promise<ParquetImp
         if (info.rows === 0) continue;
         const seen = new Uint8Array(info.rows);
         let count = 0;
+        // Null values inside the lists are counted only when the schema allows them.
+        const nullable = info.nullableLeaf.has(o.embeddings.column);
         const res = await con.stream(
-          `SELECT ${col} AS e, len(${col}) AS l, list_count(${col}) AS c, file_row_number AS r FROM read_parquet(${sqlString(info.file)}, file_row_number = true)`,
+          `SELECT ${col} AS e, file_row_number AS r${nullable ? `, list_count(${col}) AS c` : ''} FROM read_parquet(${sqlString(info.file)}, file_row_number = true)`,
         );
         for (;;) {
           checkAbort(o.signal);
           const chunk = await res.fetchChunk();
           if (!chunk || chunk.rowCount === 0) break;
           const m = chunk.rowCount;
-          const lv = chunk.getColumnVector(1);
-          const cv = chunk.getColumnVector(2);
-          const rv = chunk.getColumnVector(3);
+          // The list vector: its rows' validity, offsets and lengths into one flat float child.
+          const ev = chunk.getColumnVector(0) as unknown as ListVector;
+          const rv = chunk.getColumnVector(1);
+          const cv = nullable ? chunk.getColumnVector(2) : undefined;
           const r0 = Number(rv.getItem(0) as bigint);
+          const off = ev.validity.itemValid(0) ? ev.getEntryOffset(0) : 0;
+          let contiguous = true;
           for (let i = 0; i < m; i++) {
             const row = Number(rv.getItem(i) as bigint);
             if (row !== r0 + i || row >= info.rows || seen[row]) throw new InputError(`${info.file}: row ${row} read out of place`, { file: info.file });
             seen[row] = 1;
-            const len = lv.getItem(i) as bigint | null;
-            if (len === null) throw new InputError(`${where(info, o.embeddings.column, row)}: the embedding is null`, { file: info.file, key: 'embeddings_column' });
-            if (Number(len) !== D)
+            if (!ev.validity.itemValid(i)) throw new InputError(`${where(info, o.embeddings.column, row)}: the embedding is null`, { file: info.file, key: 'embeddings_column' });
+            const len = ev.getEntryLength(i);
+            if (len !== D)
               throw new InputError(`${where(info, o.embeddings.column, row)}: a list of ${len} values, expected ${D} (ragged lists)`, { file: info.file, key: 'embeddings_column' });
-            if (Number(cv.getItem(i) as bigint) !== D) throw new InputError(`${where(info, o.embeddings.column, row)}: the list holds null values`, { file: info.file, key: 'embeddings_column' });
+            if (cv && Number(cv.getItem(i) as bigint) !== D) throw new InputError(`${where(info, o.embeddings.column, row)}: the list holds null values`, { file: info.file, key: 'embeddings_column' });
+            if (ev.getEntryOffset(i) !== off + i * D) contiguous = false;
           }
-          const ev = chunk.getColumnVector(0) as unknown as { getEntryOffset(i: number): number; childVector: { items: Float32Array } };
-          const off = ev.getEntryOffset(0);
-          const vals = ev.childVector.items.subarray(off, off + m * D);
+          const items = ev.childVector.items;
+          let vals = items.subarray(off, off + m * D);
+          if (!contiguous) {
+            vals = new Float32Array(m * D);
+            for (let i = 0; i < m; i++) vals.set(items.subarray(ev.getEntryOffset(i), ev.getEntryOffset(i) + D), i * D);
+          }
           for (let j = 0; j < vals.length; j++)
             if (vals[j] !== vals[j]) {
               const row = r0 + Math.floor(j / D);
