@@ -7,7 +7,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import * as path from 'node:path';
 import fc from 'fast-check';
 
@@ -17,6 +17,8 @@ import { checkUniqueIds, readIds, type Ids } from '../src/io/ids.js';
 import { npyHeaderBytes, readNpy } from '../src/io/npy.js';
 import { parseYamlLikePyYAML } from '../src/io/yaml11.js';
 import { tmpFolder } from './helpers.js';
+import { shellQuote, slurmOutput, stageScript } from '../src/plan/slurm.js';
+import { planPaths, STAGES, type Plan } from '../src/plan/plan.js';
 
 const PY = '/usr/bin/python3';
 const SEED = 20261129;
@@ -348,4 +350,82 @@ print(json.dumps(out))
   // Layout leniencies of PyYAML stay rare in this corpus of one-line keys (they are not values read differently).
   assert.ok(stricter.length <= 30, `${stricter.length} documents PyYAML reads are refused:\n${stricter.slice(0, 20).join('\n')}`);
   process.stdout.write(`# fuzz config: 3000 documents: ${parsed} parsed as PyYAML parses them, ${bothRefused} refused by both, ${pyOnlyRefused} refused by PyYAML only (read by the engine), ${dupRefused} refused on purpose (a repeated key, which PyYAML takes the last of, or a NEL/LS/PS line break), ${stricter.length} refused for a layout PyYAML tolerates\n`);
+});
+
+// ---------------------------------------------------------------------------------------------
+// The SLURM stage script: every path in it is a shell word that expands to exactly the path
+
+// Pieces of hostile folder names: command substitutions, quotes, expansions, separators, newlines,
+// globs, bytes above ASCII (written as UTF-8), and a lone surrogate (not writable as it is: refused).
+const PATH_PIECES = ['$(touch PWNED)', '`touch PWNED`', "'", '"', ' ', '\n', '\t', '\\', '%', '%a', '%%', ';touch PWNED;', '$HOME', '${IFS}', '*', '?', '[a]', '!', '&', '|', '>', '<', '#', '~', '{a,b}', '\x80\xff', 'é', '\u2028', '😀', 'x', '-', '\r', '\ud800'];
+
+test('fuzz: the SLURM stage script, run by bash, hands the task exactly the plan and log paths and runs nothing else (400 hostile folder names)', { timeout: 600_000 }, () => {
+  const root = tmpFolder('fuzz-slurm');
+  // The "CLI" the script executes: records its arguments.
+  const argvJs = path.join(root, 'argv.cjs');
+  writeFileSync(argvJs, "require('fs').writeFileSync(process.env.ARGV_OUT, JSON.stringify(process.argv.slice(2)));\n");
+  let n = 0;
+  try {
+    fc.assert(
+      fc.property(fc.array(fc.integer({ min: 0, max: PATH_PIECES.length - 1 }), { minLength: 1, maxLength: 6 }), fc.integer({ min: 0, max: STAGES.length - 1 }), (pieces, si) => {
+        const name = pieces.map((i) => PATH_PIECES[i]!).join('');
+        const sandbox = path.join(root, `case${n++}`);
+        const outputDir = path.join(sandbox, name);
+        const plan = { id: 'fuzz', outputDir } as Plan;
+        const planPath = planPaths.plan(outputDir);
+        const stage = STAGES[si]!;
+        let script: string;
+        try {
+          script = stageScript(plan, planPath, stage, { node: process.execPath, cli: argvJs });
+        } catch (e) {
+          typed(e, name);
+          assert.ok(/[\ud800-\udfff]/.test(name), `refused a well-formed path: ${JSON.stringify(name)}`);
+          return;
+        }
+        assert.ok(!/[\ud800-\udfff]/.test(name.replace(/[\ud800-\udbff][\udc00-\udfff]/g, '')), 'a lone surrogate is refused');
+        mkdirSync(planPaths.logs(outputDir), { recursive: true });
+        const file = path.join(sandbox, 'stage.sbatch');
+        writeFileSync(file, script);
+        const syntax = spawnSync('bash', ['-n', file], { encoding: 'utf8' });
+        assert.equal(syntax.status, 0, `bash -n: ${syntax.stderr}\n${script}`);
+        const argvOut = path.join(root, `argv${n}.json`);
+        const r = spawnSync('bash', [file], { cwd: sandbox, encoding: 'utf8', env: { PATH: process.env.PATH, HOME: sandbox, SLURM_ARRAY_TASK_ID: '3', ARGV_OUT: argvOut } });
+        assert.equal(r.status, 0, `the script failed: ${r.stderr}\n${script}`);
+        const log = path.join(planPaths.logs(outputDir), `${stage}.3.log`);
+        assert.deepEqual(JSON.parse(readFileSync(argvOut, 'utf8')), ['task', stage, '3', '--plan', planPath, '--log', log]);
+        assert.ok(existsSync(log), 'the log file is at the exact path');
+        // Nothing else was created: only the output folder's own tree and the script.
+        const walk = (d: string): string[] => readdirSync(d, { withFileTypes: true }).flatMap((e) => (e.isDirectory() ? walk(path.join(d, e.name)) : [path.join(d, e.name)]));
+        assert.deepEqual(walk(sandbox).sort(), [file, log].sort(), `files created: ${walk(sandbox).join(', ')}`);
+        // SLURM's --output: %% and %a expanded as SLURM does give the same log file (or no file
+        // where the path holds a backslash, which SLURM cannot write to).
+        const out = slurmOutput(planPaths.logs(outputDir), stage);
+        if (outputDir.includes('\\')) assert.equal(out, '/dev/null');
+        else assert.equal(out.replace(/%(.)/g, (_m, c: string) => (c === '%' ? '%' : c === 'a' ? '3' : `%${c}`)), log);
+        rmSync(sandbox, { recursive: true, force: true });
+        rmSync(argvOut, { force: true });
+      }),
+      { numRuns: 400, seed: SEED },
+    );
+    // The quoting itself, against bash's own reading of the word (printf %s).
+    fc.assert(
+      fc.property(fc.array(fc.integer({ min: 0, max: PATH_PIECES.length - 2 }), { maxLength: 8 }), fc.string({ maxLength: 8 }), (pieces, extra) => {
+        const s = pieces.map((i) => PATH_PIECES[i]!).join('') + extra.replace(/\0/g, '');
+        let q: string;
+        try {
+          q = shellQuote(s);
+        } catch (e) {
+          typed(e, s);
+          return;
+        }
+        const r = spawnSync('bash', ['-c', `printf %s ${q}`], { cwd: root, encoding: 'buffer' });
+        assert.equal(r.status, 0, r.stderr.toString());
+        assert.ok(r.stdout.equals(Buffer.from(s, 'utf8')), `${JSON.stringify(s)} -> ${q} -> ${JSON.stringify(r.stdout.toString())}`);
+      }),
+      { numRuns: 600, seed: SEED },
+    );
+    assert.deepEqual(readdirSync(root).filter((f) => f.startsWith('PWNED')), []);
+  } finally {
+    rmSync(root, { recursive: true, force: true });
+  }
 });

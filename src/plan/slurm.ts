@@ -88,7 +88,7 @@ export function slurmOutput(logsDir: string, stage: Stage): string {
  * single-quoted shell word: nothing in a path is run or expanded. The log file is the same one
  * that SLURM's --output names (appended to by both).
  */
-export function stageScript(plan: Plan, planPath: string, stage: Stage): string {
+export function stageScript(plan: Plan, planPath: string, stage: Stage, entry: { node: string; cli: string } = { node: process.execPath, cli: CLI_PATH }): string {
   const logs = planPaths.logs(plan.outputDir);
   return [
     '#!/bin/bash',
@@ -98,7 +98,7 @@ export function stageScript(plan: Plan, planPath: string, stage: Stage): string 
     `plan=${shellQuote(planPath)}`,
     `log=${shellQuote(logs)}/${stage}."$SLURM_ARRAY_TASK_ID".log`,
     `exec >>"$log" 2>&1`,
-    `exec ${shellQuote(process.execPath)} ${shellQuote(CLI_PATH)} task ${stage} "$SLURM_ARRAY_TASK_ID" --plan "$plan" --log "$log"`,
+    `exec ${shellQuote(entry.node)} ${shellQuote(entry.cli)} task ${stage} "$SLURM_ARRAY_TASK_ID" --plan "$plan" --log "$log"`,
     '',
   ].join('\n');
 }
