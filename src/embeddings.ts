@@ -1,7 +1,7 @@
 // Opening embeddings: the original's raw float32 memmap (N and D from the config, or D given and
 // N derived from the file size), or .npy float32/float16. The bytes are mapped by the native
 // core and never copied; `view()` gives a zero-copy typed array over them.
-import { closeSync, existsSync, openSync, readSync, statSync, ftruncateSync, writeSync } from 'node:fs';
+import { closeSync, constants, existsSync, openSync, readSync, statSync, ftruncateSync, writeSync } from 'node:fs';
 import { InputError, OutputError } from './errors.js';
 import { NPY_MAGIC, npyHeaderBytes, readNpyHeaderFromFile } from './io/npy.js';
 import { loadNative, nativeError, type NativeEmbeddings } from './native.js';
@@ -155,7 +155,7 @@ export function createEmbeddingsFile(
   let offset = 0;
   let fd: number;
   try {
-    fd = openSync(path, 'w');
+    fd = openSync(path, constants.O_WRONLY | constants.O_CREAT | constants.O_TRUNC | constants.O_NOFOLLOW, 0o644);
   } catch (e) {
     throw new OutputError(`${path}: cannot create the embeddings file: ${(e as Error).message}`, { file: path, cause: e });
   }

@@ -3,7 +3,7 @@
 // ends (no stale lock after a crash or a kill). A second run on the folder refuses at once,
 // naming the process that holds it. Taking the lock also removes the temporary files that dead
 // writers left in the folder.
-import { closeSync, ftruncateSync, openSync, readFileSync, writeSync } from 'node:fs';
+import { closeSync, constants, ftruncateSync, lstatSync, openSync, readFileSync, writeSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { OutputError } from './errors.js';
 import { makeDir, removeStaleTemps } from './io/atomic.js';
@@ -55,11 +55,17 @@ export function lockOutputDir(outputDir: string, sweep: readonly string[] = []):
     return { outputDir: dir, release: () => releaseOne(dir) };
   }
   makeDir(outputs.ours(dir));
+  // The engine's own folder and lock are never links: whoever planted one would have the engine
+  // write through it, outside the output folder.
+  if (lstatSync(outputs.ours(dir)).isSymbolicLink())
+    throw new OutputError(`${outputs.ours(dir)} is a symbolic link: the engine's folder of an output folder must be a real folder; remove the link`, { file: outputs.ours(dir) });
   const file = lockPath(dir);
   let fd: number;
   try {
-    fd = openSync(file, 'a+', 0o644);
+    fd = openSync(file, constants.O_RDWR | constants.O_CREAT | constants.O_NOFOLLOW, 0o644);
   } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ELOOP')
+      throw new OutputError(`${file} is a symbolic link: the lock file of the output folder is never followed; remove the link`, { file, cause: e });
     throw new OutputError(`${file}: cannot open the lock file of the output folder: ${(e as Error).message}`, { file, cause: e });
   }
   const rc = loadNative().tryLockFd(fd);

@@ -54,6 +54,18 @@ async function runPlanned(o: RunOpts): Promise<void> {
   const { plan, kept } = savePlan(made);
   const planPath = planPaths.plan(plan.outputDir);
   const common = options(o);
+  // SIGTERM and SIGHUP (a scheduler's or a closed terminal's stop) stop a planned run as Ctrl-C
+  // does: the local executor forwards it to its workers and waits for them (no orphaned worker
+  // keeps writing in the folder); under SLURM the jobs stay queued.
+  const stop = new AbortController();
+  common.signal?.addEventListener('abort', () => stop.abort(), { once: true });
+  const onSignal = (sig: NodeJS.Signals) => {
+    if (!o.quiet) process.stderr.write(`\nsemdedup: ${sig}: stopping the tasks; completed tasks are kept and a rerun resumes\n`);
+    stop.abort();
+  };
+  process.once('SIGTERM', onSignal);
+  process.once('SIGHUP', onSignal);
+  common.signal = stop.signal;
   const log = common.log;
   log?.(`plan ${plan.id}${kept ? ' (resumed)' : ''}: ${plan.stages.map((s) => `${s.name} ${s.tasks}`).join(', ')} tasks; ${planPath}`);
   const progress = progressLine(o.quiet);

@@ -4,7 +4,7 @@
 // submits only what is not complete; while the jobs of an earlier submission of the same plan are
 // still queued, it follows them instead of submitting again.
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, readFileSync, writeFileSync, chmodSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { SemDedupError } from '../errors.js';
 import { atomicWriteFile } from '../io/atomic.js';
@@ -154,8 +154,8 @@ export async function runSlurm(plan: Plan, planPath: string, o: SlurmOptions): P
       const pending = pendingTasks(plan, stage);
       if (pending.length === 0) continue;
       const script = join(sdir, `${stage}.sbatch`);
-      writeFileSync(script, stageScript(plan, planPath, stage));
-      chmodSync(script, 0o755);
+      // Written atomically (a new file renamed over the name): a link planted there is replaced, not followed.
+      atomicWriteFile(script, stageScript(plan, planPath, stage));
       const args = ['--parsable', `--array=${arraySpec(pending)}`, `--output=${slurmOutput(planPaths.logs(plan.outputDir), stage)}`, ...(after ? [`--dependency=afterok:${after}`, '--kill-on-invalid-dep=yes'] : []), ...o.sbatch, script];
       const r = command('sbatch', args);
       if (!r.ok) {
