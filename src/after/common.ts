@@ -132,9 +132,14 @@ export function clusterOfPositions(offsets: BigInt64Array): Int32Array {
   return out;
 }
 
-/** Quotes a CSV field when it needs it (RFC 4180). */
+/**
+ * A text field of a CSV the engine writes: a field that a spreadsheet would read as a formula
+ * (starting with = + - @, a tab or a carriage return) gets a leading ' (OWASP's CSV injection
+ * rule), then the field is quoted when it needs it (RFC 4180). Ids are data, never formulas.
+ */
 export function csvField(s: string): string {
-  return /[",\r\n]/.test(s) ? `"${s.replace(/"/g, '""')}"` : s;
+  const t = /^[=+\-@\t\r]/.test(s) ? `'${s}` : s;
+  return /[",\r\n]/.test(t) ? `"${t.replace(/"/g, '""')}"` : t;
 }
 
 /** Buffers lines and writes them in large chunks to a writer. */

@@ -3,7 +3,7 @@
 // sgemm, then the float64 re-check near the threshold); `within-clusters` assigns the reference
 // rows to the run's centroids and compares each row only with the reference rows of its own
 // cluster, and measures its recall against the exact mode on a sample of rows.
-import { existsSync } from 'node:fs';
+import { existsSync, statSync } from 'node:fs';
 import { ConfigError, InputError, NumericError } from '../errors.js';
 import { atomicWriteFile, openAtomicWriter } from '../io/atomic.js';
 import type { Ids } from '../io/ids.js';
@@ -85,8 +85,12 @@ export async function decontaminate(opts: DecontaminateOptions): Promise<Deconta
   const mode = opts.mode ?? 'exact';
   if (mode !== 'exact' && mode !== 'within-clusters') throw new ConfigError(`mode must be 'exact' or 'within-clusters', got '${mode}'`, { key: 'mode' });
   const normalize = opts.normalize ?? 'auto';
+  if (opts.recallSample !== undefined && !(Number.isSafeInteger(opts.recallSample) && opts.recallSample >= 0))
+    throw new ConfigError(`recall-sample must be a non-negative integer (rows compared exactly), got ${opts.recallSample}`, { key: 'recall-sample' });
   if (!existsSync(opts.reference.path))
     throw new InputError(`${opts.reference.path}: reference file not found`, { file: opts.reference.path });
+  if (statSync(opts.reference.path).size === 0)
+    throw new InputError(`${opts.reference.path}: the reference file is empty (0 bytes); give the reference embeddings (.npy, or a raw float32 memmap of dimension D)`, { file: opts.reference.path, key: 'reference' });
   const ref = openEmbeddings(opts.reference);
   let emb: Embeddings | undefined;
   try {

@@ -97,11 +97,14 @@ export function makePlan(cfg: PartialResolved, opts: PlanOptions): Plan {
   const config = absolute(cfg);
   const assign = rowRanges(layout.n, opts.tasks);
   const group = clusterRanges(c.k, opts.groupTasks ?? opts.tasks);
+  // Tasks are capped by the work: a dedup task gets at least ROW_ALIGN rows, as an assign task
+  // does (more tasks would be processes with next to nothing to do).
+  const dedupTasks = Math.max(1, Math.min(opts.tasks, Math.ceil(layout.n / ROW_ALIGN)));
   const stages: StagePlan[] = [
     { name: 'train', tasks: 1 },
     { name: 'assign', tasks: assign.length, ranges: assign },
     { name: 'group', tasks: group.length, ranges: group },
-    { name: 'dedup', tasks: opts.tasks },
+    { name: 'dedup', tasks: dedupTasks },
     { name: 'extract', tasks: 1 },
   ];
   // What determines the outputs: the config (less threads and the config files' names), the input's
