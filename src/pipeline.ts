@@ -5,7 +5,8 @@ import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { requireKeys, type PartialResolved } from './config.js';
 import { embeddingsLayout, type Embeddings, type EmbeddingsSpec } from './embeddings.js';
-import { prepareEmbeddings } from './steps/check.js';
+import { checkContents, prepareEmbeddings } from './steps/check.js';
+import type { ScanStats } from './native.js';
 import { checkUniqueIds, readIds, type Ids } from './io/ids.js';
 import { computeCentroids, type ClusterResult } from './steps/cluster.js';
 import { assignAndSortClusters, type SortResult } from './steps/sort.js';
@@ -50,9 +51,14 @@ function common(cfg: PartialResolved, opts: CommonOptions): CommonOptions {
   return { threads: capThreads(cfg.threads, opts.log), device: cfg.device, gpuMemoryLimit: cfg.gpuMemoryLimit, ...opts };
 }
 
+/** The embeddings' contents checked before the output folder is created or locked (nothing written). */
+function precheck(cfg: PartialResolved, outputDir: string, opts: CommonOptions): Promise<ScanStats | undefined> {
+  return checkContents(embeddingsSpecOf(cfg), { ...common(cfg, opts), outputDir, normalize: cfg.normalize });
+}
+
 /** Opens and checks the config's embeddings for `outputDir`, runs `fn` with the handle, closes it. */
-async function withEmbeddings<T>(cfg: PartialResolved, outputDir: string, opts: CommonOptions, fn: (emb: Embeddings) => Promise<T>): Promise<T> {
-  const emb = await prepareEmbeddings(embeddingsSpecOf(cfg), { ...common(cfg, opts), outputDir, normalize: cfg.normalize });
+async function withEmbeddings<T>(cfg: PartialResolved, outputDir: string, opts: CommonOptions, fn: (emb: Embeddings) => Promise<T>, scanned?: ScanStats): Promise<T> {
+  const emb = await prepareEmbeddings(embeddingsSpecOf(cfg), { ...common(cfg, opts), outputDir, normalize: cfg.normalize, ...(scanned ? { scanned } : {}) });
   try {
     return await fn(emb);
   } finally {
@@ -94,8 +100,9 @@ export async function runCluster(cfg: PartialResolved, opts: CommonOptions = {},
     return r;
   }
   validateInputs(cfg, 'cluster');
+  const scanned = await precheck(cfg, c.outputDir, opts);
   return withLock(c.outputDir, async () => {
-    const r = await withEmbeddings(cfg, c.outputDir, opts, run);
+    const r = await withEmbeddings(cfg, c.outputDir, opts, run, scanned);
     noteConfig(cfg, c.outputDir);
     return r;
   });
@@ -123,7 +130,8 @@ export async function runSort(cfg: PartialResolved, opts: CommonOptions = {}, gi
   const sweep = [c.sortedClustersDir ?? join(c.outputDir, 'sorted_clusters')];
   if (!needEmb) return withLock(c.outputDir, () => run(undefined), sweep);
   requireKeys(cfg, ['embeddings'], 'semdedup sort (sim_metric cosine with non-spherical k-means)');
-  return withLock(c.outputDir, () => withEmbeddings(cfg, c.outputDir, opts, run), sweep);
+  const scanned = await precheck(cfg, c.outputDir, opts);
+  return withLock(c.outputDir, () => withEmbeddings(cfg, c.outputDir, opts, run, scanned), sweep);
 }
 
 export async function runDedup(cfg: PartialResolved, opts: CommonOptions = {}, given?: Embeddings): Promise<DedupResult> {
@@ -140,7 +148,8 @@ export async function runDedup(cfg: PartialResolved, opts: CommonOptions = {}, g
     });
   if (given) return run(given);
   validateInputs(cfg, 'dedup');
-  return withLock(c.outputDir, () => withEmbeddings(cfg, c.outputDir, opts, run));
+  const scanned = await precheck(cfg, c.outputDir, opts);
+  return withLock(c.outputDir, () => withEmbeddings(cfg, c.outputDir, opts, run, scanned));
 }
 
 export async function runExtract(
@@ -203,7 +212,8 @@ export async function runAll(cfg: PartialResolved, opts: CommonOptions = {}): Pr
   // file is written; then hold the output folder for the whole run.
   validateInputs(cfg, 'run');
   const ids = resolveIds(cfg, undefined, opts.log);
-  return withLock(c.outputDir, () => runAllLocked(cfg, c, ids, opts), [c.sortedClustersDir ?? join(c.outputDir, 'sorted_clusters')]);
+  const scanned = await precheck(cfg, c.outputDir, opts);
+  return withLock(c.outputDir, () => runAllLocked(cfg, c, ids, opts, scanned), [c.sortedClustersDir ?? join(c.outputDir, 'sorted_clusters')]);
 }
 
 async function runAllLocked(
@@ -211,6 +221,7 @@ async function runAllLocked(
   c: ReturnType<typeof requireKeys<PartialResolved, 'embeddings' | 'output_dir' | 'k'>>,
   ids: Ids | undefined,
   opts: CommonOptions,
+  scanned?: ScanStats,
 ): Promise<RunResult> {
   const t0 = performance.now();
   const { n, cluster, sort, dedup, t1, t2 } = await withEmbeddings(cfg, c.outputDir, opts, async (emb) => {
@@ -220,7 +231,7 @@ async function runAllLocked(
     const t2 = performance.now();
     const dedup = await runDedup(cfg, opts, emb);
     return { n: emb.n, cluster, sort, dedup, t1, t2 };
-  });
+  }, scanned);
   const t3 = performance.now();
   // Every eps in one pass (the ids and step 4's arrays shared).
   const extract: ExtractResult[] = await extractPrunedDataAll({

@@ -12,6 +12,8 @@ import { runLocal, type ExecResult } from './local.js';
 import { runSlurm, splitArgs } from './slurm.js';
 import { formatStatus, planStatus } from './status.js';
 import { capThreads, parseThreads } from '../validate.js';
+import { checkContents } from '../steps/check.js';
+import { embeddingsSpecOf } from '../pipeline.js';
 
 interface RunOpts extends Record<string, unknown> {
   executor?: 'process' | 'local' | 'slurm';
@@ -52,6 +54,8 @@ async function runPlanned(o: RunOpts): Promise<void> {
   const workers = posInt(o.workers, '--workers') ?? (executor === 'local' ? Math.max(1, Math.min(cpus().length, 4)) : 1);
   const tasks = posInt(o.tasks, '--tasks') ?? (executor === 'local' ? workers : 8);
   const made = makePlan(cfg, { tasks });
+  // Bad rows are refused before the plan (and its folder) is written, as in a single run.
+  await checkContents(embeddingsSpecOf(cfg), { threads: capThreads(cfg.threads), outputDir: made.outputDir, normalize: cfg.normalize ?? 'auto' });
   const most = Math.max(...made.stages.map((s) => s.tasks));
   if (tasks > most && !o.quiet)
     process.stderr.write(`semdedup: --tasks ${tasks} is more than the work holds (${made.n} rows, ${made.k} clusters: at most ${most} task${most > 1 ? 's' : ''} a stage, one per ${ROW_ALIGN} rows); planning ${made.stages.map((s) => `${s.name} ${s.tasks}`).join(', ')}\n`);

@@ -96,10 +96,11 @@ export function makePlan(cfg: PartialResolved, opts: PlanOptions): Plan {
   if (c.k > layout.n) throw new ConfigError(`k = ${c.k} (ncentroids) is larger than the number of rows N = ${layout.n} in ${layout.path}`, { key: 'k' });
   const config = absolute(cfg);
   const assign = rowRanges(layout.n, opts.tasks);
-  const group = clusterRanges(c.k, opts.groupTasks ?? opts.tasks);
-  // Tasks are capped by the work: a dedup task gets at least ROW_ALIGN rows, as an assign task
-  // does (more tasks would be processes with next to nothing to do).
-  const dedupTasks = Math.max(1, Math.min(opts.tasks, Math.ceil(layout.n / ROW_ALIGN)));
+  // Tasks are capped by the work: every task gets at least ROW_ALIGN rows, as an assign task does
+  // (more would be processes with next to nothing to do), and a group task at least one cluster.
+  const byRows = Math.max(1, Math.ceil(layout.n / ROW_ALIGN));
+  const group = clusterRanges(c.k, Math.min(byRows, opts.groupTasks ?? opts.tasks));
+  const dedupTasks = Math.min(byRows, opts.tasks);
   const stages: StagePlan[] = [
     { name: 'train', tasks: 1 },
     { name: 'assign', tasks: assign.length, ranges: assign },

@@ -9,7 +9,7 @@ import { createEmbeddingsFile, openEmbeddings, type Embeddings, type EmbeddingsS
 import { outputs } from '../layout.js';
 import { tempPathFor } from '../io/atomic.js';
 import { recordStep, stamp, stepIsCurrent } from '../manifest.js';
-import { loadNative } from '../native.js';
+import { loadNative, type ScanStats } from '../native.js';
 import { ensureOutputDir, runNative, type CommonOptions } from './common.js';
 
 export type NormalizeMode = 'auto' | 'always' | 'never';
@@ -21,6 +21,48 @@ export interface PrepareOptions extends CommonOptions {
   /** The output folder: the check is recorded in its manifest, the normalised copy lives there. */
   outputDir: string;
   normalize: NormalizeMode;
+  /** The scan of these embeddings already made (by checkContents, before the folder was locked). */
+  scanned?: ScanStats;
+}
+
+/** Scans the rows and refuses NaN/Inf, zero rows, and (normalize: auto) rows that are not unit length. Writes nothing. */
+async function scanContents(emb: Embeddings, normalize: NormalizeMode, opts: CommonOptions): Promise<ScanStats> {
+  const addon = loadNative();
+  const r = await runNative(opts, 'check', (_p, token) => addon.scanEmbeddings(emb.native, NORM_TOLERANCE, { threads: opts.threads ?? 0 }, token));
+  if (r.nonfiniteRows > 0)
+    throw new NumericError(`${emb.path}: row ${r.firstNonfinite} holds NaN or Inf (${r.nonfiniteRows} such rows)`, { file: emb.path });
+  if (r.zeroRows > 0)
+    throw new NumericError(`${emb.path}: row ${r.firstZero} is all zeros (${r.zeroRows} such rows); a zero vector has no direction to compare`, { file: emb.path });
+  if (r.unnormalizedRows > 0 && normalize === 'auto')
+    throw new NumericError(
+      `${emb.path}: row ${r.firstUnnormalized} is not L2-normalised (${r.unnormalizedRows} rows have |norm - 1| > ${NORM_TOLERANCE}; norms from ${r.minNorm.toPrecision(6)} to ${r.maxNorm.toPrecision(6)}). ` +
+        `SemDeDup compares cosine similarities of unit vectors: set \`normalize: always\` (--normalize always) to normalise them into a copy first, or \`normalize: never\` to use them as they are.`,
+      { file: emb.path },
+    );
+  return r;
+}
+
+/**
+ * The contents check of prepareEmbeddings, made before anything is created: a command calls it
+ * before it creates or locks the output folder, so that bad rows are refused with the folder as it
+ * was, and hands the result to prepareEmbeddings (which then does not scan again). Undefined when
+ * the folder's manifest already records the check of this very file.
+ */
+export async function checkContents(spec: EmbeddingsSpec, opts: PrepareOptions): Promise<ScanStats | undefined> {
+  if (opts.normalize !== 'always' && existsSync(opts.outputDir) && existsSync(outputs.manifest(opts.outputDir))) {
+    const path = openEmbeddings(spec);
+    try {
+      if (stepIsCurrent(opts.outputDir, 'check', { normalize: opts.normalize }, { embeddings: path.path })) return undefined;
+    } finally {
+      path.close();
+    }
+  }
+  const emb = openEmbeddings(spec);
+  try {
+    return await scanContents(emb, opts.normalize, opts);
+  } finally {
+    emb.close();
+  }
 }
 
 /**
@@ -36,22 +78,12 @@ export async function prepareEmbeddings(spec: EmbeddingsSpec, opts: PrepareOptio
     if (normalize !== 'always' && existsSync(outputDir) && stepIsCurrent(outputDir, 'check', checkParams, { embeddings: emb.path }))
       return emb;
     const addon = loadNative();
-    const r = await runNative(opts, 'check', (_p, token) => addon.scanEmbeddings(emb.native, NORM_TOLERANCE, { threads: opts.threads ?? 0 }, token));
-    if (r.nonfiniteRows > 0)
-      throw new NumericError(`${emb.path}: row ${r.firstNonfinite} holds NaN or Inf (${r.nonfiniteRows} such rows)`, { file: emb.path });
-    if (r.zeroRows > 0)
-      throw new NumericError(`${emb.path}: row ${r.firstZero} is all zeros (${r.zeroRows} such rows); a zero vector has no direction to compare`, { file: emb.path });
+    const r = opts.scanned ?? (await scanContents(emb, normalize, opts));
     if (r.unnormalizedRows === 0 || normalize === 'never') {
       ensureOutputDir(outputDir);
       recordStep(outputDir, 'check', checkParams, { embeddings: emb.path }, {}, { rows: emb.n, minNorm: r.minNorm, maxNorm: r.maxNorm });
       return emb;
     }
-    if (normalize === 'auto')
-      throw new NumericError(
-        `${emb.path}: row ${r.firstUnnormalized} is not L2-normalised (${r.unnormalizedRows} rows have |norm - 1| > ${NORM_TOLERANCE}; norms from ${r.minNorm.toPrecision(6)} to ${r.maxNorm.toPrecision(6)}). ` +
-          `SemDeDup compares cosine similarities of unit vectors: set \`normalize: always\` (--normalize always) to normalise them into a copy first, or \`normalize: never\` to use them as they are.`,
-        { file: emb.path },
-      );
     // normalize === 'always'
     ensureOutputDir(outputs.ours(outputDir));
     const copyPath = outputs.normalized(outputDir);
