@@ -11,6 +11,8 @@ import { join } from 'node:path';
 import { runCli, tmpFolder } from './helpers.js';
 import { writeConfig, writeDataset } from './plan-helpers.js';
 import { writeNpy } from '../src/io/npy.js';
+import { makePlan } from '../src/plan/plan.js';
+import { loadConfigFiles } from '../src/config.js';
 
 function walk(d: string): string[] {
   if (!existsSync(d)) return [];
@@ -254,7 +256,7 @@ test('outputs: -o, --output and --matches refuse the run\'s inputs, its committe
   }
 });
 
-test('options: curve keeps the decimals given; --sample, --recall-sample, an empty reference, task --threads and --tasks are checked', async () => {
+test('options: curve keeps the decimals given; --sample, --recall-sample and an empty reference are refused clearly', async () => {
   const dir = tmpFolder('trust-options');
   try {
     const { cfg, out } = finishedRun(dir, undefined);
@@ -280,21 +282,35 @@ test('options: curve keeps the decimals given; --sample, --recall-sample, an emp
     writeFileSync(join(dir, 'empty.npy'), '');
     refused(['decontaminate', '-c', cfg, '--reference', join(dir, 'empty.npy'), '--eps', '0.01'], 1, /empty\.npy: the reference file is empty \(0 bytes\)/);
 
-    // task --threads: what is not a non-negative integer is refused, before the task runs.
-    const planCfg = writeConfig(dir, 'p.yaml', { embeddings: join(dir, 'x.npy'), k: 4, spherical: true, eps_list: [0.05], output_dir: join(dir, 'planned') });
+    assert.ok(existsSync(out));
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('threads and tasks: task --threads refuses what is not a non-negative integer and caps a huge count; --tasks is capped by the rows', () => {
+  const dir = tmpFolder('trust-threads');
+  try {
+    const emb = writeDataset(dir, 'x.npy', { n: 2000, dim: 16, clusters: 4, seed: 7 });
+    const cfg = writeConfig(dir, 'p.yaml', { embeddings: emb, k: 4, spherical: true, eps_list: [0.05], output_dir: join(dir, 'planned') });
+    // The plan of 100,000 tasks over 2,000 rows: one task a stage (checked before running anything).
+    const made = makePlan(loadConfigFiles([cfg]), { tasks: 100_000 });
+    assert.deepEqual(made.stages.map((s) => s.tasks), [1, 1, 1, 1, 1]);
     const plan = join(dir, 'planned', 'semdedup', 'plan.json');
-    let r = runCli(['run', '-c', planCfg, '--executor', 'local', '--tasks', '100000', '--workers', '1'], dir);
+    let r = runCli(['run', '-c', cfg, '--executor', 'local', '--tasks', '100000', '--workers', '1'], dir);
     assert.equal(r.code, 0, r.stderr);
     assert.match(r.stderr, /--tasks 100000 is more than the work holds \(2000 rows, 4 clusters: at most 1 task a stage, one per 4096 rows\); planning train 1, assign 1, group 1, dedup 1, extract 1/);
     const p = JSON.parse(readFileSync(plan, 'utf8')) as { stages: { name: string; tasks: number }[] };
     assert.deepEqual(p.stages.map((s) => s.tasks), [1, 1, 1, 1, 1]);
-    for (const v of ['-3', 'abc', '1.5', '', '1e3'])
-      refused(['task', 'dedup', '0', '--plan', plan, '--threads', v], 2, new RegExp(`--threads must be a non-negative integer \\(0: all cores\\), got '${v.replace('.', '\\.')}'`));
+    for (const v of ['-3', 'abc', '1.5', '', '1e3']) {
+      r = runCli(['task', 'dedup', '0', '--plan', plan, '--threads', v], dir);
+      assert.equal(r.code, 2, `--threads '${v}': ${r.stderr}`);
+      assert.match(r.stderr, new RegExp(`--threads must be a non-negative integer \\(0: all cores\\), got '${v.replace('.', '\\.')}'`));
+    }
     // A huge count is capped with a warning (and the task, complete, does nothing).
     r = runCli(['task', 'dedup', '0', '--plan', plan, '--threads', '99999999'], dir);
     assert.equal(r.code, 0, r.stderr);
     assert.match(r.stderr, /threads 99999999 is more than 4 × the \d+ cores; using \d+/);
-    assert.ok(existsSync(out));
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
