@@ -1,6 +1,6 @@
 // What the commands of the CLI share: the config options (files, --set, and the schema's options
 // of each command, with the schema's help), the log and progress lines, Ctrl-C, the output.
-import { Command, Option } from 'commander';
+import { Command, CommanderError, Option } from 'commander';
 import { ConfigError, SemDedupError } from './errors.js';
 import { configSchema, loadConfigFiles, type CliCommand, type ConfigKeySpec, type PartialResolved } from './config.js';
 import type { CommonOptions, Progress } from './steps/common.js';
@@ -103,6 +103,8 @@ export async function runProgram(program: Command, argv: string[]): Promise<numb
     await program.parseAsync(argv);
     return 0;
   } catch (e) {
+    // A usage error where the program asked commander to throw (exitOverride): commander printed it.
+    if (e instanceof CommanderError) return e.exitCode;
     if (e instanceof SemDedupError) {
       process.stderr.write(`semdedup: error: ${e.message}\n`);
       return e.code === 'ERR_CONFIG' ? 2 : 1;

@@ -429,3 +429,92 @@ test('fuzz: the SLURM stage script, run by bash, hands the task exactly the plan
     rmSync(root, { recursive: true, force: true });
   }
 });
+
+// ---------------------------------------------------------------------------------------------
+// Every command's arguments: hostile values for every option and argument
+
+// Values an option or argument gets: numbers out of range, not numbers, shell syntax, quotes,
+// newlines, angle brackets, relative paths inside the sandbox (never absolute, never ..).
+const ARG_VALUES = ['', '0', '1', '-1', '1.5', '-3', '0.05', '2', '1e3', '1e999', 'NaN', 'Infinity', 'abc', '99999999', '0x10', ' 7 ',
+  '$(touch PWNED)', '`touch PWNED`', "it's", 'a"b', 'x\ny', '<b>x</b>', '=SUM(A1)', 'out', 'out2', 'x.npy', 'c.yaml', 'ids.txt', 'a b/c', 'empty.npy',
+  'out/semdedup/M.npy', 'out/semdedup/plan.json', 'out/kmeans_centroids.npy', 'r.csv', 'r.jsonl', 'r.html', 'train', 'dedup', 'k=3', 'eps_list=[0.1]',
+  'output_dir=o$(touch PWNED)', 'threads=-1', 'nitre=5', 'é😀'];
+
+/** Every command of the CLI with its options (long flags, whether each takes a value, its choices). */
+function commandsOf(program: { commands: readonly { name(): string; options: readonly { long?: string; required: boolean; optional: boolean; argChoices?: string[] }[]; registeredArguments: readonly unknown[] }[] }) {
+  return program.commands.map((c) => ({
+    name: c.name(),
+    flags: c.options.map((o) => ({ flag: o.long!, value: o.required || o.optional, choices: o.argChoices })),
+    args: c.registeredArguments.length,
+  }));
+}
+
+test('fuzz: every command\'s arguments: a typed error or a result, never an internal error, a crash or a command run from a value (60 command lines per command)', { timeout: 600_000 }, async () => {
+  const { buildProgram } = await import('../src/cli.js');
+  const commands = commandsOf(buildProgram() as never).filter((c) => c.name !== 'info' && c.name !== 'help');
+  const sandbox = tmpFolder('fuzz-cli');
+  try {
+    // A small finished run, its config and ids, for the commands to work on.
+    const n = 300;
+    const x = new Float32Array(n * 8);
+    for (let i = 0; i < n; i++) {
+      x[i * 8 + (i % 8)] = 0.8;
+      x[i * 8 + ((i + 1) % 8)] = 0.6;
+    }
+    writeFileSync(path.join(sandbox, 'x.npy'), Buffer.concat([npyHeaderBytes('<f4', [n, 8]), Buffer.from(x.buffer)]));
+    writeFileSync(path.join(sandbox, 'ids.txt'), Array.from({ length: n }, (_, i) => `=id_${i}`).join('\n') + '\n');
+    writeFileSync(path.join(sandbox, 'empty.npy'), '');
+    writeFileSync(path.join(sandbox, 'c.yaml'), 'embeddings: x.npy\nids: ids.txt\nids_format: text\nk: 3\nspherical: true\neps_list: [0.05]\noutput_dir: out\n');
+    const first = spawnSync(process.execPath, [path.join(path.dirname(new URL(import.meta.url).pathname), '..', 'src', 'cli.js'), 'run', '-c', 'c.yaml', '-q'], { cwd: sandbox, encoding: 'utf8' });
+    assert.equal(first.status, 0, first.stderr);
+    const protectedFiles = ['x.npy', 'ids.txt', 'c.yaml', 'out/semdedup/M.npy', 'out/kmeans_centroids.npy'].map((f) => [f, createHash('sha256').update(readFileSync(path.join(sandbox, f))).digest('hex')] as const);
+
+    const value = fc.integer({ min: 0, max: ARG_VALUES.length - 1 }).map((i) => ARG_VALUES[i]!);
+    const cases: string[][] = [];
+    for (const cmd of commands) {
+      // Mostly known options with one hostile value among sensible ones, so that the commands get
+      // past the usage checks to the values; sometimes an extra argument or an unknown option.
+      const option = fc.oneof(
+        { weight: 12, arbitrary: fc.tuple(fc.integer({ min: 0, max: Math.max(0, cmd.flags.length - 1) }), value, fc.nat()) },
+        { weight: 1, arbitrary: fc.tuple(fc.constant(-1), value, fc.nat()) },
+      );
+      const line = fc.tuple(
+        fc.array(value, { minLength: cmd.args, maxLength: cmd.args }),
+        fc.array(option, { maxLength: 3 }),
+        fc.integer({ min: 0, max: 9 }),
+      ).map(([args, opts, dice]) => {
+        const argv = [cmd.name, ...args, ...(dice === 0 ? ['extra'] : [])];
+        for (const [i, v, pick] of opts) {
+          const f = cmd.flags[i];
+          if (!f || i < 0) argv.push(`--no-such-${v.length}`);
+          else if (f.choices) argv.push(f.flag, pick % 5 === 0 ? v : f.choices.filter((c) => c !== 'slurm')[pick % f.choices.filter((c) => c !== 'slurm').length]!);
+          else argv.push(...(f.value ? [f.flag, v] : [f.flag]));
+        }
+        if (dice < 9 && cmd.flags.some((f) => f.flag === '--config')) argv.push('-c', 'c.yaml');
+        return argv;
+      });
+      cases.push(...fc.sample(line, { numRuns: 60, seed: SEED + cases.length }));
+    }
+    // No job goes to a real scheduler from here (the SLURM script has its own target above).
+    for (const c of cases) assert.ok(!c.includes('slurm'));
+    const driver = path.join(path.dirname(new URL(import.meta.url).pathname), 'cli-fuzz-driver.js');
+    const r = spawnSync(process.execPath, [driver], { cwd: sandbox, input: JSON.stringify({ cases }), encoding: 'utf8', maxBuffer: 1 << 28, timeout: 540_000 });
+    assert.equal(r.status, 0, `the driver failed: ${r.stderr}`);
+    const results = r.stdout.trim().split('\n').map((l) => JSON.parse(l) as { code: number; out: string });
+    assert.equal(results.length, cases.length, 'every command line answered');
+    results.forEach((res, i) => {
+      const what = JSON.stringify(cases[i]);
+      assert.ok([0, 1, 2].includes(res.code), `${what}: exit ${res.code}\n${res.out}`);
+      assert.ok(!/internal error/.test(res.out), `${what}: ${res.out}`);
+    });
+    const all = (d: string): string[] => readdirSync(d, { withFileTypes: true }).flatMap((e) => (e.isDirectory() ? all(path.join(d, e.name)) : [path.join(d, e.name)]));
+    assert.deepEqual(all(sandbox).filter((f) => /PWNED/.test(path.basename(f))), [], 'nothing of a value was run');
+    for (const [f, h] of protectedFiles) assert.equal(createHash('sha256').update(readFileSync(path.join(sandbox, f))).digest('hex'), h, `${f} unchanged`);
+    const codes = new Map<number, number>();
+    if (process.env.SEMDEDUP_FUZZ_DEBUG) for (const [i, res] of results.entries()) process.stderr.write(`${res.code} ${JSON.stringify(cases[i])} ${res.out.split("\n")[0]}\n`);
+    for (const res of results) codes.set(res.code, (codes.get(res.code) ?? 0) + 1);
+    assert.ok((codes.get(0) ?? 0) > 0 && (codes.get(2) ?? 0) > 0, `both results and refusals: ${JSON.stringify([...codes])}`);
+  } finally {
+    rmSync(sandbox, { recursive: true, force: true });
+  }
+});
