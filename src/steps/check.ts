@@ -49,20 +49,18 @@ async function scanContents(emb: Embeddings, normalize: NormalizeMode, opts: Com
  * the folder's manifest already records the check of this very file.
  */
 export async function checkContents(spec: EmbeddingsSpec, opts: PrepareOptions): Promise<ScanStats | undefined> {
-  if (opts.normalize !== 'always' && existsSync(opts.outputDir) && existsSync(outputs.manifest(opts.outputDir))) {
-    const path = openEmbeddings(spec);
-    try {
-      if (stepIsCurrent(opts.outputDir, 'check', { normalize: opts.normalize }, { embeddings: path.path })) return undefined;
-    } finally {
-      path.close();
-    }
-  }
   const emb = openEmbeddings(spec);
   try {
+    if (checkedBefore(emb, opts)) return undefined;
     return await scanContents(emb, opts.normalize, opts);
   } finally {
     emb.close();
   }
+}
+
+/** Whether the folder's manifest records the check of this very file (not with normalize: always, whose copy is made again when stale). */
+function checkedBefore(emb: Embeddings, opts: PrepareOptions): boolean {
+  return opts.normalize !== 'always' && existsSync(opts.outputDir) && stepIsCurrent(opts.outputDir, 'check', { normalize: opts.normalize }, { embeddings: emb.path });
 }
 
 /**
@@ -75,8 +73,7 @@ export async function prepareEmbeddings(spec: EmbeddingsSpec, opts: PrepareOptio
   try {
     const { outputDir, normalize } = opts;
     const checkParams = { normalize };
-    if (normalize !== 'always' && existsSync(outputDir) && stepIsCurrent(outputDir, 'check', checkParams, { embeddings: emb.path }))
-      return emb;
+    if (checkedBefore(emb, opts)) return emb;
     const addon = loadNative();
     const r = opts.scanned ?? (await scanContents(emb, normalize, opts));
     if (r.unnormalizedRows === 0 || normalize === 'never') {
