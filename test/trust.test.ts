@@ -335,3 +335,23 @@ test('a folder name holding <b> is a name, not a template placeholder; the repor
     rmSync(dir, { recursive: true, force: true });
   }
 });
+
+test('signals: the temporary file of a zombie writer (exited, not reaped) is removed when the folder is next locked', async () => {
+  const dir = tmpFolder('trust-zombie');
+  // A zombie: a child of a shell that then becomes `sleep`, which never reaps it.
+  const holder = spawn('bash', ['-c', 'sh -c "sleep 0.3" & echo $!; exec sleep 60'], { stdio: ['ignore', 'pipe', 'ignore'] });
+  try {
+    const { out, cfg } = finishedRun(dir, undefined);
+    const pid = await new Promise<number>((resolve) => holder.stdout!.once('data', (b: Buffer) => resolve(Number(b.toString().trim()))));
+    for (let i = 0; i < 200 && !/^\d+ \(.*\) Z/.test(readFileSync(`/proc/${pid}/stat`, 'utf8')); i++) await sleep(10);
+    assert.match(readFileSync(`/proc/${pid}/stat`, 'utf8'), /\) Z/, 'the writer is a zombie');
+    const temp = join(out, 'semdedup', `M.npy.tmp-${pid}-0123456789ab`);
+    writeFileSync(temp, 'partial');
+    const r = runCli(['extract', '-c', cfg, '--eps', '0.05', '-o', join(dir, 'kept.txt'), '-q'], dir);
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(existsSync(temp), false, 'the zombie\'s temporary file is removed');
+  } finally {
+    holder.kill('SIGKILL');
+    rmSync(dir, { recursive: true, force: true });
+  }
+});

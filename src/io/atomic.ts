@@ -148,15 +148,28 @@ export function atomicWriteFile(target: string, data: Buffer | string | Uint8Arr
 /** The name pattern of temporary files (`<file>.tmp-<pid>-<hex>`), with the writer's pid. */
 const TEMP_NAME = /\.tmp-(\d+)-[0-9a-f]{12}$/;
 
-/** Whether process `pid` of this host is alive (this process is). */
+/**
+ * Whether process `pid` of this host is alive (this process is). A zombie (a process that has
+ * exited but that its parent has not reaped) answers kill(0) but runs no more: it is dead here,
+ * so that its temporary files and records are cleaned up like any dead writer's.
+ */
 export function pidAlive(pid: number): boolean {
   if (pid === process.pid) return true;
   try {
     process.kill(pid, 0);
-    return true;
   } catch (e) {
     return (e as NodeJS.ErrnoException).code === 'EPERM';
   }
+  let stat: string;
+  try {
+    stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+  } catch (e) {
+    // Without /proc (not Linux), kill(0) is all there is; with it, a vanished entry means gone.
+    return !((e as NodeJS.ErrnoException).code === 'ENOENT' && fs.existsSync('/proc/self/stat'));
+  }
+  // pid (comm) state ...: comm may hold spaces and parentheses, the state follows the last ')'.
+  const state = stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3);
+  return state !== 'Z' && state !== 'X';
 }
 
 /**
