@@ -3,10 +3,10 @@
 // ends (no stale lock after a crash or a kill). A second run on the folder refuses at once,
 // naming the process that holds it. Taking the lock also removes the temporary files that dead
 // writers left in the folder.
-import { closeSync, constants, ftruncateSync, lstatSync, openSync, readFileSync, writeSync } from 'node:fs';
+import { closeSync, constants, ftruncateSync, openSync, readFileSync, writeSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { OutputError } from './errors.js';
-import { makeDir, removeStaleTemps } from './io/atomic.js';
+import { makeDir, refuseLinks, removeStaleTemps } from './io/atomic.js';
 import { outputs } from './layout.js';
 import { loadNative } from './native.js';
 
@@ -54,11 +54,10 @@ export function lockOutputDir(outputDir: string, sweep: readonly string[] = []):
     mine.count++;
     return { outputDir: dir, release: () => releaseOne(dir) };
   }
+  // The engine's own folder, its subfolders and its lock are never links: whoever planted one would
+  // have the engine write through it, outside the output folder.
+  refuseLinks(outputs.ours(dir));
   makeDir(outputs.ours(dir));
-  // The engine's own folder and lock are never links: whoever planted one would have the engine
-  // write through it, outside the output folder.
-  if (lstatSync(outputs.ours(dir)).isSymbolicLink())
-    throw new OutputError(`${outputs.ours(dir)} is a symbolic link: the engine's folder of an output folder must be a real folder; remove the link`, { file: outputs.ours(dir) });
   const file = lockPath(dir);
   let fd: number;
   try {

@@ -37,7 +37,7 @@ function alive(pid: number): boolean {
   }
 }
 
-test('links: a link planted at semdedup/lock, at semdedup/ or at a task log is refused, and nothing is written through it', () => {
+test('links: a link planted at semdedup/lock, at semdedup/, at a folder inside it or at a task log is refused, and nothing is written through it', () => {
   const dir = tmpFolder('trust-links');
   try {
     const emb = writeDataset(dir, 'x.npy', { n: 2000, dim: 16, clusters: 4, seed: 1 });
@@ -67,6 +67,18 @@ test('links: a link planted at semdedup/lock, at semdedup/ or at a task log is r
     assert.equal(r.code, 1, r.stderr);
     assert.match(r.stderr, /out2\/semdedup is a symbolic link/);
     assert.deepEqual(readdirSync(elsewhere), [], 'nothing written in the folder the link names');
+
+    // A folder inside the engine's folder (dedup's parts, a planned run's parts) a link elsewhere.
+    const out4 = join(dir, 'out4');
+    mkdirSync(join(out4, 'semdedup', 'plan'), { recursive: true });
+    symlinkSync(elsewhere, join(out4, 'semdedup', 'parts'));
+    symlinkSync(elsewhere, join(out4, 'semdedup', 'plan', 'parts'));
+    for (const cmd of [['run'], ['run', '--executor', 'local', '--tasks', '1']]) {
+      r = runCli([...cmd, '-c', cfg, '--set', `output_dir=${out4}`, '-q'], dir);
+      assert.equal(r.code, 1, r.stderr);
+      assert.match(r.stderr, /semdedup\/(plan\/)?parts is a symbolic link/);
+      assert.deepEqual(readdirSync(elsewhere), [], 'nothing written through a link inside the engine\'s folder');
+    }
 
     // A task's log (local executor).
     const out3 = join(dir, 'out3');

@@ -208,6 +208,27 @@ export function removeStaleTemps(dirs: readonly string[], depth = 3): string[] {
 }
 
 /**
+ * Refuses a symbolic link anywhere in `root` (the engine's own folder of an output folder), `root`
+ * itself included: whoever planted one would have the engine write through it, outside the folder.
+ * A missing root is fine. Throws an OutputError naming the first link found.
+ */
+export function refuseLinks(root: string, depth = 4): void {
+  const walk = (p: string, level: number): void => {
+    let st: fs.Stats;
+    try {
+      st = fs.lstatSync(p);
+    } catch {
+      return;
+    }
+    if (st.isSymbolicLink())
+      throw new OutputError(`${p} is a symbolic link: the engine's own files and folders (${root}) are never links; remove it`, { file: p });
+    if (!st.isDirectory() || level >= depth) return;
+    for (const name of fs.readdirSync(p)) walk(path.join(p, name), level + 1);
+  };
+  walk(path.resolve(root), 0);
+}
+
+/**
  * Creates `dir` and its missing parents one level at a time (never loops: a folder that cannot
  * be created, e.g. under /proc, is an OutputError naming it).
  */

@@ -13,6 +13,8 @@ import { runSlurm, splitArgs } from './slurm.js';
 import { formatStatus, planStatus } from './status.js';
 import { capThreads, parseThreads } from '../validate.js';
 import { checkContents } from '../steps/check.js';
+import { refuseLinks } from '../io/atomic.js';
+import { outputs } from '../layout.js';
 import { embeddingsSpecOf } from '../pipeline.js';
 
 interface RunOpts extends Record<string, unknown> {
@@ -59,6 +61,7 @@ async function runPlanned(o: RunOpts): Promise<void> {
   const most = Math.max(...made.stages.map((s) => s.tasks));
   if (tasks > most && !o.quiet)
     process.stderr.write(`semdedup: --tasks ${tasks} is more than the work holds (${made.n} rows, ${made.k} clusters: at most ${most} task${most > 1 ? 's' : ''} a stage, one per ${ROW_ALIGN} rows); planning ${made.stages.map((s) => `${s.name} ${s.tasks}`).join(', ')}\n`);
+  refuseLinks(outputs.ours(made.outputDir));
   const { plan, kept } = savePlan(made);
   const planPath = planPaths.plan(plan.outputDir);
   const common = options(o);
@@ -161,6 +164,7 @@ export function registerPlanCommands(program: Command): void {
       const i = Number(index);
       if (!Number.isInteger(i) || i < 0) throw new ConfigError(`the task index must be a non-negative integer, got '${index}'`, { key: 'index' });
       const plan = readPlan(resolve(o.plan));
+      refuseLinks(outputs.ours(plan.outputDir));
       const tag = `${stage} ${i}`;
       const log = o.quiet ? undefined : (l: string) => process.stderr.write(`semdedup[${tag}]: ${l}\n`);
       // Under SLURM without a thread count of its own, a task uses the CPUs the scheduler gave it.
