@@ -94,42 +94,43 @@ test('links: a link planted at semdedup/lock, at semdedup/, at a folder inside i
   }
 });
 
-test('signals: SIGTERM to a local planned run stops and reaps its workers; a rerun completes and leaves no temporary file', async () => {
+test('signals: SIGTERM or SIGINT to a local planned run stops and reaps its workers; a rerun completes and leaves no temporary file', async () => {
   const dir = tmpFolder('trust-sigterm');
   try {
     const emb = writeDataset(dir, 'x.npy', { n: 120_000, dim: 64, clusters: 8, seed: 2 });
-    const out = join(dir, 'out');
-    const cfg = writeConfig(dir, 'c.yaml', { embeddings: emb, k: 8, spherical: true, eps_list: [0.05], output_dir: out, threads: 1 });
-    const args = ['run', '-c', cfg, '--executor', 'local', '--tasks', '2', '--workers', '2'];
-    const child = spawn(process.execPath, [join(process.cwd(), 'dist', 'src', 'cli.js'), ...args], { cwd: dir });
-    let stderr = '';
-    child.stderr.on('data', (b: Buffer) => (stderr += b.toString()));
-    const exited = new Promise<{ code: number | null; sig: NodeJS.Signals | null }>((res) => child.on('exit', (code, sig) => res({ code, sig })));
-    // Wait until workers run, then stop the parent as a scheduler or `kill` would.
-    const stateDir = join(out, 'semdedup', 'plan', 'state');
-    const workers = new Set<number>();
-    const t0 = Date.now();
-    while (workers.size === 0 && Date.now() - t0 < 120_000) {
-      for (const f of existsSync(stateDir) ? readdirSync(stateDir) : []) {
-        try {
-          const s = JSON.parse(readFileSync(join(stateDir, f), 'utf8')) as { state: string; pid: number };
-          if (s.state === 'running') workers.add(s.pid);
-        } catch {
-          // being written
+    for (const signal of ['SIGTERM', 'SIGINT'] as const) {
+      const out = join(dir, `out_${signal}`);
+      const cfg = writeConfig(dir, `${signal}.yaml`, { embeddings: emb, k: 8, spherical: true, eps_list: [0.05], output_dir: out, threads: 1 });
+      const args = ['run', '-c', cfg, '--executor', 'local', '--tasks', '2', '--workers', '2'];
+      const child = spawn(process.execPath, [join(process.cwd(), 'dist', 'src', 'cli.js'), ...args], { cwd: dir });
+      let stderr = '';
+      child.stderr.on('data', (b: Buffer) => (stderr += b.toString()));
+      const exited = new Promise<number | null>((res) => child.on('exit', (code) => res(code)));
+      // Wait until workers run, then stop the parent as a scheduler, `kill` or Ctrl-C would.
+      const stateDir = join(out, 'semdedup', 'plan', 'state');
+      const workers = new Set<number>();
+      const t0 = Date.now();
+      while (workers.size === 0 && Date.now() - t0 < 120_000) {
+        for (const f of existsSync(stateDir) ? readdirSync(stateDir) : []) {
+          try {
+            const s = JSON.parse(readFileSync(join(stateDir, f), 'utf8')) as { state: string; pid: number };
+            if (s.state === 'running') workers.add(s.pid);
+          } catch {
+            // being written
+          }
         }
+        if (workers.size === 0) await sleep(20);
       }
-      if (workers.size === 0) await sleep(20);
+      assert.ok(workers.size > 0, `${signal}: no worker started: ${stderr}`);
+      child.kill(signal);
+      assert.equal(await exited, 1, `${signal}: the run reports the interruption:\n${stderr}`);
+      assert.match(stderr, signal === 'SIGTERM' ? /SIGTERM: stopping the tasks/ : /interrupted; completed parts are kept/);
+      // Every worker the run started is gone (not running, not a zombie) once the parent has exited.
+      for (const pid of workers) assert.equal(alive(pid), false, `${signal}: worker ${pid} still alive after the parent exited`);
+      const r = runCli(args, dir, 300_000);
+      assert.equal(r.code, 0, r.stderr);
+      assert.deepEqual(walk(out).filter((f) => /\.tmp-\d+-/.test(f)), [], 'no temporary file left');
     }
-    assert.ok(workers.size > 0, `no worker started: ${stderr}`);
-    child.kill('SIGTERM');
-    const { code } = await exited;
-    assert.equal(code, 1, `the run reports the interruption:\n${stderr}`);
-    assert.match(stderr, /SIGTERM: stopping the tasks/);
-    // Every worker the run started is gone (not running, not a zombie) once the parent has exited.
-    for (const pid of workers) assert.equal(alive(pid), false, `worker ${pid} still alive after the parent exited`);
-    const r = runCli(args, dir, 300_000);
-    assert.equal(r.code, 0, r.stderr);
-    assert.deepEqual(walk(out).filter((f) => /\.tmp-\d+-/.test(f)), [], 'no temporary file left');
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
