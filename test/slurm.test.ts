@@ -8,7 +8,6 @@ import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
 import { existsSync, readFileSync, readdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
-import { tmpdir } from 'node:os';
 import { CLI, runCli, tmpFolder } from './helpers.js';
 import { assertSameOutputs, writeConfig, writeDataset } from './plan-helpers.js';
 import { readPlan } from '../src/plan/plan.js';
@@ -110,8 +109,8 @@ test('SLURM: an output_dir holding $(...), backticks, quotes, a space and a % ru
     r = runCli(['run', '-c', cfg, '--set', `output_dir=${out}`, '--executor', 'slurm', '--tasks', '1', '-q'], dir, 240_000);
     assert.equal(r.code, 0, r.stderr);
     const pwned = (d: string): string[] => readdirSync(d, { withFileTypes: true }).flatMap((e) => (e.isDirectory() ? pwned(join(d, e.name)) : e.name.startsWith('PWNED') ? [join(d, e.name)] : []));
+    // The jobs run in the submission folder (dir) and write in the output folder, both below dir.
     assert.deepEqual(pwned(dir), [], 'nothing of the path was run');
-    assert.deepEqual(pwned(tmpdir()).filter((p) => p.startsWith(dir)), []);
     assertSameOutputs(single, out);
     // SLURM's output file is the task's log, under the exact path.
     const log = readFileSync(join(out, 'semdedup', 'plan', 'logs', 'train.0.log'), 'utf8');
