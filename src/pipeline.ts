@@ -14,7 +14,8 @@ import { extractPrunedData, extractPrunedDataAll, type ExtractResult } from './s
 import { atomicWriteFile } from './io/atomic.js';
 import { outputs } from './layout.js';
 import { type CommonOptions } from './steps/common.js';
-import { readManifest, writeManifest } from './manifest.js';
+import { readManifest, recordStep, sweepStale, writeManifest } from './manifest.js';
+import { InputError } from './errors.js';
 import { toManifest } from './config.js';
 import { nativeInfo } from './native.js';
 import { withLock } from './lock.js';
@@ -97,6 +98,7 @@ export async function runCluster(cfg: PartialResolved, opts: CommonOptions = {},
   return withLock(c.outputDir, async () => {
     const r = await withEmbeddings(cfg, c.outputDir, opts, run);
     noteConfig(cfg, c.outputDir);
+    sweepStale(c.outputDir, c.sortedClustersDir);
     return r;
   });
 }
@@ -121,9 +123,13 @@ export async function runSort(cfg: PartialResolved, opts: CommonOptions = {}, gi
   if (given) return run(needEmb ? given.embeddings : undefined);
   validateInputs(cfg, 'sort');
   const sweep = [c.sortedClustersDir ?? join(c.outputDir, 'sorted_clusters')];
-  if (!needEmb) return withLock(c.outputDir, () => run(undefined), sweep);
+  const stale = <T>(r: T): T => {
+    sweepStale(c.outputDir, sweep[0]);
+    return r;
+  };
+  if (!needEmb) return withLock(c.outputDir, async () => stale(await run(undefined)), sweep);
   requireKeys(cfg, ['embeddings'], 'semdedup sort (sim_metric cosine with non-spherical k-means)');
-  return withLock(c.outputDir, () => withEmbeddings(cfg, c.outputDir, opts, run), sweep);
+  return withLock(c.outputDir, async () => stale(await withEmbeddings(cfg, c.outputDir, opts, run)), sweep);
 }
 
 export async function runDedup(cfg: PartialResolved, opts: CommonOptions = {}, given?: Embeddings): Promise<DedupResult> {
@@ -140,7 +146,11 @@ export async function runDedup(cfg: PartialResolved, opts: CommonOptions = {}, g
     });
   if (given) return run(given);
   validateInputs(cfg, 'dedup');
-  return withLock(c.outputDir, () => withEmbeddings(cfg, c.outputDir, opts, run));
+  return withLock(c.outputDir, async () => {
+    const r = await withEmbeddings(cfg, c.outputDir, opts, run);
+    sweepStale(c.outputDir, c.sortedClustersDir);
+    return r;
+  });
 }
 
 export async function runExtract(
@@ -182,7 +192,9 @@ export function dedupWanted(cfg: PartialResolved): Record<string, unknown> {
 function recordedIds(outputDir: string): { ids: string; format: 'auto' | 'memmap' | 'npy' | 'text'; dtype?: string } | undefined {
   const m = readManifest(outputDir);
   const ids = m.config?.ids;
-  if (typeof ids !== 'string' || !existsSync(ids)) return undefined;
+  if (typeof ids !== 'string') return undefined;
+  if (!existsSync(ids))
+    throw new InputError(`${ids}: the ids file that ${outputs.manifest(outputDir)} records for this run is missing; restore it, or give the ids (ids: in the config, --set ids=...)`, { file: ids });
   const format = (m.config?.ids_format as 'auto' | 'memmap' | 'npy' | 'text' | undefined) ?? 'auto';
   const dtype = m.config?.ids_dtype as string | undefined;
   return { ids, format, ...(dtype ? { dtype } : {}) };
@@ -233,5 +245,22 @@ async function runAllLocked(
     outputs.summary(c.outputDir),
     JSON.stringify({ n, clusters: cluster.k, whichToKeep: c.whichToKeep, eps: dedup.summary, seconds }, null, 2) + '\n',
   );
+  commitExtract(c.outputDir, c.epsList, ids, (eps) => join(c.outputDir, `kept_eps${eps}.txt`));
+  sweepStale(c.outputDir, c.sortedClustersDir ?? join(c.outputDir, 'sorted_clusters'));
   return { cluster, sort, dedup, extract, seconds };
+}
+
+/**
+ * Commits step 5 of a run (single or planned): the kept lists and rows of every eps and the
+ * summary, from the committed keep order and M and the ids they name (so that readers can check
+ * that the ids they are given are the run's).
+ */
+export function commitExtract(outputDir: string, epsList: readonly number[], ids: Ids | undefined, listOf: (eps: number) => string): void {
+  const outs: Record<string, string> = { summary: outputs.summary(outputDir) };
+  for (const eps of epsList) {
+    outs[`kept_eps${eps}`] = listOf(eps);
+    outs[`kept_rows_eps${eps}`] = outputs.keptRows(outputDir, eps);
+  }
+  const inputs: Record<string, string> = { keepOrder: outputs.keepOrder(outputDir), M: outputs.M(outputDir), ...(ids?.file && ids.source !== 'rows' ? { ids: ids.file } : {}) };
+  recordStep(outputDir, 'extract', { epsList: [...epsList] }, inputs, outs);
 }

@@ -9,12 +9,12 @@ import { atomicWriteFile, openAtomicWriter } from '../io/atomic.js';
 import type { Ids } from '../io/ids.js';
 import { readNpy } from '../io/npy.js';
 import { outputs } from '../layout.js';
-import { readManifest } from '../manifest.js';
+import { requireCommitted } from '../manifest.js';
 import { loadNative } from '../native.js';
 import { openEmbeddings, type Embeddings, type EmbeddingsSpec } from '../embeddings.js';
 import { runNative, type CommonOptions } from '../steps/common.js';
 import { prepareEmbeddings } from '../steps/check.js';
-import { csvField, formatFor, LineSink, validateOneEps, type TableFormat } from './common.js';
+import { checkRunEmbeddings, checkRunIds, csvField, formatFor, LineSink, validateOneEps, type TableFormat } from './common.js';
 
 export type DecontaminateMode = 'exact' | 'within-clusters';
 
@@ -95,6 +95,11 @@ export async function decontaminate(opts: DecontaminateOptions): Promise<Deconta
       emb = openEmbeddings(opts.embeddings);
       await checkReference(emb, normalize, opts);
     }
+    // In a run's folder, the rows (and the ids) must be the run's: its clusters, its lists.
+    if (opts.outputDir) {
+      checkRunEmbeddings(opts.outputDir, 'cluster', opts.embeddings.path);
+      checkRunIds(opts.outputDir, opts.ids);
+    }
     if (ref.d !== emb.d) throw new InputError(`${ref.path}: the reference rows have ${ref.d} dimensions, the embeddings ${emb.d}`, { file: ref.path });
     await checkReference(ref, normalize, opts);
     if (opts.ids && opts.ids.length < emb.n) throw new InputError(`the ids hold ${opts.ids.length} entries but the embeddings have ${emb.n} rows`);
@@ -120,13 +125,17 @@ export async function decontaminate(opts: DecontaminateOptions): Promise<Deconta
       if (!dir) throw new ConfigError('within-clusters decontamination needs the output folder of a run (its centroids and cluster order)', { key: 'output_dir' });
       for (const p of [outputs.centroids(dir), outputs.order(dir), outputs.offsets(dir)])
         if (!existsSync(p)) throw new InputError(`${p} not found: run the cluster and sort steps first`, { file: p });
+      // Only the centroids and the cluster order that the cluster and sort steps committed, for
+      // these embeddings (a missing or damaged manifest commits nothing).
+      const cluster = requireCommitted(dir, 'cluster', { centroids: outputs.centroids(dir) });
+      requireCommitted(dir, 'sort', { order: outputs.order(dir), offsets: outputs.offsets(dir) });
       const centroids = readNpy(outputs.centroids(dir)).data as Float32Array;
       const order = readNpy(outputs.order(dir)).data as BigInt64Array;
       const offsets = readNpy(outputs.offsets(dir)).data as BigInt64Array;
       const k = offsets.length - 1;
-      if (centroids.length !== k * emb.d || order.length !== n)
-        throw new InputError(`${dir}: the centroids (${centroids.length / emb.d} × ${emb.d}) or the cluster order (${order.length} rows) do not match the embeddings (${n} × ${emb.d}) and ${k} clusters`, { file: outputs.centroids(dir) });
-      const spherical = readManifest(dir).steps.cluster?.params?.spherical === true;
+      if (!(centroids instanceof Float32Array) || !(order instanceof BigInt64Array) || !(offsets instanceof BigInt64Array) || centroids.length !== k * emb.d || order.length !== n)
+        throw new InputError(`${dir}: the centroids (${centroids.length / emb.d} × ${emb.d}) or the cluster order (${order.length} rows) do not match the embeddings (${n} × ${emb.d}) and ${k} clusters; rerun semdedup run`, { file: outputs.centroids(dir) });
+      const spherical = cluster.params.spherical === true;
       const nearest = new BigInt64Array(ref.n);
       const dist = new Float32Array(ref.n);
       await runNative(opts, 'decontaminate:assign', (p, token) =>

@@ -6,10 +6,9 @@ import { isAbsolute, resolve } from 'node:path';
 import { existsSync } from 'node:fs';
 import { atomicWriteFile } from '../io/atomic.js';
 import type { Ids } from '../io/ids.js';
-import { clusterOfPositions, readRun, recheckEps, validateOneEps, type RunFolderOptions } from './common.js';
+import { checkRunIds, clusterOfPositions, readRun, recheckEps, validateOneEps, type RunFolderOptions } from './common.js';
 import { keptFractionCurve } from './fraction.js';
-import { exactDuplicatesFile } from './exact.js';
-import { readNpy } from '../io/npy.js';
+import { committedExactCopies } from './exact.js';
 import { isRemoved } from '../steps/dedup.js';
 
 export interface ReportOptions extends RunFolderOptions {
@@ -132,7 +131,8 @@ function item(id: string): string {
 
 export async function writeReport(opts: ReportOptions): Promise<ReportResult> {
   const dir = opts.outputDir;
-  const stored = readRun(dir);
+  const stored = readRun(dir, opts.want);
+  checkRunIds(dir, opts.ids);
   const eps = opts.eps ?? stored.recordedEps[0] ?? 0.05;
   validateOneEps(eps);
   let exactAtEps = stored.recordedEps.includes(eps);
@@ -179,11 +179,8 @@ export async function writeReport(opts: ReportOptions): Promise<ReportResult> {
   const sample = Array.from({ length: want }, (_, i) => removedPos[Math.floor((i * removedPos.length) / want)]!);
 
   let exactNote = '';
-  const exFile = exactDuplicatesFile(dir);
-  if (existsSync(exFile)) {
-    const pairs = readNpy(exFile).data as BigInt64Array;
-    exactNote = `<li>exact (byte-identical) copies: <b>${pairs.length / 2}</b></li>`;
-  }
+  const copies = committedExactCopies(dir);
+  if (copies !== undefined) exactNote = `<li>exact (byte-identical) copies: <b>${copies}</b></li>`;
 
   const title = opts.title ?? `semdedup report: ${dir}`;
   const html = `<!DOCTYPE html>

@@ -11,6 +11,7 @@ import { runTask } from './tasks.js';
 import { runLocal, type ExecResult } from './local.js';
 import { runSlurm, splitArgs } from './slurm.js';
 import { formatStatus, planStatus } from './status.js';
+import { lockPlannedRun } from '../lock.js';
 
 interface RunOpts extends Record<string, unknown> {
   executor?: 'process' | 'local' | 'slurm';
@@ -51,6 +52,16 @@ async function runPlanned(o: RunOpts): Promise<void> {
   const workers = posInt(o.workers, '--workers') ?? (executor === 'local' ? Math.max(1, Math.min(cpus().length, 4)) : 1);
   const tasks = posInt(o.tasks, '--tasks') ?? (executor === 'local' ? workers : 8);
   const made = makePlan(cfg, { tasks });
+  // The executor holds the folder for the whole planned run (shared with its tasks; see lock.ts).
+  const lock = lockPlannedRun(made.outputDir);
+  try {
+    await runPlannedLocked(o, made, executor, workers);
+  } finally {
+    lock.release();
+  }
+}
+
+async function runPlannedLocked(o: RunOpts, made: Plan, executor: NonNullable<RunOpts['executor']>, workers: number): Promise<void> {
   const { plan, kept } = savePlan(made);
   const planPath = planPaths.plan(plan.outputDir);
   const common = options(o);
