@@ -244,20 +244,24 @@ function staleReason(dir: string, m: Manifest, step: string, outputsToo: boolean
       if (!matches(s, p))
         return { file: p, message: `${p} (${name}) ${existsSync(p) ? 'is not the file' : 'is missing, not the file'} the ${step} step completed; ${rerunHint(step)}` };
     }
+  const producers = (s: FileStamp) =>
+    s.rel === undefined ? [] : Object.entries(m.steps).filter(([other, r]) => other !== step && Object.values(r.outputs).some((o) => o.rel === s.rel)).map(([o]) => o);
+  // The steps that made this step's inputs in this folder first (so the message names the
+  // earliest step to rerun), then the inputs themselves.
+  for (const s of Object.values(rec.inputs))
+    for (const other of producers(s)) {
+      const why = staleReason(dir, m, other, false, seen);
+      if (why) return why;
+    }
   for (const [name, s] of Object.entries(rec.inputs)) {
     const p = locate(s, dir);
-    if (!matches(s, p))
+    if (!matches(s, p)) {
+      const from = producers(s)[0];
       return {
         file: p,
-        message: `${p} (${name}) ${existsSync(p) ? 'changed' : 'is missing'} since the ${step} step read it: the results of this output folder are out of date; ${rerunHint(step)}`,
+        message: `${p} (${name}) ${existsSync(p) ? 'changed' : 'is missing'} since the ${step} step read it: the results of this output folder are out of date; ${rerunHint(from ?? step)}`,
       };
-    if (s.rel === undefined) continue;
-    // An input made in this folder: the steps that made it must still be current too.
-    for (const [other, r] of Object.entries(m.steps))
-      if (other !== step && Object.values(r.outputs).some((o) => o.rel === s.rel)) {
-        const why = staleReason(dir, m, other, false, seen);
-        if (why) return why;
-      }
+    }
   }
   return undefined;
 }
@@ -312,7 +316,7 @@ export function requireSameInput(dir: string, step: string, name: string, path: 
   if (!matches(s, path)) {
     const was = locate(s, dir);
     throw new InputError(
-      `${path}: ${what} ${resolve(path) === was ? 'changed since' : `are not the ones (${was}) that`} the ${step} step of ${dir} ${resolve(path) === was ? 'read them' : 'read'}; ` +
+      `${path}: the ${what} ${resolve(path) === was ? 'changed since' : `are not the ones (${was}) that`} the ${step} step of ${dir} ${resolve(path) === was ? 'read them' : 'read'}; ` +
         `give the run's ${what}, or ${rerunHint(step)} with these`,
       { file: path },
     );

@@ -72,7 +72,7 @@ export function readRun(outputDir: string, want: Record<string, unknown> = {}): 
  * must be that file unchanged (a swapped or edited line would name the wrong rows).
  */
 export function checkRunIds(outputDir: string, ids: Ids | undefined): void {
-  if (ids?.file && ids.source !== 'rows') requireSameInput(outputDir, 'extract', 'ids', ids.file, 'the ids');
+  if (ids?.file && ids.source !== 'rows') requireSameInput(outputDir, 'extract', 'ids', ids.file, 'ids');
 }
 
 /**
@@ -83,8 +83,8 @@ export function checkRunEmbeddings(outputDir: string, step: string, path: string
   const rec = readManifest(outputDir).steps[step]?.inputs.embeddings;
   if (!rec) return;
   if (rec.rel !== undefined && rec.rel === relative(resolve(outputDir), outputs.normalized(resolve(outputDir))))
-    requireSameInput(outputDir, 'normalize', 'source', path, 'the embeddings');
-  else requireSameInput(outputDir, step, 'embeddings', path, 'the embeddings');
+    requireSameInput(outputDir, 'normalize', 'source', path, 'embeddings');
+  else requireSameInput(outputDir, step, 'embeddings', path, 'embeddings');
 }
 
 /** The eps list of the dedup step recorded in the manifest (whose thresholds were re-checked). */
@@ -128,7 +128,7 @@ export async function recheckEps(opts: RunFolderOptions & { eps: number[]; run?:
   const emb = await prepareEmbeddings(opts.embeddings, { ...opts, normalize: opts.normalize ?? 'auto' });
   try {
     // The re-check compares the rows the dedup step compared: the embeddings must be those.
-    requireSameInput(opts.outputDir, 'dedup', 'embeddings', emb.path, 'the embeddings');
+    requireSameInput(opts.outputDir, 'dedup', 'embeddings', emb.path, 'embeddings');
     for (let i = 0; i < run.keepOrder.length; i++) {
       const r = run.keepOrder[i]!;
       if (r < 0n || r >= BigInt(emb.n))

@@ -116,7 +116,7 @@ export async function semdedup(options: DedupOptions): Promise<DedupResult> {
   // Only the sort step's committed results are read; unchanged inputs and params: skipped.
   requireCommitted(dir, 'sort', { order: outputs.order(dir), offsets: outputs.offsets(dir) });
   // M is computed from the embeddings that were clustered, not from others named since.
-  requireSameInput(dir, 'cluster', 'embeddings', opts.embeddings.path, 'the embeddings');
+  requireSameInput(dir, 'cluster', 'embeddings', opts.embeddings.path, 'embeddings');
   const stepParams = { whichToKeep: which, seed, epsList: opts.epsList };
   const stepInputs = { embeddings: opts.embeddings.path, order: outputs.order(dir), offsets: outputs.offsets(dir) };
   const done = currentRecord(dir, 'dedup', stepParams, stepInputs);

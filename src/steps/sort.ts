@@ -53,7 +53,7 @@ export async function assignAndSortClusters(options: SortOptions): Promise<SortR
   // Only the cluster step's committed results are read; unchanged inputs and params: skipped.
   requireCommitted(dir, 'cluster', { centroids: outputs.centroids(dir), nearest: outputs.nearest(dir), dist: outputs.dist(dir) });
   // The embeddings of a cosine re-ranking are the ones the cluster step assigned.
-  if (simMetric === 'cosine' && !spherical && opts.embeddings) requireSameInput(dir, 'cluster', 'embeddings', opts.embeddings.path, 'the embeddings');
+  if (simMetric === 'cosine' && !spherical && opts.embeddings) requireSameInput(dir, 'cluster', 'embeddings', opts.embeddings.path, 'embeddings');
   const stepParams = { simMetric, keepHard, spherical };
   const stepInputs: Record<string, string> = { centroids: outputs.centroids(dir), nearest: outputs.nearest(dir), dist: outputs.dist(dir) };
   if (simMetric === 'cosine' && !spherical && opts.embeddings) stepInputs.embeddings = opts.embeddings.path;
