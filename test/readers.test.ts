@@ -144,17 +144,18 @@ test('manifest: an edit of manifest.json that keeps its size and mtime commits n
 test('defect 6: a single run refuses while a planned run works on the folder, and the manifest never pairs another k with the centroids', async () => {
   const dir = tmpFolder('rd6');
   try {
-    const emb = writeDataset(dir, 'x.npy', { n: 60_000, dim: 32, clusters: 30, seed: 3 });
+    const emb = writeDataset(dir, 'x.npy', { n: 100_000, dim: 32, clusters: 30, seed: 3 });
     const out = path.join(dir, 'out');
     const cfg = writeConfig(dir, 'c.yaml', { embeddings: emb, output_dir: out, k: 30, niter: 10, eps_list: [0.05], device: 'cpu', threads: 1 });
     const planned = spawn(process.execPath, [CLI, 'run', '-c', cfg, '--executor', 'local', '--tasks', '4', '--workers', '2', '-q'], { cwd: dir, stdio: ['ignore', 'pipe', 'pipe'] });
     let plannedErr = '';
     planned.stderr.on('data', (c) => (plannedErr += c));
     const plannedDone = new Promise<number | null>((res) => planned.on('exit', (code) => res(code)));
-    // Once the planned run has written its plan it is working on the folder.
-    const plan = path.join(out, 'semdedup', 'plan.json');
-    for (let i = 0; i < 600 && !existsSync(plan); i++) await new Promise((r) => setTimeout(r, 50));
-    assert.ok(existsSync(plan), 'the planned run started');
+    // Once its train task is done the planned run is between the tasks that write the folder's own
+    // files (its assign, group and dedup tasks write only their parts): the single run must still refuse.
+    const assign = path.join(out, 'semdedup', 'plan', 'state', 'assign.0.json');
+    for (let i = 0; i < 1200 && !existsSync(assign); i++) await new Promise((r) => setTimeout(r, 25));
+    assert.ok(existsSync(assign), `the planned run reached its assign stage: ${plannedErr}`);
     const single = runCli(['run', '-c', cfg, '--set', 'k=20', '-q'], dir, 180_000);
     const code = await plannedDone;
     assert.equal(code, 0, `the planned run completes: ${plannedErr}`);
