@@ -259,7 +259,9 @@ function staleReason(dir: string, m: Manifest, step: string, outputsToo: boolean
       const from = producers(s)[0];
       return {
         file: p,
-        message: `${p} (${name}) ${existsSync(p) ? 'changed' : 'is missing'} since the ${step} step read it: the results of this output folder are out of date; ${rerunHint(from ?? step)}`,
+        message: existsSync(p)
+          ? `${p} (${name}) changed since the ${step} step read it: the results of this output folder are out of date; ${rerunHint(from ?? step)}`
+          : `${p} (${name}) is missing; the ${step} step read it: restore it, or ${rerunHint(from ?? step)}`,
       };
     }
   }
@@ -313,6 +315,8 @@ export function requireCommitted(dir: string, step: string, files: Record<string
 export function requireSameInput(dir: string, step: string, name: string, path: string, what: string): void {
   const s = readManifest(dir).steps[step]?.inputs[name];
   if (!s) return;
+  if (!existsSync(path))
+    throw new InputError(`${path}: the ${what} that the ${step} step of ${dir} read are missing; restore them, or ${rerunHint(step)} with other ${what}`, { file: path });
   if (!matches(s, path)) {
     const was = locate(s, dir);
     throw new InputError(

@@ -14,7 +14,8 @@ import { extractPrunedData, extractPrunedDataAll, type ExtractResult } from './s
 import { atomicWriteFile } from './io/atomic.js';
 import { outputs } from './layout.js';
 import { type CommonOptions } from './steps/common.js';
-import { readManifest, recordStep, sweepStale, writeManifest } from './manifest.js';
+import { readManifest, recordStep, requireCommitted, requireSameInput, sweepStale, writeManifest } from './manifest.js';
+import { checkRunEmbeddings } from './after/common.js';
 import { InputError } from './errors.js';
 import { toManifest } from './config.js';
 import { nativeInfo } from './native.js';
@@ -37,8 +38,14 @@ export function embeddingsSpecOf(cfg: PartialResolved): EmbeddingsSpec {
  * manifest by an earlier step (the original's semdedup_configs.yaml names none); undefined means
  * row numbers. Read once per command and handed to the steps that write ids.
  */
-export function resolveIds(cfg: PartialResolved, outputDir: string | undefined, log?: (l: string) => void): Ids | undefined {
+export function resolveIds(cfg: PartialResolved, outputDir: string | undefined, log?: (l: string) => void, opts: { verify?: boolean } = {}): Ids | undefined {
   const src = cfg.ids ? { ids: cfg.ids, format: cfg.idsFormat, dtype: cfg.idsDtype } : outputDir ? recordedIds(outputDir) : undefined;
+  if (opts.verify && outputDir) {
+    // A reader of a finished run: the embeddings and the ids it is given must be the run's
+    // (checked before anything is read from them, so the message says what changed).
+    if (cfg.embeddings) checkRunEmbeddings(outputDir, 'dedup', cfg.embeddings);
+    if (src) requireSameInput(outputDir, 'extract', 'ids', src.ids, 'ids');
+  }
   if (!src) return undefined;
   const n = cfg.embeddings && existsSync(cfg.embeddings) ? embeddingsLayout(embeddingsSpecOf(cfg)).n : cfg.datasetSize;
   const ids = readIds(src.ids, { format: src.format, ...(src.dtype ? { dtype: src.dtype } : {}), ...(n !== undefined ? { count: n } : {}) });
@@ -106,7 +113,12 @@ export async function runCluster(cfg: PartialResolved, opts: CommonOptions = {},
 export async function runSort(cfg: PartialResolved, opts: CommonOptions = {}, given?: { ids?: Ids; embeddings?: Embeddings }): Promise<SortResult> {
   const c = requireKeys(cfg, ['output_dir'], 'semdedup sort');
   const needEmb = c.simMetric === 'cosine' && !c.spherical;
-  if (!given) validateInputs(cfg, 'sort');
+  if (!given) {
+    // The cluster step's results, and the embeddings it read, before anything else: a changed or
+    // missing input is reported as such, with what to rerun (the step checks again under the lock).
+    if (existsSync(outputs.manifest(c.outputDir))) requireCommitted(c.outputDir, 'cluster', {});
+    validateInputs(cfg, 'sort');
+  }
   const ids = c.exportSortedClusters ? (given && 'ids' in given ? given.ids : resolveIds(cfg, c.outputDir, opts.log)) : undefined;
   const run = (emb: Embeddings | undefined) =>
     assignAndSortClusters({
@@ -145,6 +157,8 @@ export async function runDedup(cfg: PartialResolved, opts: CommonOptions = {}, g
       exactDuplicates: c.exactDuplicates,
     });
   if (given) return run(given);
+  // The sort step's results, and the embeddings they came from, first (as runSort).
+  if (existsSync(outputs.manifest(c.outputDir))) requireCommitted(c.outputDir, 'sort', {});
   validateInputs(cfg, 'dedup');
   return withLock(c.outputDir, async () => {
     const r = await withEmbeddings(cfg, c.outputDir, opts, run);

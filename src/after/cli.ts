@@ -34,7 +34,7 @@ function runContext(o: Opts, command: CliCommand) {
   const c = requireKeys(cfg, ['output_dir'], what);
   const opts = common(o, cfg);
   const embeddings = cfg.embeddings ? embeddingsSpecOf(cfg) : undefined;
-  const ids = resolveIds(cfg, c.outputDir, opts.log);
+  const ids = resolveIds(cfg, c.outputDir, opts.log, { verify: true });
   return { cfg, outputDir: c.outputDir, opts: { ...opts, want: dedupWanted(cfg) }, embeddings, ids };
 }
 
@@ -126,7 +126,7 @@ export function registerAfterCommands(program: Command): void {
       const cfg = loadConfig(o, 'decontaminate');
       const c = requireKeys(cfg, ['embeddings', 'output_dir'], 'semdedup decontaminate');
       const opts = common(o, cfg);
-      const ids = resolveIds(cfg, c.outputDir, opts.log);
+      const ids = resolveIds(cfg, c.outputDir, opts.log, { verify: true });
       const eps = num(o.eps, '--eps')!;
       const r = await withLock(c.outputDir, () => decontaminate({
         ...opts,

@@ -87,6 +87,11 @@ export async function decontaminate(opts: DecontaminateOptions): Promise<Deconta
   const normalize = opts.normalize ?? 'auto';
   if (!existsSync(opts.reference.path))
     throw new InputError(`${opts.reference.path}: reference file not found`, { file: opts.reference.path });
+  // In a run's folder, the rows (and the ids) must be the run's: its clusters, its lists.
+  if (opts.outputDir) {
+    checkRunEmbeddings(opts.outputDir, 'cluster', opts.embeddings.path);
+    checkRunIds(opts.outputDir, opts.ids);
+  }
   const ref = openEmbeddings(opts.reference);
   let emb: Embeddings | undefined;
   try {
@@ -94,11 +99,6 @@ export async function decontaminate(opts: DecontaminateOptions): Promise<Deconta
     else {
       emb = openEmbeddings(opts.embeddings);
       await checkReference(emb, normalize, opts);
-    }
-    // In a run's folder, the rows (and the ids) must be the run's: its clusters, its lists.
-    if (opts.outputDir) {
-      checkRunEmbeddings(opts.outputDir, 'cluster', opts.embeddings.path);
-      checkRunIds(opts.outputDir, opts.ids);
     }
     if (ref.d !== emb.d) throw new InputError(`${ref.path}: the reference rows have ${ref.d} dimensions, the embeddings ${emb.d}`, { file: ref.path });
     await checkReference(ref, normalize, opts);
@@ -124,7 +124,7 @@ export async function decontaminate(opts: DecontaminateOptions): Promise<Deconta
       const dir = opts.outputDir;
       if (!dir) throw new ConfigError('within-clusters decontamination needs the output folder of a run (its centroids and cluster order)', { key: 'output_dir' });
       for (const p of [outputs.centroids(dir), outputs.order(dir), outputs.offsets(dir)])
-        if (!existsSync(p)) throw new InputError(`${p} not found: run the cluster and sort steps first`, { file: p });
+        if (!existsSync(p)) throw new InputError(`${p} not found: run the cluster and sort steps first (semdedup run, or semdedup cluster and semdedup sort)`, { file: p });
       // Only the centroids and the cluster order that the cluster and sort steps committed, for
       // these embeddings (a missing or damaged manifest commits nothing).
       const cluster = requireCommitted(dir, 'cluster', { centroids: outputs.centroids(dir) });
