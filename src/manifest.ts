@@ -73,6 +73,8 @@ function locate(s: FileStamp, dir: string): string {
   return s.rel !== undefined ? join(resolve(dir), s.rel) : s.path;
 }
 
+const matchesNow = (recorded: FileStamp, path: string) => matches(recorded, path);
+
 /** True when the file at `path` is the recorded one: the same content (small files) or the same inode, size and times. */
 export function matches(recorded: FileStamp | undefined, path: string): boolean {
   if (!recorded) return false;
@@ -233,9 +235,15 @@ export function rerunHint(step: string): string {
 }
 
 /** Why the record of `step` is not current (an input or, with `outputsToo`, an output changed), checked through the steps that made its inputs; undefined when it is. */
-function staleReason(dir: string, m: Manifest, step: string, outputsToo: boolean, seen = new Set<string>()): { file: string; message: string } | undefined {
+function staleReason(dir: string, m: Manifest, step: string, outputsToo: boolean, seen = new Set<string>(), memo = new Map<string, boolean>()): { file: string; message: string } | undefined {
   if (seen.has(step)) return undefined;
   seen.add(step);
+  // Several steps record the same input (the embeddings): it is hashed once per check.
+  const matches = (s: FileStamp, p: string) => {
+    const key = `${p}\0${s.sha256 ?? `${s.ino}:${s.size}:${s.mtimeNs}:${s.ctimeNs}`}`;
+    if (!memo.has(key)) memo.set(key, matchesNow(s, p));
+    return memo.get(key)!;
+  };
   const rec = m.steps[step];
   if (!rec) return { file: outputs.manifest(dir), message: `${outputs.manifest(dir)}: no completed ${step} step is recorded in this output folder; ${rerunHint(step)}` };
   if (outputsToo)
@@ -250,7 +258,7 @@ function staleReason(dir: string, m: Manifest, step: string, outputsToo: boolean
   // earliest step to rerun), then the inputs themselves.
   for (const s of Object.values(rec.inputs))
     for (const other of producers(s)) {
-      const why = staleReason(dir, m, other, false, seen);
+      const why = staleReason(dir, m, other, false, seen, memo);
       if (why) return why;
     }
   for (const [name, s] of Object.entries(rec.inputs)) {
