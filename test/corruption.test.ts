@@ -9,7 +9,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { cpSync, existsSync, mkdirSync, readFileSync, rmSync, statSync, unlinkSync, writeFileSync } from 'node:fs';
+import { cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, unlinkSync, writeFileSync } from 'node:fs';
 import * as path from 'node:path';
 import { loadConfigFiles, type PartialResolved } from '../src/config.js';
 import { SemDedupError } from '../src/errors.js';
@@ -163,8 +163,18 @@ interface Fixture {
   base: string;
 }
 
+/** A folder in memory where there is one (/dev/shm): the matrix syncs thousands of small files. */
+function scratchRoot(): string {
+  try {
+    if (statSync('/dev/shm').isDirectory()) return mkdtempSync(path.join('/dev/shm', 'semdedup-corrupt-'));
+  } catch {
+    // no /dev/shm: the system's temporary folder
+  }
+  return tmpFolder('corrupt');
+}
+
 function makeFixture(): Fixture {
-  const root = tmpFolder('corrupt');
+  const root = scratchRoot();
   const X = new SynthDataset({ n: N, dim: DIM, clusters: K, seed: 21, dupFraction: 0.2 }).generate();
   // A few exact copies, so that the exact-duplicates file is not empty.
   for (let i = 0; i < 20; i++) X.copyWithin((100 + i) * DIM, i * DIM, (i + 1) * DIM);
