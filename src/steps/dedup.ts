@@ -15,7 +15,7 @@ import type { Embeddings } from '../embeddings.js';
 import { withDefaults, type ConfigFields, type PartialConfig } from '../config.js';
 import { ensureOutputDir, noteBackend, now, runNative, throwIfAborted, type CommonOptions } from './common.js';
 import { currentRecord, matches, recordIsCurrent, recordStep, requireCommitted, requireSameInput, sealed, stamp, unseal, type FileStamp } from '../manifest.js';
-import { findExactDuplicates } from '../after/exact.js';
+import { findExactDuplicates, type ExactDuplicatesResult } from '../after/exact.js';
 
 export type WhichToKeep = PartialConfig['whichToKeep'];
 
@@ -125,7 +125,7 @@ export async function semdedup(options: DedupOptions): Promise<DedupResult> {
     const offsets = readNpy(outputs.offsets(dir)).data as BigInt64Array;
     const keepOrder = readNpy(outputs.keepOrder(dir)).data as BigInt64Array;
     opts.log?.('dedup: up to date, reused');
-    if (opts.exactDuplicates && !recordIsCurrent(dir, 'exact')) await exactDuplicatesOfKeepOrder(opts, keepOrder);
+    if (opts.exactDuplicates && !recordIsCurrent(dir, 'exact')) commitExact(opts, await findExactDuplicates({ ...opts, order: keepOrder, outputDir: dir }));
     return {
       keepOrder, offsets, M, Mrow: readNpy(outputs.Marg(dir)).data as BigInt64Array,
       summary: summarize(M, opts.epsList), stats: (done.stats ?? {}) as unknown as MaxSimStats, seconds: (now() - t0) / 1000, resumedParts: 0,
@@ -142,11 +142,13 @@ export async function semdedup(options: DedupOptions): Promise<DedupResult> {
   const Mrow = new BigInt64Array(n);
   const stats: MaxSimStats = { members: 0, clusters: 0, usefulFlops: 0, computedFlops: 0, rechecked: 0, backend: 'cpu', backendNote: '' };
   let resumedParts = 0;
+  let exact: ExactDuplicatesResult | undefined;
   {
     const rows = BigInt(emb.n);
     for (let i = 0; i < n; i++)
       if (order[i]! < 0n || order[i]! >= rows)
         throw new InputError(`${outputs.order(dir)}: row ${order[i]} is outside the ${emb.n} rows of ${emb.path}`, { file: outputs.order(dir) });
+    if (opts.exactDuplicates) exact = await findExactDuplicates({ ...opts, order: keepOrder, outputDir: dir });
     // Parts are tied to everything that determines their content.
     const key = createHash('sha256')
       .update(JSON.stringify({ emb: stamp(emb.path), order: stamp(outputs.order(dir)), which, seed, eps: [...opts.epsList].sort() }))
@@ -215,14 +217,13 @@ export async function semdedup(options: DedupOptions): Promise<DedupResult> {
   const seconds = (now() - t0) / 1000;
   recordStep(dir, 'dedup', stepParams, stepInputs,
     { M: outputs.M(dir), keepOrder: outputs.keepOrder(dir), keepIndex: outputs.keepIndex(dir), Mrow: outputs.Marg(dir) }, { ...stats, seconds, resumedParts });
-  if (opts.exactDuplicates) await exactDuplicatesOfKeepOrder(opts, keepOrder);
+  if (exact) commitExact(opts, exact);
   return { keepOrder, offsets, M, Mrow, summary, stats, seconds, resumedParts };
 }
 
-/** The exact-duplicates pass in the committed keep order, committed as the `exact` step. */
-async function exactDuplicatesOfKeepOrder(opts: DedupOptions, keepOrder: BigInt64Array): Promise<void> {
+/** Commits the exact-duplicates pass made in the keep order now committed, as the `exact` step. */
+function commitExact(opts: DedupOptions, r: ExactDuplicatesResult): void {
   const dir = opts.outputDir;
-  const r = await findExactDuplicates({ ...opts, order: keepOrder, outputDir: dir });
   recordStep(dir, 'exact', { order: 'keep' }, { embeddings: opts.embeddings.path, keepOrder: outputs.keepOrder(dir) }, { pairs: r.output! }, { copies: r.copies, groups: r.groups });
 }
 
