@@ -410,14 +410,16 @@ test('corruption matrix, planned runs: every kind of part, task record and the p
     await runAll(cfgOf(single), opts);
     // The planned run's files are the single run's (the rule every rerun is held to).
     assert.equal(expected, folderDigest(single));
-    const P = (stage: string, name: string, i: number) => path.join('semdedup', 'plan', 'parts', stage, `${name}.${i}.npy`);
-    const files = [
-      P('assign', 'nearest', 0), P('assign', 'dist', 0), P('assign', 'key', 0),
-      P('group', 'order', 0), P('group', 'distance', 1), P('group', 'sizes', 0),
-      P('dedup', 'M', 0), P('dedup', 'row', 1),
-      path.join('semdedup', 'plan', 'state', 'assign.0.json'), path.join('semdedup', 'plan', 'state', 'dedup.1.json'), path.join('semdedup', 'plan', 'state', 'extract.0.json'),
-      path.join('semdedup', 'plan.json'),
-    ];
+    // One file of each kind: every kind of part (the last task's), every stage's task record, the plan.
+    const kinds = new Map<string, string>();
+    for (const rel of listFiles(base)) {
+      const part = /^semdedup\/plan\/parts\/(\w+)\/(\w+)\.\d+\.npy$/.exec(rel);
+      const state = /^semdedup\/plan\/state\/(\w+)\.\d+\.json$/.exec(rel);
+      if (part) kinds.set(`${part[1]}/${part[2]}`, rel);
+      else if (state) kinds.set(`state/${state[1]}`, rel);
+    }
+    const files = [...kinds.values(), path.join('semdedup', 'plan.json')];
+    assert.equal(files.length, 3 + 3 + 2 + 5 + 1, `every kind of part and record: ${files.join(', ')}`);
     const tally = { refused: 0, right: 0, wrong: 0, unchanged: 0 };
     // A case that ends right leaves the folder complete and right for the next one; after a
     // refusal the folder is made again.
