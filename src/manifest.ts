@@ -73,8 +73,6 @@ function locate(s: FileStamp, dir: string): string {
   return s.rel !== undefined ? join(resolve(dir), s.rel) : s.path;
 }
 
-const matchesNow = (recorded: FileStamp, path: string) => matches(recorded, path);
-
 /** True when the file at `path` is the recorded one: the same content (small files) or the same inode, size and times. */
 export function matches(recorded: FileStamp | undefined, path: string): boolean {
   if (!recorded) return false;
@@ -91,6 +89,12 @@ function stampIfAny(path: string): FileStamp | undefined {
   } catch {
     return undefined;
   }
+}
+
+/** True when two records name the same file state: the same content (small files), else the same inode, size and times. */
+export function sameRecorded(a: FileStamp, b: FileStamp): boolean {
+  if (a.sha256 !== undefined || b.sha256 !== undefined) return a.sha256 === b.sha256;
+  return a.size === b.size && a.ino === b.ino && a.mtimeNs === b.mtimeNs && a.ctimeNs === b.ctimeNs;
 }
 
 export function sameStamp(a: FileStamp | undefined, b: FileStamp | undefined): boolean {
@@ -239,9 +243,9 @@ function staleReason(dir: string, m: Manifest, step: string, outputsToo: boolean
   if (seen.has(step)) return undefined;
   seen.add(step);
   // Several steps record the same input (the embeddings): it is hashed once per check.
-  const matches = (s: FileStamp, p: string) => {
+  const same = (s: FileStamp, p: string) => {
     const key = `${p}\0${s.sha256 ?? `${s.ino}:${s.size}:${s.mtimeNs}:${s.ctimeNs}`}`;
-    if (!memo.has(key)) memo.set(key, matchesNow(s, p));
+    if (!memo.has(key)) memo.set(key, matches(s, p));
     return memo.get(key)!;
   };
   const rec = m.steps[step];
@@ -249,7 +253,7 @@ function staleReason(dir: string, m: Manifest, step: string, outputsToo: boolean
   if (outputsToo)
     for (const [name, s] of Object.entries(rec.outputs)) {
       const p = locate(s, dir);
-      if (!matches(s, p))
+      if (!same(s, p))
         return { file: p, message: `${p} (${name}) ${existsSync(p) ? 'is not the file' : 'is missing, not the file'} the ${step} step completed; ${rerunHint(step)}` };
     }
   const producers = (s: FileStamp) =>
@@ -263,7 +267,7 @@ function staleReason(dir: string, m: Manifest, step: string, outputsToo: boolean
     }
   for (const [name, s] of Object.entries(rec.inputs)) {
     const p = locate(s, dir);
-    if (!matches(s, p)) {
+    if (!same(s, p)) {
       const from = producers(s)[0];
       return {
         file: p,
@@ -293,8 +297,10 @@ export function requireCommitted(dir: string, step: string, files: Record<string
   const { manifest: m, problem } = loadManifest(dir);
   const rec = m.steps[step];
   if (!rec) {
-    const why = problem ? `is unusable: ${problem}, so nothing in this output folder is committed` : `records no completed ${step} step in this output folder`;
-    throw new InputError(`${outputs.manifest(dir)} ${why}; ${problem ? 'rerun semdedup run' : rerun}`, { file: outputs.manifest(dir) });
+    const why = problem
+      ? `is unusable: ${problem}, so nothing in this output folder is committed`
+      : existsSync(outputs.manifest(dir)) ? `records no completed ${step} step in this output folder` : 'is missing: nothing in this output folder is committed';
+    throw new InputError(`${outputs.manifest(dir)} ${why}; ${problem || !existsSync(outputs.manifest(dir)) ? 'rerun semdedup run' : rerun}`, { file: outputs.manifest(dir) });
   }
   for (const [name, file] of Object.entries(files)) {
     const s = rec.outputs[name];

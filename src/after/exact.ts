@@ -11,7 +11,7 @@ import { loadNative } from '../native.js';
 import { openEmbeddings, type Embeddings, type EmbeddingsSpec } from '../embeddings.js';
 import { runNative, type CommonOptions } from '../steps/common.js';
 import { InputError } from '../errors.js';
-import { loadManifest, recordStep, requireCommitted } from '../manifest.js';
+import { loadManifest, recordStep, requireCommitted, sameRecorded } from '../manifest.js';
 import { checkRunEmbeddings, readRun } from './common.js';
 
 export interface ExactDuplicatesOptions extends CommonOptions {
@@ -104,8 +104,7 @@ export function committedExactCopies(dir: string): number | undefined {
   // Of earlier results: not about this run (sweepStale removes its file).
   const read = rec.inputs.keepOrder;
   const now = manifest.steps.dedup?.outputs.keepOrder;
-  if (read && now && (read.sha256 ?? `${read.ino}:${read.size}:${read.mtimeNs}:${read.ctimeNs}`) !== (now.sha256 ?? `${now.ino}:${now.size}:${now.mtimeNs}:${now.ctimeNs}`))
-    return undefined;
+  if (read && now && !sameRecorded(read, now)) return undefined;
   requireCommitted(dir, 'exact', { pairs: exactDuplicatesFile(dir) });
   const { header, data } = readNpy(exactDuplicatesFile(dir));
   if (!(data instanceof BigInt64Array) || header.shape.length !== 2 || header.shape[1] !== 2)
