@@ -101,6 +101,29 @@ test('defect 5: explain and extract refuse embeddings whose rows were swapped af
   assert.equal(readFileSync(path.join(out, 'kept_eps0.01.txt'), 'utf8'), readFileSync(path.join(fresh, 'kept_eps0.01.txt'), 'utf8'));
 });
 
+test('defect 5: with normalize: always, readers refuse a source changed after the run (the normalised copy is unchanged)', () => {
+  const d = makeData('rd5norm');
+  // Rows of norm 2: the run normalises them into its own copy.
+  const b = readFileSync(d.emb);
+  const x = new Float32Array(b.buffer, b.byteOffset, b.length / 4);
+  for (let i = 0; i < x.length; i++) x[i] = x[i]! * 2;
+  writeFileSync(d.emb, b);
+  const out = path.join(d.dir, 'out');
+  const always = ['--set', 'normalize=always'];
+  ok(['run', ...runArgs(d, out, always)], d.dir, 'run');
+  const before = readFileSync(path.join(out, 'kept_eps0.01.txt'), 'utf8');
+  ok(['extract', ...afterArgs(d, out, always), '--eps', '0.03', '-o', path.join(d.dir, 'k.txt')], d.dir, 'extract at an eps to re-check');
+  swapRows(d.emb, DIM * 4, 0, 300);
+  for (const args of [
+    ['extract', ...afterArgs(d, out, always), '--eps', '0.03', '-o', path.join(d.dir, 'k2.txt')],
+    ['curve', ...afterArgs(d, out, always)],
+    ['dedup', ...runArgs(d, out, always)],
+  ])
+    refused(args, d.dir, [/embs\.f32.*changed since the normalize step/], `${args[0]} after the source changed`);
+  ok(['run', ...runArgs(d, out, always)], d.dir, 'rerun');
+  assert.notEqual(readFileSync(path.join(out, 'kept_eps0.01.txt'), 'utf8'), before, 'the rerun used the changed source');
+});
+
 test('defect 5: readers refuse ids whose lines were swapped, and a recorded ids file that is gone', () => {
   const d = makeData('rd5ids');
   const out = path.join(d.dir, 'out');
