@@ -15,7 +15,9 @@ import { extractPrunedData, extractPrunedDataAll, type ExtractResult } from './s
 import { atomicWriteFile } from './io/atomic.js';
 import { outputs } from './layout.js';
 import { type CommonOptions } from './steps/common.js';
-import { readManifest, writeManifest } from './manifest.js';
+import { readManifest, recordStep, requireCommitted, requireSameInput, sweepStale, writeManifest } from './manifest.js';
+import { checkRunEmbeddings } from './after/common.js';
+import { InputError } from './errors.js';
 import { toManifest } from './config.js';
 import { nativeInfo } from './native.js';
 import { withLock } from './lock.js';
@@ -37,8 +39,14 @@ export function embeddingsSpecOf(cfg: PartialResolved): EmbeddingsSpec {
  * manifest by an earlier step (the original's semdedup_configs.yaml names none); undefined means
  * row numbers. Read once per command and handed to the steps that write ids.
  */
-export function resolveIds(cfg: PartialResolved, outputDir: string | undefined, log?: (l: string) => void): Ids | undefined {
+export function resolveIds(cfg: PartialResolved, outputDir: string | undefined, log?: (l: string) => void, opts: { verify?: boolean } = {}): Ids | undefined {
   const src = cfg.ids ? { ids: cfg.ids, format: cfg.idsFormat, dtype: cfg.idsDtype } : outputDir ? recordedIds(outputDir) : undefined;
+  if (opts.verify && outputDir) {
+    // A reader of a finished run: the embeddings and the ids it is given must be the run's
+    // (checked before anything is read from them, so the message says what changed).
+    if (cfg.embeddings) checkRunEmbeddings(outputDir, 'dedup', cfg.embeddings);
+    if (src) requireSameInput(outputDir, 'extract', 'ids', src.ids, 'ids');
+  }
   if (!src) return undefined;
   const n = cfg.embeddings && existsSync(cfg.embeddings) ? embeddingsLayout(embeddingsSpecOf(cfg)).n : cfg.datasetSize;
   const ids = readIds(src.ids, { format: src.format, ...(src.dtype ? { dtype: src.dtype } : {}), ...(n !== undefined ? { count: n } : {}) });
@@ -104,6 +112,7 @@ export async function runCluster(cfg: PartialResolved, opts: CommonOptions = {},
   return withLock(c.outputDir, async () => {
     const r = await withEmbeddings(cfg, c.outputDir, opts, run, scanned);
     noteConfig(cfg, c.outputDir);
+    sweepStale(c.outputDir, c.sortedClustersDir);
     return r;
   });
 }
@@ -111,7 +120,12 @@ export async function runCluster(cfg: PartialResolved, opts: CommonOptions = {},
 export async function runSort(cfg: PartialResolved, opts: CommonOptions = {}, given?: { ids?: Ids; embeddings?: Embeddings }): Promise<SortResult> {
   const c = requireKeys(cfg, ['output_dir'], 'semdedup sort');
   const needEmb = c.simMetric === 'cosine' && !c.spherical;
-  if (!given) validateInputs(cfg, 'sort');
+  if (!given) {
+    // The cluster step's results, and the embeddings it read, before anything else: a changed or
+    // missing input is reported as such, with what to rerun (the step checks again under the lock).
+    if (existsSync(outputs.manifest(c.outputDir))) requireCommitted(c.outputDir, 'cluster', {});
+    validateInputs(cfg, 'sort');
+  }
   const ids = c.exportSortedClusters ? (given && 'ids' in given ? given.ids : resolveIds(cfg, c.outputDir, opts.log)) : undefined;
   const run = (emb: Embeddings | undefined) =>
     assignAndSortClusters({
@@ -128,10 +142,14 @@ export async function runSort(cfg: PartialResolved, opts: CommonOptions = {}, gi
   if (given) return run(needEmb ? given.embeddings : undefined);
   validateInputs(cfg, 'sort');
   const sweep = [c.sortedClustersDir ?? join(c.outputDir, 'sorted_clusters')];
-  if (!needEmb) return withLock(c.outputDir, () => run(undefined), sweep);
+  const stale = <T>(r: T): T => {
+    sweepStale(c.outputDir, sweep[0]);
+    return r;
+  };
+  if (!needEmb) return withLock(c.outputDir, async () => stale(await run(undefined)), sweep);
   requireKeys(cfg, ['embeddings'], 'semdedup sort (sim_metric cosine with non-spherical k-means)');
   const scanned = await precheck(cfg, c.outputDir, opts);
-  return withLock(c.outputDir, () => withEmbeddings(cfg, c.outputDir, opts, run, scanned), sweep);
+  return withLock(c.outputDir, async () => stale(await withEmbeddings(cfg, c.outputDir, opts, run, scanned)), sweep);
 }
 
 export async function runDedup(cfg: PartialResolved, opts: CommonOptions = {}, given?: Embeddings): Promise<DedupResult> {
@@ -147,9 +165,15 @@ export async function runDedup(cfg: PartialResolved, opts: CommonOptions = {}, g
       exactDuplicates: c.exactDuplicates,
     });
   if (given) return run(given);
+  // The sort step's results, and the embeddings they came from, first (as runSort).
+  if (existsSync(outputs.manifest(c.outputDir))) requireCommitted(c.outputDir, 'sort', {});
   validateInputs(cfg, 'dedup');
   const scanned = await precheck(cfg, c.outputDir, opts);
-  return withLock(c.outputDir, () => withEmbeddings(cfg, c.outputDir, opts, run, scanned));
+  return withLock(c.outputDir, async () => {
+    const r = await withEmbeddings(cfg, c.outputDir, opts, run, scanned);
+    sweepStale(c.outputDir, c.sortedClustersDir);
+    return r;
+  });
 }
 
 export async function runExtract(
@@ -191,7 +215,9 @@ export function dedupWanted(cfg: PartialResolved): Record<string, unknown> {
 function recordedIds(outputDir: string): { ids: string; format: 'auto' | 'memmap' | 'npy' | 'text'; dtype?: string } | undefined {
   const m = readManifest(outputDir);
   const ids = m.config?.ids;
-  if (typeof ids !== 'string' || !existsSync(ids)) return undefined;
+  if (typeof ids !== 'string') return undefined;
+  if (!existsSync(ids))
+    throw new InputError(`${ids}: the ids file that ${outputs.manifest(outputDir)} records for this run is missing; restore it, or give the ids (ids: in the config, --set ids=...)`, { file: ids });
   const format = (m.config?.ids_format as 'auto' | 'memmap' | 'npy' | 'text' | undefined) ?? 'auto';
   const dtype = m.config?.ids_dtype as string | undefined;
   return { ids, format, ...(dtype ? { dtype } : {}) };
@@ -244,5 +270,22 @@ async function runAllLocked(
     outputs.summary(c.outputDir),
     JSON.stringify({ n, clusters: cluster.k, whichToKeep: c.whichToKeep, eps: dedup.summary, seconds }, null, 2) + '\n',
   );
+  commitExtract(c.outputDir, c.epsList, ids, (eps) => join(c.outputDir, `kept_eps${eps}.txt`));
+  sweepStale(c.outputDir, c.sortedClustersDir ?? join(c.outputDir, 'sorted_clusters'));
   return { cluster, sort, dedup, extract, seconds };
+}
+
+/**
+ * Commits step 5 of a run (single or planned): the kept lists and rows of every eps and the
+ * summary, from the committed keep order and M and the ids they name (so that readers can check
+ * that the ids they are given are the run's).
+ */
+export function commitExtract(outputDir: string, epsList: readonly number[], ids: Ids | undefined, listOf: (eps: number) => string): void {
+  const outs: Record<string, string> = { summary: outputs.summary(outputDir) };
+  for (const eps of epsList) {
+    outs[`kept_eps${eps}`] = listOf(eps);
+    outs[`kept_rows_eps${eps}`] = outputs.keptRows(outputDir, eps);
+  }
+  const inputs: Record<string, string> = { keepOrder: outputs.keepOrder(outputDir), M: outputs.M(outputDir), ...(ids?.file && ids.source !== 'rows' ? { ids: ids.file } : {}) };
+  recordStep(outputDir, 'extract', { epsList: [...epsList] }, inputs, outs);
 }

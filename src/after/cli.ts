@@ -7,13 +7,12 @@ import { requireKeys, type CliCommand, type PartialResolved } from '../config.js
 import { dedupWanted, embeddingsSpecOf, resolveIds } from '../pipeline.js';
 import { withLock } from '../lock.js';
 import { readIds } from '../io/ids.js';
-import { openEmbeddings } from '../embeddings.js';
 import type { CommonOptions } from '../steps/common.js';
 import { keptFractionCurve, extractAt } from './fraction.js';
 import { explainId, explainRemovals } from './explain.js';
 import { decontaminate } from './decontaminate.js';
 import { writeReport } from './report.js';
-import { findExactDuplicates } from './exact.js';
+import { exactDuplicatesOfRun } from './exact.js';
 import { readRun } from './common.js';
 import { capThreads, refuseOverwrite } from '../validate.js';
 
@@ -51,7 +50,7 @@ function runContext(o: Opts, command: CliCommand) {
   const c = requireKeys(cfg, ['output_dir'], what);
   const opts = common(o, cfg);
   const embeddings = cfg.embeddings ? embeddingsSpecOf(cfg) : undefined;
-  const ids = resolveIds(cfg, c.outputDir, opts.log);
+  const ids = resolveIds(cfg, c.outputDir, opts.log, { verify: true });
   return { cfg, outputDir: c.outputDir, opts: { ...opts, want: dedupWanted(cfg) }, embeddings, ids };
 }
 
@@ -145,7 +144,7 @@ export function registerAfterCommands(program: Command): void {
       const cfg = loadConfig(o, 'decontaminate');
       const c = requireKeys(cfg, ['embeddings', 'output_dir'], 'semdedup decontaminate');
       const opts = common(o, cfg);
-      const ids = resolveIds(cfg, c.outputDir, opts.log);
+      const ids = resolveIds(cfg, c.outputDir, opts.log, { verify: true });
       const eps = num(o.eps, '--eps')!;
       const recallSample = count(o.recallSample, '--recall-sample')!;
       const output = o.output ?? `${c.outputDir}/decontaminated_eps${eps}.txt`;
@@ -194,14 +193,7 @@ export function registerAfterCommands(program: Command): void {
       const cfg = loadConfig(o, 'exact-duplicates');
       const c = requireKeys(cfg, ['embeddings', 'output_dir'], 'semdedup exact-duplicates');
       const opts = common(o, cfg);
-      let order: BigInt64Array | undefined;
-      try {
-        order = readRun(c.outputDir).keepOrder;
-      } catch {
-        order = undefined; // no dedup step yet: row order decides
-      }
-      const emb = openEmbeddings(embeddingsSpecOf(cfg));
-      const r = await withLock(c.outputDir, () => findExactDuplicates({ ...opts, embeddings: emb, outputDir: c.outputDir, ...(order ? { order } : {}) })).finally(() => emb.close());
+      const r = await withLock(c.outputDir, () => exactDuplicatesOfRun({ ...opts, embeddings: embeddingsSpecOf(cfg), outputDir: c.outputDir, want: dedupWanted(cfg) }));
       print(o, `exact duplicates: ${r.copies} of ${r.rows} rows are byte-identical copies of an earlier row (${r.groups} sets) -> ${r.output}`, {
         rows: r.rows, groups: r.groups, copies: r.copies, output: r.output,
       });

@@ -5,7 +5,9 @@ import { existsSync } from 'node:fs';
 import { ConfigError, InputError } from '../errors.js';
 import { readNpy } from '../io/npy.js';
 import { outputs } from '../layout.js';
-import { readManifest, requireCommitted } from '../manifest.js';
+import { readManifest, requireCommitted, requireSameInput } from '../manifest.js';
+import type { Ids } from '../io/ids.js';
+import { relative, resolve } from 'node:path';
 import { loadNative } from '../native.js';
 import type { EmbeddingsSpec } from '../embeddings.js';
 import { runNative, type CommonOptions } from '../steps/common.js';
@@ -65,6 +67,26 @@ export function readRun(outputDir: string, want: Record<string, unknown> = {}): 
   return { keepOrder, offsets, M, Mrow, recordedEps: recordedEps(outputDir) };
 }
 
+/**
+ * Ids for the lists of a run's folder: when the run wrote its lists with an ids file, the ids given
+ * must be that file unchanged (a swapped or edited line would name the wrong rows).
+ */
+export function checkRunIds(outputDir: string, ids: Ids | undefined): void {
+  if (ids?.file && ids.source !== 'rows') requireSameInput(outputDir, 'extract', 'ids', ids.file, 'ids');
+}
+
+/**
+ * The embeddings a command is given for a run's folder (`path`, as the config names them) must be
+ * the ones `step` read: the file itself, or the source of the normalised copy it read.
+ */
+export function checkRunEmbeddings(outputDir: string, step: string, path: string): void {
+  const rec = readManifest(outputDir).steps[step]?.inputs.embeddings;
+  if (!rec) return;
+  if (rec.rel !== undefined && rec.rel === relative(resolve(outputDir), outputs.normalized(resolve(outputDir))))
+    requireSameInput(outputDir, 'normalize', 'source', path, 'embeddings');
+  else requireSameInput(outputDir, step, 'embeddings', path, 'embeddings');
+}
+
 /** The eps list of the dedup step recorded in the manifest (whose thresholds were re-checked). */
 export function recordedEps(outputDir: string): number[] {
   const params = readManifest(outputDir).steps.dedup?.params;
@@ -105,6 +127,8 @@ export async function recheckEps(opts: RunFolderOptions & { eps: number[]; run?:
     );
   const emb = await prepareEmbeddings(opts.embeddings, { ...opts, normalize: opts.normalize ?? 'auto' });
   try {
+    // The re-check compares the rows the dedup step compared: the embeddings must be those.
+    requireSameInput(opts.outputDir, 'dedup', 'embeddings', emb.path, 'embeddings');
     for (let i = 0; i < run.keepOrder.length; i++) {
       const r = run.keepOrder[i]!;
       if (r < 0n || r >= BigInt(emb.n))

@@ -6,7 +6,7 @@
 import { ConfigError } from '../errors.js';
 import type { Ids } from '../io/ids.js';
 import { extractPrunedData, type ExtractResult } from '../steps/extract.js';
-import { recheckEps, readRun, validateOneEps, type RunArrays, type RunFolderOptions } from './common.js';
+import { checkRunIds, recheckEps, readRun, validateOneEps, type RunArrays, type RunFolderOptions } from './common.js';
 
 export interface CurvePoint {
   eps: number;
@@ -262,6 +262,7 @@ export async function extractAt(opts: ExtractAtOptions): Promise<ExtractAtResult
     run = r;
     rechecked = r.rechecked;
   }
+  checkRunIds(opts.outputDir, opts.ids);
   const r = await extractPrunedData({
     outputDir: opts.outputDir,
     eps,

@@ -8,10 +8,9 @@ import { closeSync, constants, existsSync, fstatSync, openSync, readSync } from 
 import { atomicWriteFile } from '../io/atomic.js';
 import { ConfigError } from '../errors.js';
 import type { Ids } from '../io/ids.js';
-import { clusterOfPositions, readRun, recheckEps, validateOneEps, type RunFolderOptions } from './common.js';
+import { checkRunIds, clusterOfPositions, readRun, recheckEps, validateOneEps, type RunFolderOptions } from './common.js';
 import { keptFractionCurve } from './fraction.js';
-import { exactDuplicatesFile } from './exact.js';
-import { readNpy } from '../io/npy.js';
+import { committedExactCopies } from './exact.js';
 import { isRemoved } from '../steps/dedup.js';
 
 export interface ReportOptions extends RunFolderOptions {
@@ -183,7 +182,8 @@ class Pictures {
 
 export async function writeReport(opts: ReportOptions): Promise<ReportResult> {
   const dir = opts.outputDir;
-  const stored = readRun(dir);
+  const stored = readRun(dir, opts.want);
+  checkRunIds(dir, opts.ids);
   for (const [key, v] of [['sample', opts.sample], ['topClusters', opts.topClusters]] as const)
     if (v !== undefined && !(Number.isSafeInteger(v) && v >= 0)) throw new ConfigError(`${key} must be a non-negative integer, got ${v}`, { key });
   const eps = opts.eps ?? stored.recordedEps[0] ?? 0.05;
@@ -234,11 +234,8 @@ export async function writeReport(opts: ReportOptions): Promise<ReportResult> {
   const sample = Array.from({ length: want }, (_, i) => removedPos[Math.floor((i * removedPos.length) / want)]!);
 
   let exactNote = '';
-  const exFile = exactDuplicatesFile(dir);
-  if (existsSync(exFile)) {
-    const pairs = readNpy(exFile).data as BigInt64Array;
-    exactNote = `<li>exact (byte-identical) copies: <b>${pairs.length / 2}</b></li>`;
-  }
+  const copies = committedExactCopies(dir);
+  if (copies !== undefined) exactNote = `<li>exact (byte-identical) copies: <b>${copies}</b></li>`;
 
   const title = opts.title ?? `semdedup report: ${dir}`;
   const html = `<!DOCTYPE html>

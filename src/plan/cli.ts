@@ -16,6 +16,7 @@ import { checkContents } from '../steps/check.js';
 import { refuseLinks } from '../io/atomic.js';
 import { outputs } from '../layout.js';
 import { embeddingsSpecOf } from '../pipeline.js';
+import { lockPlannedRun } from '../lock.js';
 
 interface RunOpts extends Record<string, unknown> {
   executor?: 'process' | 'local' | 'slurm';
@@ -62,6 +63,16 @@ async function runPlanned(o: RunOpts): Promise<void> {
   if (tasks > most && !o.quiet)
     process.stderr.write(`semdedup: --tasks ${tasks} is more than the work holds (${made.n} rows, ${made.k} clusters: at most ${most} task${most > 1 ? 's' : ''} a stage, one per ${ROW_ALIGN} rows); planning ${made.stages.map((s) => `${s.name} ${s.tasks}`).join(', ')}\n`);
   refuseLinks(outputs.ours(made.outputDir));
+  // The executor holds the folder for the whole planned run (shared with its tasks; see lock.ts).
+  const lock = lockPlannedRun(made.outputDir);
+  try {
+    await runPlannedLocked(o, made, executor, workers);
+  } finally {
+    lock.release();
+  }
+}
+
+async function runPlannedLocked(o: RunOpts, made: Plan, executor: NonNullable<RunOpts['executor']>, workers: number): Promise<void> {
   const { plan, kept } = savePlan(made);
   const planPath = planPaths.plan(plan.outputDir);
   const common = options(o);

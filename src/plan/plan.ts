@@ -14,6 +14,7 @@ import { atomicWriteFile } from '../io/atomic.js';
 import { outputs } from '../layout.js';
 import { validateEps } from '../steps/dedup.js';
 import { ensureOutputDir } from '../steps/common.js';
+import { sealed, unseal } from '../manifest.js';
 
 export const STAGES = ['train', 'assign', 'group', 'dedup', 'extract'] as const;
 export type Stage = (typeof STAGES)[number];
@@ -133,14 +134,14 @@ export function savePlan(plan: Plan): { plan: Plan; kept: boolean } {
   const path = planPaths.plan(plan.outputDir);
   if (existsSync(path)) {
     try {
-      const old = JSON.parse(readFileSync(path, 'utf8')) as Plan;
-      if (old.id === plan.id) return { plan: old, kept: true };
+      const old = unseal<Plan>(readFileSync(path, 'utf8')).value;
+      if (old && old.id === plan.id) return { plan: old, kept: true };
     } catch {
-      // an unreadable plan is replaced
+      // an unreadable or damaged plan is replaced
     }
   }
   ensureOutputDir(planPaths.root(plan.outputDir));
-  atomicWriteFile(path, JSON.stringify(plan, null, 2) + '\n');
+  atomicWriteFile(path, JSON.stringify(sealed(plan), null, 2) + '\n');
   return { plan, kept: false };
 }
 
@@ -148,9 +149,11 @@ export function readPlan(path: string): Plan {
   if (!existsSync(path)) throw new InputError(`${path}: no plan here (a planned run writes semdedup/plan.json in its output folder)`, { file: path });
   let p: Plan;
   try {
-    p = JSON.parse(readFileSync(path, 'utf8')) as Plan;
+    const { value, problem } = unseal<Plan>(readFileSync(path, 'utf8'));
+    if (!value) throw new Error(problem);
+    p = value;
   } catch (e) {
-    throw new InputError(`${path}: not a readable plan: ${(e as Error).message}`, { file: path });
+    throw new InputError(`${path}: not a readable plan: ${(e as Error).message}; rerun the planned run (semdedup run --executor ...) to write it again`, { file: path });
   }
   if (p.format !== 1 || !Array.isArray(p.stages)) throw new InputError(`${path}: not a plan of this version of semdedup`, { file: path });
   return p;

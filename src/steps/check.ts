@@ -84,8 +84,10 @@ export async function prepareEmbeddings(spec: EmbeddingsSpec, opts: PrepareOptio
     // normalize === 'always'
     ensureOutputDir(outputs.ours(outputDir));
     const copyPath = outputs.normalized(outputDir);
-    const params = { source: stamp(emb.path), n: emb.n, d: emb.d };
-    if (!(existsSync(copyPath) && stepIsCurrent(outputDir, 'normalize', params, {}))) {
+    // The copy is committed with its source as an input, so readers see a changed source.
+    const params = { n: emb.n, d: emb.d };
+    const inputs = { source: emb.path };
+    if (!(existsSync(copyPath) && stepIsCurrent(outputDir, 'normalize', params, inputs))) {
       opts.log?.(`normalising ${r.unnormalizedRows} rows into ${copyPath}`);
       const tmp = tempPathFor(copyPath);
       const out = createEmbeddingsFile(tmp, emb.n, emb.d, { format: 'memmap', dtype: 'float32' });
@@ -98,7 +100,7 @@ export async function prepareEmbeddings(spec: EmbeddingsSpec, opts: PrepareOptio
         throw err;
       }
       renameSync(tmp, copyPath);
-      recordStep(outputDir, 'normalize', params, {}, { copy: copyPath });
+      recordStep(outputDir, 'normalize', params, inputs, { copy: copyPath });
     }
     emb.close();
     return openEmbeddings({ path: copyPath, format: 'memmap', dtype: 'float32', dim: emb.d, count: emb.n });
