@@ -1,6 +1,6 @@
 // What the commands of the CLI share: the config options (files, --set, and the schema's options
 // of each command, with the schema's help), the log and progress lines, Ctrl-C, the output.
-import { Command, Option } from 'commander';
+import { Command, CommanderError, Option } from 'commander';
 import { ConfigError, SemDedupError } from './errors.js';
 import { prepareInputs } from './inputs.js';
 import { configSchema, loadConfigFiles, type CliCommand, type ConfigKeySpec, type PartialResolved } from './config.js';
@@ -64,7 +64,10 @@ export async function loadRunConfig(g: GlobalOpts, command: CliCommand): Promise
   const cfg = loadConfig(g, command);
   const log = g.quiet ? undefined : (l: string) => process.stderr.write(`semdedup: ${l}\n`);
   const prog = progressPrinter(g.quiet);
-  return prepareInputs(cfg, { ...(log ? { log } : {}), ...(prog ? { onProgress: prog } : {}), ...(cfg.threads ? { threads: cfg.threads } : {}) });
+  // The commands that read a finished run never convert (they hold no lock): they refuse converted
+  // files that are not current.
+  const convert = ['cluster', 'sort', 'dedup', 'run'].includes(command);
+  return prepareInputs(cfg, { ...(log ? { log } : {}), ...(prog ? { onProgress: prog } : {}), ...(cfg.threads ? { threads: cfg.threads } : {}), convert });
 }
 
 /** The config files, then `--set key=value`, then the command's schema options (validated by the schema). */
@@ -115,6 +118,8 @@ export async function runProgram(program: Command, argv: string[]): Promise<numb
     await program.parseAsync(argv);
     return 0;
   } catch (e) {
+    // A usage error where the program asked commander to throw (exitOverride): commander printed it.
+    if (e instanceof CommanderError) return e.exitCode;
     if (e instanceof SemDedupError) {
       process.stderr.write(`semdedup: error: ${e.message}\n`);
       return e.code === 'ERR_CONFIG' ? 2 : 1;

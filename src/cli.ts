@@ -1,7 +1,8 @@
 #!/usr/bin/env node
 // The `semdedup` command line.
 import { Command } from 'commander';
-import { readFileSync } from 'node:fs';
+import { readFileSync, realpathSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
 import { formatConfigDoc } from './config.js';
 import { loadRunConfig, options, print, runProgram, withCommon, type GlobalOpts } from './cli-common.js';
 import { runAll, runCluster, runDedup, runSort } from './pipeline.js';
@@ -101,6 +102,17 @@ export function main(argv: string[]): Promise<number> {
   return runProgram(buildProgram(), argv);
 }
 
-main(process.argv).then((code) => {
-  process.exitCode = code;
-});
+// Runs when this file is the program (node cli.js, or the npm bin link to it); importing it (to
+// build the program elsewhere) runs nothing.
+function isEntry(): boolean {
+  try {
+    return !!process.argv[1] && realpathSync(process.argv[1]) === realpathSync(fileURLToPath(import.meta.url));
+  } catch {
+    return false;
+  }
+}
+
+if (isEntry())
+  main(process.argv).then((code) => {
+    process.exitCode = code;
+  });

@@ -461,7 +461,10 @@ function isNullish(v: unknown): boolean {
   return v === null || v === undefined || (typeof v === 'string' && /^(none|null|~)$/i.test(v.trim()));
 }
 
-const PLACEHOLDER = /<[^<>\n]*>/;
+// A template placeholder left in a value (the original's templates hold `<your path>`,
+// `<dataset_size>`): a `<...>` that starts the value, or one with a space inside anywhere. A folder
+// or file name that merely holds angle brackets (`run_<b>`) is a name like any other.
+const PLACEHOLDER = /^\s*<[^<>\n]*>|<[^<>\n]* [^<>\n]*>/;
 
 function sameValue(a: unknown, b: unknown): boolean {
   if (Array.isArray(a) && Array.isArray(b)) return a.length === b.length && a.every((x, i) => sameValue(x, b[i]));

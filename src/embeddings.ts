@@ -1,10 +1,10 @@
 // Opening embeddings: the original's raw float32 memmap (N and D from the config, or D given and
 // N derived from the file size), or .npy float32/float16. The bytes are mapped by the native
 // core and never copied; `view()` gives a zero-copy typed array over them.
-import { closeSync, existsSync, openSync, readSync, statSync, ftruncateSync, writeSync } from 'node:fs';
+import { closeSync, constants, existsSync, openSync, readSync, statSync, ftruncateSync, writeSync } from 'node:fs';
 import { InputError, OutputError } from './errors.js';
 import { isParquetFile, resolveInputFiles, sourceName } from './io/inputs.js';
-import { stamp, type FileStamp } from './manifest.js';
+import { fileInputs, stamp, type FileStamp } from './manifest.js';
 import { NPY_MAGIC, npyHeaderBytes, readNpyHeaderFromFile } from './io/npy.js';
 import { loadNative, nativeError, type NativeEmbeddings } from './native.js';
 
@@ -176,12 +176,11 @@ export function embeddingsFiles(layout: EmbeddingsLayout): string[] {
 }
 
 /**
- * The embeddings as inputs of a step in the manifest: `embeddings` for one file; for shards, each
- * shard by itself (`embeddings.0`, `embeddings.1`, …), stamped like a single file.
+ * The embeddings as inputs of a step in the manifest: `embeddings` (or `name`) for one file; for
+ * shards, each shard by itself (`embeddings.0`, `embeddings.1`, …), stamped like a single file.
  */
-export function embeddingsInputs(layout: EmbeddingsLayout): Record<string, string> {
-  if (!layout.shards) return { embeddings: layout.path };
-  return Object.fromEntries(layout.shards.map((s, i) => [`embeddings.${i}`, s.path]));
+export function embeddingsInputs(layout: EmbeddingsLayout, name = 'embeddings'): Record<string, string> {
+  return fileInputs(name, embeddingsFiles(layout), !!layout.shards);
 }
 
 /** The stamp of the embeddings' file, or of each shard (what a step's results depend on). */
@@ -256,7 +255,7 @@ export function createEmbeddingsFile(
   let offset = 0;
   let fd: number;
   try {
-    fd = openSync(path, 'w');
+    fd = openSync(path, constants.O_WRONLY | constants.O_CREAT | constants.O_TRUNC | constants.O_NOFOLLOW, 0o644);
   } catch (e) {
     throw new OutputError(`${path}: cannot create the embeddings file: ${(e as Error).message}`, { file: path, cause: e });
   }

@@ -2,14 +2,15 @@
 // Parquet ranking column are converted once (importParquet) into the output folder's
 // `semdedup/import/`, recorded in its manifest with the stamps of every source file, and reused
 // while those are unchanged; the config then names the converted files, which every step maps.
-import { existsSync, rmdirSync } from 'node:fs';
+import { existsSync, rmdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import type { PartialResolved, RankBy } from './config.js';
 import { ConfigError, InputError } from './errors.js';
 import { isParquetFile, resolveInputFiles } from './io/inputs.js';
-import { makeDir } from './io/atomic.js';
+import { makeDir, refuseLinks } from './io/atomic.js';
 import { outputs } from './layout.js';
-import { recordStep, stepIsCurrent } from './manifest.js';
+import { matches, recordStep, requireCommitted, stamp, stepIsCurrent } from './manifest.js';
+import { checkContents, recordCheck } from './steps/check.js';
 import { embeddingsLayout } from './embeddings.js';
 import { readNpy } from './io/npy.js';
 import type { RankValues } from './steps/dedup.js';
@@ -58,6 +59,12 @@ export interface PrepareInputsOptions {
   log?: (line: string) => void;
   onProgress?: (p: { stage: string; done: number; total: number }) => void;
   signal?: AbortSignal;
+  /**
+   * Convert when the converted files are missing or out of date (default). false, for the commands
+   * that read a finished run: never write; converted files that are not current (a changed Parquet
+   * source) are refused, naming what changed and what to rerun.
+   */
+  convert?: boolean;
 }
 
 /**
@@ -94,10 +101,22 @@ export async function prepareInputs(cfg: PartialResolved, opts: PrepareInputsOpt
   if (embFiles) Object.assign(next, { embeddings: imported.embeddings(out), embeddingsFormat: 'npy' });
   if (idsFiles) Object.assign(next, { ids: imported.ids(out), idsFormat: 'text' });
   if (existsSync(outputs.manifest(out)) && stepIsCurrent(out, 'import', params, inputs)) return next;
+  if (opts.convert === false) {
+    requireCommitted(out, 'import', {}, params);
+    throw new InputError(`${imported.dir(out)}: the Parquet inputs of this config are not the ones converted for the run in ${out} (other files or columns); give the run's config, or rerun semdedup run`, { file: imported.dir(out), key: 'embeddings' });
+  }
 
+  // Converted before the output folder is locked: never through a link planted in the engine's folder.
+  refuseLinks(outputs.ours(out));
   const created: string[] = [];
   for (const d of [out, outputs.ours(out), imported.dir(out)]) if (!existsSync(d)) created.push(d);
   makeDir(imported.dir(out));
+  const outs: Record<string, string> = {};
+  if (embFiles) outs.embeddings = imported.embeddings(out);
+  if (idsFiles) outs.ids = imported.ids(out);
+  if (rankFiles && rank) outs.rank = imported.rank(out, rank.column);
+  // What was there before (an earlier conversion), left in place if this one fails before replacing it.
+  const before = Object.fromEntries(Object.entries(outs).filter(([, f]) => existsSync(f)).map(([k, f]) => [k, stamp(f)]));
   try {
     opts.log?.(`converting the Parquet inputs into ${imported.dir(out)}`);
     const { importParquet } = await import('./io/parquet.js');
@@ -110,15 +129,21 @@ export async function prepareInputs(cfg: PartialResolved, opts: PrepareInputsOpt
       ...(opts.onProgress ? { onProgress: (done: number, total: number) => opts.onProgress!({ stage: 'import', done, total }) } : {}),
       ...(opts.signal ? { signal: opts.signal } : {}),
     });
-    const outs: Record<string, string> = {};
-    if (embFiles) outs.embeddings = imported.embeddings(out);
-    if (idsFiles) outs.ids = imported.ids(out);
-    if (rankFiles && rank) outs.rank = imported.rank(out, rank.column);
+    // The converted rows' contents (NaN, zero rows, rows not of unit length under normalize:
+    // auto) are checked now, so that a refusal leaves nothing behind; a passed check is committed
+    // (the steps do not scan again).
+    if (embFiles) {
+      const normalize = cfg.normalize ?? 'auto';
+      const spec = { path: imported.embeddings(out), format: 'npy' as const };
+      const scan = await checkContents(spec, { outputDir: out, normalize, ...(opts.threads ? { threads: opts.threads } : {}), ...(opts.signal ? { signal: opts.signal } : {}) });
+      if (scan && (scan.unnormalizedRows === 0 || normalize === 'never')) recordCheck(out, embeddingsLayout(spec), normalize, scan);
+    }
     recordStep(out, 'import', params, inputs, outs, { rows: r.n, ...(r.d !== undefined ? { d: r.d, dtype: r.dtype, seconds: r.embeddingsSeconds, payloadBytes: r.payloadBytes } : {}) });
     if (r.embeddingsSeconds) opts.log?.(`import: ${r.n} rows × ${r.d} (${r.dtype}) in ${r.embeddingsSeconds.toFixed(1)} s, ${(r.payloadBytes! / r.embeddingsSeconds / 1e6).toFixed(0)} MB/s of float payload`);
   } catch (e) {
-    // Leave the folder as it was: remove what the conversion created (empty by now, the
-    // converted files being temporary until complete).
+    // Leave the folder as it was: remove what the conversion wrote (the converted files, complete
+    // only when their rows were refused afterwards) and the folders it created.
+    for (const [k, f] of Object.entries(outs)) if (!(before[k] && matches(before[k], f))) rmSync(f, { force: true });
     for (const d of created.reverse()) {
       try {
         rmdirSync(d);

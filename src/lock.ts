@@ -3,10 +3,15 @@
 // ends (no stale lock after a crash or a kill). A second run on the folder refuses at once,
 // naming the process that holds it. Taking the lock also removes the temporary files that dead
 // writers left in the folder.
-import { closeSync, ftruncateSync, openSync, readFileSync, writeSync } from 'node:fs';
+//
+// A planned run is one run made of several processes: its executor and each of its tasks hold the
+// same lock shared (so a single run, which needs it exclusive, refuses while any of them works, and
+// they refuse while a single run works), and the executor also holds `semdedup/plan.lock`
+// exclusive, so that two planned runs never share a folder.
+import { closeSync, constants, ftruncateSync, openSync, readFileSync, writeSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { OutputError } from './errors.js';
-import { makeDir, removeStaleTemps } from './io/atomic.js';
+import { makeDir, refuseLinks, removeStaleTemps } from './io/atomic.js';
 import { outputs } from './layout.js';
 import { loadNative } from './native.js';
 
@@ -47,27 +52,50 @@ export interface DirLock {
  * the pid of the process that holds it. Extra folders (e.g. sorted_clusters_dir) are swept of
  * stale temporary files too.
  */
-export function lockOutputDir(outputDir: string, sweep: readonly string[] = []): DirLock {
+export function lockOutputDir(outputDir: string, sweep: readonly string[] = [], opts: { shared?: boolean } = {}): DirLock {
+  return lockFile(resolve(outputDir), lockPath(resolve(outputDir)), sweep, !!opts.shared);
+}
+
+/**
+ * The lock of a planned run's executor: `semdedup/plan.lock` exclusive (one planned run per
+ * folder), then the folder's lock shared with the run's tasks.
+ */
+export function lockPlannedRun(outputDir: string): DirLock {
   const dir = resolve(outputDir);
-  const mine = held.get(dir);
+  const plan = lockFile(dir, join(outputs.ours(dir), 'plan.lock'), [], false, 'planned run');
+  try {
+    const folder = lockOutputDir(dir, [], { shared: true });
+    return { outputDir: dir, release: () => { folder.release(); plan.release(); } };
+  } catch (e) {
+    plan.release();
+    throw e;
+  }
+}
+
+function lockFile(dir: string, file: string, sweep: readonly string[], shared: boolean, what = 'run'): DirLock {
+  const mine = held.get(file);
   if (mine) {
     mine.count++;
-    return { outputDir: dir, release: () => releaseOne(dir) };
+    return { outputDir: dir, release: () => releaseOne(file) };
   }
+  // The engine's own folder, its subfolders and its lock are never links: whoever planted one would
+  // have the engine write through it, outside the output folder.
+  refuseLinks(outputs.ours(dir));
   makeDir(outputs.ours(dir));
-  const file = lockPath(dir);
   let fd: number;
   try {
-    fd = openSync(file, 'a+', 0o644);
+    fd = openSync(file, constants.O_RDWR | constants.O_CREAT | constants.O_NOFOLLOW, 0o644);
   } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ELOOP')
+      throw new OutputError(`${file} is a symbolic link: the lock file of the output folder is never followed; remove the link`, { file, cause: e });
     throw new OutputError(`${file}: cannot open the lock file of the output folder: ${(e as Error).message}`, { file, cause: e });
   }
-  const rc = loadNative().tryLockFd(fd);
+  const rc = loadNative().tryLockFd(fd, shared);
   if (rc !== 0) {
     closeSync(fd);
     if (rc === 11 /* EWOULDBLOCK */)
       throw new OutputError(
-        `${dir}: the output folder is in use by another semdedup run (pid ${holderOf(file)}); wait for it to finish or choose another output_dir`,
+        `${dir}: the output folder is in use by another semdedup ${what} (pid ${holderOf(file)}); wait for it to finish or choose another output_dir`,
         { file: dir },
       );
     throw new OutputError(`${file}: cannot lock the output folder (errno ${rc})`, { file });
@@ -78,16 +106,17 @@ export function lockOutputDir(outputDir: string, sweep: readonly string[] = []):
   } catch {
     // the pid is only for messages
   }
-  held.set(dir, { fd, count: 1 });
-  removeStaleTemps([dir, ...sweep]);
-  return { outputDir: dir, release: () => releaseOne(dir) };
+  held.set(file, { fd, count: 1 });
+  // Temporary files of dead writers: only an exclusive holder knows no one else is writing.
+  if (!shared) removeStaleTemps([dir, ...sweep]);
+  return { outputDir: dir, release: () => releaseOne(file) };
 }
 
-function releaseOne(dir: string): void {
-  const h = held.get(dir);
+function releaseOne(file: string): void {
+  const h = held.get(file);
   if (!h) return;
   if (--h.count > 0) return;
-  held.delete(dir);
+  held.delete(file);
   try {
     closeSync(h.fd); // releases the lock
   } catch {

@@ -4,7 +4,14 @@
 // rewrite, an edit, even one that keeps the mtime, changes the stamp). Readers accept only files
 // that the manifest commits, with the parameters they ask for, and otherwise say what to rerun;
 // a step whose parameters, inputs and outputs are unchanged is skipped.
-import { closeSync, existsSync, openSync, readFileSync, readSync, statSync } from 'node:fs';
+//
+// The manifest seals itself with the sha256 of its canonical content: a manifest whose seal does not
+// match (a flipped byte, an edit) commits nothing. A reader checks the whole chain of what it reads:
+// the files it reads are the ones the step committed, and every input of that step, and of the
+// steps that made those inputs (the embeddings and ids included), is still the one they read.
+// Outputs that no valid record commits any more (an earlier run's lists for other eps, sorted
+// clusters beyond k) are removed by sweepStale: only names the engine owns, only regular files.
+import { closeSync, existsSync, lstatSync, openSync, readFileSync, readSync, readdirSync, statSync, unlinkSync } from 'node:fs';
 import { createHash } from 'node:crypto';
 import { join, relative, resolve, sep } from 'node:path';
 import { InputError } from './errors.js';
@@ -67,7 +74,7 @@ function locate(s: FileStamp, dir: string): string {
 }
 
 /** True when the file at `path` is the recorded one: the same content (small files) or the same inode, size and times. */
-function matches(recorded: FileStamp | undefined, path: string): boolean {
+export function matches(recorded: FileStamp | undefined, path: string): boolean {
   if (!recorded) return false;
   const now = stampIfAny(path);
   if (!now || now.size !== recorded.size) return false;
@@ -82,6 +89,12 @@ function stampIfAny(path: string): FileStamp | undefined {
   } catch {
     return undefined;
   }
+}
+
+/** True when two records name the same file state: the same content (small files), else the same inode, size and times. */
+export function sameRecorded(a: FileStamp, b: FileStamp): boolean {
+  if (a.sha256 !== undefined || b.sha256 !== undefined) return a.sha256 === b.sha256;
+  return a.size === b.size && a.ino === b.ino && a.mtimeNs === b.mtimeNs && a.ctimeNs === b.ctimeNs;
 }
 
 export function sameStamp(a: FileStamp | undefined, b: FileStamp | undefined): boolean {
@@ -109,29 +122,69 @@ export interface Manifest {
   steps: Record<string, StepRecord>;
 }
 
-export function readManifest(dir: string): Manifest {
-  const path = outputs.manifest(dir);
-  const info = nativeInfo();
-  const engine = { name: 'semdedup' as const, version: info.version, faiss: info.faiss, blasCore: info.blasCore };
-  if (!existsSync(path)) return { engine, steps: {} };
-  try {
-    const m = JSON.parse(readFileSync(path, 'utf8')) as Manifest;
-    return { ...m, engine, steps: m.steps ?? {} };
-  } catch {
-    return { engine, steps: {} }; // an unreadable manifest commits nothing: only costs recomputation
-  }
-}
-
-/** Writes the manifest atomically (synced, then renamed): this is the commit point. */
-export function writeManifest(dir: string, m: Manifest): void {
-  makeDir(outputs.ours(dir));
-  atomicWriteFile(outputs.manifest(dir), JSON.stringify(m, null, 2) + '\n');
-}
-
 function canonical(v: unknown): string {
   return JSON.stringify(v, (_k, x) =>
     x && typeof x === 'object' && !Array.isArray(x) ? Object.fromEntries(Object.entries(x as Record<string, unknown>).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))) : x,
   );
+}
+
+/** The seal of a JSON record: the sha256 of its canonical form without its `sha256` field. */
+function sealOf(obj: Record<string, unknown>): string {
+  const { sha256: _seal, ...rest } = obj;
+  return createHash('sha256').update(canonical(rest)).digest('hex');
+}
+
+/** `obj` with its seal (written by every sealed record: the manifest, planned-run states). */
+export function sealed<T extends object>(obj: T): T & { sha256: string } {
+  const { sha256: _old, ...rest } = obj as T & { sha256?: string };
+  return { ...(rest as T), sha256: sealOf(rest) };
+}
+
+/**
+ * The sealed JSON record in `text`, or a reason why it is not one (unparseable, no seal, a seal
+ * that does not match its content: a flipped byte, an edit).
+ */
+export function unseal<T>(text: string): { value?: T; problem?: string } {
+  let obj: unknown;
+  try {
+    obj = JSON.parse(text);
+  } catch (e) {
+    return { problem: `it is not valid JSON (${(e as Error).message})` };
+  }
+  if (!obj || typeof obj !== 'object' || Array.isArray(obj)) return { problem: 'it is not a JSON object' };
+  const seal = (obj as { sha256?: unknown }).sha256;
+  if (typeof seal !== 'string') return { problem: 'it carries no checksum (sha256)' };
+  if (seal !== sealOf(obj as Record<string, unknown>)) return { problem: 'its content does not match its checksum (it was edited or damaged)' };
+  const { sha256: _s, ...rest } = obj as Record<string, unknown>;
+  return { value: rest as T };
+}
+
+/** The manifest of `dir`, and why it commits nothing when it is there but unreadable or damaged. */
+export function loadManifest(dir: string): { manifest: Manifest; problem?: string } {
+  const path = outputs.manifest(dir);
+  const info = nativeInfo();
+  const engine = { name: 'semdedup' as const, version: info.version, faiss: info.faiss, blasCore: info.blasCore };
+  if (!existsSync(path)) return { manifest: { engine, steps: {} } };
+  let text: string;
+  try {
+    text = readFileSync(path, 'utf8');
+  } catch (e) {
+    return { manifest: { engine, steps: {} }, problem: `it cannot be read (${(e as Error).message})` };
+  }
+  // An unreadable or damaged manifest commits nothing: writers recompute, readers refuse.
+  const { value, problem } = unseal<Manifest>(text);
+  if (!value) return { manifest: { engine, steps: {} }, problem };
+  return { manifest: { ...value, engine, steps: value.steps ?? {} } };
+}
+
+export function readManifest(dir: string): Manifest {
+  return loadManifest(dir).manifest;
+}
+
+/** Writes the manifest atomically (synced, then renamed), sealed: this is the commit point. */
+export function writeManifest(dir: string, m: Manifest): void {
+  makeDir(outputs.ours(dir));
+  atomicWriteFile(outputs.manifest(dir), JSON.stringify(sealed(m), null, 2) + '\n');
 }
 
 /**
@@ -169,34 +222,94 @@ export function stepIsCurrent(dir: string, step: string, params: Record<string, 
 }
 
 const RERUN: Record<string, string> = {
+  check: 'semdedup run',
+  normalize: 'semdedup run',
   train: 'semdedup cluster',
   cluster: 'semdedup cluster',
   sort: 'semdedup sort',
   dedup: 'semdedup dedup',
+  extract: 'semdedup run',
+  exact: 'semdedup exact-duplicates',
 };
+
+/** What to rerun when `step`'s results are out of date. */
+export function rerunHint(step: string): string {
+  const cmd = RERUN[step] ?? `semdedup ${step}`;
+  return cmd === 'semdedup run' || step === 'exact' ? `rerun ${cmd}` : `rerun ${cmd} and the steps after it (or semdedup run)`;
+}
+
+/** Why the record of `step` is not current (an input or, with `outputsToo`, an output changed), checked through the steps that made its inputs; undefined when it is. */
+function staleReason(dir: string, m: Manifest, step: string, outputsToo: boolean, seen = new Set<string>(), memo = new Map<string, boolean>()): { file: string; message: string } | undefined {
+  if (seen.has(step)) return undefined;
+  seen.add(step);
+  // Several steps record the same input (the embeddings): it is hashed once per check.
+  const same = (s: FileStamp, p: string) => {
+    const key = `${p}\0${s.sha256 ?? `${s.ino}:${s.size}:${s.mtimeNs}:${s.ctimeNs}`}`;
+    if (!memo.has(key)) memo.set(key, matches(s, p));
+    return memo.get(key)!;
+  };
+  const rec = m.steps[step];
+  if (!rec) return { file: outputs.manifest(dir), message: `${outputs.manifest(dir)}: no completed ${step} step is recorded in this output folder; ${rerunHint(step)}` };
+  if (outputsToo)
+    for (const [name, s] of Object.entries(rec.outputs)) {
+      const p = locate(s, dir);
+      if (!same(s, p))
+        return { file: p, message: `${p} (${name}) ${existsSync(p) ? 'is not the file' : 'is missing, not the file'} the ${step} step completed; ${rerunHint(step)}` };
+    }
+  const producers = (s: FileStamp) =>
+    s.rel === undefined ? [] : Object.entries(m.steps).filter(([other, r]) => other !== step && Object.values(r.outputs).some((o) => o.rel === s.rel)).map(([o]) => o);
+  // The steps that made this step's inputs in this folder first (so the message names the
+  // earliest step to rerun), then the inputs themselves.
+  for (const s of Object.values(rec.inputs))
+    for (const other of producers(s)) {
+      const why = staleReason(dir, m, other, false, seen, memo);
+      if (why) return why;
+    }
+  for (const [name, s] of Object.entries(rec.inputs)) {
+    const p = locate(s, dir);
+    if (!same(s, p)) {
+      const from = producers(s)[0];
+      return {
+        file: p,
+        message: existsSync(p)
+          ? `${p} (${name}) changed since the ${step} step read it: the results of this output folder are out of date; ${rerunHint(from ?? step)}`
+          : `${p} (${name}) is missing; the ${step} step read it: restore it, or ${rerunHint(from ?? step)}`,
+      };
+    }
+  }
+  return undefined;
+}
+
+/** True when the record of `step` is current: its outputs as committed, its inputs (through the steps that made them) unchanged. */
+export function recordIsCurrent(dir: string, step: string, m: Manifest = readManifest(dir)): boolean {
+  return !!m.steps[step] && staleReason(dir, m, step, true) === undefined;
+}
 
 /**
  * For a reader: the record of `step` when the manifest commits `files` (names of its outputs) as
- * they are on disk now, the inputs it read from the output folder are unchanged (so it belongs
- * to the folder's current upstream results), and its params agree with every entry of `want`.
- * Otherwise an InputError saying what differs and what to rerun.
+ * they are on disk now, every input it read is unchanged, and so are the inputs of the steps that
+ * made those inputs (so it belongs to the folder's current results and to the embeddings it was
+ * made from), and its params agree with every entry of `want`. Otherwise an InputError saying
+ * what differs and what to rerun.
  */
 export function requireCommitted(dir: string, step: string, files: Record<string, string>, want: Record<string, unknown> = {}): StepRecord {
-  const rerun = `rerun ${RERUN[step] ?? step}`;
-  const rec = readManifest(dir).steps[step];
-  if (!rec)
-    throw new InputError(`${outputs.manifest(dir)}: no completed ${step} step is recorded in this output folder; ${rerun}`, { file: outputs.manifest(dir) });
+  const rerun = rerunHint(step);
+  const { manifest: m, problem } = loadManifest(dir);
+  const rec = m.steps[step];
+  if (!rec) {
+    const why = problem
+      ? `is unusable: ${problem}, so nothing in this output folder is committed`
+      : existsSync(outputs.manifest(dir)) ? `records no completed ${step} step in this output folder` : 'is missing: nothing in this output folder is committed';
+    throw new InputError(`${outputs.manifest(dir)} ${why}; ${problem || !existsSync(outputs.manifest(dir)) ? 'rerun semdedup run' : rerun}`, { file: outputs.manifest(dir) });
+  }
   for (const [name, file] of Object.entries(files)) {
     const s = rec.outputs[name];
     if (!existsSync(file)) throw new InputError(`${file} not found: ${rerun}`, { file });
     if (!s || (s.rel !== undefined && locate(s, dir) !== resolve(file)) || !matches(s, file))
       throw new InputError(`${file} is not the file the ${step} step completed (it was rewritten or changed since, e.g. by an interrupted run); ${rerun}`, { file });
   }
-  for (const [name, s] of Object.entries(rec.inputs)) {
-    if (s.rel === undefined) continue; // inputs outside the folder (the embeddings) are not needed by readers
-    const p = locate(s, dir);
-    if (!matches(s, p)) throw new InputError(`${p} (${name}) changed after the ${step} step read it: its results are out of date; ${rerun}`, { file: p });
-  }
+  const why = staleReason(dir, m, step, false);
+  if (why) throw new InputError(why.message, { file: why.file });
   for (const [k, v] of Object.entries(want)) {
     if (v === undefined) continue;
     if (canonical(rec.params[k]) !== canonical(v))
@@ -206,4 +319,122 @@ export function requireCommitted(dir: string, step: string, files: Record<string
       );
   }
   return rec;
+}
+
+/**
+ * For a reader given a file to use in place of a step's recorded input (the embeddings of a
+ * re-check, the ids of a list): the file must be the one the step read (the same content, or for
+ * a large file the same file unchanged). Nothing is checked when the step recorded no such input.
+ */
+export function requireSameInput(dir: string, step: string, name: string, path: string, what: string): void {
+  const s = readManifest(dir).steps[step]?.inputs[name];
+  if (!s) return;
+  if (!existsSync(path))
+    throw new InputError(`${path}: the ${what} that the ${step} step of ${dir} read are missing; restore them, or ${rerunHint(step)} with other ${what}`, { file: path });
+  if (!matches(s, path)) {
+    const was = locate(s, dir);
+    throw new InputError(
+      `${path}: the ${what} ${resolve(path) === was ? 'changed since' : `are not the ones (${was}) that`} the ${step} step of ${dir} ${resolve(path) === was ? 'read them' : 'read'}; ` +
+        `give the run's ${what}, or ${rerunHint(step)} with these`,
+      { file: path },
+    );
+  }
+}
+
+/**
+ * The files of one input given as several (embeddings shards, ids per shard) as inputs of a step:
+ * `name` for one file, `name.0`, `name.1`, … for files read as one dataset (each stamped like a
+ * single file).
+ */
+export function fileInputs(name: string, files: readonly string[], several = files.length > 1): Record<string, string> {
+  if (!several && files.length === 1) return { [name]: files[0]! };
+  return Object.fromEntries(files.map((f, i) => [`${name}.${i}`, f]));
+}
+
+/**
+ * requireSameInput for an input that may be several files (recorded as `name`, or as `name.0`,
+ * `name.1`, …): the files given must be as many as the step read, each the one it read, in order.
+ * A changed, missing or swapped file is named. Nothing is checked when the step recorded no such input.
+ */
+export function requireSameInputs(dir: string, step: string, name: string, files: readonly string[], what: string): void {
+  const rec = readManifest(dir).steps[step]?.inputs;
+  if (!rec) return;
+  if (rec[name]) {
+    if (files.length !== 1)
+      throw new InputError(`${files[0]} … (${files.length} files): the ${step} step of ${dir} read one file of ${what} (${locate(rec[name]!, dir)}); give that file, or ${rerunHint(step)} with these`, { file: files[0] });
+    requireSameInput(dir, step, name, files[0]!, what);
+    return;
+  }
+  let count = 0;
+  while (rec[`${name}.${count}`]) count++;
+  if (count === 0) return;
+  if (files.length !== count)
+    throw new InputError(
+      `${files[0]}${files.length > 1 ? ` … (${files.length} files)` : ''}: the ${step} step of ${dir} read ${count} files of ${what}, not ${files.length}; give the run's ${what}, or ${rerunHint(step)} with these`,
+      { file: files[0] },
+    );
+  files.forEach((f, i) => requireSameInput(dir, step, `${name}.${i}`, f, what));
+}
+
+/** Engine-owned names of outputs that depend on the run's parameters (eps, k) and may go stale. */
+const OWNED: { dir: (d: string) => string; name: RegExp }[] = [
+  { dir: (d) => d, name: /^kept_eps.+\.txt$/ },
+  { dir: (d) => outputs.ours(d), name: /^kept_rows_eps.+\.npy$/ },
+  { dir: (d) => outputs.ours(d), name: /^exact_duplicates\.npy$/ },
+];
+
+/**
+ * Removes the outputs of earlier runs that no current record of the manifest commits (and that no
+ * reader would accept): the kept lists and rows of other eps, an exact-duplicates file of other
+ * results, sorted cluster files of another k or of a run that exported none. Only engine-owned
+ * names, only regular files (never a link), only in the output folder and its sorted clusters
+ * folder. Returns the paths removed.
+ */
+export function sweepStale(dir: string, sortedClustersDir?: string): string[] {
+  const m = readManifest(dir);
+  const committed = new Set<string>();
+  const current = new Map<string, boolean>();
+  const isCurrent = (step: string) => {
+    if (!current.has(step)) current.set(step, recordIsCurrent(dir, step, m));
+    return current.get(step)!;
+  };
+  for (const [step, rec] of Object.entries(m.steps))
+    if (isCurrent(step)) for (const s of Object.values(rec.outputs)) committed.add(locate(s, dir));
+  const removed: string[] = [];
+  const remove = (p: string) => {
+    try {
+      if (!lstatSync(p).isFile()) return; // a link, a folder: not ours to remove
+      unlinkSync(p);
+      removed.push(p);
+    } catch {
+      // gone already, or not removable: readers refuse it anyway
+    }
+  };
+  for (const o of OWNED) {
+    const d = o.dir(dir);
+    let names: string[] = [];
+    try {
+      names = readdirSync(d);
+    } catch {
+      continue;
+    }
+    for (const n of names) if (o.name.test(n) && !committed.has(resolve(join(d, n)))) remove(join(d, n));
+  }
+  if (sortedClustersDir) {
+    // The sort step's export: cluster_{c}.npy for c < k in the folder it exported to.
+    const sort = m.steps.sort;
+    const exp = sort && isCurrent('sort') ? (sort.stats?.exported as { dir?: string; k?: number } | undefined) : undefined;
+    const keep = exp && exp.dir !== undefined && resolve(exp.dir) === resolve(sortedClustersDir) ? (exp.k ?? 0) : 0;
+    let names: string[] = [];
+    try {
+      names = readdirSync(sortedClustersDir);
+    } catch {
+      names = [];
+    }
+    for (const n of names) {
+      const c = /^cluster_(\d+)\.npy$/.exec(n);
+      if (c && Number(c[1]) >= keep) remove(join(sortedClustersDir, c[0]));
+    }
+  }
+  return removed;
 }

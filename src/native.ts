@@ -219,8 +219,8 @@ export interface NativeAddon {
     cancel?: NativeCancelToken,
   ): Promise<{ rows: number; groups: number; copies: number }>;
   info(): NativeInfo;
-  /** flock(fd, LOCK_EX | LOCK_NB): 0 when held, else the errno. */
-  tryLockFd(fd: number): number;
+  /** flock(fd, (shared ? LOCK_SH : LOCK_EX) | LOCK_NB): 0 when held, else the errno. */
+  tryLockFd(fd: number, shared?: boolean): number;
 }
 
 const packageRoot = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');

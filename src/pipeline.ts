@@ -5,8 +5,9 @@ import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { requireKeys, type PartialResolved } from './config.js';
 import { embeddingsLayout, type Embeddings, type EmbeddingsSpec } from './embeddings.js';
-import { prepareEmbeddings } from './steps/check.js';
-import { checkUniqueIds, readIdsFrom, type Ids } from './io/ids.js';
+import { checkContents, prepareEmbeddings } from './steps/check.js';
+import type { ScanStats } from './native.js';
+import { checkUniqueIds, idsInputs, readIdsFrom, type Ids } from './io/ids.js';
 import { resolveInputFiles, sourceName } from './io/inputs.js';
 import { computeCentroids, type ClusterResult } from './steps/cluster.js';
 import { assignAndSortClusters, type SortResult } from './steps/sort.js';
@@ -15,7 +16,9 @@ import { extractPrunedData, extractPrunedDataAll, type ExtractResult } from './s
 import { atomicWriteFile } from './io/atomic.js';
 import { outputs } from './layout.js';
 import { type CommonOptions } from './steps/common.js';
-import { readManifest, writeManifest } from './manifest.js';
+import { readManifest, recordStep, requireCommitted, requireSameInputs, sweepStale, writeManifest } from './manifest.js';
+import { checkRunEmbeddings } from './after/common.js';
+import { InputError } from './errors.js';
 import { toManifest } from './config.js';
 import { nativeInfo } from './native.js';
 import { withLock } from './lock.js';
@@ -38,8 +41,14 @@ export function embeddingsSpecOf(cfg: PartialResolved): EmbeddingsSpec {
  * manifest by an earlier step (the original's semdedup_configs.yaml names none); undefined means
  * row numbers. Read once per command and handed to the steps that write ids.
  */
-export function resolveIds(cfg: PartialResolved, outputDir: string | undefined, log?: (l: string) => void): Ids | undefined {
+export function resolveIds(cfg: PartialResolved, outputDir: string | undefined, log?: (l: string) => void, opts: { verify?: boolean } = {}): Ids | undefined {
   const src = cfg.ids ? { ids: cfg.ids, format: cfg.idsFormat, dtype: cfg.idsDtype } : outputDir ? recordedIds(outputDir) : undefined;
+  if (opts.verify && outputDir) {
+    // A reader of a finished run: the embeddings and the ids it is given must be the run's
+    // (checked before anything is read from them, so the message says what changed).
+    if (cfg.embeddings) checkRunEmbeddings(outputDir, 'dedup', cfg.embeddings);
+    if (src) requireSameInputs(outputDir, 'extract', 'ids', resolveInputFiles(src.ids, 'ids', 'ids'), 'ids');
+  }
   if (!src) return undefined;
   const present = cfg.embeddings && (typeof cfg.embeddings !== 'string' || /[*?[]/.test(cfg.embeddings) || existsSync(cfg.embeddings));
   const layout = present ? embeddingsLayout(embeddingsSpecOf(cfg)) : undefined;
@@ -58,9 +67,14 @@ function common(cfg: PartialResolved, opts: CommonOptions): CommonOptions {
   return { threads: capThreads(cfg.threads, opts.log), device: cfg.device, gpuMemoryLimit: cfg.gpuMemoryLimit, ...opts };
 }
 
+/** The embeddings' contents checked before the output folder is created or locked (nothing written). */
+function precheck(cfg: PartialResolved, outputDir: string, opts: CommonOptions): Promise<ScanStats | undefined> {
+  return checkContents(embeddingsSpecOf(cfg), { ...common(cfg, opts), outputDir, normalize: cfg.normalize });
+}
+
 /** Opens and checks the config's embeddings for `outputDir`, runs `fn` with the handle, closes it. */
-async function withEmbeddings<T>(cfg: PartialResolved, outputDir: string, opts: CommonOptions, fn: (emb: Embeddings) => Promise<T>): Promise<T> {
-  const emb = await prepareEmbeddings(embeddingsSpecOf(cfg), { ...common(cfg, opts), outputDir, normalize: cfg.normalize });
+async function withEmbeddings<T>(cfg: PartialResolved, outputDir: string, opts: CommonOptions, fn: (emb: Embeddings) => Promise<T>, scanned?: ScanStats): Promise<T> {
+  const emb = await prepareEmbeddings(embeddingsSpecOf(cfg), { ...common(cfg, opts), outputDir, normalize: cfg.normalize, ...(scanned ? { scanned } : {}) });
   try {
     return await fn(emb);
   } finally {
@@ -102,9 +116,11 @@ export async function runCluster(cfg: PartialResolved, opts: CommonOptions = {},
     return r;
   }
   validateInputs(cfg, 'cluster');
+  const scanned = await precheck(cfg, c.outputDir, opts);
   return withLock(c.outputDir, async () => {
-    const r = await withEmbeddings(cfg, c.outputDir, opts, run);
+    const r = await withEmbeddings(cfg, c.outputDir, opts, run, scanned);
     noteConfig(cfg, c.outputDir);
+    sweepStale(c.outputDir, c.sortedClustersDir);
     return r;
   });
 }
@@ -112,7 +128,12 @@ export async function runCluster(cfg: PartialResolved, opts: CommonOptions = {},
 export async function runSort(cfg: PartialResolved, opts: CommonOptions = {}, given?: { ids?: Ids; embeddings?: Embeddings }): Promise<SortResult> {
   const c = requireKeys(cfg, ['output_dir'], 'semdedup sort');
   const needEmb = c.simMetric === 'cosine' && !c.spherical;
-  if (!given) validateInputs(cfg, 'sort');
+  if (!given) {
+    // The cluster step's results, and the embeddings it read, before anything else: a changed or
+    // missing input is reported as such, with what to rerun (the step checks again under the lock).
+    if (existsSync(outputs.manifest(c.outputDir))) requireCommitted(c.outputDir, 'cluster', {});
+    validateInputs(cfg, 'sort');
+  }
   const ids = c.exportSortedClusters ? (given && 'ids' in given ? given.ids : resolveIds(cfg, c.outputDir, opts.log)) : undefined;
   const run = (emb: Embeddings | undefined) =>
     assignAndSortClusters({
@@ -129,9 +150,14 @@ export async function runSort(cfg: PartialResolved, opts: CommonOptions = {}, gi
   if (given) return run(needEmb ? given.embeddings : undefined);
   validateInputs(cfg, 'sort');
   const sweep = [c.sortedClustersDir ?? join(c.outputDir, 'sorted_clusters')];
-  if (!needEmb) return withLock(c.outputDir, () => run(undefined), sweep);
+  const stale = <T>(r: T): T => {
+    sweepStale(c.outputDir, sweep[0]);
+    return r;
+  };
+  if (!needEmb) return withLock(c.outputDir, async () => stale(await run(undefined)), sweep);
   requireKeys(cfg, ['embeddings'], 'semdedup sort (sim_metric cosine with non-spherical k-means)');
-  return withLock(c.outputDir, () => withEmbeddings(cfg, c.outputDir, opts, run), sweep);
+  const scanned = await precheck(cfg, c.outputDir, opts);
+  return withLock(c.outputDir, async () => stale(await withEmbeddings(cfg, c.outputDir, opts, run, scanned)), sweep);
 }
 
 export async function runDedup(cfg: PartialResolved, opts: CommonOptions = {}, given?: Embeddings): Promise<DedupResult> {
@@ -148,8 +174,15 @@ export async function runDedup(cfg: PartialResolved, opts: CommonOptions = {}, g
       ...(cfg.rankBy ? { rank: rankValuesOf(cfg)! } : {}),
     });
   if (given) return run(given);
+  // The sort step's results, and the embeddings they came from, first (as runSort).
+  if (existsSync(outputs.manifest(c.outputDir))) requireCommitted(c.outputDir, 'sort', {});
   validateInputs(cfg, 'dedup');
-  return withLock(c.outputDir, () => withEmbeddings(cfg, c.outputDir, opts, run));
+  const scanned = await precheck(cfg, c.outputDir, opts);
+  return withLock(c.outputDir, async () => {
+    const r = await withEmbeddings(cfg, c.outputDir, opts, run, scanned);
+    sweepStale(c.outputDir, c.sortedClustersDir);
+    return r;
+  });
 }
 
 export async function runExtract(
@@ -191,7 +224,13 @@ export function dedupWanted(cfg: PartialResolved): Record<string, unknown> {
 function recordedIds(outputDir: string): { ids: string | string[]; format: 'auto' | 'memmap' | 'npy' | 'text'; dtype?: string } | undefined {
   const m = readManifest(outputDir);
   const ids = m.config?.ids;
-  if (Array.isArray(ids) ? !ids.every((f) => typeof f === 'string' && existsSync(f)) : typeof ids !== 'string' || (!/[*?[]/.test(ids) && !existsSync(ids))) return undefined;
+  if (ids === undefined || ids === null) return undefined;
+  if (!(typeof ids === 'string' || (Array.isArray(ids) && ids.length > 0 && ids.every((f) => typeof f === 'string')))) return undefined;
+  // Every file of the recorded ids (a glob or folder as it was given) must still be there.
+  const files = resolveInputFiles(ids as string | string[], 'ids', 'ids');
+  const gone = files.find((f) => !existsSync(f));
+  if (gone !== undefined)
+    throw new InputError(`${gone}: the ids file that ${outputs.manifest(outputDir)} records for this run is missing; restore it, or give the ids (ids: in the config, --set ids=...)`, { file: gone });
   const format = (m.config?.ids_format as 'auto' | 'memmap' | 'npy' | 'text' | undefined) ?? 'auto';
   const dtype = m.config?.ids_dtype as string | undefined;
   return { ids: ids as string | string[], format, ...(dtype ? { dtype } : {}) };
@@ -212,7 +251,8 @@ export async function runAll(cfg: PartialResolved, opts: CommonOptions = {}): Pr
   // file is written; then hold the output folder for the whole run.
   validateInputs(cfg, 'run');
   const ids = resolveIds(cfg, undefined, opts.log);
-  return withLock(c.outputDir, () => runAllLocked(cfg, c, ids, opts), [c.sortedClustersDir ?? join(c.outputDir, 'sorted_clusters')]);
+  const scanned = await precheck(cfg, c.outputDir, opts);
+  return withLock(c.outputDir, () => runAllLocked(cfg, c, ids, opts, scanned), [c.sortedClustersDir ?? join(c.outputDir, 'sorted_clusters')]);
 }
 
 async function runAllLocked(
@@ -220,6 +260,7 @@ async function runAllLocked(
   c: ReturnType<typeof requireKeys<PartialResolved, 'embeddings' | 'output_dir' | 'k'>>,
   ids: Ids | undefined,
   opts: CommonOptions,
+  scanned?: ScanStats,
 ): Promise<RunResult> {
   const t0 = performance.now();
   const { n, cluster, sort, dedup, t1, t2 } = await withEmbeddings(cfg, c.outputDir, opts, async (emb) => {
@@ -229,7 +270,7 @@ async function runAllLocked(
     const t2 = performance.now();
     const dedup = await runDedup(cfg, opts, emb);
     return { n: emb.n, cluster, sort, dedup, t1, t2 };
-  });
+  }, scanned);
   const t3 = performance.now();
   // Every eps in one pass (the ids and step 4's arrays shared).
   const extract: ExtractResult[] = await extractPrunedDataAll({
@@ -242,5 +283,22 @@ async function runAllLocked(
     outputs.summary(c.outputDir),
     JSON.stringify({ n, clusters: cluster.k, whichToKeep: c.whichToKeep, eps: dedup.summary, seconds }, null, 2) + '\n',
   );
+  commitExtract(c.outputDir, c.epsList, ids, (eps) => join(c.outputDir, `kept_eps${eps}.txt`));
+  sweepStale(c.outputDir, c.sortedClustersDir ?? join(c.outputDir, 'sorted_clusters'));
   return { cluster, sort, dedup, extract, seconds };
+}
+
+/**
+ * Commits step 5 of a run (single or planned): the kept lists and rows of every eps and the
+ * summary, from the committed keep order and M and the ids they name (so that readers can check
+ * that the ids they are given are the run's).
+ */
+export function commitExtract(outputDir: string, epsList: readonly number[], ids: Ids | undefined, listOf: (eps: number) => string): void {
+  const outs: Record<string, string> = { summary: outputs.summary(outputDir) };
+  for (const eps of epsList) {
+    outs[`kept_eps${eps}`] = listOf(eps);
+    outs[`kept_rows_eps${eps}`] = outputs.keptRows(outputDir, eps);
+  }
+  const inputs: Record<string, string> = { keepOrder: outputs.keepOrder(outputDir), M: outputs.M(outputDir), ...idsInputs(ids) };
+  recordStep(outputDir, 'extract', { epsList: [...epsList] }, inputs, outs);
 }

@@ -1,15 +1,17 @@
 // Validate first, then work: every input a command will use (the embeddings' layout, the ids, a
 // given centroids file, every parameter, the backend, the output folder) is checked before any
 // file or folder is created, so a refused run leaves the output folder as it was.
-import { accessSync, constants, existsSync, statSync, statfsSync } from 'node:fs';
+import { accessSync, constants, existsSync, realpathSync, statSync, statfsSync } from 'node:fs';
 import { cpus } from 'node:os';
-import { dirname, resolve } from 'node:path';
+import { basename, dirname, resolve, sep } from 'node:path';
 import type { PartialResolved } from './config.js';
 import { embeddingsLayout, type EmbeddingsLayout, type EmbeddingsSpec } from './embeddings.js';
 import { ConfigError, InputError, NumericError, OutputError } from './errors.js';
 import { readNpy } from './io/npy.js';
 import { SemDedupError } from './errors.js';
 import { nativeInfo } from './native.js';
+import { readManifest } from './manifest.js';
+import { outputs } from './layout.js';
 import { validateEps } from './steps/dedup.js';
 
 export type Command = 'cluster' | 'sort' | 'dedup' | 'extract' | 'run';
@@ -28,6 +30,66 @@ export function capThreads(threads: number | undefined, log?: (l: string) => voi
   if (log) log(msg);
   else process.emitWarning(msg);
   return cap;
+}
+
+/**
+ * A --threads value given on a command line (or by the environment): a non-negative integer
+ * (0: all cores), capped like the config's `threads`. Anything else is a ConfigError naming `flag`.
+ */
+export function parseThreads(value: string | undefined, flag: string, log?: (l: string) => void): number | undefined {
+  if (value === undefined) return undefined;
+  const v = value.trim();
+  if (!/^\d+$/.test(v) || !Number.isSafeInteger(Number(v)))
+    throw new ConfigError(`${flag} must be a non-negative integer (0: all cores), got '${value}'`, { key: 'threads' });
+  return capThreads(Number(v), log);
+}
+
+/** Whether two paths name the same existing file (same device and inode: links and hard links too). */
+function sameFile(a: string, b: string): boolean {
+  try {
+    const x = statSync(a);
+    const y = statSync(b);
+    return x.dev === y.dev && x.ino === y.ino;
+  } catch {
+    return false;
+  }
+}
+
+/** The real path of `p`, or of its folder joined with its name when `p` does not exist yet. */
+function realish(p: string): string {
+  const abs = resolve(p);
+  try {
+    return realpathSync(abs);
+  } catch {
+    try {
+      return resolve(realpathSync(dirname(abs)), basename(abs));
+    } catch {
+      return abs;
+    }
+  }
+}
+
+/**
+ * An output file a user names (-o, --output, --matches) must not be one of the run's inputs
+ * (`inputs`: embeddings, ids, reference files, config files), a file the output folder's manifest
+ * commits, or a file in the engine's own folder (`semdedup/`): writing it would destroy what the
+ * run reads. Compared by identity (links and hard links included). Checked before anything is written.
+ */
+export function refuseOverwrite(target: string, flag: string, ctx: { outputDir?: string; inputs?: readonly (string | undefined)[] }): void {
+  const protectedFiles: string[] = (ctx.inputs ?? []).filter((p): p is string => typeof p === 'string');
+  if (ctx.outputDir) {
+    const ours = realish(outputs.ours(ctx.outputDir));
+    const t = realish(target);
+    if (t === ours || t.startsWith(ours + sep))
+      throw new ConfigError(`${flag} ${target}: that is inside the engine's own folder ${outputs.ours(ctx.outputDir)}; choose another file`, { key: flag.replace(/^-+/, ''), file: target });
+    const m = readManifest(ctx.outputDir);
+    for (const rec of Object.values(m.steps))
+      for (const st of [...Object.values(rec.inputs ?? {}), ...Object.values(rec.outputs ?? {})])
+        protectedFiles.push(st.rel !== undefined ? resolve(ctx.outputDir, st.rel) : st.path);
+  }
+  for (const p of protectedFiles)
+    if (sameFile(target, p) || realish(target) === realish(p))
+      throw new ConfigError(`${flag} ${target}: that is ${sameFile(target, p) && resolve(target) !== resolve(p) ? `the same file as ${p}, ` : ''}one of the run's inputs or committed files; writing it would destroy it: choose another file`, { key: flag.replace(/^-+/, ''), file: target });
 }
 
 // Filesystems no output can live on (Linux statfs magic numbers): procfs, sysfs, cgroup, debugfs.

@@ -7,7 +7,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import * as path from 'node:path';
 import fc from 'fast-check';
 
@@ -17,6 +17,8 @@ import { checkUniqueIds, readIds, type Ids } from '../src/io/ids.js';
 import { npyHeaderBytes, readNpy } from '../src/io/npy.js';
 import { parseYamlLikePyYAML } from '../src/io/yaml11.js';
 import { tmpFolder } from './helpers.js';
+import { shellQuote, slurmOutput, stageScript } from '../src/plan/slurm.js';
+import { planPaths, STAGES, type Plan } from '../src/plan/plan.js';
 
 const PY = '/usr/bin/python3';
 const SEED = 20261129;
@@ -348,4 +350,171 @@ print(json.dumps(out))
   // Layout leniencies of PyYAML stay rare in this corpus of one-line keys (they are not values read differently).
   assert.ok(stricter.length <= 30, `${stricter.length} documents PyYAML reads are refused:\n${stricter.slice(0, 20).join('\n')}`);
   process.stdout.write(`# fuzz config: 3000 documents: ${parsed} parsed as PyYAML parses them, ${bothRefused} refused by both, ${pyOnlyRefused} refused by PyYAML only (read by the engine), ${dupRefused} refused on purpose (a repeated key, which PyYAML takes the last of, or a NEL/LS/PS line break), ${stricter.length} refused for a layout PyYAML tolerates\n`);
+});
+
+// ---------------------------------------------------------------------------------------------
+// The SLURM stage script: every path in it is a shell word that expands to exactly the path
+
+// Pieces of hostile folder names: command substitutions, quotes, expansions, separators, newlines,
+// globs, bytes above ASCII (written as UTF-8), and a lone surrogate (not writable as it is: refused).
+const PATH_PIECES = ['$(touch PWNED)', '`touch PWNED`', "'", '"', ' ', '\n', '\t', '\\', '%', '%a', '%%', ';touch PWNED;', '$HOME', '${IFS}', '*', '?', '[a]', '!', '&', '|', '>', '<', '#', '~', '{a,b}', '\x80\xff', 'é', '\u2028', '😀', 'x', '-', '\r', '\ud800'];
+
+test('fuzz: the SLURM stage script, run by bash, hands the task exactly the plan and log paths and runs nothing else (400 hostile folder names)', { timeout: 600_000 }, () => {
+  const root = tmpFolder('fuzz-slurm');
+  // The "CLI" the script executes: records its arguments.
+  const argvJs = path.join(root, 'argv.cjs');
+  writeFileSync(argvJs, "require('fs').writeFileSync(process.env.ARGV_OUT, JSON.stringify(process.argv.slice(2)));\n");
+  let n = 0;
+  try {
+    fc.assert(
+      fc.property(fc.array(fc.integer({ min: 0, max: PATH_PIECES.length - 1 }), { minLength: 1, maxLength: 6 }), fc.integer({ min: 0, max: STAGES.length - 1 }), (pieces, si) => {
+        const name = pieces.map((i) => PATH_PIECES[i]!).join('');
+        const sandbox = path.join(root, `case${n++}`);
+        const outputDir = path.join(sandbox, name);
+        const plan = { id: 'fuzz', outputDir } as Plan;
+        const planPath = planPaths.plan(outputDir);
+        const stage = STAGES[si]!;
+        let script: string;
+        try {
+          script = stageScript(plan, planPath, stage, { node: process.execPath, cli: argvJs });
+        } catch (e) {
+          typed(e, name);
+          assert.ok(/[\ud800-\udfff]/.test(name), `refused a well-formed path: ${JSON.stringify(name)}`);
+          return;
+        }
+        assert.ok(!/[\ud800-\udfff]/.test(name.replace(/[\ud800-\udbff][\udc00-\udfff]/g, '')), 'a lone surrogate is refused');
+        mkdirSync(planPaths.logs(outputDir), { recursive: true });
+        const file = path.join(sandbox, 'stage.sbatch');
+        writeFileSync(file, script);
+        const syntax = spawnSync('bash', ['-n', file], { encoding: 'utf8' });
+        assert.equal(syntax.status, 0, `bash -n: ${syntax.stderr}\n${script}`);
+        const argvOut = path.join(root, `argv${n}.json`);
+        const r = spawnSync('bash', [file], { cwd: sandbox, encoding: 'utf8', env: { PATH: process.env.PATH, HOME: sandbox, SLURM_ARRAY_TASK_ID: '3', ARGV_OUT: argvOut } });
+        assert.equal(r.status, 0, `the script failed: ${r.stderr}\n${script}`);
+        const log = path.join(planPaths.logs(outputDir), `${stage}.3.log`);
+        assert.deepEqual(JSON.parse(readFileSync(argvOut, 'utf8')), ['task', stage, '3', '--plan', planPath, '--log', log]);
+        assert.ok(existsSync(log), 'the log file is at the exact path');
+        // Nothing else was created: only the output folder's own tree and the script.
+        const walk = (d: string): string[] => readdirSync(d, { withFileTypes: true }).flatMap((e) => (e.isDirectory() ? walk(path.join(d, e.name)) : [path.join(d, e.name)]));
+        assert.deepEqual(walk(sandbox).sort(), [file, log].sort(), `files created: ${walk(sandbox).join(', ')}`);
+        // SLURM's --output: %% and %a expanded as SLURM does give the same log file (or no file
+        // where the path holds a backslash, which SLURM cannot write to).
+        const out = slurmOutput(planPaths.logs(outputDir), stage);
+        if (outputDir.includes('\\')) assert.equal(out, '/dev/null');
+        else assert.equal(out.replace(/%(.)/g, (_m, c: string) => (c === '%' ? '%' : c === 'a' ? '3' : `%${c}`)), log);
+        rmSync(sandbox, { recursive: true, force: true });
+        rmSync(argvOut, { force: true });
+      }),
+      { numRuns: 400, seed: SEED },
+    );
+    // The quoting itself, against bash's own reading of the word (printf %s).
+    fc.assert(
+      fc.property(fc.array(fc.integer({ min: 0, max: PATH_PIECES.length - 2 }), { maxLength: 8 }), fc.string({ maxLength: 8 }), (pieces, extra) => {
+        const s = pieces.map((i) => PATH_PIECES[i]!).join('') + extra.replace(/\0/g, '');
+        let q: string;
+        try {
+          q = shellQuote(s);
+        } catch (e) {
+          typed(e, s);
+          return;
+        }
+        const r = spawnSync('bash', ['-c', `printf %s ${q}`], { cwd: root, encoding: 'buffer' });
+        assert.equal(r.status, 0, r.stderr.toString());
+        assert.ok(r.stdout.equals(Buffer.from(s, 'utf8')), `${JSON.stringify(s)} -> ${q} -> ${JSON.stringify(r.stdout.toString())}`);
+      }),
+      { numRuns: 600, seed: SEED },
+    );
+    assert.deepEqual(readdirSync(root).filter((f) => f.startsWith('PWNED')), []);
+  } finally {
+    rmSync(root, { recursive: true, force: true });
+  }
+});
+
+// ---------------------------------------------------------------------------------------------
+// Every command's arguments: hostile values for every option and argument
+
+// Values an option or argument gets: numbers out of range, not numbers, shell syntax, quotes,
+// newlines, angle brackets, relative paths inside the sandbox (never absolute, never ..).
+const ARG_VALUES = ['', '0', '1', '-1', '1.5', '-3', '0.05', '2', '1e3', '1e999', 'NaN', 'Infinity', 'abc', '99999999', '0x10', ' 7 ',
+  '$(touch PWNED)', '`touch PWNED`', "it's", 'a"b', 'x\ny', '<b>x</b>', '=SUM(A1)', 'out', 'out2', 'x.npy', 'c.yaml', 'ids.txt', 'a b/c', 'empty.npy',
+  'out/semdedup/M.npy', 'out/semdedup/plan.json', 'out/kmeans_centroids.npy', 'r.csv', 'r.jsonl', 'r.html', 'train', 'dedup', 'k=3', 'eps_list=[0.1]',
+  'output_dir=o$(touch PWNED)', 'threads=-1', 'nitre=5', 'é😀'];
+
+/** Every command of the CLI with its options (long flags, whether each takes a value, its choices). */
+function commandsOf(program: { commands: readonly { name(): string; options: readonly { long?: string; required: boolean; optional: boolean; argChoices?: string[] }[]; registeredArguments: readonly unknown[] }[] }) {
+  return program.commands.map((c) => ({
+    name: c.name(),
+    flags: c.options.map((o) => ({ flag: o.long!, value: o.required || o.optional, choices: o.argChoices })),
+    args: c.registeredArguments.length,
+  }));
+}
+
+test('fuzz: every command\'s arguments: a typed error or a result, never an internal error, a crash or a command run from a value (60 command lines per command)', { timeout: 600_000 }, async () => {
+  const { buildProgram } = await import('../src/cli.js');
+  const commands = commandsOf(buildProgram() as never).filter((c) => c.name !== 'info' && c.name !== 'help');
+  const sandbox = tmpFolder('fuzz-cli');
+  try {
+    // A small finished run, its config and ids, for the commands to work on.
+    const n = 300;
+    const x = new Float32Array(n * 8);
+    for (let i = 0; i < n; i++) {
+      x[i * 8 + (i % 8)] = 0.8;
+      x[i * 8 + ((i + 1) % 8)] = 0.6;
+    }
+    writeFileSync(path.join(sandbox, 'x.npy'), Buffer.concat([npyHeaderBytes('<f4', [n, 8]), Buffer.from(x.buffer)]));
+    writeFileSync(path.join(sandbox, 'ids.txt'), Array.from({ length: n }, (_, i) => `=id_${i}`).join('\n') + '\n');
+    writeFileSync(path.join(sandbox, 'empty.npy'), '');
+    writeFileSync(path.join(sandbox, 'c.yaml'), 'embeddings: x.npy\nids: ids.txt\nids_format: text\nk: 3\nspherical: true\neps_list: [0.05]\noutput_dir: out\n');
+    const first = spawnSync(process.execPath, [path.join(path.dirname(new URL(import.meta.url).pathname), '..', 'src', 'cli.js'), 'run', '-c', 'c.yaml', '-q'], { cwd: sandbox, encoding: 'utf8' });
+    assert.equal(first.status, 0, first.stderr);
+    const protectedFiles = ['x.npy', 'ids.txt', 'c.yaml', 'out/semdedup/M.npy', 'out/kmeans_centroids.npy'].map((f) => [f, createHash('sha256').update(readFileSync(path.join(sandbox, f))).digest('hex')] as const);
+
+    const value = fc.integer({ min: 0, max: ARG_VALUES.length - 1 }).map((i) => ARG_VALUES[i]!);
+    const cases: string[][] = [];
+    for (const cmd of commands) {
+      // Mostly known options with one hostile value among sensible ones, so that the commands get
+      // past the usage checks to the values; sometimes an extra argument or an unknown option.
+      const option = fc.oneof(
+        { weight: 12, arbitrary: fc.tuple(fc.integer({ min: 0, max: Math.max(0, cmd.flags.length - 1) }), value, fc.nat()) },
+        { weight: 1, arbitrary: fc.tuple(fc.constant(-1), value, fc.nat()) },
+      );
+      const line = fc.tuple(
+        fc.array(value, { minLength: cmd.args, maxLength: cmd.args }),
+        fc.array(option, { maxLength: 3 }),
+        fc.integer({ min: 0, max: 9 }),
+      ).map(([args, opts, dice]) => {
+        const argv = [cmd.name, ...args, ...(dice === 0 ? ['extra'] : [])];
+        for (const [i, v, pick] of opts) {
+          const f = cmd.flags[i];
+          if (!f || i < 0) argv.push(`--no-such-${v.length}`);
+          else if (f.choices) argv.push(f.flag, pick % 5 === 0 ? v : f.choices.filter((c) => c !== 'slurm')[pick % f.choices.filter((c) => c !== 'slurm').length]!);
+          else argv.push(...(f.value ? [f.flag, v] : [f.flag]));
+        }
+        if (dice < 9 && cmd.flags.some((f) => f.flag === '--config')) argv.push('-c', 'c.yaml');
+        return argv;
+      });
+      cases.push(...fc.sample(line, { numRuns: 60, seed: SEED + cases.length }));
+    }
+    // No job goes to a real scheduler from here (the SLURM script has its own target above).
+    for (const c of cases) assert.ok(!c.includes('slurm'));
+    const driver = path.join(path.dirname(new URL(import.meta.url).pathname), 'cli-fuzz-driver.js');
+    const r = spawnSync(process.execPath, [driver], { cwd: sandbox, input: JSON.stringify({ cases }), encoding: 'utf8', maxBuffer: 1 << 28, timeout: 540_000 });
+    assert.equal(r.status, 0, `the driver failed: ${r.stderr}`);
+    const results = r.stdout.trim().split('\n').map((l) => JSON.parse(l) as { code: number; out: string });
+    assert.equal(results.length, cases.length, 'every command line answered');
+    results.forEach((res, i) => {
+      const what = JSON.stringify(cases[i]);
+      assert.ok([0, 1, 2].includes(res.code), `${what}: exit ${res.code}\n${res.out}`);
+      assert.ok(!/internal error/.test(res.out), `${what}: ${res.out}`);
+    });
+    const all = (d: string): string[] => readdirSync(d, { withFileTypes: true }).flatMap((e) => (e.isDirectory() ? all(path.join(d, e.name)) : [path.join(d, e.name)]));
+    assert.deepEqual(all(sandbox).filter((f) => /PWNED/.test(path.basename(f))), [], 'nothing of a value was run');
+    for (const [f, h] of protectedFiles) assert.equal(createHash('sha256').update(readFileSync(path.join(sandbox, f))).digest('hex'), h, `${f} unchanged`);
+    const codes = new Map<number, number>();
+    if (process.env.SEMDEDUP_FUZZ_DEBUG) for (const [i, res] of results.entries()) process.stderr.write(`${res.code} ${JSON.stringify(cases[i])} ${res.out.split("\n")[0]}\n`);
+    for (const res of results) codes.set(res.code, (codes.get(res.code) ?? 0) + 1);
+    assert.ok((codes.get(0) ?? 0) > 0 && (codes.get(2) ?? 0) > 0, `both results and refusals: ${JSON.stringify([...codes])}`);
+  } finally {
+    rmSync(sandbox, { recursive: true, force: true });
+  }
 });

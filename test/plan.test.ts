@@ -3,7 +3,7 @@
 // and failures as a user meets them.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { dedupItems } from '../src/plan/partition.js';
 import { loadNative } from '../src/native.js';
@@ -224,21 +224,29 @@ test('planned runs: a failing task is named with its log; status shows it; bad o
     writeNpy(join(dir, 'x.npy'), x, { shape: [n, d] });
     const out = join(dir, 'out');
     const cfg = writeConfig(dir, 'c.yaml', { embeddings: join(dir, 'x.npy'), k: 5, output_dir: out });
+    // Rows that are not unit length are refused before the plan or its folder is written.
     let r = runCli(['run', '-c', cfg, '--executor', 'local', '--workers', '2'], dir, 120_000);
+    assert.equal(r.code, 1, r.stderr);
+    assert.match(r.stderr, /not L2-normalised/);
+    assert.equal(existsSync(out), false, 'nothing created for refused rows');
+    // A task that fails: the train task cannot write the centroids where a folder stands.
+    mkdirSync(join(out, 'kmeans_centroids.npy'), { recursive: true });
+    r = runCli(['run', '-c', cfg, '--set', 'normalize=always', '--executor', 'local', '--workers', '2'], dir, 120_000);
     assert.equal(r.code, 1, r.stderr);
     const log = join(out, 'semdedup', 'plan', 'logs', 'train.0.log');
     assert.ok(r.stderr.includes('1 task failed:'), r.stderr);
     assert.ok(r.stderr.includes('train task 0: '), r.stderr);
     assert.ok(r.stderr.includes(`log: ${log}`), r.stderr);
-    assert.match(r.stderr, /not L2-normalised/);
+    assert.match(r.stderr, /kmeans_centroids\.npy/);
     assert.match(r.stderr, /rerunning the same command runs only what is not complete/);
-    assert.match(readFileSync(log, 'utf8'), /not L2-normalised/);
+    assert.match(readFileSync(log, 'utf8'), /kmeans_centroids\.npy/);
     r = runCli(['status', out], dir);
     assert.equal(r.code, 0, r.stderr);
-    assert.match(r.stdout, /failed:\n {2}train 0: .*not L2-normalised/);
+    assert.match(r.stdout, /failed:\n {2}train 0: .*kmeans_centroids\.npy/);
     assert.match(r.stdout, /0 of 8 tasks done, 1 failed/);
-    // The fix (normalize: always) is another plan: it runs from the start and completes.
-    r = runCli(['run', '-c', cfg, '--set', 'normalize=always', '--executor', 'local', '--workers', '2', '--tasks', '2'], dir, 120_000);
+    // The cause removed, the same plan runs and completes.
+    rmSync(join(out, 'kmeans_centroids.npy'), { recursive: true });
+    r = runCli(['run', '-c', cfg, '--set', 'normalize=always', '--executor', 'local', '--workers', '2'], dir, 120_000);
     assert.equal(r.code, 0, r.stderr);
     assert.ok(existsSync(join(out, 'kept_eps0.05.txt')));
     // Options.

@@ -9,6 +9,8 @@ import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'nod
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { pathToFileURL } from 'node:url';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import type { Readable, Writable } from 'node:stream';
 
 import { SynthDataset } from '../tools/synth.js';
@@ -221,6 +223,70 @@ test('report: self-contained HTML renders in headless Chromium without console e
     assert.equal(c.code, 0, c.stderr);
     assert.match(readFileSync(join(dir, 'cli.html'), 'utf8'), /at eps <b>0\.03<\/b>/);
   } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+/** Opens `html` in headless Chromium until its network is idle (15 s of virtual time); whether the page's script ran. */
+async function openInChromium(html: string): Promise<{ rendered: boolean }> {
+  const dom = await new Promise<string>((resolve, reject) => {
+    const p = spawn(findChromium(), ['--headless', '--no-sandbox', '--disable-gpu', '--disable-dev-shm-usage', '--no-first-run', `--user-data-dir=${join(dirname(html), 'profile')}`,
+      '--window-size=1200,20000', '--virtual-time-budget=15000', '--dump-dom', pathToFileURL(html).href], { stdio: ['ignore', 'pipe', 'ignore'] });
+    let out = '';
+    p.stdout!.on('data', (b: Buffer) => (out += b.toString()));
+    p.on('error', reject);
+    p.on('exit', () => resolve(out));
+  });
+  return { rendered: /data-rendered="yes"/.test(dom) };
+}
+
+test('report: no request when opened (ids that are http(s) image URLs shown as text, local pictures embedded); remote thumbnails only when asked', { timeout: 180_000 }, async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'semdedup-report-net-'));
+  const hits: string[] = [];
+  const server = createServer((req, res) => {
+    hits.push(req.url ?? '');
+    res.writeHead(200, { 'content-type': 'image/svg+xml' });
+    res.end('<svg xmlns="http://www.w3.org/2000/svg" width="4" height="4"/>');
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
+  const port = (server.address() as AddressInfo).port;
+  try {
+    const n = 2000;
+    const d = 16;
+    const ds = new SynthDataset({ n, dim: d, clusters: 6, seed: 9, dupFraction: 0.3 });
+    const X = ds.generate();
+    const emb = join(dir, 'emb.f32');
+    writeFileSync(emb, new Uint8Array(X.buffer, X.byteOffset, X.byteLength));
+    const spec = { path: emb, format: 'memmap' as const, count: n, dim: d };
+    const out = join(dir, 'out');
+    await withSpec(computeCentroids, { embeddings: spec, outputDir: out, k: 6, niter: 10, spherical: true, device: 'cpu' });
+    await withSpec(assignAndSortClusters, { outputDir: out, simMetric: 'cosine', keepHard: true, spherical: true, embeddings: spec });
+    await withSpec(semdedup, { embeddings: spec, outputDir: out, epsList: [0.05], device: 'cpu' });
+    // Half the ids are remote image URLs, half local picture files.
+    const local = join(dir, 'pics');
+    mkdirSync(local);
+    const ids = Array.from({ length: n }, (_, i) => (i % 2 ? `http://127.0.0.1:${port}/img_${i}.png` : join(local, `p${i}.svg`)));
+    ids.forEach((p, i) => i % 2 === 0 && writeSvg(p, i % 360));
+    const html = join(dir, 'report.html');
+    await writeReport({ outputDir: out, ids: idsFromStrings(ids), output: html, sample: 40, eps: 0.05 });
+    const text = readFileSync(html, 'utf8');
+    const csp = /Content-Security-Policy" content="([^"]*)"/.exec(text)![1]!;
+    assert.ok(!/https?:/.test(csp), `CSP without http(s): ${csp}`);
+    assert.ok(!/<img[^>]+src="(https?|file):/.test(text), 'no image loaded from the network or the file system');
+    assert.ok(/<img[^>]+src="data:image\/svg\+xml;base64,/.test(text), 'local pictures embedded');
+    assert.ok(text.includes(`<code>http://127.0.0.1:${port}/img_`), 'remote ids shown as text');
+    const opened = await openInChromium(html);
+    assert.ok(opened.rendered, 'the page rendered');
+    assert.deepEqual(hits, [], 'opening the report made no request');
+
+    // Asked for: remote thumbnails are loaded (this also shows the check above can see requests).
+    const remote = join(dir, 'remote.html');
+    await writeReport({ outputDir: out, ids: idsFromStrings(ids), output: remote, sample: 40, eps: 0.05, remoteThumbnails: true });
+    assert.match(readFileSync(remote, 'utf8'), /img-src data: https: http:/);
+    await openInChromium(remote);
+    assert.ok(hits.length > 0 && hits.every((h) => /^\/img_\d+\.png$/.test(h)), `remote thumbnails requested: ${hits.length}`);
+  } finally {
+    server.close();
     rmSync(dir, { recursive: true, force: true });
   }
 });

@@ -94,3 +94,28 @@ test('SLURM: job arrays give the single-process bytes; a dedup task cancelled mi
     rmSync(dir, { recursive: true, force: true });
   }
 });
+
+test('SLURM: an output_dir holding $(...), backticks, quotes, a space and a % runs nothing and completes with the single-process bytes', { skip: !required && missing ? `SLURM is not running here (${missing}); start it with scripts/slurm-local.sh` : false }, async () => {
+  assert.equal(missing, undefined, `SLURM is required here (SEMDEDUP_REQUIRE_SLURM=1) but ${missing}`);
+  const dir = tmpFolder('slurm-quote');
+  try {
+    const emb = writeDataset(dir, 'x.npy', { n: 3000, dim: 16, clusters: 6, seed: 5 });
+    const single = join(dir, 'single');
+    const out = join(dir, `sl $(touch PWNED_a) \`touch PWNED_b\` it's "q" 50%a;touch PWNED_c`);
+    // JSON strings are YAML double-quoted scalars: the path reaches the engine as it is.
+    const cfg = writeConfig(dir, 'c.yaml', { embeddings: emb, k: 6, spherical: true, eps_list: [0.05], output_dir: JSON.stringify(single) });
+    let r = runCli(['run', '-c', cfg, '-q'], dir, 120_000);
+    assert.equal(r.code, 0, r.stderr);
+    r = runCli(['run', '-c', cfg, '--set', `output_dir=${out}`, '--executor', 'slurm', '--tasks', '1', '-q'], dir, 240_000);
+    assert.equal(r.code, 0, r.stderr);
+    const pwned = (d: string): string[] => readdirSync(d, { withFileTypes: true }).flatMap((e) => (e.isDirectory() ? pwned(join(d, e.name)) : e.name.startsWith('PWNED') ? [join(d, e.name)] : []));
+    // The jobs run in the submission folder (dir) and write in the output folder, both below dir.
+    assert.deepEqual(pwned(dir), [], 'nothing of the path was run');
+    assertSameOutputs(single, out);
+    // SLURM's output file is the task's log, under the exact path.
+    const log = readFileSync(join(out, 'semdedup', 'plan', 'logs', 'train.0.log'), 'utf8');
+    assert.match(log, /semdedup\[train 0\]: start/);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});

@@ -1,5 +1,5 @@
-// An exclusive, non-blocking advisory lock on an open file (flock): held as long as the file
-// descriptor stays open, released by the kernel when the process ends, however it ends.
+// A non-blocking advisory lock on an open file (flock), exclusive or shared: held as long as the
+// file descriptor stays open, released by the kernel when the process ends, however it ends.
 #include <napi.h>
 
 #include <cerrno>
@@ -9,14 +9,17 @@ namespace semdedup_addon {
 
 namespace {
 
-// tryLockFd(fd): 0 when the lock is now held, else the errno (EWOULDBLOCK: another holder).
+// tryLockFd(fd, shared = false): 0 when the lock is now held, else the errno (EWOULDBLOCK: a
+// holder of the other kind, or any holder for an exclusive lock).
 Napi::Value TryLockFd(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  if (info.Length() < 1 || !info[0].IsNumber()) throw Napi::TypeError::New(env, "tryLockFd(fd: number)");
+  if (info.Length() < 1 || !info[0].IsNumber() || (info.Length() > 1 && !info[1].IsBoolean() && !info[1].IsUndefined()))
+    throw Napi::TypeError::New(env, "tryLockFd(fd: number, shared?: boolean)");
   const int fd = info[0].As<Napi::Number>().Int32Value();
+  const bool shared = info.Length() > 1 && info[1].IsBoolean() && info[1].As<Napi::Boolean>().Value();
   int rc;
   do {
-    rc = flock(fd, LOCK_EX | LOCK_NB);
+    rc = flock(fd, (shared ? LOCK_SH : LOCK_EX) | LOCK_NB);
   } while (rc != 0 && errno == EINTR);
   return Napi::Number::New(env, rc == 0 ? 0 : errno);
 }

@@ -2,6 +2,7 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <thread>
@@ -154,9 +155,12 @@ void EmbeddingView::gather(const int64_t* idx, int64_t count, float* dst) const 
 }
 
 int resolve_threads(int requested) {
-  if (requested > 0) return requested;
   const unsigned hc = std::thread::hardware_concurrency();
-  return hc ? int(hc) : 1;
+  const int cores = hc ? int(hc) : 1;
+  // More than 4 threads a core only costs memory and switching (the CLI caps and warns the same
+  // way; this holds for every caller of the library).
+  if (requested > 0) return std::min(requested, 4 * cores);
+  return cores;
 }
 
 }  // namespace semdedup

@@ -47,7 +47,7 @@ struct OmpThreads {
   explicit OmpThreads(int t) {
 #ifdef _OPENMP
     prev_ = omp_get_max_threads();
-    if (t > 0) omp_set_num_threads(t);
+    if (t > 0) omp_set_num_threads(resolve_threads(t));
 #else
     (void)t;
 #endif

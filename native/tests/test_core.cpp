@@ -1,5 +1,6 @@
 // C++ tests of the core, without Node. Each check compares against an independent reference
 // (float64 loops, or FAISS called directly). Last line: "N passed, N failed".
+#include <atomic>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -9,6 +10,7 @@
 #include <memory>
 #include <random>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "check.hpp"
@@ -117,6 +119,22 @@ int main() {
     CHECK(float_to_half(1.0f) == 0x3c00, "1.0");
     CHECK(float_to_half(65520.f) == 0x7c00, "overflow rounds to inf");
     CHECK(float_to_half(1.0f + 1.0f / 4096) == 0x3c00, "round to even down");
+  });
+
+  run("thread counts: 0 is every core, a huge request is capped at 4 a core", [] {
+    const unsigned hc = std::thread::hardware_concurrency();
+    const int cores = hc ? int(hc) : 1;
+    CHECK(resolve_threads(0) == cores, "0 -> %d, cores %d", resolve_threads(0), cores);
+    CHECK(resolve_threads(1) == 1, "1 -> %d", resolve_threads(1));
+    CHECK(resolve_threads(99999999) == 4 * cores, "99999999 -> %d, expected %d", resolve_threads(99999999), 4 * cores);
+    // The pool a huge request gets: at most 4 a core work at once.
+    std::atomic<int> seen{0};
+    std::vector<std::atomic<int>> hit(size_t(4 * cores + 1));
+    parallel_for(99999999, 1 << 16, [&](int64_t, int w) {
+      CHECK(w >= 0 && w < 4 * cores, "worker %d", w);
+      if (hit[size_t(w)]++ == 0) seen++;
+    });
+    CHECK(seen.load() <= 4 * cores, "%d workers", seen.load());
   });
 
   run("max similarity: sizes 0,1,2, tile edges, many clusters", [] {

@@ -7,19 +7,46 @@ import { requireKeys, type CliCommand, type PartialResolved } from '../config.js
 import { dedupWanted, embeddingsSpecOf, resolveIds } from '../pipeline.js';
 import { withLock } from '../lock.js';
 import { readIds } from '../io/ids.js';
-import { openEmbeddings } from '../embeddings.js';
 import type { CommonOptions } from '../steps/common.js';
 import { keptFractionCurve, extractAt } from './fraction.js';
 import { explainId, explainRemovals } from './explain.js';
 import { decontaminate } from './decontaminate.js';
 import { writeReport } from './report.js';
-import { findExactDuplicates } from './exact.js';
+import { exactDuplicatesOfRun } from './exact.js';
 import { readRun } from './common.js';
+import { capThreads, refuseOverwrite } from '../validate.js';
+import { resolveInputFiles } from '../io/inputs.js';
 
 type Opts = GlobalOpts;
 
 function common(o: Opts, cfg: PartialResolved): CommonOptions & { normalize: 'auto' | 'always' | 'never' } {
-  return { ...options(o), threads: cfg.threads, normalize: cfg.normalize };
+  const opts = options(o);
+  return { ...opts, threads: capThreads(cfg.threads, opts.log), normalize: cfg.normalize };
+}
+
+/** A count option (--sample, --recall-sample): a non-negative integer. */
+function count(s: string | undefined, name: string): number | undefined {
+  if (s === undefined) return undefined;
+  if (!/^\s*\d+\s*$/.test(s) || !Number.isSafeInteger(Number(s)))
+    throw new ConfigError(`${name}: expected a non-negative integer (a count of rows), got '${s}'`, { key: name.replace(/^--/, '') });
+  return Number(s);
+}
+
+/**
+ * The files a run reads, which no output option may name: every embeddings shard and ids file
+ * (a list, glob or folder resolved to its files), the centroids and config files. (Parquet sources
+ * are the import step's inputs in the manifest, which refuseOverwrite protects too.)
+ */
+function runInputs(cfg: PartialResolved): (string | undefined)[] {
+  const each = (src: string | readonly string[] | undefined, what: string): (string | undefined)[] => {
+    if (src === undefined) return [];
+    try {
+      return resolveInputFiles(src, what, what);
+    } catch {
+      return typeof src === 'string' ? [src] : [...src]; // not there (yet): the names as given
+    }
+  };
+  return [...each(cfg.embeddings, 'embeddings'), ...each(cfg.ids, 'ids'), cfg.centroids, ...(cfg.files ?? [])];
 }
 
 function num(s: string | undefined, name: string): number | undefined {
@@ -36,7 +63,7 @@ async function runContext(o: Opts, command: CliCommand) {
   const c = requireKeys(cfg, ['output_dir'], what);
   const opts = common(o, cfg);
   const embeddings = cfg.embeddings ? embeddingsSpecOf(cfg) : undefined;
-  const ids = resolveIds(cfg, c.outputDir, opts.log);
+  const ids = resolveIds(cfg, c.outputDir, opts.log, { verify: true });
   return { cfg, outputDir: c.outputDir, opts: { ...opts, want: dedupWanted(cfg) }, embeddings, ids };
 }
 
@@ -46,10 +73,11 @@ type ExtractOpts = Opts & { eps?: string; keepFraction?: string; removeFraction?
 export async function extractAction(o: ExtractOpts): Promise<void> {
   const given = [o.eps, o.keepFraction, o.removeFraction].filter((x) => x !== undefined).length;
   if (given !== 1) throw new ConfigError('extract: give exactly one of --eps, --keep-fraction, --remove-fraction', { key: 'eps' });
-  const { outputDir, opts, embeddings, ids } = await runContext(o, 'extract');
+  const { cfg, outputDir, opts, embeddings, ids } = await runContext(o, 'extract');
   const eps = num(o.eps, '--eps');
   const keepFraction = num(o.keepFraction, '--keep-fraction');
   const removeFraction = num(o.removeFraction, '--remove-fraction');
+  if (o.output) refuseOverwrite(o.output, '-o', { outputDir, inputs: runInputs(cfg) });
   const r = await withLock(outputDir, () => extractAt({
     ...opts,
     outputDir,
@@ -98,7 +126,7 @@ export function registerAfterCommands(program: Command): void {
     .option('-o, --output <file>', 'CSV, or JSON Lines for .jsonl (default: explain_eps{eps}.csv in the output folder)')
     .addOption(new Option('--format <format>', 'table format').choices(['csv', 'jsonl']))
     .action(async (o: Opts & { eps: string; id?: string; near?: string; output?: string; format?: 'csv' | 'jsonl' }) => {
-      const { outputDir, opts, embeddings, ids } = await runContext(o, 'explain');
+      const { cfg, outputDir, opts, embeddings, ids } = await runContext(o, 'explain');
       const eps = num(o.eps, '--eps')!;
       const base = { ...opts, outputDir, eps, ...(embeddings ? { embeddings } : {}), ...(ids ? { ids } : {}) };
       const id = o.id;
@@ -114,6 +142,7 @@ export function registerAfterCommands(program: Command): void {
       }
       const near = num(o.near, '--near');
       const output = o.output ?? `${outputDir}/explain_eps${eps}${near !== undefined ? '_near' : ''}.${o.format === 'jsonl' ? 'jsonl' : 'csv'}`;
+      refuseOverwrite(output, '-o', { outputDir, inputs: runInputs(cfg) });
       const r = await withLock(outputDir, () => explainRemovals({ ...base, output, ...(o.format ? { format: o.format } : {}), ...(near !== undefined ? { near } : {}) }));
       print(o, `eps ${eps}: ${r.removed} removed, ${r.kept} kept; ${r.lines} lines -> ${r.output}`, r);
     });
@@ -130,8 +159,14 @@ export function registerAfterCommands(program: Command): void {
       const cfg = await loadRunConfig(o, 'decontaminate');
       const c = requireKeys(cfg, ['embeddings', 'output_dir'], 'semdedup decontaminate');
       const opts = common(o, cfg);
-      const ids = resolveIds(cfg, c.outputDir, opts.log);
+      const ids = resolveIds(cfg, c.outputDir, opts.log, { verify: true });
       const eps = num(o.eps, '--eps')!;
+      const recallSample = count(o.recallSample, '--recall-sample')!;
+      const output = o.output ?? `${c.outputDir}/decontaminated_eps${eps}.txt`;
+      const matches = o.matches ?? `${c.outputDir}/decontaminated_eps${eps}_matches.csv`;
+      const inputs = [...runInputs(cfg), o.reference, o.referenceIds];
+      refuseOverwrite(output, '-o', { outputDir: c.outputDir, inputs });
+      refuseOverwrite(matches, '--matches', { outputDir: c.outputDir, inputs: [...inputs, output] });
       const r = await withLock(c.outputDir, () => decontaminate({
         ...opts,
         embeddings: embeddingsSpecOf(cfg),
@@ -141,9 +176,9 @@ export function registerAfterCommands(program: Command): void {
         outputDir: c.outputDir,
         ...(ids ? { ids } : {}),
         ...(o.referenceIds ? { referenceIds: readIds(o.referenceIds, { format: 'auto' }) } : {}),
-        output: o.output ?? `${c.outputDir}/decontaminated_eps${eps}.txt`,
-        matches: o.matches ?? `${c.outputDir}/decontaminated_eps${eps}_matches.csv`,
-        recallSample: num(o.recallSample, '--recall-sample')!,
+        output,
+        matches,
+        recallSample,
       }));
       const rec = r.recall ? `; recall against the exact mode ${r.recall.exactRemoved ? (100 * r.recall.recall).toFixed(2) + '%' : 'n/a'} (${r.recall.found}/${r.recall.exactRemoved} on ${r.recall.sampleRows} sampled rows)` : '';
       print(o, `decontaminate (${r.mode}, eps ${eps}): removed ${r.removed} of ${r.rows} rows against ${r.referenceRows} reference rows, ${r.rechecked} re-checked in float64${rec} (${r.seconds.toFixed(2)} s)`, {
@@ -155,12 +190,15 @@ export function registerAfterCommands(program: Command): void {
     .option('-o, --output <file>', 'the HTML file (default: report.html in the output folder)')
     .option('--eps <eps>', 'eps of the removed sample (default: the first recorded eps)')
     .option('--sample <n>', 'removed items shown', '48')
-    .action(async (o: Opts & { output?: string; eps?: string; sample: string }) => {
-      const { outputDir, opts, embeddings, ids } = await runContext(o, 'report');
+    .option('--remote-thumbnails', 'show ids that are http(s) image URLs as pictures loaded from the network when the page is opened (default: no request, such ids shown as text)')
+    .action(async (o: Opts & { output?: string; eps?: string; sample: string; remoteThumbnails?: boolean }) => {
+      const { cfg, outputDir, opts, embeddings, ids } = await runContext(o, 'report');
       const eps = num(o.eps, '--eps');
+      const sample = count(o.sample, '--sample')!;
+      if (o.output) refuseOverwrite(o.output, '-o', { outputDir, inputs: runInputs(cfg) });
       const r = await withLock(outputDir, () => writeReport({
         ...opts, outputDir, ...(embeddings ? { embeddings } : {}), ...(ids ? { ids } : {}), ...(eps !== undefined ? { eps } : {}),
-        ...(o.output ? { output: o.output } : {}), sample: num(o.sample, '--sample')!,
+        ...(o.output ? { output: o.output } : {}), sample, ...(o.remoteThumbnails ? { remoteThumbnails: true } : {}),
       }));
       print(o, `report (eps ${r.eps}): ${r.output} (${(r.bytes / 1024).toFixed(0)} KB)`, r);
     });
@@ -170,14 +208,7 @@ export function registerAfterCommands(program: Command): void {
       const cfg = await loadRunConfig(o, 'exact-duplicates');
       const c = requireKeys(cfg, ['embeddings', 'output_dir'], 'semdedup exact-duplicates');
       const opts = common(o, cfg);
-      let order: BigInt64Array | undefined;
-      try {
-        order = readRun(c.outputDir).keepOrder;
-      } catch {
-        order = undefined; // no dedup step yet: row order decides
-      }
-      const emb = openEmbeddings(embeddingsSpecOf(cfg));
-      const r = await withLock(c.outputDir, () => findExactDuplicates({ ...opts, embeddings: emb, outputDir: c.outputDir, ...(order ? { order } : {}) })).finally(() => emb.close());
+      const r = await withLock(c.outputDir, () => exactDuplicatesOfRun({ ...opts, embeddings: embeddingsSpecOf(cfg), outputDir: c.outputDir, want: dedupWanted(cfg) }));
       print(o, `exact duplicates: ${r.copies} of ${r.rows} rows are byte-identical copies of an earlier row (${r.groups} sets) -> ${r.output}`, {
         rows: r.rows, groups: r.groups, copies: r.copies, output: r.output,
       });

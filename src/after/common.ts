@@ -5,9 +5,12 @@ import { existsSync } from 'node:fs';
 import { ConfigError, InputError } from '../errors.js';
 import { readNpy } from '../io/npy.js';
 import { outputs } from '../layout.js';
-import { readManifest, requireCommitted } from '../manifest.js';
+import { readManifest, requireCommitted, requireSameInputs } from '../manifest.js';
+import { resolveInputFiles } from '../io/inputs.js';
+import type { Ids } from '../io/ids.js';
+import { relative, resolve } from 'node:path';
 import { loadNative } from '../native.js';
-import type { EmbeddingsSpec } from '../embeddings.js';
+import { embeddingsFiles, type EmbeddingsSpec } from '../embeddings.js';
 import { runNative, type CommonOptions } from '../steps/common.js';
 import { prepareEmbeddings } from '../steps/check.js';
 
@@ -65,6 +68,31 @@ export function readRun(outputDir: string, want: Record<string, unknown> = {}): 
   return { keepOrder, offsets, M, Mrow, recordedEps: recordedEps(outputDir) };
 }
 
+/**
+ * Ids for the lists of a run's folder: when the run wrote its lists with an ids file, the ids given
+ * must be that file unchanged (a swapped or edited line would name the wrong rows).
+ */
+export function checkRunIds(outputDir: string, ids: Ids | undefined): void {
+  if (!ids || ids.source === 'rows') return;
+  const files = ids.files ?? (ids.file ? [ids.file] : []);
+  if (files.length) requireSameInputs(outputDir, 'extract', 'ids', files, 'ids');
+}
+
+/**
+ * The embeddings a command is given for a run's folder (`source`, as the config names them: one
+ * file, or shards as a list, glob or folder) must be the ones `step` read: every shard itself, or
+ * the source of the normalised copy it read.
+ */
+export function checkRunEmbeddings(outputDir: string, step: string, source: string | readonly string[]): void {
+  const inputs = readManifest(outputDir).steps[step]?.inputs;
+  const rec = inputs?.embeddings ?? inputs?.['embeddings.0'];
+  if (!rec) return;
+  const files = resolveInputFiles(source);
+  if (rec.rel !== undefined && rec.rel === relative(resolve(outputDir), outputs.normalized(resolve(outputDir))))
+    requireSameInputs(outputDir, 'normalize', 'source', files, 'embeddings');
+  else requireSameInputs(outputDir, step, 'embeddings', files, 'embeddings');
+}
+
 /** The eps list of the dedup step recorded in the manifest (whose thresholds were re-checked). */
 export function recordedEps(outputDir: string): number[] {
   const params = readManifest(outputDir).steps.dedup?.params;
@@ -105,6 +133,8 @@ export async function recheckEps(opts: RunFolderOptions & { eps: number[]; run?:
     );
   const emb = await prepareEmbeddings(opts.embeddings, { ...opts, normalize: opts.normalize ?? 'auto' });
   try {
+    // The re-check compares the rows the dedup step compared: the embeddings must be those.
+    requireSameInputs(opts.outputDir, 'dedup', 'embeddings', embeddingsFiles(emb), 'embeddings');
     for (let i = 0; i < run.keepOrder.length; i++) {
       const r = run.keepOrder[i]!;
       if (r < 0n || r >= BigInt(emb.n))
@@ -132,9 +162,14 @@ export function clusterOfPositions(offsets: BigInt64Array): Int32Array {
   return out;
 }
 
-/** Quotes a CSV field when it needs it (RFC 4180). */
+/**
+ * A text field of a CSV the engine writes: a field that a spreadsheet would read as a formula
+ * (starting with = + - @, a tab or a carriage return) gets a leading ' (OWASP's CSV injection
+ * rule), then the field is quoted when it needs it (RFC 4180). Ids are data, never formulas.
+ */
 export function csvField(s: string): string {
-  return /[",\r\n]/.test(s) ? `"${s.replace(/"/g, '""')}"` : s;
+  const t = /^[=+\-@\t\r]/.test(s) ? `'${s}` : s;
+  return /[",\r\n]/.test(t) ? `"${t.replace(/"/g, '""')}"` : t;
 }
 
 /** Buffers lines and writes them in large chunks to a writer. */

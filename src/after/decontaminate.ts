@@ -3,18 +3,18 @@
 // sgemm, then the float64 re-check near the threshold); `within-clusters` assigns the reference
 // rows to the run's centroids and compares each row only with the reference rows of its own
 // cluster, and measures its recall against the exact mode on a sample of rows.
-import { existsSync } from 'node:fs';
+import { existsSync, statSync } from 'node:fs';
 import { ConfigError, InputError, NumericError } from '../errors.js';
 import { atomicWriteFile, openAtomicWriter } from '../io/atomic.js';
 import type { Ids } from '../io/ids.js';
 import { readNpy } from '../io/npy.js';
 import { outputs } from '../layout.js';
-import { readManifest } from '../manifest.js';
+import { requireCommitted } from '../manifest.js';
 import { loadNative } from '../native.js';
 import { openEmbeddings, type Embeddings, type EmbeddingsSpec } from '../embeddings.js';
 import { runNative, type CommonOptions } from '../steps/common.js';
 import { prepareEmbeddings } from '../steps/check.js';
-import { csvField, formatFor, LineSink, validateOneEps, type TableFormat } from './common.js';
+import { checkRunEmbeddings, checkRunIds, csvField, formatFor, LineSink, validateOneEps, type TableFormat } from './common.js';
 
 export type DecontaminateMode = 'exact' | 'within-clusters';
 
@@ -85,9 +85,19 @@ export async function decontaminate(opts: DecontaminateOptions): Promise<Deconta
   const mode = opts.mode ?? 'exact';
   if (mode !== 'exact' && mode !== 'within-clusters') throw new ConfigError(`mode must be 'exact' or 'within-clusters', got '${mode}'`, { key: 'mode' });
   const normalize = opts.normalize ?? 'auto';
+  if (opts.recallSample !== undefined && !(Number.isSafeInteger(opts.recallSample) && opts.recallSample >= 0))
+    throw new ConfigError(`recall-sample must be a non-negative integer (rows compared exactly), got ${opts.recallSample}`, { key: 'recall-sample' });
   const refPath = opts.reference.path;
-  if (typeof refPath === 'string' && !/[*?[]/.test(refPath) && !existsSync(refPath))
-    throw new InputError(`${refPath}: reference file not found`, { file: refPath });
+  if (typeof refPath === 'string' && !/[*?[]/.test(refPath)) {
+    if (!existsSync(refPath)) throw new InputError(`${refPath}: reference file not found`, { file: refPath });
+    if (statSync(refPath).isFile() && statSync(refPath).size === 0)
+      throw new InputError(`${refPath}: the reference file is empty (0 bytes); give the reference embeddings (.npy, or a raw float32 memmap of dimension D)`, { file: refPath, key: 'reference' });
+  }
+  // In a run's folder, the rows (and the ids) must be the run's: its clusters, its lists.
+  if (opts.outputDir) {
+    checkRunEmbeddings(opts.outputDir, 'cluster', opts.embeddings.path);
+    checkRunIds(opts.outputDir, opts.ids);
+  }
   const ref = openEmbeddings(opts.reference);
   let emb: Embeddings | undefined;
   try {
@@ -120,14 +130,18 @@ export async function decontaminate(opts: DecontaminateOptions): Promise<Deconta
       const dir = opts.outputDir;
       if (!dir) throw new ConfigError('within-clusters decontamination needs the output folder of a run (its centroids and cluster order)', { key: 'output_dir' });
       for (const p of [outputs.centroids(dir), outputs.order(dir), outputs.offsets(dir)])
-        if (!existsSync(p)) throw new InputError(`${p} not found: run the cluster and sort steps first`, { file: p });
+        if (!existsSync(p)) throw new InputError(`${p} not found: run the cluster and sort steps first (semdedup run, or semdedup cluster and semdedup sort)`, { file: p });
+      // Only the centroids and the cluster order that the cluster and sort steps committed, for
+      // these embeddings (a missing or damaged manifest commits nothing).
+      const cluster = requireCommitted(dir, 'cluster', { centroids: outputs.centroids(dir) });
+      requireCommitted(dir, 'sort', { order: outputs.order(dir), offsets: outputs.offsets(dir) });
       const centroids = readNpy(outputs.centroids(dir)).data as Float32Array;
       const order = readNpy(outputs.order(dir)).data as BigInt64Array;
       const offsets = readNpy(outputs.offsets(dir)).data as BigInt64Array;
       const k = offsets.length - 1;
-      if (centroids.length !== k * emb.d || order.length !== n)
-        throw new InputError(`${dir}: the centroids (${centroids.length / emb.d} × ${emb.d}) or the cluster order (${order.length} rows) do not match the embeddings (${n} × ${emb.d}) and ${k} clusters`, { file: outputs.centroids(dir) });
-      const spherical = readManifest(dir).steps.cluster?.params?.spherical === true;
+      if (!(centroids instanceof Float32Array) || !(order instanceof BigInt64Array) || !(offsets instanceof BigInt64Array) || centroids.length !== k * emb.d || order.length !== n)
+        throw new InputError(`${dir}: the centroids (${centroids.length / emb.d} × ${emb.d}) or the cluster order (${order.length} rows) do not match the embeddings (${n} × ${emb.d}) and ${k} clusters; rerun semdedup run`, { file: outputs.centroids(dir) });
+      const spherical = cluster.params.spherical === true;
       const nearest = new BigInt64Array(ref.n);
       const dist = new Float32Array(ref.n);
       await runNative(opts, 'decontaminate:assign', (p, token) =>

@@ -3,13 +3,16 @@
 // rows have identical vectors, so the semantic step removes the others anyway (M = 1): the pass
 // changes no decision, it reports them and writes them to `semdedup/exact_duplicates.npy`
 // (an int64 array of (row, first row) pairs).
+import { existsSync } from 'node:fs';
 import { join } from 'node:path';
-import { writeNpy } from '../io/npy.js';
+import { readNpy, writeNpy } from '../io/npy.js';
 import { outputs } from '../layout.js';
 import { loadNative } from '../native.js';
-import type { Embeddings } from '../embeddings.js';
+import { openEmbeddings, type Embeddings, type EmbeddingsSpec } from '../embeddings.js';
 import { runNative, type CommonOptions } from '../steps/common.js';
 import { InputError } from '../errors.js';
+import { loadManifest, recordStep, requireCommitted, sameRecorded } from '../manifest.js';
+import { checkRunEmbeddings, readRun } from './common.js';
 
 export interface ExactDuplicatesOptions extends CommonOptions {
   /** The embeddings (an open handle; the caller closes it). */
@@ -64,4 +67,47 @@ export async function findExactDuplicates(opts: ExactDuplicatesOptions): Promise
     opts.log?.(`exact duplicates: ${st.copies} rows are byte-identical copies of an earlier row (${st.groups} sets)`);
     return { rows: st.rows, groups: st.groups, copies: st.copies, firstOf, ...(output ? { output } : {}) };
   }
+}
+
+/**
+ * The `exact-duplicates` command on a run's folder: in the committed keep order when the folder
+ * has dedup results (refusing, with what to rerun, when they cannot be read or do not belong to
+ * these embeddings), in row order only when it has none; the pairs are committed as the `exact` step.
+ */
+export async function exactDuplicatesOfRun(opts: CommonOptions & { outputDir: string; embeddings: EmbeddingsSpec; want?: Record<string, unknown> }): Promise<ExactDuplicatesResult> {
+  const dir = opts.outputDir;
+  const { manifest, problem } = loadManifest(dir);
+  const hasRun = problem !== undefined || manifest.steps.dedup !== undefined || existsSync(outputs.keepOrder(dir)) || existsSync(outputs.M(dir));
+  // No silent fallback: results that are there but cannot be read are an error, not row order.
+  const order = hasRun ? readRun(dir, opts.want ?? {}).keepOrder : undefined;
+  const emb = openEmbeddings(opts.embeddings);
+  try {
+    if (order) checkRunEmbeddings(dir, 'dedup', emb.path);
+    const r = await findExactDuplicates({ ...opts, embeddings: emb, outputDir: dir, ...(order ? { order } : {}) });
+    recordStep(dir, 'exact', { order: order ? 'keep' : 'rows' }, { embeddings: emb.path, ...(order ? { keepOrder: outputs.keepOrder(dir) } : {}) }, { pairs: r.output! },
+      { copies: r.copies, groups: r.groups });
+    return r;
+  } finally {
+    emb.close();
+  }
+}
+
+/**
+ * The number of exact copies that the folder's `exact` step committed for its current results, or
+ * undefined when none was committed or it belongs to earlier results (other embeddings or keep
+ * order); an InputError when the committed file was changed or removed since.
+ */
+export function committedExactCopies(dir: string): number | undefined {
+  const { manifest } = loadManifest(dir);
+  const rec = manifest.steps.exact;
+  if (!rec) return undefined;
+  // Of earlier results: not about this run (sweepStale removes its file).
+  const read = rec.inputs.keepOrder;
+  const now = manifest.steps.dedup?.outputs.keepOrder;
+  if (read && now && !sameRecorded(read, now)) return undefined;
+  requireCommitted(dir, 'exact', { pairs: exactDuplicatesFile(dir) });
+  const { header, data } = readNpy(exactDuplicatesFile(dir));
+  if (!(data instanceof BigInt64Array) || header.shape.length !== 2 || header.shape[1] !== 2)
+    throw new InputError(`${exactDuplicatesFile(dir)}: expected int64 (row, first row) pairs; rerun semdedup exact-duplicates`, { file: exactDuplicatesFile(dir) });
+  return header.shape[0]!;
 }

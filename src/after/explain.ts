@@ -4,7 +4,7 @@
 import { InputError } from '../errors.js';
 import { openAtomicWriter } from '../io/atomic.js';
 import type { Ids } from '../io/ids.js';
-import { clusterOfPositions, csvField, formatFor, LineSink, recheckEps, validateOneEps, type RunFolderOptions, type TableFormat } from './common.js';
+import { checkRunIds, clusterOfPositions, csvField, formatFor, LineSink, recheckEps, validateOneEps, type RunFolderOptions, type TableFormat } from './common.js';
 import { isRemoved } from '../steps/dedup.js';
 
 export interface ExplainOptions extends RunFolderOptions {
@@ -55,6 +55,7 @@ export async function explainRemovals(opts: ExplainOptions): Promise<ExplainResu
   if (opts.near !== undefined && !(opts.near >= 0 && Number.isFinite(opts.near)))
     throw new InputError(`near must be a distance >= 0, got ${opts.near}`, { key: 'near' });
   const run = await recheckEps({ ...opts, eps: [opts.eps] });
+  checkRunIds(opts.outputDir, opts.ids);
   const { keepOrder, offsets, M, Mrow } = run;
   if (opts.ids && opts.ids.length < keepOrder.length)
     throw new InputError(`the ids hold ${opts.ids.length} entries but the run has ${keepOrder.length} rows`);
@@ -107,6 +108,7 @@ export interface ExplainIdOptions extends RunFolderOptions {
 export async function explainId(opts: ExplainIdOptions): Promise<ExplainRow & { eps: number; threshold: number; nearestEarlier: string }> {
   validateOneEps(opts.eps);
   const run = await recheckEps({ ...opts, eps: [opts.eps] });
+  checkRunIds(opts.outputDir, opts.ids);
   const { keepOrder, offsets, M, Mrow } = run;
   let row = -1;
   if (opts.ids) {

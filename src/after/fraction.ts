@@ -7,7 +7,7 @@ import { ConfigError } from '../errors.js';
 import type { Ids } from '../io/ids.js';
 import { extractPrunedData, type ExtractResult } from '../steps/extract.js';
 import { summarize } from '../steps/dedup.js';
-import { recheckEps, readRun, validateOneEps, type RunArrays, type RunFolderOptions } from './common.js';
+import { checkRunIds, recheckEps, readRun, validateOneEps, type RunArrays, type RunFolderOptions } from './common.js';
 import { writeDecisionTable } from './table.js';
 
 export interface CurvePoint {
@@ -56,14 +56,36 @@ function countAtMost(sorted: Float64Array, t: number): number {
   return lo;
 }
 
+/** x as an exact decimal m / 10^s, from the shortest decimal that reads back as x (what the user wrote). */
+function decimalOf(x: number): { m: bigint; s: number } {
+  const [mant, e] = String(x).toLowerCase().split('e') as [string, string | undefined];
+  const [ip, fp = ''] = mant.split('.') as [string, string | undefined];
+  let m = BigInt(ip + fp);
+  let s = fp.length - Number(e ?? 0);
+  if (s < 0) {
+    m *= 10n ** BigInt(-s);
+    s = 0;
+  }
+  return { m, s };
+}
+
+/**
+ * The eps grid from, from + step, ... up to to, computed in exact decimals: every value is the
+ * decimal the user would write (from 0.000015 by 0.001: 0.000015, 0.001015, ...), never rounded
+ * away from what was given.
+ */
 export function epsGrid(from = 0.001, to = 0.5, step = 0.001): number[] {
   for (const [k, v] of [['from', from], ['to', to]] as const) validateOneEps(v, k);
-  if (!(step > 0) || to < from) throw new ConfigError(`the eps grid needs step > 0 and from <= to (from ${from}, to ${to}, step ${step})`, { key: 'step' });
-  const n = Math.floor((to - from) / step + 1e-9) + 1;
-  if (n > 1_000_000) throw new ConfigError(`the eps grid would have ${n} points; use a larger step`, { key: 'step' });
-  // Rounded to the step's decimals so that the printed values are the ones used.
-  const decimals = Math.min(15, Math.max(0, Math.ceil(-Math.log10(step) + 1e-9)) + 2);
-  return Array.from({ length: n }, (_, i) => Number((from + i * step).toFixed(decimals)));
+  if (typeof step !== 'number' || !Number.isFinite(step) || !(step > 0))
+    throw new ConfigError(`the eps grid's step must be a number > 0, got ${step}`, { key: 'step' });
+  if (to < from) throw new ConfigError(`the eps grid needs from <= to (from ${from}, to ${to})`, { key: 'to' });
+  const [f, t, st] = [decimalOf(from), decimalOf(to), decimalOf(step)];
+  const scale = Math.max(f.s, t.s, st.s);
+  const at = (d: { m: bigint; s: number }) => d.m * 10n ** BigInt(scale - d.s);
+  const [F, T, S] = [at(f), at(t), at(st)];
+  const count = (T - F) / S + 1n;
+  if (count > 1_000_000n) throw new ConfigError(`the eps grid would have ${count} points; use a larger step`, { key: 'step' });
+  return Array.from({ length: Number(count) }, (_, i) => Number(`${F + BigInt(i) * S}e-${scale}`));
 }
 
 /** Kept fraction against eps, from the stored M (no recomputation). */
@@ -244,6 +266,7 @@ export async function extractAt(opts: ExtractAtOptions): Promise<ExtractAtResult
     run = r;
     rechecked = r.rechecked;
   }
+  checkRunIds(opts.outputDir, opts.ids);
   if (opts.format === 'parquet') {
     if (!opts.output) throw new ConfigError('extract --format parquet needs --output FILE', { key: 'output' });
     const t0 = performance.now();

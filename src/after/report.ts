@@ -1,15 +1,16 @@
 // One self-contained HTML page about a finished run: kept fraction against eps, the histogram of
 // M, cluster sizes, the largest clusters, and a sample of removed items beside what removed them.
-// No network and no external scripts: inline SVG and a few lines of inline script.
-import { pathToFileURL } from 'node:url';
-import { isAbsolute, resolve } from 'node:path';
-import { existsSync } from 'node:fs';
+// The page makes no request: inline SVG, a few lines of inline script, and the pictures of ids that
+// name local image files embedded as data: URLs; its Content-Security-Policy allows nothing else.
+// Ids that are http(s) URLs are shown as text unless the user asks for remote thumbnails.
+import { extname, isAbsolute, resolve } from 'node:path';
+import { closeSync, constants, existsSync, fstatSync, openSync, readSync } from 'node:fs';
 import { atomicWriteFile } from '../io/atomic.js';
+import { ConfigError } from '../errors.js';
 import type { Ids } from '../io/ids.js';
-import { clusterOfPositions, readRun, recheckEps, validateOneEps, type RunFolderOptions } from './common.js';
+import { checkRunIds, clusterOfPositions, readRun, recheckEps, validateOneEps, type RunFolderOptions } from './common.js';
 import { keptFractionCurve } from './fraction.js';
-import { exactDuplicatesFile } from './exact.js';
-import { readNpy } from '../io/npy.js';
+import { committedExactCopies } from './exact.js';
 import { isRemoved } from '../steps/dedup.js';
 
 export interface ReportOptions extends RunFolderOptions {
@@ -24,6 +25,11 @@ export interface ReportOptions extends RunFolderOptions {
   topClusters?: number;
   /** Page title. */
   title?: string;
+  /**
+   * Show ids that are http(s) URLs of images as pictures loaded from the network when the page is
+   * opened (default false: the page makes no request and shows such ids as text).
+   */
+  remoteThumbnails?: boolean;
 }
 
 export interface ReportResult {
@@ -115,24 +121,71 @@ function histogram(values: Float64Array, lo: number, hi: number, bins: number): 
   return { edges, counts };
 }
 
+const MIME: Record<string, string> = {
+  '.jpg': 'image/jpeg', '.jpeg': 'image/jpeg', '.png': 'image/png', '.gif': 'image/gif', '.webp': 'image/webp',
+  '.bmp': 'image/bmp', '.svg': 'image/svg+xml', '.avif': 'image/avif',
+};
 const IMAGE = /\.(jpe?g|png|gif|webp|bmp|svg|avif)$/i;
+/** Largest local picture embedded, and the most embedded in one page (larger ones are shown as text). */
+const EMBED_MAX = 1 << 20;
+const EMBED_TOTAL = 32 << 20;
 
-/** A URL the page can load for an id that names an image (a URL, or a file that exists), else undefined. */
-function imageUrl(id: string): string | undefined {
-  if (/^(https?:|data:image\/)/i.test(id)) return IMAGE.test(id.split('?')[0]!) || id.startsWith('data:') ? id : undefined;
-  if (!IMAGE.test(id)) return undefined;
-  const p = isAbsolute(id) ? id : resolve(id);
-  return existsSync(p) ? pathToFileURL(p).href : undefined;
-}
+/** The pictures of one page: local image files read once each, within the size budget. */
+class Pictures {
+  private cache = new Map<string, string | undefined>();
+  private total = 0;
+  constructor(private readonly remote: boolean) {}
 
-function item(id: string): string {
-  const url = imageUrl(id);
-  return url ? `<figure><img src="${esc(url)}" alt="${esc(id)}" loading="lazy"><figcaption>${esc(id)}</figcaption></figure>` : `<code>${esc(id)}</code>`;
+  /** A URL the page shows for `id` without a request (data:), a remote URL when asked for, else undefined. */
+  url(id: string): string | undefined {
+    if (/^https?:/i.test(id)) return this.remote && IMAGE.test(id.split(/[?#]/)[0]!) ? id : undefined;
+    if (/^data:image\/(png|jpeg|gif|webp|bmp|avif|svg\+xml)[;,]/i.test(id)) return id;
+    if (!IMAGE.test(id)) return undefined;
+    if (this.cache.has(id)) return this.cache.get(id);
+    const url = this.embed(isAbsolute(id) ? id : resolve(id));
+    this.cache.set(id, url);
+    return url;
+  }
+
+  private embed(file: string): string | undefined {
+    if (!existsSync(file) || this.total >= EMBED_TOTAL) return undefined;
+    let fd: number;
+    try {
+      fd = openSync(file, constants.O_RDONLY | constants.O_NONBLOCK);
+    } catch {
+      return undefined;
+    }
+    try {
+      const st = fstatSync(fd);
+      if (!st.isFile() || st.size > EMBED_MAX || this.total + st.size > EMBED_TOTAL) return undefined;
+      const buf = Buffer.alloc(st.size);
+      let at = 0;
+      while (at < buf.length) {
+        const n = readSync(fd, buf, at, buf.length - at, at);
+        if (n === 0) break;
+        at += n;
+      }
+      this.total += at;
+      return `data:${MIME[extname(file).toLowerCase()]};base64,${buf.subarray(0, at).toString('base64')}`;
+    } catch {
+      return undefined;
+    } finally {
+      closeSync(fd);
+    }
+  }
+
+  item(id: string): string {
+    const url = this.url(id);
+    return url ? `<figure><img src="${esc(url)}" alt="${esc(id)}" loading="lazy"><figcaption>${esc(id)}</figcaption></figure>` : `<code>${esc(id)}</code>`;
+  }
 }
 
 export async function writeReport(opts: ReportOptions): Promise<ReportResult> {
   const dir = opts.outputDir;
-  const stored = readRun(dir);
+  const stored = readRun(dir, opts.want);
+  checkRunIds(dir, opts.ids);
+  for (const [key, v] of [['sample', opts.sample], ['topClusters', opts.topClusters]] as const)
+    if (v !== undefined && !(Number.isSafeInteger(v) && v >= 0)) throw new ConfigError(`${key} must be a non-negative integer, got ${v}`, { key });
   const eps = opts.eps ?? stored.recordedEps[0] ?? 0.05;
   validateOneEps(eps);
   let exactAtEps = stored.recordedEps.includes(eps);
@@ -146,6 +199,8 @@ export async function writeReport(opts: ReportOptions): Promise<ReportResult> {
   const k = offsets.length - 1;
   const t = 1 - eps;
   const idOf = (row: number) => (opts.ids ? opts.ids.get(row) : String(row));
+  const pictures = new Pictures(opts.remoteThumbnails === true);
+  const item = (id: string) => pictures.item(id);
   const curve = await keptFractionCurve({ outputDir: dir, run: stored, from: 0.001, to: 0.3, step: 0.001 });
   // The removed members, in keep order (one pass; the counts below follow from it).
   const removedPos: number[] = [];
@@ -179,16 +234,13 @@ export async function writeReport(opts: ReportOptions): Promise<ReportResult> {
   const sample = Array.from({ length: want }, (_, i) => removedPos[Math.floor((i * removedPos.length) / want)]!);
 
   let exactNote = '';
-  const exFile = exactDuplicatesFile(dir);
-  if (existsSync(exFile)) {
-    const pairs = readNpy(exFile).data as BigInt64Array;
-    exactNote = `<li>exact (byte-identical) copies: <b>${pairs.length / 2}</b></li>`;
-  }
+  const copies = committedExactCopies(dir);
+  if (copies !== undefined) exactNote = `<li>exact (byte-identical) copies: <b>${copies}</b></li>`;
 
   const title = opts.title ?? `semdedup report: ${dir}`;
   const html = `<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
-<meta http-equiv="Content-Security-Policy" content="default-src 'none'; img-src file: data: https: http:; style-src 'unsafe-inline'; script-src 'unsafe-inline'">
+<meta http-equiv="Content-Security-Policy" content="default-src 'none'; img-src data:${opts.remoteThumbnails ? ' https: http:' : ''}; style-src 'unsafe-inline'; script-src 'unsafe-inline'; form-action 'none'; base-uri 'none'">
 <title>${esc(title)}</title>
 <style>
 body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",sans-serif;margin:24px auto;max-width:1100px;color:#222;padding:0 16px}

@@ -148,15 +148,28 @@ export function atomicWriteFile(target: string, data: Buffer | string | Uint8Arr
 /** The name pattern of temporary files (`<file>.tmp-<pid>-<hex>`), with the writer's pid. */
 const TEMP_NAME = /\.tmp-(\d+)-[0-9a-f]{12}$/;
 
-/** Whether process `pid` of this host is alive (this process is). */
+/**
+ * Whether process `pid` of this host is alive (this process is). A zombie (a process that has
+ * exited but that its parent has not reaped) answers kill(0) but runs no more: it is dead here,
+ * so that its temporary files and records are cleaned up like any dead writer's.
+ */
 export function pidAlive(pid: number): boolean {
   if (pid === process.pid) return true;
   try {
     process.kill(pid, 0);
-    return true;
   } catch (e) {
     return (e as NodeJS.ErrnoException).code === 'EPERM';
   }
+  let stat: string;
+  try {
+    stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+  } catch (e) {
+    // Without /proc (not Linux), kill(0) is all there is; with it, a vanished entry means gone.
+    return !((e as NodeJS.ErrnoException).code === 'ENOENT' && fs.existsSync('/proc/self/stat'));
+  }
+  // pid (comm) state ...: comm may hold spaces and parentheses, the state follows the last ')'.
+  const state = stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3);
+  return state !== 'Z' && state !== 'X';
 }
 
 /**
@@ -192,6 +205,27 @@ export function removeStaleTemps(dirs: readonly string[], depth = 3): string[] {
   };
   for (const d of dirs) walk(d, 0);
   return removed;
+}
+
+/**
+ * Refuses a symbolic link anywhere in `root` (the engine's own folder of an output folder), `root`
+ * itself included: whoever planted one would have the engine write through it, outside the folder.
+ * A missing root is fine. Throws an OutputError naming the first link found.
+ */
+export function refuseLinks(root: string, depth = 4): void {
+  const walk = (p: string, level: number): void => {
+    let st: fs.Stats;
+    try {
+      st = fs.lstatSync(p);
+    } catch {
+      return;
+    }
+    if (st.isSymbolicLink())
+      throw new OutputError(`${p} is a symbolic link: the engine's own files and folders (${root}) are never links; remove it`, { file: p });
+    if (!st.isDirectory() || level >= depth) return;
+    for (const name of fs.readdirSync(p)) walk(path.join(p, name), level + 1);
+  };
+  walk(path.resolve(root), 0);
 }
 
 /**

@@ -12,6 +12,7 @@ import * as path from 'node:path';
 import { InputError, OutputError } from '../errors.js';
 import { atomicWriteFile } from './atomic.js';
 import { resolveInputFiles, sourceName } from './inputs.js';
+import { fileInputs } from '../manifest.js';
 import { NPY_MAGIC, decodeSItem, decodeUItem, dtypeName, readFully, readNpyHeaderFromFile, shapeRepr } from './npy.js';
 
 export type IdsFormat = 'auto' | 'memmap' | 'npy' | 'text' | 'parquet';
@@ -31,6 +32,8 @@ export interface Ids {
   readonly raw?: Buffer;
   /** The file the ids came from, if any. */
   readonly file?: string;
+  /** Every file the ids came from, in order, when they are read from several (one per embeddings shard). */
+  readonly files?: readonly string[];
   /** Id of row i (decoded as UTF-8 for bytes ids). */
   get(i: number): string;
   /** UTF-8 bytes of id i (for S data: the raw bytes without trailing NULs). */
@@ -365,6 +368,7 @@ class ConcatIds implements Ids {
   readonly width?: number;
   readonly raw?: Buffer;
   readonly file?: string;
+  readonly files?: readonly string[];
   private readonly starts: number[] = [];
   constructor(private readonly parts: readonly Ids[]) {
     let n = 0;
@@ -377,6 +381,7 @@ class ConcatIds implements Ids {
     this.strKind = parts.every((p) => p.strKind === p0.strKind) ? p0.strKind : 'U';
     this.source = parts.every((p) => p.source === p0.source) ? p0.source : 'text';
     this.file = p0.file;
+    this.files = parts.flatMap((p) => p.files ?? (p.file ? [p.file] : []));
     // One fixed width and kind: the raw items concatenated (what the native extract reads).
     if (p0.raw && p0.width !== undefined && parts.every((p) => p.raw && p.width === p0.width && p.strKind === p0.strKind)) {
       this.width = p0.width;
@@ -424,4 +429,11 @@ export function readIdsFrom(source: string | readonly string[], opts: ReadIdsOpt
   if (count !== undefined && ids.length !== count)
     throw new InputError(`${sourceName(source)}: the ${files.length} ids files hold ${ids.length} ids, the embeddings have ${count} rows`, { file: files[0], key: 'ids' });
   return ids;
+}
+
+/** The ids as inputs of a step in the manifest: none for row numbers; `ids`, or `ids.0`, `ids.1`, … for ids read from several files. */
+export function idsInputs(ids: Ids | undefined): Record<string, string> {
+  if (!ids || ids.source === 'rows') return {};
+  if (ids.files) return fileInputs('ids', ids.files, true);
+  return ids.file ? { ids: ids.file } : {};
 }

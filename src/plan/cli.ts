@@ -6,11 +6,17 @@ import { join, resolve } from 'node:path';
 import { cpus } from 'node:os';
 import { ConfigError, SemDedupError } from '../errors.js';
 import { loadConfig, loadRunConfig, options, print } from '../cli-common.js';
-import { makePlan, planPaths, readPlan, savePlan, STAGES, type Plan, type Stage } from './plan.js';
+import { makePlan, planPaths, readPlan, ROW_ALIGN, savePlan, STAGES, type Plan, type Stage } from './plan.js';
 import { runTask } from './tasks.js';
 import { runLocal, type ExecResult } from './local.js';
 import { runSlurm, splitArgs } from './slurm.js';
 import { formatStatus, planStatus } from './status.js';
+import { capThreads, parseThreads } from '../validate.js';
+import { checkContents } from '../steps/check.js';
+import { refuseLinks } from '../io/atomic.js';
+import { outputs } from '../layout.js';
+import { embeddingsSpecOf } from '../pipeline.js';
+import { lockPlannedRun } from '../lock.js';
 
 interface RunOpts extends Record<string, unknown> {
   executor?: 'process' | 'local' | 'slurm';
@@ -51,9 +57,37 @@ async function runPlanned(o: RunOpts): Promise<void> {
   const workers = posInt(o.workers, '--workers') ?? (executor === 'local' ? Math.max(1, Math.min(cpus().length, 4)) : 1);
   const tasks = posInt(o.tasks, '--tasks') ?? (executor === 'local' ? workers : 8);
   const made = makePlan(cfg, { tasks });
+  // Bad rows are refused before the plan (and its folder) is written, as in a single run.
+  await checkContents(embeddingsSpecOf(cfg), { threads: capThreads(cfg.threads), outputDir: made.outputDir, normalize: cfg.normalize ?? 'auto' });
+  const most = Math.max(...made.stages.map((s) => s.tasks));
+  if (tasks > most && !o.quiet)
+    process.stderr.write(`semdedup: --tasks ${tasks} is more than the work holds (${made.n} rows, ${made.k} clusters: at most ${most} task${most > 1 ? 's' : ''} a stage, one per ${ROW_ALIGN} rows); planning ${made.stages.map((s) => `${s.name} ${s.tasks}`).join(', ')}\n`);
+  refuseLinks(outputs.ours(made.outputDir));
+  // The executor holds the folder for the whole planned run (shared with its tasks; see lock.ts).
+  const lock = lockPlannedRun(made.outputDir);
+  try {
+    await runPlannedLocked(o, made, executor, workers);
+  } finally {
+    lock.release();
+  }
+}
+
+async function runPlannedLocked(o: RunOpts, made: Plan, executor: NonNullable<RunOpts['executor']>, workers: number): Promise<void> {
   const { plan, kept } = savePlan(made);
   const planPath = planPaths.plan(plan.outputDir);
   const common = options(o);
+  // SIGTERM and SIGHUP (a scheduler's or a closed terminal's stop) stop a planned run as Ctrl-C
+  // does: the local executor forwards it to its workers and waits for them (no orphaned worker
+  // keeps writing in the folder); under SLURM the jobs stay queued.
+  const stop = new AbortController();
+  common.signal?.addEventListener('abort', () => stop.abort(), { once: true });
+  const onSignal = (sig: NodeJS.Signals) => {
+    if (!o.quiet) process.stderr.write(`\nsemdedup: ${sig}: stopping the tasks; completed tasks are kept and a rerun resumes\n`);
+    stop.abort();
+  };
+  process.once('SIGTERM', onSignal);
+  process.once('SIGHUP', onSignal);
+  common.signal = stop.signal;
   const log = common.log;
   log?.(`plan ${plan.id}${kept ? ' (resumed)' : ''}: ${plan.stages.map((s) => `${s.name} ${s.tasks}`).join(', ')} tasks; ${planPath}`);
   const progress = progressLine(o.quiet);
@@ -141,11 +175,14 @@ export function registerPlanCommands(program: Command): void {
       const i = Number(index);
       if (!Number.isInteger(i) || i < 0) throw new ConfigError(`the task index must be a non-negative integer, got '${index}'`, { key: 'index' });
       const plan = readPlan(resolve(o.plan));
+      refuseLinks(outputs.ours(plan.outputDir));
       const tag = `${stage} ${i}`;
       const log = o.quiet ? undefined : (l: string) => process.stderr.write(`semdedup[${tag}]: ${l}\n`);
       // Under SLURM without a thread count of its own, a task uses the CPUs the scheduler gave it.
-      const slurmCpus = process.env.SLURM_CPUS_PER_TASK ? Number(process.env.SLURM_CPUS_PER_TASK) : undefined;
-      const threads = o.threads !== undefined ? Number(o.threads) : !plan.config.threads && slurmCpus ? slurmCpus : undefined;
+      // Every source is checked and capped as `run` does it (config.threads was, by the config loader).
+      const given = parseThreads(o.threads, '--threads', log);
+      const slurmCpus = process.env.SLURM_CPUS_PER_TASK ? parseThreads(process.env.SLURM_CPUS_PER_TASK, 'SLURM_CPUS_PER_TASK', log) : undefined;
+      const threads = given ?? (!plan.config.threads && slurmCpus ? slurmCpus : capThreads(plan.config.threads, log));
       const job = process.env.SLURM_ARRAY_JOB_ID ? `${process.env.SLURM_ARRAY_JOB_ID}_${process.env.SLURM_ARRAY_TASK_ID}` : process.env.SLURM_JOB_ID;
       log?.(`start (plan ${plan.id}, pid ${process.pid}${job ? `, job ${job}` : ''})`);
       const r = await runTask(plan, stage as Stage, i, { ...(log ? { log } : {}), ...(threads !== undefined ? { threads } : {}), ...(o.log ? { logFile: resolve(o.log) } : {}) });

@@ -3,7 +3,8 @@
 // CUDA_VISIBLE_DEVICES). Each child runs the installed CLI (`semdedup task ...`) with its output in
 // the task's log file; the same files and the same resume rules as under SLURM.
 import { spawn, spawnSync } from 'node:child_process';
-import { closeSync, mkdirSync, openSync } from 'node:fs';
+import { closeSync, constants, mkdirSync, openSync } from 'node:fs';
+import { OutputError } from '../errors.js';
 import { cpus } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -82,7 +83,15 @@ export async function runLocal(plan: Plan, planPath: string, o: LocalOptions): P
           const slot = free.shift()!;
           const index = pending[next++]!;
           const log = planPaths.log(plan.outputDir, stage, index);
-          const fd = openSync(log, 'a');
+          let fd: number;
+          try {
+            // A task's log is the engine's own file: a link planted there is not followed.
+            fd = openSync(log, constants.O_WRONLY | constants.O_APPEND | constants.O_CREAT | constants.O_NOFOLLOW, 0o644);
+          } catch (e) {
+            failed.push({ stage, index, log, error: (e as NodeJS.ErrnoException).code === 'ELOOP' ? `${log} is a symbolic link: a task's log is never followed; remove the link` : `${log}: ${(e as Error).message}` });
+            free.push(slot);
+            continue;
+          }
           const env = { ...userEnv() };
           if (gpus.length > 0) env.CUDA_VISIBLE_DEVICES = gpus[slot % gpus.length]!;
           const child = spawn(process.execPath, [CLI_PATH, 'task', stage, String(index), '--plan', planPath, '--threads', String(threads), '--log', log], {
@@ -106,6 +115,7 @@ export async function runLocal(plan: Plan, planPath: string, o: LocalOptions): P
           });
           child.on('error', (e) => failed.push({ stage, index, log, error: e.message }));
         }
+        if (running === 0) resolveStage();
       };
       launch();
       report();

@@ -14,6 +14,7 @@ import { atomicWriteFile } from '../io/atomic.js';
 import { outputs } from '../layout.js';
 import { validateEps } from '../steps/dedup.js';
 import { ensureOutputDir } from '../steps/common.js';
+import { sealed, unseal } from '../manifest.js';
 
 export const STAGES = ['train', 'assign', 'group', 'dedup', 'extract'] as const;
 export type Stage = (typeof STAGES)[number];
@@ -97,12 +98,16 @@ export function makePlan(cfg: PartialResolved, opts: PlanOptions): Plan {
   if (c.k > layout.n) throw new ConfigError(`k = ${c.k} (ncentroids) is larger than the number of rows N = ${layout.n} in ${layout.path}`, { key: 'k' });
   const config = absolute(cfg);
   const assign = rowRanges(layout.n, opts.tasks);
-  const group = clusterRanges(c.k, opts.groupTasks ?? opts.tasks);
+  // Tasks are capped by the work: every task gets at least ROW_ALIGN rows, as an assign task does
+  // (more would be processes with next to nothing to do), and a group task at least one cluster.
+  const byRows = Math.max(1, Math.ceil(layout.n / ROW_ALIGN));
+  const group = clusterRanges(c.k, Math.min(byRows, opts.groupTasks ?? opts.tasks));
+  const dedupTasks = Math.min(byRows, opts.tasks);
   const stages: StagePlan[] = [
     { name: 'train', tasks: 1 },
     { name: 'assign', tasks: assign.length, ranges: assign },
     { name: 'group', tasks: group.length, ranges: group },
-    { name: 'dedup', tasks: opts.tasks },
+    { name: 'dedup', tasks: dedupTasks },
     { name: 'extract', tasks: 1 },
   ];
   // What determines the outputs: the config (less threads and the config files' names), the input's
@@ -130,14 +135,14 @@ export function savePlan(plan: Plan): { plan: Plan; kept: boolean } {
   const path = planPaths.plan(plan.outputDir);
   if (existsSync(path)) {
     try {
-      const old = JSON.parse(readFileSync(path, 'utf8')) as Plan;
-      if (old.id === plan.id) return { plan: old, kept: true };
+      const old = unseal<Plan>(readFileSync(path, 'utf8')).value;
+      if (old && old.id === plan.id) return { plan: old, kept: true };
     } catch {
-      // an unreadable plan is replaced
+      // an unreadable or damaged plan is replaced
     }
   }
   ensureOutputDir(planPaths.root(plan.outputDir));
-  atomicWriteFile(path, JSON.stringify(plan, null, 2) + '\n');
+  atomicWriteFile(path, JSON.stringify(sealed(plan), null, 2) + '\n');
   return { plan, kept: false };
 }
 
@@ -145,9 +150,11 @@ export function readPlan(path: string): Plan {
   if (!existsSync(path)) throw new InputError(`${path}: no plan here (a planned run writes semdedup/plan.json in its output folder)`, { file: path });
   let p: Plan;
   try {
-    p = JSON.parse(readFileSync(path, 'utf8')) as Plan;
+    const { value, problem } = unseal<Plan>(readFileSync(path, 'utf8'));
+    if (!value) throw new Error(problem);
+    p = value;
   } catch (e) {
-    throw new InputError(`${path}: not a readable plan: ${(e as Error).message}`, { file: path });
+    throw new InputError(`${path}: not a readable plan: ${(e as Error).message}; rerun the planned run (semdedup run --executor ...) to write it again`, { file: path });
   }
   if (p.format !== 1 || !Array.isArray(p.stages)) throw new InputError(`${path}: not a plan of this version of semdedup`, { file: path });
   return p;

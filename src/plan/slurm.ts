@@ -4,7 +4,7 @@
 // submits only what is not complete; while the jobs of an earlier submission of the same plan are
 // still queued, it follows them instead of submitting again.
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, readFileSync, writeFileSync, chmodSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { SemDedupError } from '../errors.js';
 import { atomicWriteFile } from '../io/atomic.js';
@@ -59,22 +59,46 @@ export function arraySpec(indices: number[]): string {
   return parts.join(',');
 }
 
-function shellQuote(s: string): string {
+const LONE_SURROGATE = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/;
+
+/**
+ * `s` as one word of a POSIX shell: single-quoted (a quote inside as '\''), so that the shell
+ * expands nothing in it ($, backticks, globs, newlines are literal). A NUL cannot be passed and a
+ * string that is not well-formed Unicode would not be written as it is: both are refused.
+ */
+export function shellQuote(s: string): string {
+  if (s.includes('\0') || LONE_SURROGATE.test(s))
+    throw new SemDedupError('ERR_CONFIG', `${JSON.stringify(s)}: a path handed to a shell script must be well-formed Unicode without NUL`);
   return /^[A-Za-z0-9_./=:,@%+-]+$/.test(s) ? s : `'${s.replace(/'/g, `'\\''`)}'`;
 }
 
-/** The batch script of one stage. */
-export function stageScript(plan: Plan, planPath: string, stage: Stage): string {
-  const dir = plan.outputDir;
-  const log = join(planPaths.logs(dir), `${stage}.%a.log`);
-  const taskLog = join(planPaths.logs(dir), `${stage}.$SLURM_ARRAY_TASK_ID.log`);
+/**
+ * The --output of a stage's jobs, as sbatch reads it: SLURM expands %-patterns in it (%a: the
+ * array index), so a % of the path is written %%; SLURM cannot write to a path holding a
+ * backslash (it turns off the patterns and the launch fails), so there the jobs' own output goes
+ * only through the script's redirection and SLURM's messages are dropped.
+ */
+export function slurmOutput(logsDir: string, stage: Stage): string {
+  if (logsDir.includes('\\')) return '/dev/null';
+  return join(logsDir.replace(/%/g, '%%'), `${stage}.%a.log`);
+}
+
+/**
+ * The batch script of one stage. Every value that comes from the user (the paths) is a
+ * single-quoted shell word: nothing in a path is run or expanded. The log file is the same one
+ * that SLURM's --output names (appended to by both).
+ */
+export function stageScript(plan: Plan, planPath: string, stage: Stage, entry: { node: string; cli: string } = { node: process.execPath, cli: CLI_PATH }): string {
+  const logs = planPaths.logs(plan.outputDir);
   return [
     '#!/bin/bash',
     `#SBATCH --job-name=semdedup-${stage}`,
-    `#SBATCH --output=${log}`,
     `#SBATCH --open-mode=append`,
-    `# One task of stage ${stage} of plan ${plan.id} (${planPath}); a complete task does nothing.`,
-    `exec ${shellQuote(process.execPath)} ${shellQuote(CLI_PATH)} task ${stage} "$SLURM_ARRAY_TASK_ID" --plan ${shellQuote(planPath)} --log "${taskLog}"`,
+    `# One task of stage ${stage} of plan ${plan.id}; a complete task does nothing.`,
+    `plan=${shellQuote(planPath)}`,
+    `log=${shellQuote(logs)}/${stage}."$SLURM_ARRAY_TASK_ID".log`,
+    `exec >>"$log" 2>&1`,
+    `exec ${shellQuote(entry.node)} ${shellQuote(entry.cli)} task ${stage} "$SLURM_ARRAY_TASK_ID" --plan "$plan" --log "$log"`,
     '',
   ].join('\n');
 }
@@ -130,9 +154,9 @@ export async function runSlurm(plan: Plan, planPath: string, o: SlurmOptions): P
       const pending = pendingTasks(plan, stage);
       if (pending.length === 0) continue;
       const script = join(sdir, `${stage}.sbatch`);
-      writeFileSync(script, stageScript(plan, planPath, stage));
-      chmodSync(script, 0o755);
-      const args = ['--parsable', `--array=${arraySpec(pending)}`, ...(after ? [`--dependency=afterok:${after}`, '--kill-on-invalid-dep=yes'] : []), ...o.sbatch, script];
+      // Written atomically (a new file renamed over the name): a link planted there is replaced, not followed.
+      atomicWriteFile(script, stageScript(plan, planPath, stage));
+      const args = ['--parsable', `--array=${arraySpec(pending)}`, `--output=${slurmOutput(planPaths.logs(plan.outputDir), stage)}`, ...(after ? [`--dependency=afterok:${after}`, '--kill-on-invalid-dep=yes'] : []), ...o.sbatch, script];
       const r = command('sbatch', args);
       if (!r.ok) {
         cancel(sub.jobs.map((j) => j.job));

@@ -1,19 +1,19 @@
-// The state of each task of a plan: one small JSON record per task (semdedup/plan/state/), written
-// atomically by the task itself when it starts, completes or fails. A task is complete when its
-// record says done for this plan and every output it lists is still there with the same size and
-// modification time; anything else (no record, running, failed, another plan, a changed output)
-// means it runs again.
-import { existsSync, readFileSync, readdirSync, statSync } from 'node:fs';
+// The state of each task of a plan: one small sealed JSON record per task (semdedup/plan/state/),
+// written atomically by the task itself when it starts, completes or fails. A task is complete when
+// its record says done for this plan and every output it lists is still the file it wrote: the
+// same checksum (or, for a file too large to hash, the same inode, size and times), as the
+// manifest commits files; anything else (no record, a damaged record, running, failed, another
+// plan, a changed output) means it runs again. A task reads a part only when it is the part its
+// task recorded (readPart), so an edited part is never used.
+import { existsSync, readFileSync, readdirSync } from 'node:fs';
 import { hostname } from 'node:os';
+import { InputError } from '../errors.js';
 import { atomicWriteFile, pidAlive } from '../io/atomic.js';
+import { matches, sealed, stamp, unseal, type FileStamp } from '../manifest.js';
 import { ensureOutputDir } from '../steps/common.js';
 import { planPaths, type Plan, type Stage } from './plan.js';
 
-export interface OutputStamp {
-  path: string;
-  size: number;
-  mtimeMs: number;
-}
+export type OutputStamp = FileStamp;
 
 export interface TaskState {
   plan: string;
@@ -33,17 +33,18 @@ export interface TaskState {
   info?: Record<string, unknown>;
 }
 
+/** The stamp of a task's output (a checksum for a file up to the manifest's hashing limit). */
 export function outputStamp(path: string): OutputStamp {
-  const st = statSync(path);
-  return { path, size: st.size, mtimeMs: Math.round(st.mtimeMs) };
+  return stamp(path);
 }
 
+/** The record of a task of this plan; undefined when there is none, it is of another plan, or it is damaged. */
 export function readState(plan: Plan, stage: Stage, index: number): TaskState | undefined {
   const p = planPaths.state(plan.outputDir, stage, index);
   if (!existsSync(p)) return undefined;
   try {
-    const s = JSON.parse(readFileSync(p, 'utf8')) as TaskState;
-    return s.plan === plan.id ? s : undefined;
+    const s = unseal<TaskState>(readFileSync(p, 'utf8')).value;
+    return s && s.plan === plan.id && s.stage === stage && s.index === index ? s : undefined;
   } catch {
     return undefined;
   }
@@ -51,17 +52,30 @@ export function readState(plan: Plan, stage: Stage, index: number): TaskState | 
 
 export function writeState(plan: Plan, s: TaskState): void {
   ensureOutputDir(planPaths.stateDir(plan.outputDir));
-  atomicWriteFile(planPaths.state(plan.outputDir, s.stage, s.index), JSON.stringify(s, null, 2) + '\n');
+  atomicWriteFile(planPaths.state(plan.outputDir, s.stage, s.index), JSON.stringify(sealed(s), null, 2) + '\n');
 }
 
-/** Whether the outputs a done record lists are all still as recorded. */
+/** Whether the outputs a done record lists are all still the files it wrote. */
 export function outputsIntact(s: TaskState): boolean {
-  for (const o of Object.values(s.outputs ?? {})) {
-    if (!existsSync(o.path)) return false;
-    const st = statSync(o.path);
-    if (st.size !== o.size || Math.round(st.mtimeMs) !== o.mtimeMs) return false;
-  }
-  return true;
+  return Object.values(s.outputs ?? {}).every((o) => matches(o, o.path));
+}
+
+/**
+ * The path of output `name` of task `index` of `stage`, when that task is done and the file is
+ * the one it recorded; otherwise an InputError saying that rerunning the planned run reruns it.
+ */
+export function verifiedOutput(plan: Plan, stage: Stage, index: number, name: string): string {
+  const s = readState(plan, stage, index);
+  const o = s?.state === 'done' ? s.outputs?.[name] : undefined;
+  const where = planPaths.state(plan.outputDir, stage, index);
+  if (!s || s.state !== 'done' || !o)
+    throw new InputError(`${where}: ${stage} task ${index} has not completed (its record is missing, damaged or not done); rerun the planned run (semdedup run --executor ...)`, { file: where });
+  if (!matches(o, o.path))
+    throw new InputError(
+      `${o.path} ${existsSync(o.path) ? 'is not the file' : 'is missing, not the file'} ${stage} task ${index} wrote (it was changed since); rerun the planned run (semdedup run --executor ...), which reruns that task`,
+      { file: o.path },
+    );
+  return o.path;
 }
 
 export function isComplete(plan: Plan, stage: Stage, index: number): boolean {
@@ -96,8 +110,8 @@ export function staleRecords(plan: Plan): number {
   let n = 0;
   for (const f of readdirSync(dir)) {
     try {
-      const s = JSON.parse(readFileSync(`${dir}/${f}`, 'utf8')) as TaskState;
-      if (s.plan !== plan.id) n++;
+      const s = unseal<TaskState>(readFileSync(`${dir}/${f}`, 'utf8')).value;
+      if (!s || s.plan !== plan.id) n++;
     } catch {
       n++;
     }

@@ -13,17 +13,17 @@ import { readNpy, writeNpy } from '../io/npy.js';
 import { atomicWriteFile } from '../io/atomic.js';
 import { outputs } from '../layout.js';
 import { loadNative, nativeInfo, type NativeEmbeddings, type MaxSimStats } from '../native.js';
-import { embeddingsInputs, openRowRange, type EmbeddingsLayout } from '../embeddings.js';
+import { embeddingsFiles, embeddingsInputs, embeddingsStamp, openRowRange, type EmbeddingsLayout } from '../embeddings.js';
 import { rankValuesOf } from '../inputs.js';
-import { embeddingsSpecOf, resolveIds, runSort } from '../pipeline.js';
+import { commitExtract, embeddingsSpecOf, resolveIds, runSort } from '../pipeline.js';
 import { extractPrunedDataAll } from '../steps/extract.js';
 import { prepareEmbeddings } from '../steps/check.js';
 import { keepOrderOf, summarize, type WhichToKeep } from '../steps/dedup.js';
 import { ensureOutputDir, noteBackend, runNative, type CommonOptions } from '../steps/common.js';
 import { withDefaults, toManifest, type PartialResolved } from '../config.js';
-import { readManifest, recordStep, stamp, stepIsCurrent, writeManifest } from '../manifest.js';
+import { matches, readManifest, recordStep, stamp, stepIsCurrent, sweepStale, writeManifest, type FileStamp } from '../manifest.js';
 import { planPaths, stageOf, type Plan, type Stage } from './plan.js';
-import { isComplete, newState, outputStamp, readState, writeState, type TaskState } from './state.js';
+import { isComplete, newState, outputStamp, readState, verifiedOutput, writeState, type TaskState } from './state.js';
 import { dedupItems, type DedupItem } from './partition.js';
 import { lockOutputDir } from '../lock.js';
 
@@ -47,7 +47,16 @@ function cfgOf(plan: Plan): ReturnType<typeof withDefaults<PartialResolved>> {
 function effectiveLayout(plan: Plan): EffectiveLayout {
   const s = readState(plan, 'train', 0);
   const e = s?.info?.embeddings as EffectiveLayout | undefined;
-  if (!s || s.state !== 'done' || !e) throw new InputError(`${planPaths.state(plan.outputDir, 'train', 0)}: the train task has not completed`, { file: planPaths.state(plan.outputDir, 'train', 0) });
+  const where = planPaths.state(plan.outputDir, 'train', 0);
+  if (!s || s.state !== 'done' || !e) throw new InputError(`${where}: the train task has not completed`, { file: where });
+  // The rows the train task checked and clustered, unchanged since.
+  // The rows the train task checked and clustered (every shard), unchanged since.
+  const read = s.info?.embeddingsStamp as FileStamp | FileStamp[] | undefined;
+  const files = embeddingsFiles(e);
+  const stamps = read === undefined ? [] : Array.isArray(read) ? read : [read];
+  const changed = stamps.length !== files.length ? files[0]! : files.find((f, i) => !matches(stamps[i], f));
+  if (changed !== undefined)
+    throw new InputError(`${changed}: the embeddings changed since the train task read them; rerun the planned run (semdedup run --executor ...)`, { file: changed });
   return e;
 }
 
@@ -56,10 +65,15 @@ function openRows(e: EffectiveLayout, begin: number, end: number): NativeEmbeddi
   return openRowRange(e, begin, end);
 }
 
+/** The centroids the train task wrote (checked against its record, and their shape against the plan). */
 function readCentroids(plan: Plan): Float32Array {
   const p = outputs.centroids(plan.outputDir);
   if (!existsSync(p)) throw new InputError(`${p} not found: the train task has not completed`, { file: p });
-  return readNpy(p).data as Float32Array;
+  verifiedOutput(plan, 'train', 0, 'centroids');
+  const { header, data } = readNpy(p);
+  if (!(data instanceof Float32Array) || header.shape.length !== 2 || header.shape[0] !== plan.k || header.shape[1] !== plan.d)
+    throw new InputError(`${p}: centroids of shape (${header.shape.join(', ')}), the plan has k = ${plan.k}, D = ${plan.d}; rerun the planned run`, { file: p });
+  return data;
 }
 
 async function train(plan: Plan, o: TaskOptions): Promise<TaskResult> {
@@ -103,7 +117,7 @@ async function train(plan: Plan, o: TaskOptions): Promise<TaskResult> {
       from = 'trained';
     }
     const embeddings: EffectiveLayout = { path: emb.path, format: emb.format, dtype: emb.dtype, n: emb.n, d: emb.d, offset: emb.offset, ...(emb.shards ? { shards: emb.shards } : {}) };
-    return { outputs: { centroids: centroidsPath }, info: { embeddings, centroidsFrom: from } };
+    return { outputs: { centroids: centroidsPath }, info: { embeddings, embeddingsStamp: embeddingsStamp(emb), centroidsFrom: from } };
   } finally {
     emb.close();
   }
@@ -154,6 +168,7 @@ function concatParts<T extends BigInt64Array | Float32Array | Float64Array>(plan
   for (let i = 0; i < st.tasks; i++) {
     const p = planPaths.part(plan.outputDir, stage, name, i);
     if (!existsSync(p)) throw new InputError(`${p} not found: ${stage} task ${i} has not completed`, { file: p });
+    verifiedOutput(plan, stage, i, name);
     const a = readNpy(p).data as T;
     parts.push(a);
     n += a.length;
@@ -229,7 +244,7 @@ function orderOfClusters(plan: Plan, offsets: BigInt64Array, ca: number, cb: num
   for (let g = 0; g < st.tasks; g++) {
     const [g0, g1] = st.ranges![g]!;
     if (g1 <= ca || g0 >= cb) continue;
-    const part = readNpy(planPaths.part(plan.outputDir, 'group', 'order', g)).data as BigInt64Array;
+    const part = readNpy(verifiedOutput(plan, 'group', g, 'order')).data as BigInt64Array;
     const base = Number(offsets[g0]!);
     const from = Math.max(ca, g0);
     const to = Math.min(cb, g1);
@@ -354,9 +369,12 @@ async function extract(plan: Plan, o: TaskOptions): Promise<TaskResult> {
   const nearest = concatParts(plan, 'assign', 'nearest', (n) => new BigInt64Array(n));
   const dist = concatParts(plan, 'assign', 'dist', (n) => new Float32Array(n));
   if (nearest.length !== plan.n) throw new InputError(`the assign parts hold ${nearest.length} rows, expected ${plan.n}`);
+  // The centroids the assign tasks used (the train task's, of the plan's k), and the embeddings
+  // they read: only then is the cluster step committed with them.
+  readCentroids(plan);
+  const lay = effectiveLayout(plan);
   writeNpy(outputs.nearest(dir), nearest);
   writeNpy(outputs.dist(dir), dist);
-  const lay = effectiveLayout(plan);
   recordStep(dir, 'cluster', { spherical: cfg.spherical, k: plan.k, d: plan.d, n: plan.n }, { ...embeddingsInputs(lay), centroids: outputs.centroids(dir) },
     { centroids: outputs.centroids(dir), nearest: outputs.nearest(dir), dist: outputs.dist(dir) }, { plan: plan.id });
   // Step 3's.
@@ -385,8 +403,8 @@ async function extract(plan: Plan, o: TaskOptions): Promise<TaskResult> {
     if (splits.size > 1)
       throw new InputError('the dedup tasks ran on different backends (some split large clusters on the CPU, some kept them whole for CUDA), so their shares differ: set `device` to cpu or cuda and rerun the dedup stage (delete semdedup/plan/state/dedup.*.json)');
     const [q0, q1] = (s?.info?.positions as [number, number] | undefined) ?? [0, 0];
-    const pm = readNpy(planPaths.part(dir, 'dedup', 'M', t)).data as Float64Array;
-    const pr = readNpy(planPaths.part(dir, 'dedup', 'row', t)).data as BigInt64Array;
+    const pm = readNpy(verifiedOutput(plan, 'dedup', t, 'M')).data as Float64Array;
+    const pr = readNpy(verifiedOutput(plan, 'dedup', t, 'row')).data as BigInt64Array;
     if (pm.length !== q1 - q0 || pr.length !== q1 - q0) throw new InputError(`${planPaths.part(dir, 'dedup', 'M', t)}: ${pm.length} values, its task recorded positions [${q0}, ${q1})`);
     if (q1 > q0 && covered.subarray(q0, q1).some((v) => v !== 0)) throw new InputError(`dedup task ${t}: positions [${q0}, ${q1}) overlap another task's`);
     M.set(pm, q0);
@@ -419,6 +437,7 @@ async function extract(plan: Plan, o: TaskOptions): Promise<TaskResult> {
     seconds[st.name] = s;
   }
   atomicWriteFile(outputs.summary(dir), JSON.stringify({ n: plan.n, clusters: plan.k, whichToKeep: cfg.whichToKeep, eps: summarize(M, cfg.epsList), taskSeconds: seconds }, null, 2) + '\n');
+  commitExtract(dir, cfg.epsList, ids, (e) => join(dir, `kept_eps${e}.txt`));
   // The manifest: the config, the engine and the plan (the steps were committed above).
   const m = readManifest(dir);
   const info = nativeInfo();
@@ -427,6 +446,7 @@ async function extract(plan: Plan, o: TaskOptions): Promise<TaskResult> {
   m.engine = { name: 'semdedup', version: info.version, faiss: info.faiss, blasCore: info.blasCore };
   m.plan = { path: planPaths.plan(dir), id: plan.id, tasks: Object.fromEntries(plan.stages.map((s) => [s.name, s.tasks])) };
   writeManifest(dir, m);
+  sweepStale(dir, cfg.sortedClustersDir ?? join(dir, 'sorted_clusters'));
   return {
     outputs: {
       nearest: outputs.nearest(dir), dist: outputs.dist(dir), order: outputs.order(dir), offsets: outputs.offsets(dir), keepOrder: outputs.keepOrder(dir),
@@ -449,9 +469,10 @@ export async function runTask(plan: Plan, stage: Stage, index: number, o: TaskOp
     return { skipped: true, state: readState(plan, stage, index)! };
   }
   mkdirSync(planPaths.stateDir(plan.outputDir), { recursive: true });
-  // The tasks that write the folder's own files (the check record, the centroids, the final files
-  // and the manifest) hold the folder's lock, as a single run does; the others write only their parts.
-  const lock = stage === 'train' || stage === 'extract' ? lockOutputDir(plan.outputDir) : undefined;
+  // Every task holds the folder's lock shared with its executor and the other tasks of the run: a
+  // single run (which needs it exclusive) refuses while any of them works, and they refuse while
+  // a single run works.
+  const lock = lockOutputDir(plan.outputDir, [], { shared: true });
   const state = newState(plan, stage, index, o.logFile);
   writeState(plan, state);
   const t0 = performance.now();

@@ -2,7 +2,7 @@
 // similarity of every member to an earlier one (M), computed by the native tiled kernel.
 // All eps come from one pass; M is stored, so a new eps needs no recomputation.
 // Long runs are resumable: clusters are processed in parts, each part saved as it completes.
-import { existsSync, rmSync } from 'node:fs';
+import { existsSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { createHash } from 'node:crypto';
 import { cpus } from 'node:os';
@@ -11,11 +11,11 @@ import { readNpy, writeNpy } from '../io/npy.js';
 import { atomicWriteFile } from '../io/atomic.js';
 import { outputs } from '../layout.js';
 import { loadNative, type MaxSimStats } from '../native.js';
-import { embeddingsInputs, embeddingsStamp, type Embeddings } from '../embeddings.js';
+import { embeddingsFiles, embeddingsInputs, embeddingsStamp, type Embeddings } from '../embeddings.js';
 import { withDefaults, type ConfigFields, type PartialConfig } from '../config.js';
 import { ensureOutputDir, noteBackend, now, runNative, throwIfAborted, type CommonOptions } from './common.js';
-import { currentRecord, recordStep, requireCommitted, stamp } from '../manifest.js';
-import { findExactDuplicates } from '../after/exact.js';
+import { currentRecord, matches, recordIsCurrent, recordStep, requireCommitted, requireSameInputs, sealed, stamp, unseal, type FileStamp } from '../manifest.js';
+import { findExactDuplicates, type ExactDuplicatesResult } from '../after/exact.js';
 
 export type WhichToKeep = PartialConfig['whichToKeep'];
 
@@ -158,6 +158,8 @@ export async function semdedup(options: DedupOptions): Promise<DedupResult> {
     if (!existsSync(p)) throw new InputError(`${p} not found: run the sort step first (semdedup sort)`, { file: p });
   // Only the sort step's committed results are read; unchanged inputs and params: skipped.
   requireCommitted(dir, 'sort', { order: outputs.order(dir), offsets: outputs.offsets(dir) });
+  // M is computed from the embeddings that were clustered (every shard), not from others named since.
+  requireSameInputs(dir, 'cluster', 'embeddings', embeddingsFiles(opts.embeddings), 'embeddings');
   const rank = opts.rank;
   if (rank && rank.values.length !== opts.embeddings.n)
     throw new InputError(`rank_by: the column '${rank.column}' holds ${rank.values.length} values, the embeddings ${opts.embeddings.n} rows`, { key: 'rank_by' });
@@ -167,9 +169,11 @@ export async function semdedup(options: DedupOptions): Promise<DedupResult> {
   if (done) {
     const M = readNpy(outputs.M(dir)).data as Float64Array;
     const offsets = readNpy(outputs.offsets(dir)).data as BigInt64Array;
+    const keepOrder = readNpy(outputs.keepOrder(dir)).data as BigInt64Array;
     opts.log?.('dedup: up to date, reused');
+    if (opts.exactDuplicates && !recordIsCurrent(dir, 'exact')) commitExact(opts, await findExactDuplicates({ ...opts, order: keepOrder, outputDir: dir }));
     return {
-      keepOrder: readNpy(outputs.keepOrder(dir)).data as BigInt64Array, offsets, M, Mrow: readNpy(outputs.Marg(dir)).data as BigInt64Array,
+      keepOrder, offsets, M, Mrow: readNpy(outputs.Marg(dir)).data as BigInt64Array,
       summary: summarize(M, opts.epsList), stats: (done.stats ?? {}) as unknown as MaxSimStats, seconds: (now() - t0) / 1000, resumedParts: 0,
     };
   }
@@ -184,12 +188,13 @@ export async function semdedup(options: DedupOptions): Promise<DedupResult> {
   const Mrow = new BigInt64Array(n);
   const stats: MaxSimStats = { members: 0, clusters: 0, usefulFlops: 0, computedFlops: 0, rechecked: 0, backend: 'cpu', backendNote: '' };
   let resumedParts = 0;
+  let exact: ExactDuplicatesResult | undefined;
   {
     const rows = BigInt(emb.n);
     for (let i = 0; i < n; i++)
       if (order[i]! < 0n || order[i]! >= rows)
         throw new InputError(`${outputs.order(dir)}: row ${order[i]} is outside the ${emb.n} rows of ${emb.path}`, { file: outputs.order(dir) });
-    if (opts.exactDuplicates) await findExactDuplicates({ ...opts, embeddings: emb, order: keepOrder, outputDir: dir });
+    if (opts.exactDuplicates) exact = await findExactDuplicates({ ...opts, order: keepOrder, outputDir: dir });
     // Parts are tied to everything that determines their content.
     const key = createHash('sha256')
       .update(JSON.stringify({ emb: embeddingsStamp(emb), order: stamp(outputs.order(dir)), which, seed, eps: [...opts.epsList].sort(), rank: rank ? { column: rank.column, order: rank.order, file: rank.file ? stamp(rank.file) : null } : undefined }))
@@ -211,7 +216,9 @@ export async function semdedup(options: DedupOptions): Promise<DedupResult> {
       const e = Number(offsets[c1]!);
       const mPath = join(partsDir, `M_${c0}_${c1}.npy`);
       const rPath = join(partsDir, `row_${c0}_${c1}.npy`);
-      if (existsSync(mPath) && existsSync(rPath)) {
+      const sPath = join(partsDir, `part_${c0}_${c1}.json`);
+      // A part is resumed only when its sealed record holds the checksums of both of its files.
+      if (partIntact(sPath, { M: mPath, row: rPath })) {
         const pm = readNpy(mPath).data as Float64Array;
         const pr = readNpy(rPath).data as BigInt64Array;
         if (pm.length === e - b && pr.length === e - b) {
@@ -241,6 +248,7 @@ export async function semdedup(options: DedupOptions): Promise<DedupResult> {
       stats.rechecked += st.rechecked;
       writeNpy(mPath, pm);
       writeNpy(rPath, pr);
+      atomicWriteFile(sPath, JSON.stringify(sealed({ M: stamp(mPath), row: stamp(rPath) })) + '\n');
       doneCost += e - b;
       opts.onProgress?.({ stage: 'dedup', done: doneCost, total: totalCost });
     }
@@ -255,6 +263,25 @@ export async function semdedup(options: DedupOptions): Promise<DedupResult> {
   const seconds = (now() - t0) / 1000;
   recordStep(dir, 'dedup', stepParams, stepInputs,
     { M: outputs.M(dir), keepOrder: outputs.keepOrder(dir), keepIndex: outputs.keepIndex(dir), Mrow: outputs.Marg(dir) }, { ...stats, seconds, resumedParts });
+  if (exact) commitExact(opts, exact);
   return { keepOrder, offsets, M, Mrow, summary, stats, seconds, resumedParts };
+}
+
+/** Commits the exact-duplicates pass made in the keep order now committed, as the `exact` step. */
+function commitExact(opts: DedupOptions, r: ExactDuplicatesResult): void {
+  const dir = opts.outputDir;
+  recordStep(dir, 'exact', { order: 'keep' }, { embeddings: opts.embeddings.path, keepOrder: outputs.keepOrder(dir) }, { pairs: r.output! }, { copies: r.copies, groups: r.groups });
+}
+
+/** True when the sealed record `file` of a resumable part holds the checksums of `files` as they are now. */
+function partIntact(file: string, files: Record<string, string>): boolean {
+  if (!existsSync(file)) return false;
+  let rec: Record<string, FileStamp> | undefined;
+  try {
+    rec = unseal<Record<string, FileStamp>>(readFileSync(file, 'utf8')).value;
+  } catch {
+    return false;
+  }
+  return !!rec && Object.entries(files).every(([k, p]) => matches(rec![k], p));
 }
 

@@ -3,21 +3,21 @@
 // sorted_clusters/cluster_{c}.npy files.
 import { existsSync } from 'node:fs';
 import { makeDir } from '../io/atomic.js';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
 import { ConfigError, InputError } from '../errors.js';
 import { readNpy, writeNpy } from '../io/npy.js';
 import { sortedClusterArray, writeSortedCluster } from '../io/pyrepr.js';
 import { type Ids } from '../io/ids.js';
 import { outputs } from '../layout.js';
 import { loadNative } from '../native.js';
-import { embeddingsInputs, type Embeddings } from '../embeddings.js';
+import { embeddingsFiles, embeddingsInputs, type Embeddings } from '../embeddings.js';
 import { withDefaults, type ConfigFields } from '../config.js';
 import {
   ensureOutputDir,
   now,
   runNative,
   type CommonOptions } from './common.js';
-import { recordStep, requireCommitted, stepIsCurrent } from '../manifest.js';
+import { recordStep, requireCommitted, requireSameInputs, stepIsCurrent } from '../manifest.js';
 
 /** The options of step 3; the ranking parameters are the schema's (defaults: withDefaults). */
 export interface SortOptions
@@ -52,6 +52,8 @@ export async function assignAndSortClusters(options: SortOptions): Promise<SortR
     if (!existsSync(p)) throw new InputError(`${p} not found: run the cluster step first (semdedup cluster)`, { file: p });
   // Only the cluster step's committed results are read; unchanged inputs and params: skipped.
   requireCommitted(dir, 'cluster', { centroids: outputs.centroids(dir), nearest: outputs.nearest(dir), dist: outputs.dist(dir) });
+  // The embeddings of a cosine re-ranking are the ones the cluster step assigned.
+  if (simMetric === 'cosine' && !spherical && opts.embeddings) requireSameInputs(dir, 'cluster', 'embeddings', embeddingsFiles(opts.embeddings), 'embeddings');
   const stepParams = { simMetric, keepHard, spherical };
   const stepInputs: Record<string, string> = { centroids: outputs.centroids(dir), nearest: outputs.nearest(dir), dist: outputs.dist(dir) };
   if (simMetric === 'cosine' && !spherical && opts.embeddings) Object.assign(stepInputs, embeddingsInputs(opts.embeddings));
@@ -138,6 +140,8 @@ export async function assignAndSortClusters(options: SortOptions): Promise<SortR
     }
   }
   const seconds = (now() - t0) / 1000;
-  recordStep(dir, 'sort', stepParams, stepInputs, { order: outputs.order(dir), offsets: outputs.offsets(dir), sortKey: outputs.sortKey(dir) }, { seconds });
+  // The export is noted (where, how many clusters) so that files of another k can be swept.
+  const exported = opts.exportSortedClusters ? { dir: resolve(opts.sortedClustersDir ?? join(dir, 'sorted_clusters')), k } : undefined;
+  recordStep(dir, 'sort', stepParams, stepInputs, { order: outputs.order(dir), offsets: outputs.offsets(dir), sortKey: outputs.sortKey(dir) }, { seconds, ...(exported ? { exported } : {}) });
   return { order, offsets, distance, k, seconds };
 }
