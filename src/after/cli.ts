@@ -38,15 +38,17 @@ function count(s: string | undefined, name: string): number | undefined {
  * are the import step's inputs in the manifest, which refuseOverwrite protects too.)
  */
 function runInputs(cfg: PartialResolved): (string | undefined)[] {
-  const each = (src: string | readonly string[] | undefined, what: string): (string | undefined)[] => {
-    if (src === undefined) return [];
-    try {
-      return resolveInputFiles(src, what, what);
-    } catch {
-      return typeof src === 'string' ? [src] : [...src]; // not there (yet): the names as given
-    }
-  };
-  return [...each(cfg.embeddings, 'embeddings'), ...each(cfg.ids, 'ids'), cfg.centroids, ...(cfg.files ?? [])];
+  return [...filesOf(cfg.embeddings, 'embeddings'), ...filesOf(cfg.ids, 'ids'), cfg.centroids, ...(cfg.files ?? [])];
+}
+
+/** The files of an input given as one file, a list, a glob or a folder (the names as given when they cannot be resolved). */
+function filesOf(src: string | readonly string[] | undefined, what: string): string[] {
+  if (src === undefined) return [];
+  try {
+    return resolveInputFiles(src, what, what);
+  } catch {
+    return typeof src === 'string' ? [src] : [...src];
+  }
 }
 
 function num(s: string | undefined, name: string): number | undefined {
@@ -164,7 +166,7 @@ export function registerAfterCommands(program: Command): void {
       const recallSample = count(o.recallSample, '--recall-sample')!;
       const output = o.output ?? `${c.outputDir}/decontaminated_eps${eps}.txt`;
       const matches = o.matches ?? `${c.outputDir}/decontaminated_eps${eps}_matches.csv`;
-      const inputs = [...runInputs(cfg), o.reference, o.referenceIds];
+      const inputs = [...runInputs(cfg), ...filesOf(o.reference, 'reference'), o.referenceIds];
       refuseOverwrite(output, '-o', { outputDir: c.outputDir, inputs });
       refuseOverwrite(matches, '--matches', { outputDir: c.outputDir, inputs: [...inputs, output] });
       const r = await withLock(c.outputDir, () => decontaminate({

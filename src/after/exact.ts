@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import { readNpy, writeNpy } from '../io/npy.js';
 import { outputs } from '../layout.js';
 import { loadNative } from '../native.js';
-import { openEmbeddings, type Embeddings, type EmbeddingsSpec } from '../embeddings.js';
+import { embeddingsInputs, openEmbeddings, type Embeddings, type EmbeddingsSpec } from '../embeddings.js';
 import { runNative, type CommonOptions } from '../steps/common.js';
 import { InputError } from '../errors.js';
 import { loadManifest, recordStep, requireCommitted, sameRecorded } from '../manifest.js';
@@ -82,9 +82,9 @@ export async function exactDuplicatesOfRun(opts: CommonOptions & { outputDir: st
   const order = hasRun ? readRun(dir, opts.want ?? {}).keepOrder : undefined;
   const emb = openEmbeddings(opts.embeddings);
   try {
-    if (order) checkRunEmbeddings(dir, 'dedup', emb.path);
+    if (order) checkRunEmbeddings(dir, 'dedup', opts.embeddings.path);
     const r = await findExactDuplicates({ ...opts, embeddings: emb, outputDir: dir, ...(order ? { order } : {}) });
-    recordStep(dir, 'exact', { order: order ? 'keep' : 'rows' }, { embeddings: emb.path, ...(order ? { keepOrder: outputs.keepOrder(dir) } : {}) }, { pairs: r.output! },
+    recordStep(dir, 'exact', { order: order ? 'keep' : 'rows' }, { ...embeddingsInputs(emb), ...(order ? { keepOrder: outputs.keepOrder(dir) } : {}) }, { pairs: r.output! },
       { copies: r.copies, groups: r.groups });
     return r;
   } finally {

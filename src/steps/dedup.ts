@@ -270,7 +270,7 @@ export async function semdedup(options: DedupOptions): Promise<DedupResult> {
 /** Commits the exact-duplicates pass made in the keep order now committed, as the `exact` step. */
 function commitExact(opts: DedupOptions, r: ExactDuplicatesResult): void {
   const dir = opts.outputDir;
-  recordStep(dir, 'exact', { order: 'keep' }, { embeddings: opts.embeddings.path, keepOrder: outputs.keepOrder(dir) }, { pairs: r.output! }, { copies: r.copies, groups: r.groups });
+  recordStep(dir, 'exact', { order: 'keep' }, { ...embeddingsInputs(opts.embeddings), keepOrder: outputs.keepOrder(dir) }, { pairs: r.output! }, { copies: r.copies, groups: r.groups });
 }
 
 /** True when the sealed record `file` of a resumable part holds the checksums of `files` as they are now. */
