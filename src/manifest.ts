@@ -39,11 +39,14 @@ export interface FileStamp {
 
 export const HASH_MAX_BYTES = 64 * 2 ** 20;
 
+/** The read buffer of sha256Of (synchronous, so one is enough: thousands of shards are hashed per check). */
+let hashBuf: Buffer | undefined;
+
 function sha256Of(path: string): string {
   const h = createHash('sha256');
   const fd = openSync(path, 'r');
   try {
-    const buf = Buffer.allocUnsafe(1 << 20);
+    const buf = (hashBuf ??= Buffer.allocUnsafe(1 << 20));
     for (;;) {
       const n = readSync(fd, buf, 0, buf.length, null);
       if (n <= 0) break;
@@ -326,8 +329,8 @@ export function requireCommitted(dir: string, step: string, files: Record<string
  * re-check, the ids of a list): the file must be the one the step read (the same content, or for
  * a large file the same file unchanged). Nothing is checked when the step recorded no such input.
  */
-export function requireSameInput(dir: string, step: string, name: string, path: string, what: string): void {
-  const s = readManifest(dir).steps[step]?.inputs[name];
+export function requireSameInput(dir: string, step: string, name: string, path: string, what: string, m: Manifest = readManifest(dir)): void {
+  const s = m.steps[step]?.inputs[name];
   if (!s) return;
   if (!existsSync(path))
     throw new InputError(`${path}: the ${what} that the ${step} step of ${dir} read are missing; restore them, or ${rerunHint(step)} with other ${what}`, { file: path });
@@ -357,12 +360,13 @@ export function fileInputs(name: string, files: readonly string[], several = fil
  * A changed, missing or swapped file is named. Nothing is checked when the step recorded no such input.
  */
 export function requireSameInputs(dir: string, step: string, name: string, files: readonly string[], what: string): void {
-  const rec = readManifest(dir).steps[step]?.inputs;
+  const m = readManifest(dir); // read once: thousands of shards are checked against it
+  const rec = m.steps[step]?.inputs;
   if (!rec) return;
   if (rec[name]) {
     if (files.length !== 1)
       throw new InputError(`${files[0]} … (${files.length} files): the ${step} step of ${dir} read one file of ${what} (${locate(rec[name]!, dir)}); give that file, or ${rerunHint(step)} with these`, { file: files[0] });
-    requireSameInput(dir, step, name, files[0]!, what);
+    requireSameInput(dir, step, name, files[0]!, what, m);
     return;
   }
   let count = 0;
@@ -373,7 +377,7 @@ export function requireSameInputs(dir: string, step: string, name: string, files
       `${files[0]}${files.length > 1 ? ` … (${files.length} files)` : ''}: the ${step} step of ${dir} read ${count} files of ${what}, not ${files.length}; give the run's ${what}, or ${rerunHint(step)} with these`,
       { file: files[0] },
     );
-  files.forEach((f, i) => requireSameInput(dir, step, `${name}.${i}`, f, what));
+  files.forEach((f, i) => requireSameInput(dir, step, `${name}.${i}`, f, what, m));
 }
 
 /** Engine-owned names of outputs that depend on the run's parameters (eps, k) and may go stale. */

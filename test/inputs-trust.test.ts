@@ -66,7 +66,7 @@ test('sharded run: a damaged, missing or swapped shard or ids file is refused by
       r = runCli([...args, '-c', cfg, '-q'], dir);
       assert.notEqual(r.code, 0, `${args.join(' ')}: refused`);
       assert.ok(r.stderr.includes(shard3), `${args.join(' ')}: names the shard: ${r.stderr}`);
-      assert.match(r.stderr, /changed since the (dedup|cluster|check) step read it/);
+      assert.match(r.stderr, /changed since the \w+ step/);
     }
     writeFileSync(shard3, before);
     // A shard missing from the folder: the readers count the shards the run read.
