@@ -137,10 +137,62 @@ function checkAbort(signal: AbortSignal | undefined): void {
 
 /** What the conversion reads of DuckDB's list vector (@duckdb/node-api's DuckDBListVector). */
 interface ListVector {
-  validity: { itemValid(i: number): boolean };
+  /** The rows' validity bits, 64 rows a word (null: every row valid). */
+  validity: { itemValid(i: number): boolean; data?: BigUint64Array | null };
+  /** (offset, length) of each row into the child vector. */
+  entryData?: BigUint64Array;
   getEntryOffset(i: number): number;
   getEntryLength(i: number): number;
   childVector: { items: Float32Array };
+}
+
+/** The `file_row_number` column (@duckdb/node-api's DuckDBBigIntVector). */
+interface RowNumberVector {
+  items?: BigInt64Array;
+  getItem(i: number): bigint | null;
+}
+
+/**
+ * Checks a chunk of `m` rows of the embeddings at once: every row valid, a list of `d` values,
+ * numbered `r0 + i` in the file (below `rows`, not seen before). Returns -1 when the rows are
+ * also laid out one after another in the child vector, -2 when they are valid but not, or the
+ * index of the first row that fails a check.
+ */
+function firstBadRow(ev: ListVector, rv: RowNumberVector, m: number, d: number, r0: number, rows: number, seen: Uint8Array): number {
+  const ent = ev.entryData;
+  const nums = rv.items;
+  if (!(ent instanceof BigUint64Array) || ent.length < 2 * m || !(nums instanceof BigInt64Array) || nums.length < m) {
+    // Another layout of the vectors than this version of @duckdb/node-api's: the row accessors.
+    let contiguous = true;
+    const off = ev.validity.itemValid(0) ? ev.getEntryOffset(0) : 0;
+    for (let i = 0; i < m; i++) {
+      const row = Number(rv.getItem(i));
+      if (row !== r0 + i || row >= rows || seen[row] || !ev.validity.itemValid(i) || ev.getEntryLength(i) !== d) return i;
+      if (ev.getEntryOffset(i) !== off + i * d) contiguous = false;
+    }
+    return contiguous ? -1 : -2;
+  }
+  // Validity: every bit of the first m set.
+  const valid = ev.validity.data;
+  if (valid) {
+    const w = new Uint32Array(valid.buffer, valid.byteOffset, Math.ceil(m / 32));
+    for (let k = 0; k < w.length; k++) {
+      const bits = k === w.length - 1 && m % 32 ? (2 ** (m % 32) - 1) >>> 0 : 0xffffffff;
+      if (((w[k]! & bits) >>> 0) !== bits) for (let i = 32 * k; i < Math.min(m, 32 * k + 32); i++) if (!ev.validity.itemValid(i)) return i;
+    }
+  }
+  if (r0 < 0 || r0 + m > rows) return r0 < 0 ? 0 : Math.max(0, rows - r0);
+  for (let i = 0; i < m; i++) if (seen[r0 + i]) return i;
+  // Entries and row numbers as 32-bit words (little-endian: low word first), all below 2^32.
+  const e = new Uint32Array(ent.buffer, ent.byteOffset, 4 * m);
+  const r = new Uint32Array(nums.buffer, nums.byteOffset, 2 * m);
+  const off = e[0]!;
+  let contiguous = e[1] === 0;
+  for (let i = 0; i < m; i++) {
+    if (r[2 * i] !== r0 + i || r[2 * i + 1] !== 0 || e[4 * i + 2] !== d || e[4 * i + 3] !== 0) return i;
+    if (e[4 * i] !== off + i * d || e[4 * i + 1] !== 0) contiguous = false;
+  }
+  return contiguous ? -1 : -2;
 }
 
 /** Writes all of `bytes` at `position` of the writer's temporary file. */
@@ -279,27 +331,36 @@ export async function importParquet(o: ParquetImportOptions): Promise<ParquetImp
           const chunk = await res.fetchChunk();
           if (!chunk || chunk.rowCount === 0) break;
           const m = chunk.rowCount;
-          // The list vector: its rows' validity, offsets and lengths into one flat float child.
+          // The list vector: its rows' validity, (offset, length) entries into one flat float child,
+          // and the file's row numbers, all checked a chunk at a time over 32-bit views of their
+          // buffers (no per-row accessor calls); a failed check finds its row by the row accessors.
           const ev = chunk.getColumnVector(0) as unknown as ListVector;
-          const rv = chunk.getColumnVector(1);
+          const rv = chunk.getColumnVector(1) as unknown as RowNumberVector;
           const cv = nullable ? chunk.getColumnVector(2) : undefined;
-          const r0 = Number(rv.getItem(0) as bigint);
-          const off = ev.validity.itemValid(0) ? ev.getEntryOffset(0) : 0;
-          let contiguous = true;
-          for (let i = 0; i < m; i++) {
-            const row = Number(rv.getItem(i) as bigint);
-            if (row !== r0 + i || row >= info.rows || seen[row]) throw new InputError(`${info.file}: row ${row} read out of place`, { file: info.file });
-            seen[row] = 1;
-            if (!ev.validity.itemValid(i)) throw new InputError(`${where(info, o.embeddings.column, row)}: the embedding is null`, { file: info.file, key: 'embeddings_column' });
-            const len = ev.getEntryLength(i);
+          const r0 = Number(rv.getItem(0));
+          const bad = firstBadRow(ev, rv, m, D, r0, info.rows, seen);
+          if (bad >= 0) {
+            const row = Number(rv.getItem(bad));
+            if (row !== r0 + bad || row >= info.rows || seen[row]) throw new InputError(`${info.file}: row ${row} read out of place`, { file: info.file });
+            if (!ev.validity.itemValid(bad)) throw new InputError(`${where(info, o.embeddings.column, row)}: the embedding is null`, { file: info.file, key: 'embeddings_column' });
+            const len = ev.getEntryLength(bad);
             if (len !== D)
               throw new InputError(`${where(info, o.embeddings.column, row)}: a list of ${len} values, expected ${D} (ragged lists)`, { file: info.file, key: 'embeddings_column' });
-            if (cv && Number(cv.getItem(i) as bigint) !== D) throw new InputError(`${where(info, o.embeddings.column, row)}: the list holds null values`, { file: info.file, key: 'embeddings_column' });
-            if (ev.getEntryOffset(i) !== off + i * D) contiguous = false;
+            throw new InputError(`${where(info, o.embeddings.column, row)}: the list's entry is out of place`, { file: info.file, key: 'embeddings_column' });
+          }
+          seen.fill(1, r0, r0 + m);
+          if (cv) {
+            const counts = (cv as unknown as RowNumberVector).items;
+            const c32 = counts instanceof BigInt64Array && counts.length >= m ? new Uint32Array(counts.buffer, counts.byteOffset, 2 * m) : undefined;
+            for (let i = 0; i < m; i++)
+              if (c32 ? c32[2 * i] !== D || c32[2 * i + 1] !== 0 : Number(cv.getItem(i) as bigint) !== D)
+                throw new InputError(`${where(info, o.embeddings.column, r0 + i)}: the list holds null values`, { file: info.file, key: 'embeddings_column' });
           }
           const items = ev.childVector.items;
+          const off = ev.getEntryOffset(0);
           let vals = items.subarray(off, off + m * D);
-          if (!contiguous) {
+          if (bad === -2) {
+            // Valid rows of D values, but not one after another in the child vector.
             vals = new Float32Array(m * D);
             for (let i = 0; i < m; i++) vals.set(items.subarray(ev.getEntryOffset(i), ev.getEntryOffset(i) + D), i * D);
           }
