@@ -7,7 +7,7 @@
 // a float64 .npy per metadata column (`importParquet`); every later read is a mapping. Every file is
 // checked in that pass (not Parquet, missing column, wrong type, ragged lists, nulls, NaN), and an
 // error names the file, the row group and the column.
-import { DuckDBInstance, type DuckDBConnection } from '@duckdb/node-api';
+import { DuckDBInstance, type DuckDBConnection, type DuckDBDataChunk } from '@duckdb/node-api';
 import { writeSync } from 'node:fs';
 import { InputError, OutputError } from '../errors.js';
 import { npyHeaderBytes } from './npy.js';
@@ -326,60 +326,69 @@ export async function importParquet(o: ParquetImportOptions): Promise<ParquetImp
         const res = await con.stream(
           `SELECT ${col} AS e, file_row_number AS r${nullable ? `, list_count(${col}) AS c` : ''} FROM read_parquet(${sqlString(info.file)}, file_row_number = true)`,
         );
-        for (;;) {
-          checkAbort(o.signal);
-          const chunk = await res.fetchChunk();
-          if (!chunk || chunk.rowCount === 0) break;
-          const m = chunk.rowCount;
-          // The list vector: its rows' validity, (offset, length) entries into one flat float child,
-          // and the file's row numbers, all checked a chunk at a time over 32-bit views of their
-          // buffers (no per-row accessor calls); a failed check finds its row by the row accessors.
-          const ev = chunk.getColumnVector(0) as unknown as ListVector;
-          const rv = chunk.getColumnVector(1) as unknown as RowNumberVector;
-          const cv = nullable ? chunk.getColumnVector(2) : undefined;
-          const r0 = Number(rv.getItem(0));
-          const bad = firstBadRow(ev, rv, m, D, r0, info.rows, seen);
-          if (bad >= 0) {
-            const row = Number(rv.getItem(bad));
-            if (row !== r0 + bad || row >= info.rows || seen[row]) throw new InputError(`${info.file}: row ${row} read out of place`, { file: info.file });
-            if (!ev.validity.itemValid(bad)) throw new InputError(`${where(info, o.embeddings.column, row)}: the embedding is null`, { file: info.file, key: 'embeddings_column' });
-            const len = ev.getEntryLength(bad);
-            if (len !== D)
-              throw new InputError(`${where(info, o.embeddings.column, row)}: a list of ${len} values, expected ${D} (ragged lists)`, { file: info.file, key: 'embeddings_column' });
-            throw new InputError(`${where(info, o.embeddings.column, row)}: the list's entry is out of place`, { file: info.file, key: 'embeddings_column' });
-          }
-          seen.fill(1, r0, r0 + m);
-          if (cv) {
-            const counts = (cv as unknown as RowNumberVector).items;
-            const c32 = counts instanceof BigInt64Array && counts.length >= m ? new Uint32Array(counts.buffer, counts.byteOffset, 2 * m) : undefined;
-            for (let i = 0; i < m; i++)
-              if (c32 ? c32[2 * i] !== D || c32[2 * i + 1] !== 0 : Number(cv.getItem(i) as bigint) !== D)
-                throw new InputError(`${where(info, o.embeddings.column, r0 + i)}: the list holds null values`, { file: info.file, key: 'embeddings_column' });
-          }
-          const items = ev.childVector.items;
-          const off = ev.getEntryOffset(0);
-          let vals = items.subarray(off, off + m * D);
-          if (bad === -2) {
-            // Valid rows of D values, but not one after another in the child vector.
-            vals = new Float32Array(m * D);
-            for (let i = 0; i < m; i++) vals.set(items.subarray(ev.getEntryOffset(i), ev.getEntryOffset(i) + D), i * D);
-          }
-          for (let j = 0; j < vals.length; j++)
-            if (vals[j] !== vals[j]) {
-              const row = r0 + Math.floor(j / D);
-              throw new InputError(`${where(info, o.embeddings.column, row)}: value ${j % D} is NaN`, { file: info.file, key: 'embeddings_column' });
+        // The next chunk is fetched (decoded on DuckDB's side) while this one is checked and written.
+        let next: Promise<DuckDBDataChunk | null> | undefined = res.fetchChunk();
+        try {
+          for (;;) {
+            checkAbort(o.signal);
+            const chunk = await next;
+            next = undefined;
+            if (!chunk || chunk.rowCount === 0) break;
+            next = res.fetchChunk();
+            const m = chunk.rowCount;
+            // The list vector: its rows' validity, (offset, length) entries into one flat float child,
+            // and the file's row numbers, all checked a chunk at a time over 32-bit views of their
+            // buffers (no per-row accessor calls); a failed check finds its row by the row accessors.
+            const ev = chunk.getColumnVector(0) as unknown as ListVector;
+            const rv = chunk.getColumnVector(1) as unknown as RowNumberVector;
+            const cv = nullable ? chunk.getColumnVector(2) : undefined;
+            const r0 = Number(rv.getItem(0));
+            const bad = firstBadRow(ev, rv, m, D, r0, info.rows, seen);
+            if (bad >= 0) {
+              const row = Number(rv.getItem(bad));
+              if (row !== r0 + bad || row >= info.rows || seen[row]) throw new InputError(`${info.file}: row ${row} read out of place`, { file: info.file });
+              if (!ev.validity.itemValid(bad)) throw new InputError(`${where(info, o.embeddings.column, row)}: the embedding is null`, { file: info.file, key: 'embeddings_column' });
+              const len = ev.getEntryLength(bad);
+              if (len !== D)
+                throw new InputError(`${where(info, o.embeddings.column, row)}: a list of ${len} values, expected ${D} (ragged lists)`, { file: info.file, key: 'embeddings_column' });
+              throw new InputError(`${where(info, o.embeddings.column, row)}: the list's entry is out of place`, { file: info.file, key: 'embeddings_column' });
             }
-          let bytes: Uint8Array;
-          if (half) {
-            const h = new Uint16Array(vals.length);
-            for (let j = 0; j < vals.length; j++) h[j] = toHalf(vals[j]!);
-            bytes = new Uint8Array(h.buffer);
-          } else {
-            bytes = new Uint8Array(vals.buffer, vals.byteOffset, vals.byteLength);
+            seen.fill(1, r0, r0 + m);
+            if (cv) {
+              const counts = (cv as unknown as RowNumberVector).items;
+              const c32 = counts instanceof BigInt64Array && counts.length >= m ? new Uint32Array(counts.buffer, counts.byteOffset, 2 * m) : undefined;
+              for (let i = 0; i < m; i++)
+                if (c32 ? c32[2 * i] !== D || c32[2 * i + 1] !== 0 : Number(cv.getItem(i) as bigint) !== D)
+                  throw new InputError(`${where(info, o.embeddings.column, r0 + i)}: the list holds null values`, { file: info.file, key: 'embeddings_column' });
+            }
+            const items = ev.childVector.items;
+            const off = ev.getEntryOffset(0);
+            let vals = items.subarray(off, off + m * D);
+            if (bad === -2) {
+              // Valid rows of D values, but not one after another in the child vector.
+              vals = new Float32Array(m * D);
+              for (let i = 0; i < m; i++) vals.set(items.subarray(ev.getEntryOffset(i), ev.getEntryOffset(i) + D), i * D);
+            }
+            for (let j = 0; j < vals.length; j++)
+              if (vals[j] !== vals[j]) {
+                const row = r0 + Math.floor(j / D);
+                throw new InputError(`${where(info, o.embeddings.column, row)}: value ${j % D} is NaN`, { file: info.file, key: 'embeddings_column' });
+              }
+            let bytes: Uint8Array;
+            if (half) {
+              const h = new Uint16Array(vals.length);
+              for (let j = 0; j < vals.length; j++) h[j] = toHalf(vals[j]!);
+              bytes = new Uint8Array(h.buffer);
+            } else {
+              bytes = new Uint8Array(vals.buffer, vals.byteOffset, vals.byteLength);
+            }
+            writeAt(w, bytes, header.length + (base + r0) * rowBytes);
+            count += m;
+            progress(m);
           }
-          writeAt(w, bytes, header.length + (base + r0) * rowBytes);
-          count += m;
-          progress(m);
+        } finally {
+          // A fetch still in flight (after an error) ends before the connection closes.
+          if (next) await next.catch(() => null);
         }
         if (count !== info.rows) throw new InputError(`${info.file}: read ${count} rows, the footer says ${info.rows}`, { file: info.file });
         base += info.rows;
