@@ -302,7 +302,8 @@ export async function importParquet(o: ParquetImportOptions): Promise<ParquetImp
         // A variable-length list: D is the first row's length (every other row is checked against it).
         const info = embInfo.find((i) => i.rows > 0);
         if (!info) throw new InputError(`${embInfo[0]!.file}: the embeddings hold no rows`, { file: embInfo[0]!.file });
-        const r = await con.runAndReadAll(`SELECT len(${col}) AS d FROM read_parquet(${sqlString(info.file)}) LIMIT 1`);
+        // (By its row number: DuckDB then decodes row group 0 alone, where LIMIT 1 starts a row group per thread.)
+        const r = await con.runAndReadAll(`SELECT len(${col}) AS d FROM read_parquet(${sqlString(info.file)}, file_row_number = true) WHERE file_row_number = 0`);
         d = Number(r.getRowObjects()[0]!.d ?? 0);
         if (!(d > 0)) throw new InputError(`${info.file}: row group 0, column '${o.embeddings.column}', row 0: an empty or null list`, { file: info.file });
       }
