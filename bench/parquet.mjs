@@ -4,7 +4,7 @@
 // (the check step), and the peak RSS of each process (GNU time), for several N: the peak RSS of
 // the conversion does not grow with the file.
 //
-//   node bench/parquet.mjs [--rows 250000,1000000] [--dim 256] [--k 100] [--dir /tmp/semdedup-pq-bench]
+//   node bench/parquet.mjs [--rows 250000,1000000] [--dim 256] [--k 100] [--dir /tmp/semdedup-pq-bench] [--import-only]
 import { spawnSync } from 'node:child_process';
 import { mkdirSync, rmSync, statSync, writeFileSync, existsSync } from 'node:fs';
 import { join, resolve } from 'node:path';
@@ -18,6 +18,7 @@ const rowsList = arg('rows', '250000,1000000').split(',').map(Number);
 const dim = Number(arg('dim', '256'));
 const k = Number(arg('k', '100'));
 const dir = resolve(arg('dir', '/tmp/semdedup-pq-bench'));
+const importOnly = process.argv.includes('--import-only');
 const cli = resolve('dist/src/cli.js');
 mkdirSync(dir, { recursive: true });
 
@@ -60,13 +61,14 @@ for (const n of rowsList) {
   const load0 = (await import('node:os')).loadavg()[0];
   const imp = timed(['import', '-c', cfg]);
   const m = /import: (\d+) rows × (\d+) \((\w+)\) in ([\d.]+) s, (\d+) MB\/s/.exec(imp.stderr);
-  const run = timed(['run', '-c', cfg, '--json']);
+  const load1 = (await import('node:os')).loadavg()[0];
+  const run = importOnly ? null : timed(['run', '-c', cfg, '--json']);
   const manifest = JSON.parse((await import('node:fs')).readFileSync(join(out, 'semdedup', 'manifest.json'), 'utf8'));
   results.push({
     rows: n, dim, fileMiB: statSync(pq).size / 2 ** 20, payloadMB: (n * dim * 4) / 1e6,
     importSeconds: Number(m?.[4]), importMBs: Number(m?.[5]), importPeakRssMiB: imp.rssMiB, importWall: imp.wall,
-    importCpuSeconds: imp.cpu, loadAverageBefore: load0,
-    runWall: run.wall, runPeakRssMiB: run.rssMiB, checkStats: manifest.steps.check?.stats ?? null,
+    importCpuSeconds: imp.cpu, loadAverageBefore: load0, loadAverageAfter: load1,
+    ...(run ? { runWall: run.wall, runPeakRssMiB: run.rssMiB, checkStats: manifest.steps.check?.stats ?? null } : {}),
   });
   console.error(JSON.stringify(results.at(-1)));
 }

@@ -7,7 +7,7 @@
 // a float64 .npy per metadata column (`importParquet`); every later read is a mapping. Every file is
 // checked in that pass (not Parquet, missing column, wrong type, ragged lists, nulls, NaN), and an
 // error names the file, the row group and the column.
-import { DuckDBInstance, type DuckDBConnection } from '@duckdb/node-api';
+import { DuckDBInstance, type DuckDBConnection, type DuckDBDataChunk } from '@duckdb/node-api';
 import { writeSync } from 'node:fs';
 import { InputError, OutputError } from '../errors.js';
 import { npyHeaderBytes } from './npy.js';
@@ -137,10 +137,62 @@ function checkAbort(signal: AbortSignal | undefined): void {
 
 /** What the conversion reads of DuckDB's list vector (@duckdb/node-api's DuckDBListVector). */
 interface ListVector {
-  validity: { itemValid(i: number): boolean };
+  /** The rows' validity bits, 64 rows a word (null: every row valid). */
+  validity: { itemValid(i: number): boolean; data?: BigUint64Array | null };
+  /** (offset, length) of each row into the child vector. */
+  entryData?: BigUint64Array;
   getEntryOffset(i: number): number;
   getEntryLength(i: number): number;
   childVector: { items: Float32Array };
+}
+
+/** The `file_row_number` column (@duckdb/node-api's DuckDBBigIntVector). */
+interface RowNumberVector {
+  items?: BigInt64Array;
+  getItem(i: number): bigint | null;
+}
+
+/**
+ * Checks a chunk of `m` rows of the embeddings at once: every row valid, a list of `d` values,
+ * numbered `r0 + i` in the file (below `rows`, not seen before). Returns -1 when the rows are
+ * also laid out one after another in the child vector, -2 when they are valid but not, or the
+ * index of the first row that fails a check.
+ */
+function firstBadRow(ev: ListVector, rv: RowNumberVector, m: number, d: number, r0: number, rows: number, seen: Uint8Array): number {
+  const ent = ev.entryData;
+  const nums = rv.items;
+  if (!(ent instanceof BigUint64Array) || ent.length < 2 * m || !(nums instanceof BigInt64Array) || nums.length < m) {
+    // Another layout of the vectors than this version of @duckdb/node-api's: the row accessors.
+    let contiguous = true;
+    const off = ev.validity.itemValid(0) ? ev.getEntryOffset(0) : 0;
+    for (let i = 0; i < m; i++) {
+      const row = Number(rv.getItem(i));
+      if (row !== r0 + i || row >= rows || seen[row] || !ev.validity.itemValid(i) || ev.getEntryLength(i) !== d) return i;
+      if (ev.getEntryOffset(i) !== off + i * d) contiguous = false;
+    }
+    return contiguous ? -1 : -2;
+  }
+  // Validity: every bit of the first m set.
+  const valid = ev.validity.data;
+  if (valid) {
+    const w = new Uint32Array(valid.buffer, valid.byteOffset, Math.ceil(m / 32));
+    for (let k = 0; k < w.length; k++) {
+      const bits = k === w.length - 1 && m % 32 ? (2 ** (m % 32) - 1) >>> 0 : 0xffffffff;
+      if (((w[k]! & bits) >>> 0) !== bits) for (let i = 32 * k; i < Math.min(m, 32 * k + 32); i++) if (!ev.validity.itemValid(i)) return i;
+    }
+  }
+  if (r0 < 0 || r0 + m > rows) return r0 < 0 ? 0 : Math.max(0, rows - r0);
+  for (let i = 0; i < m; i++) if (seen[r0 + i]) return i;
+  // Entries and row numbers as 32-bit words (little-endian: low word first), all below 2^32.
+  const e = new Uint32Array(ent.buffer, ent.byteOffset, 4 * m);
+  const r = new Uint32Array(nums.buffer, nums.byteOffset, 2 * m);
+  const off = e[0]!;
+  let contiguous = e[1] === 0;
+  for (let i = 0; i < m; i++) {
+    if (r[2 * i] !== r0 + i || r[2 * i + 1] !== 0 || e[4 * i + 2] !== d || e[4 * i + 3] !== 0) return i;
+    if (e[4 * i] !== off + i * d || e[4 * i + 1] !== 0) contiguous = false;
+  }
+  return contiguous ? -1 : -2;
 }
 
 /** Writes all of `bytes` at `position` of the writer's temporary file. */
@@ -250,7 +302,8 @@ export async function importParquet(o: ParquetImportOptions): Promise<ParquetImp
         // A variable-length list: D is the first row's length (every other row is checked against it).
         const info = embInfo.find((i) => i.rows > 0);
         if (!info) throw new InputError(`${embInfo[0]!.file}: the embeddings hold no rows`, { file: embInfo[0]!.file });
-        const r = await con.runAndReadAll(`SELECT len(${col}) AS d FROM read_parquet(${sqlString(info.file)}) LIMIT 1`);
+        // (By its row number: DuckDB then decodes row group 0 alone, where LIMIT 1 starts a row group per thread.)
+        const r = await con.runAndReadAll(`SELECT len(${col}) AS d FROM read_parquet(${sqlString(info.file)}, file_row_number = true) WHERE file_row_number = 0`);
         d = Number(r.getRowObjects()[0]!.d ?? 0);
         if (!(d > 0)) throw new InputError(`${info.file}: row group 0, column '${o.embeddings.column}', row 0: an empty or null list`, { file: info.file });
       }
@@ -274,51 +327,69 @@ export async function importParquet(o: ParquetImportOptions): Promise<ParquetImp
         const res = await con.stream(
           `SELECT ${col} AS e, file_row_number AS r${nullable ? `, list_count(${col}) AS c` : ''} FROM read_parquet(${sqlString(info.file)}, file_row_number = true)`,
         );
-        for (;;) {
-          checkAbort(o.signal);
-          const chunk = await res.fetchChunk();
-          if (!chunk || chunk.rowCount === 0) break;
-          const m = chunk.rowCount;
-          // The list vector: its rows' validity, offsets and lengths into one flat float child.
-          const ev = chunk.getColumnVector(0) as unknown as ListVector;
-          const rv = chunk.getColumnVector(1);
-          const cv = nullable ? chunk.getColumnVector(2) : undefined;
-          const r0 = Number(rv.getItem(0) as bigint);
-          const off = ev.validity.itemValid(0) ? ev.getEntryOffset(0) : 0;
-          let contiguous = true;
-          for (let i = 0; i < m; i++) {
-            const row = Number(rv.getItem(i) as bigint);
-            if (row !== r0 + i || row >= info.rows || seen[row]) throw new InputError(`${info.file}: row ${row} read out of place`, { file: info.file });
-            seen[row] = 1;
-            if (!ev.validity.itemValid(i)) throw new InputError(`${where(info, o.embeddings.column, row)}: the embedding is null`, { file: info.file, key: 'embeddings_column' });
-            const len = ev.getEntryLength(i);
-            if (len !== D)
-              throw new InputError(`${where(info, o.embeddings.column, row)}: a list of ${len} values, expected ${D} (ragged lists)`, { file: info.file, key: 'embeddings_column' });
-            if (cv && Number(cv.getItem(i) as bigint) !== D) throw new InputError(`${where(info, o.embeddings.column, row)}: the list holds null values`, { file: info.file, key: 'embeddings_column' });
-            if (ev.getEntryOffset(i) !== off + i * D) contiguous = false;
-          }
-          const items = ev.childVector.items;
-          let vals = items.subarray(off, off + m * D);
-          if (!contiguous) {
-            vals = new Float32Array(m * D);
-            for (let i = 0; i < m; i++) vals.set(items.subarray(ev.getEntryOffset(i), ev.getEntryOffset(i) + D), i * D);
-          }
-          for (let j = 0; j < vals.length; j++)
-            if (vals[j] !== vals[j]) {
-              const row = r0 + Math.floor(j / D);
-              throw new InputError(`${where(info, o.embeddings.column, row)}: value ${j % D} is NaN`, { file: info.file, key: 'embeddings_column' });
+        // The next chunk is fetched (decoded on DuckDB's side) while this one is checked and written.
+        let next: Promise<DuckDBDataChunk | null> | undefined = res.fetchChunk();
+        try {
+          for (;;) {
+            checkAbort(o.signal);
+            const chunk = await next;
+            next = undefined;
+            if (!chunk || chunk.rowCount === 0) break;
+            next = res.fetchChunk();
+            const m = chunk.rowCount;
+            // The list vector: its rows' validity, (offset, length) entries into one flat float child,
+            // and the file's row numbers, all checked a chunk at a time over 32-bit views of their
+            // buffers (no per-row accessor calls); a failed check finds its row by the row accessors.
+            const ev = chunk.getColumnVector(0) as unknown as ListVector;
+            const rv = chunk.getColumnVector(1) as unknown as RowNumberVector;
+            const cv = nullable ? chunk.getColumnVector(2) : undefined;
+            const r0 = Number(rv.getItem(0));
+            const bad = firstBadRow(ev, rv, m, D, r0, info.rows, seen);
+            if (bad >= 0) {
+              const row = Number(rv.getItem(bad));
+              if (row !== r0 + bad || row >= info.rows || seen[row]) throw new InputError(`${info.file}: row ${row} read out of place`, { file: info.file });
+              if (!ev.validity.itemValid(bad)) throw new InputError(`${where(info, o.embeddings.column, row)}: the embedding is null`, { file: info.file, key: 'embeddings_column' });
+              const len = ev.getEntryLength(bad);
+              if (len !== D)
+                throw new InputError(`${where(info, o.embeddings.column, row)}: a list of ${len} values, expected ${D} (ragged lists)`, { file: info.file, key: 'embeddings_column' });
+              throw new InputError(`${where(info, o.embeddings.column, row)}: the list's entry is out of place`, { file: info.file, key: 'embeddings_column' });
             }
-          let bytes: Uint8Array;
-          if (half) {
-            const h = new Uint16Array(vals.length);
-            for (let j = 0; j < vals.length; j++) h[j] = toHalf(vals[j]!);
-            bytes = new Uint8Array(h.buffer);
-          } else {
-            bytes = new Uint8Array(vals.buffer, vals.byteOffset, vals.byteLength);
+            seen.fill(1, r0, r0 + m);
+            if (cv) {
+              const counts = (cv as unknown as RowNumberVector).items;
+              const c32 = counts instanceof BigInt64Array && counts.length >= m ? new Uint32Array(counts.buffer, counts.byteOffset, 2 * m) : undefined;
+              for (let i = 0; i < m; i++)
+                if (c32 ? c32[2 * i] !== D || c32[2 * i + 1] !== 0 : Number(cv.getItem(i) as bigint) !== D)
+                  throw new InputError(`${where(info, o.embeddings.column, r0 + i)}: the list holds null values`, { file: info.file, key: 'embeddings_column' });
+            }
+            const items = ev.childVector.items;
+            const off = ev.getEntryOffset(0);
+            let vals = items.subarray(off, off + m * D);
+            if (bad === -2) {
+              // Valid rows of D values, but not one after another in the child vector.
+              vals = new Float32Array(m * D);
+              for (let i = 0; i < m; i++) vals.set(items.subarray(ev.getEntryOffset(i), ev.getEntryOffset(i) + D), i * D);
+            }
+            for (let j = 0; j < vals.length; j++)
+              if (vals[j] !== vals[j]) {
+                const row = r0 + Math.floor(j / D);
+                throw new InputError(`${where(info, o.embeddings.column, row)}: value ${j % D} is NaN`, { file: info.file, key: 'embeddings_column' });
+              }
+            let bytes: Uint8Array;
+            if (half) {
+              const h = new Uint16Array(vals.length);
+              for (let j = 0; j < vals.length; j++) h[j] = toHalf(vals[j]!);
+              bytes = new Uint8Array(h.buffer);
+            } else {
+              bytes = new Uint8Array(vals.buffer, vals.byteOffset, vals.byteLength);
+            }
+            writeAt(w, bytes, header.length + (base + r0) * rowBytes);
+            count += m;
+            progress(m);
           }
-          writeAt(w, bytes, header.length + (base + r0) * rowBytes);
-          count += m;
-          progress(m);
+        } finally {
+          // A fetch still in flight (after an error) ends before the connection closes.
+          if (next) await next.catch(() => null);
         }
         if (count !== info.rows) throw new InputError(`${info.file}: read ${count} rows, the footer says ${info.rows}`, { file: info.file });
         base += info.rows;
