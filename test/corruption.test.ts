@@ -1,6 +1,6 @@
 // The corruption matrix: every committed file of a run (and the run's inputs, and the parts of a
 // planned run) × every way of damaging it (a flipped byte, truncation, deletion, two rows swapped,
-// an edit that keeps the size and the mtime) × every reader. Each combination must either refuse
+// an edit that keeps the size and the mtime) × every reader; one shard of sharded embeddings too. Each combination must either refuse
 // with a typed error that says what to rerun, or give the right answer: the answer of the same
 // reader on the uncorrupted folder (for `run` on damaged inputs: the answer of a fresh run on
 // those inputs). Never a silently different answer. The readers are the library calls the
@@ -313,6 +313,40 @@ function assertNoFailures(): void {
   assert.deepEqual(failures.slice(0, 60), [], `${failures.length} combinations broke the rule`);
 }
 
+type Tally = { refused: number; right: number; wrong: number; unchanged: number };
+
+/** Each input file damaged in place (every kind), each reader run on a copy of the folder, the input restored after each. */
+async function damageInputs(inputs: string[], tally: Tally, expected: Record<string, Outcome>, scratch: string, copyOf: (tag: string) => string): Promise<void> {
+  for (const input of inputs)
+    for (const kind of KINDS) {
+      const good = readFileSync(input);
+      // What a fresh run makes of the damaged input (the right answer of `run` on it).
+      if (!damage(input, kind)) {
+        tally.unchanged++;
+        continue;
+      }
+      const fresh = path.join(fx.root, 'fresh');
+      rmSync(fresh, { recursive: true, force: true });
+      const freshRun = await attempt(async () => {
+        await runAll(configOf(fx, fresh), opts);
+        return folderDigest(fresh);
+      });
+      writeFileSync(input, good);
+      for (const [name, read] of Object.entries(READERS)) {
+        const w = copyOf('case');
+        damage(input, kind);
+        try {
+          const got = await attempt(() => read(configOf(fx, w), w, scratch));
+          const what = `${path.basename(input)} (${kind}) × ${name}`;
+          if (name === 'run') tally[judge(what, got, freshRun, { inputRefusal: new RegExp(path.basename(input).replace('.', '\\.')) })]++;
+          else tally[judge(what, got, expected[name]!)]++;
+        } finally {
+          writeFileSync(input, good);
+        }
+      }
+    }
+}
+
 test('corruption matrix: every committed file and input × every damage × every reader: refused with what to rerun, or right', async () => {
   fx = makeFixture();
   try {
@@ -348,40 +382,49 @@ test('corruption matrix: every committed file and input × every damage × every
         }
       }
     // The run's inputs, damaged in place and restored after each reader.
-    for (const input of [fx.emb, fx.ids])
-      for (const kind of KINDS) {
-        const good = readFileSync(input);
-        // What a fresh run makes of the damaged input (the right answer of `run` on it).
-        if (!damage(input, kind)) {
-          tally.unchanged++;
-          continue;
-        }
-        const fresh = path.join(fx.root, 'fresh');
-        rmSync(fresh, { recursive: true, force: true });
-        const freshRun = await attempt(async () => {
-          await runAll(configOf(fx, fresh), opts);
-          return folderDigest(fresh);
-        });
-        writeFileSync(input, good);
-        for (const [name, read] of Object.entries(READERS)) {
-          const w = copyOf('case');
-          damage(input, kind);
-          try {
-            const got = await attempt(() => read(configOf(fx, w), w, scratch));
-            const what = `${path.basename(input)} (${kind}) × ${name}`;
-            if (name === 'run') tally[judge(what, got, freshRun, { inputRefusal: new RegExp(path.basename(input).replace('.', '\\.')) })]++;
-            else tally[judge(what, got, expected[name]!)]++;
-          } finally {
-            writeFileSync(input, good);
-          }
-        }
-      }
+    await damageInputs([fx.emb, fx.ids], tally, expected, scratch, copyOf);
     process.stderr.write(`corruption matrix: ${JSON.stringify(tally)}\n`);
     assertNoFailures();
     const total = tally.refused + tally.right;
     assert.ok(tally.refused > 100 && tally.right > 100, `both outcomes occur: ${JSON.stringify(tally)}`);
     assert.ok(total >= (COMMITTED.length + 2) * KINDS.length * Object.keys(READERS).length - 9 * 10, `nearly every combination was damaged: ${JSON.stringify(tally)}`);
     process.stderr.write(`corruption matrix: ${total} combinations (${tally.refused} refused, ${tally.right} right; ${tally.unchanged} left unchanged by the damage)\n`);
+  } finally {
+    rmSync(fx.root, { recursive: true, force: true });
+  }
+});
+
+test('corruption matrix, sharded embeddings: one shard × every damage × every reader: refused with what to rerun, or right', async () => {
+  fx = makeFixture();
+  try {
+    // The same rows as three raw float32 shards in a folder (the run reads them as one dataset).
+    const shards = path.join(fx.root, 'data', 'shards');
+    mkdirSync(shards);
+    const all = readFileSync(fx.emb);
+    const cuts = [0, 1100, 2200, N];
+    for (let i = 0; i < 3; i++) writeFileSync(path.join(shards, `part_${i}.f32`), all.subarray(cuts[i]! * DIM * 4, cuts[i + 1]! * DIM * 4));
+    fx = { ...fx, emb: shards };
+    await runAll(configOf(fx, fx.base), opts);
+    const scratch = path.join(fx.root, 'scratch');
+    mkdirSync(scratch);
+    const copyOf = (tag: string) => {
+      const w = path.join(fx.root, tag);
+      rmSync(w, { recursive: true, force: true });
+      cpSync(fx.base, w, { recursive: true });
+      return w;
+    };
+    const expected: Record<string, Outcome> = {};
+    for (const [name, read] of Object.entries(READERS)) {
+      const w = copyOf('expect');
+      expected[name] = await attempt(() => read(configOf(fx, w), w, scratch));
+      assert.ok('answer' in expected[name]!, `${name} answers on the uncorrupted folder: ${JSON.stringify(expected[name])}`);
+    }
+    const tally = { refused: 0, right: 0, wrong: 0, unchanged: 0 };
+    await damageInputs([path.join(shards, 'part_1.f32')], tally, expected, scratch, copyOf);
+    process.stderr.write(`corruption matrix, one shard: ${JSON.stringify(tally)}\n`);
+    assertNoFailures();
+    assert.equal(tally.unchanged, 0);
+    assert.ok(tally.refused >= KINDS.length * (Object.keys(READERS).length - 1), `every reader but run refuses every damaged shard: ${JSON.stringify(tally)}`);
   } finally {
     rmSync(fx.root, { recursive: true, force: true });
   }
