@@ -4,7 +4,7 @@
 // (the check step), and the peak RSS of each process (GNU time), for several N: the peak RSS of
 // the conversion does not grow with the file.
 //
-//   node bench/parquet.mjs [--rows 250000,1000000] [--dim 256] [--k 100] [--dir /tmp/semdedup-pq-bench] [--import-only]
+//   node bench/parquet.mjs [--rows 250000,1000000] [--dim 256] [--k 100] [--dir /tmp/semdedup-pq-bench] [--import-only] [--row-group 122880]
 import { spawnSync } from 'node:child_process';
 import { mkdirSync, rmSync, statSync, writeFileSync, existsSync } from 'node:fs';
 import { join, resolve } from 'node:path';
@@ -19,6 +19,9 @@ const dim = Number(arg('dim', '256'));
 const k = Number(arg('k', '100'));
 const dir = resolve(arg('dir', '/tmp/semdedup-pq-bench'));
 const importOnly = process.argv.includes('--import-only');
+// Rows per row group of the generated files; DuckDB's writer puts a row group's list column in pages
+// of up to ~100 MB, and the conversion's peak RSS follows the page size (bench/PARQUET.md).
+const rowGroup = Number(arg('row-group', '122880'));
 const cli = resolve('dist/src/cli.js');
 mkdirSync(dir, { recursive: true });
 
@@ -32,7 +35,7 @@ async function generate(path, n) {
       FROM (SELECT id, v, sqrt(list_sum(list_transform(v, y -> y * y))) AS nrm
             FROM (SELECT 'img_' || lpad(i::VARCHAR, 9, '0') || '.jpg' AS id, list_transform(range(${dim}), j -> random() - 0.5) AS v FROM range(${n}) t(i)))
       ORDER BY id
-    ) TO '${path}' (FORMAT parquet, COMPRESSION snappy, ROW_GROUP_SIZE 122880)`);
+    ) TO '${path}' (FORMAT parquet, COMPRESSION snappy, ROW_GROUP_SIZE ${rowGroup})`);
   con.closeSync();
   inst.closeSync();
 }
@@ -48,7 +51,7 @@ function timed(args) {
 
 const results = [];
 for (const n of rowsList) {
-  const pq = join(dir, `data-${n}.parquet`);
+  const pq = join(dir, rowGroup === 122880 ? `data-${n}.parquet` : `data-${n}-rg${rowGroup}.parquet`);
   if (!existsSync(pq)) {
     const t = performance.now();
     await generate(pq, n);
@@ -65,7 +68,7 @@ for (const n of rowsList) {
   const run = importOnly ? null : timed(['run', '-c', cfg, '--json']);
   const manifest = JSON.parse((await import('node:fs')).readFileSync(join(out, 'semdedup', 'manifest.json'), 'utf8'));
   results.push({
-    rows: n, dim, fileMiB: statSync(pq).size / 2 ** 20, payloadMB: (n * dim * 4) / 1e6,
+    rows: n, dim, rowGroup, fileMiB: statSync(pq).size / 2 ** 20, payloadMB: (n * dim * 4) / 1e6,
     importSeconds: Number(m?.[4]), importMBs: Number(m?.[5]), importPeakRssMiB: imp.rssMiB, importWall: imp.wall,
     importCpuSeconds: imp.cpu, loadAverageBefore: load0, loadAverageAfter: load1,
     ...(run ? { runWall: run.wall, runPeakRssMiB: run.rssMiB, checkStats: manifest.steps.check?.stats ?? null } : {}),

@@ -28,8 +28,15 @@ function sqlIdent(s: string): string {
 
 /** One DuckDB connection (in memory) for a read. */
 export async function openParquetReader(threads = 0): Promise<{ con: DuckDBConnection; close(): void }> {
-  // Each file is read once: DuckDB's cache of file blocks would only grow the resident set.
-  const inst = await DuckDBInstance.create(':memory:', { enable_external_file_cache: 'false', ...(threads > 0 ? { threads: String(threads) } : {}) });
+  // Each file is read once: DuckDB's cache of file blocks would only grow the resident set. The
+  // allocator's background thread returns the pages of each decoded Parquet page as they are freed;
+  // without it freed pages linger and the peak RSS varies with how the row groups overlap
+  // (bench/PARQUET.md: 600-620 MiB at 250k, 1M and 2M rows with it, 630-1050 MiB without).
+  const inst = await DuckDBInstance.create(':memory:', {
+    enable_external_file_cache: 'false',
+    allocator_background_threads: 'true',
+    ...(threads > 0 ? { threads: String(threads) } : {}),
+  });
   const con = await inst.connect();
   return {
     con,
