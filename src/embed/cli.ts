@@ -40,9 +40,13 @@ function progressLine(quiet: boolean | undefined): ((p: EmbedProgress) => void) 
   let last = 0;
   return (p) => {
     const t = Date.now();
-    if (!tty && t - last < 5000) return;
+    if (t - last < (tty ? 200 : 5000)) return;
     last = t;
-    const line = `  embed: ${p.done.toLocaleString('en-US')} rows (shard ${p.shard}), ${Math.round(p.rowsPerSecond).toLocaleString('en-US')} rows/s`;
+    // The input read so far runs a shard ahead of the rows embedded: the bar shows the rows' share.
+    const f = Math.min(1, p.fraction);
+    const width = 24;
+    const bar = '#'.repeat(Math.round(f * width)).padEnd(width, '.');
+    const line = `  embed [${bar}] ${(100 * f).toFixed(1)}% read, ${p.done.toLocaleString('en-US')} rows (shard ${p.shard}), ${Math.round(p.rowsPerSecond).toLocaleString('en-US')} rows/s`;
     process.stderr.write(tty ? `\r${line}\x1b[K` : `${line}\n`);
   };
 }

@@ -44,15 +44,23 @@ function checkId(id: string, where: string, file: string, field: string): string
   return id;
 }
 
-/** The records of a source, in order. */
-export async function* readTexts(src: TextSource): AsyncGenerator<TextRecord> {
+/** How far a read has come: `fraction` of the input (bytes read, or rows of a Parquet file). */
+export interface ReadPosition {
+  fraction: number;
+}
+
+/** The records of a source, in order; `position` (optional) follows the read. */
+export async function* readTexts(src: TextSource, position?: ReadPosition): AsyncGenerator<TextRecord> {
   const format = textFormat(src);
   if (format === 'parquet') {
-    yield* readParquetTexts(src);
+    yield* readParquetTexts(src, position);
     return;
   }
   const textField = src.textField ?? 'text';
-  const lines = createInterface({ input: createReadStream(src.path, { encoding: 'utf8' }), crlfDelay: Infinity });
+  const size = statSync(src.path).size;
+  const stream = createReadStream(src.path, { encoding: 'utf8' });
+  if (position) stream.on('data', () => (position.fraction = size > 0 ? stream.bytesRead / size : 1));
+  const lines = createInterface({ input: stream, crlfDelay: Infinity });
   let lineNo = 0;
   let row = 0;
   for await (const line0 of lines) {
@@ -88,7 +96,7 @@ export async function* readTexts(src: TextSource): AsyncGenerator<TextRecord> {
   }
 }
 
-async function* readParquetTexts(src: TextSource): AsyncGenerator<TextRecord> {
+async function* readParquetTexts(src: TextSource, position?: ReadPosition): AsyncGenerator<TextRecord> {
   const { openParquetReader, describeParquet } = await import('../io/parquet.js');
   const reader = await openParquetReader(1);
   try {
@@ -123,6 +131,7 @@ async function* readParquetTexts(src: TextSource): AsyncGenerator<TextRecord> {
           id = checkId(v, where, src.path, src.idField);
         }
         row++;
+        if (position) position.fraction = info.rows > 0 ? row / info.rows : 1;
         yield { text, id };
       }
     }

@@ -322,6 +322,7 @@ export async function loadEmbeddingModel(dir: string, opts: EmbeddingModelOption
     }
   };
 
+  const withTypes = inputs.includes('token_type_ids');
   /** Token ids and type ids of each text, in chunks (the library's encodings are dropped as soon as read). */
   const tokenize = async (texts: readonly string[]): Promise<Encoded[]> => {
     const out: Encoded[] = [];
@@ -330,7 +331,10 @@ export async function loadEmbeddingModel(dir: string, opts: EmbeddingModelOption
         const s = layout.prompt + t;
         return layout.lowercase ? s.toLowerCase() : s;
       });
-      for (const e of await tok.encodeBatch(prepared)) out.push({ ids: Int32Array.from(e.getIds()), types: Uint8Array.from(e.getTypeIds()) });
+      for (const e of await tok.encodeBatch(prepared)) {
+        const ids = Int32Array.from(e.getIds());
+        out.push({ ids, types: withTypes ? Uint8Array.from(e.getTypeIds()) : new Uint8Array(ids.length) });
+      }
     }
     return out;
   };

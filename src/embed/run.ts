@@ -22,6 +22,8 @@ export interface EmbedProgress {
   done: number;
   /** Rows embedded per second in this run (finished shards found on disk not counted). */
   rowsPerSecond: number;
+  /** The part of the input read so far (bytes, or rows of a Parquet file), 0 to 1. */
+  fraction: number;
   shard: number;
 }
 
@@ -170,7 +172,9 @@ export async function embedFile(o: EmbedFileOptions): Promise<EmbedFileResult> {
       let resumed = 0;
       let shard = 0;
       const tRun = performance.now();
-      const progress = () => o.onProgress?.({ stage: 'embed', done: rows, rowsPerSecond: embedded / Math.max((performance.now() - tRun) / 1000, 1e-9), shard });
+      const position = { fraction: 0 };
+      const progress = () =>
+        o.onProgress?.({ stage: 'embed', done: rows, rowsPerSecond: embedded / Math.max((performance.now() - tRun) / 1000, 1e-9), shard, fraction: position.fraction });
 
       const finishShard = async (texts: string[], ids: string[]): Promise<void> => {
         const rec = state.shards[shard];
@@ -214,7 +218,7 @@ export async function embedFile(o: EmbedFileOptions): Promise<EmbedFileResult> {
       let texts: string[] = [];
       let ids: string[] = [];
       let tr = performance.now();
-      for await (const r of readTexts({ path: input, format, ...(o.textField ? { textField: o.textField } : {}), ...(o.idField ? { idField: o.idField } : {}) })) {
+      for await (const r of readTexts({ path: input, format, ...(o.textField ? { textField: o.textField } : {}), ...(o.idField ? { idField: o.idField } : {}) }, position)) {
         texts.push(r.text);
         ids.push(r.id);
         if (texts.length === shardRows) {
