@@ -172,6 +172,8 @@ test('embed refuses bad input naming the file, the line and the field, before wr
     e.message.includes(`${input}: line 2: field 'id' holds a newline`));
   writeFileSync(input, '{"text": "fine"}\nnot json\n');
   await assert.rejects(embedFile({ model: fx.dir, input, output: path.join(dir, 'o3'), device: 'cpu' }), (e: Error) => e.message.includes(`${input}: line 2: not valid JSON`));
+  // Nothing was left behind by the refused runs.
+  assert.deepEqual(readdirSync(dir).sort(), ['texts.jsonl']);
   // A folder holding other files is not ours to fill.
   const foreign = path.join(dir, 'foreign');
   mkdirSync(foreign);

@@ -5,7 +5,7 @@
 // only the others, giving the bytes of an uninterrupted run. At the end `embeddings.yaml` names
 // the shards for every other command (`semdedup run -c emb/embeddings.yaml …`).
 import { createHash } from 'node:crypto';
-import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { InputError, OutputError, SemDedupError } from '../errors.js';
 import { atomicWriteFile, makeDir } from '../io/atomic.js';
@@ -144,6 +144,8 @@ export async function embedFile(o: EmbedFileOptions): Promise<EmbedFileResult> {
       shardRows,
       batchTokens,
     };
+    const existed = existsSync(out);
+    let wrote = false;
     const lock = lockOutputDir(out);
     try {
       let state: EmbedState = { version: 1, params, shards: [] };
@@ -202,6 +204,7 @@ export async function embedFile(o: EmbedFileOptions): Promise<EmbedFileResult> {
         const body = dtype === 'float16' ? toFloat16(vecs) : vecs;
         const embChunks = [npyHeaderBytes(dtype === 'float16' ? '<f2' : '<f4', [texts.length, model.dim]), new Uint8Array(body.buffer, body.byteOffset, body.byteLength)];
         const idsChunks = [Buffer.from(ids.join('\n') + '\n', 'utf8')];
+        wrote = true;
         atomicWriteFile(idsFile, idsChunks);
         atomicWriteFile(embFile, embChunks);
         state.shards[shard] = {
@@ -261,6 +264,13 @@ export async function embedFile(o: EmbedFileOptions): Promise<EmbedFileResult> {
         seconds,
         rowsPerSecond: embedded / Math.max((performance.now() - tRun) / 1000, 1e-9),
       };
+    } catch (e) {
+      // Refused before any shard was written: a folder this call created goes again.
+      if (!existed && !wrote) {
+        lock.release();
+        rmSync(out, { recursive: true, force: true });
+      }
+      throw e;
     } finally {
       lock.release();
     }
