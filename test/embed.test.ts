@@ -283,6 +283,10 @@ test('texts → kept ids end to end: embed, then the printed `semdedup run` over
     assert.equal(group.filter((id) => keptSet.has(id)).length, 1, `group of ${orig}: ${group.filter((id) => keptSet.has(id))}`);
   }
   assert.ok(kept.length <= 300, `kept ${kept.length} of 360 rows, 60 of them copies of 60 distinct texts`);
+  // The shards and ids named directly (the sharded-input keys) give the same kept ids.
+  const r2 = spawnSync(process.execPath, [CLI, 'run', '--set', 'embeddings=emb/embeddings', '--set', 'ids=emb/ids', '--set', 'output_dir=direct', '--set', 'k=3', '--eps-list', '0.001', '--set', 'niter=5', '-q'], { cwd: dir, encoding: 'utf8' });
+  assert.equal(r2.status, 0, r2.stderr);
+  assert.equal(readFileSync(path.join(dir, 'direct', 'kept_eps0.001.txt'), 'utf8'), kept.join('\n'));
 });
 
 test('Parquet input (a text column and an integer id column), and the model handle API', async () => {
@@ -313,6 +317,10 @@ test('Parquet input (a text column and an integer id column), and the model hand
     both.set(a);
     both.set(b, a.length);
     assert.ok(maxAbsDiff(both, fx.ref) < 1e-5);
+    // embedFile with the handle (left open): the same shard as from the folder.
+    const r2 = await embedFile({ model, input: file, textField: 'body', idField: 'n', output: path.join(dir, 'o2'), dtype: 'float32' });
+    assert.ok(readFileSync(path.join(r2.embeddings, 'part-000000.npy')).equals(readFileSync(path.join(r.embeddings, 'part-000000.npy'))));
+    assert.equal((await model.embed(['still open'])).length, fx.d);
     const ac = new AbortController();
     ac.abort();
     await assert.rejects(model.embed(TEXTS, { signal: ac.signal }), (e: Error & { code?: string }) => e.code === 'ERR_CANCELLED');
