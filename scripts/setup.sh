@@ -10,8 +10,8 @@ cd "$(dirname "$0")/.."
 # Build: cmake, a C++17 compiler, FAISS (CPU) and OpenBLAS. Tests and benchmarks: Debian's
 # Python with numpy (reference .npy files), faiss, torch, pandas (the original pipeline as a peer),
 # PyYAML (the config parser's reference), strace (the kill-point test injects SIGKILL at commits);
-# chromium renders the HTML report in its test.
-pkgs=(cmake g++ make libfaiss-dev libopenblas-dev python3 python3-numpy python3-faiss python3-torch python3-pandas python3-yaml strace chromium)
+# chromium renders the HTML report in its test; onnx builds the small model of the embed tests.
+pkgs=(cmake g++ make libfaiss-dev libopenblas-dev python3 python3-numpy python3-faiss python3-torch python3-pandas python3-yaml python3-onnx strace chromium)
 if command -v dpkg >/dev/null 2>&1; then
   missing=()
   for p in "${pkgs[@]}"; do
@@ -29,6 +29,9 @@ else
 fi
 
 # npm dependencies; the package's install script builds the native addon (scripts/install.cjs).
+# onnxruntime-node (semdedup embed) bundles its CPU runtime; its postinstall would download the
+# CUDA execution provider from outside the npm registry: skipped unless the caller asks for it.
+export ONNXRUNTIME_NODE_INSTALL="${ONNXRUNTIME_NODE_INSTALL:-skip}"
 if [ -f package-lock.json ]; then npm ci --no-audit --no-fund; else npm install --no-audit --no-fund; fi
 npm run build:ts
 

@@ -9,6 +9,7 @@ import { runAll, runCluster, runDedup, runSort } from './pipeline.js';
 import { engineInfo } from './info.js';
 import { extractAction, extractFractionOptions, registerAfterCommands } from './after/cli.js';
 import { addExecutorOptions, registerPlanCommands, runWithExecutor } from './plan/cli.js';
+import { registerEmbedCommand } from './embed/cli.js';
 
 function fmtSummary(eps: { eps: number; kept: number; removed: number; keptFraction: number }[]): string {
   return eps.map((e) => `  eps ${e.eps}: kept ${e.kept}, removed ${e.removed} (kept ${(100 * e.keptFraction).toFixed(2)}%)`).join('\n');
@@ -68,6 +69,7 @@ export function buildProgram(): Command {
       print(o, `embeddings: ${String(cfg.embeddings)}${cfg.ids ? `\nids: ${String(cfg.ids)}` : ''}`, { embeddings: cfg.embeddings, ids: cfg.ids ?? null });
     });
 
+  registerEmbedCommand(program);
   registerAfterCommands(program);
   registerPlanCommands(program);
 

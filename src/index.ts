@@ -1,6 +1,9 @@
 // The programmatic API of semdedup: the steps of the original pipeline under the names a reader
 // of the original knows, options objects, promises, progress callbacks, typed errors.
 export { getEmbeddings, PathsMemmap, type Batch, type Model } from './steps/embed.js';
+export { loadEmbeddingModel, readModelLayout, type EmbeddingModel, type EmbeddingModelOptions, type EmbedCallOptions, type EmbedTiming, type EmbedDevice } from './embed/model.js';
+export { embedFile, embedLayout, type EmbedFileOptions, type EmbedFileResult, type EmbedProgress } from './embed/run.js';
+export { readTexts, type TextSource, type TextRecord, type TextFormat } from './embed/input.js';
 export { computeCentroids, type ClusterOptions, type ClusterResult } from './steps/cluster.js';
 export { assignAndSortClusters, type SortOptions, type SortResult } from './steps/sort.js';
 export { prepareEmbeddings, NORM_TOLERANCE, type PrepareOptions, type NormalizeMode } from './steps/check.js';
