@@ -109,7 +109,7 @@ export interface NativeAddon {
     p: KmeansNativeParams,
     onProgress?: ProgressCallback,
     cancel?: NativeCancelToken,
-  ): Promise<Ran & { centroids: Float32Array; objective: number[]; nTrain: number; underMinPoints: boolean; searchedRows: number; prunedRows: number }>;
+  ): Promise<Ran & { centroids: Float32Array; objective: number[]; iterations: number; nTrain: number; underMinPoints: boolean; searchedRows: number; prunedRows: number; rescoredRows: number }>;
   assignNearest(
     emb: NativeEmbeddings,
     centroids: Float32Array,
@@ -120,7 +120,7 @@ export interface NativeAddon {
     opts: { threads?: number; device?: DeviceChoice; impl?: 'engine' | 'faiss' },
     onProgress?: ProgressCallback,
     cancel?: NativeCancelToken,
-  ): Promise<Ran>;
+  ): Promise<Ran & { rescoredRows: number }>;
   cosineToCentroid(
     emb: NativeEmbeddings,
     centroids: Float32Array,

@@ -23,6 +23,7 @@
 #include <faiss/IndexFlat.h>
 #endif
 #include "semdedup/kmeans.hpp"
+#include "semdedup/nearest.hpp"
 
 using namespace semdedup;
 
@@ -333,6 +334,56 @@ int main() {
       max_similarity_cpu(b, order.data(), offsets.data(), 2, Mb.data(), ab.data(), {});
       CHECK(Ma == Mb && aa == ab, "M differs between mapping and pread gathers");
       std::remove(path.c_str());
+    }
+  });
+
+  run("nearest.hpp: the fast pass's error stays within eps (sgemm, float32 and float64 fast scores, float64 values)", [] {
+    // Adversarial rows: mixed magnitudes and signs (cancellation), D up to 4096; the exact inner
+    // product in binary128 (each product exact, 113-bit sums: far below the bounds' scale).
+    std::mt19937_64 rng(17);
+    std::normal_distribution<double> nd;
+    for (int64_t d : {3, 8, 61, 256, 1000, 4096}) {
+      const int64_t m = d > 1000 ? 16 : 64, k = 48;
+      std::vector<float> x(size_t(m * d)), c(size_t(k * d));
+      for (auto* v : {&x, &c})
+        for (size_t i = 0; i < v->size(); ++i) (*v)[i] = float(nd(rng) * std::ldexp(1.0, int(rng() % 24) - 12));
+      for (int64_t j = 0; j < d; ++j) c[size_t(d + j)] = -c[size_t(j)] * (1 + 1e-7f);  // near cancellation
+      std::vector<float> f(size_t(m * k));
+      gemm_abt(x.data(), m, c.data(), k, d, f.data(), k);
+      double worst = 0;
+      for (int64_t i = 0; i < m; ++i) {
+        const float* xi = &x[size_t(i * d)];
+        const double xx = nearest::dot64(xi, xi, d);
+        double cm2 = 0;
+        for (int64_t t = 0; t < k; ++t) cm2 = std::max(cm2, nearest::dot64(&c[size_t(t * d)], &c[size_t(t * d)], d));
+        const double xn = nearest::norm_slack(std::sqrt(xx)), cmax = nearest::norm_slack(std::sqrt(cm2));
+        for (bool ip : {true, false}) {
+          const double eps = nearest::eps_score(ip, d, xn, cmax), e64 = nearest::eps64(ip, d, xn, cmax);
+          for (int64_t t = 0; t < k; ++t) {
+            const float* ct = &c[size_t(t * d)];
+            __float128 ex = 0, exx = 0, ecc = 0;
+            for (int64_t j = 0; j < d; ++j) {
+              ex += __float128(double(xi[j]) * double(ct[j]));
+              exx += __float128(double(xi[j]) * double(xi[j]));
+              ecc += __float128(double(ct[j]) * double(ct[j]));
+            }
+            const double cc = nearest::dot64(ct, ct, d);
+            const double s64 = nearest::score64(ip, xx, cc, nearest::dot64(xi, ct, d));
+            const double exact = ip ? double(ex) : -double(exx + ecc - 2 * ex);
+            // the float64 score against the exact one
+            CHECK(std::fabs(s64 - exact) <= e64, "d %lld: float64 score off by %g > %g", (long long)d, std::fabs(s64 - exact), e64);
+            // the CPU's fast score (float64 arithmetic) and the GPU's (float32 arithmetic) against it
+            const double fast = nearest::fast_score(ip, f[size_t(i * k + t)], cc);
+            const float fast32 = ip ? f[size_t(i * k + t)] : 2.f * f[size_t(i * k + t)] - float(cc);
+            for (double v : {fast, double(fast32)}) {
+              const double err = std::fabs(v - (s64 + (ip ? 0 : xx)));
+              worst = std::max(worst, err / eps);
+              CHECK(err <= eps, "d %lld ip %d: fast score off by %g > eps %g", (long long)d, int(ip), err, eps);
+            }
+          }
+        }
+      }
+      std::printf("     D %lld: largest error %.3g of eps\n", (long long)d, worst);
     }
   });
 

@@ -1,8 +1,8 @@
 // The tasks of a plan (`semdedup task <stage> <index> --plan <manifest>`). Each reads and writes
 // files under the output folder only, and a task that finds its outputs complete does nothing:
 //   train    the embeddings check (and normalised copy) and k-means on the seeded sample (1 task)
-//   assign   the nearest centroid and step 3's ranking key of a row range (row ranges start at
-//            multiples of 4096, the final assignment's block, so the bits are the single run's)
+//   assign   the nearest centroid and step 3's ranking key of a row range (each row's exact nearest
+//            centroid and float64 value depend on that row alone, so the bits are the single run's)
 //   group    step 3 for a range of clusters: their rows gathered and ranked
 //   dedup    step 4's M for a share of the clusters balanced by cost, large clusters in row blocks
 //   extract  the final files: the single-process run's, assembled from the parts, and the ids per eps
@@ -105,7 +105,7 @@ async function train(plan: Plan, o: TaskOptions): Promise<TaskResult> {
       );
       noteBackend(o.log, 'k-means training', r);
       writeNpy(centroidsPath, r.centroids, { shape: [k, emb.d] });
-      recordStep(dir, 'train', trainParams, trainInputs, { centroids: centroidsPath }, { objective: r.objective, searchedRows: r.searchedRows, prunedRows: r.prunedRows, backend: r.backend, plan: plan.id });
+      recordStep(dir, 'train', trainParams, trainInputs, { centroids: centroidsPath }, { objective: r.objective, iterations: r.iterations, searchedRows: r.searchedRows, prunedRows: r.prunedRows, rescoredRows: r.rescoredRows, backend: r.backend, plan: plan.id });
       from = 'trained';
     }
     const embeddings: EffectiveLayout = { path: emb.path, format: emb.format, dtype: emb.dtype, n: emb.n, d: emb.d, offset: emb.offset };
@@ -146,7 +146,7 @@ async function assign(plan: Plan, i: number, o: TaskOptions): Promise<TaskResult
     writeNpy(out.nearest, nearest);
     writeNpy(out.dist, dist);
     writeNpy(out.key, key);
-    return { outputs: out, info: { rows: [b, e], backend: ran.backend } };
+    return { outputs: out, info: { rows: [b, e], backend: ran.backend, rescoredRows: ran.rescoredRows } };
   } finally {
     emb.close();
   }
