@@ -79,23 +79,38 @@ struct Pick {
   bool rescored;
 };
 
-// The exact nearest centroid of row x from its fast products line[0..k) (float32), with sline
-// (k doubles) receiving the fast scores. xx = ip(x, x), xnorm an upper bound of |x|.
-Pick pick_exact(const float* line, const float* x, double xx, double xnorm, const CentroidSet& cs, double* sline) {
+// The exact nearest centroid of row x from its fast products line[0..k) (float32). xx = ip(x, x)
+// (used for L2 only), xnorm an upper bound of |x|.
+Pick pick_exact(const float* line, const float* x, double xx, double xnorm, const CentroidSet& cs) {
   const int k = cs.k;
   const bool ip = cs.ip;
   const double eps = nr::eps_score(ip, cs.d, xnorm, cs.cmax);
   double best = -kInf, second = -kInf;
   int64_t bi = -1;
-  for (int j = 0; j < k; ++j) {
-    const double s = nr::fast_score(ip, line[j], cs.cc[size_t(j)]);
-    sline[j] = s;
-    if (s > best) {
-      second = best;
-      best = s;
-      bi = j;
-    } else if (s > second) {
-      second = s;
+  if (ip) {  // the fast score is the product itself: compare in float32
+    float b = -std::numeric_limits<float>::infinity(), s2 = b;
+    int64_t j0 = -1;
+    for (int j = 0; j < k; ++j) {
+      const float v = line[j];
+      if (v > b) {
+        s2 = b;
+        b = v;
+        j0 = j;
+      } else if (v > s2) {
+        s2 = v;
+      }
+    }
+    best = b, second = s2, bi = j0;
+  } else {
+    for (int j = 0; j < k; ++j) {
+      const double s = nr::fast_score(ip, line[j], cs.cc[size_t(j)]);
+      if (s > best) {
+        second = best;
+        best = s;
+        bi = j;
+      } else if (s > second) {
+        second = s;
+      }
     }
   }
   if (bi >= 0 && nr::decided(best, second, eps))
@@ -106,7 +121,7 @@ Pick pick_exact(const float* line, const float* x, double xx, double xnorm, cons
   int64_t bj = -1;
   const bool all = bi < 0 || !std::isfinite(best);
   for (int j = 0; j < k; ++j) {
-    if (!all && !nr::candidate(sline[j], best, eps)) continue;
+    if (!all && !nr::candidate(nr::fast_score(ip, line[j], cs.cc[size_t(j)]), best, eps)) continue;
     const double s = nr::score64(ip, xx, cs.cc[size_t(j)], nr::dot64(x, cs.row(j), cs.d));
     if (bj < 0 || nr::better(s, j, bs, bj)) {
       bs = s;
@@ -115,6 +130,20 @@ Pick pick_exact(const float* line, const float* x, double xx, double xnorm, cons
   }
   if (bj < 0 || std::isnan(bs)) throw Error(ErrorCode::Numeric, "nearest centroid: non-finite distances (NaN in the rows or centroids)");
   return {bj, bs, true};
+}
+
+// An upper bound of |x| from a float32 sum of squares (8 lanes): its error is at most gamma_D
+// times the sum, plus underflow.
+double norm_bound_f32(const float* x, int64_t d) {
+  float acc[nr::kLanes] = {0, 0, 0, 0, 0, 0, 0, 0};
+  int64_t j = 0;
+  for (; j + nr::kLanes <= d; j += nr::kLanes)
+    for (int l = 0; l < nr::kLanes; ++l) acc[l] += x[j + l] * x[j + l];
+  for (int l = 0; j < d; ++j, ++l) acc[l] += x[j] * x[j];
+  double s = 0;
+  for (float a : acc) s += double(a);
+  const double g = nr::gamma_n(double(d + 8), 5.9604644775390625e-08);
+  return nr::norm_slack(std::sqrt(s * (1 + 2 * g) + double(d) * 1e-44));
 }
 
 // The prune score (top of this file) of a float64 score.
@@ -364,7 +393,6 @@ class CpuAssigner : public KMeansAssigner {
       k_ = k;
       ng_ = (k + kGroup - 1) / kGroup;
       cbuf_.assign(size_t(threads_), std::vector<float>(size_t(kSearchBlock) * size_t(k)));
-      sbuf_.assign(size_t(threads_), std::vector<double>(size_t(k)));
       if (prune_) upg_.assign(size_t(nt) * size_t(ng_), 0.f);
     }
     const int ng = ng_;
@@ -425,23 +453,23 @@ class CpuAssigner : public KMeansAssigner {
       float* xb = xbuf_[size_t(w)].data();
       for (int64_t t = 0; t < m; ++t) std::memcpy(xb + t * d, X + todo[size_t(s0 + t)] * d, size_t(d) * 4);
       float* cb = cbuf_[size_t(w)].data();
-      double* sl = sbuf_[size_t(w)].data();
       gemm_abt(xb, m, cent, k, d, cb, k);
       int64_t nres = 0;
       for (int64_t t = 0; t < m; ++t) {
         const int64_t i = todo[size_t(s0 + t)];
-        const Pick pk = pick_exact(cb + t * k, X + i * d, xx_[size_t(i)], xnorm_[size_t(i)], cs_, sl);
+        const Pick pk = pick_exact(cb + t * k, X + i * d, xx_[size_t(i)], xnorm_[size_t(i)], cs_);
         nres += pk.rescored;
         assign[size_t(i)] = pk.idx;
         dis[size_t(i)] = nr::value_of_score(ip, pk.score);
         if (!prune_) continue;
         const double eps = nr::eps_score(ip, d, xnorm_[size_t(i)], cmax_run_);
         float* u = &upg_[size_t(i) * size_t(ng)];
+        const float* line = cb + t * k;
         for (int g = 0; g < ng; ++g) {
           double gb = -kInf;
           const int e = std::min(k, (g + 1) * kGroup);
           for (int j = g * kGroup; j < e; ++j)
-            if (j != pk.idx && sl[j] > gb) gb = sl[j];
+            if (j != pk.idx) gb = std::max(gb, nr::fast_score(ip, line[j], cs_.cc[size_t(j)]));
           u[g] = round_up(prune_upper(ip, gb, xx_[size_t(i)], eps));
         }
       }
@@ -462,7 +490,6 @@ class CpuAssigner : public KMeansAssigner {
   std::vector<double> xx_, xnorm_;
   std::vector<float> upg_;
   std::vector<std::vector<float>> cbuf_, xbuf_;
-  std::vector<std::vector<double>> sbuf_;
 };
 
 }  // namespace
@@ -482,7 +509,6 @@ void assign_nearest(const EmbeddingView& x, const float* centroids, int k, bool 
   const int64_t nblocks = (x.n + kAssignBlock - 1) / kAssignBlock;
   std::vector<std::vector<float>> cbuf(static_cast<size_t>(threads), std::vector<float>(size_t(kAssignBlock) * size_t(k)));
   std::vector<std::vector<float>> xbuf(static_cast<size_t>(threads));
-  std::vector<std::vector<double>> sbuf(static_cast<size_t>(threads), std::vector<double>(size_t(k)));
   std::atomic<int64_t> done{0}, nres{0};
   BlasSingleThread blas1;
   parallel_for(threads, nblocks, [&](int64_t b, int w) {
@@ -500,8 +526,10 @@ void assign_nearest(const EmbeddingView& x, const float* centroids, int k, bool 
     int64_t r = 0;
     for (int64_t t = 0; t < m; ++t) {
       const float* xr = rows + t * d;
-      const double xx = nr::dot64(xr, xr, d);
-      const Pick pk = pick_exact(cb + t * k, xr, xx, nr::norm_slack(std::sqrt(xx)), cs, sbuf[size_t(w)].data());
+      // IP needs |x| only for the bound (a float32 one will do); L2's values need ip(x, x)
+      const double xx = inner_product ? 0.0 : nr::dot64(xr, xr, d);
+      const double xn = inner_product ? norm_bound_f32(xr, d) : nr::norm_slack(std::sqrt(xx));
+      const Pick pk = pick_exact(cb + t * k, xr, xx, xn, cs);
       r += pk.rescored;
       nearest[b0 + t] = pk.idx;
       dist[b0 + t] = float(nr::value_of_score(inner_product, pk.score));
