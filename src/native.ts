@@ -57,7 +57,10 @@ export interface MaxSimStats extends Ran {
   clusters: number;
   usefulFlops: number;
   computedFlops: number;
+  /** Members the float32 filter did not decide: their candidates re-scored in float64. */
   rechecked: number;
+  /** Of those, members re-scanned over all their earlier members in float64. */
+  rescanned: number;
 }
 
 export interface ScanStats {
@@ -162,7 +165,7 @@ export interface NativeAddon {
     opts: { thresholds: number[]; threads?: number; recheckMargin?: number },
     onProgress?: ProgressCallback,
     cancel?: NativeCancelToken,
-  ): Promise<{ members: number; clusters: number; usefulFlops: number; computedFlops: number; rechecked: number }>;
+  ): Promise<{ members: number; clusters: number; usefulFlops: number; computedFlops: number; rechecked: number; rescanned: number }>;
   maxSimilarity(
     emb: NativeEmbeddings,
     order: BigInt64Array,

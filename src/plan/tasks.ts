@@ -17,7 +17,7 @@ import { embeddingsSpecOf, resolveIds, runSort } from '../pipeline.js';
 import { extractPrunedDataAll } from '../steps/extract.js';
 import { prepareEmbeddings } from '../steps/check.js';
 import { keepOrderOf, summarize, type WhichToKeep } from '../steps/dedup.js';
-import { ensureOutputDir, noteBackend, runNative, type CommonOptions } from '../steps/common.js';
+import { ALGORITHM_VERSION, ensureOutputDir, noteBackend, runNative, type CommonOptions } from '../steps/common.js';
 import { withDefaults, toManifest, type PartialResolved } from '../config.js';
 import { readManifest, recordStep, stamp, stepIsCurrent, writeManifest } from '../manifest.js';
 import { planPaths, stageOf, type Plan, type Stage } from './plan.js';
@@ -85,7 +85,7 @@ async function train(plan: Plan, o: TaskOptions): Promise<TaskResult> {
     // As cluster.ts: centroids are committed (step 'train') with what they came from, and reused
     // only when that is unchanged.
     const params = { k, niter: cfg.niter, seed: cfg.seed, spherical: cfg.spherical, maxPointsPerCentroid: cfg.maxPointsPerCentroid, minPointsPerCentroid: cfg.minPointsPerCentroid };
-    const trainParams = cfg.centroids ? { given: stamp(cfg.centroids), k, d: emb.d } : { ...params, impl: cfg.kmeansImpl, d: emb.d };
+    const trainParams = cfg.centroids ? { given: stamp(cfg.centroids), k, d: emb.d, algorithm: ALGORITHM_VERSION } : { ...params, impl: cfg.kmeansImpl, d: emb.d, algorithm: ALGORITHM_VERSION };
     const trainInputs: Record<string, string> = cfg.centroids ? {} : { embeddings: emb.path };
     if (cfg.centroids) {
       const { header, data } = readNpy(cfg.centroids);
@@ -363,7 +363,7 @@ async function extract(plan: Plan, o: TaskOptions): Promise<TaskResult> {
   writeNpy(outputs.nearest(dir), nearest);
   writeNpy(outputs.dist(dir), dist);
   const lay = effectiveLayout(plan);
-  recordStep(dir, 'cluster', { spherical: cfg.spherical, k: plan.k, d: plan.d, n: plan.n }, { embeddings: lay.path, centroids: outputs.centroids(dir) },
+  recordStep(dir, 'cluster', { spherical: cfg.spherical, k: plan.k, d: plan.d, n: plan.n, algorithm: ALGORITHM_VERSION }, { embeddings: lay.path, centroids: outputs.centroids(dir) },
     { centroids: outputs.centroids(dir), nearest: outputs.nearest(dir), dist: outputs.dist(dir) }, { plan: plan.id });
   // Step 3's.
   const offsets = clusterOffsets(plan);
@@ -375,7 +375,7 @@ async function extract(plan: Plan, o: TaskOptions): Promise<TaskResult> {
   writeNpy(outputs.sortKey(dir), distance);
   const sortInputs: Record<string, string> = { centroids: outputs.centroids(dir), nearest: outputs.nearest(dir), dist: outputs.dist(dir) };
   if (cfg.simMetric === 'cosine' && !cfg.spherical) sortInputs.embeddings = lay.path;
-  recordStep(dir, 'sort', { simMetric: cfg.simMetric, keepHard: cfg.keepHard, spherical: cfg.spherical }, sortInputs,
+  recordStep(dir, 'sort', { simMetric: cfg.simMetric, keepHard: cfg.keepHard, spherical: cfg.spherical, algorithm: ALGORITHM_VERSION }, sortInputs,
     { order: outputs.order(dir), offsets: outputs.offsets(dir), sortKey: outputs.sortKey(dir) }, { plan: plan.id });
   // Step 4's: the keep order of all clusters, and M from the dedup parts, position by position.
   const { keepOrder, keepIndex } = await keepOrderOf(order, offsets, cfg.whichToKeep as WhichToKeep, cfg.seed, o.threads ?? cfg.threads);
@@ -404,7 +404,7 @@ async function extract(plan: Plan, o: TaskOptions): Promise<TaskResult> {
   writeNpy(outputs.keepIndex(dir), keepIndex);
   writeNpy(outputs.M(dir), M);
   writeNpy(outputs.Marg(dir), Mrow);
-  recordStep(dir, 'dedup', { whichToKeep: cfg.whichToKeep, seed: cfg.seed, epsList: cfg.epsList }, { embeddings: lay.path, order: outputs.order(dir), offsets: outputs.offsets(dir) },
+  recordStep(dir, 'dedup', { whichToKeep: cfg.whichToKeep, seed: cfg.seed, epsList: cfg.epsList, algorithm: ALGORITHM_VERSION }, { embeddings: lay.path, order: outputs.order(dir), offsets: outputs.offsets(dir) },
     { M: outputs.M(dir), keepOrder: outputs.keepOrder(dir), keepIndex: outputs.keepIndex(dir), Mrow: outputs.Marg(dir) }, { plan: plan.id });
   if (cfg.exportSortedClusters) await runSort(plan.config, { ...o, ...(log ? { log } : {}) }); // the same step-3 files, and the original's per-cluster files
   // Step 5, as `semdedup run` does it.

@@ -9,7 +9,7 @@ import { outputs } from '../layout.js';
 import { loadNative } from '../native.js';
 import type { Embeddings } from '../embeddings.js';
 import { withDefaults, type ConfigFields } from '../config.js';
-import { ensureOutputDir, noteBackend, now, runNative, type CommonOptions } from './common.js';
+import { ALGORITHM_VERSION, ensureOutputDir, noteBackend, now, runNative, type CommonOptions } from './common.js';
 import { recordStep, stamp, stepIsCurrent } from '../manifest.js';
 
 /** The options of step 2; the k-means parameters are the schema's (defaults: withDefaults). */
@@ -88,7 +88,7 @@ export async function computeCentroids(options: ClusterOptions): Promise<Cluster
   const t0 = now();
   // Centroids are committed with what they came from (the given file, or the embeddings and the
   // k-means parameters), and reused only when that is unchanged.
-  const trainParams = given ? { given: stamp(opts.centroids!), k, d: emb.d } : { ...params, impl, d: emb.d };
+  const trainParams = given ? { given: stamp(opts.centroids!), k, d: emb.d, algorithm: ALGORITHM_VERSION } : { ...params, impl, d: emb.d, algorithm: ALGORITHM_VERSION };
   const trainInputs: Record<string, string> = given ? {} : { embeddings: emb.path };
   const committed = existsSync(centroidsPath) && stepIsCurrent(opts.outputDir, 'train', trainParams, trainInputs);
   if (given) {
@@ -131,7 +131,7 @@ export async function computeCentroids(options: ClusterOptions): Promise<Cluster
   }
   const tTrain = (now() - t0) / 1000;
 
-  const stepParams = { spherical, k, d: emb.d, n: emb.n };
+  const stepParams = { spherical, k, d: emb.d, n: emb.n, algorithm: ALGORITHM_VERSION };
   const inputs = { embeddings: emb.path, centroids: centroidsPath };
   if (stepIsCurrent(opts.outputDir, 'cluster', stepParams, inputs)) {
     const nearest = readNpy(nearestPath).data as BigInt64Array;

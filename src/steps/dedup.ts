@@ -13,7 +13,7 @@ import { outputs } from '../layout.js';
 import { loadNative, type MaxSimStats } from '../native.js';
 import type { Embeddings } from '../embeddings.js';
 import { withDefaults, type ConfigFields, type PartialConfig } from '../config.js';
-import { ensureOutputDir, noteBackend, now, runNative, throwIfAborted, type CommonOptions } from './common.js';
+import { ALGORITHM_VERSION, ensureOutputDir, noteBackend, now, runNative, throwIfAborted, type CommonOptions } from './common.js';
 import { currentRecord, recordStep, requireCommitted, stamp } from '../manifest.js';
 import { findExactDuplicates } from '../after/exact.js';
 
@@ -115,7 +115,7 @@ export async function semdedup(options: DedupOptions): Promise<DedupResult> {
     if (!existsSync(p)) throw new InputError(`${p} not found: run the sort step first (semdedup sort)`, { file: p });
   // Only the sort step's committed results are read; unchanged inputs and params: skipped.
   requireCommitted(dir, 'sort', { order: outputs.order(dir), offsets: outputs.offsets(dir) });
-  const stepParams = { whichToKeep: which, seed, epsList: opts.epsList };
+  const stepParams = { whichToKeep: which, seed, epsList: opts.epsList, algorithm: ALGORITHM_VERSION };
   const stepInputs = { embeddings: opts.embeddings.path, order: outputs.order(dir), offsets: outputs.offsets(dir) };
   const done = currentRecord(dir, 'dedup', stepParams, stepInputs);
   if (done) {
@@ -136,7 +136,7 @@ export async function semdedup(options: DedupOptions): Promise<DedupResult> {
   const emb = opts.embeddings;
   const M = new Float64Array(n);
   const Mrow = new BigInt64Array(n);
-  const stats: MaxSimStats = { members: 0, clusters: 0, usefulFlops: 0, computedFlops: 0, rechecked: 0, backend: 'cpu', backendNote: '' };
+  const stats: MaxSimStats = { members: 0, clusters: 0, usefulFlops: 0, computedFlops: 0, rechecked: 0, rescanned: 0, backend: 'cpu', backendNote: '' };
   let resumedParts = 0;
   {
     const rows = BigInt(emb.n);
@@ -193,6 +193,7 @@ export async function semdedup(options: DedupOptions): Promise<DedupResult> {
       stats.usefulFlops += st.usefulFlops;
       stats.computedFlops += st.computedFlops;
       stats.rechecked += st.rechecked;
+      stats.rescanned += st.rescanned;
       writeNpy(mPath, pm);
       writeNpy(rPath, pr);
       doneCost += e - b;

@@ -13,6 +13,7 @@ import { loadNative } from '../native.js';
 import type { Embeddings } from '../embeddings.js';
 import { withDefaults, type ConfigFields } from '../config.js';
 import {
+  ALGORITHM_VERSION,
   ensureOutputDir,
   now,
   runNative,
@@ -52,7 +53,7 @@ export async function assignAndSortClusters(options: SortOptions): Promise<SortR
     if (!existsSync(p)) throw new InputError(`${p} not found: run the cluster step first (semdedup cluster)`, { file: p });
   // Only the cluster step's committed results are read; unchanged inputs and params: skipped.
   requireCommitted(dir, 'cluster', { centroids: outputs.centroids(dir), nearest: outputs.nearest(dir), dist: outputs.dist(dir) });
-  const stepParams = { simMetric, keepHard, spherical };
+  const stepParams = { simMetric, keepHard, spherical, algorithm: ALGORITHM_VERSION };
   const stepInputs: Record<string, string> = { centroids: outputs.centroids(dir), nearest: outputs.nearest(dir), dist: outputs.dist(dir) };
   if (simMetric === 'cosine' && !spherical && opts.embeddings) stepInputs.embeddings = opts.embeddings.path;
   if (!opts.exportSortedClusters && stepIsCurrent(dir, 'sort', stepParams, stepInputs)) {
