@@ -230,6 +230,38 @@ export function refMaxSim(X: Float32Array, d: number, rows: readonly number[]): 
   return { M, arg };
 }
 
+/**
+ * Step 4 by the engine's exact definition (docs/algorithm.md, "Exact M"): each similarity is the
+ * fixed-order float64 value dot64Lanes; M[j] = max(0, max_{i<j}), arg[j] = the earliest position
+ * reaching that maximum, or -1 when M[j] = 0. Also the runner-up (the largest value at another
+ * position, -Infinity when none) for counting ties.
+ */
+export function refMaxSimExact(X: Float32Array, d: number, rows: readonly number[]): { M: Float64Array; arg: Int32Array; second: Float64Array } {
+  const n = rows.length;
+  const M = new Float64Array(n);
+  const arg = new Int32Array(n).fill(-1);
+  const second = new Float64Array(n).fill(-Infinity);
+  for (let j = 1; j < n; j++) {
+    let best = -Infinity;
+    let bestI = -1;
+    let sec = -Infinity;
+    for (let i = 0; i < j; i++) {
+      const s = dot64Lanes(X, rows[i]! * d, X, rows[j]! * d, d);
+      if (s > best) {
+        sec = best;
+        best = s;
+        bestI = i;
+      } else if (s > sec) sec = s;
+    }
+    if (best > 0) {
+      M[j] = best;
+      arg[j] = bestI;
+    }
+    second[j] = sec;
+  }
+  return { M, arg, second };
+}
+
 /** Removal flags for one eps: member j is removed when M[j] > 1 − eps; a lone member is kept. */
 export function refDecisions(M: ArrayLike<number>, eps: number): boolean[] {
   const n = M.length;

@@ -118,11 +118,6 @@ inline void settle(double s, int64_t row, double* M, int64_t* arg) {
   *arg = pos ? row : -1;
 }
 
-// The filter's bound for a cluster whose rows have norms at most cmax (nearest.hpp).
-inline double filter_eps(int64_t d, double cmax) {
-  const double c = nearest::norm_slack(cmax);
-  return nearest::eps_score(true, d, c, c);
-}
 
 // Largest float64 norm of n rows held contiguously.
 double max_norm(const float* a, int64_t n, int64_t d) {
@@ -132,6 +127,72 @@ double max_norm(const float* a, int64_t n, int64_t d) {
 }
 
 }  // namespace
+
+double filter_bound(int64_t d, double cmax) {
+  const double c = nearest::norm_slack(cmax);
+  return nearest::eps_score(true, d, c, c);
+}
+
+FilterCounts exact_from_filter(const EmbeddingView& x, const int64_t* rows, int64_t p0, int64_t p1, const float* best,
+                               const float* second, const int64_t* pos, double eps, double* M, int64_t* arg, int threads,
+                               CancelFlag cancel) {
+  constexpr int64_t kChunk = 1024;
+  const int64_t d = x.d;
+  const int64_t chunks = (p1 - p0 + kChunk - 1) / kChunk;
+  const int workers = int(std::max<int64_t>(1, std::min<int64_t>(resolve_threads(threads), chunks)));
+  struct Work {
+    std::vector<float> cand, cols, scan;
+    std::vector<int64_t> idx, at;
+    int64_t rechecked = 0, rescanned = 0;
+  };
+  std::vector<Work> work(static_cast<size_t>(workers));
+  parallel_for(workers, chunks, [&](int64_t ch, int w) {
+    Work& k = work[size_t(w)];
+    const int64_t q0 = ch * kChunk, q1 = std::min(p1 - p0, q0 + kChunk);
+    // Members decided by the filter: their one candidate row and their own row, gathered.
+    k.idx.clear();
+    k.at.clear();
+    for (int64_t q = q0; q < q1; ++q)
+      if (pos[q] >= 0 && nearest::decided(best[q], second[q], eps)) {
+        k.idx.push_back(rows[pos[q]]);
+        k.at.push_back(q);
+      }
+    const int64_t m = int64_t(k.at.size());
+    k.cand.resize(size_t(std::max<int64_t>(m, 1) * d));
+    k.cols.resize(size_t(std::max<int64_t>(m, 1) * d));
+    x.gather(k.idx.data(), m, k.cand.data());
+    for (int64_t i = 0; i < m; ++i) k.idx[size_t(i)] = rows[p0 + k.at[size_t(i)]];
+    x.gather(k.idx.data(), m, k.cols.data());
+    for (int64_t i = 0; i < m; ++i) {
+      const int64_t q = k.at[size_t(i)];
+      settle(nearest::dot64(k.cand.data() + i * d, k.cols.data() + i * d, d), rows[pos[q]], M + q, arg + q);
+    }
+    // The others: no earlier member, or re-scanned over all earlier members.
+    size_t next = 0;
+    for (int64_t q = q0; q < q1; ++q) {
+      if (next < k.at.size() && k.at[next] == q) {
+        ++next;
+        continue;
+      }
+      const int64_t p = p0 + q;
+      if (p == 0) {
+        settle(0, -1, M + q, arg + q);
+        continue;
+      }
+      ++k.rechecked;
+      ++k.rescanned;
+      k.scan.resize(size_t((kScanChunk + 1) * d));
+      const ExactMax e = exact_max_scan(x, rows, p, k.scan.data());
+      settle(e.value, e.pos >= 0 ? rows[e.pos] : -1, M + q, arg + q);
+    }
+  }, cancel);
+  FilterCounts out;
+  for (const Work& k : work) {
+    out.rechecked += k.rechecked;
+    out.rescanned += k.rescanned;
+  }
+  return out;
+}
 
 double max_norm_of_rows(const EmbeddingView& x, const int64_t* rows, int64_t n, int threads, CancelFlag cancel) {
   constexpr int64_t kChunk = 1024;
@@ -174,63 +235,40 @@ ExactMax exact_max_scan(const EmbeddingView& x, const int64_t* rows, int64_t p, 
 
 namespace {
 
-// The exact pairs of a tile's columns [c0, c0 + cols) from the fold's (best, second, pos):
-// a column whose runner-up is further than 2 eps below the maximum has one candidate, re-scored
-// in float64 (its row gathered into s.a unless `rows_held` holds the cluster's rows in keep order);
-// otherwise, with `held_scores` (the float32 scores of the tile, column j at held_scores[i * ldc + j]
-// for row position i), every candidate within 2 eps is re-scored; without, the member is re-scanned
-// over all its earlier members. Writes M[out0 + j], arg[out0 + j].
-void finish_tile(const EmbeddingView& x, const int64_t* rows, int64_t c0, int64_t cols, const float* cols_held,
-                 const float* rows_held, const float* held_scores, int64_t ldc, double eps, Scratch& s,
-                 std::vector<float>& scan, ExactCounts& counts, int64_t out0, double* M, int64_t* arg) {
-  const int64_t d = x.d;
-  // Rows of the single candidates, when the cluster's rows are not held.
-  if (!rows_held) {
-    int64_t m = 0;
-    s.idx.need(cols);
-    for (int64_t j = 0; j < cols; ++j)
-      if (s.pos[size_t(j)] >= 0 && nearest::decided(s.best[size_t(j)], s.second[size_t(j)], eps)) s.idx[size_t(m++)] = rows[s.pos[size_t(j)]];
-    s.a.need(std::max<int64_t>(m, 1) * d);
-    x.gather(s.idx.data(), m, s.a.data());
-  }
-  int64_t next = 0;  // next gathered candidate row
+// The exact pairs of a whole-cluster item's column tile [c0, c0 + cols) from the fold's (best,
+// second, pos): `rows_held` holds the cluster's rows in keep order and `scores` the tile's float32
+// scores (column j of row position i at scores[i * ldc + j]). A column whose runner-up is further
+// than 2 eps below the maximum has one candidate, re-scored in float64; otherwise every candidate
+// within 2 eps of the maximum is. Writes M[c0 + j], arg[c0 + j].
+void finish_whole_tile(int64_t d, const int64_t* rows, int64_t c0, int64_t cols, const float* rows_held,
+                       const float* scores, int64_t ldc, double eps, const Scratch& s, ExactCounts& counts, double* M,
+                       int64_t* arg) {
   for (int64_t j = 0; j < cols; ++j) {
     const int64_t p = c0 + j;
-    double* Mp = M + out0 + j;
-    int64_t* ap = arg + out0 + j;
+    const float* xj = rows_held + p * d;
     const int64_t bp = s.pos[size_t(j)];
-    if (bp < 0) {  // no earlier member (or only NaN scores): scanned below if it has earlier members
-      if (p == 0) {
-        settle(0, -1, Mp, ap);
-        continue;
-      }
-    }
-    const float* xj = cols_held + j * d;
     if (bp >= 0 && nearest::decided(s.best[size_t(j)], s.second[size_t(j)], eps)) {
-      const float* xi = rows_held ? rows_held + bp * d : s.a.data() + (next++) * d;
-      settle(nearest::dot64(xi, xj, d), rows[bp], Mp, ap);
+      settle(nearest::dot64(rows_held + bp * d, xj, d), rows[bp], M + p, arg + p);
+      continue;
+    }
+    if (p == 0) {
+      settle(0, -1, M + p, arg + p);
       continue;
     }
     counts.rechecked.fetch_add(1, std::memory_order_relaxed);
-    if (held_scores && rows_held && bp >= 0) {
-      const double b = s.best[size_t(j)];
-      double best = 0;
-      int64_t who = -1;
-      for (int64_t i = 0; i < p; ++i) {
-        if (!nearest::candidate(double(held_scores[i * ldc + j]), b, eps)) continue;
-        const double v = nearest::dot64(rows_held + i * d, xj, d);
-        if (who < 0 || v > best) {
-          best = v;
-          who = i;
-        }
+    const double b = bp >= 0 ? double(s.best[size_t(j)]) : -std::numeric_limits<double>::infinity();
+    double best = 0;
+    int64_t who = -1;
+    for (int64_t i = 0; i < p; ++i) {
+      // every earlier member when the fold found no maximum (NaN scores)
+      if (bp >= 0 && !nearest::candidate(double(scores[i * ldc + j]), b, eps)) continue;
+      const double v = nearest::dot64(rows_held + i * d, xj, d);
+      if (who < 0 || v > best) {
+        best = v;
+        who = i;
       }
-      settle(best, who >= 0 ? rows[who] : -1, Mp, ap);
-    } else {
-      counts.rescanned.fetch_add(1, std::memory_order_relaxed);
-      scan.resize(size_t((kScanChunk + 1) * d));
-      const ExactMax e = exact_max_scan(x, rows, p, scan.data());
-      settle(e.value, e.pos >= 0 ? rows[e.pos] : -1, Mp, ap);
     }
+    settle(best, who >= 0 ? rows[who] : -1, M + p, arg + p);
   }
 }
 
@@ -239,7 +277,7 @@ void finish_tile(const EmbeddingView& x, const int64_t* rows, int64_t c0, int64_
 // kRowBlock at a time; cmax bounds the norms of rows [0, c0 + cols). Writes M[out0 + j], arg[out0 + j].
 // One code for the whole-cluster kernel and the row-block entry.
 void split_tile(const EmbeddingView& x, const int64_t* rows, int64_t c0, int64_t cols, double cmax, Scratch& s,
-                std::vector<float>& scan, ExactCounts& counts, int64_t out0, double* M, int64_t* arg, CancelFlag cancel) {
+                ExactCounts& counts, int64_t out0, double* M, int64_t* arg, CancelFlag cancel) {
   const int64_t d = x.d;
   s.a.need(std::min(kRowBlock, c0 + cols) * d);
   s.b.need(cols * d);
@@ -257,7 +295,10 @@ void split_tile(const EmbeddingView& x, const int64_t* rows, int64_t c0, int64_t
     gemm_abt(s.a.data(), nr, s.b.data(), cols, d, s.c.data(), kSplitCols);
     fold_block(s.c.data(), kSplitCols, nr, cols, r0, c0, s.best.data(), s.second.data(), s.pos.data());
   }
-  finish_tile(x, rows, c0, cols, s.b.data(), nullptr, nullptr, 0, filter_eps(d, cmax), s, scan, counts, out0, M, arg);
+  const FilterCounts fc = exact_from_filter(x, rows, c0, c0 + cols, s.best.data(), s.second.data(), s.pos.data(),
+                                            filter_bound(d, cmax), M + out0, arg + out0, 1, cancel);
+  counts.rechecked.fetch_add(fc.rechecked, std::memory_order_relaxed);
+  counts.rescanned.fetch_add(fc.rescanned, std::memory_order_relaxed);
 }
 
 }  // namespace
@@ -358,7 +399,6 @@ MaxSimStats max_similarity_cpu(const EmbeddingView& x, const int64_t* order, con
   // hundred KB for small clusters, at most ~40 MB for the widest tiles), never more.
   const int threads = int(std::max<int64_t>(1, std::min<int64_t>(resolve_threads(opt.threads), int64_t(items.size()))));
   std::vector<Scratch> scratch(static_cast<size_t>(threads));
-  std::vector<std::vector<float>> scan(static_cast<size_t>(threads));
   ExactCounts counts;
   std::atomic<int64_t> done_cost{0};
   BlasSingleThread blas1;  // our workers are the parallelism; BLAS runs one thread each
@@ -374,7 +414,7 @@ MaxSimStats max_similarity_cpu(const EmbeddingView& x, const int64_t* order, con
       s.second.need(kCols);
       s.pos.need(kCols);
       x.gather(order + base, n, s.a.data());
-      const double eps = filter_eps(d, max_norm(s.a.data(), n, d));
+      const double eps = filter_bound(d, max_norm(s.a.data(), n, d));
       for (int64_t c0 = 0; c0 < n; c0 += kCols) {
         const int64_t cols = std::min(kCols, n - c0);
         const int64_t rows = c0 + cols;
@@ -383,15 +423,13 @@ MaxSimStats max_similarity_cpu(const EmbeddingView& x, const int64_t* order, con
           gemm_abt(s.a.data(), rows, s.a.data() + c0 * d, cols, d, s.c.data(), kCols);
           fold_block(s.c.data(), kCols, rows, cols, 0, c0, s.best.data(), s.second.data(), s.pos.data());
         }
-        finish_tile(x, order + base, c0, cols, s.a.data() + c0 * d, s.a.data(), s.c.data(), kCols, eps, s,
-                    scan[size_t(w)], counts, c0, M + base, arg + base);
+        finish_whole_tile(d, order + base, c0, cols, s.a.data(), s.c.data(), kCols, eps, s, counts, M + base, arg + base);
       }
     } else {
       const int64_t width = maxsim_layout(n, d).width;
       const int64_t c0 = it.tile * width;
       const int64_t cols = std::min(width, n - c0);
-      split_tile(x, order + base, c0, cols, cmax[size_t(it.cluster)], s, scan[size_t(w)], counts, c0, M + base,
-                 arg + base, cancel);
+      split_tile(x, order + base, c0, cols, cmax[size_t(it.cluster)], s, counts, c0, M + base, arg + base, cancel);
     }
     const int64_t now = done_cost.fetch_add(int64_t(it.cost)) + int64_t(it.cost);
     if (progress) progress(now, int64_t(total_cost));
@@ -426,7 +464,6 @@ MaxSimStats max_similarity_block(const EmbeddingView& x, const int64_t* rows, in
   const double cmax = max_norm_of_rows(x, rows, j1, opt.threads, cancel);
   const int threads = int(std::max<int64_t>(1, std::min<int64_t>(resolve_threads(opt.threads), t1 - t0)));
   std::vector<Scratch> scratch(static_cast<size_t>(threads));
-  std::vector<std::vector<float>> scan(static_cast<size_t>(threads));
   ExactCounts counts;
   std::atomic<int64_t> done{0};
   BlasSingleThread blas1;
@@ -434,7 +471,7 @@ MaxSimStats max_similarity_block(const EmbeddingView& x, const int64_t* rows, in
     Scratch& s = scratch[size_t(w)];
     const int64_t c0 = (t0 + idx) * width;
     const int64_t cols = std::min(width, j1 - c0);
-    split_tile(x, rows, c0, cols, cmax, s, scan[size_t(w)], counts, c0 - j0, M, arg, cancel);
+    split_tile(x, rows, c0, cols, cmax, s, counts, c0 - j0, M, arg, cancel);
     const int64_t cost = int64_t(double(c0 + cols) * double(cols));
     const int64_t now = done.fetch_add(cost) + cost;
     if (progress) progress(now, int64_t(total));

@@ -42,6 +42,25 @@ struct ExactMax {
 };
 ExactMax exact_max_scan(const EmbeddingView& x, const int64_t* rows, int64_t p, float* buf);
 
+// The float32 filter's bound for a cluster whose rows have norms at most cmax: every float32 dot
+// product of two of its rows, summed in any order (BLAS, GPU tiles), lies within this distance of
+// its dot64 value (nearest::eps_score), so the member reaching the exact maximum has a float32
+// score within 2 bound of the float32 maximum.
+double filter_bound(int64_t d, double cmax);
+
+// The exact pairs of positions [p0, p1) of a cluster (rows: its rows in keep order) from a
+// float32 filter's result per position p (index q = p - p0): best[q] the float32 maximum over
+// the earlier members, pos[q] its earliest position (-1: none), second[q] the largest float32
+// score at another position (-inf: none). A member whose runner-up is further than 2 eps below
+// its maximum gets M from one float64 dot product; the others are re-scanned over all their
+// earlier members by exact_max_scan (rechecked = rescanned = their count). Writes M[q], arg[q].
+struct FilterCounts {
+  int64_t rechecked = 0, rescanned = 0;
+};
+FilterCounts exact_from_filter(const EmbeddingView& x, const int64_t* rows, int64_t p0, int64_t p1, const float* best,
+                               const float* second, const int64_t* pos, double eps, double* M, int64_t* arg,
+                               int threads = 0, CancelFlag cancel = nullptr);
+
 // Largest float64 norm (sqrt of dot64(x, x)) of the listed rows.
 double max_norm_of_rows(const EmbeddingView& x, const int64_t* rows, int64_t n, int threads = 0,
                         CancelFlag cancel = nullptr);
