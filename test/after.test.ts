@@ -19,7 +19,7 @@ import type { EmbeddingsSpec } from '../src/embeddings.js';
 import {
   chooseEpsForFraction, decontaminate, explainId, explainRemovals, extractAt, findExactDuplicates, keptFractionCurve, recheckEps,
 } from '../src/index.js';
-import { dot64Lanes, refMaxSim } from './reference.js';
+import { dot64Lanes, refMaxSimExact } from './reference.js';
 import { runCli, withSpec } from './helpers.js';
 import { openEmbeddings } from '../src/embeddings.js';
 
@@ -48,7 +48,7 @@ function dot64(a: number, b: number, A: Float32Array = X, B: Float32Array = X): 
 interface Ref {
   keepOrder: BigInt64Array;
   offsets: BigInt64Array;
-  /** float64 M and its earliest arg row (-1 on the clamp), per keep-order position. */
+  /** float64 M by the engine's definition (fixed-order dot products) and its earliest arg row (-1 on the clamp), per keep-order position. */
   M: Float64Array;
   argRow: Int32Array;
 }
@@ -66,7 +66,7 @@ function prepare(): Promise<Ref> {
     for (let c = 0; c < K; c++) {
       const b = Number(offsets[c]!);
       const rows = Array.from(keepOrder.subarray(b, Number(offsets[c + 1]!)), Number);
-      const r = refMaxSim(X, D, rows);
+      const r = refMaxSimExact(X, D, rows);
       M.set(r.M, b);
       for (let j = 0; j < rows.length; j++) argRow[b + j] = r.arg[j]! >= 0 ? rows[r.arg[j]!]! : -1;
     }
