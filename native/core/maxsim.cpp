@@ -126,6 +126,13 @@ double max_norm(const float* a, int64_t n, int64_t d) {
   return std::sqrt(m);
 }
 
+// An upper bound of |x|^2 from a float32 dot product v = fl(x . x) of D terms (in any order):
+// |v - x.x| <= gamma_D x.x, so x.x <= v / (1 - gamma_D), plus underflow.
+inline double diag_norm2_bound(double v, int64_t d) {
+  const double g = nearest::gamma_n(double(d), 5.9604644775390625e-08);
+  return std::max(0.0, v) / (1 - g) * (1 + 1e-12) + double(d) * 1.5e-45;
+}
+
 }  // namespace
 
 double filter_bound(int64_t d, double cmax) {
@@ -414,7 +421,9 @@ MaxSimStats max_similarity_cpu(const EmbeddingView& x, const int64_t* order, con
       s.second.need(kCols);
       s.pos.need(kCols);
       x.gather(order + base, n, s.a.data());
-      const double eps = filter_bound(d, max_norm(s.a.data(), n, d));
+      // The norm bound from the tiles' own diagonals (float32 |x_i|^2, within gamma_D of the
+      // float64 value): by tile c0 every row a candidate can come from has been on a diagonal.
+      double norm2 = 0;
       for (int64_t c0 = 0; c0 < n; c0 += kCols) {
         const int64_t cols = std::min(kCols, n - c0);
         const int64_t rows = c0 + cols;
@@ -422,7 +431,9 @@ MaxSimStats max_similarity_cpu(const EmbeddingView& x, const int64_t* order, con
         if (rows > 1) {
           gemm_abt(s.a.data(), rows, s.a.data() + c0 * d, cols, d, s.c.data(), kCols);
           fold_block(s.c.data(), kCols, rows, cols, 0, c0, s.best.data(), s.second.data(), s.pos.data());
+          for (int64_t j = 0; j < cols; ++j) norm2 = std::max(norm2, double(s.c[size_t((c0 + j) * kCols + j)]));
         }
+        const double eps = filter_bound(d, std::sqrt(diag_norm2_bound(norm2, d)));
         finish_whole_tile(d, order + base, c0, cols, s.a.data(), s.c.data(), kCols, eps, s, counts, M + base, arg + base);
       }
     } else {
