@@ -312,7 +312,7 @@ export function formatRecord(rec: BenchRecord): string {
   lines.push(`| **end to end** | **${f(o.total)}** | | | ${p ? (p.note ? 'cannot run' : `**${f(p.total)}**`) : ''} | ${p && !p.note ? `**${f(p.total / o.total, 1)}×**` : ''} | |`);
   lines.push('');
   lines.push(`Peak RSS: ours ${f(o.peakRssMiB, 0)} MiB${p ? `, peer ${f(p.peakRssMiB, 0)} MiB (the peer's counts the touched pages of the mapped embeddings)` : ''}. ` +
-    `Dedup: ${f(o.computedDedupGflop, 0)} GFLOP issued for ${f(o.stages.dedup?.gflop, 0)} useful; ${o.rechecked} members re-checked in float64.`);
+    `Dedup: ${f(o.computedDedupGflop, 0)} GFLOP issued for ${f(o.stages.dedup?.gflop, 0)} useful; ${o.rechecked} members not decided by the float32 filter (their candidates re-scored in float64; M is exact).`);
   const tr = o.stages.train;
   if (tr?.prunedFraction !== undefined)
     lines.push(`k-means training: ${f(100 * tr.prunedFraction, 1)}% of the row searches skipped by the bounds; ${f(tr.issuedGflop, 0)} GFLOP issued of the ${f(tr.gflop, 0)} the exact Lloyd iterations need (GFLOP/s above: issued work; Lloyd-equivalent rate ${f(tr.gflop! / tr.seconds, 1)} GFLOP/s).`);
