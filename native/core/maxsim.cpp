@@ -95,8 +95,13 @@ class Buffer {
 };
 
 struct Scratch {
-  Buffer<float> a, b, c, best, second;
-  Buffer<int64_t> pos, idx;
+  Buffer<float> a, b, c, best, second, pbest;
+  Buffer<int64_t> pos, idx, ppos;
+  // split items: per column, the candidates (position, float32 score) within 2 eps of the running
+  // maximum, kept while the column is undecided; and which columns they settled
+  std::vector<std::vector<std::pair<int64_t, float>>> cand;
+  std::vector<uint8_t> settled;
+  std::vector<float> rows;
 };
 
 // Counters of the exact step, shared by the workers.
@@ -142,7 +147,7 @@ double filter_bound(int64_t d, double cmax) {
 
 FilterCounts exact_from_filter(const EmbeddingView& x, const int64_t* rows, int64_t p0, int64_t p1, const float* best,
                                const float* second, const int64_t* pos, double eps, double* M, int64_t* arg, int threads,
-                               CancelFlag cancel) {
+                               CancelFlag cancel, const uint8_t* skip) {
   constexpr int64_t kChunk = 1024;
   const int64_t d = x.d;
   const int64_t chunks = (p1 - p0 + kChunk - 1) / kChunk;
@@ -160,7 +165,7 @@ FilterCounts exact_from_filter(const EmbeddingView& x, const int64_t* rows, int6
     k.idx.clear();
     k.at.clear();
     for (int64_t q = q0; q < q1; ++q)
-      if (pos[q] >= 0 && nearest::decided(best[q], second[q], eps)) {
+      if ((!skip || !skip[q]) && pos[q] >= 0 && nearest::decided(best[q], second[q], eps)) {
         k.idx.push_back(rows[pos[q]]);
         k.at.push_back(q);
       }
@@ -181,6 +186,7 @@ FilterCounts exact_from_filter(const EmbeddingView& x, const int64_t* rows, int6
         ++next;
         continue;
       }
+      if (skip && skip[q]) continue;
       const int64_t p = p0 + q;
       if (p == 0) {
         settle(0, -1, M + q, arg + q);
@@ -286,12 +292,17 @@ void finish_whole_tile(int64_t d, const int64_t* rows, int64_t c0, int64_t cols,
 void split_tile(const EmbeddingView& x, const int64_t* rows, int64_t c0, int64_t cols, double cmax, Scratch& s,
                 ExactCounts& counts, int64_t out0, double* M, int64_t* arg, CancelFlag cancel) {
   const int64_t d = x.d;
+  const double eps = filter_bound(d, cmax);
   s.a.need(std::min(kRowBlock, c0 + cols) * d);
   s.b.need(cols * d);
   s.c.need(std::min(kRowBlock, c0 + cols) * kSplitCols);
   s.best.need(cols);
   s.second.need(cols);
   s.pos.need(cols);
+  s.pbest.need(cols);
+  s.ppos.need(cols);
+  if (int64_t(s.cand.size()) < cols) s.cand.resize(size_t(cols));
+  for (int64_t j = 0; j < cols; ++j) s.cand[size_t(j)].clear();
   x.gather(rows + c0, cols, s.b.data());
   reset_tile(s, cols);
   const int64_t rows_end = c0 + cols;
@@ -300,10 +311,53 @@ void split_tile(const EmbeddingView& x, const int64_t* rows, int64_t c0, int64_t
     const int64_t nr = std::min(kRowBlock, rows_end - r0);
     x.gather(rows + r0, nr, s.a.data());
     gemm_abt(s.a.data(), nr, s.b.data(), cols, d, s.c.data(), kSplitCols);
+    std::copy(s.best.data(), s.best.data() + cols, s.pbest.data());
+    std::copy(s.pos.data(), s.pos.data() + cols, s.ppos.data());
     fold_block(s.c.data(), kSplitCols, nr, cols, r0, c0, s.best.data(), s.second.data(), s.pos.data());
+    // Undecided columns keep their candidates: earlier blocks can only contribute the previous
+    // maximum (a column decided before had every other score below it by more than 2 eps), this
+    // block its scores within 2 eps of the new maximum.
+    for (int64_t j = 0; j < cols; ++j) {
+      auto& L = s.cand[size_t(j)];
+      const double b = s.best[size_t(j)];
+      if (s.pos[size_t(j)] < 0 || nearest::decided(b, s.second[size_t(j)], eps)) {
+        L.clear();
+        continue;
+      }
+      if (L.empty() && s.ppos[size_t(j)] >= 0) L.emplace_back(s.ppos[size_t(j)], s.pbest[size_t(j)]);
+      L.erase(std::remove_if(L.begin(), L.end(), [&](const std::pair<int64_t, float>& e) { return !nearest::candidate(e.second, b, eps); }), L.end());
+      const int64_t r_end = std::min(nr, c0 + j - r0);  // rows before the column's member
+      for (int64_t r = 0; r < r_end; ++r) {
+        const float v = s.c[size_t(r * kSplitCols + j)];
+        if (nearest::candidate(v, b, eps)) L.emplace_back(r0 + r, v);
+      }
+    }
   }
-  const FilterCounts fc = exact_from_filter(x, rows, c0, c0 + cols, s.best.data(), s.second.data(), s.pos.data(),
-                                            filter_bound(d, cmax), M + out0, arg + out0, 1, cancel);
+  // Columns with candidates: every candidate re-scored in float64 (ascending positions: the
+  // earliest wins a tie). The others from the fold's maximum (exact_from_filter).
+  s.settled.assign(size_t(cols), 0);
+  for (int64_t j = 0; j < cols; ++j) {
+    const auto& L = s.cand[size_t(j)];
+    if (L.empty()) continue;
+    s.idx.need(int64_t(L.size()));
+    for (size_t i = 0; i < L.size(); ++i) s.idx[i] = rows[L[i].first];
+    s.rows.resize(L.size() * size_t(d));
+    x.gather(s.idx.data(), int64_t(L.size()), s.rows.data());
+    double best = 0;
+    int64_t who = -1;
+    for (size_t i = 0; i < L.size(); ++i) {
+      const double v = nearest::dot64(s.rows.data() + i * size_t(d), s.b.data() + j * d, d);
+      if (who < 0 || v > best) {
+        best = v;
+        who = L[i].first;
+      }
+    }
+    settle(best, rows[who], M + out0 + j, arg + out0 + j);
+    s.settled[size_t(j)] = 1;
+    counts.rechecked.fetch_add(1, std::memory_order_relaxed);
+  }
+  const FilterCounts fc = exact_from_filter(x, rows, c0, c0 + cols, s.best.data(), s.second.data(), s.pos.data(), eps,
+                                            M + out0, arg + out0, 1, cancel, s.settled.data());
   counts.rechecked.fetch_add(fc.rechecked, std::memory_order_relaxed);
   counts.rescanned.fetch_add(fc.rescanned, std::memory_order_relaxed);
 }

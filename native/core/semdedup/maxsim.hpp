@@ -53,13 +53,14 @@ double filter_bound(int64_t d, double cmax);
 // the earlier members, pos[q] its earliest position (-1: none), second[q] the largest float32
 // score at another position (-inf: none). A member whose runner-up is further than 2 eps below
 // its maximum gets M from one float64 dot product; the others are re-scanned over all their
-// earlier members by exact_max_scan (rechecked = rescanned = their count). Writes M[q], arg[q].
+// earlier members by exact_max_scan (rechecked = rescanned = their count). Writes M[q], arg[q],
+// except where skip[q] is set (positions the caller settled).
 struct FilterCounts {
   int64_t rechecked = 0, rescanned = 0;
 };
 FilterCounts exact_from_filter(const EmbeddingView& x, const int64_t* rows, int64_t p0, int64_t p1, const float* best,
                                const float* second, const int64_t* pos, double eps, double* M, int64_t* arg,
-                               int threads = 0, CancelFlag cancel = nullptr);
+                               int threads = 0, CancelFlag cancel = nullptr, const uint8_t* skip = nullptr);
 
 // Largest float64 norm (sqrt of dot64(x, x)) of the listed rows.
 double max_norm_of_rows(const EmbeddingView& x, const int64_t* rows, int64_t n, int threads = 0,
