@@ -43,7 +43,7 @@ export function buildProgram(): Command {
     .action(async (o: GlobalOpts) => {
       const cfg = await loadRunConfig(o, 'dedup');
       const r = await runDedup(cfg, options(o));
-      print(o, `dedup: ${r.keepOrder.length} members, ${r.stats.rechecked} re-checked in float64, ${r.seconds.toFixed(2)} s (${r.stats.backend})${r.resumedParts ? `, ${r.resumedParts} parts resumed` : ''}\n${fmtSummary(r.summary)}`,
+      print(o, `dedup: ${r.keepOrder.length} members, M exact (${r.stats.rechecked} not decided by the float32 filter, ${r.stats.rescanned ?? 0} re-scanned), ${r.seconds.toFixed(2)} s (${r.stats.backend})${r.resumedParts ? `, ${r.resumedParts} parts resumed` : ''}\n${fmtSummary(r.summary)}`,
         { summary: r.summary, stats: r.stats, seconds: r.seconds, resumedParts: r.resumedParts });
     });
 

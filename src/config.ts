@@ -263,7 +263,7 @@ export const configSchema = Object.freeze([
     key: 'kmeans_impl', field: 'kmeansImpl', kind: 'enum', values: ['engine', 'faiss'], aliases: [], default: 'engine',
     defaultText: 'engine',
     description:
-      "k-means on the CPU: `engine` runs FAISS's algorithm with the engine's blocked kernels and exact pruning (the same centroids, faster); `faiss` calls faiss::Clustering itself.",
+      "k-means on the CPU: `engine` runs FAISS's sampling and initialisation with every assignment the exact nearest centroid, on the engine's blocked kernels with exact pruning (the same bytes on every machine); `faiss` trains with faiss::Clustering itself (its centroids depend on the BLAS kernel and thread count; rows are then assigned by the exact rule).",
   },
   {
     key: 'gpu_memory_limit', field: 'gpuMemoryLimit', kind: 'nonnegint', aliases: [], default: 0, defaultText: '0',

@@ -57,7 +57,10 @@ export interface MaxSimStats extends Ran {
   clusters: number;
   usefulFlops: number;
   computedFlops: number;
+  /** Members the float32 filter did not decide: their candidates re-scored in float64. */
   rechecked: number;
+  /** Of those, members re-scanned over all their earlier members in float64. */
+  rescanned: number;
 }
 
 export interface ScanStats {
@@ -110,7 +113,7 @@ export interface NativeAddon {
     p: KmeansNativeParams,
     onProgress?: ProgressCallback,
     cancel?: NativeCancelToken,
-  ): Promise<Ran & { centroids: Float32Array; objective: number[]; nTrain: number; underMinPoints: boolean; searchedRows: number; prunedRows: number }>;
+  ): Promise<Ran & { centroids: Float32Array; objective: number[]; iterations: number; nTrain: number; underMinPoints: boolean; searchedRows: number; prunedRows: number; rescoredRows: number }>;
   assignNearest(
     emb: NativeEmbeddings,
     centroids: Float32Array,
@@ -121,7 +124,7 @@ export interface NativeAddon {
     opts: { threads?: number; device?: DeviceChoice; impl?: 'engine' | 'faiss' },
     onProgress?: ProgressCallback,
     cancel?: NativeCancelToken,
-  ): Promise<Ran>;
+  ): Promise<Ran & { rescoredRows: number }>;
   cosineToCentroid(
     emb: NativeEmbeddings,
     centroids: Float32Array,
@@ -163,7 +166,7 @@ export interface NativeAddon {
     opts: { thresholds: number[]; threads?: number; recheckMargin?: number },
     onProgress?: ProgressCallback,
     cancel?: NativeCancelToken,
-  ): Promise<{ members: number; clusters: number; usefulFlops: number; computedFlops: number; rechecked: number }>;
+  ): Promise<{ members: number; clusters: number; usefulFlops: number; computedFlops: number; rechecked: number; rescanned: number }>;
   maxSimilarity(
     emb: NativeEmbeddings,
     order: BigInt64Array,

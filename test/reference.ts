@@ -56,6 +56,51 @@ export function refAssign(
   return { nearest, dist };
 }
 
+/**
+ * The float64 inner product of the engine's numerical contract (docs/algorithm.md, "Exact nearest
+ * centroid"), written from its definition: the exact products x_j·c_j summed in 8 lanes (lane
+ * j mod 8, ascending j), the lanes added as ((l0 + l1) + (l2 + l3)) + ((l4 + l5) + (l6 + l7)).
+ */
+export function dot64Lanes(a: ArrayLike<number>, aOff: number, b: ArrayLike<number>, bOff: number, d: number): number {
+  const l = [0, 0, 0, 0, 0, 0, 0, 0];
+  for (let t = 0; t < d; t++) l[t % 8]! += a[aOff + t]! * b[bOff + t]!;
+  return ((l[0]! + l[1]!) + (l[2]! + l[3]!)) + ((l[4]! + l[5]!) + (l[6]! + l[7]!));
+}
+
+/**
+ * The exact nearest centroid by that definition: the largest inner product (innerProduct), or the
+ * smallest (x·x + c·c) − 2 x·c; ties to the lowest centroid id. dist: the float32 rounding of the
+ * inner product, or of the squared distance clamped at 0.
+ */
+export function refAssignExact(
+  X: Float32Array,
+  n: number,
+  d: number,
+  centroids: Float32Array,
+  k: number,
+  innerProduct: boolean,
+): { nearest: Int32Array; dist: Float32Array } {
+  const nearest = new Int32Array(n);
+  const dist = new Float32Array(n);
+  const cc = Float64Array.from({ length: k }, (_, c) => dot64Lanes(centroids, c * d, centroids, c * d, d));
+  for (let i = 0; i < n; i++) {
+    const xx = innerProduct ? 0 : dot64Lanes(X, i * d, X, i * d, d);
+    let best = -1;
+    let bestScore = 0;
+    for (let c = 0; c < k; c++) {
+      const xc = dot64Lanes(X, i * d, centroids, c * d, d);
+      const score = innerProduct ? xc : -((xx + cc[c]!) - 2 * xc);
+      if (best < 0 || score > bestScore) {
+        best = c;
+        bestScore = score;
+      }
+    }
+    nearest[i] = best;
+    dist[i] = innerProduct ? bestScore : Math.max(0, -bestScore);
+  }
+  return { nearest, dist };
+}
+
 // ---------------------------------------------------------------------------------------------
 // Step 3: distance to the centroid and ranking.
 
@@ -183,6 +228,38 @@ export function refMaxSim(X: Float32Array, d: number, rows: readonly number[]): 
     }
   }
   return { M, arg };
+}
+
+/**
+ * Step 4 by the engine's exact definition (docs/algorithm.md, "Exact M"): each similarity is the
+ * fixed-order float64 value dot64Lanes; M[j] = max(0, max_{i<j}), arg[j] = the earliest position
+ * reaching that maximum, or -1 when M[j] = 0. Also the runner-up (the largest value at another
+ * position, -Infinity when none) for counting ties.
+ */
+export function refMaxSimExact(X: Float32Array, d: number, rows: readonly number[]): { M: Float64Array; arg: Int32Array; second: Float64Array } {
+  const n = rows.length;
+  const M = new Float64Array(n);
+  const arg = new Int32Array(n).fill(-1);
+  const second = new Float64Array(n).fill(-Infinity);
+  for (let j = 1; j < n; j++) {
+    let best = -Infinity;
+    let bestI = -1;
+    let sec = -Infinity;
+    for (let i = 0; i < j; i++) {
+      const s = dot64Lanes(X, rows[i]! * d, X, rows[j]! * d, d);
+      if (s > best) {
+        sec = best;
+        best = s;
+        bestI = i;
+      } else if (s > sec) sec = s;
+    }
+    if (best > 0) {
+      M[j] = best;
+      arg[j] = bestI;
+    }
+    second[j] = sec;
+  }
+  return { M, arg, second };
 }
 
 /** Removal flags for one eps: member j is removed when M[j] > 1 − eps; a lone member is kept. */

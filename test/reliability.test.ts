@@ -17,6 +17,7 @@ import { writeNpy } from '../src/io/npy.js';
 import { lockOutputDir } from '../src/lock.js';
 import { capThreads, THREADS_PER_CORE_MAX, validateInputs } from '../src/validate.js';
 import { parseYamlLikePyYAML } from '../src/io/yaml11.js';
+import { ALGORITHM_VERSION } from '../src/steps/common.js';
 import { CLI, ROOT, runCli, tmpFolder } from './helpers.js';
 import { DIM, K, N, digest, listFiles, makeData, runArgs, tempFiles } from './rel-helpers.js';
 
@@ -115,6 +116,37 @@ test('manifest: existing centroids are reused only for the embeddings and k-mean
   ok(['cluster', ...runArgs(d, fresh, ['--set', 'seed=99'])], d.dir, 'fresh cluster');
   for (const f of ['kmeans_centroids.npy', 'nearest_cent.npy', 'dist_to_cent.npy'])
     assert.ok(readFileSync(path.join(out, f)).equals(readFileSync(path.join(fresh, f))), `${f} differs from a fresh run`);
+});
+
+test('manifest: records of an engine with other numerical rules (no algorithm version, or another) are not reused', () => {
+  const d = makeData('relalgo');
+  const out = path.join(d.dir, 'out');
+  ok(['run', ...runArgs(d, out)], d.dir, 'run');
+  const manifestPath = path.join(out, 'semdedup', 'manifest.json');
+  const STEPS = ['train', 'cluster', 'sort', 'dedup'];
+  const original = readFileSync(manifestPath, 'utf8');
+  const m0 = JSON.parse(original) as { steps: Record<string, { params: Record<string, unknown> }> };
+  for (const s of STEPS) assert.equal(m0.steps[s]?.params.algorithm, ALGORITHM_VERSION, `the ${s} record carries the algorithm version`);
+  const want = ['kmeans_centroids.npy', 'nearest_cent.npy', 'dist_to_cent.npy', 'semdedup/M.npy', 'semdedup/M_row.npy', 'semdedup/keep_order.npy'].map((f) => [f, readFileSync(path.join(out, f))] as const);
+  // The same folder as an older engine left it: its records without the version, then with an older one.
+  for (const version of [undefined, ALGORITHM_VERSION - 1]) {
+    const m = JSON.parse(original) as typeof m0;
+    for (const s of STEPS) {
+      if (version === undefined) delete m.steps[s]!.params.algorithm;
+      else m.steps[s]!.params.algorithm = version;
+    }
+    writeFileSync(manifestPath, JSON.stringify(m, null, 2) + '\n');
+    const log = runCli(['run', ...runArgs(d, out).filter((a) => a !== '-q')], d.dir).stderr;
+    assert.doesNotMatch(log, /centroids: reusing|assignment: up to date|sort: up to date|dedup: up to date/, `version ${String(version)}: nothing reused\n${log}`);
+    assert.match(log, /k-means: k=/, `version ${String(version)}: k-means trains again`);
+    const m2 = JSON.parse(readFileSync(manifestPath, 'utf8')) as typeof m0;
+    for (const s of STEPS) assert.equal(m2.steps[s]?.params.algorithm, ALGORITHM_VERSION, `${s} recorded again with the current version`);
+    for (const [f, h] of want) assert.ok(readFileSync(path.join(out, f)).equals(h), `${f}: the same bytes as the first run`);
+  }
+  // With the current version everything is reused.
+  const log = runCli(['run', ...runArgs(d, out).filter((a) => a !== '-q')], d.dir).stderr;
+  assert.match(log, /centroids: reusing/);
+  assert.match(log, /dedup: up to date/);
 });
 
 test('every step whose inputs, outputs and parameters are unchanged is skipped', () => {

@@ -3,12 +3,12 @@
 // pipeline in Python, and FAISS k-means alone); a check that our kept sets equal the peer's given
 // the same centroids before any speed is reported; a JSON record and bench/RESULTS.md.
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, readFileSync, writeFileSync, statSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, readdirSync, writeFileSync, statSync } from 'node:fs';
 import { cpus, totalmem } from 'node:os';
-import { join, resolve } from 'node:path';
+import { basename, join, relative, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { createEmbeddingsFile } from '../src/embeddings.js';
-import { writeNpy } from '../src/io/npy.js';
+import { readNpy, writeNpy } from '../src/io/npy.js';
 import { loadNative, userEnv } from '../src/native.js';
 import { SynthDataset, type SynthOptions } from './synth.js';
 import { computeCentroids } from '../src/steps/cluster.js';
@@ -68,10 +68,17 @@ export interface BenchRecord {
   workload: Workload;
   machine: { cpu: string; cores: number; memGiB: number; blasCore: string; faiss: string; node: string };
   sgemmGflops: number;
-  ours: { stages: Record<string, StageRecord>; total: number; peakRssMiB: number; largestCluster: number; rechecked: number; computedDedupGflop: number; runs?: number };
+  ours: {
+    stages: Record<string, StageRecord>; total: number; peakRssMiB: number; largestCluster: number; rechecked: number; computedDedupGflop: number; runs?: number;
+    /** k-means: iterations run, the last objective, and the rows re-scored in float64 (training, all iterations; assignment). */
+    kmeans?: { iterations: number; objective?: number; rescoredTrain: number; rescoredAssign: number };
+  };
   peer?: { stages: Record<string, number | null>; total: number; peakRssMiB: number; note?: string };
-  faissAlone?: { train: number; assign: number; total: number; sameCentroids: boolean; sameAssignment: boolean };
+  /** FAISS k-means alone; its last objective against ours (the same training sample: comparable). */
+  faissAlone?: { train: number; assign: number; total: number; objective?: number; ourObjective?: number };
   keptEqual?: { eps: number; ours: number; peer: number; equal: boolean }[];
+  /** Our pipeline again under other OpenBLAS kernels and thread counts: its outputs against the main run's. */
+  kernels?: { kernel: string; threads: number; seconds: number; identical: boolean; files: number; differing: string[]; mMaxDiff: number }[];
   date: string;
 }
 
@@ -100,13 +107,14 @@ export function prepareData(w: Workload, outDir: string, log: (l: string) => voi
 }
 
 /** Runs our pipeline stage by stage in this process (the parent runs it in a fresh child for RSS). */
-export async function runOursStages(opts: { emb: string; n: number; dim: number; k: number; niter: number; eps: number[]; out: string; centroids?: string; impl?: 'engine' | 'faiss'; kmeansOnly?: boolean }) {
+export async function runOursStages(opts: { emb: string; n: number; dim: number; k: number; niter: number; eps: number[]; out: string; centroids?: string; impl?: 'engine' | 'faiss'; kmeansOnly?: boolean; threads?: number }) {
+  const threads = opts.threads ?? 0;
   const stages: Record<string, StageRecord> = {};
   const spec = { path: opts.emb, format: 'memmap' as const, count: opts.n, dim: opts.dim };
   const t0 = performance.now();
   const emb = await prepareEmbeddings(spec, { outputDir: opts.out, normalize: 'auto' });
   stages.check = { seconds: (performance.now() - t0) / 1000 };
-  const c = await computeCentroids({ embeddings: emb, outputDir: opts.out, k: opts.k, niter: opts.niter, seed: 1234, spherical: true, reuseCentroids: false, kmeansImpl: opts.impl ?? 'engine', ...(opts.centroids ? { centroids: opts.centroids } : {}) });
+  const c = await computeCentroids({ embeddings: emb, outputDir: opts.out, k: opts.k, niter: opts.niter, seed: 1234, spherical: true, reuseCentroids: false, kmeansImpl: opts.impl ?? 'engine', threads, ...(opts.centroids ? { centroids: opts.centroids } : {}) });
   const nTrain = Math.min(opts.n, opts.k * 256);
   if (!opts.centroids) {
     // Lloyd-equivalent work (what the exact algorithm does without pruning), and what was issued.
@@ -115,22 +123,23 @@ export async function runOursStages(opts: { emb: string; n: number; dim: number;
     stages.train = { seconds: c.seconds.train, gflop: full, issuedGflop: issued, prunedFraction: c.searchedRows + c.prunedRows > 0 ? c.prunedRows / (c.searchedRows + c.prunedRows) : 0 };
   }
   stages.assign = { seconds: c.seconds.assign, gflop: (2 * opts.n * opts.k * opts.dim) / 1e9 };
+  const kmeans = { iterations: c.iterations, ...(c.objective.length ? { objective: c.objective[c.objective.length - 1]! } : {}), rescoredTrain: c.rescoredRows.train, rescoredAssign: c.rescoredRows.assign };
   if (opts.kmeansOnly) emb.close();
-  if (opts.kmeansOnly) return { stages, total: (performance.now() - t0) / 1000, peakRssMiB: process.resourceUsage().maxRSS / 1024, largestCluster: 0, rechecked: 0, computedDedupGflop: 0 };
+  if (opts.kmeansOnly) return { stages, total: (performance.now() - t0) / 1000, peakRssMiB: process.resourceUsage().maxRSS / 1024, largestCluster: 0, rechecked: 0, computedDedupGflop: 0, kmeans };
   let t = performance.now();
-  const s = await assignAndSortClusters({ outputDir: opts.out, simMetric: 'cosine', keepHard: true, spherical: true });
+  const s = await assignAndSortClusters({ outputDir: opts.out, simMetric: 'cosine', keepHard: true, spherical: true, threads });
   stages.sort = { seconds: (performance.now() - t) / 1000 };
   let largest = 0;
   for (let i = 0; i < s.k; i++) largest = Math.max(largest, Number(s.offsets[i + 1]! - s.offsets[i]!));
   t = performance.now();
-  const d = await semdedup({ embeddings: emb, outputDir: opts.out, whichToKeep: 'hard', epsList: opts.eps, seed: 1234 });
+  const d = await semdedup({ embeddings: emb, outputDir: opts.out, whichToKeep: 'hard', epsList: opts.eps, seed: 1234, threads });
   emb.close();
   stages.dedup = { seconds: (performance.now() - t) / 1000, gflop: d.stats.usefulFlops / 1e9 };
   t = performance.now();
   for (const e of opts.eps) await extractPrunedData({ outputDir: opts.out, eps: e, output: join(opts.out, `kept_eps${e}.txt`) });
   stages.extract = { seconds: (performance.now() - t) / 1000 };
   const total = (performance.now() - t0) / 1000;
-  return { stages, total, peakRssMiB: process.resourceUsage().maxRSS / 1024, largestCluster: largest, rechecked: d.stats.rechecked, computedDedupGflop: d.stats.computedFlops / 1e9 };
+  return { stages, total, peakRssMiB: process.resourceUsage().maxRSS / 1024, largestCluster: largest, rechecked: d.stats.rechecked, computedDedupGflop: d.stats.computedFlops / 1e9, kmeans };
 }
 
 function runPeer(args: string[], log: (l: string) => void): Record<string, unknown> {
@@ -142,16 +151,63 @@ function runPeer(args: string[], log: (l: string) => void): Record<string, unkno
 }
 
 /** FAISS k-means alone, through the FAISS this engine links (faiss::Clustering + IndexFlat search). */
-function faissAlone(emb: string, w: Workload, ourOut: string, outDir: string, log: (l: string) => void): NonNullable<BenchRecord['faissAlone']> {
+function faissAlone(emb: string, w: Workload, ours: BenchRecord['ours'], outDir: string, log: (l: string) => void): NonNullable<BenchRecord['faissAlone']> {
   log('peer: FAISS k-means alone (faiss::Clustering through the linked FAISS)');
   const out = join(outDir, w.name, 'faiss');
   const r = spawnSync(process.execPath, [join(root, 'dist', 'tools', 'cli.js'), 'bench-child', JSON.stringify({ emb, n: w.n, dim: w.dim, k: w.k, niter: w.niter, eps: w.eps, out, impl: 'faiss', kmeansOnly: true })], { encoding: 'utf8', maxBuffer: 1 << 26 });
   if (r.status !== 0) throw new Error(`FAISS peer failed: ${r.stderr.slice(-2000)}`);
   const rec = JSON.parse(r.stdout.trim().split('\n').pop()!) as BenchRecord['ours'];
-  const same = (f: string) => readFileSync(join(out, f)).equals(readFileSync(join(ourOut, f)));
   const train = rec.stages.train?.seconds ?? 0;
   const assign = rec.stages.assign?.seconds ?? 0;
-  return { train, assign, total: train + assign, sameCentroids: same('kmeans_centroids.npy'), sameAssignment: same('nearest_cent.npy') && same('dist_to_cent.npy') };
+  const ourObjective = ours.kmeans?.objective;
+  return { train, assign, total: train + assign, ...(rec.kmeans?.objective !== undefined ? { objective: rec.kmeans.objective } : {}), ...(ourObjective !== undefined ? { ourObjective } : {}) };
+}
+
+/** The files of an output folder, run records left out (manifest, summary, lock). */
+function outputFiles(dir: string): string[] {
+  const out: string[] = [];
+  const walk = (d: string) => {
+    for (const e of readdirSync(d)) {
+      const p = join(d, e);
+      if (statSync(p).isDirectory()) walk(p);
+      else out.push(relative(dir, p));
+    }
+  };
+  walk(dir);
+  return out.filter((f) => !['manifest.json', 'summary.json', 'lock'].includes(basename(f))).sort();
+}
+
+/**
+ * Our pipeline under each OpenBLAS kernel (OPENBLAS_CORETYPE) with 1 and 2 threads, each output
+ * compared byte for byte with the main run's; M.npy and M_row.npy (step 4's float32 maxima as
+ * computed) by their largest difference.
+ */
+function kernelRuns(w: Workload, data: { emb: string; centres: string }, ourOut: string, kernels: string[], outDir: string, log: (l: string) => void): NonNullable<BenchRecord['kernels']> {
+  const rows: NonNullable<BenchRecord['kernels']> = [];
+  const want = outputFiles(ourOut);
+  for (const kernel of kernels)
+    for (const threads of [1, 2]) {
+      const out = join(outDir, w.name, `kernel-${kernel}-${threads}`);
+      log(`ours under OPENBLAS_CORETYPE=${kernel}, ${threads} thread(s)`);
+      const args = { emb: data.emb, n: w.n, dim: w.dim, k: w.k, niter: w.niter, eps: w.eps, out, threads, ...(w.plantedCentroids ? { centroids: data.centres } : {}) };
+      const r = spawnSync(process.execPath, [join(root, 'dist', 'tools', 'cli.js'), 'bench-child', JSON.stringify(args)], { encoding: 'utf8', maxBuffer: 1 << 26, env: { ...userEnv(), OPENBLAS_CORETYPE: kernel } });
+      if (r.status !== 0) throw new Error(`our pipeline under ${kernel} failed: ${r.stderr.slice(-3000)}`);
+      const child = JSON.parse(r.stdout.trim().split('\n').pop()!) as BenchRecord['ours'];
+      const differing: string[] = [];
+      let mMaxDiff = 0;
+      for (const f of want) {
+        if (basename(f) === 'M.npy') {
+          const a = readNpy(join(ourOut, f)).data as Float64Array;
+          const b = readNpy(join(out, f)).data as Float64Array;
+          for (let i = 0; i < a.length; i++) mMaxDiff = Math.max(mMaxDiff, Math.abs(a[i]! - b[i]!));
+          continue;
+        }
+        if (basename(f) === 'M_row.npy') continue;
+        if (!existsSync(join(out, f)) || !readFileSync(join(ourOut, f)).equals(readFileSync(join(out, f)))) differing.push(f);
+      }
+      rows.push({ kernel, threads, seconds: child.total, identical: differing.length === 0, files: want.length - 2, differing, mMaxDiff });
+    }
+  return rows;
 }
 
 function machine(): BenchRecord['machine'] {
@@ -161,7 +217,7 @@ function machine(): BenchRecord['machine'] {
 
 export async function benchWorkload(
   w: Workload,
-  opts: { outDir: string; peers: boolean; log: (l: string) => void; sgemm: number; repeat?: number },
+  opts: { outDir: string; peers: boolean; log: (l: string) => void; sgemm: number; repeat?: number; kernels?: string[] },
 ): Promise<BenchRecord> {
   const { log } = opts;
   const data = prepareData(w, opts.outDir, log);
@@ -180,6 +236,7 @@ export async function benchWorkload(
   const ours: BenchRecord['ours'] = { ...runs[0]!, runs: runs.length, total: median(runs.map((r) => r.total)), peakRssMiB: Math.max(...runs.map((r) => r.peakRssMiB)) };
   ours.stages = Object.fromEntries(Object.entries(runs[0]!.stages).map(([k, st]) => [k, { ...st, seconds: median(runs.map((r) => r.stages[k]!.seconds)) }]));
   const rec: BenchRecord = { workload: w, machine: machine(), sgemmGflops: opts.sgemm, ours, date: new Date().toISOString() };
+  if (opts.kernels?.length) rec.kernels = kernelRuns(w, data, ourOut, opts.kernels, opts.outDir, log);
   if (!opts.peers) return rec;
   if (!existsSync(PEER_SCRIPT)) {
     log(`peers skipped: ${PEER_SCRIPT} is not here (it ships with the repository, not the package)`);
@@ -225,7 +282,7 @@ export async function benchWorkload(
   }
   const total = Object.values(stages).reduce<number>((s, v) => s + (v ?? 0), 0);
   rec.peer = { stages, total, peakRssMiB: peerRss, ...(note ? { note } : {}) };
-  if (!w.plantedCentroids) rec.faissAlone = faissAlone(data.emb, w, ourOut, opts.outDir, log);
+  if (!w.plantedCentroids) rec.faissAlone = faissAlone(data.emb, w, ours, opts.outDir, log);
   return rec;
 }
 
@@ -255,13 +312,24 @@ export function formatRecord(rec: BenchRecord): string {
   lines.push(`| **end to end** | **${f(o.total)}** | | | ${p ? (p.note ? 'cannot run' : `**${f(p.total)}**`) : ''} | ${p && !p.note ? `**${f(p.total / o.total, 1)}×**` : ''} | |`);
   lines.push('');
   lines.push(`Peak RSS: ours ${f(o.peakRssMiB, 0)} MiB${p ? `, peer ${f(p.peakRssMiB, 0)} MiB (the peer's counts the touched pages of the mapped embeddings)` : ''}. ` +
-    `Dedup: ${f(o.computedDedupGflop, 0)} GFLOP issued for ${f(o.stages.dedup?.gflop, 0)} useful; ${o.rechecked} members re-checked in float64.`);
+    `Dedup: ${f(o.computedDedupGflop, 0)} GFLOP issued for ${f(o.stages.dedup?.gflop, 0)} useful; ${o.rechecked} members not decided by the float32 filter (their candidates re-scored in float64; M is exact).`);
   const tr = o.stages.train;
   if (tr?.prunedFraction !== undefined)
     lines.push(`k-means training: ${f(100 * tr.prunedFraction, 1)}% of the row searches skipped by the bounds; ${f(tr.issuedGflop, 0)} GFLOP issued of the ${f(tr.gflop, 0)} the exact Lloyd iterations need (GFLOP/s above: issued work; Lloyd-equivalent rate ${f(tr.gflop! / tr.seconds, 1)} GFLOP/s).`);
-  if (rec.faissAlone)
-    lines.push(`FAISS k-means alone (faiss::Clustering and IndexFlat search through the linked FAISS ${rec.machine.faiss}): train ${f(rec.faissAlone.train)} s, assign ${f(rec.faissAlone.assign)} s; ours: train ${f(o.stages.train?.seconds)} s (${f(rec.faissAlone.train / (o.stages.train?.seconds ?? 1), 1)}× faster), assign ${f(o.stages.assign?.seconds)} s. ` +
-      `Same centroids, bit for bit: ${rec.faissAlone.sameCentroids ? 'yes' : 'NO'}; same nearest_cent and dist_to_cent: ${rec.faissAlone.sameAssignment ? 'yes' : 'NO'}.`);
+  if (o.kmeans)
+    lines.push(`k-means: ${o.kmeans.iterations} iterations run${o.kmeans.iterations > 0 && o.kmeans.iterations < w.niter ? ` (stopped: the last changed no assignment)` : ''}; rows re-scored in float64 (top-2 gap within the float32 pass's error bound): ${(o.kmeans.rescoredTrain ?? 0).toLocaleString('en-US')} in training (all iterations), ${(o.kmeans.rescoredAssign ?? 0).toLocaleString('en-US')} of ${w.n.toLocaleString('en-US')} in the assignment.`);
+  if (rec.faissAlone) {
+    const fa = rec.faissAlone;
+    const rel = fa.objective !== undefined && fa.ourObjective !== undefined ? (fa.ourObjective - fa.objective) / Math.abs(fa.objective) : undefined;
+    lines.push(`FAISS k-means alone (faiss::Clustering, then the exact assignment, through the linked FAISS ${rec.machine.faiss}): train ${f(fa.train)} s, assign ${f(fa.assign)} s; ours: train ${f(o.stages.train?.seconds)} s (${f(fa.train / (o.stages.train?.seconds ?? 1), 1)}× faster), assign ${f(o.stages.assign?.seconds)} s. ` +
+      `Last k-means objective on the training sample: ours ${f(fa.ourObjective, 1)}, FAISS ${f(fa.objective, 1)}${rel !== undefined ? ` (relative difference ${rel.toExponential(2)})` : ''}; the centroids are not FAISS's bits (its float32 sums and BLAS rounding decide its assignments).`);
+  }
+  if (rec.kernels) {
+    lines.push('', `Under other OpenBLAS kernels and thread counts (each output against the run above, byte for byte; M.npy by its largest difference):`, '', '| OPENBLAS_CORETYPE | threads | end to end (s) | files byte-identical | M max difference |', '|---|---:|---:|---|---:|');
+    for (const k of rec.kernels)
+      lines.push(`| ${k.kernel} | ${k.threads} | ${f(k.seconds)} | ${k.identical ? `all ${k.files}` : `NO: ${k.differing.join(', ')}`} | ${k.mMaxDiff.toExponential(1)} |`);
+    lines.push('');
+  }
   if (rec.keptEqual) lines.push(`Kept sets equal to the peer's given the same centroids: ${rec.keptEqual.map((k) => `eps ${k.eps}: ${k.equal ? 'yes' : 'NO'} (${k.ours} kept)`).join('; ')}.`);
   if (p?.note) lines.push(`Peer: ${p.note}.`);
   return lines.join('\n');
@@ -278,7 +346,7 @@ export function updateResults(file: string, rec: BenchRecord): void {
   atomicWriteFile(file, out);
 }
 
-export async function runBench(opts: { workloads: string[]; peers: boolean; outDir?: string; results?: string; n?: number; repeat?: number; log?: (l: string) => void }): Promise<BenchRecord[]> {
+export async function runBench(opts: { workloads: string[]; peers: boolean; outDir?: string; results?: string; n?: number; repeat?: number; kernels?: string[]; log?: (l: string) => void }): Promise<BenchRecord[]> {
   const log = opts.log ?? ((l: string) => process.stderr.write(`bench: ${l}\n`));
   const outDir = resolve(opts.outDir ?? join(process.cwd(), 'bench-out'));
   mkdirSync(outDir, { recursive: true });
@@ -289,7 +357,7 @@ export async function runBench(opts: { workloads: string[]; peers: boolean; outD
     const w0 = WORKLOADS[name];
     if (!w0) throw new Error(`unknown workload '${name}' (known: ${Object.keys(WORKLOADS).join(', ')})`);
     const w = opts.n ? { ...w0, n: opts.n } : w0;
-    const rec = await benchWorkload(w, { outDir, peers: opts.peers, log, sgemm, ...(opts.repeat ? { repeat: opts.repeat } : {}) });
+    const rec = await benchWorkload(w, { outDir, peers: opts.peers, log, sgemm, ...(opts.repeat ? { repeat: opts.repeat } : {}), ...(opts.kernels?.length ? { kernels: opts.kernels } : {}) });
     atomicWriteFile(join(outDir, `${w.name}-${rec.date.replace(/[:.]/g, '-')}.json`), JSON.stringify(rec, null, 2) + '\n');
     if (opts.results) updateResults(opts.results, rec);
     process.stdout.write(formatRecord(rec) + '\n\n');

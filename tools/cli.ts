@@ -40,7 +40,8 @@ export function buildToolsProgram(): Command {
     .option('--out <dir>', 'data and outputs folder (default ./bench-out)')
     .option('--results <file>', 'markdown results file to update (e.g. bench/RESULTS.md in the repository; default: none)')
     .option('--repeat <runs>', 'run our pipeline this many times and report the median of each stage', '1')
-    .action(async (o: { workload: string; peers: boolean; n?: string; out?: string; results?: string; repeat: string }) => {
+    .option('--kernels <names>', 'also run our pipeline under these OpenBLAS kernels (OPENBLAS_CORETYPE, e.g. Haswell,Sandybridge,Nehalem) with 1 and 2 threads and compare its outputs byte for byte')
+    .action(async (o: { workload: string; peers: boolean; n?: string; out?: string; results?: string; repeat: string; kernels?: string }) => {
       await runBench({
         workloads: o.workload.split(',').map((s) => s.trim()).filter(Boolean),
         peers: o.peers,
@@ -48,6 +49,7 @@ export function buildToolsProgram(): Command {
         ...(o.out ? { outDir: o.out } : {}),
         ...(o.results !== undefined ? { results: o.results } : {}),
         repeat: Math.max(1, Number(o.repeat) || 1),
+        ...(o.kernels ? { kernels: o.kernels.split(',').map((s) => s.trim()).filter(Boolean) } : {}),
       });
     });
 

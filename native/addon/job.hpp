@@ -408,7 +408,7 @@ inline ClusterArgs cluster_args(const Napi::CallbackInfo& info, const char* fn) 
   return a;
 }
 
-// A MaxSimStats as the JS object { members, clusters, usefulFlops, computedFlops, rechecked }.
+// A MaxSimStats as the JS object { members, clusters, usefulFlops, computedFlops, rechecked, rescanned }.
 inline Napi::Object maxsim_stats_object(Napi::Env env, const sd::MaxSimStats& st) {
   Napi::Object out = Napi::Object::New(env);
   out.Set("members", double(st.members));
@@ -416,6 +416,7 @@ inline Napi::Object maxsim_stats_object(Napi::Env env, const sd::MaxSimStats& st
   out.Set("usefulFlops", st.useful_flops);
   out.Set("computedFlops", st.computed_flops);
   out.Set("rechecked", double(st.rechecked));
+  out.Set("rescanned", double(st.rescanned));
   return out;
 }
 

@@ -24,7 +24,7 @@ Napi::Value MaxSimLayoutOf(const Napi::CallbackInfo& info) {
 // maxSimilarityBlock(emb, rows: BigInt64Array (the cluster's rows in keep order), j0, j1,
 //                    M: Float64Array (j1 - j0), arg: BigInt64Array (j1 - j0),
 //                    { thresholds, threads, recheckMargin }, onProgress?, cancel?)
-//   -> Promise<{ members, usefulFlops, computedFlops, rechecked }>
+//   -> Promise<{ members, clusters, usefulFlops, computedFlops, rechecked, rescanned }>
 Napi::Value MaxSimilarityBlock(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   Embeddings* emb = unwrap_embeddings(env, info[0]);

@@ -45,8 +45,8 @@ void set_ran(Napi::Env env, Napi::Object out, const eng::Ran& ran) {
 
 // trainKmeans(emb, { k, niter, seed, spherical, maxPointsPerCentroid, minPointsPerCentroid, threads, prune,
 //                    device, impl, gpuMemoryLimit }, onProgress?, cancel?)
-//   -> Promise<{ centroids: Float32Array, objective: number[], nTrain, underMinPoints, searchedRows, prunedRows,
-//                backend, backendNote }>
+//   -> Promise<{ centroids: Float32Array, objective: number[], iterations, nTrain, underMinPoints, searchedRows,
+//                prunedRows, rescoredRows, backend, backendNote }>
 // Absent parameters keep the defaults of sd::KMeansParams.
 Napi::Value TrainKmeans(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
@@ -85,6 +85,8 @@ Napi::Value TrainKmeans(const Napi::CallbackInfo& info) {
         out.Set("underMinPoints", result->under_min_points);
         out.Set("searchedRows", double(result->searched_rows));
         out.Set("prunedRows", double(result->pruned_rows));
+        out.Set("rescoredRows", double(result->rescored_rows));
+        out.Set("iterations", double(result->iterations));
         set_ran(env, out, *ran);
         return out;
       });
@@ -93,7 +95,7 @@ Napi::Value TrainKmeans(const Napi::CallbackInfo& info) {
 }
 
 // assignNearest(emb, centroids: Float32Array, k, innerProduct, nearest: BigInt64Array, dist: Float32Array,
-//               { threads, device, impl }, onProgress?, cancel?) -> Promise<{ backend, backendNote }>;
+//               { threads, device, impl }, onProgress?, cancel?) -> Promise<{ backend, backendNote, rescoredRows }>;
 //   outputs written in place.
 Napi::Value AssignNearest(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
@@ -115,14 +117,16 @@ Napi::Value AssignNearest(const Napi::CallbackInfo& info) {
   int64_t* pn = nearest.Data();
   float* pd = dist.Data();
   auto ran = std::make_shared<eng::Ran>();
+  auto rescored = std::make_shared<int64_t>(0);
   auto* job = new Job(
       env, info[7], info[8],
       [=](const sd::ProgressFn& prog, sd::CancelFlag cancel) {
-        *ran = eng::assign_nearest(device, impl, view, c, k, ip, pn, pd, threads, prog, cancel);
+        *ran = eng::assign_nearest(device, impl, view, c, k, ip, pn, pd, threads, prog, cancel, rescored.get());
       },
-      [ran](Napi::Env env) -> Napi::Value {
+      [ran, rescored](Napi::Env env) -> Napi::Value {
         Napi::Object out = Napi::Object::New(env);
         set_ran(env, out, *ran);
+        out.Set("rescoredRows", double(*rescored));
         return out;
       });
   job->keep({cent, nearest, dist});

@@ -7,9 +7,6 @@
 #ifdef SEMDEDUP_HAVE_BLAS
 #include <cblas.h>
 #endif
-#ifdef SEMDEDUP_HAVE_FAISS
-#include <faiss/utils/distances.h>
-#endif
 #include <cmath>
 #ifdef _OPENMP
 #include <omp.h>
@@ -117,33 +114,6 @@ void gemm_abt(const float* a, int64_t m, const float* b, int64_t n, int64_t d, f
       for (; t < d; ++t) s0 += x[t] * y[t];
       c[i * ldc + j] = (s0 + s1) + (s2 + s3);
     }
-#endif
-}
-
-void row_norms_sqr(const float* x, int64_t nx, int64_t d, float* out) {
-#ifdef SEMDEDUP_HAVE_FAISS
-  faiss::fvec_norms_L2sqr(out, x, size_t(d), size_t(nx));
-#else
-  for (int64_t i = 0; i < nx; ++i) {
-    float s = 0;
-    for (int64_t j = 0; j < d; ++j) s += x[i * d + j] * x[i * d + j];
-    out[i] = s;
-  }
-#endif
-}
-
-void renorm_rows(float* x, int64_t nx, int64_t d) {
-#ifdef SEMDEDUP_HAVE_FAISS
-  faiss::fvec_renorm_L2(size_t(d), size_t(nx), x);
-#else
-  for (int64_t i = 0; i < nx; ++i) {
-    float s = 0;
-    for (int64_t j = 0; j < d; ++j) s += x[i * d + j] * x[i * d + j];
-    if (s > 0) {
-      const float inv = 1.0f / std::sqrt(s);
-      for (int64_t j = 0; j < d; ++j) x[i * d + j] *= inv;
-    }
-  }
 #endif
 }
 

@@ -4,9 +4,11 @@
 // The reference rows of every group are gathered once into one float32 copy, grouped. Work items
 // are blocks of kRowBlock rows of one group; each worker gathers its block (pread), multiplies it
 // with the group's reference rows kRefBlock at a time (single-threaded sgemm) and folds the row
-// maxima. Rows whose fp32 maximum lies within the margin of a threshold are then recomputed in
-// float64 over the same reference rows. Items write disjoint outputs and the decomposition does
-// not depend on the thread count, so the results are deterministic.
+// maxima with the runner-up. The float32 products are only a filter (as step 4's, docs/algorithm.md
+// "Exact M"): the stored maximum is the fixed-order float64 value of nearest.hpp, for the earliest
+// reference row reaching it; a row whose float32 runner-up is further than the filter's bound
+// below its maximum needs one float64 dot product, the others are re-scanned over their group's
+// reference rows in float64. The same bits on every machine and thread count.
 #include "semdedup/decontaminate.hpp"
 
 #include <algorithm>
@@ -15,6 +17,7 @@
 #include <limits>
 
 #include "semdedup/blas.hpp"
+#include "semdedup/nearest.hpp"
 
 namespace semdedup {
 namespace {
@@ -47,10 +50,15 @@ CrossStats max_similarity_to_reference(const EmbeddingView& x, const int64_t* x_
   st.rows = nx;
   st.reference_rows = nr;
 
-  // The reference rows, grouped, as one float32 copy.
+  // The reference rows, grouped, as one float32 copy, and each group's largest norm.
   std::vector<float> ref(size_t(nr * d));
   r.gather(r_rows, nr, ref.data());
   check_cancel(cancel);
+  std::vector<double> rmax(size_t(ngroups), 0);
+  for (int64_t g = 0; g < ngroups; ++g)
+    for (int64_t j = r_offsets[g]; j < r_offsets[g + 1]; ++j)
+      rmax[size_t(g)] = std::max(rmax[size_t(g)], nearest::dot64(ref.data() + j * d, ref.data() + j * d, d));
+  for (double& v : rmax) v = std::sqrt(v);
 
   struct Item {
     int64_t group, begin, end;  // positions in x_rows
@@ -68,8 +76,10 @@ CrossStats max_similarity_to_reference(const EmbeddingView& x, const int64_t* x_
   }
   const int threads = resolve_threads(opt.threads);
   struct Scratch {
-    std::vector<float> a, c;
+    std::vector<float> a, c, b1, b2;
+    std::vector<int64_t> pos;
   };
+  std::atomic<int64_t> rechecked{0};
   std::vector<Scratch> scratch(static_cast<size_t>(threads));
   std::atomic<int64_t> done{0};
   {
@@ -80,14 +90,17 @@ CrossStats max_similarity_to_reference(const EmbeddingView& x, const int64_t* x_
       if (s.a.empty()) {
         s.a.resize(size_t(kRowBlock * d));
         s.c.resize(size_t(kRowBlock * kRefBlock));
+        s.b1.resize(size_t(kRowBlock));
+        s.b2.resize(size_t(kRowBlock));
+        s.pos.resize(size_t(kRowBlock));
       }
       const int64_t rows = it.end - it.begin;
       const int64_t r0 = r_offsets[it.group];
       const int64_t nref = r_offsets[it.group + 1] - r0;
-      for (int64_t i = 0; i < rows; ++i) {
-        best[it.begin + i] = -std::numeric_limits<double>::infinity();
-        best_ref[it.begin + i] = -1;
-      }
+      const float ninf = -std::numeric_limits<float>::infinity();
+      std::fill(s.b1.begin(), s.b1.end(), ninf);
+      std::fill(s.b2.begin(), s.b2.end(), ninf);
+      std::fill(s.pos.begin(), s.pos.end(), int64_t(-1));
       if (nref > 0) {
         x.gather(x_rows + it.begin, rows, s.a.data());
         for (int64_t c0 = 0; c0 < nref; c0 += kRefBlock) {
@@ -96,60 +109,61 @@ CrossStats max_similarity_to_reference(const EmbeddingView& x, const int64_t* x_
           gemm_abt(s.a.data(), rows, ref.data() + (r0 + c0) * d, cols, d, s.c.data(), kRefBlock);
           for (int64_t i = 0; i < rows; ++i) {
             const float* line = s.c.data() + i * kRefBlock;
-            float b = -std::numeric_limits<float>::infinity();
-            int64_t who = -1;
-            for (int64_t j = 0; j < cols; ++j)
-              if (line[j] > b) {  // strict: the earliest reference row on ties
-                b = line[j];
-                who = j;
+            float b = s.b1[size_t(i)], sec = s.b2[size_t(i)];
+            int64_t who = s.pos[size_t(i)];
+            for (int64_t j = 0; j < cols; ++j) {
+              const float v = line[j];
+              if (v > b) {  // strict: the earliest reference row on ties
+                sec = b;
+                b = v;
+                who = c0 + j;
+              } else if (v > sec) {
+                sec = v;
               }
-            if (who >= 0 && double(b) > best[it.begin + i]) {
-              best[it.begin + i] = double(b);
-              best_ref[it.begin + i] = r0 + c0 + who;  // a position for now; rows below
             }
+            s.b1[size_t(i)] = b;
+            s.b2[size_t(i)] = sec;
+            s.pos[size_t(i)] = who;
           }
         }
+      }
+      // The exact maxima: float64 re-scoring of the candidates (filter bound from the row's and
+      // the group's largest reference norm).
+      for (int64_t i = 0; i < rows; ++i) {
+        const int64_t p = it.begin + i;
+        if (nref == 0) {
+          best[p] = -std::numeric_limits<double>::infinity();
+          best_ref[p] = -1;
+          continue;
+        }
+        const float* xp = s.a.data() + i * d;
+        const double xn = nearest::norm_slack(std::sqrt(nearest::dot64(xp, xp, d)));
+        const double eps = nearest::eps_score(true, d, xn, nearest::norm_slack(rmax[size_t(it.group)]));
+        const int64_t who = s.pos[size_t(i)];
+        if (who >= 0 && nearest::decided(s.b1[size_t(i)], s.b2[size_t(i)], eps)) {
+          best[p] = nearest::dot64(xp, ref.data() + (r0 + who) * d, d);
+          best_ref[p] = r0 + who;  // a position for now; rows below
+          continue;
+        }
+        rechecked.fetch_add(1, std::memory_order_relaxed);
+        double b = 0;
+        int64_t at = -1;
+        for (int64_t j = 0; j < nref; ++j) {
+          const double v = nearest::dot64(xp, ref.data() + (r0 + j) * d, d);
+          if (at < 0 || v > b) {
+            b = v;
+            at = j;
+          }
+        }
+        best[p] = b;
+        best_ref[p] = r0 + at;
       }
       const int64_t now = done.fetch_add(rows * std::max<int64_t>(nref, 1)) + rows * std::max<int64_t>(nref, 1);
       if (progress) progress(now, int64_t(total));
     }, cancel);
   }
 
-  // The float64 re-check of the rows near a threshold.
-  if (!opt.thresholds.empty()) {
-    const double margin = opt.recheck_margin > 0 ? opt.recheck_margin : default_recheck_margin(d);
-    std::vector<std::pair<int64_t, int64_t>> near;  // (position, group)
-    for (int64_t g = 0; g < ngroups; ++g)
-      for (int64_t p = x_offsets[g]; p < x_offsets[g + 1]; ++p) {
-        if (best_ref[p] < 0) continue;
-        for (double t : opt.thresholds)
-          if (std::fabs(best[p] - t) <= margin) {
-            near.emplace_back(p, g);
-            break;
-          }
-      }
-    std::vector<std::vector<float>> rowbuf(static_cast<size_t>(threads), std::vector<float>(size_t(d)));
-    parallel_for(threads, int64_t(near.size()), [&](int64_t q, int w) {
-      const int64_t p = near[size_t(q)].first;
-      const int64_t g = near[size_t(q)].second;
-      float* xp = rowbuf[size_t(w)].data();
-      x.gather(x_rows + p, 1, xp);
-      double b = -std::numeric_limits<double>::infinity();
-      int64_t who = -1;
-      for (int64_t j = r_offsets[g]; j < r_offsets[g + 1]; ++j) {
-        const float* rj = ref.data() + j * d;
-        double s = 0;
-        for (int64_t t = 0; t < d; ++t) s += double(xp[t]) * double(rj[t]);
-        if (s > b) {
-          b = s;
-          who = j;
-        }
-      }
-      best[p] = b;
-      best_ref[p] = who;
-    }, cancel);
-    st.rechecked = int64_t(near.size());
-  }
+  st.rechecked = rechecked.load();
   for (int64_t p = 0; p < nx; ++p)
     if (best_ref[p] >= 0) best_ref[p] = r_rows[best_ref[p]];
   return st;

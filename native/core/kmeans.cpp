@@ -1,16 +1,22 @@
-// The engine's k-means (step 2 (docs/algorithm.md)): faiss::Clustering's algorithm, step for step, with the
-// assignment as blocked single-threaded sgemm + fused argmax on our own workers, and optional
-// pruning: a row whose bounds prove that its nearest centroid cannot have changed is not
-// searched again. Needs no FAISS (it uses FAISS's norm routines when linked, for bit-equal L2).
+// The engine's k-means (step 2, docs/algorithm.md): FAISS's sampling and initialisation, Lloyd
+// iterations whose every assignment is the exact nearest centroid (semdedup/nearest.hpp), float64
+// centroid sums in a fixed order, and the final assignment of every row by the same rule.
 //
-// Bounds (Hamerly's, in "score" terms, higher is better): IP score = x . c; L2 score = -||x - c||.
-// When centroid c moves by delta_c, any score changes by at most scale * delta_c (scale = ||x||
-// for IP, 1 for L2). Per row we keep lo (a lower bound of the assigned centroid's score) and, for
-// each group of 16 consecutive centroids, an upper bound of the group's best other score, which
-// grows by the group's largest move (Yinyang-style groups on Hamerly's scheme). Each iteration
-// the assigned score is recomputed exactly (one dot product) and lo tightened; if lo exceeds
-// every group bound the argmax cannot have changed and the full search is skipped. Bounds carry a margin larger than the fp32 rounding of
-// the scores, so a skipped row's assignment is the one the full fp32 search would give.
+// The fast pass is blocked single-threaded sgemm (float32, whatever kernel and blocking the BLAS
+// uses) on our own workers. A row whose best fast score exceeds the runner-up's by more than twice
+// the proven bound eps (nearest.hpp) is decided by it; the others are re-scored in float64 over the
+// centroids whose fast score lies within 2 eps of the best. The chosen centroid's float64 value is
+// computed for every row (dist_to_cent, the objective). So every decision, and every written value,
+// is a function of the input bytes alone.
+//
+// Pruning bounds (Hamerly's, in "prune score" terms, higher is better: IP: the float64 score;
+// L2: -sqrt(max(0, l2))). Per row and per group of 16 consecutive centroids we keep an upper bound
+// of the best prune score of the group's centroids other than the assigned one. A search sets it
+// from the fast scores plus eps (an upper bound of the float64 scores); when centroid c moves by
+// delta_c, the exact score moves by at most scale * delta_c (scale = |x| for IP, 1 for L2) and the
+// float64 value by at most twice its own error, so the bound grows by that much (rounded up to
+// float32). Each iteration the assigned centroid's float64 score is recomputed; when it exceeds
+// every group's bound strictly, no other centroid can be better or tie, and the search is skipped.
 #include <algorithm>
 #include <atomic>
 #include <cmath>
@@ -22,88 +28,132 @@
 #include "semdedup/blas.hpp"
 #include "semdedup/kmeans.hpp"
 #include "semdedup/mapping.hpp"
+#include "semdedup/nearest.hpp"
 #include "semdedup/sampling.hpp"
 
 namespace semdedup {
 namespace {
 
-constexpr int64_t kSearchBlock = 256;   // rows per sgemm during training
-constexpr int64_t kAssignBlock = 4096;  // rows per sgemm in the final assignment: FAISS's query block, so that
-                                        // BLAS kernels whose rounding depends on the block see the same blocks
-constexpr int kCentroidBlock = 1024;   // centroids per sgemm in the final assignment (FAISS's)
-constexpr int kGroup = 16;              // centroids per group of the pruning bounds
+namespace nr = nearest;
 
-struct BlockResult {
-  int64_t idx;
-  float dis;     // FAISS's value: inner product, or squared L2 (clamped at 0)
-  float second;  // the runner-up's value (for bounds)
+constexpr int64_t kSearchBlock = 256;   // rows per sgemm during training
+constexpr int64_t kAssignBlock = 1024;  // rows per sgemm in the final assignment
+constexpr int kGroup = 16;              // centroids per group of the pruning bounds
+constexpr double kInf = std::numeric_limits<double>::infinity();
+
+// float32 at or above v (bounds must not shrink when stored as float32).
+inline float round_up(double v) {
+  float f = float(v);
+  if (double(f) < v) f = std::nextafter(f, std::numeric_limits<float>::infinity());
+  return f;
+}
+
+// The centroids' facts the exact rule needs, computed once per set of centroids.
+struct CentroidSet {
+  const float* c = nullptr;
+  int k = 0;
+  int64_t d = 0;
+  bool ip = true;
+  std::vector<double> cc;  // ip(c, c) (nearest.hpp)
+  double cmax = 0;         // upper bound of every centroid's norm
+
+  void set(const float* cent, int kk, int64_t dd, bool inner, int threads) {
+    c = cent;
+    k = kk;
+    d = dd;
+    ip = inner;
+    cc.resize(size_t(k));
+    parallel_for(threads, (k + 255) / 256, [&](int64_t b, int) {
+      for (int64_t j = b * 256; j < std::min<int64_t>(k, (b + 1) * 256); ++j) cc[size_t(j)] = nr::dot64(cent + j * d, cent + j * d, d);
+    });
+    double m = 0;
+    for (double v : cc) m = std::max(m, v);
+    cmax = nr::norm_slack(std::sqrt(m));
+  }
+  const float* row(int64_t j) const { return c + j * d; }
 };
 
-// The chosen centroid of one line of values (first index on ties), the runner-up's value, and
-// with gsize > 0 each group's best value with the chosen centroid excluded. `better` orders two
-// values (IP: larger, L2: smaller); `worst` is the value nothing is worse than.
-template <class Better>
-BlockResult pick(const float* line, int k, float worst, Better better, int gsize, float* gbest) {
-  float best = worst, second = worst;
+struct Pick {
+  int64_t idx;
+  double score;  // float64 score (nearest.hpp) of the chosen centroid
+  bool rescored;
+};
+
+// The exact nearest centroid of row x from its fast products line[0..k) (float32). xx = ip(x, x)
+// (used for L2 only), xnorm an upper bound of |x|.
+Pick pick_exact(const float* line, const float* x, double xx, double xnorm, const CentroidSet& cs) {
+  const int k = cs.k;
+  const bool ip = cs.ip;
+  const double eps = nr::eps_score(ip, cs.d, xnorm, cs.cmax);
+  double best = -kInf, second = -kInf;
   int64_t bi = -1;
-  for (int j = 0; j < k; ++j) {
-    const float v = line[j];
-    if (better(v, best)) {
-      second = best;
-      best = v;
-      bi = j;
-    } else if (better(v, second)) {
-      second = v;
-    }
-  }
-  if (gsize > 0) {
-    const int ng = (k + gsize - 1) / gsize;
-    for (int g = 0; g < ng; ++g) {
-      float gb = worst;
-      const int e = std::min(k, (g + 1) * gsize);
-      for (int j = g * gsize; j < e; ++j)
-        if (j != bi && better(line[j], gb)) gb = line[j];
-      gbest[g] = gb;
-    }
-  }
-  return {bi, best, second};
-}
-
-// Scores m rows (xb, m x d) against all k centroids and returns, per row, the best centroid as
-// FAISS's exhaustive search with k = 1 picks it and the runner-up value; with gsize > 0 also the
-// per-group best values (gbest, m x ngroups; see pick).
-void search_rows(const float* xb, int64_t m, const float* xnorm, const float* cent, const float* cnorm, int k,
-                 int64_t d, bool ip, float* cbuf, BlockResult* out, int gsize = 0, float* gbest = nullptr) {
-  gemm_abt(xb, m, cent, k, d, cbuf, k);
-  const int ng = gsize > 0 ? (k + gsize - 1) / gsize : 0;
-  const float inf = std::numeric_limits<float>::infinity();
-  for (int64_t i = 0; i < m; ++i) {
-    float* line = cbuf + i * k;
-    float* g = gsize > 0 ? gbest + i * ng : nullptr;
-    if (ip) {
-      out[i] = pick(line, k, -inf, [](float a, float b) { return a > b; }, gsize, g);
-    } else {
-      for (int j = 0; j < k; ++j) {  // FAISS's squared L2: |x|^2 + |c|^2 - 2 x.c, clamped at 0
-        const float v = xnorm[i] + cnorm[j] - 2 * line[j];
-        line[j] = v < 0 ? 0 : v;
+  if (ip) {  // the fast score is the product itself: compare in float32
+    float b = -std::numeric_limits<float>::infinity(), s2 = b;
+    int64_t j0 = -1;
+    for (int j = 0; j < k; ++j) {
+      const float v = line[j];
+      if (v > b) {
+        s2 = b;
+        b = v;
+        j0 = j;
+      } else if (v > s2) {
+        s2 = v;
       }
-      out[i] = pick(line, k, inf, [](float a, float b) { return a < b; }, gsize, g);
+    }
+    best = b, second = s2, bi = j0;
+  } else {
+    for (int j = 0; j < k; ++j) {
+      const double s = nr::fast_score(ip, line[j], cs.cc[size_t(j)]);
+      if (s > best) {
+        second = best;
+        best = s;
+        bi = j;
+      } else if (s > second) {
+        second = s;
+      }
     }
   }
+  if (bi >= 0 && nr::decided(best, second, eps))
+    return {bi, nr::score64(ip, xx, cs.cc[size_t(bi)], nr::dot64(x, cs.row(bi), cs.d)), false};
+  // Re-score in float64 every centroid that can still be the best (all of them when a fast score
+  // was not finite).
+  double bs = -kInf;
+  int64_t bj = -1;
+  const bool all = bi < 0 || !std::isfinite(best);
+  for (int j = 0; j < k; ++j) {
+    if (!all && !nr::candidate(nr::fast_score(ip, line[j], cs.cc[size_t(j)]), best, eps)) continue;
+    const double s = nr::score64(ip, xx, cs.cc[size_t(j)], nr::dot64(x, cs.row(j), cs.d));
+    if (bj < 0 || nr::better(s, j, bs, bj)) {
+      bs = s;
+      bj = j;
+    }
+  }
+  if (bj < 0 || std::isnan(bs)) throw Error(ErrorCode::Numeric, "nearest centroid: non-finite distances (NaN in the rows or centroids)");
+  return {bj, bs, true};
 }
 
-// Dot product in float32 with 16 independent partial sums (vectorised; its rounding is covered by
-// the bounds' margin).
-__attribute__((target_clones("avx512f", "avx2", "default")))
-float dot_f32(const float* a, const float* b, int64_t d) {
-  float acc[16] = {0};
+// An upper bound of |x| from a float32 sum of squares (8 lanes): its error is at most gamma_D
+// times the sum, plus underflow.
+double norm_bound_f32(const float* x, int64_t d) {
+  float acc[nr::kLanes] = {0, 0, 0, 0, 0, 0, 0, 0};
   int64_t j = 0;
-  for (; j + 16 <= d; j += 16)
-    for (int t = 0; t < 16; ++t) acc[t] += a[j + t] * b[j + t];
-  float s = 0;
-  for (; j < d; ++j) s += a[j] * b[j];
-  for (int t = 0; t < 16; ++t) s += acc[t];
-  return s;
+  for (; j + nr::kLanes <= d; j += nr::kLanes)
+    for (int l = 0; l < nr::kLanes; ++l) acc[l] += x[j + l] * x[j + l];
+  for (int l = 0; j < d; ++j, ++l) acc[l] += x[j] * x[j];
+  double s = 0;
+  for (float a : acc) s += double(a);
+  const double g = nr::gamma_n(double(d + 8), 5.9604644775390625e-08);
+  return nr::norm_slack(std::sqrt(s * (1 + 2 * g) + double(d) * 1e-44));
+}
+
+// The prune score (top of this file) of a float64 score.
+inline double prune_score(bool ip, double s) { return ip ? s : -std::sqrt(std::max(0.0, -s)); }
+
+// An upper bound of the prune score of a centroid whose fast score is s (from the bound eps).
+inline double prune_upper(bool ip, double s, double xx, double eps) {
+  if (ip) return s + eps;
+  if (s == -kInf) return -kInf;
+  return -std::sqrt(std::max(0.0, xx - s - eps));  // l2 >= xx - s - eps
 }
 
 }  // namespace
@@ -146,12 +196,36 @@ std::vector<float> read_training_sample(const EmbeddingView& x, const std::vecto
   return sample;
 }
 
+namespace {
+
+// Rows normalised in float64 (the norm as ip(r, r) of nearest.hpp), each value rounded once.
+void normalise_f64(const double* src, float* dst, int64_t d) {
+  double acc[nr::kLanes] = {0, 0, 0, 0, 0, 0, 0, 0};
+  for (int64_t j = 0; j < d; ++j) {
+    volatile double sq = src[j] * src[j];  // rounded on its own: no fused multiply-add on any target
+    acc[j % nr::kLanes] += sq;
+  }
+  const double n2 = nr::combine_lanes(acc);
+  const double inv = n2 > 0 ? 1 / std::sqrt(n2) : 1.0;
+  for (int64_t j = 0; j < d; ++j) dst[j] = float(src[j] * inv);
+}
+
+void normalise_rows(float* rows, int64_t m, int64_t d) {
+  std::vector<double> tmp(static_cast<size_t>(d));
+  for (int64_t i = 0; i < m; ++i) {
+    for (int64_t j = 0; j < d; ++j) tmp[size_t(j)] = rows[i * d + j];
+    normalise_f64(tmp.data(), rows + i * d, d);
+  }
+}
+
+}  // namespace
+
 KMeansResult lloyd_kmeans(const EmbeddingView& x, const KMeansParams& p, KMeansAssigner& assigner,
                           const ProgressFn& progress, CancelFlag cancel) {
   check_kmeans_args(x, p);
   const int64_t d = x.d;
   const int k = p.k;
-  const bool ip = p.spherical;  // faiss.Kmeans searches with IndexFlatIP when spherical, else IndexFlatL2
+  const bool ip = p.spherical;  // spherical: inner product, else squared L2 (as faiss.Kmeans)
   const int threads = resolve_threads(p.threads);
 
   KMeansResult r;
@@ -183,54 +257,80 @@ KMeansResult lloyd_kmeans(const EmbeddingView& x, const KMeansParams& p, KMeansA
   assigner.prepare(X, nt, d, ip);
 
   std::vector<float> cent(size_t(k) * size_t(d)), prev(size_t(k) * size_t(d)), best_centroids;
-  std::vector<int64_t> assign(static_cast<size_t>(nt));
-  std::vector<float> dis(static_cast<size_t>(nt)), hassign(static_cast<size_t>(k));
+  std::vector<int64_t> assign(static_cast<size_t>(nt)), last(static_cast<size_t>(nt)), counts(static_cast<size_t>(k));
+  std::vector<double> dis(static_cast<size_t>(nt)), sums(size_t(k) * size_t(d));
+  std::vector<float> hassign(static_cast<size_t>(k));
   std::vector<double> moved(static_cast<size_t>(k));
   // As faiss::Clustering::iteration_stats: the objectives of every iteration run so far (all redo
   // rounds), as they stood when the best round ended.
   std::vector<float> objective, best_objective;
-  float best_obj = ip ? -HUGE_VALF : HUGE_VALF;
+  double best_obj = ip ? -HUGE_VAL : HUGE_VAL;
+  int best_iterations = 0;
   const int64_t total = int64_t(p.niter) * p.nredo;
 
   for (int redo = 0; redo < p.nredo; ++redo) {
     const std::vector<int64_t> init = kmeans_init_rows(nt, k, p.seed, redo);
     for (int c = 0; c < k; ++c) std::memcpy(&cent[size_t(c) * size_t(d)], X + init[size_t(c)] * d, size_t(d) * 4);
-    if (p.spherical) renorm_rows(cent.data(), k, d);
-    float obj = 0;
-    for (int it = 0; it < p.niter; ++it) {
+    if (p.spherical) normalise_rows(cent.data(), k, d);
+    double obj = 0;
+    int it = 0;
+    for (; it < p.niter; ++it) {
       check_cancel(cancel);
-      // 1. assignment (the backend's part)
+      // 1. assignment (the backend's part): the exact nearest centroid of every training row
+      if (it > 0) last = assign;
       assigner.assign(cent.data(), k, it > 0 ? moved.data() : nullptr, assign.data(), dis.data(), cancel);
-      double sum = 0;
-      for (int64_t i = 0; i < nt; ++i) sum += dis[size_t(i)];
-      obj = float(sum);
-      objective.push_back(obj);
+      obj = 0;
+      for (int64_t i = 0; i < nt; ++i) obj += dis[size_t(i)];
+      objective.push_back(float(obj));
+      // No assignment changed: the centroids below would be the current ones again, and so would
+      // every later iteration's; stop (the same bytes as running all niter iterations).
+      if (it > 0 && assign == last) {
+        ++it;
+        break;
+      }
 
-      // 2. centroids: ordered sums / counts (as faiss compute_centroids), splits, re-normalisation
+      // 2. centroids: float64 sums in training-row order / counts, normalised in float64 when
+      //    spherical, rounded once; FAISS's empty-cluster split
       prev = cent;
-      if (!assigner.centroids(assign.data(), k, cent.data(), hassign.data())) {
-        std::fill(cent.begin(), cent.end(), 0.f);
-        std::fill(hassign.begin(), hassign.end(), 0.f);
+      if (!assigner.centroid_sums(assign.data(), k, sums.data(), counts.data())) {
+        std::fill(sums.begin(), sums.end(), 0.0);
+        std::fill(counts.begin(), counts.end(), 0);
         parallel_for(threads, threads, [&](int64_t rank, int) {
           const int64_t c0 = int64_t(k) * rank / threads, c1 = int64_t(k) * (rank + 1) / threads;
           for (int64_t i = 0; i < nt; ++i) {
             const int64_t ci = assign[size_t(i)];
             if (ci < c0 || ci >= c1) continue;
-            float* c = &cent[size_t(ci) * size_t(d)];
+            double* s = &sums[size_t(ci) * size_t(d)];
             const float* xi = X + i * d;
-            hassign[size_t(ci)] += 1.0f;
-            for (int64_t j = 0; j < d; ++j) c[j] += xi[j];
-          }
-          for (int64_t ci = c0; ci < c1; ++ci) {
-            if (hassign[size_t(ci)] == 0) continue;
-            const float norm = 1 / hassign[size_t(ci)];
-            float* c = &cent[size_t(ci) * size_t(d)];
-            for (int64_t j = 0; j < d; ++j) c[j] *= norm;
+            ++counts[size_t(ci)];
+            for (int64_t j = 0; j < d; ++j) s[j] += double(xi[j]);
           }
         });
       }
-      faiss_split_clusters(size_t(d), size_t(k), size_t(nt), hassign.data(), cent.data());
-      if (p.spherical) renorm_rows(cent.data(), k, d);
+      parallel_for(threads, (k + 63) / 64, [&](int64_t b, int) {
+        std::vector<double> mean(static_cast<size_t>(d));
+        for (int64_t c = b * 64; c < std::min<int64_t>(k, (b + 1) * 64); ++c) {
+          float* out = &cent[size_t(c) * size_t(d)];
+          const int64_t m = counts[size_t(c)];
+          if (m == 0) {
+            std::fill(out, out + d, 0.f);  // replaced by the split below
+            continue;
+          }
+          const double* s = &sums[size_t(c) * size_t(d)];
+          for (int64_t j = 0; j < d; ++j) mean[size_t(j)] = s[j] / double(m);
+          if (p.spherical)
+            normalise_f64(mean.data(), out, d);
+          else
+            for (int64_t j = 0; j < d; ++j) out[j] = float(mean[size_t(j)]);
+        }
+      });
+      for (int c = 0; c < k; ++c) hassign[size_t(c)] = float(counts[size_t(c)]);
+      if (faiss_split_clusters(size_t(d), size_t(k), size_t(nt), hassign.data(), cent.data()) > 0 && p.spherical) {
+        // the split centroids (both halves) normalised again
+        for (int c = 0; c < k; ++c)
+          if (counts[size_t(c)] == 0 || float(counts[size_t(c)]) != hassign[size_t(c)])
+            normalise_rows(&cent[size_t(c) * size_t(d)], 1, d);
+      }
 
       // 3. how far each centroid moved (rounded up), for assigners that keep bounds
       for (int c = 0; c < k; ++c) {
@@ -243,23 +343,28 @@ KMeansResult lloyd_kmeans(const EmbeddingView& x, const KMeansParams& p, KMeansA
       }
       if (progress) progress(int64_t(redo) * p.niter + it + 1, total);
     }
+    if (progress) progress(int64_t(redo + 1) * p.niter, total);
     if (p.nredo == 1 || (ip ? obj > best_obj : obj < best_obj)) {
       best_centroids = cent;
       best_objective = objective;
       best_obj = obj;
+      best_iterations = it;
     }
   }
   r.centroids = std::move(best_centroids);
   r.objective = std::move(best_objective);
+  r.iterations = best_iterations;
   r.searched_rows = assigner.searched_rows;
   r.pruned_rows = assigner.pruned_rows;
+  r.rescored_rows = assigner.rescored_rows;
   return r;
 }
 
 namespace {
 
-// The CPU assignment step: blocked single-threaded sgemm + fused argmax on every core, and with
-// `prune` the bounds that skip rows whose centroid provably cannot change (see the top of this file).
+// The CPU assignment step: blocked single-threaded sgemm (the fast pass) + the exact rule on every
+// core, and with `prune` the bounds that skip rows whose centroid provably cannot change (top of
+// this file).
 class CpuAssigner : public KMeansAssigner {
  public:
   CpuAssigner(int threads, bool prune) : threads_(resolve_threads(threads)), prune_(prune) {}
@@ -269,18 +374,18 @@ class CpuAssigner : public KMeansAssigner {
     nt_ = nt;
     d_ = d;
     ip_ = ip;
+    xx_.resize(size_t(nt));
     xnorm_.resize(size_t(nt));
-    xlen_.resize(size_t(nt));
-    row_norms_sqr(X, nt, d, xnorm_.data());
-    for (int64_t i = 0; i < nt; ++i) xlen_[size_t(i)] = std::sqrt(xnorm_[size_t(i)]);
-    // Margin above the fp32 rounding of a score (|error| <= ~d ulp of ||x|| ||c||, generously).
-    ulp_d_ = 8.0 * double(d) * std::ldexp(1.0, -24);
+    parallel_for(threads_, (nt + 4095) / 4096, [&](int64_t b, int) {
+      for (int64_t i = b * 4096; i < std::min(nt, (b + 1) * 4096); ++i) {
+        xx_[size_t(i)] = nr::dot64(X + i * d, X + i * d, d);
+        xnorm_[size_t(i)] = nr::norm_slack(std::sqrt(xx_[size_t(i)]));
+      }
+    });
     xbuf_.assign(size_t(threads_), std::vector<float>(size_t(kSearchBlock) * size_t(d)));
-    nbuf_.assign(size_t(threads_), std::vector<float>(size_t(kSearchBlock)));
-    rbuf_.assign(size_t(threads_), std::vector<BlockResult>(size_t(kSearchBlock)));
   }
 
-  void assign(const float* cent, int k, const double* moved, int64_t* assign, float* dis, CancelFlag cancel) override {
+  void assign(const float* cent, int k, const double* moved, int64_t* assign, double* dis, CancelFlag cancel) override {
     const int64_t nt = nt_, d = d_;
     const bool ip = ip_;
     const float* X = X_;
@@ -288,30 +393,28 @@ class CpuAssigner : public KMeansAssigner {
       k_ = k;
       ng_ = (k + kGroup - 1) / kGroup;
       cbuf_.assign(size_t(threads_), std::vector<float>(size_t(kSearchBlock) * size_t(k)));
-      gbuf_.assign(size_t(threads_), std::vector<float>(size_t(kSearchBlock) * size_t(ng_)));
-      cnorm_.resize(size_t(k));
       if (prune_) upg_.assign(size_t(nt) * size_t(ng_), 0.f);
     }
     const int ng = ng_;
     BlasSingleThread blas1;
-    if (!ip) row_norms_sqr(cent, k, d, cnorm_.data());
-    float cmax = 0;  // largest centroid norm (for the IP margin)
-    for (int c = 0; c < k; ++c) {
-      double s = 0;
-      for (int64_t j = 0; j < d; ++j) s += double(cent[size_t(c) * size_t(d) + size_t(j)]) * cent[size_t(c) * size_t(d) + size_t(j)];
-      cmax = std::max(cmax, float(std::sqrt(s)));
-    }
+    cs_.set(cent, k, d, ip, threads_);
+    const double cmax_prev = cmax_run_;
+    cmax_run_ = std::max(cmax_run_, cs_.cmax);  // bounds hold for the centroids of every iteration so far
     const bool bounded = prune_ && moved != nullptr;
-    // 0. the bounds follow the centroids' movement: a group's bound grows by its largest move
+    // 0. the bounds follow the centroids' movement: a group's bound grows by its largest move, and
+    //    by the float64 values' error (old and new)
     if (bounded) {
       std::vector<double> gdelta(size_t(ng), 0.0);
       for (int c = 0; c < k; ++c) gdelta[size_t(c / kGroup)] = std::max(gdelta[size_t(c / kGroup)], moved[c]);
       parallel_for(threads_, (nt + 4095) / 4096, [&](int64_t b, int) {
         const int64_t e = std::min(nt, (b + 1) * 4096);
         for (int64_t i = b * 4096; i < e; ++i) {
-          const double scale = ip ? double(xlen_[size_t(i)]) * (1 + 1e-6) : 1.0;
+          const double xn = xnorm_[size_t(i)];
+          const double e64 = nr::eps64(ip, d, xn, std::max(cmax_prev, cs_.cmax));
+          const double tau = ip ? 2 * e64 : 2 * std::sqrt(e64);
+          const double scale = ip ? xn : 1.0;
           float* u = &upg_[size_t(i) * size_t(ng)];
-          for (int g = 0; g < ng; ++g) u[g] = float(double(u[g]) + scale * gdelta[size_t(g)]);
+          for (int g = 0; g < ng; ++g) u[g] = round_up(double(u[g]) + scale * gdelta[size_t(g)] + tau);
         }
       });
     }
@@ -322,26 +425,15 @@ class CpuAssigner : public KMeansAssigner {
       parallel_for(threads_, (nt + 4095) / 4096, [&](int64_t b, int) {
         const int64_t e = std::min(nt, (b + 1) * 4096);
         for (int64_t i = b * 4096; i < e; ++i) {
-          const float* xi = X + i * d;
           const int64_t a = assign[size_t(i)];
-          const double s = dot_f32(xi, cent + a * d, d);
-          double score, tol;
-          if (ip) {
-            score = s;
-            tol = 1e-6 + ulp_d_ * xlen_[size_t(i)] * cmax;
-          } else {
-            const double e2 = std::max(0.0, double(xnorm_[size_t(i)]) + cnorm_[size_t(a)] - 2 * s);
-            score = -std::sqrt(e2);
-            tol = std::sqrt(ulp_d_ * (double(xnorm_[size_t(i)]) + double(cmax) * cmax) * 4) + 1e-6;
-          }
-          const float l = float(score - tol);
+          const double s = nr::score64(ip, xx_[size_t(i)], cs_.cc[size_t(a)], nr::dot64(X + i * d, cs_.row(a), d));
+          const double l = prune_score(ip, s);
           const float* u = &upg_[size_t(i) * size_t(ng)];
           float umax = -std::numeric_limits<float>::infinity();
           for (int g = 0; g < ng; ++g) umax = std::max(umax, u[g]);
-          if (l > umax) {
+          if (l > double(umax)) {
             keep[size_t(i)] = 1;
-            // FAISS's value for the objective
-            dis[size_t(i)] = ip ? float(s) : float(std::max(0.0, double(xnorm_[size_t(i)]) + cnorm_[size_t(a)] - 2 * s));
+            dis[size_t(i)] = nr::value_of_score(ip, s);
           }
         }
       }, cancel);
@@ -355,34 +447,35 @@ class CpuAssigner : public KMeansAssigner {
     pruned_rows += nt - int64_t(todo.size());
     // 2. full search of the others, in blocks; new bounds for the searched rows
     const int64_t nblocks = (int64_t(todo.size()) + kSearchBlock - 1) / kSearchBlock;
+    std::atomic<int64_t> rescored{0};
     parallel_for(threads_, nblocks, [&](int64_t b, int w) {
       const int64_t s0 = b * kSearchBlock, m = std::min<int64_t>(kSearchBlock, int64_t(todo.size()) - s0);
       float* xb = xbuf_[size_t(w)].data();
-      float* nb = nbuf_[size_t(w)].data();
+      for (int64_t t = 0; t < m; ++t) std::memcpy(xb + t * d, X + todo[size_t(s0 + t)] * d, size_t(d) * 4);
+      float* cb = cbuf_[size_t(w)].data();
+      gemm_abt(xb, m, cent, k, d, cb, k);
+      int64_t nres = 0;
       for (int64_t t = 0; t < m; ++t) {
         const int64_t i = todo[size_t(s0 + t)];
-        std::memcpy(xb + t * d, X + i * d, size_t(d) * 4);
-        nb[t] = xnorm_[size_t(i)];
-      }
-      BlockResult* res = rbuf_[size_t(w)].data();
-      float* gb = gbuf_[size_t(w)].data();
-      search_rows(xb, m, nb, cent, cnorm_.data(), k, d, ip, cbuf_[size_t(w)].data(), res, prune_ ? kGroup : 0, gb);
-      for (int64_t t = 0; t < m; ++t) {
-        const int64_t i = todo[size_t(s0 + t)];
-        assign[size_t(i)] = res[t].idx;
-        dis[size_t(i)] = res[t].dis;
+        const Pick pk = pick_exact(cb + t * k, X + i * d, xx_[size_t(i)], xnorm_[size_t(i)], cs_);
+        nres += pk.rescored;
+        assign[size_t(i)] = pk.idx;
+        dis[size_t(i)] = nr::value_of_score(ip, pk.score);
         if (!prune_) continue;
+        const double eps = nr::eps_score(ip, d, xnorm_[size_t(i)], cmax_run_);
         float* u = &upg_[size_t(i) * size_t(ng)];
-        const float* gbt = gb + t * ng;
-        if (ip) {
-          const double tol = 1e-6 + ulp_d_ * xlen_[size_t(i)] * cmax;
-          for (int g = 0; g < ng; ++g) u[g] = float(double(gbt[g]) + tol);  // -inf stays -inf
-        } else {
-          const double tol = std::sqrt(ulp_d_ * (double(xnorm_[size_t(i)]) + double(cmax) * cmax) * 4) + 1e-6;
-          for (int g = 0; g < ng; ++g) u[g] = float(-std::sqrt(double(gbt[g])) + tol);  // +inf -> -inf
+        const float* line = cb + t * k;
+        for (int g = 0; g < ng; ++g) {
+          double gb = -kInf;
+          const int e = std::min(k, (g + 1) * kGroup);
+          for (int j = g * kGroup; j < e; ++j)
+            if (j != pk.idx) gb = std::max(gb, nr::fast_score(ip, line[j], cs_.cc[size_t(j)]));
+          u[g] = round_up(prune_upper(ip, gb, xx_[size_t(i)], eps));
         }
       }
+      rescored += nres;
     }, cancel);
+    rescored_rows += rescored.load();
   }
 
  private:
@@ -392,10 +485,11 @@ class CpuAssigner : public KMeansAssigner {
   int64_t nt_ = 0, d_ = 0;
   bool ip_ = false;
   int k_ = 0, ng_ = 0;
-  double ulp_d_ = 0;
-  std::vector<float> xnorm_, xlen_, cnorm_, upg_;
-  std::vector<std::vector<float>> cbuf_, gbuf_, xbuf_, nbuf_;
-  std::vector<std::vector<BlockResult>> rbuf_;
+  double cmax_run_ = 0;
+  CentroidSet cs_;
+  std::vector<double> xx_, xnorm_;
+  std::vector<float> upg_;
+  std::vector<std::vector<float>> cbuf_, xbuf_;
 };
 
 }  // namespace
@@ -406,44 +500,40 @@ KMeansResult train_kmeans(const EmbeddingView& x, const KMeansParams& p, const P
 }
 
 void assign_nearest(const EmbeddingView& x, const float* centroids, int k, bool inner_product, int64_t* nearest,
-                    float* dist, int threads, const ProgressFn& progress, CancelFlag cancel) {
+                    float* dist, int threads, const ProgressFn& progress, CancelFlag cancel, int64_t* rescored) {
+  if (k < 1) throw Error(ErrorCode::InvalidArgument, "k must be >= 1");
   const int64_t d = x.d;
   threads = resolve_threads(threads);
-  std::vector<float> cnorm(static_cast<size_t>(k));
-  if (!inner_product) row_norms_sqr(centroids, k, d, cnorm.data());
+  CentroidSet cs;
+  cs.set(centroids, k, d, inner_product, threads);
   const int64_t nblocks = (x.n + kAssignBlock - 1) / kAssignBlock;
-  std::vector<std::vector<float>> cbuf(static_cast<size_t>(threads),
-                                       std::vector<float>(size_t(kAssignBlock) * size_t(std::min(k, kCentroidBlock))));
+  std::vector<std::vector<float>> cbuf(static_cast<size_t>(threads), std::vector<float>(size_t(kAssignBlock) * size_t(k)));
   std::vector<std::vector<float>> xbuf(static_cast<size_t>(threads));
-  std::vector<std::vector<float>> nbuf(static_cast<size_t>(threads), std::vector<float>(size_t(kAssignBlock)));
-  std::vector<std::vector<BlockResult>> rbuf(static_cast<size_t>(threads), std::vector<BlockResult>(size_t(kAssignBlock)));
-  std::atomic<int64_t> done{0};
+  std::atomic<int64_t> done{0}, nres{0};
   BlasSingleThread blas1;
   parallel_for(threads, nblocks, [&](int64_t b, int w) {
     const int64_t b0 = b * kAssignBlock, m = std::min(kAssignBlock, x.n - b0);
     if (!x.f32_in_place(b0, b0 + m)) xbuf[size_t(w)].resize(size_t(kAssignBlock) * size_t(d));
     const float* rows = x.f32_rows(b0, b0 + m, xbuf[size_t(w)].data());  // zero-copy from the mapping when it can
-    if (!inner_product) row_norms_sqr(rows, m, d, nbuf[size_t(w)].data());
-    BlockResult* res = rbuf[size_t(w)].data();
-    // Centroids in blocks of kCentroidBlock, as FAISS's exhaustive search walks them; the first
-    // block wins ties (FAISS keeps its heap top unless a later value is strictly better).
-    for (int64_t t = 0; t < m; ++t) nearest[b0 + t] = -1;
-    for (int c0 = 0; c0 < k; c0 += kCentroidBlock) {
-      const int kc = std::min(kCentroidBlock, k - c0);
-      search_rows(rows, m, nbuf[size_t(w)].data(), centroids + int64_t(c0) * d, cnorm.data() + c0, kc, d, inner_product,
-                  cbuf[size_t(w)].data(), res);
-      for (int64_t t = 0; t < m; ++t) {
-        const bool better = nearest[b0 + t] < 0 || (inner_product ? res[t].dis > dist[b0 + t] : res[t].dis < dist[b0 + t]);
-        if (res[t].idx >= 0 && better) {
-          nearest[b0 + t] = c0 + res[t].idx;
-          dist[b0 + t] = res[t].dis;
-        }
-      }
+    float* cb = cbuf[size_t(w)].data();
+    gemm_abt(rows, m, centroids, k, d, cb, k);
+    int64_t r = 0;
+    for (int64_t t = 0; t < m; ++t) {
+      const float* xr = rows + t * d;
+      // IP needs |x| only for the bound (a float32 one will do); L2's values need ip(x, x)
+      const double xx = inner_product ? 0.0 : nr::dot64(xr, xr, d);
+      const double xn = inner_product ? norm_bound_f32(xr, d) : nr::norm_slack(std::sqrt(xx));
+      const Pick pk = pick_exact(cb + t * k, xr, xx, xn, cs);
+      r += pk.rescored;
+      nearest[b0 + t] = pk.idx;
+      dist[b0 + t] = float(nr::value_of_score(inner_product, pk.score));
     }
+    nres += r;
     x.release(b0, b0 + m);
     const int64_t now = done.fetch_add(m) + m;
     if (progress) progress(now, x.n);
   }, cancel);
+  if (rescored) *rescored = nres.load();
 }
 
 #ifndef SEMDEDUP_HAVE_FAISS

@@ -9,6 +9,16 @@
 // bounded by the tiles, whatever the cluster size. Each BLAS call is single-threaded; the workers
 // are the parallelism. Items write disjoint outputs, and each output depends only on the fixed
 // decomposition (never on the thread count), so results are deterministic.
+//
+// Exactness (docs/algorithm.md, "Exact M"): the float32 tiles are only a filter. The fold keeps per
+// column the float32 maximum, its earliest position and the runner-up (the largest other value).
+// Every dot product is within eps of its float64 value (nearest.hpp's fixed-order dot64, bound
+// eps_score for rows of norm at most the cluster's largest), so the member reaching the exact maximum
+// lies among the earlier members whose float32 score is within 2 eps of the float32 maximum. When the
+// runner-up is further than that, the float32 argmax is the only candidate and one float64 dot
+// product gives M; otherwise the candidates are re-scored in float64 (whole-cluster items still hold
+// the column's float32 scores), or, in split items, the member is re-scanned over all its earlier
+// members in float64. M is then the float64 value itself, the same bits on every machine.
 #include "semdedup/maxsim.hpp"
 
 #include <algorithm>
@@ -21,6 +31,7 @@
 
 #include "semdedup/blas.hpp"
 #include "semdedup/mapping.hpp"
+#include "semdedup/nearest.hpp"
 
 
 namespace semdedup {
@@ -36,10 +47,11 @@ constexpr int64_t kWholeMax = 4096;  // clusters up to this size are one item (b
 // Folds a block of dots into the column maxima. Row r of the block is the member at position
 // row_pos0 + r, column j the member at col_pos0 + j; only pairs with row position < column
 // position count. Strict '>' keeps the earliest row on ties, since rows are visited in
-// ascending position order.
+// ascending position order. second[j] is the largest value of the column other than best[j]'s
+// (a tie with the maximum makes it equal to the maximum).
 __attribute__((target_clones("avx512f", "avx2", "default")))
 void fold_block(const float* c, int64_t ldc, int64_t rows, int64_t cols, int64_t row_pos0, int64_t col_pos0,
-                float* best, int64_t* best_pos) {
+                float* best, float* second, int64_t* best_pos) {
   for (int64_t r = 0; r < rows; ++r) {
     const int64_t pos = row_pos0 + r;
     const int64_t j0 = pos < col_pos0 ? 0 : pos - col_pos0 + 1;
@@ -47,8 +59,10 @@ void fold_block(const float* c, int64_t ldc, int64_t rows, int64_t cols, int64_t
     const float* line = c + r * ldc;
     for (int64_t j = j0; j < cols; ++j) {
       const float v = line[j];
-      const bool better = v > best[j];
-      best[j] = better ? v : best[j];
+      const float b = best[j];
+      const bool better = v > b;
+      second[j] = std::max(second[j], std::min(v, b));
+      best[j] = better ? v : b;
       best_pos[j] = better ? pos : best_pos[j];
     }
   }
@@ -81,41 +95,214 @@ class Buffer {
 };
 
 struct Scratch {
-  Buffer<float> a, b, c, best;
-  Buffer<int64_t> pos;
+  Buffer<float> a, b, c, best, second, pbest;
+  Buffer<int64_t> pos, idx, ppos;
+  // split items: per column, the candidates (position, float32 score) within 2 eps of the running
+  // maximum, kept while the column is undecided; and which columns they settled
+  std::vector<std::vector<std::pair<int64_t, float>>> cand;
+  std::vector<uint8_t> settled;
+  std::vector<float> rows;
 };
 
-// Writes a tile's column maxima to M[out0 + j], arg[out0 + j]; `rows` are the cluster's rows in keep
-// order (the positions in s.pos index them).
-void write_tile(const int64_t* rows, int64_t out0, int64_t cols, const Scratch& s, double* M, int64_t* arg) {
-  for (int64_t j = 0; j < cols; ++j) {
-    const int64_t p = out0 + j;
-    if (s.pos[size_t(j)] >= 0 && s.best[size_t(j)] > 0) {
-      M[p] = double(s.best[size_t(j)]);
-      arg[p] = rows[s.pos[size_t(j)]];
-    } else {
-      M[p] = 0;
-      arg[p] = -1;
-    }
-  }
-}
+// Counters of the exact step, shared by the workers.
+struct ExactCounts {
+  std::atomic<int64_t> rechecked{0}, rescanned{0};
+};
 
 void reset_tile(Scratch& s, int64_t cols) {
   std::fill(s.best.data(), s.best.data() + cols, -std::numeric_limits<float>::infinity());
+  std::fill(s.second.data(), s.second.data() + cols, -std::numeric_limits<float>::infinity());
   std::fill(s.pos.data(), s.pos.data() + cols, int64_t(-1));
 }
 
-// The split path's item: the column maxima of members [c0, c0 + cols) of a cluster (rows: its
-// members in keep order) over every earlier-or-same member, whose rows are gathered kRowBlock at a
-// time. Leaves them in s.best, s.pos. One code for the whole-cluster kernel and the row-block entry,
-// so both issue the same sgemm calls on the same aligned buffers and give the same bits.
-void split_tile(const EmbeddingView& x, const int64_t* rows, int64_t c0, int64_t cols, Scratch& s, CancelFlag cancel) {
+// The stored pair of a member from its exact maximum s over earlier members, reached first by
+// the member of row `row`: M = max(0, s), and the row only when s > 0 (-1 otherwise).
+inline void settle(double s, int64_t row, double* M, int64_t* arg) {
+  const bool pos = row >= 0 && s > 0;
+  *M = pos ? s : 0;
+  *arg = pos ? row : -1;
+}
+
+
+// Largest float64 norm of n rows held contiguously.
+double max_norm(const float* a, int64_t n, int64_t d) {
+  double m = 0;
+  for (int64_t i = 0; i < n; ++i) m = std::max(m, nearest::dot64(a + i * d, a + i * d, d));
+  return std::sqrt(m);
+}
+
+// An upper bound of |x|^2 from a float32 dot product v = fl(x . x) of D terms (in any order):
+// |v - x.x| <= gamma_D x.x, so x.x <= v / (1 - gamma_D), plus underflow.
+inline double diag_norm2_bound(double v, int64_t d) {
+  const double g = nearest::gamma_n(double(d), 5.9604644775390625e-08);
+  return std::max(0.0, v) / (1 - g) * (1 + 1e-12) + double(d) * 1.5e-45;
+}
+
+}  // namespace
+
+double filter_bound(int64_t d, double cmax) {
+  const double c = nearest::norm_slack(cmax);
+  return nearest::eps_score(true, d, c, c);
+}
+
+FilterCounts exact_from_filter(const EmbeddingView& x, const int64_t* rows, int64_t p0, int64_t p1, const float* best,
+                               const float* second, const int64_t* pos, double eps, double* M, int64_t* arg, int threads,
+                               CancelFlag cancel, const uint8_t* skip) {
+  constexpr int64_t kChunk = 1024;
   const int64_t d = x.d;
+  const int64_t chunks = (p1 - p0 + kChunk - 1) / kChunk;
+  const int workers = int(std::max<int64_t>(1, std::min<int64_t>(resolve_threads(threads), chunks)));
+  struct Work {
+    std::vector<float> cand, cols, scan;
+    std::vector<int64_t> idx, at;
+    int64_t rechecked = 0, rescanned = 0;
+  };
+  std::vector<Work> work(static_cast<size_t>(workers));
+  parallel_for(workers, chunks, [&](int64_t ch, int w) {
+    Work& k = work[size_t(w)];
+    const int64_t q0 = ch * kChunk, q1 = std::min(p1 - p0, q0 + kChunk);
+    // Members decided by the filter: their one candidate row and their own row, gathered.
+    k.idx.clear();
+    k.at.clear();
+    for (int64_t q = q0; q < q1; ++q)
+      if ((!skip || !skip[q]) && pos[q] >= 0 && nearest::decided(best[q], second[q], eps)) {
+        k.idx.push_back(rows[pos[q]]);
+        k.at.push_back(q);
+      }
+    const int64_t m = int64_t(k.at.size());
+    k.cand.resize(size_t(std::max<int64_t>(m, 1) * d));
+    k.cols.resize(size_t(std::max<int64_t>(m, 1) * d));
+    x.gather(k.idx.data(), m, k.cand.data());
+    for (int64_t i = 0; i < m; ++i) k.idx[size_t(i)] = rows[p0 + k.at[size_t(i)]];
+    x.gather(k.idx.data(), m, k.cols.data());
+    for (int64_t i = 0; i < m; ++i) {
+      const int64_t q = k.at[size_t(i)];
+      settle(nearest::dot64(k.cand.data() + i * d, k.cols.data() + i * d, d), rows[pos[q]], M + q, arg + q);
+    }
+    // The others: no earlier member, or re-scanned over all earlier members.
+    size_t next = 0;
+    for (int64_t q = q0; q < q1; ++q) {
+      if (next < k.at.size() && k.at[next] == q) {
+        ++next;
+        continue;
+      }
+      if (skip && skip[q]) continue;
+      const int64_t p = p0 + q;
+      if (p == 0) {
+        settle(0, -1, M + q, arg + q);
+        continue;
+      }
+      ++k.rechecked;
+      ++k.rescanned;
+      k.scan.resize(size_t((kScanChunk + 1) * d));
+      const ExactMax e = exact_max_scan(x, rows, p, k.scan.data());
+      settle(e.value, e.pos >= 0 ? rows[e.pos] : -1, M + q, arg + q);
+    }
+  }, cancel);
+  FilterCounts out;
+  for (const Work& k : work) {
+    out.rechecked += k.rechecked;
+    out.rescanned += k.rescanned;
+  }
+  return out;
+}
+
+double max_norm_of_rows(const EmbeddingView& x, const int64_t* rows, int64_t n, int threads, CancelFlag cancel) {
+  constexpr int64_t kChunk = 1024;
+  const int64_t chunks = (n + kChunk - 1) / kChunk;
+  const int workers = int(std::max<int64_t>(1, std::min<int64_t>(resolve_threads(threads), chunks)));
+  std::vector<std::vector<float>> buf(static_cast<size_t>(workers));
+  std::vector<double> part(size_t(chunks), 0);
+  parallel_for(workers, chunks, [&](int64_t q, int w) {
+    const int64_t b = q * kChunk, m = std::min(kChunk, n - b);
+    auto& a = buf[size_t(w)];
+    a.resize(size_t(kChunk * x.d));
+    x.gather(rows + b, m, a.data());
+    part[size_t(q)] = max_norm(a.data(), m, x.d);
+  }, cancel);
+  double m = 0;
+  for (double v : part) m = std::max(m, v);
+  return m;
+}
+
+ExactMax exact_max_scan(const EmbeddingView& x, const int64_t* rows, int64_t p, float* buf) {
+  // buf: (kScanChunk + 1) * d floats.
+  const int64_t d = x.d;
+  float* xj = buf;
+  float* chunk = buf + d;
+  x.gather(rows + p, 1, xj);
+  ExactMax r;
+  for (int64_t i0 = 0; i0 < p; i0 += kScanChunk) {
+    const int64_t m = std::min(kScanChunk, p - i0);
+    x.gather(rows + i0, m, chunk);
+    for (int64_t i = 0; i < m; ++i) {
+      const double s = nearest::dot64(chunk + i * d, xj, d);
+      if (r.pos < 0 || s > r.value) {
+        r.value = s;
+        r.pos = i0 + i;
+      }
+    }
+  }
+  return r;
+}
+
+namespace {
+
+// The exact pairs of a whole-cluster item's column tile [c0, c0 + cols) from the fold's (best,
+// second, pos): `rows_held` holds the cluster's rows in keep order and `scores` the tile's float32
+// scores (column j of row position i at scores[i * ldc + j]). A column whose runner-up is further
+// than 2 eps below the maximum has one candidate, re-scored in float64; otherwise every candidate
+// within 2 eps of the maximum is. Writes M[c0 + j], arg[c0 + j].
+void finish_whole_tile(int64_t d, const int64_t* rows, int64_t c0, int64_t cols, const float* rows_held,
+                       const float* scores, int64_t ldc, double eps, const Scratch& s, ExactCounts& counts, double* M,
+                       int64_t* arg) {
+  for (int64_t j = 0; j < cols; ++j) {
+    const int64_t p = c0 + j;
+    const float* xj = rows_held + p * d;
+    const int64_t bp = s.pos[size_t(j)];
+    if (bp >= 0 && nearest::decided(s.best[size_t(j)], s.second[size_t(j)], eps)) {
+      settle(nearest::dot64(rows_held + bp * d, xj, d), rows[bp], M + p, arg + p);
+      continue;
+    }
+    if (p == 0) {
+      settle(0, -1, M + p, arg + p);
+      continue;
+    }
+    counts.rechecked.fetch_add(1, std::memory_order_relaxed);
+    const double b = bp >= 0 ? double(s.best[size_t(j)]) : -std::numeric_limits<double>::infinity();
+    double best = 0;
+    int64_t who = -1;
+    for (int64_t i = 0; i < p; ++i) {
+      // every earlier member when the fold found no maximum (NaN scores)
+      if (bp >= 0 && !nearest::candidate(double(scores[i * ldc + j]), b, eps)) continue;
+      const double v = nearest::dot64(rows_held + i * d, xj, d);
+      if (who < 0 || v > best) {
+        best = v;
+        who = i;
+      }
+    }
+    settle(best, who >= 0 ? rows[who] : -1, M + p, arg + p);
+  }
+}
+
+// The split path's item: the exact pairs of members [c0, c0 + cols) of a cluster (rows: its
+// members in keep order) over every earlier member. The float32 filter gathers the earlier rows
+// kRowBlock at a time; cmax bounds the norms of rows [0, c0 + cols). Writes M[out0 + j], arg[out0 + j].
+// One code for the whole-cluster kernel and the row-block entry.
+void split_tile(const EmbeddingView& x, const int64_t* rows, int64_t c0, int64_t cols, double cmax, Scratch& s,
+                ExactCounts& counts, int64_t out0, double* M, int64_t* arg, CancelFlag cancel) {
+  const int64_t d = x.d;
+  const double eps = filter_bound(d, cmax);
   s.a.need(std::min(kRowBlock, c0 + cols) * d);
   s.b.need(cols * d);
   s.c.need(std::min(kRowBlock, c0 + cols) * kSplitCols);
   s.best.need(cols);
+  s.second.need(cols);
   s.pos.need(cols);
+  s.pbest.need(cols);
+  s.ppos.need(cols);
+  if (int64_t(s.cand.size()) < cols) s.cand.resize(size_t(cols));
+  for (int64_t j = 0; j < cols; ++j) s.cand[size_t(j)].clear();
   x.gather(rows + c0, cols, s.b.data());
   reset_tile(s, cols);
   const int64_t rows_end = c0 + cols;
@@ -124,8 +311,55 @@ void split_tile(const EmbeddingView& x, const int64_t* rows, int64_t c0, int64_t
     const int64_t nr = std::min(kRowBlock, rows_end - r0);
     x.gather(rows + r0, nr, s.a.data());
     gemm_abt(s.a.data(), nr, s.b.data(), cols, d, s.c.data(), kSplitCols);
-    fold_block(s.c.data(), kSplitCols, nr, cols, r0, c0, s.best.data(), s.pos.data());
+    std::copy(s.best.data(), s.best.data() + cols, s.pbest.data());
+    std::copy(s.pos.data(), s.pos.data() + cols, s.ppos.data());
+    fold_block(s.c.data(), kSplitCols, nr, cols, r0, c0, s.best.data(), s.second.data(), s.pos.data());
+    // Undecided columns keep their candidates: earlier blocks can only contribute the previous
+    // maximum (a column decided before had every other score below it by more than 2 eps), this
+    // block its scores within 2 eps of the new maximum.
+    for (int64_t j = 0; j < cols; ++j) {
+      auto& L = s.cand[size_t(j)];
+      const double b = s.best[size_t(j)];
+      if (s.pos[size_t(j)] < 0 || nearest::decided(b, s.second[size_t(j)], eps)) {
+        L.clear();
+        continue;
+      }
+      if (L.empty() && s.ppos[size_t(j)] >= 0) L.emplace_back(s.ppos[size_t(j)], s.pbest[size_t(j)]);
+      L.erase(std::remove_if(L.begin(), L.end(), [&](const std::pair<int64_t, float>& e) { return !nearest::candidate(e.second, b, eps); }), L.end());
+      const int64_t r_end = std::min(nr, c0 + j - r0);  // rows before the column's member
+      for (int64_t r = 0; r < r_end; ++r) {
+        const float v = s.c[size_t(r * kSplitCols + j)];
+        if (nearest::candidate(v, b, eps)) L.emplace_back(r0 + r, v);
+      }
+    }
   }
+  // Columns with candidates: every candidate re-scored in float64 (ascending positions: the
+  // earliest wins a tie). The others from the fold's maximum (exact_from_filter).
+  s.settled.assign(size_t(cols), 0);
+  for (int64_t j = 0; j < cols; ++j) {
+    const auto& L = s.cand[size_t(j)];
+    if (L.empty()) continue;
+    s.idx.need(int64_t(L.size()));
+    for (size_t i = 0; i < L.size(); ++i) s.idx[i] = rows[L[i].first];
+    s.rows.resize(L.size() * size_t(d));
+    x.gather(s.idx.data(), int64_t(L.size()), s.rows.data());
+    double best = 0;
+    int64_t who = -1;
+    for (size_t i = 0; i < L.size(); ++i) {
+      const double v = nearest::dot64(s.rows.data() + i * size_t(d), s.b.data() + j * d, d);
+      if (who < 0 || v > best) {
+        best = v;
+        who = L[i].first;
+      }
+    }
+    settle(best, rows[who], M + out0 + j, arg + out0 + j);
+    s.settled[size_t(j)] = 1;
+    counts.rechecked.fetch_add(1, std::memory_order_relaxed);
+  }
+  const FilterCounts fc = exact_from_filter(x, rows, c0, c0 + cols, s.best.data(), s.second.data(), s.pos.data(), eps,
+                                            M + out0, arg + out0, 1, cancel, s.settled.data());
+  counts.rechecked.fetch_add(fc.rechecked, std::memory_order_relaxed);
+  counts.rescanned.fetch_add(fc.rescanned, std::memory_order_relaxed);
 }
 
 }  // namespace
@@ -145,22 +379,10 @@ MaxSimLayout maxsim_layout(int64_t n, int64_t d) {
 }
 
 void max_similarity_reference(const EmbeddingView& x, const int64_t* rows, int64_t n, double* M, int64_t* arg) {
-  std::vector<float> a(static_cast<size_t>(x.d)), b(static_cast<size_t>(x.d));
+  std::vector<float> buf(size_t((kScanChunk + 1) * x.d));
   for (int64_t j = 0; j < n; ++j) {
-    double best = 0;
-    int64_t who = -1;
-    x.row(rows[j], b.data());
-    for (int64_t i = 0; i < j; ++i) {
-      x.row(rows[i], a.data());
-      double s = 0;
-      for (int64_t t = 0; t < x.d; ++t) s += double(a[size_t(t)]) * double(b[size_t(t)]);
-      if (s > best) {
-        best = s;
-        who = rows[i];
-      }
-    }
-    M[j] = best;
-    arg[j] = who;
+    const ExactMax e = exact_max_scan(x, rows, j, buf.data());
+    settle(e.value, e.pos >= 0 ? rows[e.pos] : -1, M + j, arg + j);
   }
 }
 
@@ -181,31 +403,12 @@ int64_t recheck_near_thresholds(const EmbeddingView& x, const int64_t* order, co
           cluster_of.push_back(c);
           break;
         }
-  constexpr int64_t kChunk = 256;
-  std::vector<std::vector<float>> rowbuf(static_cast<size_t>(threads), std::vector<float>(size_t((kChunk + 1) * d)));
+  std::vector<std::vector<float>> buf(static_cast<size_t>(threads), std::vector<float>(size_t((kScanChunk + 1) * d)));
   parallel_for(threads, int64_t(near.size()), [&](int64_t q, int w) {
     const int64_t p = near[size_t(q)];
     const int64_t base = offsets[cluster_of[size_t(q)]];
-    float* xj = rowbuf[size_t(w)].data();
-    float* chunk = xj + d;
-    x.gather(order + p, 1, xj);
-    double best = 0;
-    int64_t who = -1;
-    for (int64_t i0 = base; i0 < p; i0 += kChunk) {
-      const int64_t m = std::min(kChunk, p - i0);
-      x.gather(order + i0, m, chunk);
-      for (int64_t i = 0; i < m; ++i) {
-        const float* xi = chunk + i * d;
-        double s = 0;
-        for (int64_t t = 0; t < d; ++t) s += double(xi[t]) * double(xj[t]);
-        if (s > best) {
-          best = s;
-          who = order[i0 + i];
-        }
-      }
-    }
-    M[p] = best;
-    arg[p] = who;
+    const ExactMax e = exact_max_scan(x, order + base, p - base, buf[size_t(w)].data());
+    settle(e.value, e.pos >= 0 ? order[base + e.pos] : -1, M + p, arg + p);
   }, cancel);
   return int64_t(near.size());
 }
@@ -223,6 +426,7 @@ MaxSimStats max_similarity_cpu(const EmbeddingView& x, const int64_t* order, con
     double cost;
   };
   std::vector<Item> items;
+  std::vector<int64_t> split_clusters;
   for (int64_t c = 0; c < nclusters; ++c) {
     const int64_t n = offsets[c + 1] - offsets[c];
     if (n < 0) throw Error(ErrorCode::InvalidArgument, "offsets must be non-decreasing");
@@ -241,7 +445,12 @@ MaxSimStats max_similarity_cpu(const EmbeddingView& x, const int64_t* order, con
       cost += w;
     }
     if (!split) items.push_back({c, -1, cost});
+    else split_clusters.push_back(c);
   }
+  // Norm bounds of the split clusters (whole-cluster items compute theirs from the rows they hold).
+  std::vector<double> cmax(size_t(nclusters), 0);
+  for (int64_t c : split_clusters)
+    cmax[size_t(c)] = max_norm_of_rows(x, order + offsets[c], offsets[c + 1] - offsets[c], opt.threads, cancel);
   // Largest items first: keeps the workers busy to the end.
   std::stable_sort(items.begin(), items.end(), [](const Item& a, const Item& b) { return a.cost > b.cost; });
   double total_cost = 0;
@@ -251,6 +460,7 @@ MaxSimStats max_similarity_cpu(const EmbeddingView& x, const int64_t* order, con
   // hundred KB for small clusters, at most ~40 MB for the widest tiles), never more.
   const int threads = int(std::max<int64_t>(1, std::min<int64_t>(resolve_threads(opt.threads), int64_t(items.size()))));
   std::vector<Scratch> scratch(static_cast<size_t>(threads));
+  ExactCounts counts;
   std::atomic<int64_t> done_cost{0};
   BlasSingleThread blas1;  // our workers are the parallelism; BLAS runs one thread each
   parallel_for(threads, int64_t(items.size()), [&](int64_t idx, int w) {
@@ -262,35 +472,35 @@ MaxSimStats max_similarity_cpu(const EmbeddingView& x, const int64_t* order, con
       s.a.need(n * d);
       s.c.need(n * kCols);
       s.best.need(kCols);
+      s.second.need(kCols);
       s.pos.need(kCols);
       x.gather(order + base, n, s.a.data());
+      // The norm bound from the tiles' own diagonals (float32 |x_i|^2, within gamma_D of the
+      // float64 value): by tile c0 every row a candidate can come from has been on a diagonal.
+      double norm2 = 0;
       for (int64_t c0 = 0; c0 < n; c0 += kCols) {
         const int64_t cols = std::min(kCols, n - c0);
         const int64_t rows = c0 + cols;
         reset_tile(s, cols);
         if (rows > 1) {
           gemm_abt(s.a.data(), rows, s.a.data() + c0 * d, cols, d, s.c.data(), kCols);
-          fold_block(s.c.data(), kCols, rows, cols, 0, c0, s.best.data(), s.pos.data());
+          fold_block(s.c.data(), kCols, rows, cols, 0, c0, s.best.data(), s.second.data(), s.pos.data());
+          for (int64_t j = 0; j < cols; ++j) norm2 = std::max(norm2, double(s.c[size_t((c0 + j) * kCols + j)]));
         }
-        write_tile(order + base, c0, cols, s, M + base, arg + base);
+        const double eps = filter_bound(d, std::sqrt(diag_norm2_bound(norm2, d)));
+        finish_whole_tile(d, order + base, c0, cols, s.a.data(), s.c.data(), kCols, eps, s, counts, M + base, arg + base);
       }
     } else {
       const int64_t width = maxsim_layout(n, d).width;
       const int64_t c0 = it.tile * width;
       const int64_t cols = std::min(width, n - c0);
-      split_tile(x, order + base, c0, cols, s, cancel);
-      write_tile(order + base, c0, cols, s, M + base, arg + base);
+      split_tile(x, order + base, c0, cols, cmax[size_t(it.cluster)], s, counts, c0, M + base, arg + base, cancel);
     }
     const int64_t now = done_cost.fetch_add(int64_t(it.cost)) + int64_t(it.cost);
     if (progress) progress(now, int64_t(total_cost));
   }, cancel);
-  // A single-member cluster has no earlier member: M = 0 and no row reached it (its item computed nothing useful).
-  for (int64_t c = 0; c < nclusters; ++c)
-    if (offsets[c + 1] - offsets[c] == 1) {
-      M[offsets[c]] = 0;
-      arg[offsets[c]] = -1;
-    }
-  st.rechecked = recheck_near_thresholds(x, order, offsets, nclusters, M, arg, opt, cancel);
+  st.rechecked = counts.rechecked.load();
+  st.rescanned = counts.rescanned.load();
   return st;
 }
 
@@ -315,32 +525,24 @@ MaxSimStats max_similarity_block(const EmbeddingView& x, const int64_t* rows, in
     st.useful_flops += double(cols) * double(2 * t * width + cols - 1) * double(d);
     st.computed_flops += 2.0 * double(t * width + cols) * double(cols) * double(d);
   }
+  // The filter's bound from the rows the block reads (M does not depend on it, only the work).
+  const double cmax = max_norm_of_rows(x, rows, j1, opt.threads, cancel);
   const int threads = int(std::max<int64_t>(1, std::min<int64_t>(resolve_threads(opt.threads), t1 - t0)));
   std::vector<Scratch> scratch(static_cast<size_t>(threads));
+  ExactCounts counts;
   std::atomic<int64_t> done{0};
   BlasSingleThread blas1;
   parallel_for(threads, t1 - t0, [&](int64_t idx, int w) {
     Scratch& s = scratch[size_t(w)];
     const int64_t c0 = (t0 + idx) * width;
     const int64_t cols = std::min(width, j1 - c0);
-    split_tile(x, rows, c0, cols, s, cancel);
-    write_tile(rows, c0 - j0, cols, s, M, arg);
+    split_tile(x, rows, c0, cols, cmax, s, counts, c0 - j0, M, arg, cancel);
     const int64_t cost = int64_t(double(c0 + cols) * double(cols));
     const int64_t now = done.fetch_add(cost) + cost;
     if (progress) progress(now, int64_t(total));
   }, cancel);
-  // The float64 re-check over the cluster's first j1 members; positions before the block hold
-  // NaN, which is near no threshold, so only the block's members are re-checked.
-  if (!opt.thresholds.empty()) {
-    std::vector<double> m(size_t(j1), std::numeric_limits<double>::quiet_NaN());
-    std::vector<int64_t> a(size_t(j1), -1);
-    std::copy(M, M + (j1 - j0), m.begin() + j0);
-    std::copy(arg, arg + (j1 - j0), a.begin() + j0);
-    const int64_t offsets[2] = {0, j1};
-    st.rechecked = recheck_near_thresholds(x, rows, offsets, 1, m.data(), a.data(), opt, cancel);
-    std::copy(m.begin() + j0, m.end(), M);
-    std::copy(a.begin() + j0, a.end(), arg);
-  }
+  st.rechecked = counts.rechecked.load();
+  st.rescanned = counts.rescanned.load();
   return st;
 }
 

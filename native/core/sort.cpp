@@ -8,6 +8,7 @@
 
 #include "semdedup/extract.hpp"
 #include "semdedup/mapping.hpp"
+#include "semdedup/nearest.hpp"
 
 namespace semdedup {
 
@@ -124,12 +125,10 @@ void rank_clusters(const int64_t* nearest, const float* key, int64_t n, int64_t 
 
 void cosine_to_centroid(const EmbeddingView& x, const float* centroids, int k, const int64_t* nearest, float* out,
                         int threads, CancelFlag cancel) {
+  // Every inner product is nearest.hpp's float64 one (exact products in a fixed order): the same
+  // bits on every machine.
   std::vector<double> cnorm(static_cast<size_t>(k));
-  for (int c = 0; c < k; ++c) {
-    double s = 0;
-    for (int64_t j = 0; j < x.d; ++j) s += double(centroids[c * x.d + j]) * centroids[c * x.d + j];
-    cnorm[size_t(c)] = std::sqrt(s);
-  }
+  for (int c = 0; c < k; ++c) cnorm[size_t(c)] = std::sqrt(nearest::dot64(centroids + c * x.d, centroids + c * x.d, x.d));
   const int64_t block = 16384;
   const int64_t nblocks = (x.n + block - 1) / block;
   threads = resolve_threads(threads);
@@ -142,11 +141,7 @@ void cosine_to_centroid(const EmbeddingView& x, const float* centroids, int k, c
       const int64_t c = nearest[i];
       if (c < 0 || c >= k) throw Error(ErrorCode::InvalidArgument, "row " + std::to_string(i) + ": bad cluster");
       const float* cen = centroids + c * x.d;
-      double dot = 0, nx = 0;
-      for (int64_t j = 0; j < x.d; ++j) {
-        dot += double(row[j]) * cen[j];
-        nx += double(row[j]) * row[j];
-      }
+      const double dot = nearest::dot64(row, cen, x.d), nx = nearest::dot64(row, row, x.d);
       // torch.nn.CosineSimilarity clamps each norm at eps = 1e-8
       const double den = std::max(std::sqrt(nx), 1e-8) * std::max(cnorm[size_t(c)], 1e-8);
       out[i] = float(dot / den);

@@ -22,8 +22,13 @@
 //      other is being computed. A cluster larger than a batch buffer is done in column chunks x
 //      row chunks (each chunk pair uploaded and computed in turn), so memory stays bounded
 //      whatever the cluster size.
-// Exactness: fp32 products and sums (FFMA); members whose M lies within the re-check margin of a
-// threshold are recomputed in float64 on the host, like the CPU backend.
+// Exactness (docs/algorithm.md, "Exact M"): the fp32 tiles are only a filter. Besides the (max,
+// earliest position) key, each column keeps the runner-up: every block's local second-largest
+// value, and every key that atomicMax displaced or that lost to the current maximum, go into a
+// second atomicMax array, whose final value is the largest score at another position. The host
+// then computes M and the earliest member reaching it in float64 (exact_from_filter, maxsim.hpp,
+// shared with the CPU backend): one fixed-order dot product when the runner-up is further than the
+// filter's bound below the maximum, a float64 re-scan otherwise. The same bits as the CPU.
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
@@ -58,7 +63,8 @@ template <class T>
 __global__ void __launch_bounds__(kThreads, 2)
     maxsim_kernel(const T* __restrict__ rows_base, const int64_t* __restrict__ idx_rows,
                   const T* __restrict__ cols_base, const int64_t* __restrict__ idx_cols, int64_t dp,
-                  const MsItem* __restrict__ items, unsigned long long* __restrict__ keys) {
+                  const MsItem* __restrict__ items, unsigned long long* __restrict__ keys,
+                  unsigned long long* __restrict__ seconds) {
   __shared__ TileSmem sm;
   const MsItem it = items[blockIdx.x];
   const int tid = threadIdx.x;
@@ -69,10 +75,12 @@ __global__ void __launch_bounds__(kThreads, 2)
   // Running column maxima live in shared memory, one private slot per (ty, column): they are
   // touched once per tile, and keeping them out of registers leaves the FFMA loop spill-free.
   __shared__ float s_best[kTile / 8][kTile];
+  __shared__ float s_second[kTile / 8][kTile];
   __shared__ int s_pos[kTile / 8][kTile];
 #pragma unroll
   for (int j = 0; j < 8; ++j) {
     s_best[ty][tile_col(tx, j)] = -INFINITY;
+    s_second[ty][tile_col(tx, j)] = -INFINITY;
     s_pos[ty][tile_col(tx, j)] = -1;
   }
   for (int r0 = 0; r0 < it.nrows; r0 += kTile) {
@@ -82,21 +90,32 @@ __global__ void __launch_bounds__(kThreads, 2)
 #pragma unroll
     for (int j = 0; j < 8; ++j) {
       const int cpos = it.col_pos0 + tile_col(tx, j);
-      float tb = -INFINITY;
+      float tb = -INFINITY, ts = -INFINITY;
       int tp = -1;
 #pragma unroll
       for (int i = 0; i < 8; ++i) {
         const int rl = r0 + tile_row(ty, i);
         const int rpos = it.row_pos0 + rl;
         // rows in increasing position order: strict '>' keeps the earliest on ties
-        if (rl < it.nrows && rpos < cpos && acc[i][j] > tb) {
-          tb = acc[i][j];
-          tp = rpos;
+        if (rl < it.nrows && rpos < cpos) {
+          if (acc[i][j] > tb) {
+            ts = tb;
+            tb = acc[i][j];
+            tp = rpos;
+          } else {
+            ts = fmaxf(ts, acc[i][j]);
+          }
         }
       }
-      if (tp >= 0 && tb > s_best[ty][tile_col(tx, j)]) {  // earlier tiles hold earlier rows
-        s_best[ty][tile_col(tx, j)] = tb;
-        s_pos[ty][tile_col(tx, j)] = tp;
+      const int c = tile_col(tx, j);
+      if (tp >= 0) {
+        if (tb > s_best[ty][c]) {  // earlier tiles hold earlier rows
+          s_second[ty][c] = fmaxf(s_best[ty][c], ts);
+          s_best[ty][c] = tb;
+          s_pos[ty][c] = tp;
+        } else {
+          s_second[ty][c] = fmaxf(s_second[ty][c], tb);
+        }
       }
     }
   }
@@ -104,7 +123,16 @@ __global__ void __launch_bounds__(kThreads, 2)
   for (int j = 0; j < 8; ++j) {
     const int c = tile_col(tx, j);
     const int pos = s_pos[ty][c];
-    if (c < it.ncols && pos >= 0) atomicMax(keys + it.key_off + c, pack_key(s_best[ty][c], uint32_t(pos)));
+    if (c < it.ncols && pos >= 0) {
+      // The runner-up: this slot's second value, and whichever of (its key, the current maximum)
+      // loses: over all slots of all items the largest loser is the largest value at a position
+      // other than the final maximum's (every other key loses once: on arrival, or when replaced).
+      const unsigned long long k = pack_key(s_best[ty][c], uint32_t(pos));
+      const unsigned long long old = atomicMax(keys + it.key_off + c, k);
+      const unsigned long long lost = old < k ? old : k;
+      if (lost) atomicMax(seconds + it.key_off + c, lost);
+      if (s_second[ty][c] > -INFINITY) atomicMax(seconds + it.key_off + c, pack_key(s_second[ty][c], 0u));
+    }
   }
 }
 
@@ -144,7 +172,7 @@ class Launcher {
 
   template <class T>
   void run(const ItemList& list, const T* rows_base, const int64_t* idx_rows, const T* cols_base,
-           const int64_t* idx_cols, int64_t dp, unsigned long long* keys) {
+           const int64_t* idx_cols, int64_t dp, unsigned long long* keys, unsigned long long* seconds) {
     const auto& it = list.items;
     if (it.empty()) return;
     const int slot_items = int(runs_ & 1);
@@ -168,7 +196,7 @@ class Launcher {
       const int slot = int(n_ & 1);
       if (n_ >= 2) retire(slot);
       maxsim_kernel<T><<<unsigned(end - begin), kThreads, 0, s_>>>(rows_base, idx_rows, cols_base, idx_cols, dp,
-                                                                    ditems_[slot_items].get() + begin, keys);
+                                                                    ditems_[slot_items].get() + begin, keys, seconds);
       SD_CUDA_LAUNCH("maxsim_kernel");
       done_[slot].record(s_);
       pending_[slot] = tiles;
@@ -207,19 +235,24 @@ class Launcher {
 };
 
 
-// Decodes the keys of positions [p_begin, p_end) of cluster c (keys[0] is position p_begin).
-void decode(const unsigned long long* keys, const int64_t* order, int64_t cluster_base, int64_t p_begin, int64_t p_end,
-            double* M, int64_t* arg) {
+// The float32 filter's result of one position: the maximum, its earliest cluster position (-1:
+// none) and the runner-up (-inf: none), as exact_from_filter (maxsim.hpp) takes them.
+struct FilterOut {
+  std::vector<float> best, second;
+  std::vector<int64_t> pos;
+  explicit FilterOut(int64_t n) : best(size_t(n)), second(size_t(n)), pos(size_t(n)) {}
+};
+
+// Decodes the keys (and runner-up keys) of positions [p_begin, p_end) (keys[0] is position
+// p_begin) into f at index p - f_base.
+void decode(const unsigned long long* keys, const unsigned long long* seconds, int64_t p_begin, int64_t p_end,
+            int64_t f_base, FilterOut& f) {
   for (int64_t p = p_begin; p < p_end; ++p) {
-    const unsigned long long k = keys[p - p_begin];
-    const float v = k ? key_value(k) : 0.f;
-    if (k && v > 0.f) {
-      M[p] = double(v);
-      arg[p] = order[cluster_base + int64_t(key_index(k))];
-    } else {
-      M[p] = 0;
-      arg[p] = -1;
-    }
+    const unsigned long long k = keys[p - p_begin], s2 = seconds[p - p_begin];
+    const size_t q = size_t(p - f_base);
+    f.best[q] = k ? key_value(k) : -INFINITY;
+    f.pos[q] = k ? int64_t(key_index(k)) : -1;
+    f.second[q] = s2 ? key_value(s2) : -INFINITY;
   }
 }
 
@@ -234,6 +267,7 @@ void run_maxsim(const EmbeddingView& x, const int64_t* order, const int64_t* off
   const int64_t P = p1 - p0;
   const int host_threads = resolve_threads(opt.threads);
   const int64_t budget = memory_budget(opt.gpu);
+  FilterOut filt(P);
 
   // Row ranges of one item: enough items to fill the GPU a few times over, but not so short
   // that the per-item merge dominates.
@@ -265,9 +299,10 @@ void run_maxsim(const EmbeddingView& x, const int64_t* order, const int64_t* off
   if (resident) {
     DeviceBuffer<T> mat(static_cast<size_t>(x.n * dp));
     DeviceBuffer<int64_t> dorder(static_cast<size_t>(P));
-    DeviceBuffer<unsigned long long> keys(static_cast<size_t>(P));
+    DeviceBuffer<unsigned long long> keys(static_cast<size_t>(P)), seconds(static_cast<size_t>(P));
     SD_CUDA(cudaMemsetAsync(mat.get(), 0, mat.size() * es, compute.get()));
     SD_CUDA(cudaMemsetAsync(keys.get(), 0, keys.size() * 8, compute.get()));
+    SD_CUDA(cudaMemsetAsync(seconds.get(), 0, seconds.size() * 8, compute.get()));
     SD_CUDA(cudaMemcpyAsync(dorder.get(), order + p0, size_t(P) * 8, cudaMemcpyHostToDevice, compute.get()));
     Event zeroed;
     zeroed.record(compute.get());
@@ -280,22 +315,24 @@ void run_maxsim(const EmbeddingView& x, const int64_t* order, const int64_t* off
     }
     list.sort_largest_first();
     computed_tiles += list.tiles;
-    launcher.run<T>(list, mat.get(), dorder.get(), mat.get(), dorder.get(), dp, keys.get());
+    launcher.run<T>(list, mat.get(), dorder.get(), mat.get(), dorder.get(), dp, keys.get(), seconds.get());
     launcher.drain();
-    std::vector<unsigned long long> hkeys(static_cast<size_t>(P));
+    std::vector<unsigned long long> hkeys(static_cast<size_t>(P)), hsec(static_cast<size_t>(P));
     SD_CUDA(cudaMemcpyAsync(hkeys.data(), keys.get(), size_t(P) * 8, cudaMemcpyDeviceToHost, compute.get()));
+    SD_CUDA(cudaMemcpyAsync(hsec.data(), seconds.get(), size_t(P) * 8, cudaMemcpyDeviceToHost, compute.get()));
     compute.sync();
-    for (int64_t c = 0; c < nclusters; ++c)
-      decode(hkeys.data() + (offsets[c] - p0), order, offsets[c], offsets[c], offsets[c + 1], M, arg);
+    decode(hkeys.data(), hsec.data(), p0, p1, p0, filt);
   } else {
     // Batch rows G: two batch buffers (rows + keys) and the identity index, within the budget.
     const int64_t G = mp.batch_rows;
     DeviceBuffer<T> buf[2];
     buf[0].resize(size_t(G * dp));
     buf[1].resize(size_t(G * dp));
-    DeviceBuffer<unsigned long long> keys[2];
-    keys[0].resize(size_t(G));
-    keys[1].resize(size_t(G));
+    DeviceBuffer<unsigned long long> keys[2], seconds[2];
+    for (int i = 0; i < 2; ++i) {
+      keys[i].resize(size_t(G));
+      seconds[i].resize(size_t(G));
+    }
     DeviceBuffer<int64_t> iota(static_cast<size_t>(G));
     {
       std::vector<int64_t> h(static_cast<size_t>(G));
@@ -308,9 +345,11 @@ void run_maxsim(const EmbeddingView& x, const int64_t* order, const int64_t* off
     used[0].record(compute.get());
     used[1].record(compute.get());
     Event keys_ready[2];
-    PinnedBuffer<unsigned long long> hkeys[2];
-    hkeys[0].resize(size_t(G));
-    hkeys[1].resize(size_t(G));
+    PinnedBuffer<unsigned long long> hkeys[2], hsec[2];
+    for (int i = 0; i < 2; ++i) {
+      hkeys[i].resize(size_t(G));
+      hsec[i].resize(size_t(G));
+    }
 
     struct Pending {
       bool active = false;
@@ -320,9 +359,7 @@ void run_maxsim(const EmbeddingView& x, const int64_t* order, const int64_t* off
       Pending& pd = pending[slot];
       if (!pd.active) return;
       keys_ready[slot].sync();
-      const int64_t b0 = offsets[pd.c_begin];
-      for (int64_t c = pd.c_begin; c < pd.c_end; ++c)
-        decode(hkeys[slot].get() + (offsets[c] - b0), order, offsets[c], offsets[c], offsets[c + 1], M, arg);
+      decode(hkeys[slot].get(), hsec[slot].get(), offsets[pd.c_begin], offsets[pd.c_end], p0, filt);
       pd.active = false;
     };
 
@@ -337,8 +374,9 @@ void run_maxsim(const EmbeddingView& x, const int64_t* order, const int64_t* off
         finish(0);
         finish(1);
         const int64_t base = offsets[c];
-        DeviceBuffer<unsigned long long> gkeys(static_cast<size_t>(n0));
+        DeviceBuffer<unsigned long long> gkeys(static_cast<size_t>(n0)), gsec(static_cast<size_t>(n0));
         SD_CUDA(cudaMemsetAsync(gkeys.get(), 0, size_t(n0) * 8, compute.get()));
+        SD_CUDA(cudaMemsetAsync(gsec.get(), 0, size_t(n0) * 8, compute.get()));
         for (int64_t c0 = 0; c0 < n0; c0 += G) {
           const int64_t nc = std::min(G, n0 - c0);
           up.upload(order + base + c0, 0, nc, buf[0].get(), used[0].get(), compute.get(), cancel);
@@ -352,15 +390,16 @@ void run_maxsim(const EmbeddingView& x, const int64_t* order, const int64_t* off
             list.sort_largest_first();
             computed_tiles += list.tiles;
             const T* rows_base = same ? buf[0].get() : buf[1].get();
-            launcher.run<T>(list, rows_base, iota.get(), buf[0].get(), iota.get(), dp, gkeys.get());
+            launcher.run<T>(list, rows_base, iota.get(), buf[0].get(), iota.get(), dp, gkeys.get(), gsec.get());
             if (!same) used[1].record(compute.get());
           }
           used[0].record(compute.get());
         }
-        std::vector<unsigned long long> h(static_cast<size_t>(n0));
+        std::vector<unsigned long long> h(static_cast<size_t>(n0)), h2(static_cast<size_t>(n0));
         SD_CUDA(cudaMemcpyAsync(h.data(), gkeys.get(), size_t(n0) * 8, cudaMemcpyDeviceToHost, compute.get()));
+        SD_CUDA(cudaMemcpyAsync(h2.data(), gsec.get(), size_t(n0) * 8, cudaMemcpyDeviceToHost, compute.get()));
         compute.sync();
-        decode(h.data(), order, base, base, base + n0, M, arg);
+        decode(h.data(), h2.data(), base, base + n0, p0, filt);
         ++c;
         continue;
       }
@@ -371,6 +410,7 @@ void run_maxsim(const EmbeddingView& x, const int64_t* order, const int64_t* off
       const int64_t b0 = offsets[c], nb = offsets[ce] - b0;
       up.upload(order + b0, 0, nb, buf[slot].get(), used[slot].get(), compute.get(), cancel);
       SD_CUDA(cudaMemsetAsync(keys[slot].get(), 0, size_t(nb) * 8, compute.get()));
+      SD_CUDA(cudaMemsetAsync(seconds[slot].get(), 0, size_t(nb) * 8, compute.get()));
       ItemList list;
       list.split_rows = split_tiles * kTile;
       for (int64_t q = c; q < ce; ++q) {
@@ -379,9 +419,12 @@ void run_maxsim(const EmbeddingView& x, const int64_t* order, const int64_t* off
       }
       list.sort_largest_first();
       computed_tiles += list.tiles;
-      launcher.run<T>(list, buf[slot].get(), iota.get(), buf[slot].get(), iota.get(), dp, keys[slot].get());
+      launcher.run<T>(list, buf[slot].get(), iota.get(), buf[slot].get(), iota.get(), dp, keys[slot].get(),
+                      seconds[slot].get());
       used[slot].record(compute.get());
       SD_CUDA(cudaMemcpyAsync(hkeys[slot].get(), keys[slot].get(), size_t(nb) * 8, cudaMemcpyDeviceToHost,
+                              compute.get()));
+      SD_CUDA(cudaMemcpyAsync(hsec[slot].get(), seconds[slot].get(), size_t(nb) * 8, cudaMemcpyDeviceToHost,
                               compute.get()));
       keys_ready[slot].record(compute.get());
       pending[slot] = {true, c, ce};
@@ -393,6 +436,30 @@ void run_maxsim(const EmbeddingView& x, const int64_t* order, const int64_t* off
     launcher.drain();
   }
   st.computed_flops = computed_tiles * 2.0 * kTile * kTile * double(dp);
+
+  // The exact values on the host, shared with the CPU backend. The filter's bound: the tiles sum
+  // dp terms (zero padding included), rows of norm at most the members' largest.
+  const double eps = filter_bound(dp, max_norm_of_rows(x, order + p0, P, host_threads, cancel));
+  struct Part {
+    int64_t cluster, q0, q1;  // positions [q0, q1) within the cluster
+  };
+  std::vector<Part> parts;
+  constexpr int64_t kPart = 4096;
+  for (int64_t c = 0; c < nclusters; ++c)
+    for (int64_t q = 0; q < offsets[c + 1] - offsets[c]; q += kPart)
+      parts.push_back({c, q, std::min(offsets[c + 1] - offsets[c], q + kPart)});
+  std::atomic<int64_t> rechecked{0}, rescanned{0};
+  parallel_for(host_threads, int64_t(parts.size()), [&](int64_t i, int) {
+    const Part& pt = parts[size_t(i)];
+    const int64_t base = offsets[pt.cluster];
+    const size_t f = size_t(base + pt.q0 - p0);
+    const FilterCounts fc = exact_from_filter(x, order + base, pt.q0, pt.q1, filt.best.data() + f, filt.second.data() + f,
+                                              filt.pos.data() + f, eps, M + base + pt.q0, arg + base + pt.q0, 1, cancel);
+    rechecked += fc.rechecked;
+    rescanned += fc.rescanned;
+  }, cancel);
+  st.rechecked = rechecked.load();
+  st.rescanned = rescanned.load();
 }
 
 
@@ -423,7 +490,6 @@ MaxSimStats max_similarity(const EmbeddingView& x, const int64_t* order, const i
     run_maxsim<float>(x, order, offsets, nclusters, M, arg, opt, progress, cancel, st, sm_count);
   else
     run_maxsim<__half>(x, order, offsets, nclusters, M, arg, opt, progress, cancel, st, sm_count);
-  st.rechecked = recheck_near_thresholds(x, order, offsets, nclusters, M, arg, opt, cancel);
   return st;
 }
 

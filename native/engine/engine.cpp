@@ -23,10 +23,6 @@ KMeansImpl parse_kmeans_impl(const std::string& s) {
 
 const char* backend_name(Backend b) { return b == Backend::Cuda ? "cuda" : "cpu"; }
 
-const char* const kAssignOnCpu =
-    "the final assignment runs on the CPU on every device, so that dist_to_cent, which step 3 ranks by, has the "
-    "same bits everywhere";
-
 namespace {
 
 CudaStatus query_cuda() {
@@ -131,22 +127,17 @@ Ran train_kmeans(Device device, KMeansImpl impl, const EmbeddingView& x, const K
 
 Ran assign_nearest(Device device, KMeansImpl impl, const EmbeddingView& x, const float* centroids, int k,
                    bool inner_product, int64_t* nearest, float* dist, int threads, const ProgressFn& progress,
-                   CancelFlag cancel) {
-  check_impl(impl);
-  const CudaStatus& cs = engine_info().cuda;
-  if (device == Device::Cuda && !cs.available)
-    throw Error(ErrorCode::Backend, std::string("device 'cuda' was requested for the assignment to centroids, but ") + cs.reason);
-  Ran ran;
-  if (device != Device::Cpu)
-    ran.note = cs.available ? kAssignOnCpu : cs.reason;
-#ifdef SEMDEDUP_HAVE_FAISS
-  if (impl == KMeansImpl::Faiss) {
-    assign_nearest_faiss(x, centroids, k, inner_product, nearest, dist, threads, progress, cancel);
-    return ran;
-  }
+                   CancelFlag cancel, int64_t* rescored) {
+  check_impl(impl);  // both implementations assign by the exact rule
+  return dispatch(
+      device, "the assignment to centroids",
+      [&] {
+#ifdef SEMDEDUP_HAVE_CUDA
+        GpuLimits gpu;
+        cuda::assign_nearest(x, centroids, k, inner_product, nearest, dist, gpu, progress, cancel, rescored);
 #endif
-  semdedup::assign_nearest(x, centroids, k, inner_product, nearest, dist, threads, progress, cancel);
-  return ran;
+      },
+      [&] { semdedup::assign_nearest(x, centroids, k, inner_product, nearest, dist, threads, progress, cancel, rescored); });
 }
 
 Ran max_similarity(Device device, const EmbeddingView& x, const int64_t* order, const int64_t* offsets,

@@ -18,6 +18,7 @@
 #include "semdedup/common.hpp"
 #include "semdedup/mapping.hpp"
 #include "semdedup/maxsim.hpp"
+#include "semdedup/nearest.hpp"
 #include "semdedup/sort.hpp"
 #include "semdedup/scan.hpp"
 #include "semdedup/kmeans.hpp"
@@ -26,9 +27,9 @@
 #ifdef SEMDEDUP_HAVE_FAISS
 #include <faiss/Clustering.h>
 #include <faiss/IndexFlat.h>
-
-#include "semdedup/kmeans.hpp"
 #endif
+#include "semdedup/kmeans.hpp"
+#include "semdedup/nearest.hpp"
 
 using namespace semdedup;
 
@@ -73,7 +74,8 @@ static std::vector<float> clustered_rows(int64_t n, int64_t d, int centres, uint
 }
 
 static void check_maxsim(const EmbeddingView& v, const std::vector<int64_t>& order, const std::vector<int64_t>& offsets,
-                         int threads, const std::vector<double>& thresholds, std::vector<double>* M_out = nullptr) {
+                         int threads, const std::vector<double>& thresholds, std::vector<double>* M_out = nullptr,
+                         MaxSimStats* st_out = nullptr) {
   const int64_t nc = int64_t(offsets.size()) - 1;
   const int64_t total = offsets.back();
   std::vector<double> M(static_cast<size_t>(total), std::nan("")), Mref(static_cast<size_t>(total));
@@ -81,28 +83,18 @@ static void check_maxsim(const EmbeddingView& v, const std::vector<int64_t>& ord
   MaxSimOptions opt;
   opt.threads = threads;
   opt.thresholds = thresholds;
-  max_similarity_cpu(v, order.data(), offsets.data(), nc, M.data(), arg.data(), opt);
+  const MaxSimStats st = max_similarity_cpu(v, order.data(), offsets.data(), nc, M.data(), arg.data(), opt);
+  if (st_out) *st_out = st;
   for (int64_t c = 0; c < nc; ++c)
     max_similarity_reference(v, order.data() + offsets[c], offsets[c + 1] - offsets[c], Mref.data() + offsets[c],
                              argref.data() + offsets[c]);
+  // M is exact: the float64 definition bit for bit, and the earliest member reaching it.
   for (int64_t p = 0; p < total; ++p) {
     CHECK(!std::isnan(M[size_t(p)]), "position %lld not written", (long long)p);
-    CHECK(std::fabs(M[size_t(p)] - Mref[size_t(p)]) <= 1e-5, "M[%lld] = %.9f, float64 %.9f", (long long)p,
-          M[size_t(p)], Mref[size_t(p)]);
-    // arg: the earliest member reaching the max; where fp32 and fp64 disagree on a near tie,
-    // the chosen member's float64 similarity must still be within 1e-5 of the max.
-    if (arg[size_t(p)] != argref[size_t(p)]) {
-      CHECK(arg[size_t(p)] >= 0 && argref[size_t(p)] >= 0, "arg[%lld] = %lld, reference %lld", (long long)p,
-            (long long)arg[size_t(p)], (long long)argref[size_t(p)]);
-    }
-    for (double t : thresholds) {
-      if (std::fabs(Mref[size_t(p)] - t) > 1e-5) {
-        CHECK((M[size_t(p)] > t) == (Mref[size_t(p)] > t), "decision differs at %lld for threshold %g", (long long)p, t);
-      } else {
-        // re-checked in float64: the decision must be exactly the float64 one
-        CHECK((M[size_t(p)] > t) == (Mref[size_t(p)] > t), "near-threshold decision differs at %lld", (long long)p);
-      }
-    }
+    CHECK(std::memcmp(&M[size_t(p)], &Mref[size_t(p)], sizeof(double)) == 0, "M[%lld] = %.17g, float64 definition %.17g",
+          (long long)p, M[size_t(p)], Mref[size_t(p)]);
+    CHECK(arg[size_t(p)] == argref[size_t(p)], "arg[%lld] = %lld, definition %lld", (long long)p, (long long)arg[size_t(p)],
+          (long long)argref[size_t(p)]);
   }
   if (M_out) *M_out = M;
 }
@@ -206,6 +198,39 @@ int main() {
     check_maxsim(v, order, offsets, 2, {0.98});
   });
 
+  run("max similarity: planted exact and near ties (whole and split clusters) equal the float64 definition", [] {
+    // Member j of a cluster gets two earlier members a < b with x_a . x_j == x_b . x_j exactly
+    // (b is a changed only where x_j is 0) or nearly (and one value one ulp away),
+    // far inside the float32 filter's bound: M, arg must be the float64 ones, arg the earliest.
+    const int64_t d = 64;
+    for (const int64_t n : {int64_t(900), int64_t(5000)}) {
+      auto x = clustered_rows(n, d, 2, uint32_t(31 + n));
+      std::mt19937 rng{uint32_t(n)};
+      int planted = 0;
+      for (int64_t j = 300; j < n; j += 97) {
+        const int64_t a = int64_t(rng() % uint32_t(j / 2)), b = a + 1 + int64_t(rng() % uint32_t(j / 2 - 1));
+        float* xa = x.data() + a * d;
+        float* xb = x.data() + b * d;
+        float* xj = x.data() + j * d;
+        for (int64_t t = 0; t < d; ++t) xj[t] = xa[t];  // j close to a (and so to b)
+        xj[5] = 0;
+        for (int64_t t = 0; t < d; ++t) xb[t] = xa[t];
+        xb[5] += 0.25f;                                   // x_b . x_j == x_a . x_j exactly
+        if (planted % 2) xb[20] = std::nextafter(xb[20], 2.0f);  // a near tie
+        xj[30] += 1e-3f;                                  // j is not a copy of either
+        ++planted;
+      }
+      EmbeddingView v{x.data(), n, d, DType::F32};
+      std::vector<int64_t> order(static_cast<size_t>(n)), offsets = {0, n};
+      for (int64_t i = 0; i < n; ++i) order[size_t(i)] = i;
+      MaxSimStats st;
+      check_maxsim(v, order, offsets, 2, {}, nullptr, &st);
+      CHECK(st.rechecked >= planted / 2, "n %lld: %lld members re-scored for %d planted ties", (long long)n, (long long)st.rechecked, planted);
+      std::printf("  n %lld: %d planted, %lld not decided by the filter, %lld re-scanned\n", (long long)n, planted,
+                  (long long)st.rechecked, (long long)st.rescanned);
+    }
+  });
+
   run("max similarity: a 70,000-member cluster (wide column items), sampled members exact", [] {
     const int64_t d = 16, n = 70000;
     auto x = clustered_rows(n, d, 2, 123);
@@ -221,12 +246,16 @@ int main() {
     for (int s = 0; s < 200; ++s) {
       const int64_t j = s < 4 ? std::vector<int64_t>{0, 1, 2047, n - 1}[size_t(s)] : int64_t(rng() % uint32_t(n));
       double best = 0;
+      int64_t who = -1;
       for (int64_t i = 0; i < j; ++i) {
-        double dot = 0;
-        for (int64_t t = 0; t < d; ++t) dot += double(x[size_t(order[size_t(i)] * d + t)]) * x[size_t(order[size_t(j)] * d + t)];
-        best = std::max(best, dot);
+        const double dot = nearest::dot64(x.data() + order[size_t(i)] * d, x.data() + order[size_t(j)] * d, d);
+        if (dot > best) {
+          best = dot;
+          who = order[size_t(i)];
+        }
       }
-      CHECK(std::fabs(M[size_t(j)] - best) <= 1e-5, "member %lld: M %.9f, float64 %.9f", (long long)j, M[size_t(j)], best);
+      CHECK(M[size_t(j)] == best && arg[size_t(j)] == who, "member %lld: M %.17g arg %lld, float64 %.17g arg %lld", (long long)j,
+            M[size_t(j)], (long long)arg[size_t(j)], best, (long long)who);
     }
   });
 
@@ -461,21 +490,71 @@ int main() {
     setrlimit(RLIMIT_NOFILE, &old);
   });
 
-#ifdef SEMDEDUP_HAVE_FAISS
-  run("k-means: same centroids as faiss::Clustering on the whole matrix (subsampled)", [] {
+  run("nearest.hpp: the fast pass's error stays within eps (sgemm, float32 and float64 fast scores, float64 values)", [] {
+    // Adversarial rows: mixed magnitudes and signs (cancellation), D up to 4096; the exact inner
+    // product in binary128 (each product exact, 113-bit sums: far below the bounds' scale).
+    std::mt19937_64 rng(17);
+    std::normal_distribution<double> nd;
+    for (int64_t d : {3, 8, 61, 256, 1000, 4096}) {
+      const int64_t m = d > 1000 ? 16 : 64, k = 48;
+      std::vector<float> x(size_t(m * d)), c(size_t(k * d));
+      for (auto* v : {&x, &c})
+        for (size_t i = 0; i < v->size(); ++i) (*v)[i] = float(nd(rng) * std::ldexp(1.0, int(rng() % 24) - 12));
+      for (int64_t j = 0; j < d; ++j) c[size_t(d + j)] = -c[size_t(j)] * (1 + 1e-7f);  // near cancellation
+      std::vector<float> f(size_t(m * k));
+      gemm_abt(x.data(), m, c.data(), k, d, f.data(), k);
+      double worst = 0;
+      for (int64_t i = 0; i < m; ++i) {
+        const float* xi = &x[size_t(i * d)];
+        const double xx = nearest::dot64(xi, xi, d);
+        double cm2 = 0;
+        for (int64_t t = 0; t < k; ++t) cm2 = std::max(cm2, nearest::dot64(&c[size_t(t * d)], &c[size_t(t * d)], d));
+        const double xn = nearest::norm_slack(std::sqrt(xx)), cmax = nearest::norm_slack(std::sqrt(cm2));
+        for (bool ip : {true, false}) {
+          const double eps = nearest::eps_score(ip, d, xn, cmax), e64 = nearest::eps64(ip, d, xn, cmax);
+          for (int64_t t = 0; t < k; ++t) {
+            const float* ct = &c[size_t(t * d)];
+            __float128 ex = 0, exx = 0, ecc = 0;
+            for (int64_t j = 0; j < d; ++j) {
+              ex += __float128(double(xi[j]) * double(ct[j]));
+              exx += __float128(double(xi[j]) * double(xi[j]));
+              ecc += __float128(double(ct[j]) * double(ct[j]));
+            }
+            const double cc = nearest::dot64(ct, ct, d);
+            const double s64 = nearest::score64(ip, xx, cc, nearest::dot64(xi, ct, d));
+            const double exact = ip ? double(ex) : -double(exx + ecc - 2 * ex);
+            // the float64 score against the exact one
+            CHECK(std::fabs(s64 - exact) <= e64, "d %lld: float64 score off by %g > %g", (long long)d, std::fabs(s64 - exact), e64);
+            // the CPU's fast score (float64 arithmetic) and the GPU's (float32 arithmetic) against it
+            const double fast = nearest::fast_score(ip, f[size_t(i * k + t)], cc);
+            const float fast32 = ip ? f[size_t(i * k + t)] : 2.f * f[size_t(i * k + t)] - float(cc);
+            for (double v : {fast, double(fast32)}) {
+              const double err = std::fabs(v - (s64 + (ip ? 0 : xx)));
+              worst = std::max(worst, err / eps);
+              CHECK(err <= eps, "d %lld ip %d: fast score off by %g > eps %g", (long long)d, int(ip), err, eps);
+            }
+          }
+        }
+      }
+      std::printf("     D %lld: largest error %.3g of eps\n", (long long)d, worst);
+    }
+  });
+
+  run("k-means and assignment: the exact rule (float64 oracle), any thread count, pruning on or off", [] {
     const int64_t n = 6000, d = 24;
     auto x = clustered_rows(n, d, 10, 99);
+    // near ties: rows that are exact copies of other rows, at other positions
+    for (int64_t i = 0; i < 300; ++i) std::memcpy(&x[size_t((n - 1 - i) * d)], &x[size_t((i * 7) * d)], size_t(d) * 4);
     for (int k : {10, 48})  // 48: several groups of pruning bounds
     for (bool spherical : {true, false}) {
       KMeansParams p;
       p.k = k;
-      p.niter = 8;
+      p.niter = 12;
       p.seed = 1234;
       p.spherical = spherical;
-      p.max_points_per_centroid = 100;  // n > k * 100: FAISS subsamples
+      p.max_points_per_centroid = 100;  // n > k * 100: subsampled
       EmbeddingView v{x.data(), n, d, DType::F32};
       auto ours = train_kmeans(v, p);
-      auto via_faiss = train_kmeans_faiss(v, p);
       KMeansParams noprune = p;
       noprune.prune = false;
       auto unpruned = train_kmeans(v, noprune);
@@ -484,9 +563,44 @@ int main() {
       one.threads = 1;
       CHECK(train_kmeans(v, one).centroids == ours.centroids, "the thread count changed the centroids");
       CHECK(unpruned.centroids == ours.centroids, "pruning changed the centroids");
-      CHECK(via_faiss.centroids == ours.centroids, "engine k-means differs from the FAISS path (spherical=%d)", int(spherical));
+      CHECK(ours.n_train == int64_t(k) * 100, "n_train %lld", (long long)ours.n_train);
+      std::vector<int64_t> nearest(static_cast<size_t>(n)), nearest1(static_cast<size_t>(n));
+      std::vector<float> dist(static_cast<size_t>(n)), dist1(static_cast<size_t>(n));
+      int64_t rescored = -1;
+      assign_nearest(v, ours.centroids.data(), k, spherical, nearest.data(), dist.data(), 2, {}, nullptr, &rescored);
+      assign_nearest(v, ours.centroids.data(), k, spherical, nearest1.data(), dist1.data(), 1);
+      CHECK(nearest == nearest1 && std::memcmp(dist.data(), dist1.data(), dist.size() * 4) == 0, "threads changed the assignment");
+      CHECK(rescored >= 0 && rescored < n, "rescored %lld", (long long)rescored);
+      // Oracle: every centroid scored by the float64 definition (8 lanes of exact products), the
+      // best score, ties to the lower id; dist = that value rounded once.
+      auto dot = [&](const float* a, const float* b) {
+        double l[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+        for (int64_t j = 0; j < d; ++j) l[j % 8] += double(a[j]) * double(b[j]);
+        return ((l[0] + l[1]) + (l[2] + l[3])) + ((l[4] + l[5]) + (l[6] + l[7]));
+      };
+      for (int64_t i = 0; i < n; ++i) {
+        const float* xi = &x[size_t(i * d)];
+        const double xx = dot(xi, xi);
+        double best = 0;
+        int64_t who = -1;
+        for (int c = 0; c < k; ++c) {
+          const float* cc = &ours.centroids[size_t(c * d)];
+          const double s = spherical ? dot(xi, cc) : -((xx + dot(cc, cc)) - 2 * dot(xi, cc));
+          if (who < 0 || s > best) best = s, who = c;
+        }
+        const float want = float(spherical ? best : std::max(0.0, -best));
+        CHECK(nearest[size_t(i)] == who, "row %lld: %lld vs %lld", (long long)i, (long long)nearest[size_t(i)], (long long)who);
+        CHECK(std::memcmp(&dist[size_t(i)], &want, 4) == 0, "dist row %lld: %.9g vs %.9g", (long long)i, dist[size_t(i)], want);
+      }
+      for (int64_t i = 0; i < 300; ++i)
+        CHECK(nearest[size_t(n - 1 - i)] == nearest[size_t(i * 7)] &&
+                  std::memcmp(&dist[size_t(n - 1 - i)], &dist[size_t(i * 7)], 4) == 0, "copies of row %lld differ", (long long)(i * 7));
+#ifdef SEMDEDUP_HAVE_FAISS
+      // Against faiss::Clustering: other centroids (its float32 sums and BLAS decide its
+      // assignments), but a k-means objective within a small relative tolerance of FAISS's, both
+      // measured in float64 over all rows.
       faiss::ClusteringParameters cp;
-      cp.niter = 8;
+      cp.niter = p.niter;
       cp.seed = 1234;
       cp.spherical = spherical;
       cp.max_points_per_centroid = 100;
@@ -494,48 +608,30 @@ int main() {
       std::unique_ptr<faiss::IndexFlat> idx(spherical ? (faiss::IndexFlat*)new faiss::IndexFlatIP(int(d))
                                                       : (faiss::IndexFlat*)new faiss::IndexFlatL2(int(d)));
       clus.train(n, x.data(), *idx);
-      CHECK(ours.n_train == int64_t(k) * 100, "n_train %lld", (long long)ours.n_train);
-      CHECK(ours.centroids.size() == clus.centroids.size(), "size");
-      CHECK(std::memcmp(ours.centroids.data(), clus.centroids.data(), clus.centroids.size() * 4) == 0,
-            "centroids differ from FAISS (spherical=%d)", int(spherical));
-      // assignment against brute force in float64
-      std::vector<int64_t> nearest(static_cast<size_t>(n));
-      std::vector<float> dist(static_cast<size_t>(n));
-      assign_nearest(v, ours.centroids.data(), k, spherical, nearest.data(), dist.data(), 2);
-      std::vector<int64_t> nearest_f(static_cast<size_t>(n));
-      std::vector<float> dist_f(static_cast<size_t>(n));
-      {
-        // FAISS's search with single-threaded BLAS: with several BLAS threads, some OpenBLAS
-        // kernels (e.g. Haswell) round the rows at the threads' partition edges differently, so
-        // FAISS's own bits then depend on the thread count.
-        BlasSingleThread blas1;
-        assign_nearest_faiss(v, ours.centroids.data(), k, spherical, nearest_f.data(), dist_f.data(), 2);
-      }
-      CHECK(nearest == nearest_f, "assignment differs from FAISS's search");
-      CHECK(std::memcmp(dist.data(), dist_f.data(), dist.size() * 4) == 0, "distances differ from FAISS's bits");
-      for (int64_t i = 0; i < n; ++i) {
-        double best = spherical ? -1e300 : 1e300, second = best;
-        int64_t who = -1;
-        for (int c = 0; c < k; ++c) {
-          double s = 0;
-          for (int64_t j = 0; j < d; ++j) {
-            const double a = x[size_t(i * d + j)], b = ours.centroids[size_t(c * d + j)];
-            s += spherical ? a * b : (a - b) * (a - b);
+      auto objective = [&](const float* cent) {
+        double total = 0;
+        for (int64_t i = 0; i < n; ++i) {
+          double best = spherical ? -1e300 : 1e300;
+          for (int c = 0; c < k; ++c) {
+            double s = 0;
+            for (int64_t j = 0; j < d; ++j) {
+              const double a = x[size_t(i * d + j)], b = cent[size_t(c * d + j)];
+              s += spherical ? a * b : (a - b) * (a - b);
+            }
+            best = spherical ? std::max(best, s) : std::min(best, s);
           }
-          const bool better = spherical ? s > best : s < best;
-          if (better) {
-            second = best;
-            best = s;
-            who = c;
-          } else if (spherical ? s > second : s < second) {
-            second = s;
-          }
+          total += best;
         }
-        if (std::fabs(best - second) > 1e-5) CHECK(nearest[size_t(i)] == who, "row %lld", (long long)i);
-        CHECK(std::fabs(dist[size_t(i)] - best) < 1e-4, "dist row %lld: %g vs %g", (long long)i, dist[size_t(i)], best);
-      }
+        return total;
+      };
+      const double ob = objective(ours.centroids.data()), of = objective(clus.centroids.data());
+      std::printf("     k=%d spherical=%d: objective %.9g (FAISS %.9g), %d iterations, %lld rows re-scored\n", k,
+                  int(spherical), ob, of, ours.iterations, (long long)rescored);
+      CHECK(std::fabs(ob - of) <= 1e-3 * std::fabs(of), "objective %.9g vs FAISS %.9g", ob, of);
+#endif
     }
   });
+#ifdef SEMDEDUP_HAVE_FAISS
   run("k-means: k > N and float16", [] {
     auto x = random_unit_rows(50, 8, 4);
     EmbeddingView v{x.data(), 50, 8, DType::F32};
@@ -553,7 +649,7 @@ int main() {
     EmbeddingView vh{h.data(), 50, 8, DType::F16};
     p.k = 4;
     auto r = train_kmeans(vh, p);
-    CHECK(r.centroids.size() == 32 && r.objective.size() == size_t(p.niter), "f16 training ran");
+    CHECK(r.centroids.size() == 32 && r.objective.size() == size_t(r.iterations) && r.iterations <= p.niter, "f16 training ran");
   });
 #endif
 

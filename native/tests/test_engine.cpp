@@ -29,30 +29,36 @@ static std::vector<float> unit_rows(int64_t n, int64_t d, uint32_t seed) {
   return x;
 }
 
-// An independent assignment step: plain double-free exhaustive search in float with the same
-// formula as FAISS's (first index on ties), row by row.
+// An independent assignment step: the definition of nearest.hpp written out plainly, row by row
+// over every centroid (no fast pass, no bounds): the float64 inner product of exact products in 8
+// lanes (lane j mod 8, ascending j) added as ((l0 + l1) + (l2 + l3)) + ((l4 + l5) + (l6 + l7)); L2 as
+// (|x|^2 + |c|^2) - 2 x.c; the best score wins, ties to the lower id.
+static double plain_dot(const float* a, const float* b, int64_t d) {
+  double l[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  for (int64_t j = 0; j < d; ++j) l[j % 8] += double(a[j]) * double(b[j]);
+  return ((l[0] + l[1]) + (l[2] + l[3])) + ((l[4] + l[5]) + (l[6] + l[7]));
+}
+
 class PlainAssigner : public KMeansAssigner {
  public:
   void prepare(const float* X, int64_t nt, int64_t d, bool ip) override {
     X_ = X, nt_ = nt, d_ = d, ip_ = ip;
   }
-  void assign(const float* cent, int k, const double*, int64_t* assign, float* dis, CancelFlag) override {
+  void assign(const float* cent, int k, const double*, int64_t* assign, double* dis, CancelFlag) override {
     ++calls;
     for (int64_t i = 0; i < nt_; ++i) {
       const float* x = X_ + i * d_;
+      const double xx = plain_dot(x, x, d_);
       int64_t best = -1;
-      double bv = 0;
+      double bs = 0;
       for (int c = 0; c < k; ++c) {
-        double s = 0, l2 = 0;
-        for (int64_t j = 0; j < d_; ++j) {
-          s += double(x[j]) * cent[c * d_ + j];
-          l2 += (double(x[j]) - cent[c * d_ + j]) * (double(x[j]) - cent[c * d_ + j]);
-        }
-        const double v = ip_ ? s : l2;
-        if (best < 0 || (ip_ ? v > bv : v < bv)) best = c, bv = v;
+        const float* cc = cent + c * d_;
+        const double xc = plain_dot(x, cc, d_);
+        const double s = ip_ ? xc : -((xx + plain_dot(cc, cc, d_)) - 2 * xc);
+        if (best < 0 || s > bs) best = c, bs = s;
       }
       assign[i] = best;
-      dis[i] = float(bv);
+      dis[i] = ip_ ? bs : std::max(0.0, -bs);
     }
     searched_rows += nt_;
   }
@@ -144,20 +150,45 @@ int main() {
     CHECK(threw, "max similarity too");
   });
 
-  check::run("lloyd driver: a plain exhaustive assigner gives the engine's centroids", [&] {
+  check::run("lloyd driver: a plain exhaustive float64 assigner gives the engine's centroids bit for bit", [&] {
     for (bool spherical : {true, false}) {
-      KMeansParams q = p;
-      q.spherical = spherical;
-      PlainAssigner plain;
-      const KMeansResult a = lloyd_kmeans(v, q, plain);
-      const KMeansResult b = train_kmeans(v, q);
-      CHECK(plain.calls == q.niter, "one assignment per iteration (%d)", plain.calls);
-      CHECK(a.n_train == b.n_train && a.objective.size() == b.objective.size(), "same shape");
-      double worst = 0;
-      for (size_t i = 0; i < a.centroids.size(); ++i) worst = std::max(worst, std::fabs(double(a.centroids[i]) - b.centroids[i]));
-      // The same algorithm; only the rounding of the assignment's dot products differs.
-      CHECK(worst < 1e-5, "centroids differ by %g (spherical=%d)", worst, int(spherical));
+      for (bool prune : {true, false}) {
+        KMeansParams q = p;
+        q.spherical = spherical;
+        q.prune = prune;
+        q.niter = 25;
+        PlainAssigner plain;
+        const KMeansResult a = lloyd_kmeans(v, q, plain);
+        const KMeansResult b = train_kmeans(v, q);
+        CHECK(plain.calls == a.iterations && a.iterations == b.iterations, "iterations %d / %d / %d", plain.calls,
+              a.iterations, b.iterations);
+        CHECK(a.n_train == b.n_train && a.objective == b.objective, "same objectives (spherical=%d)", int(spherical));
+        // Every assignment is the exact nearest centroid: the fast pass and the bounds change nothing.
+        CHECK(a.centroids == b.centroids, "centroids differ (spherical=%d prune=%d)", int(spherical), int(prune));
+        std::printf("     spherical=%d prune=%d: %d iterations, %lld rows re-scored, %lld pruned\n", int(spherical),
+                    int(prune), b.iterations, (long long)b.rescored_rows, (long long)b.pruned_rows);
+      }
     }
+  });
+
+  check::run("lloyd driver: stopping when no assignment changes gives the centroids of all niter iterations", [&] {
+    // A driver that never stops early: the same assigner, told to report a change every time by
+    // running each niter separately up to the stop and beyond.
+    KMeansParams q = p;
+    q.niter = 40;
+    const KMeansResult full = train_kmeans(v, q);
+    CHECK(full.iterations < q.niter, "converged before %d iterations (%d)", q.niter, full.iterations);
+    for (int extra : {0, 1, 5}) {
+      KMeansParams r = q;
+      r.niter = full.iterations + extra;
+      CHECK(train_kmeans(v, r).centroids == full.centroids, "niter %d gives other centroids", r.niter);
+    }
+    // and one iteration fewer than the stop is (in general) not converged yet, but deterministic
+    KMeansParams r = q;
+    r.niter = full.iterations - 1;
+    const KMeansResult before = train_kmeans(v, r);
+    CHECK(before.iterations == r.niter, "ran all %d", r.niter);
+    CHECK(before.centroids == full.centroids, "the stopping iteration only confirmed the previous centroids");
   });
 
   check::run("keep order: hard keeps, easy reverses, random is a seeded per-cluster permutation", [] {

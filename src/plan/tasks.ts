@@ -1,8 +1,8 @@
 // The tasks of a plan (`semdedup task <stage> <index> --plan <manifest>`). Each reads and writes
 // files under the output folder only, and a task that finds its outputs complete does nothing:
 //   train    the embeddings check (and normalised copy) and k-means on the seeded sample (1 task)
-//   assign   the nearest centroid and step 3's ranking key of a row range (row ranges start at
-//            multiples of 4096, the final assignment's block, so the bits are the single run's)
+//   assign   the nearest centroid and step 3's ranking key of a row range (each row's exact nearest
+//            centroid and float64 value depend on that row alone, so the bits are the single run's)
 //   group    step 3 for a range of clusters: their rows gathered and ranked
 //   dedup    step 4's M for a share of the clusters balanced by cost, large clusters in row blocks
 //   extract  the final files: the single-process run's, assembled from the parts, and the ids per eps
@@ -19,7 +19,7 @@ import { commitExtract, embeddingsSpecOf, resolveIds, runSort } from '../pipelin
 import { extractPrunedDataAll } from '../steps/extract.js';
 import { prepareEmbeddings } from '../steps/check.js';
 import { keepOrderOf, summarize, type WhichToKeep } from '../steps/dedup.js';
-import { ensureOutputDir, noteBackend, runNative, type CommonOptions } from '../steps/common.js';
+import { ALGORITHM_VERSION, ensureOutputDir, noteBackend, runNative, type CommonOptions } from '../steps/common.js';
 import { withDefaults, toManifest, type PartialResolved } from '../config.js';
 import { matches, readManifest, recordStep, stamp, stepIsCurrent, sweepStale, writeManifest, type FileStamp } from '../manifest.js';
 import { planPaths, stageOf, type Plan, type Stage } from './plan.js';
@@ -93,7 +93,7 @@ async function train(plan: Plan, o: TaskOptions): Promise<TaskResult> {
     // As cluster.ts: centroids are committed (step 'train') with what they came from, and reused
     // only when that is unchanged.
     const params = { k, niter: cfg.niter, seed: cfg.seed, spherical: cfg.spherical, maxPointsPerCentroid: cfg.maxPointsPerCentroid, minPointsPerCentroid: cfg.minPointsPerCentroid };
-    const trainParams = cfg.centroids ? { given: stamp(cfg.centroids), k, d: emb.d } : { ...params, impl: cfg.kmeansImpl, d: emb.d };
+    const trainParams = cfg.centroids ? { given: stamp(cfg.centroids), k, d: emb.d, algorithm: ALGORITHM_VERSION } : { ...params, impl: cfg.kmeansImpl, d: emb.d, algorithm: ALGORITHM_VERSION };
     const trainInputs: Record<string, string> = cfg.centroids ? {} : embeddingsInputs(emb);
     if (cfg.centroids) {
       const { header, data } = readNpy(cfg.centroids);
@@ -113,7 +113,7 @@ async function train(plan: Plan, o: TaskOptions): Promise<TaskResult> {
       );
       noteBackend(o.log, 'k-means training', r);
       writeNpy(centroidsPath, r.centroids, { shape: [k, emb.d] });
-      recordStep(dir, 'train', trainParams, trainInputs, { centroids: centroidsPath }, { objective: r.objective, searchedRows: r.searchedRows, prunedRows: r.prunedRows, backend: r.backend, plan: plan.id });
+      recordStep(dir, 'train', trainParams, trainInputs, { centroids: centroidsPath }, { objective: r.objective, iterations: r.iterations, searchedRows: r.searchedRows, prunedRows: r.prunedRows, rescoredRows: r.rescoredRows, backend: r.backend, plan: plan.id });
       from = 'trained';
     }
     const embeddings: EffectiveLayout = { path: emb.path, format: emb.format, dtype: emb.dtype, n: emb.n, d: emb.d, offset: emb.offset, ...(emb.shards ? { shards: emb.shards } : {}) };
@@ -154,7 +154,7 @@ async function assign(plan: Plan, i: number, o: TaskOptions): Promise<TaskResult
     writeNpy(out.nearest, nearest);
     writeNpy(out.dist, dist);
     writeNpy(out.key, key);
-    return { outputs: out, info: { rows: [b, e], backend: ran.backend } };
+    return { outputs: out, info: { rows: [b, e], backend: ran.backend, rescoredRows: ran.rescoredRows } };
   } finally {
     emb.close();
   }
@@ -375,7 +375,7 @@ async function extract(plan: Plan, o: TaskOptions): Promise<TaskResult> {
   const lay = effectiveLayout(plan);
   writeNpy(outputs.nearest(dir), nearest);
   writeNpy(outputs.dist(dir), dist);
-  recordStep(dir, 'cluster', { spherical: cfg.spherical, k: plan.k, d: plan.d, n: plan.n }, { ...embeddingsInputs(lay), centroids: outputs.centroids(dir) },
+  recordStep(dir, 'cluster', { spherical: cfg.spherical, k: plan.k, d: plan.d, n: plan.n, algorithm: ALGORITHM_VERSION }, { ...embeddingsInputs(lay), centroids: outputs.centroids(dir) },
     { centroids: outputs.centroids(dir), nearest: outputs.nearest(dir), dist: outputs.dist(dir) }, { plan: plan.id });
   // Step 3's.
   const offsets = clusterOffsets(plan);
@@ -387,7 +387,7 @@ async function extract(plan: Plan, o: TaskOptions): Promise<TaskResult> {
   writeNpy(outputs.sortKey(dir), distance);
   const sortInputs: Record<string, string> = { centroids: outputs.centroids(dir), nearest: outputs.nearest(dir), dist: outputs.dist(dir) };
   if (cfg.simMetric === 'cosine' && !cfg.spherical) Object.assign(sortInputs, embeddingsInputs(lay));
-  recordStep(dir, 'sort', { simMetric: cfg.simMetric, keepHard: cfg.keepHard, spherical: cfg.spherical }, sortInputs,
+  recordStep(dir, 'sort', { simMetric: cfg.simMetric, keepHard: cfg.keepHard, spherical: cfg.spherical, algorithm: ALGORITHM_VERSION }, sortInputs,
     { order: outputs.order(dir), offsets: outputs.offsets(dir), sortKey: outputs.sortKey(dir) }, { plan: plan.id });
   // Step 4's: the keep order of all clusters, and M from the dedup parts, position by position.
   const rank = rankValuesOf(plan.config);
@@ -417,7 +417,7 @@ async function extract(plan: Plan, o: TaskOptions): Promise<TaskResult> {
   writeNpy(outputs.keepIndex(dir), keepIndex);
   writeNpy(outputs.M(dir), M);
   writeNpy(outputs.Marg(dir), Mrow);
-  recordStep(dir, 'dedup', { whichToKeep: cfg.whichToKeep, seed: cfg.seed, epsList: cfg.epsList, ...(rank ? { rankBy: { column: rank.column, order: rank.order } } : {}) },
+  recordStep(dir, 'dedup', { whichToKeep: cfg.whichToKeep, seed: cfg.seed, epsList: cfg.epsList, algorithm: ALGORITHM_VERSION, ...(rank ? { rankBy: { column: rank.column, order: rank.order } } : {}) },
     { ...embeddingsInputs(lay), order: outputs.order(dir), offsets: outputs.offsets(dir), ...(rank?.file ? { rank: rank.file } : {}) },
     { M: outputs.M(dir), keepOrder: outputs.keepOrder(dir), keepIndex: outputs.keepIndex(dir), Mrow: outputs.Marg(dir) }, { plan: plan.id });
   if (cfg.exportSortedClusters) await runSort(plan.config, { ...o, ...(log ? { log } : {}) }); // the same step-3 files, and the original's per-cluster files

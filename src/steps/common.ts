@@ -7,6 +7,14 @@ import { loadNative, nativeError, nativeInfo, type NativeCancelToken, type Ran }
 export type { DeviceChoice as Device } from '../native.js';
 import type { DeviceChoice } from '../native.js';
 
+/**
+ * Version of the engine's numerical rules (docs/algorithm.md, "Numerical contract": exact
+ * k-means, assignment, step 3's keys and M). The train, cluster, sort and dedup records carry it
+ * in their params, so a record written by an engine with other rules (or none, as before these
+ * rules) is not current: its centroids, assignment and maxima are recomputed, never reused.
+ */
+export const ALGORITHM_VERSION = 2;
+
 export interface Progress {
   /** The step and sub-step, e.g. 'cluster:train', 'dedup'. */
   stage: string;

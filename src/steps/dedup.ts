@@ -13,7 +13,7 @@ import { outputs } from '../layout.js';
 import { loadNative, type MaxSimStats } from '../native.js';
 import { embeddingsFiles, embeddingsInputs, embeddingsStamp, type Embeddings } from '../embeddings.js';
 import { withDefaults, type ConfigFields, type PartialConfig } from '../config.js';
-import { ensureOutputDir, noteBackend, now, runNative, throwIfAborted, type CommonOptions } from './common.js';
+import { ALGORITHM_VERSION, ensureOutputDir, noteBackend, now, runNative, throwIfAborted, type CommonOptions } from './common.js';
 import { currentRecord, matches, recordIsCurrent, recordStep, requireCommitted, requireSameInputs, sealed, stamp, unseal, type FileStamp } from '../manifest.js';
 import { findExactDuplicates, type ExactDuplicatesResult } from '../after/exact.js';
 
@@ -163,7 +163,7 @@ export async function semdedup(options: DedupOptions): Promise<DedupResult> {
   const rank = opts.rank;
   if (rank && rank.values.length !== opts.embeddings.n)
     throw new InputError(`rank_by: the column '${rank.column}' holds ${rank.values.length} values, the embeddings ${opts.embeddings.n} rows`, { key: 'rank_by' });
-  const stepParams = { whichToKeep: which, seed, epsList: opts.epsList, ...(rank ? { rankBy: { column: rank.column, order: rank.order } } : {}) };
+  const stepParams = { whichToKeep: which, seed, epsList: opts.epsList, algorithm: ALGORITHM_VERSION, ...(rank ? { rankBy: { column: rank.column, order: rank.order } } : {}) };
   const stepInputs = { ...embeddingsInputs(opts.embeddings), order: outputs.order(dir), offsets: outputs.offsets(dir), ...(rank?.file ? { rank: rank.file } : {}) };
   const done = currentRecord(dir, 'dedup', stepParams, stepInputs);
   if (done) {
@@ -186,7 +186,7 @@ export async function semdedup(options: DedupOptions): Promise<DedupResult> {
   const emb = opts.embeddings;
   const M = new Float64Array(n);
   const Mrow = new BigInt64Array(n);
-  const stats: MaxSimStats = { members: 0, clusters: 0, usefulFlops: 0, computedFlops: 0, rechecked: 0, backend: 'cpu', backendNote: '' };
+  const stats: MaxSimStats = { members: 0, clusters: 0, usefulFlops: 0, computedFlops: 0, rechecked: 0, rescanned: 0, backend: 'cpu', backendNote: '' };
   let resumedParts = 0;
   let exact: ExactDuplicatesResult | undefined;
   {
@@ -246,6 +246,7 @@ export async function semdedup(options: DedupOptions): Promise<DedupResult> {
       stats.usefulFlops += st.usefulFlops;
       stats.computedFlops += st.computedFlops;
       stats.rechecked += st.rechecked;
+      stats.rescanned += st.rescanned;
       writeNpy(mPath, pm);
       writeNpy(rPath, pr);
       atomicWriteFile(sPath, JSON.stringify(sealed({ M: stamp(mPath), row: stamp(rPath) })) + '\n');

@@ -13,6 +13,7 @@ import { loadNative } from '../native.js';
 import { embeddingsFiles, embeddingsInputs, type Embeddings } from '../embeddings.js';
 import { withDefaults, type ConfigFields } from '../config.js';
 import {
+  ALGORITHM_VERSION,
   ensureOutputDir,
   now,
   runNative,
@@ -54,7 +55,7 @@ export async function assignAndSortClusters(options: SortOptions): Promise<SortR
   requireCommitted(dir, 'cluster', { centroids: outputs.centroids(dir), nearest: outputs.nearest(dir), dist: outputs.dist(dir) });
   // The embeddings of a cosine re-ranking are the ones the cluster step assigned.
   if (simMetric === 'cosine' && !spherical && opts.embeddings) requireSameInputs(dir, 'cluster', 'embeddings', embeddingsFiles(opts.embeddings), 'embeddings');
-  const stepParams = { simMetric, keepHard, spherical };
+  const stepParams = { simMetric, keepHard, spherical, algorithm: ALGORITHM_VERSION };
   const stepInputs: Record<string, string> = { centroids: outputs.centroids(dir), nearest: outputs.nearest(dir), dist: outputs.dist(dir) };
   if (simMetric === 'cosine' && !spherical && opts.embeddings) Object.assign(stepInputs, embeddingsInputs(opts.embeddings));
   if (!opts.exportSortedClusters && stepIsCurrent(dir, 'sort', stepParams, stepInputs)) {

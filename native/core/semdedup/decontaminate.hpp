@@ -13,16 +13,18 @@ struct CrossStats {
   int64_t rows = 0;
   int64_t reference_rows = 0;
   double computed_flops = 0;
-  int64_t rechecked = 0;
+  int64_t rechecked = 0;  // rows the float32 filter did not decide (re-scanned in float64)
 };
 
 // For every group g, every listed row of x (x_rows[x_offsets[g] .. x_offsets[g+1])) is compared
 // with every listed reference row of the same group (r_rows[r_offsets[g] .. r_offsets[g+1])):
 //   best[p] = max_r x_p . r,   best_ref[p] = the reference row reaching it (earliest in the
 //   group's list on ties), or -1 and best = -inf when the group has no reference rows.
-// Outputs are per position p of x_rows. Tiled fp32 sgemm, then the members within the margin of
-// a threshold recomputed in float64 over the group's reference rows (opt.threads, opt.thresholds and
-// opt.recheck_margin as for max similarity; opt.gpu is not used). Exact mode: one group of
+// each x_p . r being the fixed-order float64 value nearest::dot64, so best and best_ref are exact
+// (the same bits on every machine). Outputs are per position p of x_rows. Tiled fp32 sgemm as a
+// filter (top-2 per row), then float64 re-scoring (rechecked: the rows whose float32 runner-up lay
+// within the filter's bound, re-scanned over their group in float64; opt.threads as for max
+// similarity, opt.thresholds, opt.recheck_margin and opt.gpu are not used). Exact mode: one group of
 // all rows against all reference rows. The reference rows are held in memory (one float32 copy).
 // Deterministic: results do not depend on the thread count.
 CrossStats max_similarity_to_reference(const EmbeddingView& x, const int64_t* x_rows, const int64_t* x_offsets,

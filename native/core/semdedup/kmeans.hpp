@@ -1,4 +1,5 @@
-// step 2 (docs/algorithm.md): FAISS k-means with FAISS's defaults, and the nearest centroid of every row.
+// step 2 (docs/algorithm.md): k-means with FAISS's sampling, initialisation and defaults, every
+// assignment the exact nearest centroid (nearest.hpp), and the nearest centroid of every row.
 #pragma once
 #include <string>
 #include <vector>
@@ -18,65 +19,69 @@ struct KMeansParams {
   int threads = 0;
   bool verbose = false;
   // Engine k-means only: skip the full search of rows whose assignment provably cannot change
-  // (bounds on centroid movement). The result is the same as without it.
+  // (bounds on centroid movement, safe under the fast pass's error bound). The result is the same
+  // as without it.
   bool prune = true;
   GpuLimits gpu;  // the CUDA backend's limits (common.hpp)
 };
 
 struct KMeansResult {
   std::vector<float> centroids;  // k x d
-  std::vector<float> objective;  // one value per iteration
+  std::vector<float> objective;  // one value per iteration run (the float64 sum, rounded)
+  int iterations = 0;            // iterations run in the kept round (< niter: stopped early, no change)
   int64_t n_train = 0;           // rows used for training after FAISS's subsampling
   bool under_min_points = false; // n < k * min_points_per_centroid (FAISS warns)
   int64_t searched_rows = 0;     // rows fully searched (against all k centroids), all iterations
   int64_t pruned_rows = 0;       // rows whose search the bounds skipped
+  int64_t rescored_rows = 0;     // searched rows the fast pass left undecided, re-scored in float64
 };
 
 // The part of a Lloyd iteration that differs between backends: assigning the training rows to
-// their nearest centroid (and, optionally, forming the new centroids). The driver (lloyd_kmeans)
-// owns everything else, so every backend follows FAISS's algorithm through the same code.
+// their exact nearest centroid (nearest.hpp), and optionally the centroid sums. The driver
+// (lloyd_kmeans) owns everything else, so every backend runs the same algorithm through the same code.
 class KMeansAssigner {
  public:
   virtual ~KMeansAssigner() = default;
   // The training set (nt x d float32, row-major, contiguous), once before the first iteration;
   // ip: inner product (spherical) rather than squared L2.
   virtual void prepare(const float* X, int64_t nt, int64_t d, bool ip) = 0;
-  // assign[i] and dis[i] (FAISS's value: inner product, or squared L2 clamped at 0) of every
-  // training row against the k centroids `cent` (k x d), ties to the lowest index. `moved[c]`
-  // bounds how far centroid c moved since the previous call (nullptr on the first iteration of a
-  // round); `assign` then still holds the previous assignment (for bounds).
-  virtual void assign(const float* cent, int k, const double* moved, int64_t* assign, float* dis,
+  // assign[i]: the exact nearest centroid of training row i among the k centroids `cent` (k x d)
+  // (the best float64 score, ties to the lower id), and dis[i] its float64 value (inner product,
+  // or squared L2). `moved[c]` bounds how far centroid c moved since the previous call (nullptr on
+  // the first iteration of a round); `assign` then still holds the previous assignment (for bounds).
+  virtual void assign(const float* cent, int k, const double* moved, int64_t* assign, double* dis,
                       CancelFlag cancel) = 0;
-  // Optionally forms the new centroids as faiss compute_centroids does (float sums in training-row
-  // order, then one multiplication by 1 / count; hassign[c] = the count) into cent (k x d).
-  // Returns false to let the driver do it on the host.
-  virtual bool centroids(const int64_t* /*assign*/, int /*k*/, float* /*cent*/, float* /*hassign*/) { return false; }
+  // Optionally forms the float64 sums of each centroid's members (sums, k x d), each added in
+  // ascending training-row order, and the member counts. Returns false to let the driver do it on
+  // the host (the same additions in the same order: the same bits).
+  virtual bool centroid_sums(const int64_t* /*assign*/, int /*k*/, double* /*sums*/, int64_t* /*counts*/) { return false; }
   int64_t searched_rows = 0;  // rows searched against all centroids
   int64_t pruned_rows = 0;    // rows whose search bounds made unnecessary
+  int64_t rescored_rows = 0;  // searched rows re-scored in float64 (fast top-2 gap within the bound)
 };
 
-// FAISS's Clustering::train (1.7.3) step for step, with the assignment delegated: FAISS's
-// subsample read from the mapping, initialisation, Lloyd iterations, centroid update, empty-cluster
-// split, spherical re-normalisation, nredo. Shared by the CPU and CUDA backends.
+// The Lloyd driver, shared by the CPU and CUDA backends: FAISS's subsample read from the mapping
+// and FAISS's initialisation (faiss::Clustering::train, 1.7.3), then per iteration the exact
+// assignment (the backend's), float64 centroid sums in training-row order divided by the counts
+// (spherical: normalised in float64), rounded once to float32, FAISS's empty-cluster split; it stops
+// when an iteration changes no assignment (the centroids are then those of every later iteration).
 KMeansResult lloyd_kmeans(const EmbeddingView& x, const KMeansParams& p, KMeansAssigner& assigner,
                           const ProgressFn& progress = {}, CancelFlag cancel = nullptr);
 
-// The engine's k-means: the algorithm of faiss::Clustering (1.7.3) step for step: FAISS's
-// subsample (rand_perm(n, seed), first k * max_points_per_centroid rows when n is larger), FAISS's
-// initialisation, exact fp32 Lloyd iterations (argmax inner product / argmin squared L2, first
-// index on ties), centroids as ordered sums divided by counts, FAISS's empty-cluster split,
-// spherical re-normalisation. Assignment runs as blocked single-threaded sgemm + fused argmax on
-// our workers; with `prune`, rows whose assignment bounds prove it unchanged are not searched.
-// Needs no FAISS. Gives the same centroids as faiss.Kmeans on the same data (tests check bits).
+// The engine's k-means on the CPU: lloyd_kmeans with the assignment as blocked single-threaded
+// sgemm (the fast pass) on our workers, each row decided by its top-2 gap or re-scored in float64;
+// with `prune`, rows whose bounds prove their nearest centroid unchanged are not searched. Needs no
+// FAISS. Same bytes on every machine, BLAS kernel and thread count.
 KMeansResult train_kmeans(const EmbeddingView& x, const KMeansParams& p, const ProgressFn& progress = {},
                           CancelFlag cancel = nullptr);
 
-// Nearest centroid of every row, as index.search(x, 1) with IndexFlatIP (inner_product: dist =
-// the inner product) or IndexFlatL2 (dist = squared L2) computes it. Streams over x in blocks,
-// releasing mapped pages behind it. No FAISS needed.
+// The exact nearest centroid of every row (nearest.hpp: the best float64 score, ties to the lower
+// id) and dist = the float32 rounding of its float64 value (inner product when inner_product, else
+// squared L2). The fast pass is blocked sgemm; rows it leaves undecided are re-scored in float64
+// (their number in *rescored when given). Streams over x in blocks, releasing mapped pages behind it.
 void assign_nearest(const EmbeddingView& x, const float* centroids, int k, bool inner_product,
                     int64_t* nearest, float* dist, int threads = 0, const ProgressFn& progress = {},
-                    CancelFlag cancel = nullptr);
+                    CancelFlag cancel = nullptr, int64_t* rescored = nullptr);
 
 // Throws InvalidArgument for k < 1, k > N, N >= 2^31, D < 1 (shared by every backend).
 void check_kmeans_args(const EmbeddingView& x, const KMeansParams& p);
@@ -87,7 +92,9 @@ void check_kmeans_args(const EmbeddingView& x, const KMeansParams& p);
 std::vector<float> read_training_sample(const EmbeddingView& x, const std::vector<int64_t>& rows);
 
 // The same two steps through FAISS itself (faiss::Clustering and IndexFlat search), for
-// comparison; only in builds with FAISS.
+// comparison; only in builds with FAISS. Not deterministic across machines (FAISS's fp32 sums and
+// BLAS rounding decide its assignments); the pipeline's kmeans_impl faiss trains with it and then
+// assigns every row with the exact assign_nearest.
 KMeansResult train_kmeans_faiss(const EmbeddingView& x, const KMeansParams& p, const ProgressFn& progress = {},
                                 CancelFlag cancel = nullptr);
 void assign_nearest_faiss(const EmbeddingView& x, const float* centroids, int k, bool inner_product,

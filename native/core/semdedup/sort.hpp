@@ -15,7 +15,8 @@ void rank_clusters(const int64_t* nearest, const float* key, int64_t n, int64_t 
                    CancelFlag cancel = nullptr);
 
 // cos(x_i, centroid[nearest[i]]) for every row (both normalised), for sim_metric cosine with
-// non-spherical k-means.
+// non-spherical k-means: float64 inner products and norms (nearest.hpp's fixed order), the
+// quotient rounded once to float32.
 void cosine_to_centroid(const EmbeddingView& x, const float* centroids, int k, const int64_t* nearest,
                         float* out, int threads = 0, CancelFlag cancel = nullptr);
 

@@ -38,25 +38,19 @@ MaxSimStats max_similarity(const EmbeddingView& x, const int64_t* order, const i
                            double* M, int64_t* arg, const MaxSimOptions& opt, const ProgressFn& progress = {},
                            CancelFlag cancel = nullptr);
 
-// Same contract as semdedup::train_kmeans (kmeans.hpp): FAISS's Clustering algorithm (its
-// subsample, initialisation, Lloyd iterations, centroid update, empty-cluster split and
-// spherical re-normalisation), with the assignment step on the GPU.
+// Same contract as semdedup::train_kmeans (kmeans.hpp): the shared Lloyd driver with the exact
+// assignment and the float64 centroid sums on the GPU; the same bytes as the CPU backend.
 KMeansResult train_kmeans(const EmbeddingView& x, const KMeansParams& p, const ProgressFn& progress = {},
                           CancelFlag cancel = nullptr);
 
-// The GPU kernel of the assignment: nearest[i] and dist[i] (inner product, or squared L2 computed
-// as |x|^2 + |c|^2 - 2 x.c clamped at 0, as FAISS does), ties to the lowest centroid index, fp32,
-// streamed from the host through pinned buffers (N may exceed GPU memory).
-// The pipeline's final assignment does NOT use it: step 3 ranks every cluster by dist_to_cent,
-// and one ulp between two near-equal distances swaps two members (and moves their M by up to 1),
-// so the values must be the same bits on every backend, the CPU's, which are FAISS's (its sgemm
-// blocks of 4096 rows x 1024 centroids). The GPU's fp32 dot products round differently (902,363
-// of 1M rows differed in the last bits on an H200), so the engine facade runs the final
-// assignment on the CPU code path on every device (engine.hpp). Benchmarks and kernel tests call
-// this kernel directly.
+// Same contract as semdedup::assign_nearest (kmeans.hpp): the exact nearest centroid of every row
+// (nearest.hpp) and dist = its float64 value rounded once to float32, the same bytes as the CPU
+// backend. The fast pass is a fused float32 tile product keeping each row's top two; rows within
+// the proven bound are re-scored in float64 on the GPU. Rows are streamed from the host through
+// pinned buffers (N may exceed GPU memory).
 void assign_nearest(const EmbeddingView& x, const float* centroids, int k, bool inner_product, int64_t* nearest,
                     float* dist, const GpuLimits& gpu = {}, const ProgressFn& progress = {},
-                    CancelFlag cancel = nullptr);
+                    CancelFlag cancel = nullptr, int64_t* rescored = nullptr);
 
 }  // namespace cuda
 }  // namespace semdedup

@@ -64,19 +64,20 @@ inline MaxSimPlan plan_maxsim(int64_t budget, int64_t n, int64_t d, int64_t elem
 }
 
 struct AssignPlan {
-  int64_t rows_per_pass = 0;  // rows per double-buffered device pass
+  int64_t rows_per_pass = 0;  // rows per device pass
   int64_t device_bytes = 0;
 };
 
-// The nearest-centroid pass streamed over N rows: two device buffers of R rows (rows of dp
-// elements of elem_bytes, a norm, a distance and an index per row) after the centroids
-// (k x dp floats and k norms); R is the staging size, cut to what the budget leaves.
+// The exact nearest-centroid pass streamed over N rows: one device buffer of R rows (rows of dp
+// elements of elem_bytes, and per row the fast top two and their index, |x|^2 and the value in
+// float64, the result and a re-score slot: 36 bytes) after the centroids (k x dp floats, |c|^2 in
+// float64 and float32); R is the staging size, cut to what the budget leaves.
 inline AssignPlan plan_assign(int64_t budget, int64_t n, int64_t d, int64_t elem_bytes, int64_t k,
                               int64_t staging) {
   AssignPlan p;
   const int64_t dp = padded_dim(d);
-  const int64_t fixed = k * dp * 4 + k * 4;
-  const int64_t per_row = 2 * (dp * elem_bytes + 12);
+  const int64_t fixed = k * dp * 4 + k * 12;
+  const int64_t per_row = dp * elem_bytes + 36;
   const int64_t fit = std::max<int64_t>(1, (budget - fixed) / std::max<int64_t>(per_row, 1));
   p.rows_per_pass = std::max<int64_t>(1, std::min({staging, n, fit}));
   p.device_bytes = fixed + p.rows_per_pass * per_row;

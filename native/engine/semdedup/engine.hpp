@@ -18,7 +18,8 @@ namespace engine {
 
 enum class Device { Auto, Cpu, Cuda };
 enum class Backend { Cpu, Cuda };
-// k-means on the CPU: the engine's own Lloyd driver (default), or faiss::Clustering itself.
+// k-means on the CPU: the engine's own Lloyd driver (default, the same bytes on every machine), or
+// faiss::Clustering itself (its centroids depend on the CPU's BLAS kernel and thread count).
 enum class KMeansImpl { Engine, Faiss };
 
 // "auto" | "cpu" | "cuda"; "engine" | "faiss". Throw Error(InvalidArgument) otherwise.
@@ -58,14 +59,13 @@ struct Ran {
 Ran train_kmeans(Device device, KMeansImpl impl, const EmbeddingView& x, const KMeansParams& p, KMeansResult& out,
                  const ProgressFn& progress = {}, CancelFlag cancel = nullptr);
 
-// The final assignment (nearest_cent, dist_to_cent) runs the CPU code path on every device: step 3
-// ranks each cluster by these values, and the GPU's fp32 products round differently from the CPU's
-// BLAS (whose bits are FAISS's), so that the bytes of steps 3-5 are the same on every device. With
-// device cuda and no usable GPU it still refuses, like the other jobs; the note says why the CPU ran.
-extern const char* const kAssignOnCpu;
+// The final assignment (nearest_cent, dist_to_cent): the exact nearest centroid and its float64
+// value rounded once (nearest.hpp), on the GPU or the CPU by the rules above; both give the same
+// bytes. With kmeans_impl faiss too (FAISS trains; every row is then assigned by the exact rule).
+// *rescored: rows the fast pass left undecided (re-scored in float64), when given.
 Ran assign_nearest(Device device, KMeansImpl impl, const EmbeddingView& x, const float* centroids, int k,
                    bool inner_product, int64_t* nearest, float* dist, int threads, const ProgressFn& progress = {},
-                   CancelFlag cancel = nullptr);
+                   CancelFlag cancel = nullptr, int64_t* rescored = nullptr);
 
 Ran max_similarity(Device device, const EmbeddingView& x, const int64_t* order, const int64_t* offsets,
                    int64_t nclusters, double* M, int64_t* arg, const MaxSimOptions& opt, MaxSimStats& out,
