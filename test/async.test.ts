@@ -3,7 +3,7 @@
 // with sequential ones, native errors are typed, and the loader is predictable.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { cpSync, existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { cpSync, existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import * as path from 'node:path';
 
 import { parseConfigObject } from '../src/config.js';
@@ -200,13 +200,16 @@ test('async: an AbortSignal aborted before a step starts rejects at once; k-mean
   ac.abort();
   await assert.rejects(runCluster(cfg, { signal: ac.signal }), (e: unknown) => e instanceof SemDedupError && e.code === 'ERR_CANCELLED');
   assert.ok(!existsSync(path.join(dir, 'out', 'kmeans_centroids.npy')));
-  // Abort during k-means training.
+  // Abort during k-means training. Training stops early once no assignment changes, so the data
+  // must keep Lloyd busy for many iterations: one isotropic blob split into 256 clusters.
+  mkdirSync(path.join(dir, 'blob'));
+  const blob = writeDataset(path.join(dir, 'blob'), { n: 100000, dim: 64, clusters: 1, seed: 5 });
   const ac2 = new AbortController();
   await assert.rejects(
     withSpec(computeCentroids, {
-      embeddings: { path: file, dim },
+      embeddings: { path: blob.file, dim: blob.dim },
       outputDir: path.join(dir, 'out2'),
-      k: 4,
+      k: 256,
       niter: 200,
       spherical: true,
       signal: ac2.signal,
