@@ -9,6 +9,7 @@ import { dirname, join, resolve } from 'node:path';
 import { createRequire } from 'node:module';
 import { InputError, SemDedupError } from '../errors.js';
 import { copyPooledInto, poolInto, POOLING_KEYS, POOLING_MODES, type PoolingMode } from './pooling.js';
+import { halfToFloat } from '../io/half.js';
 
 export type EmbedDevice = 'auto' | 'cpu' | 'cuda';
 
@@ -399,17 +400,4 @@ export async function loadEmbeddingModel(dir: string, opts: EmbeddingModelOption
       await sess.release();
     },
   };
-}
-
-/** IEEE half bits → float32. */
-function halfToFloat(h: Uint16Array): Float32Array {
-  const out = new Float32Array(h.length);
-  for (let i = 0; i < h.length; i++) {
-    const x = h[i]!;
-    const s = x & 0x8000 ? -1 : 1;
-    const e = (x >> 10) & 0x1f;
-    const m = x & 0x3ff;
-    out[i] = e === 0 ? s * m * 2 ** -24 : e === 31 ? (m ? NaN : s * Infinity) : s * (1 + m / 1024) * 2 ** (e - 15);
-  }
-  return out;
 }

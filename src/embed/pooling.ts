@@ -102,35 +102,3 @@ export function copyPooledInto(pooled: Float32Array, B: number, D: number, norma
     for (let j = 0; j < D; j++) out[rows[b]! * D + j] = pooled[b * D + j]! * scale;
   }
 }
-
-/** float32 values → IEEE half bits, rounded to nearest even (overflow to ±inf, NaN kept). */
-export function toFloat16(src: Float32Array): Uint16Array {
-  const u = new Uint32Array(src.buffer, src.byteOffset, src.length);
-  const out = new Uint16Array(src.length);
-  for (let i = 0; i < u.length; i++) {
-    const x = u[i]!;
-    const sign = (x >>> 16) & 0x8000;
-    const a = x & 0x7fffffff;
-    let h: number;
-    if (a >= 0x7f800000) h = 0x7c00 | (a > 0x7f800000 ? 0x200 : 0);
-    else if (a >= 0x477ff000) h = 0x7c00;
-    else if (a < 0x38800000) {
-      if (a < 0x33000000) h = 0;
-      else {
-        const e = a >>> 23;
-        const m = (a & 0x7fffff) | 0x800000;
-        const shift = 126 - e;
-        h = m >>> shift;
-        const rem = m & ((1 << shift) - 1);
-        const half = 1 << (shift - 1);
-        if (rem > half || (rem === half && h & 1)) h++;
-      }
-    } else {
-      h = (a >>> 13) - (112 << 10);
-      const rem = a & 0x1fff;
-      if (rem > 0x1000 || (rem === 0x1000 && h & 1)) h++;
-    }
-    out[i] = sign | h;
-  }
-  return out;
-}

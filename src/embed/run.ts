@@ -14,7 +14,7 @@ import { lockOutputDir } from '../lock.js';
 import { outputs } from '../layout.js';
 import { loadEmbeddingModel, DEFAULT_BATCH_TOKENS, type EmbeddingModel, type EmbeddingModelOptions, type EmbedTiming } from './model.js';
 import { readTexts, textFormat, type TextFormat } from './input.js';
-import { toFloat16 } from './pooling.js';
+import { toFloat16 } from '../io/half.js';
 
 export interface EmbedProgress {
   stage: 'embed';

@@ -10,6 +10,7 @@
 import { DuckDBInstance, type DuckDBConnection, type DuckDBDataChunk } from '@duckdb/node-api';
 import { writeSync } from 'node:fs';
 import { InputError, OutputError } from '../errors.js';
+import { toFloat16 } from './half.js';
 import { npyHeaderBytes } from './npy.js';
 import { openAtomicWriter, type AtomicWriter } from './atomic.js';
 
@@ -212,30 +213,6 @@ function writeAt(w: AtomicWriter, bytes: Uint8Array, position: number): void {
   }
 }
 
-/** float32 → IEEE half bits (exact for values read from half floats). */
-function toHalf(v: number): number {
-  const f = new Float32Array([v]);
-  const u = new Uint32Array(f.buffer)[0]!;
-  const sign = (u >>> 16) & 0x8000;
-  const absx = u & 0x7fffffff;
-  if (absx >= 0x7f800000) return sign | 0x7c00 | (absx > 0x7f800000 ? 0x200 : 0);
-  if (absx >= 0x477ff000) return sign | 0x7c00;
-  if (absx < 0x38800000) {
-    if (absx < 0x33000000) return sign;
-    const e = absx >>> 23;
-    const m = (absx & 0x7fffff) | 0x800000;
-    const shift = 126 - e;
-    let r = m >>> shift;
-    const rem = m & ((1 << shift) - 1);
-    const half = 1 << (shift - 1);
-    if (rem > half || (rem === half && r & 1)) r++;
-    return sign | r;
-  }
-  let r = (absx >>> 13) - (112 << 10);
-  const rem = absx & 0x1fff;
-  if (rem > 0x1000 || (rem === 0x1000 && r & 1)) r++;
-  return sign | r;
-}
 
 /**
  * Converts Parquet columns, streaming in chunks of DuckDB's vector size (bounded memory): the
@@ -384,8 +361,7 @@ export async function importParquet(o: ParquetImportOptions): Promise<ParquetImp
               }
             let bytes: Uint8Array;
             if (half) {
-              const h = new Uint16Array(vals.length);
-              for (let j = 0; j < vals.length; j++) h[j] = toHalf(vals[j]!);
+              const h = toFloat16(vals instanceof Float32Array ? vals : Float32Array.from(vals));
               bytes = new Uint8Array(h.buffer);
             } else {
               bytes = new Uint8Array(vals.buffer, vals.byteOffset, vals.byteLength);
