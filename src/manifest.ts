@@ -11,11 +11,12 @@
 // steps that made those inputs (the embeddings and ids included), is still the one they read.
 // Outputs that no valid record commits any more (an earlier run's lists for other eps, sorted
 // clusters beyond k) are removed by sweepStale: only names the engine owns, only regular files.
-import { closeSync, existsSync, lstatSync, openSync, readFileSync, readSync, readdirSync, statSync, unlinkSync } from 'node:fs';
+import { existsSync, lstatSync, readFileSync, readdirSync, statSync, unlinkSync } from 'node:fs';
 import { createHash } from 'node:crypto';
 import { join, relative, resolve, sep } from 'node:path';
 import { InputError } from './errors.js';
 import { atomicWriteFile, makeDir } from './io/atomic.js';
+import { sha256OfFile as sha256Of } from './io/hash.js';
 import { outputs } from './layout.js';
 import { nativeInfo } from './native.js';
 
@@ -39,24 +40,6 @@ export interface FileStamp {
 
 export const HASH_MAX_BYTES = 64 * 2 ** 20;
 
-/** The read buffer of sha256Of (synchronous, so one is enough: thousands of shards are hashed per check). */
-let hashBuf: Buffer | undefined;
-
-function sha256Of(path: string): string {
-  const h = createHash('sha256');
-  const fd = openSync(path, 'r');
-  try {
-    const buf = (hashBuf ??= Buffer.allocUnsafe(1 << 20));
-    for (;;) {
-      const n = readSync(fd, buf, 0, buf.length, null);
-      if (n <= 0) break;
-      h.update(buf.subarray(0, n));
-    }
-  } finally {
-    closeSync(fd);
-  }
-  return h.digest('hex');
-}
 
 /** The stamp of `path`; `dir`: the output folder (a file inside it also gets its relative path). */
 export function stamp(path: string, dir?: string): FileStamp {

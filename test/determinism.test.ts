@@ -6,12 +6,12 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { chmodSync, mkdirSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
-import { join, relative } from 'node:path';
+import { chmodSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 
 import { readNpy, writeNpy } from '../src/io/npy.js';
 import { SynthDataset, type SynthOptions } from '../tools/synth.js';
-import { CLI, tmpFolder } from './helpers.js';
+import { CLI, listFiles, tmpFolder } from './helpers.js';
 import { writeConfig } from './plan-helpers.js';
 import { dot64Lanes, refAssignExact, refDecisions, refExtract, refMaxSim, refMaxSimExact, refRank } from './reference.js';
 
@@ -46,18 +46,6 @@ function ok(r: { code: number | null; stdout: string; stderr: string }, what: st
   return r.stdout;
 }
 
-function files(dir: string): string[] {
-  const out: string[] = [];
-  const walk = (d: string) => {
-    for (const e of readdirSync(d)) {
-      const p = join(d, e);
-      if (statSync(p).isDirectory()) walk(p);
-      else out.push(relative(dir, p));
-    }
-  };
-  walk(dir);
-  return out.sort();
-}
 
 // Run records (timestamps, timings, the lock's holder) and the planned run's own folder differ by
 // nature; every other file, M.npy and M_row.npy included, is compared byte for byte.
@@ -65,8 +53,8 @@ const RECORDS = new Set([join('semdedup', 'manifest.json'), join('semdedup', 'su
 
 /** Every output of `b` equals `a`'s byte for byte. Returns the names compared. */
 function assertSameBytes(a: string, b: string, what: string): string[] {
-  const fa = files(a).filter((f) => !RECORDS.has(f));
-  const fb = files(b).filter((f) => !RECORDS.has(f) && !f.startsWith(join('semdedup', 'plan')));
+  const fa = listFiles(a).filter((f) => !RECORDS.has(f));
+  const fb = listFiles(b).filter((f) => !RECORDS.has(f) && !f.startsWith(join('semdedup', 'plan')));
   assert.deepEqual(fb, fa, `${what}: the same set of files`);
   for (const f of fa) assert.ok(readFileSync(join(a, f)).equals(readFileSync(join(b, f))), `${what}: ${f} differs`);
   for (const must of ['kmeans_centroids.npy', 'nearest_cent.npy', 'dist_to_cent.npy', join('semdedup', 'cluster_order.npy'), join('semdedup', 'keep_order.npy'),

@@ -18,7 +18,7 @@ import { npyHeaderBytes, readNpy } from '../src/io/npy.js';
 import { parseYamlLikePyYAML } from '../src/io/yaml11.js';
 import { tmpFolder } from './helpers.js';
 import { shellQuote, slurmOutput, stageScript } from '../src/plan/slurm.js';
-import { planPaths, STAGES, type Plan } from '../src/plan/plan.js';
+import { planPaths, STAGES, type Plan, type Stage } from '../src/plan/plan.js';
 
 const PY = '/usr/bin/python3';
 const SEED = 20261129;
@@ -371,7 +371,7 @@ test('fuzz: the SLURM stage script, run by bash, hands the task exactly the plan
         const name = pieces.map((i) => PATH_PIECES[i]!).join('');
         const sandbox = path.join(root, `case${n++}`);
         const outputDir = path.join(sandbox, name);
-        const plan = { id: 'fuzz', outputDir } as Plan;
+        const plan = { id: '0123456789abcdef', outputDir } as Plan;
         const planPath = planPaths.plan(outputDir);
         const stage = STAGES[si]!;
         let script: string;
@@ -448,6 +448,15 @@ function commandsOf(program: { commands: readonly { name(): string; options: rea
     args: c.registeredArguments.length,
   }));
 }
+
+test('SLURM stage script: a plan id or a stage that the engine did not write (a forged plan.json) is refused, never written into the script', () => {
+  const outputDir = tmpFolder('slurm-forged');
+  const planPath = planPaths.plan(outputDir);
+  for (const id of ['x\ntouch PWNED', '$(touch PWNED)', '', '0123456789ABCDEF'])
+    assert.throws(() => stageScript({ id, outputDir } as Plan, planPath, 'train'), (e: unknown) => e instanceof SemDedupError && e.code === 'ERR_CONFIG', JSON.stringify(id));
+  assert.throws(() => stageScript({ id: '0123456789abcdef', outputDir } as Plan, planPath, 'train\ntouch PWNED' as Stage), (e: unknown) => e instanceof SemDedupError && e.code === 'ERR_CONFIG');
+  assert.match(stageScript({ id: '0123456789abcdef', outputDir } as Plan, planPath, 'train'), /plan 0123456789abcdef/);
+});
 
 test('fuzz: every command\'s arguments: a typed error or a result, never an internal error, a crash or a command run from a value (60 command lines per command)', { timeout: 600_000 }, async () => {
   const { buildProgram } = await import('../src/cli.js');

@@ -1,10 +1,11 @@
 // What the tests of planned runs share: synthetic datasets on disk, configs, and the byte-for-byte
 // comparison of a planned run's files with a single-process run's.
-import { readFileSync, readdirSync, statSync, writeFileSync } from 'node:fs';
-import { join, relative } from 'node:path';
+import { readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import assert from 'node:assert/strict';
 import { SynthDataset, type SynthOptions } from '../tools/synth.js';
 import { writeNpy } from '../src/io/npy.js';
+import { listFiles } from './helpers.js';
 
 /** Writes a synthetic dataset as a float32 .npy; returns its path. */
 export function writeDataset(dir: string, name: string, opts: Partial<SynthOptions>): string {
@@ -21,18 +22,6 @@ export function writeConfig(dir: string, name: string, keys: Record<string, unkn
   return path;
 }
 
-function files(dir: string): string[] {
-  const out: string[] = [];
-  const walk = (d: string) => {
-    for (const e of readdirSync(d)) {
-      const p = join(d, e);
-      if (statSync(p).isDirectory()) walk(p);
-      else out.push(relative(dir, p));
-    }
-  };
-  walk(dir);
-  return out.sort();
-}
 
 /**
  * The files of a single-process run's output folder, each compared byte for byte with the planned
@@ -41,8 +30,8 @@ function files(dir: string): string[] {
  */
 export function assertSameOutputs(single: string, planned: string): string[] {
   const skip = new Set([join('semdedup', 'manifest.json'), join('semdedup', 'summary.json'), join('semdedup', 'lock')]);
-  const a = files(single).filter((f) => !skip.has(f));
-  const b = files(planned).filter((f) => !skip.has(f) && !f.startsWith(join('semdedup', 'plan')));
+  const a = listFiles(single).filter((f) => !skip.has(f));
+  const b = listFiles(planned).filter((f) => !skip.has(f) && !f.startsWith(join('semdedup', 'plan')));
   assert.deepEqual(b, a, 'the planned run wrote the same set of files');
   for (const f of a) assert.ok(readFileSync(join(single, f)).equals(readFileSync(join(planned, f))), `${f} differs from the single-process run's`);
   for (const must of ['kmeans_centroids.npy', 'nearest_cent.npy', 'dist_to_cent.npy', join('semdedup', 'cluster_order.npy'), join('semdedup', 'M.npy'), join('semdedup', 'keep_order.npy')])

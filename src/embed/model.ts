@@ -3,13 +3,14 @@
 // onnxruntime-node and tokenised with Hugging Face's tokenizers library (the Rust implementation
 // Python uses). Nothing is downloaded: a missing file is an error naming it.
 import { createHash } from 'node:crypto';
-import { closeSync, existsSync, openSync, readFileSync, readSync, statSync } from 'node:fs';
+import { existsSync, readFileSync, statSync } from 'node:fs';
 import { cpus } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { createRequire } from 'node:module';
 import { InputError, SemDedupError } from '../errors.js';
 import { copyPooledInto, poolInto, POOLING_KEYS, POOLING_MODES, type PoolingMode } from './pooling.js';
 import { halfToFloat } from '../io/half.js';
+import { hashFileInto } from '../io/hash.js';
 
 export type EmbedDevice = 'auto' | 'cpu' | 'cuda';
 
@@ -175,19 +176,9 @@ export function readModelLayout(dirIn: string, opts: EmbeddingModelOptions = {})
 
 function fingerprintOf(layout: ModelLayout): string {
   const h = createHash('sha256');
-  const buf = Buffer.alloc(1 << 20);
   for (const f of layout.files) {
     h.update(`${f.slice(layout.dir.length)}\0`);
-    const fd = openSync(f, 'r');
-    try {
-      for (;;) {
-        const n = readSync(fd, buf, 0, buf.length, null);
-        if (n <= 0) break;
-        h.update(buf.subarray(0, n));
-      }
-    } finally {
-      closeSync(fd);
-    }
+    hashFileInto(h, f);
   }
   h.update(JSON.stringify({ pooling: layout.pooling, normalize: layout.normalize, maxSeqLength: layout.maxSeqLength, lowercase: layout.lowercase, prompt: layout.prompt }));
   return h.digest('hex');

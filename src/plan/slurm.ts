@@ -89,6 +89,10 @@ export function slurmOutput(logsDir: string, stage: Stage): string {
  * that SLURM's --output names (appended to by both).
  */
 export function stageScript(plan: Plan, planPath: string, stage: Stage, entry: { node: string; cli: string } = { node: process.execPath, cli: CLI_PATH }): string {
+  // The stage and the plan's id are the engine's own words, but the plan is read back from a folder
+  // others may write: written into the script only as what they must be (a stage name, hex).
+  if (!(STAGES as readonly string[]).includes(stage) || !/^[0-9a-f]{1,64}$/.test(plan.id))
+    throw new SemDedupError('ERR_CONFIG', `plan ${JSON.stringify(plan.id)}, stage ${JSON.stringify(stage)}: not a plan this engine wrote; remove semdedup/plan and run again`);
   const logs = planPaths.logs(plan.outputDir);
   return [
     '#!/bin/bash',
