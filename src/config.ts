@@ -3,3 +3,4 @@
 export * from './config/schema.js';
 export * from './config/load.js';
 export * from './config/docs.js';
+export * from './config/options.js';

@@ -4,7 +4,7 @@
 import { accessSync, constants, existsSync, realpathSync, statSync, statfsSync } from 'node:fs';
 import { cpus } from 'node:os';
 import { basename, dirname, resolve, sep } from 'node:path';
-import type { PartialResolved } from './config.js';
+import { keyName, type PartialResolved } from './config.js';
 import { embeddingsLayout, type EmbeddingsLayout, type EmbeddingsSpec } from './embeddings.js';
 import { ConfigError, InputError, NumericError, OutputError } from './errors.js';
 import { readNpy } from './io/npy.js';
@@ -160,6 +160,7 @@ function specOf(cfg: PartialResolved): EmbeddingsSpec {
     dtype: cfg.embeddingsDtype,
     ...(cfg.datasetSize !== undefined ? { count: cfg.datasetSize } : {}),
     ...(cfg.dim !== undefined ? { dim: cfg.dim } : {}),
+    ...(cfg.names ? { names: { dim: keyName(cfg, 'dim'), count: keyName(cfg, 'dataset_size') } } : {}),
   };
 }
 
@@ -190,9 +191,9 @@ export function validateInputs(cfg: PartialResolved, command: Command, extra: { 
   }
   if (command === 'cluster' || command === 'run') {
     if (cfg.k !== undefined) {
-      if (!Number.isInteger(cfg.k) || cfg.k < 1) throw new ConfigError(`k (ncentroids) must be a positive integer, got ${cfg.k}`, { key: 'k' });
+      if (!Number.isInteger(cfg.k) || cfg.k < 1) throw new ConfigError(`${keyName(cfg, 'k')} must be a positive integer, got ${cfg.k}`, { key: 'k' });
       if (layout && cfg.k > layout.n)
-        throw new ConfigError(`k = ${cfg.k} (ncentroids) is larger than the number of rows N = ${layout.n} in ${layout.path}`, { key: 'k', file: layout.path });
+        throw new ConfigError(`${keyName(cfg, 'k')} = ${cfg.k} (the number of clusters) is larger than the number of rows N = ${layout.n} in ${layout.path}`, { key: 'k', file: layout.path });
     }
     if (cfg.centroids) checkCentroidsFile(cfg.centroids, cfg.k, layout?.d);
   }

@@ -21,6 +21,8 @@ function typeText(spec: ConfigKeySpec): string {
       return 'boolean';
     case 'epsList':
       return 'list of numbers in (0, 1)';
+    case 'similarityList':
+      return 'number or list of numbers in (0, 1)';
     case 'strDtype':
       return 'string dtype (`S24`, `U40`)';
     case 'compat':

@@ -236,6 +236,9 @@ function convert(v: unknown, spec: ConfigKeySpec, ctx: Ctx): unknown {
     }
     case 'epsList':
       return parseEps(v, ctx, spec);
+    case 'similarityList':
+      // eps = 1 − similarity, rounded to 15 significant digits so that 0.9 gives eps 0.1 (not 0.09999999999999998).
+      return parseEps(v, ctx, spec).map((t) => Number((1 - t).toPrecision(15)));
     case 'strDtype': {
       if (typeof v !== 'string' || !/^[<>|=]?[SU][1-9][0-9]*$/.test(v.trim())) {
         fail(ctx, spec, `must be a numpy fixed-width string dtype such as 'S24' or 'U40', ${got(v)}`);
@@ -335,15 +338,17 @@ function parseSource(
     if (isNullish(raw)) continue; // None / null / ~ / empty: not set
     const ctx: Ctx = { file, name, coerce: opts.coerce, baseDir };
     const value = convert(raw, spec, ctx);
-    const prev = out.get(spec.key);
+    // A key that sets another (threshold sets eps_list) is stored under the key it sets.
+    const key = spec.sets ?? spec.key;
+    const prev = out.get(key);
     if (prev && !sameValue(prev.value, value)) {
       throw new ConfigError(
-        `${file}: keys '${prev.name}' and '${name}' both set '${spec.key}', to different values ` +
-          `(${show(prev.value)} and ${show(value)})`,
-        { file, key: spec.key },
+        `${file}: keys '${prev.name}' and '${name}' both set '${key}', to different values ` +
+          `(${show(prev.value)} and ${show(value)}${spec.sets ? `, as ${key}` : ''})`,
+        { file, key },
       );
     }
-    out.set(spec.key, { value, source: opts.source, name });
+    out.set(key, { value, source: opts.source, name });
   }
   return out;
 }
@@ -367,6 +372,8 @@ function mergeStrict(acc: Entries, next: Entries): void {
 function build(entries: Entries, files: string[]): PartialResolved {
   const cfg: Record<string, unknown> = {};
   const sources: Record<string, string> = {};
+  const names: Record<string, string> = {};
+  for (const [key, e] of entries) names[key] = e.name;
   for (const spec of SCHEMA) {
     if (spec.field === null) {
       const e = entries.get(spec.key);
@@ -399,6 +406,7 @@ function build(entries: Entries, files: string[]): PartialResolved {
     );
   }
   cfg.sources = sources;
+  cfg.names = names;
   cfg.files = [...files];
   return cfg as unknown as PartialResolved;
 }

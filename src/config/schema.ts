@@ -23,6 +23,7 @@ export type ValueKind =
   | 'int' // any safe integer
   | 'bool'
   | 'epsList' // list of numbers in (0, 1), or a comma-separated string
+  | 'similarityList' // as epsList, read as cosine similarities: sets eps_list to 1 − each value
   | 'strDtype' // numpy fixed-width string dtype such as S24 or U40
   | 'rankBy' // { column, order: asc | desc }, or the string `column:desc`
   | 'compat'; // accepted for compatibility with the original, not used
@@ -45,6 +46,8 @@ export interface ConfigKeySpec {
   /** The default as shown in the docs. */
   readonly defaultText: string;
   readonly description: string;
+  /** For `similarityList`: the canonical key it sets (as 1 − each value). */
+  readonly sets?: string;
   /** The commands that take this key as an option `--<key with dashes>` (help: the description). */
   readonly cli?: readonly CliCommand[];
 }
@@ -168,8 +171,10 @@ export const configSchema = Object.freeze([
   {
     key: 'k', field: 'k', kind: 'posint',
     aliases: [{ name: 'ncentroids', file: CL }, { name: 'num_clusters', file: SD }],
-    defaultText: 'required',
-    description: 'Number of k-means clusters.',
+    defaultText: 'round(√N), at most N / min_points_per_centroid',
+    description:
+      'Number of k-means clusters. Unset: round(√N) for N rows, lowered so that every centroid has ' +
+      '`min_points_per_centroid` training points (README, "Choosing k").',
   },
   {
     key: 'niter', field: 'niter', kind: 'posint', aliases: [], sameNameIn: [CL], default: 20, defaultText: '20',
@@ -224,6 +229,12 @@ export const configSchema = Object.freeze([
     cli: ['dedup', 'run'],
   },
   {
+    key: 'threshold', field: null, kind: 'similarityList', sets: 'eps_list', aliases: [], defaultText: 'none',
+    description:
+      "Cosine-similarity thresholds (SemHash's `threshold`), another way to give `eps_list`: eps = 1 − threshold, so " +
+      'a member is removed when its similarity to an earlier member is > threshold (0.9 is eps 0.1). Not together with `eps_list`.',
+  },
+  {
     key: 'largest_cluster_size_to_process', field: 'largestClusterSizeToProcess', kind: 'posint', aliases: [],
     sameNameIn: [SD], defaultText: 'none',
     description: 'Accepted for compatibility; not needed, since memory is bounded by tiling whatever the cluster size.',
@@ -276,10 +287,12 @@ export const configSchema = Object.freeze([
   },
 ] as const satisfies readonly ConfigKeySpec[]);
 
-type SchemaRow = (typeof configSchema)[number];
+/** One row of `configSchema`, with its literal types. */
+export type SchemaRow = (typeof configSchema)[number];
 /** Canonical (snake_case) config keys. */
 export type CanonicalKey = SchemaRow['key'];
-type ValueOf<R> = R extends { readonly kind: 'enum'; readonly values: readonly (infer V)[] }
+/** The type of a row's value once validated. */
+export type ValueOf<R> = R extends { readonly kind: 'enum'; readonly values: readonly (infer V)[] }
   ? V
   : R extends { readonly kind: 'path' | 'strDtype' | 'compat' }
     ? string
@@ -294,7 +307,8 @@ type ValueOf<R> = R extends { readonly kind: 'enum'; readonly values: readonly (
       : R extends { readonly kind: 'epsList' }
         ? number[]
         : number;
-type FieldRow = Extract<SchemaRow, { readonly field: string }>;
+/** The rows that are fields of the config. */
+export type FieldRow = Extract<SchemaRow, { readonly field: string }>;
 type Defaulted = Extract<FieldRow, { readonly default: unknown }>;
 type Optional = Exclude<FieldRow, Defaulted>;
 
@@ -305,6 +319,11 @@ type Optional = Exclude<FieldRow, Defaulted>;
  */
 export type PartialConfig = { [R in Defaulted as R['field']]: ValueOf<R> } & { [R in Optional as R['field']]?: ValueOf<R> } & {
   sources: Record<string, string>;
+  /**
+   * The name each key was given by, by canonical key, where a file or option set it (e.g.
+   * `k: 'ncentroids'`, `eps_list: 'threshold'`): messages speak of keys by the user's own names.
+   */
+  names?: Record<string, string>;
 };
 
 /** Some fields of the config, each optional: the step options that the schema describes and defaults. */

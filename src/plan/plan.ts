@@ -7,7 +7,7 @@ import { existsSync, readFileSync, statSync } from 'node:fs';
 import { createHash } from 'node:crypto';
 import { join, resolve } from 'node:path';
 import { ConfigError, InputError } from '../errors.js';
-import { requireKeys, type PartialResolved } from '../config.js';
+import { applyDefaultK, requireKeys, type PartialResolved } from '../config.js';
 import { embeddingsFiles, embeddingsLayout } from '../embeddings.js';
 import { embeddingsSpecOf } from '../pipeline.js';
 import { atomicWriteFile } from '../io/atomic.js';
@@ -89,6 +89,10 @@ export interface PlanOptions {
 
 /** The plan for a config: checks what can be checked before any task runs. */
 export function makePlan(cfg: PartialResolved, opts: PlanOptions): Plan {
+  if (cfg.k === undefined && cfg.embeddings) {
+    cfg = { ...cfg };
+    applyDefaultK(cfg, embeddingsLayout(embeddingsSpecOf(cfg)).n);
+  }
   const c = requireKeys(cfg, ['embeddings', 'output_dir', 'k'], 'semdedup run');
   if (!Number.isInteger(opts.tasks) || opts.tasks < 1) throw new ConfigError(`--tasks must be a positive integer, got ${opts.tasks}`, { key: 'tasks' });
   validateEps(c.epsList);
