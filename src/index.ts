@@ -1,3 +1,7 @@
+/// <reference types="node" preserve="true" />
+// (Kept in the emitted index.d.ts: the declarations name Buffer, NodeJS.ProcessEnv and node:
+// modules, and a program with `types: []`, the default from TypeScript 6, would not load Node's
+// types otherwise. Every declaration file of the package is reached through this one.)
 // The programmatic API of semdedup: the steps of the original pipeline under the names a reader
 // of the original knows, options objects, promises, progress callbacks, typed errors.
 export { getEmbeddings, PathsMemmap, type Batch, type Model } from './steps/embed.js';
