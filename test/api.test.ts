@@ -13,6 +13,7 @@ import {
   defaultK,
   configWarnings,
   loadConfigFiles,
+  resolveOptions,
   writeNpy,
   SemDedupError,
   type RunAllOptions,
@@ -135,6 +136,15 @@ test('api: runAll takes partial typed options; the rest are the schema defaults,
   const c = loadConfigFiles([], { embeddings: emb, ids, output_dir: path.join(dir, 'out2'), ncentroids: 29, eps_list: '0.05' });
   await runAll(c);
   assert.deepEqual(lines(path.join(dir, 'out2', 'kept_eps0.05.txt')), lines(path.join(dir, 'out', 'kept_eps0.05.txt')));
+  // Typed overrides of config files: the file's keys, then the options.
+  const file = path.join(dir, 'c.yaml');
+  writeFileSync(file, `emb_memory_loc: ${emb}\nncentroids: 7\nseed: 5\n`);
+  const merged = resolveOptions({ k: 29, outputDir: 'o' }, { files: [file], cwd: dir });
+  assert.equal(merged.k, 29);
+  assert.equal(merged.seed, 5);
+  assert.equal(merged.outputDir, path.join(dir, 'o'));
+  // @ts-expect-error typed: a misspelt override does not compile
+  assert.throws(() => resolveOptions({ ncentroid: 3 }, { files: [file] }), /unknown key 'ncentroid'/);
   // The default, its bounds.
   assert.equal(defaultK(1), 1);
   assert.equal(defaultK(30), 1);

@@ -30,11 +30,13 @@ export function isResolved(cfg: object): cfg is PartialResolved {
 
 /**
  * Validates options (or passes a loaded config through): the schema's checks and defaults, as for
- * a file; messages name the option as `<options>: key 'k' ...`.
+ * a file; messages name the option as `<options>: key 'k' ...`. With `files`, the options are
+ * typed overrides of those config files (ours or the original's), as the CLI's options are.
  */
-export function resolveOptions(opts: RunOptions | PartialResolved, load: LoadOptions = {}): PartialResolved {
+export function resolveOptions(opts: RunOptions | PartialResolved, load: LoadOptions & { files?: readonly string[] } = {}): PartialResolved {
   if (isResolved(opts)) return opts;
-  return loadConfigFiles([], opts as Record<string, unknown>, load);
+  const { files, ...rest } = load;
+  return loadConfigFiles([...(files ?? [])], opts as Record<string, unknown>, rest);
 }
 
 /** The name the user gave `key` (canonical) by: an alias such as `ncentroids`, a field name, or the key. */
