@@ -52,6 +52,17 @@ export class SemDedupError extends Error {
     if (opts.key !== undefined) this.key = opts.key;
     if (opts.reason !== undefined) this.reason = opts.reason;
   }
+
+  /** The same error (code, reason, file) with its message prefixed by where it happened, e.g. the step or the file. */
+  within(context: string, opts: { file?: string } = {}): SemDedupError {
+    const file = opts.file ?? this.file;
+    return new SemDedupError(this.code, `${context}: ${this.message}`, {
+      cause: this,
+      ...(file !== undefined ? { file } : {}),
+      ...(this.key !== undefined ? { key: this.key } : {}),
+      ...(this.reason !== undefined ? { reason: this.reason } : {}),
+    });
+  }
 }
 
 export class ConfigError extends SemDedupError {

@@ -18,7 +18,7 @@ import { InputError } from './errors.js';
 import { atomicWriteFile, makeDir } from './io/atomic.js';
 import { sha256OfFile as sha256Of } from './io/hash.js';
 import { outputs } from './layout.js';
-import { nativeInfo } from './native.js';
+import { nativeInfo } from './native/index.js';
 
 export interface FileStamp {
   path: string;

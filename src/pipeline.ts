@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { requireKeys, type PartialResolved } from './config.js';
 import { embeddingsLayout, type Embeddings, type EmbeddingsSpec } from './embeddings.js';
 import { checkContents, prepareEmbeddings } from './steps/check.js';
-import type { ScanStats } from './native.js';
+import type { ScanStats } from './native/index.js';
 import { checkUniqueIds, idsInputs, readIdsFrom, type Ids } from './io/ids.js';
 import { resolveInputFiles, sourceName } from './io/inputs.js';
 import { computeCentroids, type ClusterResult } from './steps/cluster.js';
@@ -20,7 +20,7 @@ import { readManifest, recordStep, requireCommitted, requireSameInputs, sweepSta
 import { checkRunEmbeddings } from './after/common.js';
 import { InputError } from './errors.js';
 import { toManifest } from './config.js';
-import { nativeInfo } from './native.js';
+import { nativeInfo } from './native/index.js';
 import { withLock } from './lock.js';
 import { capThreads, validateInputs } from './validate.js';
 import { rankValuesOf } from './inputs.js';

@@ -7,7 +7,7 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import * as path from 'node:path';
 import { SynthDataset } from '../tools/synth.js';
 import { computeCentroids, keepOrderOf, prepareEmbeddings, semdedup, assignAndSortClusters, SemDedupError } from '../src/index.js';
-import { loadNative } from '../src/native.js';
+import { engineFor, loadNative } from '../src/native/index.js';
 import { configSchema, type ConfigKeySpec } from '../src/config.js';
 import { outputs } from '../src/layout.js';
 import { ROOT, runCli, tmpFolder } from './helpers.js';
@@ -50,10 +50,29 @@ test('engine: device auto runs on the CPU here and every step says so (result, l
   }
 });
 
+test('engine: the engine handle resolves the device once and reports it', (t) => {
+  const info = loadNative().info();
+  const cpu = engineFor('cpu');
+  assert.equal(cpu.device, 'cpu');
+  assert.equal(cpu.requested, 'cpu');
+  assert.equal(cpu.note, '');
+  assert.equal(engineFor('cpu'), cpu, 'one handle per choice and process');
+  const auto = engineFor('auto');
+  assert.equal(auto.requested, 'auto');
+  assert.equal(auto.device, info.cuda.available ? 'cuda' : 'cpu', 'auto: the GPU exactly when the engine finds a usable one');
+  assert.equal(auto.note, info.cuda.available ? '' : info.cuda.reason, 'auto on the CPU says why');
+  if (info.cuda.available) {
+    assert.equal(engineFor('cuda').device, 'cuda');
+    t.diagnostic('a GPU is here: the refusal of device cuda is not reachable');
+    return;
+  }
+  assert.throws(() => engineFor('cuda'), (e: unknown) => e instanceof SemDedupError && e.code === 'ERR_BACKEND' && e.message.includes(info.cuda.reason));
+});
+
 test('engine: device cuda without a usable GPU fails with the real reason, before any output', async (t) => {
   const info = loadNative().info();
   if (info.cuda.available) {
-    t.diagnostic('a GPU is here: the refusal path is not reachable');
+    t.skip('a GPU is here: the refusal path is not reachable');
     return;
   }
   const { dir, file } = dataset();

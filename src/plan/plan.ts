@@ -12,7 +12,7 @@ import { embeddingsFiles, embeddingsLayout } from '../embeddings.js';
 import { embeddingsSpecOf } from '../pipeline.js';
 import { atomicWriteFile } from '../io/atomic.js';
 import { outputs } from '../layout.js';
-import { validateEps } from '../steps/dedup.js';
+import { validateEps } from '../decision.js';
 import { ensureOutputDir } from '../steps/common.js';
 import { sealed, unseal } from '../manifest.js';
 

@@ -12,7 +12,8 @@ import { InputError, SemDedupError } from '../errors.js';
 import { readNpy, writeNpy } from '../io/npy.js';
 import { atomicWriteFile } from '../io/atomic.js';
 import { outputs } from '../layout.js';
-import { loadNative, nativeInfo, type NativeEmbeddings, type MaxSimStats } from '../native.js';
+import { engineFor, loadNative, nativeInfo, type NativeEmbeddings, type MaxSimStats } from '../native/index.js';
+import { thresholdOf } from '../decision.js';
 import { embeddingsFiles, embeddingsInputs, embeddingsStamp, openRowRange, type EmbeddingsLayout } from '../embeddings.js';
 import { rankValuesOf } from '../inputs.js';
 import { commitExtract, embeddingsSpecOf, resolveIds, runSort } from '../pipeline.js';
@@ -108,8 +109,8 @@ async function train(plan: Plan, o: TaskOptions): Promise<TaskResult> {
       o.log?.(`centroids: reusing ${centroidsPath}`);
     } else {
       o.log?.(`k-means: k=${k}, niter=${cfg.niter}, seed=${cfg.seed}, spherical=${cfg.spherical}, N=${emb.n}, D=${emb.d}`);
-      const r = await runNative(o, 'train', (p, token) =>
-        loadNative().trainKmeans(emb.native, { ...params, threads, device: cfg.device, impl: cfg.kmeansImpl, prune: cfg.kmeansPrune }, p, token),
+      const r = await runNative(o, 'train', (job) =>
+        loadNative().trainKmeans({ ...job, emb: emb.native, ...params, threads, engine: engineFor(cfg.device), impl: cfg.kmeansImpl, prune: cfg.kmeansPrune }),
       );
       noteBackend(o.log, 'k-means training', r);
       writeNpy(centroidsPath, r.centroids, { shape: [k, emb.d] });
@@ -136,8 +137,8 @@ async function assign(plan: Plan, i: number, o: TaskOptions): Promise<TaskResult
     const n = e - b;
     const nearest = new BigInt64Array(n);
     const dist = new Float32Array(n);
-    const ran = await runNative(o, 'assign', (p, token) =>
-      addon.assignNearest(emb, centroids, plan.k, cfg.spherical, nearest, dist, { threads, device: cfg.device, impl: cfg.kmeansImpl }, p, token),
+    const ran = await runNative(o, 'assign', (job) =>
+      addon.assignNearest({ ...job, emb, centroids, k: plan.k, innerProduct: cfg.spherical, nearest, dist, threads, engine: engineFor(cfg.device), impl: cfg.kmeansImpl }),
     );
     noteBackend(o.log, 'assignment', ran);
     // Step 3's ranking key of each row, as sort.ts computes it.
@@ -146,7 +147,7 @@ async function assign(plan: Plan, i: number, o: TaskOptions): Promise<TaskResult
     else if (cfg.spherical) for (let r = 0; r < n; r++) key[r] = Math.fround(1 - dist[r]!);
     else {
       const cos = new Float32Array(n);
-      await runNative(o, 'assign:cosine', (_p, token) => addon.cosineToCentroid(emb, centroids, plan.k, nearest, cos, { threads }, token));
+      await runNative(o, 'assign:cosine', ({ cancel }) => addon.cosineToCentroid({ emb, centroids, k: plan.k, nearest, out: cos, threads, cancel }));
       for (let r = 0; r < n; r++) key[r] = Math.fround(1 - cos[r]!);
     }
     ensureOutputDir(planPaths.parts(dir, 'assign'));
@@ -208,7 +209,7 @@ async function group(plan: Plan, g: number, o: TaskOptions): Promise<TaskResult>
   const subOrder = new BigInt64Array(m);
   const subOffsets = new BigInt64Array(c1 - c0 + 1);
   // Rows in ascending order, so the stable ranking breaks ties by row as the single run does.
-  await loadNative().rankClusters(subNearest, subKey, c1 - c0, cfg.keepHard, subOrder, subOffsets);
+  await loadNative().rankClusters({ nearest: subNearest, key: subKey, k: c1 - c0, keepHard: cfg.keepHard, order: subOrder, offsets: subOffsets });
   const order = new BigInt64Array(m);
   const distance = new Float32Array(m);
   for (let p = 0; p < m; p++) {
@@ -261,8 +262,7 @@ function orderOfClusters(plan: Plan, offsets: BigInt64Array, ca: number, cb: num
  * entry: under CUDA a cluster stays whole in one task, so the bytes stay those of a single run).
  */
 export function splitsClusters(plan: Plan): boolean {
-  const device = plan.config.device ?? 'auto';
-  return device === 'cpu' || (device === 'auto' && !nativeInfo().cuda.available);
+  return engineFor(plan.config.device).device === 'cpu';
 }
 
 /** The dedup partition of this plan (every dedup task computes the same one). */
@@ -270,7 +270,7 @@ export function planDedup(plan: Plan, offsets: BigInt64Array, split = splitsClus
   const sizes = new Float64Array(plan.k);
   for (let c = 0; c < plan.k; c++) sizes[c] = Number(offsets[c + 1]! - offsets[c]!);
   const addon = loadNative();
-  return dedupItems(sizes, stageOf(plan, 'dedup').tasks, (n) => (split ? addon.maxSimLayout(n, plan.d) : { split: false, width: n }));
+  return dedupItems(sizes, stageOf(plan, 'dedup').tasks, (n) => (split ? addon.maxSimLayout({ n, d: plan.d }) : { split: false, width: n }));
 }
 
 async function dedup(plan: Plan, t: number, o: TaskOptions): Promise<TaskResult> {
@@ -308,7 +308,7 @@ async function dedup(plan: Plan, t: number, o: TaskOptions): Promise<TaskResult>
   const emb = openRows(lay, 0, lay.n);
   const addon = loadNative();
   const threads = o.threads ?? cfg.threads;
-  const thresholds = cfg.epsList.map((e) => 1 - e);
+  const thresholds = cfg.epsList.map(thresholdOf);
   const stats = { members: 0, rechecked: 0, blocks: 0, usefulFlops: 0 };
   let done = 0;
   const total = q1 - q0;
@@ -326,9 +326,11 @@ async function dedup(plan: Plan, t: number, o: TaskOptions): Promise<TaskResult>
         const e = Number(offsets[ce]!);
         const subOffsets = new BigInt64Array(ce - cs + 1);
         for (let c = cs; c <= ce; c++) subOffsets[c - cs] = offsets[c]! - BigInt(s);
-        const st: MaxSimStats = await runNative(o, 'dedup', (p, token) =>
-          addon.maxSimilarity(emb, keepOrder.subarray(s - P0, e - P0), subOffsets, M.subarray(s - q0, e - q0), Mrow.subarray(s - q0, e - q0),
-            { thresholds, threads, device: cfg.device }, (d2, t2) => p(done + (t2 ? ((e - s) * d2) / t2 : 0), total), token),
+        const st: MaxSimStats = await runNative(o, 'dedup', ({ onProgress, cancel }) =>
+          addon.maxSimilarity({
+            emb, order: keepOrder.subarray(s - P0, e - P0), offsets: subOffsets, M: M.subarray(s - q0, e - q0), arg: Mrow.subarray(s - q0, e - q0),
+            thresholds, threads, engine: engineFor(cfg.device), onProgress: (d2, t2) => onProgress(done + (t2 ? ((e - s) * d2) / t2 : 0), total), cancel,
+          }),
         );
         if (stats.members === 0) noteBackend(o.log, 'max similarity', st);
         stats.members += st.members;
@@ -338,9 +340,11 @@ async function dedup(plan: Plan, t: number, o: TaskOptions): Promise<TaskResult>
         a = b + 1;
       } else {
         const rows = keepOrder.slice(base - P0, base - P0 + it.n);
-        const st = await runNative(o, 'dedup:block', (p, token) =>
-          addon.maxSimilarityBlock(emb, rows, it.j0, it.j1, M.subarray(base + it.j0 - q0, base + it.j1 - q0), Mrow.subarray(base + it.j0 - q0, base + it.j1 - q0),
-            { thresholds, threads }, (d2, t2) => p(done + (t2 ? ((it.j1 - it.j0) * d2) / t2 : 0), total), token),
+        const st = await runNative(o, 'dedup:block', ({ onProgress, cancel }) =>
+          addon.maxSimilarityBlock({
+            emb, rows, j0: it.j0, j1: it.j1, M: M.subarray(base + it.j0 - q0, base + it.j1 - q0), arg: Mrow.subarray(base + it.j0 - q0, base + it.j1 - q0),
+            thresholds, threads, onProgress: (d2, t2) => onProgress(done + (t2 ? ((it.j1 - it.j0) * d2) / t2 : 0), total), cancel,
+          }),
         );
         o.log?.(`cluster ${it.cluster} (${it.n} members): block [${it.j0}, ${it.j1})`);
         stats.members += st.members;

@@ -6,7 +6,8 @@ import { existsSync } from 'node:fs';
 import { ConfigError, InputError, NumericError } from '../errors.js';
 import { readNpy, writeNpy } from '../io/npy.js';
 import { outputs } from '../layout.js';
-import { loadNative } from '../native.js';
+import { engineFor, loadNative } from '../native/index.js';
+import { validateK } from '../decision.js';
 import { embeddingsInputs, type Embeddings } from '../embeddings.js';
 import { withDefaults, type ConfigFields } from '../config.js';
 import { ALGORITHM_VERSION, ensureOutputDir, noteBackend, now, runNative, type CommonOptions } from './common.js';
@@ -65,8 +66,7 @@ export async function computeCentroids(options: ClusterOptions): Promise<Cluster
   const addon = loadNative();
   const emb = opts.embeddings;
   const { k, threads, device, spherical, kmeansImpl: impl } = opts;
-  if (!Number.isInteger(k) || k < 1) throw new ConfigError(`k (ncentroids) must be a positive integer, got ${k}`, { key: 'k' });
-  if (k > emb.n) throw new ConfigError(`k = ${k} (ncentroids) is larger than the number of rows N = ${emb.n} in ${emb.path}`, { key: 'k', file: emb.path });
+  validateK(k, { n: emb.n, file: emb.path });
   const given = opts.centroids ? loadCentroids(opts.centroids, k, emb.d, 'the given centroids') : undefined;
   ensureOutputDir(opts.outputDir);
   const params = {
@@ -107,8 +107,8 @@ export async function computeCentroids(options: ClusterOptions): Promise<Cluster
     if (existsSync(centroidsPath) && opts.reuseCentroids)
       log(`centroids: ${centroidsPath} was not made from these embeddings with these k-means parameters: training`);
     log(`k-means: k=${k}, niter=${params.niter}, seed=${params.seed}, spherical=${spherical}, N=${emb.n}, D=${emb.d}`);
-    const r = await runNative(opts, 'cluster:train', (p, token) =>
-      addon.trainKmeans(emb.native, { ...params, threads, device, impl, prune: opts.kmeansPrune, gpuMemoryLimit: opts.gpuMemoryLimit }, p, token),
+    const r = await runNative(opts, 'cluster:train', (job) =>
+      addon.trainKmeans({ ...job, emb: emb.native, ...params, threads, engine: engineFor(device), impl, prune: opts.kmeansPrune, gpuMemoryLimit: opts.gpuMemoryLimit }),
     );
     noteBackend(opts.log, 'k-means training', r);
     backend.train = r.backend;
@@ -142,8 +142,8 @@ export async function computeCentroids(options: ClusterOptions): Promise<Cluster
   const t1 = now();
   const nearest = new BigInt64Array(emb.n);
   const dist = new Float32Array(emb.n);
-  const ran = await runNative(opts, 'cluster:assign', (p, token) =>
-    addon.assignNearest(emb.native, centroids, k, spherical, nearest, dist, { threads, device, impl }, p, token),
+  const ran = await runNative(opts, 'cluster:assign', (job) =>
+    addon.assignNearest({ ...job, emb: emb.native, centroids, k, innerProduct: spherical, nearest, dist, threads, engine: engineFor(device), impl }),
   );
   noteBackend(opts.log, 'assignment', ran);
   backend.assign = ran.backend;

@@ -10,7 +10,8 @@ import { ConfigError, InputError } from '../errors.js';
 import { readNpy, writeNpy } from '../io/npy.js';
 import { atomicWriteFile } from '../io/atomic.js';
 import { outputs } from '../layout.js';
-import { loadNative, type MaxSimStats } from '../native.js';
+import { engineFor, loadNative, type MaxSimStats } from '../native/index.js';
+import { isRemoved, thresholdOf, validateEps } from '../decision.js';
 import { embeddingsFiles, embeddingsInputs, embeddingsStamp, type Embeddings } from '../embeddings.js';
 import { withDefaults, type ConfigFields, type PartialConfig } from '../config.js';
 import { ALGORITHM_VERSION, ensureOutputDir, noteBackend, now, runNative, throwIfAborted, type CommonOptions } from './common.js';
@@ -36,7 +37,7 @@ export interface DedupOptions extends CommonOptions, ConfigFields<'whichToKeep' 
   /** The checked embeddings (prepareEmbeddings). */
   embeddings: Embeddings;
   outputDir: string;
-  /** eps values: a member is removed when M > 1 - eps. */
+  /** eps values: a member is removed when M > 1 - eps (src/decision.ts). */
   epsList: number[];
 }
 
@@ -61,13 +62,6 @@ export interface DedupResult {
   resumedParts: number;
 }
 
-export function validateEps(epsList: readonly number[]): void {
-  if (epsList.length === 0) throw new ConfigError('eps_list is empty: give at least one eps (e.g. --eps-list 0.01,0.05)', { key: 'eps_list' });
-  for (const e of epsList)
-    if (typeof e !== 'number' || !Number.isFinite(e) || e <= 0 || e >= 1)
-      throw new ConfigError(`eps must be a number strictly between 0 and 1, got ${e}`, { key: 'eps_list' });
-}
-
 /**
  * The keep order of each cluster and the original's `indices` column (native, off the event loop):
  * 'hard' keeps the step-3 order, 'easy' reverses it, 'random' shuffles it (Fisher–Yates with a
@@ -81,7 +75,7 @@ export async function keepOrderOf(order: BigInt64Array, offsets: BigInt64Array, 
     rankedKeepOrder(order, offsets, rank, keepOrder, keepIndex);
     return { keepOrder, keepIndex };
   }
-  await loadNative().keepOrder(order, offsets, which, seed, keepOrder, keepIndex, { threads });
+  await loadNative().keepOrder({ order, offsets, which, seed, keepOrder, keepIndex, threads });
   return { keepOrder, keepIndex };
 }
 
@@ -110,11 +104,6 @@ export function rankedKeepOrder(order: BigInt64Array, offsets: BigInt64Array, ra
       keepIndex[b + q] = BigInt(idx[q]!);
     }
   }
-}
-
-/** The removal rule, the one place it is written: a member goes when M > 1 - eps. */
-export function isRemoved(m: number, eps: number): boolean {
-  return m > 1 - eps;
 }
 
 /** Removed / kept per eps from M (member removed when M > 1 - eps; single members have M = 0). */
@@ -206,7 +195,7 @@ export async function semdedup(options: DedupOptions): Promise<DedupResult> {
     // its last items: keep at least ~64 clusters per worker in a part, and at most 64 parts.
     const workers = threads > 0 ? threads : cpus().length;
     const parts = planParts(offsets, Math.max(1, Math.min(64, Math.floor(k / (64 * workers)))));
-    const thresholds = opts.epsList.map((e) => 1 - e);
+    const thresholds = opts.epsList.map(thresholdOf);
     const addon = loadNative();
     let doneCost = 0;
     const totalCost = Number(offsets[k]!);
@@ -235,8 +224,11 @@ export async function semdedup(options: DedupOptions): Promise<DedupResult> {
       const pm = M.subarray(b, e);
       const pr = Mrow.subarray(b, e);
       const base = doneCost;
-      const st = await runNative(opts, 'dedup', (p, token) =>
-        addon.maxSimilarity(emb.native, subOrder, subOffsets, pm, pr, { thresholds, threads, device, gpuMemoryLimit: opts.gpuMemoryLimit }, (d, t) => p(base + (t ? ((e - b) * d) / t : 0), totalCost), token),
+      const st = await runNative(opts, 'dedup', ({ onProgress, cancel }) =>
+        addon.maxSimilarity({
+          emb: emb.native, order: subOrder, offsets: subOffsets, M: pm, arg: pr, thresholds, threads, engine: engineFor(device), gpuMemoryLimit: opts.gpuMemoryLimit,
+          onProgress: (d, t) => onProgress(base + (t ? ((e - b) * d) / t : 0), totalCost), cancel,
+        }),
       );
       if (stats.members === 0 || st.backend !== stats.backend) noteBackend(opts.log, 'max similarity', st);
       stats.backend = st.backend;

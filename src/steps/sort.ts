@@ -9,7 +9,7 @@ import { readNpy, writeNpy } from '../io/npy.js';
 import { sortedClusterArray, writeSortedCluster } from '../io/pyrepr.js';
 import { type Ids } from '../io/ids.js';
 import { outputs } from '../layout.js';
-import { loadNative } from '../native.js';
+import { loadNative } from '../native/index.js';
 import { embeddingsFiles, embeddingsInputs, type Embeddings } from '../embeddings.js';
 import { withDefaults, type ConfigFields } from '../config.js';
 import {
@@ -93,7 +93,7 @@ export async function assignAndSortClusters(options: SortOptions): Promise<SortR
     if (emb.n !== n) throw new InputError(`${emb.path}: ${emb.n} rows, but nearest_cent.npy has ${n}`, { file: emb.path });
     const cos = new Float32Array(n);
     const addon = loadNative();
-    await runNative(opts, 'sort:cosine', (_p, token) => addon.cosineToCentroid(emb.native, centroids, k, nearest, cos, { threads: opts.threads }, token));
+    await runNative(opts, 'sort:cosine', ({ cancel }) => addon.cosineToCentroid({ emb: emb.native, centroids, k, nearest, out: cos, threads: opts.threads, cancel }));
     for (let i = 0; i < n; i++) key[i] = Math.fround(1 - cos[i]!);
   }
 
@@ -102,7 +102,7 @@ export async function assignAndSortClusters(options: SortOptions): Promise<SortR
   // The distance of each position, gathered by the (parallel) ranking itself.
   const distance = new Float32Array(n);
   try {
-    await loadNative().rankClusters(nearest, key, k, keepHard, order, offsets, distance, opts.threads);
+    await loadNative().rankClusters({ nearest, key, k, keepHard, order, offsets, sortedKey: distance, threads: opts.threads });
   } catch (e) {
     throw new InputError(`${outputs.nearest(dir)}: ${(e as Error).message}`, { file: outputs.nearest(dir) });
   }
