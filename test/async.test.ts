@@ -356,7 +356,8 @@ test('async: native argument errors are typed (rows out of range, closed mapping
   for (const name of ['trainKmeans', 'assignNearest', 'cosineToCentroid', 'rankClusters', 'splitKept', 'blobOffsets', 'writeIdsText', 'maxSimLayout',
     'maxSimilarityBlock', 'maxSimilarity', 'scanEmbeddings', 'normalizeRows', 'keepOrder', 'measureSgemm', 'recheckMargin', 'recheckThresholds',
     'maxSimilarityToReference', 'exactDuplicates', 'tryLockFd'] as const)
-    await check(async () => (addon[name] as (...a: unknown[]) => unknown)(emb.native, 1, 2), `${name}(positional arguments)`);
+    await check(async () => (addon[name] as (...a: unknown[]) => unknown)(1, 2, 3), `${name}(positional arguments)`);
+  await check(async () => addon.maxSimilarity(emb.native as unknown as Parameters<typeof addon.maxSimilarity>[0]), 'maxSimilarity(emb, ...)');
   await check(async () => new addon.Engine({ device: 'tpu' as 'cpu' }), 'Engine: an unknown device');
   emb.close();
   await check(ms(BigInt64Array.from([0n, 1n]), BigInt64Array.from([0n, 2n])), 'closed mapping');

@@ -230,12 +230,19 @@ inline Embeddings* embeddings_of(const Options& o, const char* key) {
   return e;
 }
 
-// The device a job runs with, from its `engine` option (an Engine; absent: device auto).
-inline sd::engine::Device device_of(const Options& o) {
-  if (!o.has("engine")) return rethrow_js(o.env(), [] { return sd::engine::resolve_device(sd::engine::Device::Auto); }).dispatch_device();
+// The resolved device of a job, from its `engine` option (an Engine; absent: device auto).
+inline sd::engine::Resolved engine_of(const Options& o) {
+  if (!o.has("engine")) return rethrow_js(o.env(), [] { return sd::engine::resolve_device(sd::engine::Device::Auto); });
   Napi::Value v = o.get("engine");
   if (!v.IsObject() || !v.As<Napi::Object>().InstanceOf(g_engine_ctor->Value())) o.fail("engine", "an Engine object");
-  return Engine::Unwrap(v.As<Napi::Object>())->resolved().dispatch_device();
+  return Engine::Unwrap(v.As<Napi::Object>())->resolved();
+}
+
+// What ran a job of engine e: the facade's answer, with the engine's reason for the CPU (device
+// auto without a usable GPU) when the job itself gives none.
+inline sd::engine::Ran ran_on(const sd::engine::Resolved& e, sd::engine::Ran ran) {
+  if (ran.backend == sd::engine::Backend::Cpu && ran.note.empty()) ran.note = e.note;
+  return ran;
 }
 
 }  // namespace semdedup_addon

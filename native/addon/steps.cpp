@@ -45,15 +45,15 @@ Napi::Value TrainKmeans(const Napi::CallbackInfo& info) {
   o.set("threads", p.threads);
   o.set("prune", p.prune);
   o.set("gpuMemoryLimit", p.gpu.memory_limit);
-  const eng::Device device = device_of(o);
+  const eng::Resolved engine = engine_of(o);
   const eng::KMeansImpl impl = impl_of(o);
   auto result = std::make_shared<sd::KMeansResult>();
   auto ran = std::make_shared<eng::Ran>();
   sd::EmbeddingView view = emb->view();
   auto* job = new Job(
       o,
-      [view, p, result, ran, device, impl](const sd::ProgressFn& prog, sd::CancelFlag cancel) {
-        *ran = eng::train_kmeans(device, impl, view, p, *result, prog, cancel);
+      [view, p, result, ran, engine, impl](const sd::ProgressFn& prog, sd::CancelFlag cancel) {
+        *ran = ran_on(engine, eng::train_kmeans(engine.dispatch_device(), impl, view, p, *result, prog, cancel));
       },
       [result, ran](Napi::Env env) -> Napi::Value {
         Napi::Object out = Napi::Object::New(env);
@@ -92,7 +92,7 @@ Napi::Value AssignNearest(const Napi::CallbackInfo& info) {
   if (int64_t(cent.ElementLength()) != int64_t(k) * view.d) o.fail("centroids", "k * d values");
   if (int64_t(nearest.ElementLength()) != view.n || int64_t(dist.ElementLength()) != view.n) o.fail("nearest and dist", "n values");
   const int threads = o.threads();
-  const eng::Device device = device_of(o);
+  const eng::Resolved engine = engine_of(o);
   const eng::KMeansImpl impl = impl_of(o);
   const float* c = cent.Data();
   int64_t* pn = nearest.Data();
@@ -102,7 +102,7 @@ Napi::Value AssignNearest(const Napi::CallbackInfo& info) {
   auto* job = new Job(
       o,
       [=](const sd::ProgressFn& prog, sd::CancelFlag cancel) {
-        *ran = eng::assign_nearest(device, impl, view, c, k, ip, pn, pd, threads, prog, cancel, rescored.get());
+        *ran = ran_on(engine, eng::assign_nearest(engine.dispatch_device(), impl, view, c, k, ip, pn, pd, threads, prog, cancel, rescored.get()));
       },
       [ran, rescored](Napi::Env env) -> Napi::Value {
         Napi::Object out = Napi::Object::New(env);
@@ -181,7 +181,7 @@ Napi::Value MaxSimilarity(const Napi::CallbackInfo& info) {
   auto [emb, order, offsets, M, arg, nc] = cluster_args(o);
   const sd::EmbeddingView view = emb->view();
   const sd::MaxSimOptions opt = maxsim_options(o);
-  const eng::Device device = device_of(o);
+  const eng::Resolved engine = engine_of(o);
   const int64_t* po = order.Data();
   const int64_t* pf = offsets.Data();
   double* pM = M.Data();
@@ -191,7 +191,7 @@ Napi::Value MaxSimilarity(const Napi::CallbackInfo& info) {
   auto* job = new Job(
       o,
       [=](const sd::ProgressFn& prog, sd::CancelFlag cancel) {
-        *ran = eng::max_similarity(device, view, po, pf, nc, pM, pa, opt, *stats, prog, cancel);
+        *ran = ran_on(engine, eng::max_similarity(engine.dispatch_device(), view, po, pf, nc, pM, pa, opt, *stats, prog, cancel));
       },
       [stats, ran](Napi::Env env) -> Napi::Value {
         Napi::Object out = maxsim_stats_object(env, *stats);
