@@ -6,9 +6,7 @@ import { ConfigError, InputError } from '../errors.js';
 import { readNpy } from '../io/npy.js';
 import { outputs } from '../layout.js';
 import { readManifest, requireCommitted, requireSameInputs } from '../manifest.js';
-import { resolveInputFiles } from '../io/inputs.js';
 import type { Ids } from '../io/ids.js';
-import { relative, resolve } from 'node:path';
 import { loadNative } from '../native.js';
 import { embeddingsFiles, type EmbeddingsSpec } from '../embeddings.js';
 import { runNative, type CommonOptions } from '../steps/common.js';
@@ -78,20 +76,7 @@ export function checkRunIds(outputDir: string, ids: Ids | undefined): void {
   if (files.length) requireSameInputs(outputDir, 'extract', 'ids', files, 'ids');
 }
 
-/**
- * The embeddings a command is given for a run's folder (`source`, as the config names them: one
- * file, or shards as a list, glob or folder) must be the ones `step` read: every shard itself, or
- * the source of the normalised copy it read.
- */
-export function checkRunEmbeddings(outputDir: string, step: string, source: string | readonly string[]): void {
-  const inputs = readManifest(outputDir).steps[step]?.inputs;
-  const rec = inputs?.embeddings ?? inputs?.['embeddings.0'];
-  if (!rec) return;
-  const files = resolveInputFiles(source);
-  if (rec.rel !== undefined && rec.rel === relative(resolve(outputDir), outputs.normalized(resolve(outputDir))))
-    requireSameInputs(outputDir, 'normalize', 'source', files, 'embeddings');
-  else requireSameInputs(outputDir, step, 'embeddings', files, 'embeddings');
-}
+export { checkRunEmbeddings } from '../manifest.js';
 
 /** The eps list of the dedup step recorded in the manifest (whose thresholds were re-checked). */
 export function recordedEps(outputDir: string): number[] {
