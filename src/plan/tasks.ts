@@ -11,7 +11,8 @@ import { InputError, SemDedupError } from '../errors.js';
 import { readNpy, writeNpy } from '../io/npy.js';
 import { outputs } from '../layout.js';
 import { loadNative, nativeInfo, type NativeEmbeddings } from '../native.js';
-import { embeddingsFiles, embeddingsStamp, openRowRange, type EmbeddingsLayout } from '../embeddings.js';
+import { embeddingsFiles, embeddingsStamp, openLayout, openRowRange, type Embeddings, type EmbeddingsLayout } from '../embeddings.js';
+import { commitExact, findExactDuplicates, type ExactDuplicatesResult } from '../steps/exact.js';
 import { embeddingsSpecOf, rankValuesOf, resolveIds } from '../inputs.js';
 import { assignRows, commitCluster, trainCentroids } from '../steps/cluster.js';
 import { commitSort, exportSortedClusters, rankClusterRange, rankKeys, writeSortFiles } from '../steps/sort.js';
@@ -369,10 +370,21 @@ async function extract(plan: Plan, o: TaskOptions): Promise<TaskResult> {
   }
   const gap = covered.indexOf(0);
   if (gap >= 0) throw new InputError(`keep-order position ${gap} was computed by no dedup task`);
+  // The exact-duplicates pass of step 4 (exact_duplicates), in the keep order, as a single run makes it.
+  let exact: { emb: Embeddings; r: ExactDuplicatesResult } | undefined;
+  if (cfg.exactDuplicates) {
+    const emb = openLayout(lay);
+    try {
+      exact = { emb, r: await findExactDuplicates({ ...stepOptions(cfg, o), embeddings: emb, order: keepOrder, outputDir: dir }) };
+    } finally {
+      emb.close();
+    }
+  }
   const spec = { whichToKeep: cfg.whichToKeep as WhichToKeep, seed: cfg.seed, epsList: cfg.epsList, rank };
   commitDedup(dir, lay, spec, { keepOrder, keepIndex, M, Mrow }, {
     members: sumInfo(plan, 'dedup', 'members'), rechecked: sumInfo(plan, 'dedup', 'rechecked'), usefulFlops: sumInfo(plan, 'dedup', 'usefulFlops'), seconds: stageSeconds(plan, 'dedup'),
   });
+  if (exact) commitExact(dir, exact.emb, exact.r, true);
   // Step 5, as a single run does it.
   const t5 = performance.now();
   const lists = cfg.epsList.map((e) => outputs.keptList(dir, e));
