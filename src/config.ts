@@ -19,6 +19,7 @@ import * as path from 'node:path';
 import { parseYamlLikePyYAML } from './io/yaml11.js';
 import { ConfigError } from './errors.js';
 import { metricConflicts } from './decision.js';
+import { outputs } from './layout.js';
 
 /** Keep order by a metadata column (`rank_by`). */
 export interface RankBy {
@@ -727,7 +728,7 @@ function build(entries: Entries, files: string[]): PartialResolved {
     }
   }
   if (cfg.sortedClustersDir === undefined && typeof cfg.outputDir === 'string') {
-    cfg.sortedClustersDir = path.join(cfg.outputDir, 'sorted_clusters');
+    cfg.sortedClustersDir = outputs.sortedClusters(cfg.outputDir);
     sources.sorted_clusters_dir = 'default';
   }
   // Cross-key rules.

@@ -13,6 +13,11 @@ export function thresholdOf(eps: number): number {
   return 1 - eps;
 }
 
+/** The thresholds of an eps list, in its order (what native code receives). */
+export function thresholdsOf(epsList: readonly number[]): number[] {
+  return epsList.map(thresholdOf);
+}
+
 /** The eps whose threshold is t (the inverse of thresholdOf). */
 export function epsOf(threshold: number): number {
   return 1 - threshold;

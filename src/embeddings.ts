@@ -239,6 +239,11 @@ export function openEmbeddings(spec: EmbeddingsSpec): Embeddings {
   return wrap(embeddingsLayout(spec), false);
 }
 
+/** Opens (maps) for reading embeddings whose layout was worked out and checked before (a planned run's). */
+export function openLayout(layout: EmbeddingsLayout): Embeddings {
+  return wrap(layout, false);
+}
+
 /**
  * Creates a writable embeddings file of N × D (raw memmap like the original's, or .npy) and
  * maps it read-write: rows written through `view()` land in the file.

@@ -9,7 +9,7 @@
 // they refuse while a single run works), and the executor also holds `semdedup/plan.lock`
 // exclusive, so that two planned runs never share a folder.
 import { closeSync, constants, ftruncateSync, openSync, readFileSync, writeSync } from 'node:fs';
-import { join, resolve } from 'node:path';
+import { resolve } from 'node:path';
 import { OutputError } from './errors.js';
 import { makeDir, refuseLinks, removeStaleTemps } from './io/atomic.js';
 import { outputs } from './layout.js';
@@ -25,7 +25,7 @@ interface Held {
 const held = new Map<string, Held>();
 
 export function lockPath(outputDir: string): string {
-  return join(outputs.ours(outputDir), 'lock');
+  return outputs.lock(outputDir);
 }
 
 function holderOf(file: string): string {
@@ -62,7 +62,7 @@ export function lockOutputDir(outputDir: string, sweep: readonly string[] = [], 
  */
 export function lockPlannedRun(outputDir: string): DirLock {
   const dir = resolve(outputDir);
-  const plan = lockFile(dir, join(outputs.ours(dir), 'plan.lock'), [], false, 'planned run');
+  const plan = lockFile(dir, outputs.planLock(dir), [], false, 'planned run');
   try {
     const folder = lockOutputDir(dir, [], { shared: true });
     return { outputDir: dir, release: () => { folder.release(); plan.release(); } };

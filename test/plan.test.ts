@@ -3,7 +3,7 @@
 // and failures as a user meets them.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync, mkdirSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { dedupItems } from '../src/plan/partition.js';
 import { engineFor, loadNative } from '../src/native/index.js';
@@ -13,7 +13,7 @@ import { readState } from '../src/plan/state.js';
 import { SynthDataset } from '../tools/synth.js';
 import { writeNpy } from '../src/io/npy.js';
 import { runCli, tmpFolder } from './helpers.js';
-import { assertSameOutputs, writeConfig, writeDataset } from './plan-helpers.js';
+import { assertSameOutputs, assertSameRecords, writeConfig, writeDataset } from './plan-helpers.js';
 
 function rng(seed: number): () => number {
   let s = seed >>> 0;
@@ -188,6 +188,38 @@ test('local executor: the built-in example gives the single-process bytes with 1
   }
 });
 
+test('planned runs of 1, 3 and 5 tasks: every file, every manifest record and summary.json equal the single-process run\'s', () => {
+  const dir = tmpFolder('plan-same');
+  try {
+    // Exact copies planted (the exact-duplicates pass), ids from a text file, the original's sorted
+    // clusters exported, the easy keep order, the cosine key of non-spherical k-means.
+    const emb = writeDataset(dir, 'x.npy', { n: 20_000, dim: 32, clusters: 12, seed: 9, dupFraction: 0.2, exactFraction: 0.3 });
+    const ids = join(dir, 'ids.txt');
+    writeFileSync(ids, Array.from({ length: 20_000 }, (_, i) => `doc-${(i * 7919) % 100_003}`).join('\n') + '\n');
+    const single = join(dir, 'single');
+    const cfg = writeConfig(dir, 'c.yaml', {
+      embeddings: emb, ids, k: 12, spherical: false, sim_metric: 'cosine', which_to_keep: 'easy', eps_list: [0.02, 0.08],
+      export_sorted_clusters: true, exact_duplicates: true, output_dir: single,
+    });
+    let r = runCli(['run', '-c', cfg, '-q'], dir, 300_000);
+    assert.equal(r.code, 0, r.stderr);
+    for (const tasks of [1, 3, 5]) {
+      const out = join(dir, `local${tasks}`);
+      r = runCli(['run', '-c', cfg, '--set', `output_dir=${out}`, '--executor', 'local', '--tasks', String(tasks), '--workers', '2', '-q'], dir, 300_000);
+      assert.equal(r.code, 0, r.stderr);
+      const plan = readPlan(join(out, 'semdedup', 'plan.json'));
+      for (const stage of ['assign', 'group', 'dedup']) assert.equal(plan.stages.find((s) => s.name === stage)!.tasks, tasks, `${stage}: ${tasks} tasks`);
+      const compared = assertSameOutputs(single, out);
+      for (const must of ['kept_eps0.08.txt', join('semdedup', 'exact_duplicates.npy'), join('sorted_clusters', 'cluster_11.npy')])
+        assert.ok(compared.includes(must), `${must} among the compared files`);
+      const steps = assertSameRecords(single, out);
+      assert.deepEqual(steps, ['check', 'cluster', 'dedup', 'exact', 'extract', 'sort', 'train']);
+    }
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
 test('local executor: split clusters, random keep order and the cosine key of non-spherical k-means, same bytes as one process', () => {
   const dir = tmpFolder('plan-split');
   try {
@@ -203,6 +235,7 @@ test('local executor: split clusters, random keep order and the cosine key of no
     r = runCli(['run', '-c', cfg, '--set', `output_dir=${out}`, '--executor', 'local', '--tasks', '4', '--workers', '2'], dir, 300_000);
     assert.equal(r.code, 0, r.stderr);
     assertSameOutputs(single, out);
+    assertSameRecords(single, out);
     const plan = readPlan(join(out, 'semdedup', 'plan.json'));
     let blocks = 0;
     for (let t = 0; t < 4; t++) blocks += (readState(plan, 'dedup', t)!.info!.blocks as number) ?? 0;

@@ -6,11 +6,9 @@ import { ConfigError, InputError } from '../errors.js';
 import { readNpy } from '../io/npy.js';
 import { outputs } from '../layout.js';
 import { readManifest, requireCommitted, requireSameInputs } from '../manifest.js';
-import { resolveInputFiles } from '../io/inputs.js';
 import type { Ids } from '../io/ids.js';
-import { relative, resolve } from 'node:path';
 import { loadNative } from '../native/index.js';
-import { thresholdOf, validateOneEps } from '../decision.js';
+import { thresholdsOf, validateOneEps } from '../decision.js';
 import { embeddingsFiles, type EmbeddingsSpec } from '../embeddings.js';
 import { runNative, type CommonOptions } from '../steps/common.js';
 import { prepareEmbeddings } from '../steps/check.js';
@@ -74,20 +72,7 @@ export function checkRunIds(outputDir: string, ids: Ids | undefined): void {
   if (files.length) requireSameInputs(outputDir, 'extract', 'ids', files, 'ids');
 }
 
-/**
- * The embeddings a command is given for a run's folder (`source`, as the config names them: one
- * file, or shards as a list, glob or folder) must be the ones `step` read: every shard itself, or
- * the source of the normalised copy it read.
- */
-export function checkRunEmbeddings(outputDir: string, step: string, source: string | readonly string[]): void {
-  const inputs = readManifest(outputDir).steps[step]?.inputs;
-  const rec = inputs?.embeddings ?? inputs?.['embeddings.0'];
-  if (!rec) return;
-  const files = resolveInputFiles(source);
-  if (rec.rel !== undefined && rec.rel === relative(resolve(outputDir), outputs.normalized(resolve(outputDir))))
-    requireSameInputs(outputDir, 'normalize', 'source', files, 'embeddings');
-  else requireSameInputs(outputDir, step, 'embeddings', files, 'embeddings');
-}
+export { checkRunEmbeddings } from '../manifest.js';
 
 /** The eps list of the dedup step recorded in the manifest (whose thresholds were re-checked). */
 export function recordedEps(outputDir: string): number[] {
@@ -141,7 +126,7 @@ export async function recheckEps(opts: RunFolderOptions & { eps: number[]; run?:
     const addon = loadNative();
     const margin = defaultRecheckMargin(emb.d) * Math.max(1, opts.marginScale ?? 1);
     const r = await runNative(opts, 'recheck', ({ cancel }) =>
-      addon.recheckThresholds({ emb: emb.native, order: run.keepOrder, offsets: run.offsets, M, arg: Mrow, thresholds: missing.map(thresholdOf), threads: opts.threads ?? 0, recheckMargin: margin, cancel }),
+      addon.recheckThresholds({ emb: emb.native, order: run.keepOrder, offsets: run.offsets, M, arg: Mrow, thresholds: thresholdsOf(missing), threads: opts.threads ?? 0, recheckMargin: margin, cancel }),
     );
     opts.log?.(`eps ${missing.join(', ')}: ${r.rechecked} members near the threshold re-checked in float64`);
     return { ...run, M, Mrow, rechecked: r.rechecked, recheckedEps: missing, margin };

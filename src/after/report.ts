@@ -6,6 +6,7 @@
 import { extname, isAbsolute, resolve } from 'node:path';
 import { closeSync, constants, existsSync, fstatSync, openSync, readSync } from 'node:fs';
 import { atomicWriteFile } from '../io/atomic.js';
+import { outputs } from '../layout.js';
 import { ConfigError } from '../errors.js';
 import type { Ids } from '../io/ids.js';
 import { checkRunIds, clusterOfPositions, readRun, recheckEps, type RunFolderOptions } from './common.js';
@@ -310,7 +311,7 @@ ${sample
 </script>
 </body></html>
 `;
-  const output = opts.output ?? resolve(dir, 'report.html');
+  const output = opts.output ?? resolve(outputs.report(dir));
   atomicWriteFile(output, html);
   opts.log?.(`report: ${output}`);
   return { output, eps, bytes: Buffer.byteLength(html) };

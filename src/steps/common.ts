@@ -3,6 +3,8 @@ import { accessSync, constants } from 'node:fs';
 import { makeDir } from '../io/atomic.js';
 import { SemDedupError, OutputError } from '../errors.js';
 import { loadNative, nativeInfo, type NativeCancelToken, type Ran } from '../native/index.js';
+import { toManifest, type PartialResolved } from '../config.js';
+import { readManifest, writeManifest, type Manifest } from '../manifest.js';
 
 export type { DeviceChoice as Device } from '../native/index.js';
 import type { DeviceChoice } from '../native/index.js';
@@ -91,4 +93,18 @@ export function ensureOutputDir(dir: string): void {
 
 export function now(): number {
   return performance.now();
+}
+
+/**
+ * Records in the manifest the config of the command that completed (canonical keys), its files and
+ * the engine that ran it; a planned run also its plan (the steps are committed by each step).
+ */
+export function commitConfig(dir: string, cfg: PartialResolved, plan?: Manifest['plan']): void {
+  const m = readManifest(dir);
+  const info = nativeInfo();
+  m.config = toManifest(cfg);
+  m.configFiles = cfg.files;
+  m.engine = { name: 'semdedup', version: info.version, faiss: info.faiss, blasCore: info.blasCore };
+  if (plan) m.plan = plan;
+  writeManifest(dir, m);
 }

@@ -11,11 +11,12 @@ import { openAtomicWriter } from '../io/atomic.js';
 import { readNpy, writeNpy } from '../io/npy.js';
 import type { Ids } from '../io/ids.js';
 import { outputs } from '../layout.js';
-import { requireCommitted } from '../manifest.js';
+import { recordStep, requireCommitted } from '../manifest.js';
 import { loadNative, type NativeIds } from '../native/index.js';
 import { ensureOutputDir, now, runNative, type Progress } from './common.js';
 import type { EpsSummary } from './dedup.js';
-import { thresholdOf, validateEps } from '../decision.js';
+import { thresholdsOf, validateEps } from '../decision.js';
+import { idsInputs } from '../io/ids.js';
 
 export interface ExtractOptions {
   outputDir: string;
@@ -140,7 +141,7 @@ export async function extractPrunedDataAll(opts: ExtractAllOptions): Promise<Ext
   if (opts.ids && opts.ids.length < keepOrder.length)
     throw new InputError(`the ids hold ${opts.ids.length} entries but the embeddings have ${keepOrder.length} rows`);
   const split = await runNative(opts, 'extract', ({ cancel }) =>
-    loadNative().splitKept({ keepOrder, M, thresholds: opts.epsList.map(thresholdOf), threads: opts.threads ?? 0, cancel }));
+    loadNative().splitKept({ keepOrder, M, thresholds: thresholdsOf(opts.epsList), threads: opts.threads ?? 0, cancel }));
   ensureOutputDir(outputs.ours(dir));
   const native = opts.outputs?.some((o) => o) ? await nativeIds(opts.ids, keepOrder.length) : null;
   const common = (now() - t0) / 1000;
@@ -170,4 +171,19 @@ export async function extractPrunedData(opts: ExtractOptions): Promise<ExtractRe
   const { eps, output, ...rest } = opts;
   const [r] = await extractPrunedDataAll({ ...rest, epsList: [eps], ...(output ? { outputs: [output] } : {}) });
   return r!;
+}
+
+/**
+ * Commits step 5 of a run (single or planned): the kept lists (`listOf`: each eps's file) and rows
+ * of every eps and the summary, from the committed keep order and M and the ids they name (so that
+ * readers can check that the ids they are given are the run's).
+ */
+export function commitExtract(outputDir: string, epsList: readonly number[], ids: Ids | undefined, listOf: (eps: number) => string = (eps) => outputs.keptList(outputDir, eps)): void {
+  const outs: Record<string, string> = { summary: outputs.summary(outputDir) };
+  for (const eps of epsList) {
+    outs[`kept_eps${eps}`] = listOf(eps);
+    outs[`kept_rows_eps${eps}`] = outputs.keptRows(outputDir, eps);
+  }
+  const inputs: Record<string, string> = { keepOrder: outputs.keepOrder(outputDir), M: outputs.M(outputDir), ...idsInputs(ids) };
+  recordStep(outputDir, 'extract', { epsList: [...epsList] }, inputs, outs);
 }
