@@ -17,6 +17,7 @@ import { assignAndSortClusters } from '../src/steps/sort.js';
 import { semdedup } from '../src/steps/dedup.js';
 import { extractPrunedData } from '../src/steps/extract.js';
 import { atomicWriteFile } from '../src/io/atomic.js';
+import { outputs } from '../src/layout.js';
 
 export interface Workload {
   name: string;
@@ -136,7 +137,7 @@ export async function runOursStages(opts: { emb: string; n: number; dim: number;
   emb.close();
   stages.dedup = { seconds: (performance.now() - t) / 1000, gflop: d.stats.usefulFlops / 1e9 };
   t = performance.now();
-  for (const e of opts.eps) await extractPrunedData({ outputDir: opts.out, eps: e, output: join(opts.out, `kept_eps${e}.txt`) });
+  for (const e of opts.eps) await extractPrunedData({ outputDir: opts.out, eps: e, output: outputs.keptList(opts.out, e) });
   stages.extract = { seconds: (performance.now() - t) / 1000 };
   const total = (performance.now() - t0) / 1000;
   return { stages, total, peakRssMiB: process.resourceUsage().maxRSS / 1024, largestCluster: largest, rechecked: d.stats.rechecked, computedDedupGflop: d.stats.computedFlops / 1e9, kmeans };
@@ -274,7 +275,7 @@ export async function benchWorkload(
     for (const s of ['assign', 'rank', 'semdedup', 'extract']) stages[s] = (t[s] as number) ?? null;
     peerRss = (t.peak_rss_kib as number) / 1024;
     rec.keptEqual = w.eps.map((e) => {
-      const a = readFileSync(join(ourOut, `kept_eps${e}.txt`), 'utf8');
+      const a = readFileSync(outputs.keptList(ourOut, e), 'utf8');
       const b = readFileSync(join(peerOut, `kept_eps${e}.txt`), 'utf8');
       const count = (s: string) => (s.length ? s.split('\n').length : 0);
       return { eps: e, ours: count(a), peer: count(b), equal: a === b };

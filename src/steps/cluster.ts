@@ -61,13 +61,8 @@ function loadCentroids(path: string, k: number, d: number, what: string): Float3
 }
 
 /** Step 2's training: where the centroids came from, and what training reported (when trained). */
-export interface TrainResult {
-  centroids: Float32Array;
-  centroidsFrom: ClusterResult['centroidsFrom'];
-  objective: number[];
-  iterations: number;
-  searchedRows: number;
-  prunedRows: number;
+export interface TrainResult extends Pick<ClusterResult, 'centroids' | 'centroidsFrom' | 'objective' | 'iterations' | 'searchedRows' | 'prunedRows'> {
+  /** Rows the float32 pass left undecided and re-scored in float64, over all iterations. */
   rescoredRows: number;
   /** The backend that trained (absent when not trained). */
   backend?: 'cpu' | 'cuda';
