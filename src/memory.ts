@@ -10,7 +10,7 @@ import { resolveOptions, type RunOptions } from './config.js';
 import { createEmbeddingsFile } from './embeddings.js';
 import { ConfigError, InputError } from './errors.js';
 import { runAll } from './pipeline.js';
-import { isRemoved } from './steps/dedup.js';
+import { isRemoved, thresholdOf } from './decision.js';
 import { throwIfAborted, type CommonOptions } from './steps/common.js';
 import type { EmbeddingModel } from './embed/model.js';
 
@@ -81,7 +81,7 @@ export interface RemovedItem {
 
 export interface InMemoryDedupResult {
   eps: number;
-  /** 1 − eps: removed items have a similarity above it. */
+  /** 1 − eps (rounded to 15 digits): removed items have a similarity above it. */
   threshold: number;
   /** Rows N, dimension D and clusters k (the default from N when k was not given). */
   n: number;
@@ -189,7 +189,7 @@ export async function dedup(opts: InMemoryDedupOptions): Promise<InMemoryDedupRe
     removed.sort((a, b) => a.row - b.row);
     const keptRows: number[] = [];
     for (let row = 0; row < n; row++) if (!gone[row]) keptRows.push(row);
-    return { eps, threshold: Number((1 - eps).toPrecision(15)), n, d, k: r.cluster.k, kept: keptRows.map(idOf), keptRows, removed };
+    return { eps, threshold: Number(thresholdOf(eps).toPrecision(15)), n, d, k: r.cluster.k, kept: keptRows.map(idOf), keptRows, removed };
   } finally {
     rmSync(work, { recursive: true, force: true });
   }

@@ -19,6 +19,8 @@ import { readFileSync } from 'node:fs';
 import * as path from 'node:path';
 import { parseYamlLikePyYAML } from '../io/yaml11.js';
 import { ConfigError } from '../errors.js';
+import { epsOf, metricConflicts } from '../decision.js';
+import { outputs } from '../layout.js';
 import {
   configSchema,
   type CanonicalKey,
@@ -238,7 +240,7 @@ function convert(v: unknown, spec: ConfigKeySpec, ctx: Ctx): unknown {
       return parseEps(v, ctx, spec);
     case 'similarityList':
       // eps = 1 − similarity, rounded to 15 significant digits so that 0.9 gives eps 0.1 (not 0.09999999999999998).
-      return parseEps(v, ctx, spec).map((t) => Number((1 - t).toPrecision(15)));
+      return parseEps(v, ctx, spec).map((t) => Number(epsOf(t).toPrecision(15)));
     case 'strDtype': {
       if (typeof v !== 'string' || !/^[<>|=]?[SU][1-9][0-9]*$/.test(v.trim())) {
         fail(ctx, spec, `must be a numpy fixed-width string dtype such as 'S24' or 'U40', ${got(v)}`);
@@ -390,11 +392,11 @@ function build(entries: Entries, files: string[]): PartialResolved {
     }
   }
   if (cfg.sortedClustersDir === undefined && typeof cfg.outputDir === 'string') {
-    cfg.sortedClustersDir = path.join(cfg.outputDir, 'sorted_clusters');
+    cfg.sortedClustersDir = outputs.sortedClusters(cfg.outputDir);
     sources.sorted_clusters_dir = 'default';
   }
   // Cross-key rules.
-  if (cfg.simMetric === 'l2' && cfg.spherical === true) {
+  if (metricConflicts(cfg.simMetric, cfg.spherical)) {
     const sm = entries.get('sim_metric');
     const sp = entries.get('spherical');
     const where = (e: Entry | undefined, key: string) => (e ? `${e.name} in ${e.source}` : `${key} (default)`);

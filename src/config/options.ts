@@ -5,6 +5,7 @@
 // Also here: the rules that need more than one key or the data (the default k from N, the
 // warnings on a config that is valid but likely a mistake).
 import { loadConfigFiles } from './load.js';
+import { thresholdOf } from '../decision.js';
 import type { FieldRow, LoadOptions, PartialConfig, PartialResolved, ValueOf } from './schema.js';
 
 /**
@@ -79,11 +80,11 @@ export function configWarnings(cfg: Pick<PartialConfig, 'epsList' | 'names' | 's
   const where = cfg.sources?.eps_list && cfg.sources.eps_list !== 'default' && cfg.sources.eps_list !== 'option' ? ` in ${cfg.sources.eps_list}` : '';
   for (const eps of cfg.epsList ?? []) {
     if (!(eps >= 0.5)) continue;
-    const t = Number((1 - eps).toPrecision(15));
+    const t = Number(thresholdOf(eps).toPrecision(15));
     out.push(
       name === 'threshold'
         ? `warning: threshold ${t}${where} removes every member whose cosine similarity to an earlier member of its cluster is above ${t}, most of a typical cluster; near-duplicates are usually above 0.9`
-        : `warning: eps ${eps} (${name}${where}) removes every member whose cosine similarity to an earlier member of its cluster is above ${t}, most of a typical cluster; eps is 1 − similarity: for a similarity threshold of ${eps}, give eps ${Number((1 - eps).toPrecision(15))} or threshold: ${eps}`,
+        : `warning: eps ${eps} (${name}${where}) removes every member whose cosine similarity to an earlier member of its cluster is above ${t}, most of a typical cluster; eps is 1 − similarity: for a similarity threshold of ${eps}, give eps ${t} or threshold: ${eps}`,
     );
   }
   return out;
