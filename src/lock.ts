@@ -13,7 +13,7 @@ import { resolve } from 'node:path';
 import { OutputError } from './errors.js';
 import { makeDir, refuseLinks, removeStaleTemps } from './io/atomic.js';
 import { outputs } from './layout.js';
-import { loadNative } from './native.js';
+import { loadNative } from './native/index.js';
 
 interface Held {
   fd: number;
@@ -90,7 +90,7 @@ function lockFile(dir: string, file: string, sweep: readonly string[], shared: b
       throw new OutputError(`${file} is a symbolic link: the lock file of the output folder is never followed; remove the link`, { file, cause: e });
     throw new OutputError(`${file}: cannot open the lock file of the output folder: ${(e as Error).message}`, { file, cause: e });
   }
-  const rc = loadNative().tryLockFd(fd, shared);
+  const rc = loadNative().tryLockFd({ fd, shared });
   if (rc !== 0) {
     closeSync(fd);
     if (rc === 11 /* EWOULDBLOCK */)

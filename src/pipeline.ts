@@ -5,7 +5,7 @@ import { existsSync } from 'node:fs';
 import { requireKeys, type PartialResolved } from './config.js';
 import { type Embeddings } from './embeddings.js';
 import { checkContents, prepareEmbeddings } from './steps/check.js';
-import type { ScanStats } from './native.js';
+import type { ScanStats } from './native/index.js';
 import { type Ids } from './io/ids.js';
 import { computeCentroids, type ClusterResult } from './steps/cluster.js';
 import { assignAndSortClusters, type SortResult } from './steps/sort.js';

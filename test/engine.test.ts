@@ -7,7 +7,7 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import * as path from 'node:path';
 import { SynthDataset } from '../tools/synth.js';
 import { computeCentroids, keepOrderOf, prepareEmbeddings, semdedup, assignAndSortClusters, SemDedupError } from '../src/index.js';
-import { loadNative } from '../src/native.js';
+import { engineFor, loadNative } from '../src/native/index.js';
 import { configSchema, type ConfigKeySpec } from '../src/config.js';
 import { outputs } from '../src/layout.js';
 import { ROOT, runCli, tmpFolder } from './helpers.js';
@@ -57,6 +57,21 @@ test('engine: device auto runs each job where the engine facade decides, and eve
 });
 
 const GPU_HERE = loadNative().info().cuda.available;
+
+test('engine: the engine handle resolves the device once and reports it', () => {
+  const info = loadNative().info();
+  const cpu = engineFor('cpu');
+  assert.equal(cpu.device, 'cpu');
+  assert.equal(cpu.requested, 'cpu');
+  assert.equal(cpu.note, '');
+  assert.equal(engineFor('cpu'), cpu, 'one handle per choice and process');
+  const auto = engineFor('auto');
+  assert.equal(auto.requested, 'auto');
+  assert.equal(auto.device, info.cuda.available ? 'cuda' : 'cpu', 'auto: the GPU exactly when the engine finds a usable one');
+  assert.equal(auto.note, info.cuda.available ? '' : info.cuda.reason, 'auto on the CPU says why');
+  if (info.cuda.available) assert.equal(engineFor('cuda').device, 'cuda');
+  else assert.throws(() => engineFor('cuda'), (e: unknown) => e instanceof SemDedupError && e.code === 'ERR_BACKEND' && e.message.includes(info.cuda.reason));
+});
 
 test('engine: device cuda without a usable GPU fails with the real reason, before any output', { skip: GPU_HERE && 'a usable GPU is here: the refusal of device cuda cannot be reached' }, async () => {
   const info = loadNative().info();

@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import { existsSync, mkdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { dedupItems } from '../src/plan/partition.js';
-import { loadNative } from '../src/native.js';
+import { engineFor, loadNative } from '../src/native/index.js';
 import { openEmbeddings } from '../src/embeddings.js';
 import { readPlan, rowRanges } from '../src/plan/plan.js';
 import { readState } from '../src/plan/state.js';
@@ -94,19 +94,19 @@ test('maxSimilarityBlock: blocks of a split cluster equal the whole-cluster kern
   const emb = openEmbeddings({ path });
   const addon = loadNative();
   try {
-    assert.deepEqual(addon.maxSimLayout(n, d), { split: true, width: 512 });
-    assert.deepEqual(addon.maxSimLayout(4096, d), { split: false, width: 128 });
+    assert.deepEqual(addon.maxSimLayout({ n, d }), { split: true, width: 512 });
+    assert.deepEqual(addon.maxSimLayout({ n: 4096, d }), { split: false, width: 128 });
     // A keep order that is not the row order.
     const rows = new BigInt64Array(n);
     for (let i = 0; i < n; i++) rows[i] = BigInt((i * 7919) % n);
     const thresholds = [0.99, 0.95];
     const M = new Float64Array(n);
     const arg = new BigInt64Array(n);
-    await addon.maxSimilarity(emb.native, rows, BigInt64Array.from([0n, BigInt(n)]), M, arg, { thresholds, threads: 2, device: 'cpu' });
+    await addon.maxSimilarity({ emb: emb.native, order: rows, offsets: BigInt64Array.from([0n, BigInt(n)]), M, arg, thresholds, threads: 2, engine: engineFor('cpu') });
     for (const [j0, j1] of [[0, 512], [512, 2560], [2560, 5000], [0, 5000]] as const) {
       const bm = new Float64Array(j1 - j0);
       const ba = new BigInt64Array(j1 - j0);
-      await addon.maxSimilarityBlock(emb.native, rows, j0, j1, bm, ba, { thresholds, threads: 2 });
+      await addon.maxSimilarityBlock({ emb: emb.native, rows, j0, j1, M: bm, arg: ba, thresholds, threads: 2 });
       for (let j = j0; j < j1; j++) {
         assert.ok(Object.is(bm[j - j0], M[j]), `block [${j0}, ${j1}): M[${j}] = ${bm[j - j0]}, whole kernel ${M[j]}`);
         assert.equal(ba[j - j0], arg[j]);
@@ -124,8 +124,8 @@ test('maxSimilarityBlock: blocks of a split cluster equal the whole-cluster kern
       }
       assert.ok(Math.abs(best - M[j]!) <= 1e-5, `position ${j}: ${M[j]} vs float64 ${best}`);
     }
-    await assert.rejects(addon.maxSimilarityBlock(emb.native, rows, 100, 612, new Float64Array(512), new BigInt64Array(512), { thresholds }), /multiples of the tile width/);
-    assert.throws(() => addon.maxSimilarityBlock(emb.native, rows, 0, 512, new Float64Array(10), new BigInt64Array(10), { thresholds }), /j1 - j0 values/);
+    await assert.rejects(addon.maxSimilarityBlock({ emb: emb.native, rows, j0: 100, j1: 612, M: new Float64Array(512), arg: new BigInt64Array(512), thresholds }), /multiples of the tile width/);
+    assert.throws(() => addon.maxSimilarityBlock({ emb: emb.native, rows, j0: 0, j1: 512, M: new Float64Array(10), arg: new BigInt64Array(10), thresholds }), /j1 - j0 values/);
   } finally {
     emb.close();
     rmSync(dir, { recursive: true, force: true });

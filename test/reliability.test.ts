@@ -204,7 +204,7 @@ test('ids with a newline, a carriage return, a NUL, invalid UTF-8 or nothing are
 test('dedup memory is bounded by the tiles, not by a fixed scratch per thread', () => {
   // 500 × 8 rows in 8 clusters, 64 threads: peak RSS growth measured in a child process.
   const script = `
-    import { loadNative } from ${JSON.stringify(path.join(ROOT, 'dist/src/native.js'))};
+    import { engineFor, loadNative } from ${JSON.stringify(path.join(ROOT, 'dist/src/native/index.js'))};
     import { writeFileSync } from 'node:fs';
     const hwm = () => Number(/VmHWM:\\s+(\\d+)/.exec(require_status())[1]) * 1024;
     function require_status() { return (await_import_fs()).readFileSync('/proc/self/status', 'utf8'); }
@@ -217,12 +217,12 @@ test('dedup memory is bounded by the tiles, not by a fixed scratch per thread', 
     const file = process.argv[2];
     writeFileSync(file, Buffer.from(X.buffer));
     const addon = loadNative();
-    const emb = new addon.Embeddings(file, { offset: 0, n, d, dtype: 'float32', writable: false });
+    const emb = new addon.Embeddings({ path: file, offset: 0, n, d, dtype: 'float32', writable: false });
     const order = BigInt64Array.from({ length: n }, (_, i) => BigInt(i));
     const offsets = BigInt64Array.from({ length: k + 1 }, (_, c) => BigInt(Math.round((c * n) / k)));
     const M = new Float64Array(n), arg = new BigInt64Array(n);
     const before = hwm();
-    await addon.maxSimilarity(emb, order, offsets, M, arg, { thresholds: [0.99], threads: 64, device: 'cpu' });
+    await addon.maxSimilarity({ emb, order, offsets, M, arg, thresholds: [0.99], threads: 64, engine: engineFor('cpu') });
     process.stdout.write(JSON.stringify({ grew: hwm() - before }));
   `;
   const dir = tmpFolder('rel3');

@@ -9,7 +9,7 @@ import { basename, join, relative, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { createEmbeddingsFile } from '../src/embeddings.js';
 import { readNpy, writeNpy } from '../src/io/npy.js';
-import { loadNative, userEnv } from '../src/native.js';
+import { loadNative, userEnv } from '../src/native/index.js';
 import { SynthDataset, type SynthOptions } from './synth.js';
 import { computeCentroids } from '../src/steps/cluster.js';
 import { prepareEmbeddings } from '../src/steps/check.js';
@@ -351,7 +351,7 @@ export async function runBench(opts: { workloads: string[]; peers: boolean; outD
   const log = opts.log ?? ((l: string) => process.stderr.write(`bench: ${l}\n`));
   const outDir = resolve(opts.outDir ?? join(process.cwd(), 'bench-out'));
   mkdirSync(outDir, { recursive: true });
-  const sgemm = await loadNative().measureSgemm(2048, 5);
+  const sgemm = await loadNative().measureSgemm({ n: 2048, repeats: 5 });
   log(`sgemm: ${sgemm.toFixed(1)} GFLOP/s`);
   const recs: BenchRecord[] = [];
   for (const name of opts.workloads) {

@@ -14,7 +14,7 @@ import { existsSync, mkdirSync } from 'node:fs';
 import { InputError, SemDedupError } from '../errors.js';
 import { readNpy, writeNpy } from '../io/npy.js';
 import { outputs } from '../layout.js';
-import { loadNative, nativeInfo, type NativeEmbeddings } from '../native.js';
+import { engineFor, loadNative, type NativeEmbeddings } from '../native/index.js';
 import { embeddingsFiles, embeddingsStamp, openLayout, openRowRange, type Embeddings, type EmbeddingsLayout } from '../embeddings.js';
 import { commitExact, findExactDuplicates, type ExactDuplicatesResult } from '../steps/exact.js';
 import { embeddingsSpecOf, rankValuesOf, resolveIds } from '../inputs.js';
@@ -210,8 +210,7 @@ function orderOfClusters(plan: Plan, offsets: BigInt64Array, ca: number, cb: num
  * entry: under CUDA a cluster stays whole in one task, so the bytes stay those of a single run).
  */
 export function splitsClusters(plan: Plan): boolean {
-  const device = plan.config.device ?? 'auto';
-  return device === 'cpu' || (device === 'auto' && !nativeInfo().cuda.available);
+  return engineFor(plan.config.device).device === 'cpu';
 }
 
 /** The dedup partition of this plan (every dedup task computes the same one). */
@@ -219,7 +218,7 @@ export function planDedup(plan: Plan, offsets: BigInt64Array, split = splitsClus
   const sizes = new Float64Array(plan.k);
   for (let c = 0; c < plan.k; c++) sizes[c] = Number(offsets[c + 1]! - offsets[c]!);
   const addon = loadNative();
-  return dedupItems(sizes, stageOf(plan, 'dedup').tasks, (n) => (split ? addon.maxSimLayout(n, plan.d) : { split: false, width: n }));
+  return dedupItems(sizes, stageOf(plan, 'dedup').tasks, (n) => (split ? addon.maxSimLayout({ n, d: plan.d }) : { split: false, width: n }));
 }
 
 async function dedup(plan: Plan, t: number, o: TaskOptions): Promise<TaskResult> {

@@ -6,7 +6,8 @@ import { existsSync } from 'node:fs';
 import { ConfigError, InputError, NumericError } from '../errors.js';
 import { readNpy, writeNpy } from '../io/npy.js';
 import { outputs } from '../layout.js';
-import { loadNative, type NativeEmbeddings } from '../native.js';
+import { engineFor, loadNative, type NativeEmbeddings } from '../native/index.js';
+import { validateK } from '../decision.js';
 import { embeddingsInputs, type Embeddings, type EmbeddingsLayout } from '../embeddings.js';
 import { withDefaults, type ConfigFields } from '../config.js';
 import { ALGORITHM_VERSION, ensureOutputDir, noteBackend, now, runNative, type CommonOptions } from './common.js';
@@ -87,8 +88,7 @@ export async function trainCentroids(options: ClusterOptions): Promise<TrainResu
   const log = opts.log ?? (() => {});
   const emb = opts.embeddings;
   const { k, threads, device, spherical, kmeansImpl: impl } = opts;
-  if (!Number.isInteger(k) || k < 1) throw new ConfigError(`k (ncentroids) must be a positive integer, got ${k}`, { key: 'k' });
-  if (k > emb.n) throw new ConfigError(`k = ${k} (ncentroids) is larger than the number of rows N = ${emb.n} in ${emb.path}`, { key: 'k', file: emb.path });
+  validateK(k, { n: emb.n, file: emb.path });
   const given = opts.centroids ? loadCentroids(opts.centroids, k, emb.d, 'the given centroids') : undefined;
   ensureOutputDir(opts.outputDir);
   const params = kmeansParams(opts);
@@ -114,8 +114,8 @@ export async function trainCentroids(options: ClusterOptions): Promise<TrainResu
   if (existsSync(centroidsPath) && opts.reuseCentroids)
     log(`centroids: ${centroidsPath} was not made from these embeddings with these k-means parameters: training`);
   log(`k-means: k=${k}, niter=${params.niter}, seed=${params.seed}, spherical=${spherical}, N=${emb.n}, D=${emb.d}`);
-  const r = await runNative(opts, 'cluster:train', (p, token) =>
-    loadNative().trainKmeans(emb.native, { ...params, threads, device, impl, prune: opts.kmeansPrune, gpuMemoryLimit: opts.gpuMemoryLimit }, p, token),
+  const r = await runNative(opts, 'cluster:train', (job) =>
+    loadNative().trainKmeans({ ...job, emb: emb.native, ...params, threads, engine: engineFor(device), impl, prune: opts.kmeansPrune, gpuMemoryLimit: opts.gpuMemoryLimit }),
   );
   noteBackend(opts.log, 'k-means training', r);
   if (impl === 'faiss')
@@ -145,8 +145,8 @@ export async function assignRows(
 ): Promise<{ nearest: BigInt64Array; dist: Float32Array; backend: 'cpu' | 'cuda'; rescoredRows: number }> {
   const nearest = new BigInt64Array(n);
   const dist = new Float32Array(n);
-  const ran = await runNative(o, stage, (p, token) =>
-    loadNative().assignNearest(rows, centroids, o.k, o.spherical, nearest, dist, { threads: o.threads, device: o.device, impl: o.kmeansImpl }, p, token),
+  const ran = await runNative(o, stage, (job) =>
+    loadNative().assignNearest({ ...job, emb: rows, centroids, k: o.k, innerProduct: o.spherical, nearest, dist, threads: o.threads, engine: engineFor(o.device), impl: o.kmeansImpl }),
   );
   noteBackend(o.log, 'assignment', ran);
   return { nearest, dist, backend: ran.backend, rescoredRows: ran.rescoredRows };

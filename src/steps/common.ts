@@ -2,12 +2,12 @@
 import { accessSync, constants } from 'node:fs';
 import { makeDir } from '../io/atomic.js';
 import { SemDedupError, OutputError } from '../errors.js';
-import { loadNative, nativeError, nativeInfo, type NativeCancelToken, type Ran } from '../native.js';
+import { loadNative, nativeInfo, type NativeCancelToken, type Ran } from '../native/index.js';
 import { toManifest, type PartialResolved } from '../config.js';
 import { readManifest, writeManifest, type Manifest } from '../manifest.js';
 
-export type { DeviceChoice as Device } from '../native.js';
-import type { DeviceChoice } from '../native.js';
+export type { DeviceChoice as Device } from '../native/index.js';
+import type { DeviceChoice } from '../native/index.js';
 
 /**
  * Version of the engine's numerical rules (docs/algorithm.md, "Numerical contract": exact
@@ -63,19 +63,19 @@ export function throwIfAborted(signal?: AbortSignal): void {
   if (signal?.aborted) throw new SemDedupError('ERR_CANCELLED', 'cancelled');
 }
 
-/** Runs a native promise with progress and cancellation, mapping its errors. */
+/** Runs a native promise with progress and cancellation; its errors (SemDedupErrors from the addon) name the stage. */
 export async function runNative<T>(
   opts: CommonOptions,
   stage: string,
-  call: (onProgress: (done: number, total: number) => void, token: NativeCancelToken) => Promise<T>,
+  call: (job: { onProgress: (done: number, total: number) => void; cancel: NativeCancelToken }) => Promise<T>,
 ): Promise<T> {
   throwIfAborted(opts.signal);
   const { token, dispose } = cancelToken(opts.signal);
   // The addon settles a job's promise behind its progress reports, which never go back.
   try {
-    return await call((done, total) => opts.onProgress?.({ stage, done, total }), token);
+    return await call({ onProgress: (done, total) => opts.onProgress?.({ stage, done, total }), cancel: token });
   } catch (e) {
-    throw nativeError(e, stage);
+    throw e instanceof SemDedupError ? e.within(stage) : e;
   } finally {
     dispose();
   }

@@ -10,7 +10,8 @@ import { ConfigError, InputError } from '../errors.js';
 import { readNpy, writeNpy } from '../io/npy.js';
 import { atomicWriteFile } from '../io/atomic.js';
 import { outputs } from '../layout.js';
-import { loadNative, type MaxSimStats, type NativeEmbeddings } from '../native.js';
+import { engineFor, loadNative, type MaxSimStats, type NativeEmbeddings } from '../native/index.js';
+import { isRemoved, thresholdsOf, validateEps } from '../decision.js';
 import { embeddingsFiles, embeddingsInputs, embeddingsStamp, type Embeddings, type EmbeddingsLayout } from '../embeddings.js';
 import { withDefaults, type ConfigFields, type PartialConfig } from '../config.js';
 import { ALGORITHM_VERSION, ensureOutputDir, noteBackend, now, runNative, throwIfAborted, type CommonOptions } from './common.js';
@@ -36,7 +37,7 @@ export interface DedupOptions extends CommonOptions, ConfigFields<'whichToKeep' 
   /** The checked embeddings (prepareEmbeddings). */
   embeddings: Embeddings;
   outputDir: string;
-  /** eps values: a member is removed when M > 1 - eps. */
+  /** eps values: a member is removed when M > 1 - eps (src/decision.ts). */
   epsList: number[];
 }
 
@@ -61,13 +62,6 @@ export interface DedupResult {
   resumedParts: number;
 }
 
-export function validateEps(epsList: readonly number[]): void {
-  if (epsList.length === 0) throw new ConfigError('eps_list is empty: give at least one eps (e.g. --eps-list 0.01,0.05)', { key: 'eps_list' });
-  for (const e of epsList)
-    if (typeof e !== 'number' || !Number.isFinite(e) || e <= 0 || e >= 1)
-      throw new ConfigError(`eps must be a number strictly between 0 and 1, got ${e}`, { key: 'eps_list' });
-}
-
 /**
  * The keep order of each cluster and the original's `indices` column (native, off the event loop):
  * 'hard' keeps the step-3 order, 'easy' reverses it, 'random' shuffles it (Fisher–Yates with a
@@ -81,7 +75,7 @@ export async function keepOrderOf(order: BigInt64Array, offsets: BigInt64Array, 
     rankedKeepOrder(order, offsets, rank, keepOrder, keepIndex);
     return { keepOrder, keepIndex };
   }
-  await loadNative().keepOrder(order, offsets, which, seed, keepOrder, keepIndex, { threads });
+  await loadNative().keepOrder({ order, offsets, which, seed, keepOrder, keepIndex, threads });
   return { keepOrder, keepIndex };
 }
 
@@ -110,11 +104,6 @@ export function rankedKeepOrder(order: BigInt64Array, offsets: BigInt64Array, ra
       keepIndex[b + q] = BigInt(idx[q]!);
     }
   }
-}
-
-/** The removal rule, the one place it is written: a member goes when M > 1 - eps. */
-export function isRemoved(m: number, eps: number): boolean {
-  return m > 1 - eps;
 }
 
 /** Removed / kept per eps from M (member removed when M > 1 - eps; single members have M = 0). */
@@ -148,11 +137,6 @@ function planParts(offsets: BigInt64Array, target: number): [number, number][] {
   return parts;
 }
 
-/** The similarity thresholds of an eps list: a member is removed when M > 1 - eps. */
-export function thresholdsOf(epsList: readonly number[]): number[] {
-  return epsList.map((e) => 1 - e);
-}
-
 /**
  * Step 4's M for a run of whole clusters (a planned run's `dedup` stage, or a part of a single
  * run): `keepOrder` holds their members in keep order, `offsets` their bounds from 0; M and the
@@ -164,9 +148,11 @@ export async function maxSimilarityOfClusters(
   o: CommonOptions & { epsList: readonly number[] }, at: { done: number; total: number } = { done: 0, total: keepOrder.length },
 ): Promise<MaxSimStats> {
   const len = keepOrder.length;
-  return runNative(o, 'dedup', (p, token) =>
-    loadNative().maxSimilarity(rows, keepOrder, offsets, M, Mrow, { thresholds: thresholdsOf(o.epsList), threads: o.threads, device: o.device, gpuMemoryLimit: o.gpuMemoryLimit },
-      (d, t) => p(at.done + (t ? (len * d) / t : 0), at.total), token),
+  return runNative(o, 'dedup', ({ onProgress, cancel }) =>
+    loadNative().maxSimilarity({
+      emb: rows, order: keepOrder, offsets, M, arg: Mrow, thresholds: thresholdsOf(o.epsList), threads: o.threads, engine: engineFor(o.device), gpuMemoryLimit: o.gpuMemoryLimit,
+      onProgress: (d, t) => onProgress(at.done + (t ? (len * d) / t : 0), at.total), cancel,
+    }),
   );
 }
 
@@ -178,9 +164,11 @@ export async function maxSimilarityOfBlock(
   rows: NativeEmbeddings, members: BigInt64Array, j0: number, j1: number, M: Float64Array, Mrow: BigInt64Array,
   o: CommonOptions & { epsList: readonly number[] }, at: { done: number; total: number } = { done: 0, total: j1 - j0 },
 ) {
-  return runNative(o, 'dedup:block', (p, token) =>
-    loadNative().maxSimilarityBlock(rows, members, j0, j1, M, Mrow, { thresholds: thresholdsOf(o.epsList), threads: o.threads },
-      (d, t) => p(at.done + (t ? ((j1 - j0) * d) / t : 0), at.total), token),
+  return runNative(o, 'dedup:block', ({ onProgress, cancel }) =>
+    loadNative().maxSimilarityBlock({
+      emb: rows, rows: members, j0, j1, M, arg: Mrow, thresholds: thresholdsOf(o.epsList), threads: o.threads,
+      onProgress: (d, t) => onProgress(at.done + (t ? ((j1 - j0) * d) / t : 0), at.total), cancel,
+    }),
   );
 }
 

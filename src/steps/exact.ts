@@ -4,7 +4,7 @@
 // search and the `exact` record of the manifest.
 import { writeNpy } from '../io/npy.js';
 import { outputs } from '../layout.js';
-import { loadNative } from '../native.js';
+import { loadNative } from '../native/index.js';
 import { embeddingsInputs, type Embeddings } from '../embeddings.js';
 import { runNative, type CommonOptions } from './common.js';
 import { InputError } from '../errors.js';
@@ -45,7 +45,7 @@ export async function findExactDuplicates(opts: ExactDuplicatesOptions): Promise
     const firstOf = new BigInt64Array(n);
     const addon = loadNative();
     const o = order;
-    const st = await runNative(opts, 'exact-duplicates', (p, token) => addon.exactDuplicates(emb.native, o, firstOf, { threads: opts.threads ?? 0 }, p, token));
+    const st = await runNative(opts, 'exact-duplicates', (job) => addon.exactDuplicates({ ...job, emb: emb.native, order: o, firstOf, threads: opts.threads ?? 0 }));
     let output: string | undefined;
     if (opts.outputDir) {
       const pairs = new BigInt64Array(2 * st.copies);

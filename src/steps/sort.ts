@@ -9,7 +9,7 @@ import { readNpy, writeNpy } from '../io/npy.js';
 import { sortedClusterArray, writeSortedCluster } from '../io/pyrepr.js';
 import { type Ids } from '../io/ids.js';
 import { outputs } from '../layout.js';
-import { loadNative, type NativeEmbeddings } from '../native.js';
+import { loadNative, type NativeEmbeddings } from '../native/index.js';
 import { embeddingsFiles, embeddingsInputs, type Embeddings, type EmbeddingsLayout } from '../embeddings.js';
 import { withDefaults, type ConfigFields } from '../config.js';
 import {
@@ -62,7 +62,7 @@ export async function rankKeys(
     if (!o.rows) throw new ConfigError('sim_metric cosine with non-spherical k-means needs the embeddings to compute cos(x, centroid)', { key: 'embeddings' });
     const rows = o.rows;
     const cos = new Float32Array(n);
-    await runNative(o, stage, (_p, token) => loadNative().cosineToCentroid(rows, o.centroids, o.k, nearest, cos, { threads: o.threads }, token));
+    await runNative(o, stage, ({ cancel }) => loadNative().cosineToCentroid({ emb: rows, centroids: o.centroids, k: o.k, nearest, out: cos, threads: o.threads, cancel }));
     for (let i = 0; i < n; i++) key[i] = Math.fround(1 - cos[i]!);
   }
   return key;
@@ -82,7 +82,7 @@ export async function rankClusterRange(
     // All clusters: every row ranked in place (a cluster id outside 0..k-1 is refused by the kernel).
     const order = new BigInt64Array(nearest.length);
     const distance = new Float32Array(nearest.length);
-    await loadNative().rankClusters(nearest, key, k, keepHard, order, offsets, distance, threads);
+    await loadNative().rankClusters({ nearest, key, k, keepHard, order, offsets, sortedKey: distance, threads });
     return { order, offsets, distance };
   }
   const lo = BigInt(c0);
@@ -103,7 +103,7 @@ export async function rankClusterRange(
   }
   const subOrder = new BigInt64Array(m);
   const distance = new Float32Array(m);
-  await loadNative().rankClusters(subNearest, subKey, c1 - c0, keepHard, subOrder, offsets, distance, threads);
+  await loadNative().rankClusters({ nearest: subNearest, key: subKey, k: c1 - c0, keepHard, order: subOrder, offsets, sortedKey: distance, threads });
   const order = new BigInt64Array(m);
   for (let p = 0; p < m; p++) order[p] = rows[Number(subOrder[p]!)]!;
   return { order, offsets, distance };
