@@ -126,7 +126,7 @@ test('install: packed, installed offline with no compiler on the PATH, and used'
     run(process.execPath, [npm, 'pack', '--pack-destination', packs], { cwd: src });
     const mainTgz = path.join(packs, `semdedup-${pkg.version}.tgz`);
     const mainFiles = tarList(mainTgz);
-    for (const f of ['package.json', 'README.md', 'dist/src/index.js', 'dist/src/index.d.ts', 'dist/src/cli.js', 'dist/tools/cli.js', 'scripts/install.cjs', 'scripts/native-deps.cjs', 'binding.gyp', 'CMakeLists.txt', 'native/sources.json', 'native/core/blas.cpp', 'native/addon/addon.cpp', 'native/cuda/CMakeLists.txt'])
+    for (const f of ['package.json', 'README.md', 'dist/src/index.js', 'dist/src/index.d.ts', 'dist/src/cli.js', 'dist/tools/cli.js', 'scripts/install.cjs', 'scripts/native-deps.cjs', 'binding.gyp', 'CMakeLists.txt', 'native/sources.json', 'native/core/blas.cpp', 'native/core/semdedup/errors.def', 'native/engine/engine.cpp', 'native/engine/semdedup/engine.hpp', 'native/addon/addon.cpp', 'native/cuda/CMakeLists.txt'])
       assert.ok(mainFiles.includes(f), `the main package ships ${f}`);
     for (const f of mainFiles) {
       assert.doesNotMatch(f, /\.map$|^dist\/test\/|^native\/tests\/|^test\/|^bench\/|^scripts\/(setup\.sh|test\.mjs|prebuild\.mjs|prepack\.mjs|gpu-check\.sh)$|\.node$|^\.ci\//, `the main package does not ship ${f}`);
