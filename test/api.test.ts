@@ -20,6 +20,7 @@ import {
   type InMemoryDedupResult,
 } from '../src/index.js';
 import { tmpFolder } from './helpers.js';
+import { lockOutputDir, withLock } from '../src/lock.js';
 
 /** A seeded generator (mulberry32) and a normal deviate (Box–Muller). */
 function rng(seed: number): () => number {
@@ -211,6 +212,25 @@ test('api: two runs on one folder in one process: the second refuses at once, as
   // The lock is released: the folder is usable again, and the completed run's files are whole.
   await runAll(cfg);
   assert.equal(lines(path.join(dir, 'out', 'kept_eps0.05.txt')).length > 0, true);
+});
+
+test('api: the lock inside one process: nested calls share it, independent ones refuse, shared holders share', async () => {
+  const dir = tmpFolder('api-lock-unit');
+  const inner = await withLock(dir, async () => withLock(dir, async () => 'nested'));
+  assert.equal(inner, 'nested', 'a command that runs others shares its lock with them');
+  let release!: () => void;
+  const held = new Promise<void>((r) => (release = r));
+  const first = withLock(dir, () => held);
+  await assert.rejects(withLock(dir, async () => 'second'), (e: SemDedupError) => e.code === 'ERR_OUTPUT' && e.message.includes(`in use by another semdedup run (pid ${process.pid})`));
+  assert.throws(() => lockOutputDir(dir, [], { shared: true }), /in use by another semdedup run/, 'shared refuses while an exclusive holder works');
+  release();
+  await first;
+  const a = lockOutputDir(dir, [], { shared: true });
+  const b = lockOutputDir(dir, [], { shared: true });
+  assert.throws(() => lockOutputDir(dir), /in use by another semdedup run/, 'exclusive refuses while shared holders work');
+  a.release();
+  b.release();
+  lockOutputDir(dir).release();
 });
 
 /** The file-based run's kept ids for eps on X (written as `dtype`). */
