@@ -240,6 +240,22 @@ export const configSchema = Object.freeze([
     cli: ['dedup', 'run'],
   },
   {
+    key: 'kept_order', field: 'keptOrder', kind: 'enum', values: ['cluster', 'input'], aliases: [], default: 'cluster',
+    defaultText: 'cluster',
+    description:
+      'Order of the ids in the kept (or removed) id lists: `cluster` walks clusters 0..k-1 and each in keep order, as the original; ' +
+      '`input` lists them in the order of the input rows. The kept_rows files keep the cluster order.',
+    cli: ['extract', 'run'],
+  },
+  {
+    key: 'kept_file_format', field: 'keptFileFormat', kind: 'enum', values: ['auto', 'posix', 'original'], aliases: [], default: 'auto',
+    defaultText: 'auto',
+    description:
+      'Bytes of the id lists: `posix`: a text file, every id followed by a newline; `original`: the ids joined by newlines with ' +
+      "no final one, byte for byte the original's files; `auto`: `original` when a config file is in the original's format, else `posix`.",
+    cli: ['extract', 'run'],
+  },
+  {
     key: 'largest_cluster_size_to_process', field: 'largestClusterSizeToProcess', kind: 'posint', aliases: [],
     sameNameIn: [SD], defaultText: 'none',
     description: 'Accepted for compatibility; not needed, since memory is bounded by tiling whatever the cluster size.',
@@ -725,6 +741,9 @@ function build(entries: Entries, files: string[]): PartialResolved {
       sources[spec.key] = 'default';
     }
   }
+  // The id lists of a run configured in the original's format are the original's bytes.
+  if (cfg.keptFileFormat === 'auto')
+    cfg.keptFileFormat = [...entries.values()].some((e) => ORIGINAL_MARKERS.has(e.name) && e.source !== 'option') ? 'original' : 'posix';
   if (cfg.sortedClustersDir === undefined && typeof cfg.outputDir === 'string') {
     cfg.sortedClustersDir = path.join(cfg.outputDir, 'sorted_clusters');
     sources.sorted_clusters_dir = 'default';

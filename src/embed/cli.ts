@@ -2,6 +2,7 @@
 import { Command, Option } from 'commander';
 import { basename, dirname, join, relative } from 'node:path';
 import { ConfigError } from '../errors.js';
+import { shellWord } from '../cli-common.js';
 import { embedFile, type EmbedProgress } from './run.js';
 
 interface EmbedCliOptions {
@@ -29,10 +30,6 @@ function posInt(v: string | undefined, flag: string): number | undefined {
   return n;
 }
 
-/** A word as a POSIX shell reads it back unchanged. */
-function shellWord(s: string): string {
-  return /^[A-Za-z0-9_./=:,+-]+$/.test(s) ? s : `'${s.replace(/'/g, `'\\''`)}'`;
-}
 
 function progressLine(quiet: boolean | undefined): ((p: EmbedProgress) => void) | undefined {
   if (quiet) return undefined;
@@ -106,7 +103,7 @@ export function registerEmbedCommand(program: Command): void {
       const cfg = relative(process.cwd(), r.config) || r.config;
       const out = join(dirname(dirname(cfg)), `${basename(dirname(r.config))}-dedup`);
       const k = Math.max(1, Math.round(r.rows / 1000));
-      const next = `semdedup run -c ${shellWord(cfg)} --set output_dir=${shellWord(out)} --set k=${k}`;
+      const next = `semdedup run ${shellWord(dirname(cfg))} -k ${k} -o ${shellWord(out)}`;
       const human =
         `embedded ${r.rows.toLocaleString('en-US')} rows × ${r.dim} (${r.dtype}) into ${r.shards} shard${r.shards === 1 ? '' : 's'}` +
         `${r.resumedShards ? ` (${r.resumedShards} finished shard${r.resumedShards === 1 ? '' : 's'} kept)` : ''} on ${r.device} in ${s.total.toFixed(1)} s, ` +

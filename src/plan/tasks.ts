@@ -426,6 +426,7 @@ async function extract(plan: Plan, o: TaskOptions): Promise<TaskResult> {
   const texts = cfg.epsList.map((e) => join(dir, `kept_eps${e}.txt`));
   const extracted = await extractPrunedDataAll({
     outputDir: dir, epsList: cfg.epsList, outputs: texts, data: { keepOrder, M }, ...(ids ? { ids } : {}),
+    order: cfg.keptOrder, fileFormat: cfg.keptFileFormat === 'original' ? 'original' : 'posix',
     threads: o.threads ?? cfg.threads, ...(log ? { log } : {}), ...(o.signal ? { signal: o.signal } : {}),
   });
   const eps = extracted.map((r) => r.summary);
