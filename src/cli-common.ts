@@ -290,7 +290,8 @@ export function errorJson(code: string, message: string, extra: { file?: string;
 /**
  * Runs a program and returns the exit code: 0; 2 for a usage or config error; 1 for another
  * typed error (its message, no stack); 130 after Ctrl-C; 70 for an internal error (with the
- * stack). With --json, a failure is also printed on stdout as {"error": {...}}. A closed standard
+ * stack). The message goes to stderr; with --json, the failure is also printed on stdout as
+ * {"error": {code, message, file?, key?, exitCode}}. A closed standard
  * output (EPIPE) ends the program quietly with 0.
  */
 export async function runProgram(program: Command, argv: string[]): Promise<number> {
@@ -298,7 +299,6 @@ export async function runProgram(program: Command, argv: string[]): Promise<numb
   const dashdash = argv.indexOf('--');
   const json = (dashdash < 0 ? argv : argv.slice(0, dashdash)).includes('--json');
   shortUsageErrors(program);
-  if (json) program.configureOutput({ writeErr: () => {}, outputError: () => {} });
   const fail = (code: string, message: string, exitCode: number, extra: { file?: string; key?: string } = {}): number => {
     if (json) process.stdout.write(errorJson(code, message, { ...extra, exitCode }));
     return exitCode;
@@ -316,12 +316,12 @@ export async function runProgram(program: Command, argv: string[]): Promise<numb
     }
     if (isEpipe(e)) return 0;
     if (interrupted) {
-      if (!json) process.stderr.write('semdedup: interrupted\n');
+      process.stderr.write('semdedup: interrupted\n');
       return fail('ERR_CANCELLED', 'interrupted (SIGINT)', 130);
     }
     if (e instanceof SemDedupError) {
       const exitCode = e.code === 'ERR_CONFIG' ? 2 : 1;
-      if (!json) process.stderr.write(`semdedup: error: ${e.message}\n`);
+      process.stderr.write(`semdedup: error: ${e.message}\n`);
       return fail(e.code, e.message, exitCode, { ...(e.file !== undefined ? { file: e.file } : {}), ...(e.key !== undefined ? { key: e.key } : {}) });
     }
     process.stderr.write(`semdedup: internal error: ${(e as Error)?.stack ?? String(e)}\n`);

@@ -137,12 +137,20 @@ export function progressDisplay(opts: { quiet?: boolean; overall?: boolean; stre
     };
   }
   let bar: cliProgress.SingleBar | undefined;
-  const payload = (r: ProgressReport, t: number) => ({
-    stage: r.stage.padEnd(14),
-    count: `${fmtCount(r.done)}/${fmtCount(r.total)} ${r.unit}`,
-    rate: fmtRate(r.done / Math.max((t - t0) / 1000, 1e-9), r.unit),
-    overall: r.overall !== undefined ? ` | run ${(100 * r.overall).toFixed(0)}%` : '',
-  });
+  let done0 = 0;
+  // Rate and ETA from the first report of the stage on, once there is something to measure.
+  const payload = (r: ProgressReport, t: number) => {
+    const secs = (t - t0) / 1000;
+    const rate = secs >= 0.2 && r.done > done0 ? (r.done - done0) / secs : NaN;
+    return {
+      stage: r.stage.padEnd(14),
+      count: `${fmtCount(r.done)}/${fmtCount(r.total)} ${r.unit}`,
+      rate: fmtRate(rate, r.unit),
+      elapsed: fmtSeconds(secs),
+      eta: r.fraction >= 1 ? '0s' : fmtSeconds((r.total - r.done) / rate),
+      overall: r.overall !== undefined ? ` | run ${(100 * r.overall).toFixed(0)}%` : '',
+    };
+  };
   const end = (): void => {
     if (!bar) return;
     bar.stop();
@@ -158,17 +166,16 @@ export function progressDisplay(opts: { quiet?: boolean; overall?: boolean; stre
         end();
         stage = r.stage;
         t0 = t;
+        done0 = r.done < r.total ? r.done : 0;
         finished.delete(r.stage);
         bar = new cliProgress.SingleBar(
           {
             stream,
-            format: '  {stage} {bar} {percentage}% | {count} | {rate} | {duration_formatted} elapsed | ETA {eta_formatted}{overall}',
-            barsize: 24,
+            format: '  {stage} {bar} {percentage}% | {count} | {rate} | {elapsed} elapsed | ETA {eta}{overall}',
+            barsize: 20,
             hideCursor: false,
             linewrap: false,
-            etaBuffer: 50,
             fps: 10,
-            autopadding: true,
             formatValue: (v: number, o: cliProgress.Options, type: string) => (type === 'percentage' ? String(v).padStart(3) : cliProgress.Format.ValueFormat(v, o, type as cliProgress.ValueType)),
           },
           cliProgress.Presets.shades_classic,

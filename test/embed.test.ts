@@ -270,9 +270,9 @@ test('texts → kept ids end to end: embed, then the printed `semdedup run` over
   assert.equal(e.status, 0, e.stderr);
   const next = /^next: (.*)$/m.exec(e.stdout)?.[1];
   assert.ok(next, e.stdout);
-  assert.equal(next, 'semdedup run -c emb/embeddings.yaml --set output_dir=emb-dedup --set k=1');
+  assert.equal(next, 'semdedup run emb -k 1 -o emb-dedup');
   const argv = next.split(' ').slice(1);
-  const r = spawnSync(process.execPath, [CLI, ...argv, '--set', 'k=3', '--eps-list', '0.001', '--set', 'niter=5'], { cwd: dir, encoding: 'utf8' });
+  const r = spawnSync(process.execPath, [CLI, ...argv, '-k', '3', '--eps-list', '0.001', '--set', 'niter=5'], { cwd: dir, encoding: 'utf8' });
   assert.equal(r.status, 0, r.stderr);
   const kept = readFileSync(path.join(dir, 'emb-dedup', 'kept_eps0.001.txt'), 'utf8').split('\n');
   const keptSet = new Set(kept);
