@@ -1,7 +1,7 @@
 // What the commands of the CLI share: the config options (files, --set, and the schema's options
 // of each command, with the schema's help), the log and progress lines, Ctrl-C, the output.
 import { Command, CommanderError, Option } from 'commander';
-import { ConfigError, SemDedupError } from './errors.js';
+import { ConfigError, InputError, SemDedupError } from './errors.js';
 import { prepareInputs } from './inputs.js';
 import { configSchema, loadConfigFiles, type CliCommand, type ConfigKeySpec, type PartialResolved } from './config.js';
 import type { CommonOptions, Progress } from './steps/common.js';
@@ -176,6 +176,8 @@ export function loadConfig(g: GlobalOpts, command: CliCommand): PartialResolved 
   // An after-the-run command given its output folder and no config: the folder's recorded config
   // (what its last command ran with) is the base.
   const folder = typeof g.outputDirArg === 'string' ? g.outputDirArg : undefined;
+  if (folder !== undefined && !existsSync(folder))
+    throw new InputError(`${folder}: no such output folder; give the folder of a finished run (\`semdedup run emb.npy -k K -o ${shellWord(folder)}\` writes one)`, { file: folder });
   if (folder !== undefined && AFTER_COMMANDS.includes(command)) {
     const rec = files.length === 0 && existsSync(outputs.manifest(folder)) ? readManifest(folder).config : undefined;
     for (const [k, v] of Object.entries(rec ?? {})) {
@@ -259,6 +261,13 @@ export function withCommon(cmd: Command, command: CliCommand): Command {
   return cmd.option('-q, --quiet', 'no progress or log lines').option('--json', 'print the result as JSON (on failure: {"error": {code, message, file, key}})');
 }
 
+/** How to give a required key on the command line, for the message that says it is missing. */
+const MISSING_HINTS: Record<string, string> = {
+  embeddings: 'the input as the argument (`semdedup run emb.npy ...`), or --embeddings PATH',
+  output_dir: '-o DIR for the steps; the output folder as the argument of the commands after the run (`semdedup curve out/`)',
+  k: '-k K (the number of k-means clusters; about N / 1000 is a good start)',
+};
+
 /** Whether an error is a write to a closed pipe (`semdedup info | head -1`). */
 function isEpipe(e: unknown): boolean {
   for (let c: unknown = e, i = 0; c && i < 5; c = (c as { cause?: unknown }).cause, i++)
@@ -321,7 +330,8 @@ export async function runProgram(program: Command, argv: string[]): Promise<numb
     }
     if (e instanceof SemDedupError) {
       const exitCode = e.code === 'ERR_CONFIG' ? 2 : 1;
-      process.stderr.write(`semdedup: error: ${e.message}\n`);
+      const hint = e.code === 'ERR_CONFIG' && e.key && / needs `/.test(e.message) ? MISSING_HINTS[e.key] : undefined;
+      process.stderr.write(`semdedup: error: ${e.message}${hint ? `\n  on the command line: ${hint}` : ''}\n`);
       return fail(e.code, e.message, exitCode, { ...(e.file !== undefined ? { file: e.file } : {}), ...(e.key !== undefined ? { key: e.key } : {}) });
     }
     process.stderr.write(`semdedup: internal error: ${(e as Error)?.stack ?? String(e)}\n`);

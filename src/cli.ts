@@ -63,6 +63,13 @@ export function buildProgram(): Command {
     .action(extractAction);
 
   addExecutorOptions(withCommon(program.command('run').description('all steps: cluster, sort, dedup, extract (kept_eps{eps}.txt per eps)'), 'run'))
+    .addHelpText('after', `
+Examples:
+  semdedup run emb.npy --ids ids.txt -k 400 -o out/          a .npy and one id per line
+  semdedup run emb.f32 --dim 512 -k 400 -o out/ --threshold 0.95
+  semdedup run 'shards/*.npy' --ids 'ids/*.txt' -k 1000 -o out/
+  semdedup run -c clustering_configs.yaml -c semdedup_configs.yaml   the original's configs
+Then: semdedup curve out/, semdedup extract out/ --eps 0.03, semdedup report out/`)
     .action(async (_input: string[], o: GlobalOpts) => {
       if (await runWithExecutor(o)) return;
       const cfg = await loadRunConfig(o, 'run');

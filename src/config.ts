@@ -244,8 +244,7 @@ export const configSchema = Object.freeze([
     defaultText: 'cluster',
     description:
       'Order of the ids in the kept (or removed) id lists: `cluster` walks clusters 0..k-1 and each in keep order, as the original; ' +
-      '`input` lists them in the order of the input rows. The kept_rows files keep the cluster order.',
-    cli: ['extract', 'run'],
+      '`input` lists them in the order of the input rows. The kept_rows files keep the cluster order. (Option: `--order`.)',
   },
   {
     key: 'kept_file_format', field: 'keptFileFormat', kind: 'enum', values: ['auto', 'posix', 'original'], aliases: [], default: 'auto',

@@ -621,7 +621,7 @@ test('ids: S24 memmap, .npy U and S, text file and none are used by the extracte
     if (f.ids) assert.equal(f.ids.length, N, f.name);
     const out = join(r.dir, `ids-${f.name.replace(/[^a-z0-9]/gi, '_')}.txt`);
     await extractPrunedData({ outputDir: r.dir, eps, output: out, ...(f.ids ? { ids: f.ids } : {}) });
-    assert.equal(readFileSync(out, 'utf8'), keptRows.map((row) => f.list[row]).join('\n'), `${f.name}: extracted ids`);
+    assert.equal(readFileSync(out, 'utf8'), keptRows.map((row) => `${f.list[row]}\n`).join(''), `${f.name}: extracted ids`);
   }
 });
 

@@ -24,8 +24,8 @@ import { outputTarget, STDOUT_NAME } from '../io/atomic.js';
  */
 function checkOutput(target: string, flag: string, ctx: { outputDir: string; inputs: (string | undefined)[] }): void {
   if (target === STDOUT_NAME) return;
-  outputTarget(target, flag);
   refuseOverwrite(target, flag, ctx);
+  outputTarget(target, flag);
 }
 
 /** How an output is named in a message. */
