@@ -146,8 +146,9 @@ export function progressDisplay(opts: { quiet?: boolean; overall?: boolean; stre
       stage: r.stage.padEnd(14),
       count: `${fmtCount(r.done)}/${fmtCount(r.total)} ${r.unit}`,
       rate: fmtRate(rate, r.unit),
-      elapsed: fmtSeconds(secs),
-      eta: r.fraction >= 1 ? '0s' : fmtSeconds((r.total - r.done) / rate),
+      // (not `eta` / `duration`: cli-progress's own tokens)
+      elapsedText: fmtSeconds(secs),
+      etaText: r.fraction >= 1 ? '0s' : fmtSeconds((r.total - r.done) / rate),
       overall: r.overall !== undefined ? ` | run ${(100 * r.overall).toFixed(0)}%` : '',
     };
   };
@@ -171,7 +172,7 @@ export function progressDisplay(opts: { quiet?: boolean; overall?: boolean; stre
         bar = new cliProgress.SingleBar(
           {
             stream,
-            format: '  {stage} {bar} {percentage}% | {count} | {rate} | {elapsed} elapsed | ETA {eta}{overall}',
+            format: '  {stage} {bar} {percentage}% | {count} | {rate} | {elapsedText} elapsed | ETA {etaText}{overall}',
             barsize: 20,
             hideCursor: false,
             linewrap: false,
@@ -194,8 +195,9 @@ export function progressDisplay(opts: { quiet?: boolean; overall?: boolean; stre
         stream.write(`${line}\n`);
         return;
       }
-      // Above the bar: clear its line, print, draw the bar again below.
-      stream.write(`\r\x1b[K${line}\n`);
+      // Above the bar: clear its line, print, draw the bar again below (and move the cursor
+      // position the bar restores when it stops to its new line: ESC 7 saves it).
+      stream.write(`\r\x1b[K${line}\n\x1b7`);
       bar.render();
     },
     stop: end,
