@@ -83,7 +83,7 @@ export function interruptSignal(quiet?: boolean): AbortSignal {
 
 export function options(g: GlobalOpts): CommonOptions {
   const log = logger(g.quiet);
-  const prog = progressPrinter(g.quiet, g.overall === true);
+  const prog = progressPrinter(g.quiet);
   return { ...(log ? { log } : {}), ...(prog ? { onProgress: prog } : {}), signal: interruptSignal(g.quiet) };
 }
 
@@ -285,7 +285,8 @@ function onStdoutError(e: NodeJS.ErrnoException): void {
 function shortUsageErrors(program: Command): void {
   const visit = (cmd: Command, path: string): void => {
     cmd.exitOverride();
-    cmd.showHelpAfterError(`(options: \`${path} --help\`; any config key: --set key=value)`);
+    const set = cmd.options.some((o) => o.long === '--set') ? '; any config key: --set key=value' : '';
+    cmd.showHelpAfterError(`(options: \`${path} --help\`${set})`);
     for (const sub of cmd.commands) visit(sub, `${path} ${sub.name()}`);
   };
   visit(program, program.name());
