@@ -103,36 +103,15 @@ export async function loadRunConfig(g: GlobalOpts, command: CliCommand): Promise
 }
 
 /**
- * The first-class options of the common keys, beside the schema's own (`--<key>`): short forms,
- * the names users know from the original and from other tools, and the commands that take them.
- * Each sets its config key as `--set key=value` would.
+ * Short forms and other names of the schema's options (the schema says which commands take each
+ * key; these are only how it is typed): `-k` and the original's `--ncentroids` for `k`, `-o` for
+ * `output_dir`, `--order` for `kept_order`.
  */
-interface FrontFlag {
-  key: string;
-  flags: string;
-  help: string;
-  commands: readonly CliCommand[];
-  /** The value as the schema takes it (default: as given). */
-  value?: (v: string) => unknown;
-}
-const STEPS: readonly CliCommand[] = ['cluster', 'sort', 'dedup', 'run'];
-const FRONT_FLAGS: readonly FrontFlag[] = [
-  { key: 'embeddings', flags: '--embeddings <path>', help: 'embeddings: a .npy or raw float32 file, a Parquet file, a folder or glob of shards (the same as the positional input)', commands: STEPS },
-  { key: 'output_dir', flags: '-o, --output-dir <dir>', help: 'output folder of the run (config key `output_dir`, the original\'s save_folder)', commands: STEPS },
-  { key: 'ids', flags: '--ids <file>', help: 'ids, one per row: a text file (one per line), .npy, raw memmap or Parquet; one per shard for sharded embeddings (config key `ids`; default the row numbers)', commands: STEPS },
-  { key: 'dim', flags: '--dim <n>', help: 'embedding dimension D: needed for a raw float32 file, checked against a .npy header (config key `dim`, the original\'s emb_size)', commands: STEPS },
-  { key: 'k', flags: '-k, --ncentroids <n>', help: 'number of k-means clusters (config key `k`, the original\'s ncentroids)', commands: ['cluster', 'run'] },
-  { key: 'niter', flags: '--niter <n>', help: 'k-means iterations (config key `niter`; default 20)', commands: ['cluster', 'run'] },
-  { key: 'seed', flags: '--seed <n>', help: 'seed of k-means and of which_to_keep random (config key `seed`; default 1234)', commands: ['cluster', 'dedup', 'run'] },
-  { key: 'spherical', flags: '--spherical', help: 'spherical k-means (config key `spherical`, the original\'s Kmeans_with_cos_dist)', commands: ['cluster', 'run'] },
-  { key: 'which_to_keep', flags: '--which-to-keep <hard|easy|random>', help: 'which member of a group of duplicates is kept (config key `which_to_keep`; default hard)', commands: ['dedup', 'run'] },
-  { key: 'kept_order', flags: '--order <cluster|input>', help: 'order of the ids in the kept lists: cluster (default, the original\'s) or input (config key `kept_order`)', commands: ['extract', 'run'] },
+const SHORT: Readonly<Record<string, string>> = { k: '-k', output_dir: '-o' };
+const OTHER_NAMES: readonly { key: string; flags: string; help: string; commands: readonly CliCommand[]; hidden?: boolean }[] = [
+  { key: 'k', flags: '--ncentroids <n>', help: 'the same as -k (the original\'s name)', commands: ['cluster', 'run'], hidden: true },
+  { key: 'kept_order', flags: '--order <order>', help: 'order of the ids in the kept lists: cluster (default, the original\'s) or input (config key `kept_order`)', commands: ['extract', 'run'] },
 ];
-
-/** The first-class flags a command takes (those the schema does not already give it). */
-function frontFlags(cmd: Command, command: CliCommand): FrontFlag[] {
-  return FRONT_FLAGS.filter((f) => f.commands.includes(command) && !cmd.options.some((o) => o.long === new Option(f.flags).long));
-}
 
 /** The attribute commander stores a flag under. */
 function attr(flags: string): string {
@@ -201,16 +180,15 @@ export function loadConfig(g: GlobalOpts, command: CliCommand): PartialResolved 
     if (pos.embeddings !== undefined) put('embeddings', pos.embeddings, 'the input argument');
   }
   if (folder !== undefined) put('output_dir', folder, 'the output folder argument');
+  for (const f of OTHER_NAMES) {
+    if (!f.commands.includes(command)) continue;
+    const v = g[attr(f.flags)];
+    if (v !== undefined) put(f.key, v, new Option(f.flags).long!);
+  }
   for (const spec of schemaOptions(command)) {
     const v = g[spec.field!];
     if (v === undefined) continue;
-    put(spec.key, v, `--${spec.key.replace(/_/g, '-')}`);
-  }
-  for (const f of FRONT_FLAGS) {
-    if (!f.commands.includes(command)) continue;
-    const v = g[attr(f.flags)];
-    if (v === undefined) continue;
-    put(f.key, f.value ? f.value(v as string) : v, new Option(f.flags).long!);
+    put(spec.key, v, SHORT[spec.key] ?? `--${spec.key.replace(/_/g, '-')}`);
   }
   if (typeof g.threshold === 'string') {
     if (g.epsList !== undefined) throw new ConfigError('give either --threshold (similarities) or --eps-list (1 − similarity), not both', { key: 'eps_list' });
@@ -241,14 +219,18 @@ export function withCommon(cmd: Command, command: CliCommand): Command {
   cmd
     .option('-c, --config <file>', 'config file (YAML; ours or the original\'s); repeat to merge several', collect)
     .option('--set <key=value>', 'override a config key (any name of the schema); repeatable', collect);
-  for (const f of frontFlags(cmd, command)) cmd.addOption(f.key === 'which_to_keep' || f.key === 'kept_order' ? new Option(f.flags.replace(/<.*>/, '<value>'), f.help).choices(f.key === 'kept_order' ? ['cluster', 'input'] : ['hard', 'easy', 'random']) : new Option(f.flags, f.help));
   for (const spec of schemaOptions(command)) {
-    const flag = `--${spec.key.replace(/_/g, '-')}`;
-    if (cmd.options.some((o) => o.long === flag)) continue;
+    const flag = `${SHORT[spec.key] ? `${SHORT[spec.key]}, ` : ''}--${spec.key.replace(/_/g, '-')}`;
     const help = `${spec.description} (config key \`${spec.key}\`; default ${spec.defaultText})`;
     const opt = spec.kind === 'bool' ? new Option(flag, help) : new Option(`${flag} <${spec.kind === 'enum' ? 'value' : spec.kind}>`, help);
     if (spec.kind === 'enum' && spec.values) opt.choices([...spec.values]);
     cmd.addOption(opt);
+  }
+  for (const f of OTHER_NAMES) {
+    if (!f.commands.includes(command)) continue;
+    const opt = new Option(f.flags, f.help);
+    if (f.key === 'kept_order') opt.choices(['cluster', 'input']);
+    cmd.addOption(f.hidden ? opt.hideHelp() : opt);
   }
   if ((command === 'dedup' || command === 'run') && !cmd.options.some((o) => o.long === '--threshold'))
     cmd.option('--threshold <similarity>', 'similarity threshold(s), comma-separated: a member is removed when its cosine similarity to an earlier one exceeds it (eps = 1 − similarity; SemHash\'s threshold)');

@@ -68,6 +68,8 @@ export interface ConfigKeySpec {
 /** The commands of the CLI whose options come from the schema. */
 export type CliCommand = 'cluster' | 'sort' | 'dedup' | 'extract' | 'run' | 'curve' | 'explain' | 'decontaminate' | 'report' | 'exact-duplicates';
 const HEAVY: readonly CliCommand[] = ['cluster', 'sort', 'dedup', 'extract', 'run'];
+/** The steps that take the input (the embeddings) and the output folder (`-o`). */
+const STEPS: readonly CliCommand[] = ['cluster', 'sort', 'dedup', 'run'];
 /** The commands that work from a finished run (they re-check in float64 or read the embeddings). */
 const AFTER: readonly CliCommand[] = ['explain', 'decontaminate', 'report', 'exact-duplicates'];
 
@@ -92,6 +94,7 @@ export const configSchema = Object.freeze([
       'Embeddings: N rows × D columns, one row per example. One file, or shards read as one dataset in ' +
       'order: a list of files, a glob (`img_emb/img_emb_*.npy`, wildcards in the file name only) or a ' +
       'folder (its .npy files, else its files, sorted by name).',
+    cli: STEPS,
   },
   {
     key: 'embeddings_format', field: 'embeddingsFormat', kind: 'enum', values: ['auto', 'memmap', 'npy', 'parquet'],
@@ -123,6 +126,7 @@ export const configSchema = Object.freeze([
     aliases: [{ name: 'emb_size', file: CL }, { name: 'emd_size', file: SD }],
     defaultText: 'from the file',
     description: 'Embedding dimension D. Required for a raw memmap; checked against a .npy header.',
+    cli: STEPS,
   },
   {
     key: 'ids', field: 'ids', kind: 'paths', aliases: [{ name: 'paths_memory_loc', file: CL }],
@@ -130,6 +134,7 @@ export const configSchema = Object.freeze([
     description:
       'Ids ("paths"): N unique strings, one per row. One file, or one ids file per embeddings shard (a list, ' +
       'a glob or a folder, in the same order). Without it, ids are the row numbers.',
+    cli: STEPS,
   },
   {
     key: 'ids_format', field: 'idsFormat', kind: 'enum', values: ['auto', 'memmap', 'npy', 'text', 'parquet'],
@@ -168,6 +173,7 @@ export const configSchema = Object.freeze([
     key: 'output_dir', field: 'outputDir', kind: 'path', aliases: [{ name: 'save_folder', file: CL }, { name: 'save_folder', file: SD }],
     defaultText: 'required',
     description: 'Folder for all outputs (centroids, assignments, per-cluster tables, id lists, manifest).',
+    cli: STEPS,
   },
   {
     key: 'sorted_clusters_dir', field: 'sortedClustersDir', kind: 'path',
@@ -186,19 +192,23 @@ export const configSchema = Object.freeze([
     aliases: [{ name: 'ncentroids', file: CL }, { name: 'num_clusters', file: SD }],
     defaultText: 'required',
     description: 'Number of k-means clusters.',
+    cli: ['cluster', 'run'],
   },
   {
     key: 'niter', field: 'niter', kind: 'posint', aliases: [], sameNameIn: [CL], default: 20, defaultText: '20',
     description: 'k-means iterations.',
+    cli: ['cluster', 'run'],
   },
   {
     key: 'seed', field: 'seed', kind: 'int', aliases: [], sameNameIn: [CL, SD], default: 1234, defaultText: '1234',
     description: 'Seed of k-means (sampling and initialisation) and of `which_to_keep: random`.',
+    cli: ['cluster', 'dedup', 'run'],
   },
   {
     key: 'spherical', field: 'spherical', kind: 'bool', aliases: [{ name: 'Kmeans_with_cos_dist', file: CL }],
     default: false, defaultText: 'false',
     description: 'Spherical k-means: centroids re-normalised after each iteration, assignment by inner product.',
+    cli: ['cluster', 'run'],
   },
   {
     key: 'max_points_per_centroid', field: 'maxPointsPerCentroid', kind: 'posint', aliases: [], default: 256,
@@ -230,6 +240,7 @@ export const configSchema = Object.freeze([
     key: 'which_to_keep', field: 'whichToKeep', kind: 'enum', values: ['hard', 'easy', 'random'], aliases: [],
     sameNameIn: [SD], default: 'hard', defaultText: 'hard',
     description: 'Which member of a group of duplicates is kept: `hard` keeps the sorted order, `easy` reverses it, `random` shuffles it (seeded).',
+    cli: ['dedup', 'run'],
   },
   {
     key: 'eps_list', field: 'epsList', kind: 'epsList', aliases: [], default: DEFAULT_EPS_LIST,
