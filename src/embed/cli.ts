@@ -2,7 +2,7 @@
 import { Command, Option } from 'commander';
 import { basename, dirname, join, relative } from 'node:path';
 import { ConfigError } from '../errors.js';
-import { shellWord } from '../cli-common.js';
+import { interruptSignal, shellWord } from '../cli-common.js';
 import { embedFile, type EmbedProgress } from './run.js';
 
 interface EmbedCliOptions {
@@ -68,11 +68,8 @@ export function registerEmbedCommand(program: Command): void {
     .option('-q, --quiet', 'no progress or log lines')
     .option('--json', 'print the result as JSON')
     .action(async (o: EmbedCliOptions) => {
-      const ac = new AbortController();
-      process.once('SIGINT', () => {
-        process.stderr.write('\nsemdedup: interrupted; finished shards are kept and a rerun resumes\n');
-        ac.abort();
-      });
+      // Ctrl-C: the shard under way stops, finished shards are kept (a rerun resumes), exit 130.
+      const signal = interruptSignal(o.quiet);
       const onProgress = progressLine(o.quiet);
       const shardRows = posInt(o.shardRows, '--shard-rows');
       const batchTokens = posInt(o.batchTokens, '--batch-tokens');
@@ -94,7 +91,7 @@ export function registerEmbedCommand(program: Command): void {
         ...(threads ? { threads } : {}),
         ...(o.quiet ? {} : { log: (l: string) => process.stderr.write(`semdedup: ${l}\n`) }),
         ...(onProgress ? { onProgress } : {}),
-        signal: ac.signal,
+        signal,
       });
       if (onProgress && process.stderr.isTTY) process.stderr.write('\n');
       const s = r.seconds;
