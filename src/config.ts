@@ -18,6 +18,8 @@ import { readFileSync } from 'node:fs';
 import * as path from 'node:path';
 import { parseYamlLikePyYAML } from './io/yaml11.js';
 import { ConfigError } from './errors.js';
+import { metricConflicts } from './decision.js';
+import { outputs } from './layout.js';
 
 /** Keep order by a metadata column (`rank_by`). */
 export interface RankBy {
@@ -755,11 +757,11 @@ function build(entries: Entries, files: string[]): PartialResolved {
   if (cfg.keptFileFormat === 'auto')
     cfg.keptFileFormat = [...entries.values()].some((e) => ORIGINAL_MARKERS.has(e.name) && e.source !== 'option') ? 'original' : 'posix';
   if (cfg.sortedClustersDir === undefined && typeof cfg.outputDir === 'string') {
-    cfg.sortedClustersDir = path.join(cfg.outputDir, 'sorted_clusters');
+    cfg.sortedClustersDir = outputs.sortedClusters(cfg.outputDir);
     sources.sorted_clusters_dir = 'default';
   }
   // Cross-key rules.
-  if (cfg.simMetric === 'l2' && cfg.spherical === true) {
+  if (metricConflicts(cfg.simMetric, cfg.spherical)) {
     const sm = entries.get('sim_metric');
     const sp = entries.get('spherical');
     const where = (e: Entry | undefined, key: string) => (e ? `${e.name} in ${e.source}` : `${key} (default)`);

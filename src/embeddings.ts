@@ -2,11 +2,11 @@
 // N derived from the file size), or .npy float32/float16. The bytes are mapped by the native
 // core and never copied; `view()` gives a zero-copy typed array over them.
 import { closeSync, constants, existsSync, openSync, readSync, statSync, ftruncateSync, writeSync } from 'node:fs';
-import { InputError, OutputError } from './errors.js';
+import { InputError, OutputError, SemDedupError } from './errors.js';
 import { isParquetFile, resolveInputFiles, sourceName } from './io/inputs.js';
 import { fileInputs, stamp, type FileStamp } from './manifest.js';
 import { NPY_MAGIC, npyHeaderBytes, readNpyHeaderFromFile } from './io/npy.js';
-import { loadNative, nativeError, type NativeEmbeddings } from './native.js';
+import { loadNative, type NativeEmbeddings } from './native/index.js';
 
 export type EmbeddingsFormat = 'auto' | 'memmap' | 'npy' | 'parquet';
 export type EmbeddingsDtype = 'float32' | 'float16';
@@ -208,10 +208,10 @@ export function openRowRange(layout: EmbeddingsLayout, begin: number, end: numbe
   const addon = loadNative();
   const parts = shardsOfRange(layout, begin, end);
   try {
-    if (parts.length === 1) return new addon.Embeddings(parts[0]!.path, { offset: parts[0]!.offset, n: end - begin, d: layout.d, dtype: layout.dtype, writable: false });
-    return new addon.Embeddings(parts.map((p) => ({ path: p.path, offset: p.offset, n: p.n })), { d: layout.d, dtype: layout.dtype });
+    if (parts.length === 1) return new addon.Embeddings({ path: parts[0]!.path, offset: parts[0]!.offset, n: end - begin, d: layout.d, dtype: layout.dtype, writable: false });
+    return new addon.Embeddings({ shards: parts.map((p) => ({ path: p.path, offset: p.offset, n: p.n })), d: layout.d, dtype: layout.dtype });
   } catch (e) {
-    throw nativeError(e, layout.path);
+    throw e instanceof SemDedupError ? e.within(layout.path) : e;
   }
 }
 
@@ -220,10 +220,10 @@ function wrap(layout: EmbeddingsLayout, writable: boolean): Embeddings {
   let native: NativeEmbeddings;
   try {
     native = layout.shards
-      ? new addon.Embeddings(layout.shards.filter((s) => s.n > 0).map((s) => ({ path: s.path, offset: s.offset, n: s.n })), { d: layout.d, dtype: layout.dtype })
-      : new addon.Embeddings(layout.path, { offset: layout.offset, n: layout.n, d: layout.d, dtype: layout.dtype, writable });
+      ? new addon.Embeddings({ shards: layout.shards.filter((s) => s.n > 0).map((s) => ({ path: s.path, offset: s.offset, n: s.n })), d: layout.d, dtype: layout.dtype })
+      : new addon.Embeddings({ path: layout.path, offset: layout.offset, n: layout.n, d: layout.d, dtype: layout.dtype, writable });
   } catch (e) {
-    throw nativeError(e, layout.path);
+    throw e instanceof SemDedupError ? e.within(layout.path) : e;
   }
   return {
     ...layout,
@@ -237,6 +237,11 @@ function wrap(layout: EmbeddingsLayout, writable: boolean): Embeddings {
 /** Opens (maps) embeddings for reading. */
 export function openEmbeddings(spec: EmbeddingsSpec): Embeddings {
   return wrap(embeddingsLayout(spec), false);
+}
+
+/** Opens (maps) for reading embeddings whose layout was worked out and checked before (a planned run's). */
+export function openLayout(layout: EmbeddingsLayout): Embeddings {
+  return wrap(layout, false);
 }
 
 /**

@@ -9,11 +9,11 @@
 // they refuse while a single run works), and the executor also holds `semdedup/plan.lock`
 // exclusive, so that two planned runs never share a folder.
 import { closeSync, constants, ftruncateSync, openSync, readFileSync, writeSync } from 'node:fs';
-import { join, resolve } from 'node:path';
+import { resolve } from 'node:path';
 import { OutputError } from './errors.js';
 import { makeDir, refuseLinks, removeStaleTemps } from './io/atomic.js';
 import { outputs } from './layout.js';
-import { loadNative } from './native.js';
+import { loadNative } from './native/index.js';
 
 interface Held {
   fd: number;
@@ -25,7 +25,7 @@ interface Held {
 const held = new Map<string, Held>();
 
 export function lockPath(outputDir: string): string {
-  return join(outputs.ours(outputDir), 'lock');
+  return outputs.lock(outputDir);
 }
 
 function holderOf(file: string): string {
@@ -62,7 +62,7 @@ export function lockOutputDir(outputDir: string, sweep: readonly string[] = [], 
  */
 export function lockPlannedRun(outputDir: string): DirLock {
   const dir = resolve(outputDir);
-  const plan = lockFile(dir, join(outputs.ours(dir), 'plan.lock'), [], false, 'planned run');
+  const plan = lockFile(dir, outputs.planLock(dir), [], false, 'planned run');
   try {
     const folder = lockOutputDir(dir, [], { shared: true });
     return { outputDir: dir, release: () => { folder.release(); plan.release(); } };
@@ -90,7 +90,7 @@ function lockFile(dir: string, file: string, sweep: readonly string[], shared: b
       throw new OutputError(`${file} is a symbolic link: the lock file of the output folder is never followed; remove the link`, { file, cause: e });
     throw new OutputError(`${file}: cannot open the lock file of the output folder: ${(e as Error).message}`, { file, cause: e });
   }
-  const rc = loadNative().tryLockFd(fd, shared);
+  const rc = loadNative().tryLockFd({ fd, shared });
   if (rc !== 0) {
     closeSync(fd);
     if (rc === 11 /* EWOULDBLOCK */)
