@@ -15,6 +15,7 @@ export { isRemoved } from './decision.js';
 export { semdedup, keepOrderOf, summarize, type DedupOptions, type DedupResult, type EpsSummary, type WhichToKeep } from './steps/dedup.js';
 export { extractPrunedData, type ExtractOptions, type ExtractResult } from './steps/extract.js';
 export type { CommonOptions, Progress, Device } from './steps/common.js';
+export { describeProgress, overallProgress, unitOf, RUN_STAGE_WEIGHTS, type ProgressReport, type ProgressUnit } from './progress.js';
 export type { Ran, MaxSimStats } from './native/index.js';
 export { openEmbeddings, createEmbeddingsFile, embeddingsLayout, type Embeddings, type EmbeddingsSpec, type EmbeddingsLayout, type ShardLayout } from './embeddings.js';
 export { prepareInputs, imported, type PrepareInputsOptions } from './inputs.js';

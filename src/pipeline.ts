@@ -179,6 +179,7 @@ export async function runExtract(
       ...(opts.dedup ? { data: { keepOrder: opts.dedup.keepOrder, M: opts.dedup.M } } : {}),
       ...(output ? { output } : {}),
       ...(opts.removed ? { removed: true } : {}),
+      order: cfg.keptOrder, fileFormat: cfg.keptFileFormat === 'original' ? 'original' : 'posix',
       ...(ids ? { ids } : {}),
       ...(opts.log ? { log: opts.log } : {}),
     }),
@@ -240,6 +241,7 @@ async function runAllLocked(
   // Every eps in one pass (the ids and step 4's arrays shared).
   const extract: ExtractResult[] = await extractPrunedDataAll({
     outputDir: c.outputDir, epsList: c.epsList, outputs: c.epsList.map((eps) => outputs.keptList(c.outputDir, eps)),
+    order: c.keptOrder, fileFormat: c.keptFileFormat === 'original' ? 'original' : 'posix',
     data: { keepOrder: dedup.keepOrder, M: dedup.M }, ...(ids ? { ids } : {}), ...common(cfg, opts),
   });
   const t4 = performance.now();

@@ -270,11 +270,11 @@ test('texts → kept ids end to end: embed, then the printed `semdedup run` over
   assert.equal(e.status, 0, e.stderr);
   const next = /^next: (.*)$/m.exec(e.stdout)?.[1];
   assert.ok(next, e.stdout);
-  assert.equal(next, 'semdedup run -c emb/embeddings.yaml --set output_dir=emb-dedup --set k=1');
+  assert.equal(next, 'semdedup run emb -k 1 -o emb-dedup');
   const argv = next.split(' ').slice(1);
-  const r = spawnSync(process.execPath, [CLI, ...argv, '--set', 'k=3', '--eps-list', '0.001', '--set', 'niter=5'], { cwd: dir, encoding: 'utf8' });
+  const r = spawnSync(process.execPath, [CLI, ...argv, '-k', '3', '--eps-list', '0.001', '--set', 'niter=5'], { cwd: dir, encoding: 'utf8' });
   assert.equal(r.status, 0, r.stderr);
-  const kept = readFileSync(path.join(dir, 'emb-dedup', 'kept_eps0.001.txt'), 'utf8').split('\n');
+  const kept = readFileSync(path.join(dir, 'emb-dedup', 'kept_eps0.001.txt'), 'utf8').split('\n').slice(0, -1); // one id a line, each ending in a newline
   const keptSet = new Set(kept);
   // Every copy group keeps exactly one member (exact copies have cosine 1).
   for (let c = 0; c < 60; c++) {
@@ -286,7 +286,7 @@ test('texts → kept ids end to end: embed, then the printed `semdedup run` over
   // The shards and ids named directly (the sharded-input keys) give the same kept ids.
   const r2 = spawnSync(process.execPath, [CLI, 'run', '--set', 'embeddings=emb/embeddings', '--set', 'ids=emb/ids', '--set', 'output_dir=direct', '--set', 'k=3', '--eps-list', '0.001', '--set', 'niter=5', '-q'], { cwd: dir, encoding: 'utf8' });
   assert.equal(r2.status, 0, r2.stderr);
-  assert.equal(readFileSync(path.join(dir, 'direct', 'kept_eps0.001.txt'), 'utf8'), kept.join('\n'));
+  assert.equal(readFileSync(path.join(dir, 'direct', 'kept_eps0.001.txt'), 'utf8'), kept.map((id) => `${id}\n`).join(''));
 });
 
 test('Parquet input (a text column and an integer id column), and the model handle API', async () => {

@@ -391,6 +391,9 @@ function build(entries: Entries, files: string[]): PartialResolved {
       sources[spec.key] = 'default';
     }
   }
+  // The id lists of a run configured in the original's format are the original's bytes.
+  if (cfg.keptFileFormat === 'auto')
+    cfg.keptFileFormat = [...entries.values()].some((e) => ORIGINAL_MARKERS.has(e.name) && e.source !== 'option') ? 'original' : 'posix';
   if (cfg.sortedClustersDir === undefined && typeof cfg.outputDir === 'string') {
     cfg.sortedClustersDir = outputs.sortedClusters(cfg.outputDir);
     sources.sorted_clusters_dir = 'default';

@@ -55,6 +55,8 @@ export interface ConfigKeySpec {
 /** The commands of the CLI whose options come from the schema. */
 export type CliCommand = 'cluster' | 'sort' | 'dedup' | 'extract' | 'run' | 'curve' | 'explain' | 'decontaminate' | 'report' | 'exact-duplicates';
 const HEAVY: readonly CliCommand[] = ['cluster', 'sort', 'dedup', 'extract', 'run'];
+/** The steps that take the input (the embeddings) and the output folder (`-o`). */
+const STEPS: readonly CliCommand[] = ['cluster', 'sort', 'dedup', 'run'];
 /** The commands that work from a finished run (they re-check in float64 or read the embeddings). */
 const AFTER: readonly CliCommand[] = ['explain', 'decontaminate', 'report', 'exact-duplicates'];
 
@@ -79,6 +81,7 @@ export const configSchema = Object.freeze([
       'Embeddings: N rows × D columns, one row per example. One file, or shards read as one dataset in ' +
       'order: a list of files, a glob (`img_emb/img_emb_*.npy`, wildcards in the file name only) or a ' +
       'folder (its .npy files, else its files, sorted by name).',
+    cli: STEPS,
   },
   {
     key: 'embeddings_format', field: 'embeddingsFormat', kind: 'enum', values: ['auto', 'memmap', 'npy', 'parquet'],
@@ -110,6 +113,7 @@ export const configSchema = Object.freeze([
     aliases: [{ name: 'emb_size', file: CL }, { name: 'emd_size', file: SD }],
     defaultText: 'from the file',
     description: 'Embedding dimension D. Required for a raw memmap; checked against a .npy header.',
+    cli: STEPS,
   },
   {
     key: 'ids', field: 'ids', kind: 'paths', aliases: [{ name: 'paths_memory_loc', file: CL }],
@@ -117,6 +121,7 @@ export const configSchema = Object.freeze([
     description:
       'Ids ("paths"): N unique strings, one per row. One file, or one ids file per embeddings shard (a list, ' +
       'a glob or a folder, in the same order). Without it, ids are the row numbers.',
+    cli: STEPS,
   },
   {
     key: 'ids_format', field: 'idsFormat', kind: 'enum', values: ['auto', 'memmap', 'npy', 'text', 'parquet'],
@@ -155,6 +160,7 @@ export const configSchema = Object.freeze([
     key: 'output_dir', field: 'outputDir', kind: 'path', aliases: [{ name: 'save_folder', file: CL }, { name: 'save_folder', file: SD }],
     defaultText: 'required',
     description: 'Folder for all outputs (centroids, assignments, per-cluster tables, id lists, manifest).',
+    cli: STEPS,
   },
   {
     key: 'sorted_clusters_dir', field: 'sortedClustersDir', kind: 'path',
@@ -175,19 +181,23 @@ export const configSchema = Object.freeze([
     description:
       'Number of k-means clusters. Unset: round(√N) for N rows, lowered so that every centroid has ' +
       '`min_points_per_centroid` training points (README, "Choosing k").',
+    cli: ['cluster', 'run'],
   },
   {
     key: 'niter', field: 'niter', kind: 'posint', aliases: [], sameNameIn: [CL], default: 20, defaultText: '20',
     description: 'k-means iterations.',
+    cli: ['cluster', 'run'],
   },
   {
     key: 'seed', field: 'seed', kind: 'int', aliases: [], sameNameIn: [CL, SD], default: 1234, defaultText: '1234',
     description: 'Seed of k-means (sampling and initialisation) and of `which_to_keep: random`.',
+    cli: ['cluster', 'dedup', 'run'],
   },
   {
     key: 'spherical', field: 'spherical', kind: 'bool', aliases: [{ name: 'Kmeans_with_cos_dist', file: CL }],
     default: false, defaultText: 'false',
     description: 'Spherical k-means: centroids re-normalised after each iteration, assignment by inner product.',
+    cli: ['cluster', 'run'],
   },
   {
     key: 'max_points_per_centroid', field: 'maxPointsPerCentroid', kind: 'posint', aliases: [], default: 256,
@@ -219,6 +229,7 @@ export const configSchema = Object.freeze([
     key: 'which_to_keep', field: 'whichToKeep', kind: 'enum', values: ['hard', 'easy', 'random'], aliases: [],
     sameNameIn: [SD], default: 'hard', defaultText: 'hard',
     description: 'Which member of a group of duplicates is kept: `hard` keeps the sorted order, `easy` reverses it, `random` shuffles it (seeded).',
+    cli: ['dedup', 'run'],
   },
   {
     key: 'eps_list', field: 'epsList', kind: 'epsList', aliases: [], default: DEFAULT_EPS_LIST,
@@ -233,6 +244,21 @@ export const configSchema = Object.freeze([
     description:
       "Cosine-similarity thresholds (SemHash's `threshold`), another way to give `eps_list`: eps = 1 − threshold, so " +
       'a member is removed when its similarity to an earlier member is > threshold (0.9 is eps 0.1). Not together with `eps_list`.',
+  },
+  {
+    key: 'kept_order', field: 'keptOrder', kind: 'enum', values: ['cluster', 'input'], aliases: [], default: 'cluster',
+    defaultText: 'cluster',
+    description:
+      'Order of the ids in the kept (or removed) id lists: `cluster` walks clusters 0..k-1 and each in keep order, as the original; ' +
+      '`input` lists them in the order of the input rows. The kept_rows files keep the cluster order. (Option: `--order`.)',
+  },
+  {
+    key: 'kept_file_format', field: 'keptFileFormat', kind: 'enum', values: ['auto', 'posix', 'original'], aliases: [], default: 'auto',
+    defaultText: 'auto',
+    description:
+      'Bytes of the id lists: `posix`: a text file, every id followed by a newline; `original`: the ids joined by newlines with ' +
+      "no final one, byte for byte the original's files; `auto`: `original` when a config file is in the original's format, else `posix`.",
+    cli: ['extract', 'run'],
   },
   {
     key: 'largest_cluster_size_to_process', field: 'largestClusterSizeToProcess', kind: 'posint', aliases: [],
