@@ -1,0 +1,131 @@
+// Rates of the distance kernels against OpenBLAS sgemm of the same shape, in one process,
+// interleaved (the machine may be shared: read the ratios). Useful rate = 2 m n d / s.
+//   bench_filter [reps]
+// Prints, per shape: sgemm GFLOP/s (single-threaded BLAS, as the engine calls it), the integer
+// kernel's rate (quantisation of the rows included, as the passes pay it), and the ratio.
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <cmath>
+#include <random>
+#include <vector>
+
+#include "semdedup/blas.hpp"
+#include "semdedup/kmeans.hpp"
+#include "semdedup/maxsim.hpp"
+#include "semdedup/qfilter.hpp"
+
+using namespace semdedup;
+
+namespace {
+
+double now() { return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count(); }
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  const int reps = argc > 1 ? std::atoi(argv[1]) : 7;
+  const qfilter::Isa isa = qfilter::best_isa();
+  std::printf("filter ISA: %s; BLAS kernel: %s (single-threaded)\n", qfilter::isa_name(isa), blas_core_name().c_str());
+  if (isa == qfilter::Isa::Fp32) {
+    std::printf("no integer kernel on this CPU\n");
+    return 0;
+  }
+  BlasSingleThread one;
+  struct Shape {
+    int64_t m, n, d;
+    const char* what;
+  };
+  const Shape shapes[] = {{256, 1000, 512, "k-means search block, k=1000"},
+                          {1024, 1000, 512, "assignment block, k=1000"},
+                          {1024, 200, 512, "assignment block, k=200"},
+                          {1024, 1000, 64, "assignment block, k=1000, D=64"},
+                          {1024, 128, 512, "max-sim column tile 128, 1024 rows"}};
+  std::mt19937 rng(7);
+  std::normal_distribution<float> nd;
+  for (const Shape& s : shapes) {
+    std::vector<float> a(size_t(s.m * s.d)), b(size_t(s.n * s.d)), c(size_t(s.m * s.n));
+    for (auto& v : a) v = nd(rng);
+    for (auto& v : b) v = nd(rng);
+    qfilter::QCols qc;
+    qc.pack(b.data(), s.n, s.d);
+    qfilter::QRows qr;
+    std::vector<int32_t> vi(size_t(s.m * qc.np));
+    double best_f = 1e30, best_q = 1e30, best_k = 1e30;
+    const double flops = 2.0 * double(s.m) * double(s.n) * double(s.d);
+    // enough calls per timing for ~20 ms
+    const int inner = std::max(1, int(2e9 / flops * 0.02 * 20));
+    for (int r = 0; r < reps; ++r) {
+      double t0 = now();
+      for (int i = 0; i < inner; ++i) gemm_abt(a.data(), s.m, b.data(), s.n, s.d, c.data(), s.n);
+      best_f = std::min(best_f, (now() - t0) / inner);
+      t0 = now();
+      for (int i = 0; i < inner; ++i) {
+        qr.quantise(a.data(), s.m, s.d);
+        qfilter::qgemm(qr.q.data(), s.m, qr.dp, qc, vi.data(), qc.np);
+      }
+      best_q = std::min(best_q, (now() - t0) / inner);
+      t0 = now();
+      for (int i = 0; i < inner; ++i) qfilter::qgemm(qr.q.data(), s.m, qr.dp, qc, vi.data(), qc.np);
+      best_k = std::min(best_k, (now() - t0) / inner);
+    }
+    std::printf("%-40s m=%5lld n=%5lld d=%4lld  sgemm %6.1f GFLOP/s  int8 %6.1f GOP/s  ratio %.2f (kernel alone %.2f)\n", s.what,
+                (long long)s.m, (long long)s.n, (long long)s.d, flops / best_f / 1e9, flops / best_q / 1e9,
+                best_f / best_q, best_f / best_k);
+  }
+  // The passes themselves on clustered unit rows (tools/synth.js's model: centre + spread x noise,
+  // normalised), each ISA in turn, interleaved: time, and rows the filter left to float64.
+  const int64_t n = argc > 2 ? std::atoll(argv[2]) : 40000, d = 512;
+  const int ncent = 200;
+  std::vector<float> cent(size_t(ncent * d)), x(size_t(n * d));
+  auto unit = [&](float* v) {
+    double s = 0;
+    for (int64_t j = 0; j < d; ++j) s += double(v[j]) * v[j];
+    const float inv = float(1 / std::sqrt(s));
+    for (int64_t j = 0; j < d; ++j) v[j] *= inv;
+  };
+  for (int c = 0; c < ncent; ++c) {
+    for (int64_t j = 0; j < d; ++j) cent[size_t(c * d + j)] = nd(rng);
+    unit(&cent[size_t(c * d)]);
+  }
+  const float spread = 0.75f / std::sqrt(float(d));
+  for (int64_t i = 0; i < n; ++i) {
+    const int c = int(rng() % ncent);
+    for (int64_t j = 0; j < d; ++j) x[size_t(i * d + j)] = cent[size_t(c * d + j)] + spread * nd(rng);
+    unit(&x[size_t(i * d)]);
+  }
+  EmbeddingView v{x.data(), n, d, DType::F32};
+  for (int k : {200, 1000}) {
+    KMeansParams p;
+    p.k = k;
+    p.niter = 10;
+    p.spherical = true;
+    p.max_points_per_centroid = 64;
+    double t[2][2] = {{1e30, 1e30}, {1e30, 1e30}};
+    int64_t chk = 0, res[2] = {0, 0}, searched[2] = {0, 0}, pruned[2] = {0, 0};
+    std::vector<float> cents[2];
+    for (int r = 0; r < 2; ++r)
+      for (int path = 0; path < 2; ++path) {
+        setenv("SEMDEDUP_ISA", path ? "avx2-int8" : "fp32", 1);
+        double t0 = now();
+        KMeansResult kr = train_kmeans(v, p);
+        t[path][0] = std::min(t[path][0], now() - t0);
+        searched[path] = kr.searched_rows;
+        pruned[path] = kr.pruned_rows;
+        cents[path] = kr.centroids;
+        std::vector<int64_t> nearest{}; nearest.resize(size_t(n));
+        std::vector<float> dist{}; dist.resize(size_t(n));
+        t0 = now();
+        assign_nearest(v, kr.centroids.data(), k, true, nearest.data(), dist.data(), 0, {}, nullptr, &res[path], &chk);
+        t[path][1] = std::min(t[path][1], now() - t0);
+      }
+    unsetenv("SEMDEDUP_ISA");
+    std::printf("k=%d n=%lld d=%lld: train fp32 %.3f s (searched %lld, pruned %lld) int8 %.3f s (searched %lld, pruned %lld): %.2fx%s\n",
+                k, (long long)n, (long long)d, t[0][0], (long long)searched[0], (long long)pruned[0], t[1][0],
+                (long long)searched[1], (long long)pruned[1], t[0][0] / t[1][0],
+                cents[0] == cents[1] ? "" : " CENTROIDS DIFFER");
+    std::printf("  assign fp32 %.3f s (rescored %lld) int8 %.3f s (rescored %lld, checked %lld): %.2fx\n", t[0][1], (long long)res[0],
+                t[1][1], (long long)res[1], (long long)chk, t[0][1] / t[1][1]);
+  }
+  return 0;
+}
