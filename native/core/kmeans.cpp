@@ -140,18 +140,6 @@ Pick pick_exact(const float* line, const float* x, double xx, double xnorm, cons
   return rescore(x, xx, cs, [&](int j) { return all || nr::candidate(nr::fast_score(ip, line[j], cs.cc[size_t(j)]), best, eps); });
 }
 
-// A float32 dot product (16 lanes; any order is within nearest.hpp's eps_score).
-__attribute__((target_clones("avx2", "default"))) float dot32(const float* a, const float* b, int64_t d) {
-  float acc[16] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0};
-  int64_t j = 0;
-  for (; j + 16 <= d; j += 16)
-    for (int l = 0; l < 16; ++l) acc[l] += a[j + l] * b[j + l];
-  for (int l = 0; j < d; ++j, ++l) acc[l] += a[j] * b[j];
-  float s = 0;
-  for (float v : acc) s += v;
-  return s;
-}
-
 // The exact nearest centroid of row i of the integer filter's block (v: its kernel sums, one per
 // centroid), by the same rule in two stages. (1) The filter's bound eps8 (qfilter.hpp): the
 // centroids whose filter score lies within 2 eps8 of the best are the candidates; one candidate is
@@ -200,7 +188,7 @@ Pick pick_filtered(const int32_t* v, const qf::QRows& qr, int64_t i, const float
       upper[j] += eps8;
       continue;
     }
-    const double f = nr::fast_score(ip, dot32(x, cs.row(j), cs.d), cs.cc[size_t(j)]);
+    const double f = nr::fast_score(ip, qf::dot32(x, cs.row(j), cs.d), cs.cc[size_t(j)]);
     finite = finite && std::isfinite(f);
     upper[j] = f + eps32;
     if (f > b32) {

@@ -32,6 +32,7 @@
 #include "semdedup/blas.hpp"
 #include "semdedup/mapping.hpp"
 #include "semdedup/nearest.hpp"
+#include "semdedup/qfilter.hpp"
 
 
 namespace semdedup {
@@ -95,6 +96,10 @@ class Buffer {
 };
 
 struct Scratch {
+  // the integer filter's copies of a whole cluster (rows 8-bit, columns 7-bit) and its sums
+  qfilter::QRows qr;
+  qfilter::QCols qc;
+  Buffer<int32_t> vi;
   Buffer<float> a, b, c, best, second, pbest;
   Buffer<int64_t> pos, idx, ppos;
   // split items: per column, the candidates (position, float32 score) within 2 eps of the running
@@ -106,7 +111,7 @@ struct Scratch {
 
 // Counters of the exact step, shared by the workers.
 struct ExactCounts {
-  std::atomic<int64_t> rechecked{0}, rescanned{0};
+  std::atomic<int64_t> rechecked{0}, rescanned{0}, filter_checked{0};
 };
 
 void reset_tile(Scratch& s, int64_t cols) {
@@ -283,6 +288,104 @@ void finish_whole_tile(int64_t d, const int64_t* rows, int64_t c0, int64_t cols,
     }
     settle(best, who >= 0 ? rows[who] : -1, M + p, arg + p);
   }
+}
+
+// finish_whole_tile for the integer filter's scores (bound eps8): a column whose runner-up lies
+// further than 2 eps8 below the maximum has one candidate; otherwise the candidates within 2 eps8
+// of it are checked by their float32 products (bound eps32) as finish_whole_tile checks the
+// float32 scores, and the float32 near ties re-scored in float64.
+void finish_whole_tile_int8(int64_t d, const int64_t* rows, int64_t c0, int64_t cols, const float* rows_held,
+                            const float* scores, int64_t ldc, double eps8, double eps32, const Scratch& s,
+                            ExactCounts& counts, std::vector<std::pair<int64_t, float>>& cand, double* M, int64_t* arg) {
+  for (int64_t j = 0; j < cols; ++j) {
+    const int64_t p = c0 + j;
+    const float* xj = rows_held + p * d;
+    const int64_t bp = s.pos[size_t(j)];
+    if (bp >= 0 && nearest::decided(s.best[size_t(j)], s.second[size_t(j)], eps8)) {
+      settle(nearest::dot64(rows_held + bp * d, xj, d), rows[bp], M + p, arg + p);
+      continue;
+    }
+    if (p == 0) {
+      settle(0, -1, M + p, arg + p);
+      continue;
+    }
+    counts.filter_checked.fetch_add(1, std::memory_order_relaxed);
+    const double b = bp >= 0 ? double(s.best[size_t(j)]) : -std::numeric_limits<double>::infinity();
+    // stage 2: float32 products of the candidates (every earlier member without a maximum)
+    cand.clear();
+    float b32 = -std::numeric_limits<float>::infinity(), s32 = b32;
+    int64_t b32i = -1;
+    bool finite = true;
+    for (int64_t i = 0; i < p; ++i) {
+      if (bp >= 0 && !nearest::candidate(double(scores[i * ldc + j]), b, eps8)) continue;
+      const float f = qfilter::dot32(rows_held + i * d, xj, d);
+      finite = finite && std::isfinite(f);
+      cand.emplace_back(i, f);
+      if (f > b32) {
+        s32 = b32;
+        b32 = f;
+        b32i = i;
+      } else if (f > s32) {
+        s32 = f;
+      }
+    }
+    if (finite && b32i >= 0 && nearest::decided(b32, s32, eps32)) {
+      settle(nearest::dot64(rows_held + b32i * d, xj, d), rows[b32i], M + p, arg + p);
+      continue;
+    }
+    counts.rechecked.fetch_add(1, std::memory_order_relaxed);
+    double best = 0;
+    int64_t who = -1;
+    for (const auto& c : cand) {  // ascending positions: the earliest wins a tie
+      if (finite && !nearest::candidate(double(c.second), double(b32), eps32)) continue;
+      const double v = nearest::dot64(rows_held + c.first * d, xj, d);
+      if (who < 0 || v > best) {
+        best = v;
+        who = c.first;
+      }
+    }
+    settle(best, who >= 0 ? rows[who] : -1, M + p, arg + p);
+  }
+}
+
+// A whole-cluster item through the integer filter: s.a holds the cluster's n rows in keep order.
+// Returns false (nothing written) when a row is not finite: the float32 path then runs.
+bool whole_int8(int64_t d, int64_t n, Scratch& s, ExactCounts& counts, const int64_t* rows, double* M, int64_t* arg) {
+  s.qr.quantise(s.a.data(), n, d);
+  for (int64_t i = 0; i < n; ++i)
+    if (!s.qr.finite[size_t(i)]) return false;
+  s.qc.pack(s.a.data(), n, d);
+  double err_max = 0, qn_max = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    err_max = std::max(err_max, s.qr.err[size_t(i)]);
+    qn_max = std::max(qn_max, s.qr.qnorm[size_t(i)]);
+  }
+  const double cmax = nearest::norm_slack(max_norm(s.a.data(), n, d));
+  // the filter's bound (qfilter.hpp), plus the float32 rounding of the stored scores
+  const double eps8 = qfilter::row_bound(true, d, err_max, qn_max, cmax, cmax, s.qc) +
+                      1.2e-7 * qn_max * s.qc.qnorm_max + 1e-300;
+  const double eps32 = filter_bound(d, cmax);
+  s.c.need(n * kCols);
+  s.vi.need(n * kCols);
+  s.best.need(kCols);
+  s.second.need(kCols);
+  s.pos.need(kCols);
+  std::vector<std::pair<int64_t, float>> cand;
+  for (int64_t c0 = 0; c0 < n; c0 += kCols) {
+    const int64_t cols = std::min(kCols, n - c0);
+    const int64_t nrows = c0 + cols;
+    reset_tile(s, cols);
+    qfilter::qgemm_panels(s.qr.q.data(), nrows, s.qr.dp, s.qc, c0 / 16, (c0 + cols + 15) / 16, s.vi.data(), kCols);
+    for (int64_t i = 0; i < nrows; ++i) {
+      const float sx = s.qr.scale[size_t(i)];
+      const int32_t* v = s.vi.data() + i * kCols;
+      float* out = s.c.data() + i * kCols;
+      for (int64_t j = 0; j < cols; ++j) out[j] = float(qfilter::scaled(v[j], sx, s.qc, c0 + j));
+    }
+    fold_block(s.c.data(), kCols, nrows, cols, 0, c0, s.best.data(), s.second.data(), s.pos.data());
+    finish_whole_tile_int8(d, rows, c0, cols, s.a.data(), s.c.data(), kCols, eps8, eps32, s, counts, cand, M, arg);
+  }
+  return true;
 }
 
 // The split path's item: the exact pairs of members [c0, c0 + cols) of a cluster (rows: its
@@ -463,6 +566,8 @@ MaxSimStats max_similarity_cpu(const EmbeddingView& x, const int64_t* order, con
   ExactCounts counts;
   std::atomic<int64_t> done_cost{0};
   BlasSingleThread blas1;  // our workers are the parallelism; BLAS runs one thread each
+  const bool int8 = qfilter::active_isa() == qfilter::Isa::Avx2Int8 && d <= qfilter::kMaxDim;
+  st.filter = qfilter::isa_name(int8 ? qfilter::Isa::Avx2Int8 : qfilter::Isa::Fp32);
   parallel_for(threads, int64_t(items.size()), [&](int64_t idx, int w) {
     const Item& it = items[size_t(idx)];
     Scratch& s = scratch[size_t(w)];
@@ -475,6 +580,9 @@ MaxSimStats max_similarity_cpu(const EmbeddingView& x, const int64_t* order, con
       s.second.need(kCols);
       s.pos.need(kCols);
       x.gather(order + base, n, s.a.data());
+      if (int8 && n > 1 && whole_int8(x.d, n, s, counts, order + base, M + base, arg + base)) {
+        // done by the integer filter
+      } else {
       // The norm bound from the tiles' own diagonals (float32 |x_i|^2, within gamma_D of the
       // float64 value): by tile c0 every row a candidate can come from has been on a diagonal.
       double norm2 = 0;
@@ -490,6 +598,7 @@ MaxSimStats max_similarity_cpu(const EmbeddingView& x, const int64_t* order, con
         const double eps = filter_bound(d, std::sqrt(diag_norm2_bound(norm2, d)));
         finish_whole_tile(d, order + base, c0, cols, s.a.data(), s.c.data(), kCols, eps, s, counts, M + base, arg + base);
       }
+      }
     } else {
       const int64_t width = maxsim_layout(n, d).width;
       const int64_t c0 = it.tile * width;
@@ -501,6 +610,7 @@ MaxSimStats max_similarity_cpu(const EmbeddingView& x, const int64_t* order, con
   }, cancel);
   st.rechecked = counts.rechecked.load();
   st.rescanned = counts.rescanned.load();
+  st.filter_checked = counts.filter_checked.load();
   return st;
 }
 

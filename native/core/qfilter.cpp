@@ -264,12 +264,28 @@ __attribute__((target("avx2"))) void micro(const uint8_t* a, int64_t lda, const 
 #endif
 
 void qgemm(const uint8_t* a, int64_t m, int64_t lda, const QCols& cols, int32_t* v, int64_t ldc) {
+  qgemm_panels(a, m, lda, cols, 0, cols.np / 16, v, ldc);
+}
+
+__attribute__((target_clones("avx2", "default"))) float dot32(const float* a, const float* b, int64_t d) {
+  float acc[16] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0};
+  int64_t j = 0;
+  for (; j + 16 <= d; j += 16)
+    for (int l = 0; l < 16; ++l) acc[l] += a[j + l] * b[j + l];
+  for (int l = 0; j < d; ++j, ++l) acc[l] += a[j] * b[j];
+  float s = 0;
+  for (float x : acc) s += x;
+  return s;
+}
+
+void qgemm_panels(const uint8_t* a, int64_t m, int64_t lda, const QCols& cols, int64_t panel0, int64_t panel1,
+                  int32_t* v, int64_t ldc) {
 #ifdef SD_QFILTER_X86
   constexpr int MR = 4;
   const int64_t steps = cols.dp / 4;
-  const int64_t panels = cols.np / 16;
+  v -= panel0 * 16;
   // One panel (16 columns x dp bytes) stays in L1 while the rows stream past it.
-  for (int64_t p = 0; p < panels; ++p) {
+  for (int64_t p = panel0; p < panel1; ++p) {
     const int8_t* bp = cols.packed.data() + size_t(p) * size_t(steps) * 64;
     int64_t i = 0;
     for (; i + MR <= m; i += MR) micro<MR>(a + i * lda, lda, bp, steps, v + i * ldc + p * 16, ldc);
@@ -281,7 +297,7 @@ void qgemm(const uint8_t* a, int64_t m, int64_t lda, const QCols& cols, int32_t*
     }
   }
 #else
-  (void)a, (void)m, (void)lda, (void)cols, (void)v, (void)ldc;
+  (void)a, (void)m, (void)lda, (void)cols, (void)v, (void)ldc, (void)panel0, (void)panel1;
   throw Error(ErrorCode::Backend, "the integer filter needs an x86-64 build");
 #endif
 }

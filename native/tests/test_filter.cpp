@@ -3,12 +3,14 @@
 // that the re-checks happen.
 #include <cmath>
 #include <cstdlib>
+#include <algorithm>
 #include <cstring>
 #include <random>
 #include <vector>
 
 #include "check.hpp"
 #include "semdedup/kmeans.hpp"
+#include "semdedup/maxsim.hpp"
 #include "semdedup/nearest.hpp"
 #include "semdedup/qfilter.hpp"
 
@@ -211,6 +213,55 @@ int main() {
                   (long long)total_checked, (long long)total_rescored);
       CHECK(total_checked > 0, "the integer filter never left a row with several candidates");
       CHECK(total_rescored > 0, "no row reached the float64 re-score");
+    }
+  });
+
+  run("max similarity: M and M_row the same bytes with SEMDEDUP_ISA=fp32 and each wider path, and the float64 oracle", [&] {
+    std::vector<const char*> paths{"fp32"};
+    if (int8) paths.push_back("avx2-int8");
+    for (int64_t d : {29, 384}) {
+      const int64_t n = 3000;
+      auto x = tricky_rows(n, d, 6, 77 + uint32_t(d));
+      EmbeddingView v{x.data(), n, d, DType::F32};
+      // clusters of 1..700 members (whole-cluster items), rows in a shuffled keep order
+      std::vector<int64_t> order(static_cast<size_t>(n)), offsets{0};
+      for (int64_t i = 0; i < n; ++i) order[size_t(i)] = i;
+      std::mt19937 rng(9);
+      std::shuffle(order.begin(), order.end(), rng);
+      while (offsets.back() < n) offsets.push_back(std::min<int64_t>(n, offsets.back() + 1 + int64_t(rng() % 700)));
+      const int64_t nc = int64_t(offsets.size()) - 1;
+      std::vector<std::vector<double>> Ms;
+      std::vector<std::vector<int64_t>> args;
+      int64_t checked = 0, rechecked = 0;
+      for (const char* path : paths)
+        for (int threads : {1, 2}) {
+          EnvIsa e(path);
+          std::vector<double> M(static_cast<size_t>(n));
+          std::vector<int64_t> arg(static_cast<size_t>(n));
+          MaxSimOptions o;
+          o.threads = threads;
+          const MaxSimStats st = max_similarity_cpu(v, order.data(), offsets.data(), nc, M.data(), arg.data(), o);
+          CHECK(st.filter == path, "%s: the kernel used %s", path, st.filter.c_str());
+          if (std::strcmp(path, "fp32") != 0) checked += st.filter_checked, rechecked += st.rechecked;
+          Ms.push_back(std::move(M));
+          args.push_back(std::move(arg));
+        }
+      for (size_t t = 1; t < Ms.size(); ++t) {
+        CHECK(std::memcmp(Ms[t].data(), Ms[0].data(), size_t(n) * 8) == 0, "d %lld: run %zu: M differs", (long long)d, t);
+        CHECK(args[t] == args[0], "d %lld: run %zu: M_row differs", (long long)d, t);
+      }
+      std::vector<double> Mr(static_cast<size_t>(n));
+      std::vector<int64_t> ar(static_cast<size_t>(n));
+      for (int64_t c = 0; c < nc; ++c)
+        max_similarity_reference(v, order.data() + offsets[size_t(c)], offsets[size_t(c + 1)] - offsets[size_t(c)],
+                                 Mr.data() + offsets[size_t(c)], ar.data() + offsets[size_t(c)]);
+      CHECK(std::memcmp(Mr.data(), Ms[0].data(), size_t(n) * 8) == 0 && ar == args[0], "d %lld: M differs from the oracle", (long long)d);
+      if (int8) {
+        std::printf("     D %lld: integer filter: %lld members checked by float32 products, %lld re-scored in float64\n",
+                    (long long)d, (long long)checked, (long long)rechecked);
+        CHECK(checked > 0, "the integer filter never left a member with several candidates");
+        CHECK(rechecked > 0, "no member reached the float64 re-score");
+      }
     }
   });
 

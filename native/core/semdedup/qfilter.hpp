@@ -71,6 +71,14 @@ struct QCols {
 // v[i * ldc + j] = sum_t a_t(row i) * q_t(column j) in int32 for i < m, j < cols.np (padding
 // columns give 0). a: m quantised rows of dp bytes, stride lda. ldc >= cols.np. Requires Avx2Int8.
 void qgemm(const uint8_t* a, int64_t m, int64_t lda, const QCols& cols, int32_t* v, int64_t ldc);
+// The same for the columns of panels [panel0, panel1) only (columns 16 panel0 ..): column
+// 16 panel0 + j at v[i * ldc + j].
+void qgemm_panels(const uint8_t* a, int64_t m, int64_t lda, const QCols& cols, int64_t panel0, int64_t panel1,
+                  int32_t* v, int64_t ldc);
+
+// A float32 dot product (16 lanes; any order is within nearest.hpp's eps_score), for the
+// candidates the filter leaves.
+float dot32(const float* a, const float* b, int64_t d);
 
 // The float64 value of x~ . c~ from the kernel's sum (see the top of this file).
 inline double scaled(int32_t v, float sx, const QCols& c, int64_t j) {
