@@ -293,10 +293,12 @@ void finish_whole_tile(int64_t d, const int64_t* rows, int64_t c0, int64_t cols,
 // finish_whole_tile for the integer filter's scores (bound eps8): a column whose runner-up lies
 // further than 2 eps8 below the maximum has one candidate; otherwise the candidates within 2 eps8
 // of it are checked by their float32 products (bound eps32) as finish_whole_tile checks the
-// float32 scores, and the float32 near ties re-scored in float64.
-void finish_whole_tile_int8(int64_t d, const int64_t* rows, int64_t c0, int64_t cols, const float* rows_held,
+// float32 scores, and the float32 near ties re-scored in float64. Returns the number of columns
+// checked by float32 products.
+int64_t finish_whole_tile_int8(int64_t d, const int64_t* rows, int64_t c0, int64_t cols, const float* rows_held,
                             const float* scores, int64_t ldc, double eps8, double eps32, const Scratch& s,
                             ExactCounts& counts, std::vector<std::pair<int64_t, float>>& cand, double* M, int64_t* arg) {
+  int64_t checked = 0;
   for (int64_t j = 0; j < cols; ++j) {
     const int64_t p = c0 + j;
     const float* xj = rows_held + p * d;
@@ -310,6 +312,7 @@ void finish_whole_tile_int8(int64_t d, const int64_t* rows, int64_t c0, int64_t 
       continue;
     }
     counts.filter_checked.fetch_add(1, std::memory_order_relaxed);
+    ++checked;
     const double b = bp >= 0 ? double(s.best[size_t(j)]) : -std::numeric_limits<double>::infinity();
     // stage 2: float32 products of the candidates (every earlier member without a maximum)
     cand.clear();
@@ -346,34 +349,50 @@ void finish_whole_tile_int8(int64_t d, const int64_t* rows, int64_t c0, int64_t 
     }
     settle(best, who >= 0 ? rows[who] : -1, M + p, arg + p);
   }
+  return checked;
 }
 
 // A whole-cluster item through the integer filter: s.a holds the cluster's n rows in keep order.
-// Returns false (nothing written) when a row is not finite: the float32 path then runs.
-bool whole_int8(int64_t d, int64_t n, Scratch& s, ExactCounts& counts, const int64_t* rows, double* M, int64_t* arg) {
-  s.qr.quantise(s.a.data(), n, d);
-  for (int64_t i = 0; i < n; ++i)
-    if (!s.qr.finite[size_t(i)]) return false;
-  s.qc.pack(s.a.data(), n, d);
-  double err_max = 0, qn_max = 0;
-  for (int64_t i = 0; i < n; ++i) {
-    err_max = std::max(err_max, s.qr.err[size_t(i)]);
-    qn_max = std::max(qn_max, s.qr.qnorm[size_t(i)]);
-  }
-  const double cmax = nearest::norm_slack(max_norm(s.a.data(), n, d));
-  // the filter's bound (qfilter.hpp), plus the float32 rounding of the stored scores
-  const double eps8 = qfilter::row_bound(true, d, err_max, qn_max, cmax, cmax, s.qc) +
-                      1.2e-7 * qn_max * s.qc.qnorm_max + 1e-300;
-  const double eps32 = filter_bound(d, cmax);
+// Settles the columns of the tiles it runs and returns where it stopped: 0 when a row is not
+// finite, or the first tile at which more than a quarter of the columns so far would have several
+// candidates (the filter is then too coarse for this cluster: float32 tiles do the rest).
+// *cmax_out: an upper bound of every row's norm.
+int64_t whole_int8(int64_t d, int64_t n, Scratch& s, ExactCounts& counts, const int64_t* rows, double* M, int64_t* arg,
+                   double* cmax_out) {
+  // The first tile alone first (its rows quantised and packed), the whole cluster once it passes.
+  double eps8 = 0, eps32 = 0;
+  int64_t prepared = 0;
+  *cmax_out = 0;
+  auto prepare = [&](int64_t m) {
+    s.qr.quantise(s.a.data(), m, d);
+    for (int64_t i = 0; i < m; ++i)
+      if (!s.qr.finite[size_t(i)]) return false;
+    s.qc.pack(s.a.data(), m, d);
+    double err_max = 0, qn_max = 0;
+    for (int64_t i = 0; i < m; ++i) {
+      err_max = std::max(err_max, s.qr.err[size_t(i)]);
+      qn_max = std::max(qn_max, s.qr.qnorm[size_t(i)]);
+    }
+    const double cmax = nearest::norm_slack(max_norm(s.a.data(), m, d));
+    *cmax_out = cmax;
+    // the filter's bound (qfilter.hpp), plus the float32 rounding of the stored scores
+    eps8 = qfilter::row_bound(true, d, err_max, qn_max, cmax, cmax, s.qc) + 1.2e-7 * qn_max * s.qc.qnorm_max + 1e-300;
+    eps32 = filter_bound(d, cmax);
+    prepared = m;
+    return true;
+  };
+  if (!prepare(std::min(n, kCols))) return 0;
   s.c.need(n * kCols);
   s.vi.need(n * kCols);
   s.best.need(kCols);
   s.second.need(kCols);
   s.pos.need(kCols);
   std::vector<std::pair<int64_t, float>> cand;
+  int64_t checked = 0;
   for (int64_t c0 = 0; c0 < n; c0 += kCols) {
     const int64_t cols = std::min(kCols, n - c0);
     const int64_t nrows = c0 + cols;
+    if (nrows > prepared && !prepare(n)) return c0;
     reset_tile(s, cols);
     qfilter::qgemm_panels(s.qr.q.data(), nrows, s.qr.dp, s.qc, c0 / 16, (c0 + cols + 15) / 16, s.vi.data(), kCols);
     for (int64_t i = 0; i < nrows; ++i) {
@@ -383,9 +402,13 @@ bool whole_int8(int64_t d, int64_t n, Scratch& s, ExactCounts& counts, const int
       for (int64_t j = 0; j < cols; ++j) out[j] = float(qfilter::scaled(v[j], sx, s.qc, c0 + j));
     }
     fold_block(s.c.data(), kCols, nrows, cols, 0, c0, s.best.data(), s.second.data(), s.pos.data());
-    finish_whole_tile_int8(d, rows, c0, cols, s.a.data(), s.c.data(), kCols, eps8, eps32, s, counts, cand, M, arg);
+    int64_t undecided = 0;
+    for (int64_t j = 0; j < cols; ++j)
+      undecided += c0 + j > 0 && !(s.pos[size_t(j)] >= 0 && nearest::decided(s.best[size_t(j)], s.second[size_t(j)], eps8));
+    if (4 * (checked + undecided) > nrows) return c0;  // too coarse here: float32 tiles from this one on
+    checked += finish_whole_tile_int8(d, rows, c0, cols, s.a.data(), s.c.data(), kCols, eps8, eps32, s, counts, cand, M, arg);
   }
-  return true;
+  return n;
 }
 
 // The split path's item: the exact pairs of members [c0, c0 + cols) of a cluster (rows: its
@@ -580,13 +603,14 @@ MaxSimStats max_similarity_cpu(const EmbeddingView& x, const int64_t* order, con
       s.second.need(kCols);
       s.pos.need(kCols);
       x.gather(order + base, n, s.a.data());
-      if (int8 && n > 1 && whole_int8(x.d, n, s, counts, order + base, M + base, arg + base)) {
-        // done by the integer filter
-      } else {
+      // The integer filter first (columns [0, done) settled), float32 tiles for the rest.
+      double cmax8 = 0;
+      const int64_t done = int8 && n > 1 ? whole_int8(x.d, n, s, counts, order + base, M + base, arg + base, &cmax8) : 0;
       // The norm bound from the tiles' own diagonals (float32 |x_i|^2, within gamma_D of the
-      // float64 value): by tile c0 every row a candidate can come from has been on a diagonal.
-      double norm2 = 0;
-      for (int64_t c0 = 0; c0 < n; c0 += kCols) {
+      // float64 value): by tile c0 every row a candidate can come from has been on a diagonal
+      // (or, after the integer filter, the float64 bound of every row's norm).
+      double norm2 = done > 0 ? cmax8 * cmax8 : 0;
+      for (int64_t c0 = done; c0 < n; c0 += kCols) {
         const int64_t cols = std::min(kCols, n - c0);
         const int64_t rows = c0 + cols;
         reset_tile(s, cols);
@@ -597,7 +621,6 @@ MaxSimStats max_similarity_cpu(const EmbeddingView& x, const int64_t* order, con
         }
         const double eps = filter_bound(d, std::sqrt(diag_norm2_bound(norm2, d)));
         finish_whole_tile(d, order + base, c0, cols, s.a.data(), s.c.data(), kCols, eps, s, counts, M + base, arg + base);
-      }
       }
     } else {
       const int64_t width = maxsim_layout(n, d).width;

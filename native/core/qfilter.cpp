@@ -66,7 +66,9 @@ bool quantise_one(const float* x, int64_t d, float levels, Out* q, int offset, f
 #ifdef SD_QFILTER_X86
 // quantise_one for rows (127 levels, offset 128) with AVX2: the same bytes (vcvtps2dq rounds to
 // nearest even, as nearbyint), the norms summed in another order (still within inflate()).
-__attribute__((target("avx2,fma"))) bool quantise_row_avx2(const float* x, int64_t d, uint8_t* q, float* scale,
+// kLevels 127 with offset 128 (rows, unsigned bytes) or 64 with offset 0 (columns, signed bytes).
+template <int kLevels, int kOffset, class Out>
+__attribute__((target("avx2,fma"))) bool quantise_row_avx2(const float* x, int64_t d, Out* q, float* scale,
                                                             double* err, double* qnorm) {
   const __m256 absmask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
   const __m256 fmax = _mm256_set1_ps(3.4028234663852886e38f);
@@ -87,10 +89,11 @@ __attribute__((target("avx2,fma"))) bool quantise_row_avx2(const float* x, int64
     if (!(a <= 3.4028234663852886e38f)) return false;
     mx = std::max(mx, a);
   }
-  const float s = mx / 127.f;
-  const float inv = mx > 0 ? 127.f / mx : 0.f;
+  const float lv = float(kLevels);
+  const float s = mx / lv;
+  const float inv = mx > 0 ? lv / mx : 0.f;
   const __m256 vinv = _mm256_set1_ps(inv);
-  const __m256i lo = _mm256_set1_epi32(-127), hi = _mm256_set1_epi32(127), off = _mm256_set1_epi32(128);
+  const __m256i lo = _mm256_set1_epi32(-kLevels), hi = _mm256_set1_epi32(kLevels), off = _mm256_set1_epi32(kOffset);
   const __m256d vs = _mm256_set1_pd(double(s));
   __m256d e2a = _mm256_setzero_pd(), e2b = e2a, n2a = e2a, n2b = e2a;
   j = 0;
@@ -106,10 +109,10 @@ __attribute__((target("avx2,fma"))) bool quantise_row_avx2(const float* x, int64
     e2b = _mm256_fmadd_pd(d1, d1, e2b);
     n2a = _mm256_fmadd_pd(t0, t0, n2a);
     n2b = _mm256_fmadd_pd(t1, t1, n2b);
-    // 8 int32 -> 8 bytes (q + 128 in 1..255)
+    // 8 int32 -> 8 bytes (q + 128 in 1..255, or q in -64..64)
     const __m256i u = _mm256_add_epi32(qi, off);
-    const __m128i w = _mm_packus_epi32(_mm256_castsi256_si128(u), _mm256_extracti128_si256(u, 1));
-    const __m128i b = _mm_packus_epi16(w, w);
+    const __m128i w = _mm_packs_epi32(_mm256_castsi256_si128(u), _mm256_extracti128_si256(u, 1));
+    const __m128i b = kOffset ? _mm_packus_epi16(w, w) : _mm_packs_epi16(w, w);
     _mm_storel_epi64(reinterpret_cast<__m128i*>(q + j), b);
   }
   double a4[4], b4[4], c4[4], d4[4];
@@ -120,9 +123,9 @@ __attribute__((target("avx2,fma"))) bool quantise_row_avx2(const float* x, int64
   double e2 = 0, n2 = 0;
   for (int l = 0; l < 4; ++l) e2 += a4[l] + b4[l], n2 += c4[l] + d4[l];
   for (; j < d; ++j) {
-    float r = std::min(127.f, std::max(-127.f, std::nearbyint(x[j] * inv)));
+    float r = std::min(lv, std::max(-lv, std::nearbyint(x[j] * inv)));
     const int qi = int(r);
-    q[j] = uint8_t(qi + 128);
+    q[j] = Out(qi + kOffset);
     const double t = double(s) * double(qi);
     const double e = double(x[j]) - t;
     e2 += e * e;
@@ -171,7 +174,7 @@ void QRows::quantise_range(const float* x, int64_t i0, int64_t cnt) {
     uint8_t* out = q.data() + size_t(i) * size_t(dp);
 #ifdef SD_QFILTER_X86
     if (avx2) {
-      finite[size_t(i)] = quantise_row_avx2(x + (i - i0) * d, d, out, &scale[size_t(i)], &err[size_t(i)], &qnorm[size_t(i)]);
+      finite[size_t(i)] = quantise_row_avx2<127, 128>(x + (i - i0) * d, d, out, &scale[size_t(i)], &err[size_t(i)], &qnorm[size_t(i)]);
     } else
 #endif
     {
@@ -192,6 +195,7 @@ void QRows::quantise(const float* x, int64_t mm, int64_t dd) {
 }
 
 void QCols::pack(const float* c, int64_t nn, int64_t dd) {
+  static const bool avx2 = cpu_has_avx2();
   n = nn;
   d = dd;
   dp = padded_dim(dd);
@@ -207,7 +211,14 @@ void QCols::pack(const float* c, int64_t nn, int64_t dd) {
   const int64_t steps = dp / 4;
   for (int64_t j = 0; j < n; ++j) {
     std::fill(q.begin(), q.end(), int8_t(0));
-    if (!quantise_one(c + j * d, d, 64.f, q.data(), 0, &scale[size_t(j)], &err[size_t(j)], &qnorm[size_t(j)])) {
+    bool ok;
+#ifdef SD_QFILTER_X86
+    if (avx2)
+      ok = quantise_row_avx2<64, 0>(c + j * d, d, q.data(), &scale[size_t(j)], &err[size_t(j)], &qnorm[size_t(j)]);
+    else
+#endif
+      ok = quantise_one(c + j * d, d, 64.f, q.data(), 0, &scale[size_t(j)], &err[size_t(j)], &qnorm[size_t(j)]);
+    if (!ok) {
       finite = false;
       std::fill(q.begin(), q.end(), int8_t(0));
     }

@@ -221,15 +221,33 @@ int main() {
     if (int8) paths.push_back("avx2-int8");
     for (int64_t d : {29, 384}) {
       const int64_t n = 3000;
-      auto x = tricky_rows(n, d, 6, 77 + uint32_t(d));
-      EmbeddingView v{x.data(), n, d, DType::F32};
-      // clusters of 1..700 members (whole-cluster items), rows in a shuffled keep order
+      // Chains: each row a noisy copy of the previous one (cosine ~0.8 to it, ~0.64 to the one
+      // before: a clear maximum the filter decides), restarting now and then (fresh rows: no
+      // clear maximum), with exact copies (ties for the float64 re-score).
+      std::mt19937 rng(9 + uint32_t(d));
+      std::normal_distribution<float> nd(0.f, 1.f);
+      auto x = unit_rows(n, d, rng);
       std::vector<int64_t> order(static_cast<size_t>(n)), offsets{0};
-      for (int64_t i = 0; i < n; ++i) order[size_t(i)] = i;
-      std::mt19937 rng(9);
-      std::shuffle(order.begin(), order.end(), rng);
       while (offsets.back() < n) offsets.push_back(std::min<int64_t>(n, offsets.back() + 1 + int64_t(rng() % 700)));
       const int64_t nc = int64_t(offsets.size()) - 1;
+      for (int64_t i = 1; i < n; ++i) {
+        const int64_t first = *(std::upper_bound(offsets.begin(), offsets.end(), i) - 1);
+        if (i == first || rng() % 12 == 0) continue;  // fresh
+        const bool exact = rng() % 15 == 0;
+        const float noise = exact ? 0.f : 0.75f / std::sqrt(float(d));
+        double s2 = 0;
+        for (int64_t j = 0; j < d; ++j) {
+          float& r = x[size_t(i * d + j)];
+          r = x[size_t((i - 1) * d + j)] + noise * nd(rng);
+          s2 += double(r) * r;
+        }
+        if (!exact)
+          for (int64_t j = 0; j < d; ++j) x[size_t(i * d + j)] *= float(1 / std::sqrt(s2));
+      }
+      EmbeddingView v{x.data(), n, d, DType::F32};
+      // clusters of 1..700 members (whole-cluster items), rows in keep order (copies after their
+      // sources; each cluster a contiguous range)
+      for (int64_t i = 0; i < n; ++i) order[size_t(i)] = i;
       std::vector<std::vector<double>> Ms;
       std::vector<std::vector<int64_t>> args;
       int64_t checked = 0, rechecked = 0;
