@@ -102,6 +102,11 @@ struct Scratch {
   Buffer<int32_t> vi;
   Buffer<float> a, b, c, best, second, pbest;
   Buffer<int64_t> pos, idx, ppos;
+  // exact copies in a whole-cluster item: the rows as gathered (b), each position's source
+  // position (-1: none, or not skipped), the kept positions' rows and results
+  Buffer<int64_t> src, grp, kpos, krow, karg;
+  Buffer<uint8_t> skip;
+  Buffer<double> kM;
   // split items: per column, the candidates (position, float32 score) within 2 eps of the running
   // maximum, kept while the column is undecided; and which columns they settled
   std::vector<std::vector<std::pair<int64_t, float>>> cand;
@@ -111,7 +116,7 @@ struct Scratch {
 
 // Counters of the exact step, shared by the workers.
 struct ExactCounts {
-  std::atomic<int64_t> rechecked{0}, rescanned{0}, filter_checked{0};
+  std::atomic<int64_t> rechecked{0}, rescanned{0}, filter_checked{0}, copies{0};
 };
 
 void reset_tile(Scratch& s, int64_t cols) {
@@ -411,6 +416,116 @@ int64_t whole_int8(int64_t d, int64_t n, Scratch& s, ExactCounts& counts, const 
   return n;
 }
 
+// Exact copies (docs/algorithm.md, "Exact copies"): member p whose bytes equal those of an earlier
+// member r (the latest such), with at most kCopyGap members between them that are not copies of
+// the same bytes, is decided without the kernel: every earlier member's dot product with p is its
+// dot product with r, so M[p] = max(the exact maximum of r over the members before r, x_r . x_r
+// when r is the first copy (a later copy's maximum already holds it), x_k . x_r over the members k
+// between r and p), the earliest member reaching it winning. The members kept for the kernel lose
+// nothing: a copy is never the earliest member reaching a maximum, its first copy coming before
+// it with the same dot products.
+constexpr int64_t kCopyGap = 64;
+
+inline uint64_t row_hash(const float* r, int64_t d) {
+  uint64_t h = 0x9e3779b97f4a7c15ull;
+  for (int64_t j = 0; j < d; ++j) {
+    uint32_t w;
+    std::memcpy(&w, r + j, 4);
+    h = (h ^ w) * 0x100000001b3ull;
+    h ^= h >> 29;
+  }
+  return h;
+}
+
+// Finds the copies to skip in the n rows held in s.a (keep order), and when there are any, keeps
+// the gathered rows in s.b, moves the kept rows to the front of s.a, their rows to s.krow.
+// Returns the number of kept members (n when none is skipped).
+int64_t compact_copies(int64_t n, int64_t d, Scratch& s, const int64_t* rows) {
+  s.src.need(n);
+  s.grp.need(n);
+  s.skip.need(n);
+  std::vector<std::pair<uint64_t, int64_t>> hp(static_cast<size_t>(n));
+  for (int64_t p = 0; p < n; ++p) hp[size_t(p)] = {row_hash(s.a.data() + p * d, d), p};
+  std::sort(hp.begin(), hp.end());
+  for (int64_t p = 0; p < n; ++p) s.src[size_t(p)] = -1, s.skip[size_t(p)] = 0;
+  int64_t skipped = 0;
+  for (size_t a = 0; a < hp.size();) {
+    size_t b = a + 1;
+    while (b < hp.size() && hp[b].first == hp[a].first) ++b;
+    // within a run of equal hashes (ascending positions), each member's first identical member
+    // (grp) and the latest identical member before it (src)
+    for (size_t q = a + 1; q < b; ++q) {
+      const int64_t p = hp[q].second;
+      for (size_t r = q; r-- > a;) {
+        const int64_t i = hp[r].second;
+        if (std::memcmp(s.a.data() + i * d, s.a.data() + p * d, size_t(d) * 4) == 0) {
+          s.src[size_t(p)] = i;
+          s.grp[size_t(p)] = s.src[size_t(i)] >= 0 ? s.grp[size_t(i)] : i;
+          break;
+        }
+      }
+    }
+    a = b;
+  }
+  // keep the copies too far from the previous identical member (kCopyGap other members between)
+  for (int64_t p = 0; p < n; ++p) {
+    const int64_t r = s.src[size_t(p)];
+    if (r < 0) continue;
+    const int64_t g = s.grp[size_t(p)];
+    int64_t between = 0;
+    for (int64_t k = r + 1; k < p && between <= kCopyGap; ++k) between += !(s.src[size_t(k)] >= 0 && s.grp[size_t(k)] == g);
+    if (between > kCopyGap) s.skip[size_t(p)] = 0;
+    else s.skip[size_t(p)] = 1, ++skipped;
+  }
+  if (skipped == 0) return n;
+  s.b.need(n * d);
+  std::memcpy(s.b.data(), s.a.data(), size_t(n * d) * 4);
+  s.kpos.need(n - skipped);
+  s.krow.need(n - skipped);
+  int64_t m = 0;
+  for (int64_t p = 0; p < n; ++p) {
+    if (s.skip[size_t(p)]) continue;
+    if (m != p) std::memcpy(s.a.data() + m * d, s.a.data() + p * d, size_t(d) * 4);
+    s.kpos[size_t(m)] = p;
+    s.krow[size_t(m)] = rows[p];
+    ++m;
+  }
+  return m;
+}
+
+// Scatters the kept members' results (s.kM, s.karg) to their positions and settles the skipped
+// copies (rows as gathered in s.b). Returns the number of copies settled.
+int64_t settle_copies(int64_t n, int64_t d, const Scratch& s, const int64_t* rows, double* M, int64_t* arg) {
+  int64_t m = 0, copies = 0;
+  for (int64_t p = 0; p < n; ++p) {
+    if (s.skip[size_t(p)]) continue;
+    M[p] = s.kM[size_t(m)];
+    arg[p] = s.karg[size_t(m)];
+    ++m;
+  }
+  for (int64_t p = 0; p < n; ++p) {  // ascending: the previous identical member is settled before
+    if (!s.skip[size_t(p)]) continue;
+    const int64_t r = s.src[size_t(p)], g = s.grp[size_t(p)];
+    const float* xr = s.b.data() + r * d;
+    // the members before r: r's own exact maximum (when positive: a clamped M is below x . x)
+    double best = 0;
+    int64_t who = -1;
+    if (arg[r] >= 0) best = M[r], who = arg[r];
+    if (r == g) {  // r itself (a later copy's maximum already holds the first copy's x . x)
+      const double self = nearest::dot64(xr, xr, d);
+      if (who < 0 || self > best) best = self, who = rows[r];
+    }
+    for (int64_t k = r + 1; k < p; ++k) {
+      if (s.src[size_t(k)] >= 0 && s.grp[size_t(k)] == g) continue;  // a copy too: x . x again, later
+      const double v = nearest::dot64(s.b.data() + k * d, xr, d);
+      if (v > best) best = v, who = rows[k];
+    }
+    settle(best, who, M + p, arg + p);
+    ++copies;
+  }
+  return copies;
+}
+
 // The split path's item: the exact pairs of members [c0, c0 + cols) of a cluster (rows: its
 // members in keep order) over every earlier member. The float32 filter gathers the earlier rows
 // kRowBlock at a time; cmax bounds the norms of rows [0, c0 + cols). Writes M[out0 + j], arg[out0 + j].
@@ -598,20 +713,31 @@ MaxSimStats max_similarity_cpu(const EmbeddingView& x, const int64_t* order, con
     const int64_t n = offsets[it.cluster + 1] - base;
     if (it.tile < 0) {
       s.a.need(n * d);
-      s.c.need(n * kCols);
+      x.gather(order + base, n, s.a.data());
+      // Exact copies of an earlier member close behind it are decided without the kernel.
+      const int64_t nk = compact_copies(n, d, s, order + base);
+      const int64_t* krows = nk < n ? s.krow.data() : order + base;
+      double* kM = M + base;
+      int64_t* karg = arg + base;
+      if (nk < n) {
+        s.kM.need(nk);
+        s.karg.need(nk);
+        kM = s.kM.data();
+        karg = s.karg.data();
+      }
+      s.c.need(nk * kCols);
       s.best.need(kCols);
       s.second.need(kCols);
       s.pos.need(kCols);
-      x.gather(order + base, n, s.a.data());
       // The integer filter first (columns [0, done) settled), float32 tiles for the rest.
       double cmax8 = 0;
-      const int64_t done = int8 && n > 1 ? whole_int8(x.d, n, s, counts, order + base, M + base, arg + base, &cmax8) : 0;
+      const int64_t done = int8 && nk > 1 ? whole_int8(x.d, nk, s, counts, krows, kM, karg, &cmax8) : 0;
       // The norm bound from the tiles' own diagonals (float32 |x_i|^2, within gamma_D of the
       // float64 value): by tile c0 every row a candidate can come from has been on a diagonal
       // (or, after the integer filter, the float64 bound of every row's norm).
       double norm2 = done > 0 ? cmax8 * cmax8 : 0;
-      for (int64_t c0 = done; c0 < n; c0 += kCols) {
-        const int64_t cols = std::min(kCols, n - c0);
+      for (int64_t c0 = done; c0 < nk; c0 += kCols) {
+        const int64_t cols = std::min(kCols, nk - c0);
         const int64_t rows = c0 + cols;
         reset_tile(s, cols);
         if (rows > 1) {
@@ -620,8 +746,9 @@ MaxSimStats max_similarity_cpu(const EmbeddingView& x, const int64_t* order, con
           for (int64_t j = 0; j < cols; ++j) norm2 = std::max(norm2, double(s.c[size_t((c0 + j) * kCols + j)]));
         }
         const double eps = filter_bound(d, std::sqrt(diag_norm2_bound(norm2, d)));
-        finish_whole_tile(d, order + base, c0, cols, s.a.data(), s.c.data(), kCols, eps, s, counts, M + base, arg + base);
+        finish_whole_tile(d, krows, c0, cols, s.a.data(), s.c.data(), kCols, eps, s, counts, kM, karg);
       }
+      if (nk < n) counts.copies.fetch_add(settle_copies(n, d, s, order + base, M + base, arg + base), std::memory_order_relaxed);
     } else {
       const int64_t width = maxsim_layout(n, d).width;
       const int64_t c0 = it.tile * width;
@@ -634,6 +761,7 @@ MaxSimStats max_similarity_cpu(const EmbeddingView& x, const int64_t* order, con
   st.rechecked = counts.rechecked.load();
   st.rescanned = counts.rescanned.load();
   st.filter_checked = counts.filter_checked.load();
+  st.copies = counts.copies.load();
   return st;
 }
 

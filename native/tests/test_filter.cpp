@@ -216,7 +216,7 @@ int main() {
     }
   });
 
-  run("max similarity: M and M_row the same bytes with SEMDEDUP_ISA=fp32 and each wider path, and the float64 oracle", [&] {
+  run("max similarity: M and M_row the same bytes with SEMDEDUP_ISA=fp32 and each wider path, and the float64 oracle; exact copies skip the kernel", [&] {
     std::vector<const char*> paths{"fp32"};
     if (int8) paths.push_back("avx2-int8");
     for (int64_t d : {29, 384}) {
@@ -233,12 +233,16 @@ int main() {
       for (int64_t i = 1; i < n; ++i) {
         const int64_t first = *(std::upper_bound(offsets.begin(), offsets.end(), i) - 1);
         if (i == first || rng() % 12 == 0) continue;  // fresh
-        const bool exact = rng() % 15 == 0;
+        const int kind = int(rng() % 15);
+        const bool exact = kind <= 1;
+        // kind 0: an exact copy of the previous row (decided as a copy); kind 1: of the row 70
+        // before (too far to skip: the next row has two equal candidates, re-scored in float64)
+        const int64_t from = kind == 1 && i - first > 70 ? i - 70 : i - 1;
         const float noise = exact ? 0.f : 0.75f / std::sqrt(float(d));
         double s2 = 0;
         for (int64_t j = 0; j < d; ++j) {
           float& r = x[size_t(i * d + j)];
-          r = x[size_t((i - 1) * d + j)] + noise * nd(rng);
+          r = x[size_t(from * d + j)] + noise * nd(rng);
           s2 += double(r) * r;
         }
         if (!exact)
@@ -250,7 +254,7 @@ int main() {
       for (int64_t i = 0; i < n; ++i) order[size_t(i)] = i;
       std::vector<std::vector<double>> Ms;
       std::vector<std::vector<int64_t>> args;
-      int64_t checked = 0, rechecked = 0;
+      int64_t checked = 0, rechecked = 0, copies = -1;
       for (const char* path : paths)
         for (int threads : {1, 2}) {
           EnvIsa e(path);
@@ -261,6 +265,8 @@ int main() {
           const MaxSimStats st = max_similarity_cpu(v, order.data(), offsets.data(), nc, M.data(), arg.data(), o);
           CHECK(st.filter == path, "%s: the kernel used %s", path, st.filter.c_str());
           if (std::strcmp(path, "fp32") != 0) checked += st.filter_checked, rechecked += st.rechecked;
+          CHECK(copies < 0 || st.copies == copies, "%s: %lld copies, %lld before", path, (long long)st.copies, (long long)copies);
+          copies = st.copies;
           Ms.push_back(std::move(M));
           args.push_back(std::move(arg));
         }
@@ -274,12 +280,49 @@ int main() {
         max_similarity_reference(v, order.data() + offsets[size_t(c)], offsets[size_t(c + 1)] - offsets[size_t(c)],
                                  Mr.data() + offsets[size_t(c)], ar.data() + offsets[size_t(c)]);
       CHECK(std::memcmp(Mr.data(), Ms[0].data(), size_t(n) * 8) == 0 && ar == args[0], "d %lld: M differs from the oracle", (long long)d);
+      CHECK(copies > 0, "no exact copy was decided without the kernel");
       if (int8) {
-        std::printf("     D %lld: integer filter: %lld members checked by float32 products, %lld re-scored in float64\n",
-                    (long long)d, (long long)checked, (long long)rechecked);
+        std::printf("     D %lld: %lld exact copies decided without the kernel; integer filter: %lld members checked by "
+                    "float32 products, %lld re-scored in float64\n", (long long)d, (long long)copies, (long long)checked,
+                    (long long)rechecked);
         CHECK(checked > 0, "the integer filter never left a member with several candidates");
         CHECK(rechecked > 0, "no member reached the float64 re-score");
       }
+    }
+  });
+
+  run("max similarity: clusters of boilerplate (a few rows copied many times, interleaved) against the float64 oracle", [&] {
+    const int64_t d = 64;
+    std::mt19937 rng(31);
+    const int64_t n = 2500;
+    auto base = unit_rows(n, d, rng);
+    std::vector<float> x(base);
+    for (int64_t i = 0; i < n; ++i) {
+      const int kind = int(rng() % 10);
+      if (i >= 5 && kind < 8) {  // a copy of one of the first 3 rows of its cluster of 500
+        const int64_t src = (i / 500) * 500 + int64_t(rng() % 3);
+        if (src < i) std::memcpy(&x[size_t(i * d)], &base[size_t(src * d)], size_t(d) * 4);
+      }
+    }
+    EmbeddingView v{x.data(), n, d, DType::F32};
+    std::vector<int64_t> order(static_cast<size_t>(n)), offsets;
+    for (int64_t i = 0; i < n; ++i) order[size_t(i)] = i;
+    for (int64_t c = 0; c <= n; c += 500) offsets.push_back(c);
+    const int64_t nc = int64_t(offsets.size()) - 1;
+    std::vector<double> Mr(static_cast<size_t>(n));
+    std::vector<int64_t> ar(static_cast<size_t>(n));
+    for (int64_t c = 0; c < nc; ++c)
+      max_similarity_reference(v, order.data() + offsets[size_t(c)], 500, Mr.data() + offsets[size_t(c)], ar.data() + offsets[size_t(c)]);
+    for (const char* path : {"fp32", "avx2-int8"}) {
+      if (!int8 && std::strcmp(path, "fp32") != 0) continue;
+      EnvIsa e(path);
+      std::vector<double> M(static_cast<size_t>(n));
+      std::vector<int64_t> arg(static_cast<size_t>(n));
+      MaxSimOptions o;
+      const MaxSimStats st = max_similarity_cpu(v, order.data(), offsets.data(), nc, M.data(), arg.data(), o);
+      CHECK(std::memcmp(Mr.data(), M.data(), size_t(n) * 8) == 0 && ar == arg, "%s: M differs from the oracle", path);
+      std::printf("     %s: %lld of %lld members decided as exact copies\n", path, (long long)st.copies, (long long)n);
+      CHECK(st.copies > n / 2, "%s: only %lld copies decided without the kernel", path, (long long)st.copies);
     }
   });
 

@@ -36,6 +36,7 @@ struct MaxSimStats {
   // products; those left with a float32 near tie are counted in rechecked).
   std::string filter = "fp32";
   int64_t filter_checked = 0;
+  int64_t copies = 0;  // exact copies decided without the kernel (whole-cluster items)
 };
 
 // The exact maximum of member p of a cluster (rows: its rows in keep order) over its earlier
