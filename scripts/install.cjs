@@ -29,7 +29,7 @@ function libc() {
   return report?.header?.glibcVersionRuntime ? '-gnu' : '-musl';
 }
 
-/** The platform package's addon, when installed (same rule as src/native.ts). */
+/** The platform package's addon, when installed (same rule as src/native/platform.ts). */
 function platformAddon() {
   const name = `semdedup-${process.platform}-${process.arch}${libc()}`;
   try {

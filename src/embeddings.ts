@@ -2,11 +2,11 @@
 // N derived from the file size), or .npy float32/float16. The bytes are mapped by the native
 // core and never copied; `view()` gives a zero-copy typed array over them.
 import { closeSync, constants, existsSync, openSync, readSync, statSync, ftruncateSync, writeSync } from 'node:fs';
-import { InputError, OutputError } from './errors.js';
+import { InputError, OutputError, SemDedupError } from './errors.js';
 import { isParquetFile, resolveInputFiles, sourceName } from './io/inputs.js';
 import { fileInputs, stamp, type FileStamp } from './manifest.js';
 import { NPY_MAGIC, npyHeaderBytes, readNpyHeaderFromFile } from './io/npy.js';
-import { loadNative, nativeError, type NativeEmbeddings } from './native.js';
+import { loadNative, type NativeEmbeddings } from './native/index.js';
 
 export type EmbeddingsFormat = 'auto' | 'memmap' | 'npy' | 'parquet';
 export type EmbeddingsDtype = 'float32' | 'float16';
@@ -26,6 +26,8 @@ export interface EmbeddingsSpec {
   count?: number;
   /** Dimension D (`emb_size` / `emd_size`); required for a raw memmap. */
   dim?: number;
+  /** The names the config gave `dim` and `count` by (e.g. `emb_size`, `dataset_size`), for messages. */
+  names?: { dim?: string; count?: string };
 }
 
 /** One file of the embeddings: `n` rows from byte `offset`. */
@@ -116,7 +118,7 @@ export function embeddingsLayout(spec: EmbeddingsSpec): EmbeddingsLayout {
   });
   const f = first!;
   if (spec.count !== undefined && spec.count !== n)
-    throw new InputError(`${sourceName(spec.path)}: the config says dataset_size ${spec.count} but the ${files.length} shards hold ${n} rows`, { file: f.path, key: 'dataset_size' });
+    throw new InputError(`${sourceName(spec.path)}: the config says ${spec.names?.count ?? 'dataset_size'} ${spec.count} but the ${files.length} shards hold ${n} rows`, { file: f.path, key: 'dataset_size' });
   return { path: sourceName(spec.path), format: f.format, dtype: f.dtype, n, d: f.d, offset: 0, shards };
 }
 
@@ -144,9 +146,9 @@ function fileLayout(spec: EmbeddingsSpec & { path: string }): EmbeddingsLayout {
       throw new InputError(`${path}: embeddings must be a 2-D array (N, D), the .npy header says shape (${h.shape.join(', ')})`, { file: path });
     const [n, d] = h.shape as [number, number];
     if (spec.dim !== undefined && spec.dim !== d)
-      throw new InputError(`${path}: the config says emb_size ${spec.dim} but the .npy holds rows of ${d} values`, { file: path, key: 'dim' });
+      throw new InputError(`${path}: the config says ${spec.names?.dim ?? 'dim'} ${spec.dim} but the .npy holds rows of ${d} values`, { file: path, key: 'dim' });
     if (spec.count !== undefined && spec.count !== n)
-      throw new InputError(`${path}: the config says dataset_size ${spec.count} but the .npy holds ${n} rows`, { file: path, key: 'dataset_size' });
+      throw new InputError(`${path}: the config says ${spec.names?.count ?? 'dataset_size'} ${spec.count} but the .npy holds ${n} rows`, { file: path, key: 'dataset_size' });
     return { path, format, dtype: dt, n, d, offset: h.dataOffset };
   }
   const dtype = spec.dtype ?? 'float32';
@@ -159,14 +161,14 @@ function fileLayout(spec: EmbeddingsSpec & { path: string }): EmbeddingsLayout {
     const expect = spec.count * rowBytes;
     if (st.size !== expect)
       throw new InputError(
-        `${path}: file size ${st.size} bytes does not match dataset_size ${spec.count} × emb_size ${d} × ${item} bytes (${dtype}) = ${expect} bytes` +
+        `${path}: file size ${st.size} bytes does not match ${spec.names?.count ?? 'dataset_size'} ${spec.count} × ${spec.names?.dim ?? 'dim'} ${d} × ${item} bytes (${dtype}) = ${expect} bytes` +
           (st.size % rowBytes === 0 ? ` (the file holds ${st.size / rowBytes} rows)` : ''),
         { file: path, key: 'dataset_size' },
       );
     return { path, format, dtype, n: spec.count, d, offset: 0 };
   }
   if (st.size % rowBytes !== 0)
-    throw new InputError(`${path}: file size ${st.size} bytes is not a multiple of the row size ${d} × ${item} bytes (${dtype}); is emb_size right?`, { file: path, key: 'dim' });
+    throw new InputError(`${path}: file size ${st.size} bytes is not a multiple of the row size ${d} × ${item} bytes (${dtype}); is ${spec.names?.dim ?? 'dim'} right?`, { file: path, key: 'dim' });
   return { path, format, dtype, n: st.size / rowBytes, d, offset: 0 };
 }
 
@@ -208,10 +210,10 @@ export function openRowRange(layout: EmbeddingsLayout, begin: number, end: numbe
   const addon = loadNative();
   const parts = shardsOfRange(layout, begin, end);
   try {
-    if (parts.length === 1) return new addon.Embeddings(parts[0]!.path, { offset: parts[0]!.offset, n: end - begin, d: layout.d, dtype: layout.dtype, writable: false });
-    return new addon.Embeddings(parts.map((p) => ({ path: p.path, offset: p.offset, n: p.n })), { d: layout.d, dtype: layout.dtype });
+    if (parts.length === 1) return new addon.Embeddings({ path: parts[0]!.path, offset: parts[0]!.offset, n: end - begin, d: layout.d, dtype: layout.dtype, writable: false });
+    return new addon.Embeddings({ shards: parts.map((p) => ({ path: p.path, offset: p.offset, n: p.n })), d: layout.d, dtype: layout.dtype });
   } catch (e) {
-    throw nativeError(e, layout.path);
+    throw e instanceof SemDedupError ? e.within(layout.path) : e;
   }
 }
 
@@ -220,10 +222,10 @@ function wrap(layout: EmbeddingsLayout, writable: boolean): Embeddings {
   let native: NativeEmbeddings;
   try {
     native = layout.shards
-      ? new addon.Embeddings(layout.shards.filter((s) => s.n > 0).map((s) => ({ path: s.path, offset: s.offset, n: s.n })), { d: layout.d, dtype: layout.dtype })
-      : new addon.Embeddings(layout.path, { offset: layout.offset, n: layout.n, d: layout.d, dtype: layout.dtype, writable });
+      ? new addon.Embeddings({ shards: layout.shards.filter((s) => s.n > 0).map((s) => ({ path: s.path, offset: s.offset, n: s.n })), d: layout.d, dtype: layout.dtype })
+      : new addon.Embeddings({ path: layout.path, offset: layout.offset, n: layout.n, d: layout.d, dtype: layout.dtype, writable });
   } catch (e) {
-    throw nativeError(e, layout.path);
+    throw e instanceof SemDedupError ? e.within(layout.path) : e;
   }
   return {
     ...layout,
@@ -237,6 +239,11 @@ function wrap(layout: EmbeddingsLayout, writable: boolean): Embeddings {
 /** Opens (maps) embeddings for reading. */
 export function openEmbeddings(spec: EmbeddingsSpec): Embeddings {
   return wrap(embeddingsLayout(spec), false);
+}
+
+/** Opens (maps) for reading embeddings whose layout was worked out and checked before (a planned run's). */
+export function openLayout(layout: EmbeddingsLayout): Embeddings {
+  return wrap(layout, false);
 }
 
 /**

@@ -1,6 +1,6 @@
 // What `semdedup info` reports: versions, CPU features, the BLAS kernel in use, threads, GPU.
 import { cpus } from 'node:os';
-import { blasSelection, cpuFlags, loadNative, nativePath } from './native.js';
+import { blasSelection, cpuFlags, engineFor, loadNative, nativePath } from './native/index.js';
 
 export async function engineInfo(opts: { sgemm?: boolean } = {}): Promise<Record<string, unknown>> {
   const addon = loadNative();
@@ -21,11 +21,12 @@ export async function engineInfo(opts: { sgemm?: boolean } = {}): Promise<Record
     kmeans: i.kmeans,
     cpuFilter: i.cpuFilter ?? 'fp32',
     cuda: i.cuda,
+    // Where device auto runs the heavy jobs, as the engine resolves it.
     backend: {
-      kmeans: i.cuda.available ? 'cuda' : 'cpu',
-      maxSimilarity: i.cuda.available ? 'cuda' : 'cpu',
+      kmeans: engineFor('auto').device,
+      maxSimilarity: engineFor('auto').device,
     },
   };
-  if (opts.sgemm) out.sgemmGflops = Number((await addon.measureSgemm(2048, 3)).toFixed(1));
+  if (opts.sgemm) out.sgemmGflops = Number((await addon.measureSgemm({ n: 2048, repeats: 3 })).toFixed(1));
   return out;
 }

@@ -2,16 +2,19 @@
 // Parquet ranking column are converted once (importParquet) into the output folder's
 // `semdedup/import/`, recorded in its manifest with the stamps of every source file, and reused
 // while those are unchanged; the config then names the converted files, which every step maps.
+// Also what a config names as a run's inputs, for every executor: the embeddings' spec and the
+// ids (read and checked once per command).
 import { existsSync, rmdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
-import type { PartialResolved, RankBy } from './config.js';
+import { keyName, requireKeys, type PartialResolved, type RankBy } from './config.js';
 import { ConfigError, InputError } from './errors.js';
-import { isParquetFile, resolveInputFiles } from './io/inputs.js';
+import { isParquetFile, resolveInputFiles, sourceName } from './io/inputs.js';
 import { makeDir, refuseLinks } from './io/atomic.js';
 import { outputs } from './layout.js';
-import { matches, recordStep, requireCommitted, stamp, stepIsCurrent } from './manifest.js';
+import { checkRunEmbeddings, matches, readManifest, recordStep, requireCommitted, requireSameInputs, stamp, stepIsCurrent } from './manifest.js';
 import { checkContents, recordCheck } from './steps/check.js';
-import { embeddingsLayout } from './embeddings.js';
+import { embeddingsLayout, type EmbeddingsSpec } from './embeddings.js';
+import { checkUniqueIds, readIdsFrom, type Ids } from './io/ids.js';
 import { readNpy } from './io/npy.js';
 import type { RankValues } from './steps/dedup.js';
 
@@ -176,4 +179,60 @@ export function rankValuesOf(cfg: PartialResolved): RankValues | undefined {
   const { data } = readNpy(file);
   if (!(data instanceof Float64Array)) throw new InputError(`${file}: expected float64 values`, { file, key: 'rank_by' });
   return { column: rb.column, order: rb.order, values: data, file };
+}
+
+/** The embeddings a config names, as the readers take them. */
+export function embeddingsSpecOf(cfg: PartialResolved): EmbeddingsSpec {
+  const c = requireKeys(cfg, ['embeddings'], 'this step');
+  return {
+    path: c.embeddings,
+    format: c.embeddingsFormat,
+    dtype: c.embeddingsDtype,
+    ...(c.datasetSize !== undefined ? { count: c.datasetSize } : {}),
+    ...(c.dim !== undefined ? { dim: c.dim } : {}),
+    ...(c.names ? { names: { dim: keyName(c, 'dim'), count: keyName(c, 'dataset_size') } } : {}),
+  };
+}
+
+/**
+ * The ids (checked unique): the config's ids file, else the one recorded in the output folder's
+ * manifest by an earlier step (the original's semdedup_configs.yaml names none); undefined means
+ * row numbers. Read once per command and handed to the steps that write ids.
+ */
+export function resolveIds(cfg: PartialResolved, outputDir: string | undefined, log?: (l: string) => void, opts: { verify?: boolean } = {}): Ids | undefined {
+  const src = cfg.ids ? { ids: cfg.ids, format: cfg.idsFormat, dtype: cfg.idsDtype } : outputDir ? recordedIds(outputDir) : undefined;
+  if (opts.verify && outputDir) {
+    // A reader of a finished run: the embeddings and the ids it is given must be the run's
+    // (checked before anything is read from them, so the message says what changed).
+    if (cfg.embeddings) checkRunEmbeddings(outputDir, 'dedup', cfg.embeddings);
+    if (src) requireSameInputs(outputDir, 'extract', 'ids', resolveInputFiles(src.ids, 'ids', 'ids'), 'ids');
+  }
+  if (!src) return undefined;
+  const present = cfg.embeddings && (typeof cfg.embeddings !== 'string' || /[*?[]/.test(cfg.embeddings) || existsSync(cfg.embeddings));
+  const layout = present ? embeddingsLayout(embeddingsSpecOf(cfg)) : undefined;
+  const n = layout ? layout.n : cfg.datasetSize;
+  const ids = readIdsFrom(src.ids, {
+    format: src.format, ...(src.dtype ? { dtype: src.dtype } : {}), ...(n !== undefined ? { count: n } : {}),
+    ...(layout?.shards && resolveInputFiles(src.ids, 'ids', 'ids').length > 1 ? { shardCounts: layout.shards.map((s) => s.n) } : {}),
+  });
+  const name = sourceName(src.ids);
+  checkUniqueIds(ids, name);
+  log?.(`ids: ${name}`);
+  return ids;
+}
+
+/** The ids file recorded in the output folder's manifest by an earlier step, if any. */
+function recordedIds(outputDir: string): { ids: string | string[]; format: 'auto' | 'memmap' | 'npy' | 'text'; dtype?: string } | undefined {
+  const m = readManifest(outputDir);
+  const ids = m.config?.ids;
+  if (ids === undefined || ids === null) return undefined;
+  if (!(typeof ids === 'string' || (Array.isArray(ids) && ids.length > 0 && ids.every((f) => typeof f === 'string')))) return undefined;
+  // Every file of the recorded ids (a glob or folder as it was given) must still be there.
+  const files = resolveInputFiles(ids as string | string[], 'ids', 'ids');
+  const gone = files.find((f) => !existsSync(f));
+  if (gone !== undefined)
+    throw new InputError(`${gone}: the ids file that ${outputs.manifest(outputDir)} records for this run is missing; restore it, or give the ids (ids: in the config, --set ids=...)`, { file: gone });
+  const format = (m.config?.ids_format as 'auto' | 'memmap' | 'npy' | 'text' | undefined) ?? 'auto';
+  const dtype = m.config?.ids_dtype as string | undefined;
+  return { ids: ids as string | string[], format, ...(dtype ? { dtype } : {}) };
 }

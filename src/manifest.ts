@@ -18,7 +18,7 @@ import { InputError } from './errors.js';
 import { atomicWriteFile, makeDir } from './io/atomic.js';
 import { sha256OfFile as sha256Of } from './io/hash.js';
 import { outputs } from './layout.js';
-import { nativeInfo } from './native.js';
+import { resolveInputFiles } from './io/inputs.js';
 
 export interface FileStamp {
   path: string;
@@ -102,7 +102,8 @@ export interface Manifest {
   /** The config of the last command that completed in this folder (canonical keys) and its files. */
   config?: Record<string, unknown>;
   configFiles?: string[];
-  engine: { name: 'semdedup'; version: string; faiss: string; blasCore: string };
+  /** The engine of the last command that recorded its config (commitConfig in steps/common.ts). */
+  engine?: { name: 'semdedup'; version: string; faiss: string; blasCore: string };
   /** A planned run's plan (semdedup/plan.json; the tasks' states beside it in semdedup/plan/state/). */
   plan?: { path: string; id: string; tasks: Record<string, number> };
   steps: Record<string, StepRecord>;
@@ -148,19 +149,17 @@ export function unseal<T>(text: string): { value?: T; problem?: string } {
 /** The manifest of `dir`, and why it commits nothing when it is there but unreadable or damaged. */
 export function loadManifest(dir: string): { manifest: Manifest; problem?: string } {
   const path = outputs.manifest(dir);
-  const info = nativeInfo();
-  const engine = { name: 'semdedup' as const, version: info.version, faiss: info.faiss, blasCore: info.blasCore };
-  if (!existsSync(path)) return { manifest: { engine, steps: {} } };
+  if (!existsSync(path)) return { manifest: { steps: {} } };
   let text: string;
   try {
     text = readFileSync(path, 'utf8');
   } catch (e) {
-    return { manifest: { engine, steps: {} }, problem: `it cannot be read (${(e as Error).message})` };
+    return { manifest: { steps: {} }, problem: `it cannot be read (${(e as Error).message})` };
   }
   // An unreadable or damaged manifest commits nothing: writers recompute, readers refuse.
   const { value, problem } = unseal<Manifest>(text);
-  if (!value) return { manifest: { engine, steps: {} }, problem };
-  return { manifest: { ...value, engine, steps: value.steps ?? {} } };
+  if (!value) return { manifest: { steps: {} }, problem };
+  return { manifest: { ...value, steps: value.steps ?? {} } };
 }
 
 export function readManifest(dir: string): Manifest {
@@ -424,4 +423,19 @@ export function sweepStale(dir: string, sortedClustersDir?: string): string[] {
     }
   }
   return removed;
+}
+
+/**
+ * The embeddings a command is given for a run's folder (`source`, as the config names them: one
+ * file, or shards as a list, glob or folder) must be the ones `step` read: every shard itself, or
+ * the source of the normalised copy it read.
+ */
+export function checkRunEmbeddings(outputDir: string, step: string, source: string | readonly string[]): void {
+  const inputs = readManifest(outputDir).steps[step]?.inputs;
+  const rec = inputs?.embeddings ?? inputs?.['embeddings.0'];
+  if (!rec) return;
+  const files = resolveInputFiles(source);
+  if (rec.rel !== undefined && rec.rel === relative(resolve(outputDir), outputs.normalized(resolve(outputDir))))
+    requireSameInputs(outputDir, 'normalize', 'source', files, 'embeddings');
+  else requireSameInputs(outputDir, step, 'embeddings', files, 'embeddings');
 }

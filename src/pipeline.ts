@@ -2,66 +2,25 @@
 // embeddings once (prepareEmbeddings: checked once, normalised once) and hands that one handle to
 // every step it runs; the device choice travels down to the native engine facade, which decides.
 import { existsSync } from 'node:fs';
-import { join } from 'node:path';
-import { requireKeys, type PartialResolved } from './config.js';
-import { embeddingsLayout, type Embeddings, type EmbeddingsSpec } from './embeddings.js';
+import { applyDefaultK, configWarnings, requireKeys, resolveOptions, type PartialResolved, type RunAllOptions, type RunOptions } from './config.js';
+import { readNpyHeaderFromFile } from './io/npy.js';
+import { type Embeddings } from './embeddings.js';
 import { checkContents, prepareEmbeddings } from './steps/check.js';
-import type { ScanStats } from './native.js';
-import { checkUniqueIds, idsInputs, readIdsFrom, type Ids } from './io/ids.js';
-import { resolveInputFiles, sourceName } from './io/inputs.js';
+import type { ScanStats } from './native/index.js';
+import { type Ids } from './io/ids.js';
 import { computeCentroids, type ClusterResult } from './steps/cluster.js';
 import { assignAndSortClusters, type SortResult } from './steps/sort.js';
-import { semdedup, type DedupResult } from './steps/dedup.js';
-import { extractPrunedData, extractPrunedDataAll, type ExtractResult } from './steps/extract.js';
-import { atomicWriteFile } from './io/atomic.js';
+import { semdedup, writeSummary, type DedupResult } from './steps/dedup.js';
+import { commitExtract, extractPrunedData, extractPrunedDataAll, type ExtractResult } from './steps/extract.js';
 import { outputs } from './layout.js';
-import { type CommonOptions } from './steps/common.js';
-import { readManifest, recordStep, requireCommitted, requireSameInputs, sweepStale, writeManifest } from './manifest.js';
-import { checkRunEmbeddings } from './after/common.js';
-import { InputError } from './errors.js';
-import { toManifest } from './config.js';
-import { nativeInfo } from './native.js';
+import { commitConfig, type CommonOptions } from './steps/common.js';
+import { requireCommitted, sweepStale } from './manifest.js';
 import { withLock } from './lock.js';
 import { capThreads, validateInputs } from './validate.js';
-import { rankValuesOf } from './inputs.js';
+import { embeddingsSpecOf, rankValuesOf, resolveIds } from './inputs.js';
 
-export function embeddingsSpecOf(cfg: PartialResolved): EmbeddingsSpec {
-  const c = requireKeys(cfg, ['embeddings'], 'this step');
-  return {
-    path: c.embeddings,
-    format: c.embeddingsFormat,
-    dtype: c.embeddingsDtype,
-    ...(c.datasetSize !== undefined ? { count: c.datasetSize } : {}),
-    ...(c.dim !== undefined ? { dim: c.dim } : {}),
-  };
-}
-
-/**
- * The ids (checked unique): the config's ids file, else the one recorded in the output folder's
- * manifest by an earlier step (the original's semdedup_configs.yaml names none); undefined means
- * row numbers. Read once per command and handed to the steps that write ids.
- */
-export function resolveIds(cfg: PartialResolved, outputDir: string | undefined, log?: (l: string) => void, opts: { verify?: boolean } = {}): Ids | undefined {
-  const src = cfg.ids ? { ids: cfg.ids, format: cfg.idsFormat, dtype: cfg.idsDtype } : outputDir ? recordedIds(outputDir) : undefined;
-  if (opts.verify && outputDir) {
-    // A reader of a finished run: the embeddings and the ids it is given must be the run's
-    // (checked before anything is read from them, so the message says what changed).
-    if (cfg.embeddings) checkRunEmbeddings(outputDir, 'dedup', cfg.embeddings);
-    if (src) requireSameInputs(outputDir, 'extract', 'ids', resolveInputFiles(src.ids, 'ids', 'ids'), 'ids');
-  }
-  if (!src) return undefined;
-  const present = cfg.embeddings && (typeof cfg.embeddings !== 'string' || /[*?[]/.test(cfg.embeddings) || existsSync(cfg.embeddings));
-  const layout = present ? embeddingsLayout(embeddingsSpecOf(cfg)) : undefined;
-  const n = layout ? layout.n : cfg.datasetSize;
-  const ids = readIdsFrom(src.ids, {
-    format: src.format, ...(src.dtype ? { dtype: src.dtype } : {}), ...(n !== undefined ? { count: n } : {}),
-    ...(layout?.shards && resolveInputFiles(src.ids, 'ids', 'ids').length > 1 ? { shardCounts: layout.shards.map((s) => s.n) } : {}),
-  });
-  const name = sourceName(src.ids);
-  checkUniqueIds(ids, name);
-  log?.(`ids: ${name}`);
-  return ids;
-}
+export { embeddingsSpecOf, resolveIds } from './inputs.js';
+export { commitExtract } from './steps/extract.js';
 
 function common(cfg: PartialResolved, opts: CommonOptions): CommonOptions {
   return { threads: capThreads(cfg.threads, opts.log), device: cfg.device, gpuMemoryLimit: cfg.gpuMemoryLimit, ...opts };
@@ -82,17 +41,35 @@ async function withEmbeddings<T>(cfg: PartialResolved, outputDir: string, opts: 
   }
 }
 
-/** Records the config and the engine in the manifest of the output folder. */
-function noteConfig(cfg: PartialResolved, outputDir: string): void {
-  const m = readManifest(outputDir);
-  const info = nativeInfo();
-  m.config = toManifest(cfg);
-  m.configFiles = cfg.files;
-  m.engine = { name: 'semdedup', version: info.version, faiss: info.faiss, blasCore: info.blasCore };
-  writeManifest(outputDir, m);
+/**
+ * The config of a command that clusters: options validated (a loaded config passes as it is,
+ * copied), warnings logged, and k set from N when unset (from the given centroids' rows, when
+ * there are centroids). Returns the config; `validateInputs` has checked the inputs.
+ */
+function clusteringConfig(config: PartialResolved | RunOptions, command: 'cluster' | 'run', opts: CommonOptions): PartialResolved {
+  const cfg: PartialResolved = { ...resolveOptions(config) };
+  requireKeys(cfg, ['embeddings', 'output_dir'], `semdedup ${command}`);
+  for (const w of configWarnings(cfg)) warn(w, opts);
+  const { layout } = validateInputs(cfg, command);
+  if (cfg.k === undefined && cfg.centroids) {
+    cfg.k = readNpyHeaderFromFile(cfg.centroids).shape[0];
+    cfg.sources = { ...cfg.sources, k: 'centroids' };
+  }
+  if (layout) {
+    const line = applyDefaultK(cfg, layout.n);
+    if (line) opts.log?.(line);
+  }
+  return cfg;
 }
 
-export async function runCluster(cfg: PartialResolved, opts: CommonOptions = {}, given?: Embeddings): Promise<ClusterResult> {
+/** A warning: to the log when there is one, else as a process warning (the API without a log). */
+export function warn(line: string, opts: { log?: (l: string) => void }): void {
+  if (opts.log) opts.log(line);
+  else process.emitWarning(line.replace(/^warning: /, ''), 'SemDedupWarning');
+}
+
+export async function runCluster(config: PartialResolved | RunOptions, opts: CommonOptions = {}, given?: Embeddings): Promise<ClusterResult> {
+  const cfg = given ? resolveOptions(config) : clusteringConfig(config, 'cluster', opts);
   const c = requireKeys(cfg, ['embeddings', 'output_dir', 'k'], 'semdedup cluster');
   const run = (emb: Embeddings) =>
     computeCentroids({
@@ -112,14 +89,13 @@ export async function runCluster(cfg: PartialResolved, opts: CommonOptions = {},
     });
   if (given) {
     const r = await run(given);
-    noteConfig(cfg, c.outputDir);
+    commitConfig(c.outputDir, cfg);
     return r;
   }
-  validateInputs(cfg, 'cluster');
   const scanned = await precheck(cfg, c.outputDir, opts);
   return withLock(c.outputDir, async () => {
     const r = await withEmbeddings(cfg, c.outputDir, opts, run, scanned);
-    noteConfig(cfg, c.outputDir);
+    commitConfig(c.outputDir, cfg);
     sweepStale(c.outputDir, c.sortedClustersDir);
     return r;
   });
@@ -143,13 +119,13 @@ export async function runSort(cfg: PartialResolved, opts: CommonOptions = {}, gi
       keepHard: c.keepHard,
       spherical: c.spherical,
       exportSortedClusters: c.exportSortedClusters,
-      sortedClustersDir: c.sortedClustersDir ?? join(c.outputDir, 'sorted_clusters'),
+      sortedClustersDir: c.sortedClustersDir ?? outputs.sortedClusters(c.outputDir),
       ...(emb ? { embeddings: emb } : {}),
       ...(ids ? { ids } : {}),
     });
   if (given) return run(needEmb ? given.embeddings : undefined);
   validateInputs(cfg, 'sort');
-  const sweep = [c.sortedClustersDir ?? join(c.outputDir, 'sorted_clusters')];
+  const sweep = [c.sortedClustersDir ?? outputs.sortedClusters(c.outputDir)];
   const stale = <T>(r: T): T => {
     sweepStale(c.outputDir, sweep[0]);
     return r;
@@ -174,6 +150,7 @@ export async function runDedup(cfg: PartialResolved, opts: CommonOptions = {}, g
       ...(cfg.rankBy ? { rank: rankValuesOf(cfg)! } : {}),
     });
   if (given) return run(given);
+  for (const w of configWarnings(cfg)) warn(w, opts);
   // The sort step's results, and the embeddings they came from, first (as runSort).
   if (existsSync(outputs.manifest(c.outputDir))) requireCommitted(c.outputDir, 'sort', {});
   validateInputs(cfg, 'dedup');
@@ -220,22 +197,6 @@ export function dedupWanted(cfg: PartialResolved): Record<string, unknown> {
   };
 }
 
-/** The ids file recorded in the output folder's manifest by an earlier step, if any. */
-function recordedIds(outputDir: string): { ids: string | string[]; format: 'auto' | 'memmap' | 'npy' | 'text'; dtype?: string } | undefined {
-  const m = readManifest(outputDir);
-  const ids = m.config?.ids;
-  if (ids === undefined || ids === null) return undefined;
-  if (!(typeof ids === 'string' || (Array.isArray(ids) && ids.length > 0 && ids.every((f) => typeof f === 'string')))) return undefined;
-  // Every file of the recorded ids (a glob or folder as it was given) must still be there.
-  const files = resolveInputFiles(ids as string | string[], 'ids', 'ids');
-  const gone = files.find((f) => !existsSync(f));
-  if (gone !== undefined)
-    throw new InputError(`${gone}: the ids file that ${outputs.manifest(outputDir)} records for this run is missing; restore it, or give the ids (ids: in the config, --set ids=...)`, { file: gone });
-  const format = (m.config?.ids_format as 'auto' | 'memmap' | 'npy' | 'text' | undefined) ?? 'auto';
-  const dtype = m.config?.ids_dtype as string | undefined;
-  return { ids: ids as string | string[], format, ...(dtype ? { dtype } : {}) };
-}
-
 export interface RunResult {
   cluster: ClusterResult;
   sort: SortResult;
@@ -244,15 +205,19 @@ export interface RunResult {
   seconds: Record<string, number>;
 }
 
-/** All steps: cluster, sort, dedup, then extract for every eps (kept ids to `kept_eps{eps}.txt`). */
-export async function runAll(cfg: PartialResolved, opts: CommonOptions = {}): Promise<RunResult> {
-  const c = requireKeys(cfg, ['embeddings', 'output_dir', 'k'], 'semdedup run');
+/**
+ * All steps: cluster, sort, dedup, then extract for every eps (kept ids to `kept_eps{eps}.txt`).
+ * Takes a loaded config (loadConfigFiles) or options (`{embeddings, outputDir, k, epsList}`: the
+ * rest take the schema's defaults, k its default from N).
+ */
+export async function runAll(config: PartialResolved | RunAllOptions, opts: CommonOptions = {}): Promise<RunResult> {
   // Check every input, and read (and check) the ids once, before hours of work and before any
   // file is written; then hold the output folder for the whole run.
-  validateInputs(cfg, 'run');
+  const cfg = clusteringConfig(config, 'run', opts);
+  const c = requireKeys(cfg, ['embeddings', 'output_dir', 'k'], 'semdedup run');
   const ids = resolveIds(cfg, undefined, opts.log);
   const scanned = await precheck(cfg, c.outputDir, opts);
-  return withLock(c.outputDir, () => runAllLocked(cfg, c, ids, opts, scanned), [c.sortedClustersDir ?? join(c.outputDir, 'sorted_clusters')]);
+  return withLock(c.outputDir, () => runAllLocked(cfg, c, ids, opts, scanned), [c.sortedClustersDir ?? outputs.sortedClusters(c.outputDir)]);
 }
 
 async function runAllLocked(
@@ -274,31 +239,13 @@ async function runAllLocked(
   const t3 = performance.now();
   // Every eps in one pass (the ids and step 4's arrays shared).
   const extract: ExtractResult[] = await extractPrunedDataAll({
-    outputDir: c.outputDir, epsList: c.epsList, outputs: c.epsList.map((eps) => join(c.outputDir, `kept_eps${eps}.txt`)),
+    outputDir: c.outputDir, epsList: c.epsList, outputs: c.epsList.map((eps) => outputs.keptList(c.outputDir, eps)),
     data: { keepOrder: dedup.keepOrder, M: dedup.M }, ...(ids ? { ids } : {}), ...common(cfg, opts),
   });
   const t4 = performance.now();
   const seconds = { cluster: (t1 - t0) / 1000, sort: (t2 - t1) / 1000, dedup: (t3 - t2) / 1000, extract: (t4 - t3) / 1000, total: (t4 - t0) / 1000 };
-  atomicWriteFile(
-    outputs.summary(c.outputDir),
-    JSON.stringify({ n, clusters: cluster.k, whichToKeep: c.whichToKeep, eps: dedup.summary, seconds }, null, 2) + '\n',
-  );
-  commitExtract(c.outputDir, c.epsList, ids, (eps) => join(c.outputDir, `kept_eps${eps}.txt`));
-  sweepStale(c.outputDir, c.sortedClustersDir ?? join(c.outputDir, 'sorted_clusters'));
+  writeSummary(c.outputDir, { n, clusters: cluster.k, whichToKeep: c.whichToKeep, eps: dedup.summary, seconds });
+  commitExtract(c.outputDir, c.epsList, ids);
+  sweepStale(c.outputDir, c.sortedClustersDir ?? outputs.sortedClusters(c.outputDir));
   return { cluster, sort, dedup, extract, seconds };
-}
-
-/**
- * Commits step 5 of a run (single or planned): the kept lists and rows of every eps and the
- * summary, from the committed keep order and M and the ids they name (so that readers can check
- * that the ids they are given are the run's).
- */
-export function commitExtract(outputDir: string, epsList: readonly number[], ids: Ids | undefined, listOf: (eps: number) => string): void {
-  const outs: Record<string, string> = { summary: outputs.summary(outputDir) };
-  for (const eps of epsList) {
-    outs[`kept_eps${eps}`] = listOf(eps);
-    outs[`kept_rows_eps${eps}`] = outputs.keptRows(outputDir, eps);
-  }
-  const inputs: Record<string, string> = { keepOrder: outputs.keepOrder(outputDir), M: outputs.M(outputDir), ...idsInputs(ids) };
-  recordStep(outputDir, 'extract', { epsList: [...epsList] }, inputs, outs);
 }

@@ -4,15 +4,15 @@
 import { accessSync, constants, existsSync, realpathSync, statSync, statfsSync } from 'node:fs';
 import { cpus } from 'node:os';
 import { basename, dirname, resolve, sep } from 'node:path';
-import type { PartialResolved } from './config.js';
+import { keyName, type PartialResolved } from './config.js';
 import { embeddingsLayout, type EmbeddingsLayout, type EmbeddingsSpec } from './embeddings.js';
 import { ConfigError, InputError, NumericError, OutputError } from './errors.js';
 import { readNpy } from './io/npy.js';
 import { SemDedupError } from './errors.js';
-import { nativeInfo } from './native.js';
+import { engineFor } from './native/index.js';
 import { readManifest } from './manifest.js';
 import { outputs } from './layout.js';
-import { validateEps } from './steps/dedup.js';
+import { validateEps, validateK } from './decision.js';
 
 export type Command = 'cluster' | 'sort' | 'dedup' | 'extract' | 'run';
 
@@ -160,6 +160,7 @@ function specOf(cfg: PartialResolved): EmbeddingsSpec {
     dtype: cfg.embeddingsDtype,
     ...(cfg.datasetSize !== undefined ? { count: cfg.datasetSize } : {}),
     ...(cfg.dim !== undefined ? { dim: cfg.dim } : {}),
+    ...(cfg.names ? { names: { dim: keyName(cfg, 'dim'), count: keyName(cfg, 'dataset_size') } } : {}),
   };
 }
 
@@ -189,17 +190,11 @@ export function validateInputs(cfg: PartialResolved, command: Command, extra: { 
     if (layout.d < 1) throw new InputError(`${layout.path}: the embeddings have rows of no values (D = 0)`, { file: layout.path, key: 'dim' });
   }
   if (command === 'cluster' || command === 'run') {
-    if (cfg.k !== undefined) {
-      if (!Number.isInteger(cfg.k) || cfg.k < 1) throw new ConfigError(`k (ncentroids) must be a positive integer, got ${cfg.k}`, { key: 'k' });
-      if (layout && cfg.k > layout.n)
-        throw new ConfigError(`k = ${cfg.k} (ncentroids) is larger than the number of rows N = ${layout.n} in ${layout.path}`, { key: 'k', file: layout.path });
-    }
+    if (cfg.k !== undefined) validateK(cfg.k, layout ? { n: layout.n, file: layout.path } : undefined, keyName(cfg, 'k'));
     if (cfg.centroids) checkCentroidsFile(cfg.centroids, cfg.k, layout?.d);
   }
-  if (command !== 'extract' && command !== 'sort' && cfg.device === 'cuda') {
-    // The engine facade would refuse each job; refuse before anything is written.
-    const cuda = nativeInfo().cuda;
-    if (!cuda.available) throw new SemDedupError('ERR_BACKEND', `device 'cuda' was requested, but no usable GPU is available: ${cuda.reason}`);
-  }
+  // The engine resolves the device once (device cuda without a usable GPU: ERR_BACKEND with the
+  // reason), before anything is written.
+  if (command !== 'extract' && command !== 'sort') engineFor(cfg.device);
   return layout ? { layout } : {};
 }

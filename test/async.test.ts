@@ -9,7 +9,7 @@ import * as path from 'node:path';
 import { parseConfigObject } from '../src/config.js';
 import { createEmbeddingsFile, openEmbeddings } from '../src/embeddings.js';
 import { SemDedupError } from '../src/errors.js';
-import { blasCoreFor, loadNative, nativeError } from '../src/native.js';
+import { blasCoreFor, engineFor, loadNative } from '../src/native/index.js';
 import { runAll, runCluster, runDedup, runSort } from '../src/pipeline.js';
 import { computeCentroids } from '../src/steps/cluster.js';
 import { semdedup, type DedupResult } from '../src/steps/dedup.js';
@@ -66,9 +66,10 @@ test('async: the event loop keeps running during a long maxSimilarity call (one 
   const t0 = performance.now();
   let settled = false;
   try {
-    const p = addon.maxSimilarity(emb.native, order, offsets, M, arg, { thresholds: [0.99, 0.95], threads: 0, device: 'cpu' }, (done, total) =>
-      progress.push([done, total]),
-    );
+    const p = addon.maxSimilarity({
+      emb: emb.native, order, offsets, M, arg, thresholds: [0.99, 0.95], threads: 0, engine: engineFor('cpu'),
+      onProgress: (done, total) => progress.push([done, total]),
+    });
     assert.ok(p instanceof Promise, 'maxSimilarity returns a promise');
     void p.then(() => (settled = true));
     assert.equal(settled, false, 'the call returns before the work is done');
@@ -281,7 +282,7 @@ test('async: two runs at once on different folders equal sequential runs', async
     const offsets = s1.dedup.offsets;
     const Ms = [new Float64Array(order.length), new Float64Array(order.length)];
     const args = [new BigInt64Array(order.length), new BigInt64Array(order.length)];
-    await Promise.all(Ms.map((M, i) => addon.maxSimilarity(emb.native, order, offsets, M, args[i]!, { thresholds: [0.99], threads: 0, device: 'cpu' })));
+    await Promise.all(Ms.map((M, i) => addon.maxSimilarity({ emb: emb.native, order, offsets, M, arg: args[i]!, thresholds: [0.99], threads: 0, engine: engineFor('cpu') })));
     assert.deepEqual(Ms[0], s1.dedup.M);
     assert.deepEqual(Ms[1], s1.dedup.M);
   } finally {
@@ -297,19 +298,17 @@ test('async: a too-short embeddings file gives a SemDedupError with code ERR_INP
   const file = path.join(dir, 'short.f32');
   writeFileSync(file, Buffer.alloc(100));
   const addon = loadNative();
-  // The native mapping itself refuses it, with a code that maps to ERR_INPUT.
+  // The native mapping itself refuses it, with a SemDedupError of code ERR_INPUT (thrown by the addon).
   let raw: unknown;
   try {
-    new addon.Embeddings(file, { offset: 0, n: 2000, d: 16, dtype: 'float32', writable: false });
+    new addon.Embeddings({ path: file, offset: 0, n: 2000, d: 16, dtype: 'float32', writable: false });
   } catch (e) {
     raw = e;
   }
-  assert.ok(raw instanceof Error, 'the native constructor throws');
-  assert.equal(typeof (raw as Error & { code?: string }).code, 'string', 'the native error has a code');
-  const mapped = nativeError(raw, file);
-  assert.ok(mapped instanceof SemDedupError);
-  assert.equal(mapped.code, 'ERR_INPUT');
-  assert.ok(mapped.message.includes(file));
+  assert.ok(raw instanceof SemDedupError, 'the native constructor throws a SemDedupError');
+  assert.equal(raw.code, 'ERR_INPUT');
+  assert.ok(raw.reason === 'io' || raw.reason === 'format', `the engine's kind of failure is kept: ${raw.reason}`);
+  assert.ok(raw.message.includes(file), raw.message);
   // Through the API.
   await assert.rejects(
     withSpec(computeCentroids, { embeddings: { path: file, dim: 16, count: 2000 }, outputDir: path.join(dir, 'out'), k: 4 }),
@@ -336,19 +335,32 @@ test('async: native argument errors are typed (rows out of range, closed mapping
     } catch (e) {
       err = e;
     }
-    assert.ok(err instanceof Error, `${what}: rejects`);
-    const code = (err as Error & { code?: string }).code;
-    assert.equal(typeof code, 'string', `${what}: has a code`);
-    const m = nativeError(err, what);
-    assert.ok(m instanceof SemDedupError);
-    assert.notEqual(m.code, 'ERR_NATIVE', `${what}: mapped to a user-facing code, got ${m.code} (${code})`);
+    assert.ok(err instanceof SemDedupError, `${what}: rejects with a SemDedupError (${String(err)})`);
+    assert.equal(err.code, 'ERR_INPUT', `${what}: a user-facing code, got ${err.code}`);
+    assert.equal(err.reason, 'invalid-argument', `${what}: reason`);
   };
   const M = new Float64Array(2);
   const A = new BigInt64Array(2);
-  await check(() => addon.maxSimilarity(emb.native, BigInt64Array.from([0n, 100n]), BigInt64Array.from([0n, 2n]), M, A, { thresholds: [0.9], threads: 0, device: 'cpu' }), 'row out of range');
-  await check(() => addon.maxSimilarity(emb.native, BigInt64Array.from([0n, 1n]), BigInt64Array.from([0n, 3n]), M, A, { thresholds: [0.9], threads: 0, device: 'cpu' }), 'offsets past the end');
+  const engine = engineFor('cpu');
+  const ms = (order: BigInt64Array, offsets: BigInt64Array) => () => addon.maxSimilarity({ emb: emb.native, order, offsets, M, arg: A, thresholds: [0.9], threads: 0, engine });
+  await check(ms(BigInt64Array.from([0n, 100n]), BigInt64Array.from([0n, 2n])), 'row out of range');
+  await check(ms(BigInt64Array.from([0n, 1n]), BigInt64Array.from([0n, 3n])), 'offsets past the end');
+  await check(() => addon.maxSimilarity({ emb: emb.native, order: BigInt64Array.from([0n, 1n]), offsets: new BigInt64Array([0n, 2n]), M: new Float32Array(2) as unknown as Float64Array, arg: A }), 'M of the wrong element type');
+  // The calls that once reached the CLI as internal errors: ranking, the keep order, blob offsets.
+  const nearest = BigInt64Array.from([0n, 1n]);
+  await check(() => addon.rankClusters({ nearest, key: new Float32Array(3), k: 2, keepHard: true, order: new BigInt64Array(2), offsets: new BigInt64Array(3) }), 'rankClusters: bad lengths');
+  await check(() => addon.keepOrder({ order: nearest, offsets: BigInt64Array.from([0n, 5n]), which: 'hard', seed: 0, keepOrder: new BigInt64Array(2), keepIndex: new BigInt64Array(2) }), 'keepOrder: bad offsets');
+  await check(() => addon.keepOrder({ order: nearest, offsets: BigInt64Array.from([0n, 2n]), which: 'sideways' as 'hard', seed: 0, keepOrder: new BigInt64Array(2), keepIndex: new BigInt64Array(2) }), 'keepOrder: bad which');
+  await check(() => addon.blobOffsets({ blob: 'not bytes' as unknown as Uint8Array }), 'blobOffsets: not bytes');
+  // Every function takes one options object: anything else is a typed argument error.
+  for (const name of ['trainKmeans', 'assignNearest', 'cosineToCentroid', 'rankClusters', 'splitKept', 'blobOffsets', 'writeIdsText', 'maxSimLayout',
+    'maxSimilarityBlock', 'maxSimilarity', 'scanEmbeddings', 'normalizeRows', 'keepOrder', 'measureSgemm', 'recheckMargin', 'recheckThresholds',
+    'maxSimilarityToReference', 'exactDuplicates', 'tryLockFd'] as const)
+    await check(async () => (addon[name] as (...a: unknown[]) => unknown)(1, 2, 3), `${name}(positional arguments)`);
+  await check(async () => addon.maxSimilarity(emb.native as unknown as Parameters<typeof addon.maxSimilarity>[0]), 'maxSimilarity(emb, ...)');
+  await check(async () => new addon.Engine({ device: 'tpu' as 'cpu' }), 'Engine: an unknown device');
   emb.close();
-  await check(() => addon.maxSimilarity(emb.native, BigInt64Array.from([0n, 1n]), BigInt64Array.from([0n, 2n]), M, A, { thresholds: [0.9], threads: 0, device: 'cpu' }), 'closed mapping');
+  await check(ms(BigInt64Array.from([0n, 1n]), BigInt64Array.from([0n, 2n])), 'closed mapping');
 });
 
 // ---------------------------------------------------------------------------------------------

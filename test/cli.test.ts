@@ -1,6 +1,7 @@
 // A user of the original runs the `semdedup` CLI on their files and configs unchanged: the
 // original's two YAML files (raw float32 memmap + S24 ids memmap), the original's commands, and
 // the original's outputs; then resume, given centroids, info, example, --json and config-doc.
+// Every test works in a folder of its own (none reads what another wrote), so each runs alone.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
@@ -107,14 +108,25 @@ function referenceKept(out: string, epsList: number[]): Map<number, string[]> {
 
 const ID_SET = new Set(IDS);
 
-// One working folder for the step-by-step run, another (fresh) for `semdedup run`.
-const W = workFolder();
-const OUT = path.join(W, 'output');
+/**
+ * A working folder after the original's step-by-step commands (cluster, sort, dedup --eps-list
+ * 0.01,0.05, extract --eps 0.05 --output kept.txt): each test that reads such results makes its own.
+ */
+function stepByStep(): string {
+  const w = workFolder();
+  ok(semdedup(['cluster', '--config', 'clustering_configs.yaml', '-q'], w), 'cluster');
+  ok(semdedup(['sort', '--config', 'clustering_configs.yaml', '-q'], w), 'sort');
+  ok(semdedup(['dedup', '--config', 'semdedup_configs.yaml', '--eps-list', '0.01,0.05', '-q'], w), 'dedup');
+  ok(semdedup(['extract', '--config', 'semdedup_configs.yaml', '--eps', '0.05', '--output', 'kept.txt', '-q'], w), 'extract');
+  return w;
+}
 
 // ---------------------------------------------------------------------------------------------
 // Step by step, exactly as the original's user types it.
 
 test('cli: cluster --config clustering_configs.yaml writes the original three files', () => {
+  const W = workFolder();
+  const OUT = path.join(W, 'output');
   ok(semdedup(['cluster', '--config', 'clustering_configs.yaml'], W), 'cluster');
   const c = readNpy(path.join(OUT, 'kmeans_centroids.npy'));
   assert.equal(c.header.descr, '<f4');
@@ -153,6 +165,8 @@ test('cli: cluster --config clustering_configs.yaml writes the original three fi
 });
 
 test('cli: sort, dedup --eps-list 0.01,0.05 and extract --eps 0.05 --output kept.txt exit 0', () => {
+  const W = workFolder();
+  ok(semdedup(['cluster', '--config', 'clustering_configs.yaml', '-q'], W), 'cluster');
   ok(semdedup(['sort', '--config', 'clustering_configs.yaml'], W), 'sort');
   const d = ok(semdedup(['dedup', '--config', 'semdedup_configs.yaml', '--eps-list', '0.01,0.05'], W), 'dedup');
   assert.match(d.stdout, /eps 0\.01: kept \d+, removed \d+/);
@@ -171,6 +185,8 @@ test('cli: sort, dedup --eps-list 0.01,0.05 and extract --eps 0.05 --output kept
 test('cli: kept.txt from extract --config semdedup_configs.yaml holds the ids of the S24 paths file', () => {
   // The original's extract writes the paths (ids) of the kept examples, and its user reads the
   // ids from the paths memmap named in clustering_configs.yaml. Row numbers are not ids.
+  const W = stepByStep();
+  const OUT = path.join(W, 'output');
   const kept = lines(path.join(W, 'kept.txt'));
   const notIds = kept.filter((l) => !ID_SET.has(l));
   assert.equal(notIds.length, 0, `${notIds.length} of ${kept.length} lines of kept.txt are not ids from data/paths_memory.npy, e.g. ${JSON.stringify(notIds.slice(0, 3))}`);
@@ -178,6 +194,8 @@ test('cli: kept.txt from extract --config semdedup_configs.yaml holds the ids of
 });
 
 test('cli: extract with both config files writes the reference kept ids', () => {
+  const W = stepByStep();
+  const OUT = path.join(W, 'output');
   ok(semdedup(['extract', '--config', 'clustering_configs.yaml', '--config', 'semdedup_configs.yaml', '--eps', '0.05', '--output', 'kept-ids.txt'], W), 'extract');
   const kept = lines(path.join(W, 'kept-ids.txt'));
   assert.ok(kept.every((l) => ID_SET.has(l)), 'every line is an id');
@@ -187,6 +205,9 @@ test('cli: extract with both config files writes the reference kept ids', () => 
 });
 
 test('cli: run --config clustering_configs.yaml --config semdedup_configs.yaml in a fresh folder', () => {
+  // Compared with the step-by-step commands of its own second folder.
+  const W = stepByStep();
+  const OUT = path.join(W, 'output');
   const R = workFolder();
   const r = ok(semdedup(['run', '--config', 'clustering_configs.yaml', '--config', 'semdedup_configs.yaml', '--eps-list', '0.01,0.05'], R), 'run');
   assert.match(r.stdout, /eps 0\.05: kept \d+/);
@@ -213,6 +234,9 @@ test('cli: run --config clustering_configs.yaml --config semdedup_configs.yaml i
 // Resume and given centroids.
 
 test('cli: rerunning cluster reuses the existing centroids', () => {
+  const W = workFolder();
+  const OUT = path.join(W, 'output');
+  ok(semdedup(['cluster', '--config', 'clustering_configs.yaml', '-q'], W), 'cluster');
   const file = path.join(OUT, 'kmeans_centroids.npy');
   const before = readFileSync(file);
   const nearestBefore = readFileSync(path.join(OUT, 'nearest_cent.npy'));
@@ -266,6 +290,7 @@ test('cli: cluster --centroids FILE uses the given centroids (also over existing
 // info, example, --json, config-doc.
 
 test('cli: info --json reports version, faiss, blasCore, threads, cpuFeatures, cuda', () => {
+  const W = mkdtempSync(path.join(tmpdir(), 'semdedup-cli-info-'));
   const r = ok(semdedup(['info', '--json'], W), 'info --json');
   const info = JSON.parse(r.stdout) as Record<string, unknown>;
   assert.equal(typeof info.version, 'string');
@@ -290,6 +315,7 @@ test('cli: info --json reports version, faiss, blasCore, threads, cpuFeatures, c
 
 test('cli: example --dir runs and finds the planted duplicates (recall >= 99% at eps 0.01)', () => {
   const dir = mkdtempSync(path.join(tmpdir(), 'semdedup-cli-example-'));
+  const W = dir;
   const r = ok(tools(['example', '--dir', dir, '--json', '-q'], W), 'example --json');
   const rep = JSON.parse(r.stdout) as { perEps: { eps: number; recall: number; precision: number }[]; outputDir: string };
   const e = rep.perEps.find((x) => x.eps === 0.01);
@@ -335,6 +361,7 @@ test('cli: --json output parses for every step', () => {
 });
 
 test('cli: config-doc lists ncentroids', () => {
+  const W = mkdtempSync(path.join(tmpdir(), 'semdedup-cli-doc-'));
   const r = ok(semdedup(['config-doc'], W), 'config-doc');
   assert.match(r.stdout, /ncentroids/);
   assert.match(r.stdout, /num_clusters/);

@@ -7,7 +7,7 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import * as path from 'node:path';
 import { SynthDataset } from '../tools/synth.js';
 import { computeCentroids, keepOrderOf, prepareEmbeddings, semdedup, assignAndSortClusters, SemDedupError } from '../src/index.js';
-import { loadNative } from '../src/native.js';
+import { engineFor, loadNative } from '../src/native/index.js';
 import { configSchema, type ConfigKeySpec } from '../src/config.js';
 import { outputs } from '../src/layout.js';
 import { ROOT, runCli, tmpFolder } from './helpers.js';
@@ -23,7 +23,7 @@ function dataset(): { dir: string; file: string; X: Float32Array } {
   return { dir, file, X };
 }
 
-test('engine: device auto runs on the CPU here and every step says so (result, log, manifest)', async () => {
+test('engine: device auto runs each job where the engine facade decides, and every step says which (result, log, manifest)', async () => {
   const info = loadNative().info();
   const { dir, file } = dataset();
   const out = path.join(dir, 'out');
@@ -32,30 +32,49 @@ test('engine: device auto runs on the CPU here and every step says so (result, l
   const emb = await prepareEmbeddings({ path: file, dim: D }, { outputDir: out, normalize: 'auto' });
   try {
     const c = await computeCentroids({ embeddings: emb, outputDir: out, k: 6, spherical: true, device: 'auto', log });
-    const want = info.cuda.available ? 'cuda' : 'cpu';
-    assert.equal(c.backend.train, want);
-    assert.equal(c.backend.assign, want);
     await assignAndSortClusters({ outputDir: out, spherical: true });
     const d = await semdedup({ embeddings: emb, outputDir: out, epsList: [0.05], device: 'auto', log });
-    assert.equal(d.stats.backend, want);
-    if (!info.cuda.available) {
-      for (const job of ['k-means training', 'assignment', 'max similarity'])
+    const ran: [string, 'cpu' | 'cuda' | undefined][] = [['k-means training', c.backend.train], ['assignment', c.backend.assign], ['max similarity', d.stats.backend]];
+    for (const [job, backend] of ran) {
+      // Without a usable GPU every job runs on the CPU, and the log gives the reason. With one, the
+      // facade may still keep a job on the CPU (the GPU refused it): then the log says why.
+      if (!info.cuda.available) {
+        assert.equal(backend, 'cpu', `${job} without a usable GPU`);
         assert.ok(lines.includes(`${job}: CPU (${info.cuda.reason})`), `log names the backend and the reason for ${job}: ${lines.join(' | ')}`);
+      } else if (backend === 'cpu') {
+        assert.ok(lines.some((l) => l.startsWith(`${job}: CPU (`) && l.length > `${job}: CPU ()`.length), `${job} stayed on the CPU with a GPU here: the log gives the reason: ${lines.join(' | ')}`);
+      } else {
+        assert.equal(backend, 'cuda', job);
+        assert.ok(lines.some((l) => l.startsWith(`${job}: CUDA (`)), `log names the GPU for ${job}: ${lines.join(' | ')}`);
+      }
     }
     const m = JSON.parse(readFileSync(outputs.manifest(out), 'utf8')) as { steps: Record<string, { stats: Record<string, unknown> }> };
-    assert.deepEqual(m.steps.cluster!.stats.backend, { train: want, assign: want }, 'the manifest records the cluster backends');
-    assert.equal(m.steps.dedup!.stats.backend, want, 'the manifest records the dedup backend');
+    assert.deepEqual(m.steps.cluster!.stats.backend, { train: c.backend.train, assign: c.backend.assign }, 'the manifest records the cluster backends that ran');
+    assert.equal(m.steps.dedup!.stats.backend, d.stats.backend, 'the manifest records the dedup backend that ran');
   } finally {
     emb.close();
   }
 });
 
-test('engine: device cuda without a usable GPU fails with the real reason, before any output', async (t) => {
+const GPU_HERE = loadNative().info().cuda.available;
+
+test('engine: the engine handle resolves the device once and reports it', () => {
   const info = loadNative().info();
-  if (info.cuda.available) {
-    t.diagnostic('a GPU is here: the refusal path is not reachable');
-    return;
-  }
+  const cpu = engineFor('cpu');
+  assert.equal(cpu.device, 'cpu');
+  assert.equal(cpu.requested, 'cpu');
+  assert.equal(cpu.note, '');
+  assert.equal(engineFor('cpu'), cpu, 'one handle per choice and process');
+  const auto = engineFor('auto');
+  assert.equal(auto.requested, 'auto');
+  assert.equal(auto.device, info.cuda.available ? 'cuda' : 'cpu', 'auto: the GPU exactly when the engine finds a usable one');
+  assert.equal(auto.note, info.cuda.available ? '' : info.cuda.reason, 'auto on the CPU says why');
+  if (info.cuda.available) assert.equal(engineFor('cuda').device, 'cuda');
+  else assert.throws(() => engineFor('cuda'), (e: unknown) => e instanceof SemDedupError && e.code === 'ERR_BACKEND' && e.message.includes(info.cuda.reason));
+});
+
+test('engine: device cuda without a usable GPU fails with the real reason, before any output', { skip: GPU_HERE && 'a usable GPU is here: the refusal of device cuda cannot be reached' }, async () => {
+  const info = loadNative().info();
   const { dir, file } = dataset();
   const out = path.join(dir, 'out');
   const emb = await prepareEmbeddings({ path: file, dim: D }, { outputDir: out, normalize: 'auto' });

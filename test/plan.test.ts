@@ -3,17 +3,17 @@
 // and failures as a user meets them.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync, mkdirSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { dedupItems } from '../src/plan/partition.js';
-import { loadNative } from '../src/native.js';
+import { engineFor, loadNative } from '../src/native/index.js';
 import { openEmbeddings } from '../src/embeddings.js';
 import { readPlan, rowRanges } from '../src/plan/plan.js';
 import { readState } from '../src/plan/state.js';
 import { SynthDataset } from '../tools/synth.js';
 import { writeNpy } from '../src/io/npy.js';
 import { runCli, tmpFolder } from './helpers.js';
-import { assertSameOutputs, writeConfig, writeDataset } from './plan-helpers.js';
+import { assertSameOutputs, assertSameRecords, writeConfig, writeDataset } from './plan-helpers.js';
 
 function rng(seed: number): () => number {
   let s = seed >>> 0;
@@ -94,19 +94,19 @@ test('maxSimilarityBlock: blocks of a split cluster equal the whole-cluster kern
   const emb = openEmbeddings({ path });
   const addon = loadNative();
   try {
-    assert.deepEqual(addon.maxSimLayout(n, d), { split: true, width: 512 });
-    assert.deepEqual(addon.maxSimLayout(4096, d), { split: false, width: 128 });
+    assert.deepEqual(addon.maxSimLayout({ n, d }), { split: true, width: 512 });
+    assert.deepEqual(addon.maxSimLayout({ n: 4096, d }), { split: false, width: 128 });
     // A keep order that is not the row order.
     const rows = new BigInt64Array(n);
     for (let i = 0; i < n; i++) rows[i] = BigInt((i * 7919) % n);
     const thresholds = [0.99, 0.95];
     const M = new Float64Array(n);
     const arg = new BigInt64Array(n);
-    await addon.maxSimilarity(emb.native, rows, BigInt64Array.from([0n, BigInt(n)]), M, arg, { thresholds, threads: 2, device: 'cpu' });
+    await addon.maxSimilarity({ emb: emb.native, order: rows, offsets: BigInt64Array.from([0n, BigInt(n)]), M, arg, thresholds, threads: 2, engine: engineFor('cpu') });
     for (const [j0, j1] of [[0, 512], [512, 2560], [2560, 5000], [0, 5000]] as const) {
       const bm = new Float64Array(j1 - j0);
       const ba = new BigInt64Array(j1 - j0);
-      await addon.maxSimilarityBlock(emb.native, rows, j0, j1, bm, ba, { thresholds, threads: 2 });
+      await addon.maxSimilarityBlock({ emb: emb.native, rows, j0, j1, M: bm, arg: ba, thresholds, threads: 2 });
       for (let j = j0; j < j1; j++) {
         assert.ok(Object.is(bm[j - j0], M[j]), `block [${j0}, ${j1}): M[${j}] = ${bm[j - j0]}, whole kernel ${M[j]}`);
         assert.equal(ba[j - j0], arg[j]);
@@ -124,8 +124,8 @@ test('maxSimilarityBlock: blocks of a split cluster equal the whole-cluster kern
       }
       assert.ok(Math.abs(best - M[j]!) <= 1e-5, `position ${j}: ${M[j]} vs float64 ${best}`);
     }
-    await assert.rejects(addon.maxSimilarityBlock(emb.native, rows, 100, 612, new Float64Array(512), new BigInt64Array(512), { thresholds }), /multiples of the tile width/);
-    assert.throws(() => addon.maxSimilarityBlock(emb.native, rows, 0, 512, new Float64Array(10), new BigInt64Array(10), { thresholds }), /j1 - j0 values/);
+    await assert.rejects(addon.maxSimilarityBlock({ emb: emb.native, rows, j0: 100, j1: 612, M: new Float64Array(512), arg: new BigInt64Array(512), thresholds }), /multiples of the tile width/);
+    assert.throws(() => addon.maxSimilarityBlock({ emb: emb.native, rows, j0: 0, j1: 512, M: new Float64Array(10), arg: new BigInt64Array(10), thresholds }), /j1 - j0 values/);
   } finally {
     emb.close();
     rmSync(dir, { recursive: true, force: true });
@@ -188,6 +188,38 @@ test('local executor: the built-in example gives the single-process bytes with 1
   }
 });
 
+test('planned runs of 1, 3 and 5 tasks: every file, every manifest record and summary.json equal the single-process run\'s', () => {
+  const dir = tmpFolder('plan-same');
+  try {
+    // Exact copies planted (the exact-duplicates pass), ids from a text file, the original's sorted
+    // clusters exported, the easy keep order, the cosine key of non-spherical k-means.
+    const emb = writeDataset(dir, 'x.npy', { n: 20_000, dim: 32, clusters: 12, seed: 9, dupFraction: 0.2, exactFraction: 0.3 });
+    const ids = join(dir, 'ids.txt');
+    writeFileSync(ids, Array.from({ length: 20_000 }, (_, i) => `doc-${(i * 7919) % 100_003}`).join('\n') + '\n');
+    const single = join(dir, 'single');
+    const cfg = writeConfig(dir, 'c.yaml', {
+      embeddings: emb, ids, k: 12, spherical: false, sim_metric: 'cosine', which_to_keep: 'easy', eps_list: [0.02, 0.08],
+      export_sorted_clusters: true, exact_duplicates: true, output_dir: single,
+    });
+    let r = runCli(['run', '-c', cfg, '-q'], dir, 300_000);
+    assert.equal(r.code, 0, r.stderr);
+    for (const tasks of [1, 3, 5]) {
+      const out = join(dir, `local${tasks}`);
+      r = runCli(['run', '-c', cfg, '--set', `output_dir=${out}`, '--executor', 'local', '--tasks', String(tasks), '--workers', '2', '-q'], dir, 300_000);
+      assert.equal(r.code, 0, r.stderr);
+      const plan = readPlan(join(out, 'semdedup', 'plan.json'));
+      for (const stage of ['assign', 'group', 'dedup']) assert.equal(plan.stages.find((s) => s.name === stage)!.tasks, tasks, `${stage}: ${tasks} tasks`);
+      const compared = assertSameOutputs(single, out);
+      for (const must of ['kept_eps0.08.txt', join('semdedup', 'exact_duplicates.npy'), join('sorted_clusters', 'cluster_11.npy')])
+        assert.ok(compared.includes(must), `${must} among the compared files`);
+      const steps = assertSameRecords(single, out);
+      assert.deepEqual(steps, ['check', 'cluster', 'dedup', 'exact', 'extract', 'sort', 'train']);
+    }
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
 test('local executor: split clusters, random keep order and the cosine key of non-spherical k-means, same bytes as one process', () => {
   const dir = tmpFolder('plan-split');
   try {
@@ -203,6 +235,7 @@ test('local executor: split clusters, random keep order and the cosine key of no
     r = runCli(['run', '-c', cfg, '--set', `output_dir=${out}`, '--executor', 'local', '--tasks', '4', '--workers', '2'], dir, 300_000);
     assert.equal(r.code, 0, r.stderr);
     assertSameOutputs(single, out);
+    assertSameRecords(single, out);
     const plan = readPlan(join(out, 'semdedup', 'plan.json'));
     let blocks = 0;
     for (let t = 0; t < 4; t++) blocks += (readState(plan, 'dedup', t)!.info!.blocks as number) ?? 0;

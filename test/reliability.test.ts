@@ -1,6 +1,5 @@
-// Reliability: one test (at least) per defect of the hostile-user report, each checked against
-// an independent expectation (a fresh uninterrupted run, the bytes of a file before and after,
-// Debian's PyYAML): files of different runs are never paired, ids that cannot be written one per
+// Reliability: each test names the behaviour it checks against an independent expectation (a
+// fresh uninterrupted run, the bytes of a file before and after, Debian's PyYAML): files of different runs are never paired, ids that cannot be written one per
 // line are refused up front, memory does not grow with threads, no hang under /proc, no temp
 // files left, every bad input refused before anything is created, one run per folder.
 import { test } from 'node:test';
@@ -44,9 +43,9 @@ function kept(out: string, eps = 0.01): string[] {
 }
 
 // ---------------------------------------------------------------------------------------------
-// 1. extract never pairs files of different runs; readers accept only committed files.
+// Extract never pairs files of different runs; readers accept only committed files.
 
-test('defect 1: extract refuses a keep order and M that no dedup step committed together (interrupted rewrite)', () => {
+test('extract refuses a keep order and M that no dedup step committed together (interrupted rewrite)', () => {
   const d = makeData('rel1');
   const hard = path.join(d.dir, 'hard');
   const easy = path.join(d.dir, 'easy');
@@ -67,7 +66,7 @@ test('defect 1: extract refuses a keep order and M that no dedup step committed 
   assert.deepEqual(kept(hard), easyKept);
 });
 
-test('defect 1: extract refuses results committed for other parameters (interrupted before any rewrite)', () => {
+test('extract refuses results committed for other parameters (interrupted before any rewrite)', () => {
   const d = makeData('rel1b');
   const out = path.join(d.dir, 'out');
   ok(['run', ...runArgs(d, out)], d.dir, 'run hard');
@@ -168,9 +167,9 @@ test('every step whose inputs, outputs and parameters are unchanged is skipped',
 });
 
 // ---------------------------------------------------------------------------------------------
-// 2 and 6. Ids that cannot be written one per line are refused before any work.
+// Ids that cannot be written one per line are refused before any work.
 
-test('defects 2 and 6: ids with a newline, a carriage return, a NUL, invalid UTF-8 or nothing are refused before anything is written', () => {
+test('ids with a newline, a carriage return, a NUL, invalid UTF-8 or nothing are refused before anything is written', () => {
   const cases: [string, Buffer, RegExp][] = [
     ['newline', Buffer.from('evil\nimg_00006.jpg'), /row 5 .*holds a newline/],
     ['carriage return', Buffer.from('evil\rimg_00006.jpg'), /row 5 .*holds a carriage return/],
@@ -200,12 +199,12 @@ test('defects 2 and 6: ids with a newline, a carriage return, a NUL, invalid UTF
 });
 
 // ---------------------------------------------------------------------------------------------
-// 3. Memory does not grow with threads.
+// Memory does not grow with threads.
 
-test('defect 3: dedup memory is bounded by the tiles, not by a fixed scratch per thread', () => {
+test('dedup memory is bounded by the tiles, not by a fixed scratch per thread', () => {
   // 500 × 8 rows in 8 clusters, 64 threads: peak RSS growth measured in a child process.
   const script = `
-    import { loadNative } from ${JSON.stringify(path.join(ROOT, 'dist/src/native.js'))};
+    import { engineFor, loadNative } from ${JSON.stringify(path.join(ROOT, 'dist/src/native/index.js'))};
     import { writeFileSync } from 'node:fs';
     const hwm = () => Number(/VmHWM:\\s+(\\d+)/.exec(require_status())[1]) * 1024;
     function require_status() { return (await_import_fs()).readFileSync('/proc/self/status', 'utf8'); }
@@ -218,12 +217,12 @@ test('defect 3: dedup memory is bounded by the tiles, not by a fixed scratch per
     const file = process.argv[2];
     writeFileSync(file, Buffer.from(X.buffer));
     const addon = loadNative();
-    const emb = new addon.Embeddings(file, { offset: 0, n, d, dtype: 'float32', writable: false });
+    const emb = new addon.Embeddings({ path: file, offset: 0, n, d, dtype: 'float32', writable: false });
     const order = BigInt64Array.from({ length: n }, (_, i) => BigInt(i));
     const offsets = BigInt64Array.from({ length: k + 1 }, (_, c) => BigInt(Math.round((c * n) / k)));
     const M = new Float64Array(n), arg = new BigInt64Array(n);
     const before = hwm();
-    await addon.maxSimilarity(emb, order, offsets, M, arg, { thresholds: [0.99], threads: 64, device: 'cpu' });
+    await addon.maxSimilarity({ emb, order, offsets, M, arg, thresholds: [0.99], threads: 64, engine: engineFor('cpu') });
     process.stdout.write(JSON.stringify({ grew: hwm() - before }));
   `;
   const dir = tmpFolder('rel3');
@@ -236,7 +235,7 @@ test('defect 3: dedup memory is bounded by the tiles, not by a fixed scratch per
   assert.ok(grew < 64 * 2 ** 20, `peak RSS grew by ${(grew / 2 ** 20).toFixed(1)} MB for a 500 × 8 input at 64 threads`);
 });
 
-test('defect 3: threads are capped at a multiple of the cores, with a warning', () => {
+test('threads are capped at a multiple of the cores, with a warning', () => {
   const lines: string[] = [];
   const cap = THREADS_PER_CORE_MAX * cpus().length;
   assert.equal(capThreads(10_000, (l) => lines.push(l)), cap);
@@ -252,18 +251,18 @@ test('defect 3: threads are capped at a multiple of the cores, with a warning', 
 });
 
 // ---------------------------------------------------------------------------------------------
-// 4. No hang on a folder that cannot be created.
+// No hang on a folder that cannot be created.
 
-test('defect 4: output_dir under /proc is refused at once (no endless mkdir)', () => {
+test('output_dir under /proc is refused at once (no endless mkdir)', () => {
   const d = makeData('rel4');
   refused(['run', ...runArgs(d, '/proc/semdedup_out')], d.dir, ['/proc/semdedup_out', 'output folder'], 'output under /proc', 30_000);
   assert.throws(() => makeDir('/proc/semdedup_out/a/b'), (e: unknown) => e instanceof SemDedupError && e.code === 'ERR_OUTPUT');
 });
 
 // ---------------------------------------------------------------------------------------------
-// 5. Temp files of dead writers are removed on rerun.
+// Temp files of dead writers are removed on rerun.
 
-test('defect 5: temp files left by a killed writer are removed by the next run, wherever they are in the folder', () => {
+test('temp files left by a killed writer are removed by the next run, wherever they are in the folder', () => {
   const d = makeData('rel5');
   const out = path.join(d.dir, 'out');
   ok(['run', ...runArgs(d, out)], d.dir, 'run');
@@ -280,9 +279,9 @@ test('defect 5: temp files left by a killed writer are removed by the next run, 
 });
 
 // ---------------------------------------------------------------------------------------------
-// 7. YAML as PyYAML reads it.
+// YAML as PyYAML reads it.
 
-test('defect 7: the original\'s YAML values resolve as PyYAML resolves them', () => {
+test('the original\'s YAML values resolve as PyYAML resolves them', () => {
   const dir = tmpFolder('rel7');
   const load = (text: string | Buffer) => {
     const f = path.join(dir, 'clustering_configs.yaml');
@@ -297,7 +296,7 @@ test('defect 7: the original\'s YAML values resolve as PyYAML resolves them', ()
   assert.throws(() => load('save_folder: a\u0007b\n'), /invalid YAML: special characters are not allowed/);
 });
 
-test('defect 7: a corpus of tricky values parses as Debian\'s PyYAML parses it', () => {
+test('a corpus of tricky values parses as Debian\'s PyYAML parses it', () => {
   const py = '/usr/bin/python3';
   const probe = spawnSync(py, ['-c', 'import yaml'], { encoding: 'utf8' });
   assert.equal(probe.status, 0, `Debian's python3-yaml is needed (scripts/setup.sh installs it): ${probe.stderr}`);
@@ -376,9 +375,9 @@ print(json.dumps(out))
 });
 
 // ---------------------------------------------------------------------------------------------
-// 8, 10. Every bad input is refused before any file or folder is created.
+// Every bad input is refused before any file or folder is created, by a single and a planned run.
 
-test('defects 8 and 10: NaN centroids, k > N, N = 0, wrong-shape centroids, cuda without CUDA: refused, nothing created', () => {
+test('NaN centroids, k > N, N = 0, wrong-shape centroids, bad eps, cuda without CUDA: refused by a single and a planned run, nothing created', () => {
   const d = makeData('rel10');
   const nanC = path.join(d.dir, 'nan.npy');
   const C = new Float32Array(K * DIM).fill(0.25);
@@ -395,31 +394,35 @@ test('defects 8 and 10: NaN centroids, k > N, N = 0, wrong-shape centroids, cuda
     ['N = 0', ['--set', `embeddings=${empty}`], [empty, 'no rows']],
     ['wrong-shape centroids', ['--centroids', shapeC], [shapeC, `(${K + 1}, ${DIM})`, `expected (k=${K}, D=${DIM})`]],
     ['eps outside (0, 1)', ['--eps-list', '0.5,1.5'], ['--eps-list']],
-    ['--eps-list \'\' (defect 9)', ['--eps-list', ''], ['--eps-list', 'at least one eps']],
+    ['--eps-list \'\'', ['--eps-list', ''], ['--eps-list', 'at least one eps']],
     ...(cudaAvailable ? [] : [['--device cuda without CUDA', ['--device', 'cuda'], ["device 'cuda' was requested"]] as [string, string[], string[]]]),
   ];
-  for (const [what, extra, parts] of cases) {
-    // A fresh folder: not created.
-    const out = path.join(d.dir, 'fresh-out');
-    refused(['run', ...runArgs(d, out), ...extra], d.dir, parts, `${what} (fresh)`);
-    assert.ok(!existsSync(out), `${what}: ${out} was created (${listFiles(out).join(', ')})`);
-  }
+  // The same checks at the entry of every executor: one process, and planned (local workers).
+  const executors: [string, string[]][] = [['single', []], ['planned', ['--executor', 'local', '--workers', '1']]];
+  for (const [how, ex] of executors)
+    for (const [what, extra, parts] of cases) {
+      // A fresh folder: not created.
+      const out = path.join(d.dir, 'fresh-out');
+      refused(['run', ...runArgs(d, out), ...extra, ...ex], d.dir, parts, `${what} (${how}, fresh)`);
+      assert.ok(!existsSync(out), `${what} (${how}): ${out} was created (${listFiles(out).join(', ')})`);
+    }
   // A folder holding a completed run: not a byte changed, the manifest included.
   const done = path.join(d.dir, 'done');
   ok(['run', ...runArgs(d, done)], d.dir, 'complete run');
   const before = Object.fromEntries(listFiles(done).map((f) => [f, readFileSync(path.join(done, f))]));
-  for (const [what, extra, parts] of cases) {
-    refused(['run', ...runArgs(d, done), ...extra], d.dir, parts, `${what} (existing)`);
-    const after = listFiles(done);
-    assert.deepEqual(after, Object.keys(before).sort(), `${what}: files changed`);
-    for (const f of after) assert.ok(readFileSync(path.join(done, f)).equals(before[f]!), `${what}: ${f} changed`);
-  }
+  for (const [how, ex] of executors)
+    for (const [what, extra, parts] of cases) {
+      refused(['run', ...runArgs(d, done), ...extra, ...ex], d.dir, parts, `${what} (${how}, existing)`);
+      const after = listFiles(done);
+      assert.deepEqual(after, Object.keys(before).sort(), `${what} (${how}): files changed`);
+      for (const f of after) assert.ok(readFileSync(path.join(done, f)).equals(before[f]!), `${what} (${how}): ${f} changed`);
+    }
   // NaN centroids through the API as well.
   const cfg = loadConfigFiles([], { embeddings: d.emb, dim: DIM, output_dir: path.join(d.dir, 'api'), k: K, centroids: nanC });
   assert.throws(() => validateInputs(cfg, 'cluster'), (e: unknown) => e instanceof SemDedupError && e.code === 'ERR_NUMERIC' && e.file === nanC);
 });
 
-test('defect 9: --eps-list \'\' is an error, not the default list', () => {
+test('--eps-list \'\' is an error, not the default list', () => {
   const d = makeData('rel9');
   const out = path.join(d.dir, 'out');
   ok(['cluster', ...runArgs(d, out)], d.dir, 'cluster');
@@ -431,9 +434,9 @@ test('defect 9: --eps-list \'\' is an error, not the default list', () => {
 });
 
 // ---------------------------------------------------------------------------------------------
-// 11. One run per folder.
+// One run per folder.
 
-test('defect 11: a second run on a locked folder refuses at once, naming the holder\'s pid', () => {
+test('a second run on a locked folder refuses at once, naming the holder\'s pid', () => {
   const d = makeData('rel11');
   const out = path.join(d.dir, 'out');
   ok(['run', ...runArgs(d, out)], d.dir, 'run');
@@ -449,7 +452,7 @@ test('defect 11: a second run on a locked folder refuses at once, naming the hol
   ok(['run', ...runArgs(d, out)], d.dir, 'run after release');
 });
 
-test('defect 11: the lock dies with its holder (SIGKILL), and the next run completes', async () => {
+test('the lock dies with its holder (SIGKILL), and the next run completes', async () => {
   const d = makeData('rel11k');
   const out = path.join(d.dir, 'out');
   const holder = spawn(process.execPath, ['--input-type=module', '-e', `
@@ -466,7 +469,7 @@ test('defect 11: the lock dies with its holder (SIGKILL), and the next run compl
   ok(['run', ...runArgs(d, out)], d.dir, 'after the holder was killed');
 });
 
-test('defect 11: concurrent runs on one folder: each completes or refuses at once; the result is a clean run\'s', async () => {
+test('concurrent runs on one folder: each completes or refuses at once; the result is a clean run\'s', async () => {
   const d = makeData('rel11c');
   const ref = path.join(d.dir, 'ref');
   ok(['run', ...runArgs(d, ref)], d.dir, 'reference');

@@ -9,7 +9,7 @@ import { basename, join, relative, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { createEmbeddingsFile } from '../src/embeddings.js';
 import { readNpy, writeNpy } from '../src/io/npy.js';
-import { loadNative, userEnv } from '../src/native.js';
+import { loadNative, userEnv } from '../src/native/index.js';
 import { SynthDataset, type SynthOptions } from './synth.js';
 import { computeCentroids } from '../src/steps/cluster.js';
 import { prepareEmbeddings } from '../src/steps/check.js';
@@ -17,6 +17,7 @@ import { assignAndSortClusters } from '../src/steps/sort.js';
 import { semdedup } from '../src/steps/dedup.js';
 import { extractPrunedData } from '../src/steps/extract.js';
 import { atomicWriteFile } from '../src/io/atomic.js';
+import { outputs } from '../src/layout.js';
 
 export interface Workload {
   name: string;
@@ -136,7 +137,7 @@ export async function runOursStages(opts: { emb: string; n: number; dim: number;
   emb.close();
   stages.dedup = { seconds: (performance.now() - t) / 1000, gflop: d.stats.usefulFlops / 1e9 };
   t = performance.now();
-  for (const e of opts.eps) await extractPrunedData({ outputDir: opts.out, eps: e, output: join(opts.out, `kept_eps${e}.txt`) });
+  for (const e of opts.eps) await extractPrunedData({ outputDir: opts.out, eps: e, output: outputs.keptList(opts.out, e) });
   stages.extract = { seconds: (performance.now() - t) / 1000 };
   const total = (performance.now() - t0) / 1000;
   return { stages, total, peakRssMiB: process.resourceUsage().maxRSS / 1024, largestCluster: largest, rechecked: d.stats.rechecked, computedDedupGflop: d.stats.computedFlops / 1e9, kmeans };
@@ -274,7 +275,7 @@ export async function benchWorkload(
     for (const s of ['assign', 'rank', 'semdedup', 'extract']) stages[s] = (t[s] as number) ?? null;
     peerRss = (t.peak_rss_kib as number) / 1024;
     rec.keptEqual = w.eps.map((e) => {
-      const a = readFileSync(join(ourOut, `kept_eps${e}.txt`), 'utf8');
+      const a = readFileSync(outputs.keptList(ourOut, e), 'utf8');
       const b = readFileSync(join(peerOut, `kept_eps${e}.txt`), 'utf8');
       const count = (s: string) => (s.length ? s.split('\n').length : 0);
       return { eps: e, ours: count(a), peer: count(b), equal: a === b };
@@ -350,7 +351,7 @@ export async function runBench(opts: { workloads: string[]; peers: boolean; outD
   const log = opts.log ?? ((l: string) => process.stderr.write(`bench: ${l}\n`));
   const outDir = resolve(opts.outDir ?? join(process.cwd(), 'bench-out'));
   mkdirSync(outDir, { recursive: true });
-  const sgemm = await loadNative().measureSgemm(2048, 5);
+  const sgemm = await loadNative().measureSgemm({ n: 2048, repeats: 5 });
   log(`sgemm: ${sgemm.toFixed(1)} GFLOP/s`);
   const recs: BenchRecord[] = [];
   for (const name of opts.workloads) {

@@ -1,5 +1,7 @@
 // The addon's step 5 functions: the kept and removed members of every eps in one pass, and the
-// ids text files written natively (parallel formatting, large writes).
+// ids text files written natively (parallel formatting, large writes). Each takes one options object.
+#include <cstring>
+
 #include "job.hpp"
 
 #include "semdedup/extract.hpp"
@@ -41,26 +43,24 @@ Napi::BigInt64Array to_array(Napi::Env env, const std::vector<int64_t>& v) {
   return a;
 }
 
-// splitKept(keepOrder: BigInt64Array, M: Float64Array, thresholds: number[], { threads }, cancel?)
-//   -> Promise<{ kept: BigInt64Array[], removed: BigInt64Array[] }> (one of each per threshold)
+// splitKept({ keepOrder: BigInt64Array, M: Float64Array, thresholds: number[] (each 1 - eps, from
+//              src/decision.ts), threads, cancel }) -> Promise<{ kept: BigInt64Array[], removed: BigInt64Array[] }>
+//   (one of each per threshold; the removal rule is semdedup/decision.hpp's)
 Napi::Value SplitKept(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  auto order = typed<Napi::BigInt64Array>(env, info[0], "keepOrder");
-  auto M = typed<Napi::Float64Array>(env, info[1], "M");
-  if (!info[2].IsArray()) throw_type(env, "splitKept: thresholds must be an array");
-  Napi::Array t = info[2].As<Napi::Array>();
-  std::vector<double> th;
-  for (uint32_t i = 0; i < t.Length(); ++i) th.push_back(t.Get(i).As<Napi::Number>().DoubleValue());
-  Napi::Object o = info[3].IsObject() ? info[3].As<Napi::Object>() : Napi::Object::New(env);
-  const int threads = get_int(o, "threads", 0);
-  if (M.ElementLength() != order.ElementLength()) throw_type(env, "splitKept: M and keepOrder must have one length");
+  Options o(info, "splitKept");
+  auto order = o.typed<Napi::BigInt64Array>("keepOrder");
+  auto M = o.typed<Napi::Float64Array>("M");
+  if (!o.get("thresholds").IsArray()) o.fail("thresholds", "an array of numbers");
+  const std::vector<double> th = o.numbers("thresholds");
+  const int threads = o.threads();
+  if (M.ElementLength() != order.ElementLength()) o.fail("M", "as long as keepOrder");
   const int64_t n = int64_t(order.ElementLength());
   const int64_t* po = order.Data();
   const double* pm = M.Data();
   auto kept = std::make_shared<std::vector<sd::BigBuffer>>();
   auto removed = std::make_shared<std::vector<sd::BigBuffer>>();
   auto* job = new Job(
-      env, env.Undefined(), info[4],
+      o,
       [=](const sd::ProgressFn&, sd::CancelFlag cancel) { sd::split_kept(po, pm, n, th, *kept, *removed, threads, cancel); },
       [kept, removed](Napi::Env env) -> Napi::Value {
         Napi::Object out = Napi::Object::New(env);
@@ -77,65 +77,62 @@ Napi::Value SplitKept(const Napi::CallbackInfo& info) {
   return job->start();
 }
 
-// blobOffsets(blob: Uint8Array) -> Promise<BigInt64Array>: the item offsets of a '\n'-joined blob.
+// blobOffsets({ blob: Uint8Array }) -> Promise<BigInt64Array>: the item offsets of a '\n'-joined blob.
 Napi::Value BlobOffsets(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  auto blob = typed<Napi::Uint8Array>(env, info[0], "blob");
+  Options o(info, "blobOffsets");
+  auto blob = o.typed<Napi::Uint8Array>("blob");
   const uint8_t* p = blob.Data();
   const int64_t bytes = int64_t(blob.ByteLength());
   auto off = std::make_shared<std::vector<int64_t>>();
   auto* job = new Job(
-      env, env.Undefined(), env.Undefined(),
+      o,
       [=](const sd::ProgressFn&, sd::CancelFlag) { *off = sd::blob_offsets(p, bytes); },
       [off](Napi::Env env) -> Napi::Value { return to_array(env, *off); });
   job->keep(blob);
   return job->start();
 }
 
-// writeIdsText(fd, ids: { kind: 'rows' | 'bytes' | 'utf32' | 'blob', data?: Uint8Array, width?, offsets?: BigInt64Array,
-//              count }, rows: BigInt64Array, { threads }, onProgress?, cancel?) -> Promise<void>
+// writeIdsText({ fd, ids: { kind: 'rows' | 'bytes' | 'utf32' | 'blob', data?: Uint8Array, width?, offsets?: BigInt64Array,
+//                count }, rows: BigInt64Array, threads, onProgress, cancel }) -> Promise<void>
 Napi::Value WriteIdsText(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  const int fd = info[0].As<Napi::Number>().Int32Value();
-  if (!info[1].IsObject()) throw_type(env, "writeIdsText: ids must be an object");
-  Napi::Object io = info[1].As<Napi::Object>();
-  const std::string kind = io.Get("kind").IsString() ? io.Get("kind").As<Napi::String>().Utf8Value() : "";
+  Options o(info, "writeIdsText");
+  const int fd = int(o.integer("fd"));
+  Options io(o.env(), o.get("ids"), "writeIdsText (ids)");
+  const std::string kind = io.string("kind");
   sd::IdsSource src;
-  src.count = io.Get("count").IsNumber() ? io.Get("count").As<Napi::Number>().Int64Value() : 0;
+  io.set("count", src.count);
   std::vector<Napi::Value> held;
   if (kind == "rows") {
     src.kind = sd::IdsSource::Kind::Rows;
   } else if (kind == "bytes" || kind == "utf32" || kind == "blob") {
-    auto data = typed<Napi::Uint8Array>(env, io.Get("data"), "ids.data");
+    auto data = io.typed<Napi::Uint8Array>("data");
     src.data = data.Data();
     held.push_back(data);
     if (kind == "blob") {
-      auto off = typed<Napi::BigInt64Array>(env, io.Get("offsets"), "ids.offsets");
-      if (int64_t(off.ElementLength()) != src.count + 1) throw_type(env, "writeIdsText: offsets must hold count + 1 values");
+      auto off = io.typed<Napi::BigInt64Array>("offsets");
+      if (int64_t(off.ElementLength()) != src.count + 1) io.fail("offsets", "count + 1 values");
       const int64_t* po = off.Data();
       for (int64_t i = 0; i < src.count; ++i)
         if (po[i] < 0 || po[i + 1] - 1 < po[i] || po[i + 1] - 1 > int64_t(data.ByteLength()))
-          throw_type(env, "writeIdsText: offsets out of order or outside the data");
+          io.fail("offsets", "in order and inside the data");
       src.kind = sd::IdsSource::Kind::Blob;
       src.offsets = po;
       held.push_back(off);
     } else {
       src.kind = kind == "bytes" ? sd::IdsSource::Kind::Bytes : sd::IdsSource::Kind::Utf32;
-      src.width = io.Get("width").As<Napi::Number>().Int64Value();
+      src.width = io.integer("width");
       const int64_t item = kind == "bytes" ? src.width : src.width * 4;
-      if (src.width <= 0 || src.count * item > int64_t(data.ByteLength()))
-        throw_type(env, "writeIdsText: data must hold count items of the width");
+      if (src.width <= 0 || src.count * item > int64_t(data.ByteLength())) io.fail("data", "count items of the width");
     }
   } else {
-    throw_type(env, "writeIdsText: ids.kind must be rows, bytes, utf32 or blob");
+    io.fail("kind", "rows, bytes, utf32 or blob");
   }
-  auto rows = typed<Napi::BigInt64Array>(env, info[2], "rows");
-  Napi::Object o = info[3].IsObject() ? info[3].As<Napi::Object>() : Napi::Object::New(env);
-  const int threads = get_int(o, "threads", 0);
+  auto rows = o.typed<Napi::BigInt64Array>("rows");
+  const int threads = o.threads();
   const int64_t* pr = rows.Data();
   const int64_t m = int64_t(rows.ElementLength());
   auto* job = new Job(
-      env, info[4], info[5],
+      o,
       [=](const sd::ProgressFn& prog, sd::CancelFlag cancel) { sd::write_ids_text(fd, src, pr, m, threads, cancel, prog); },
       [](Napi::Env env) -> Napi::Value { return env.Undefined(); });
   for (auto& h : held) job->keep(h);

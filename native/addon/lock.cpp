@@ -2,6 +2,8 @@
 // file descriptor stays open, released by the kernel when the process ends, however it ends.
 #include <napi.h>
 
+#include "options.hpp"
+
 #include <cerrno>
 #include <sys/file.h>
 
@@ -9,14 +11,13 @@ namespace semdedup_addon {
 
 namespace {
 
-// tryLockFd(fd, shared = false): 0 when the lock is now held, else the errno (EWOULDBLOCK: a
+// tryLockFd({ fd, shared = false }): 0 when the lock is now held, else the errno (EWOULDBLOCK: a
 // holder of the other kind, or any holder for an exclusive lock).
 Napi::Value TryLockFd(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  if (info.Length() < 1 || !info[0].IsNumber() || (info.Length() > 1 && !info[1].IsBoolean() && !info[1].IsUndefined()))
-    throw Napi::TypeError::New(env, "tryLockFd(fd: number, shared?: boolean)");
-  const int fd = info[0].As<Napi::Number>().Int32Value();
-  const bool shared = info.Length() > 1 && info[1].IsBoolean() && info[1].As<Napi::Boolean>().Value();
+  Options o(info, "tryLockFd");
+  Napi::Env env = o.env();
+  const int fd = int(o.integer("fd"));
+  const bool shared = o.boolean("shared", false);
   int rc;
   do {
     rc = flock(fd, (shared ? LOCK_SH : LOCK_EX) | LOCK_NB);

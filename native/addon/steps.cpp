@@ -1,9 +1,8 @@
 // The addon's step functions: k-means, assignment, step 3's distances and ranking, max
-// similarity, the embeddings scan, and the engine facts (info, sgemm rate). Each heavy call is a
-// Job over one core call.
+// similarity, the embeddings scan, and the engine facts (info, sgemm rate). Each takes one options
+// object; each heavy call is a Job over one engine call.
+#include "args.hpp"
 #include "job.hpp"
-
-#include <type_traits>
 
 #include "semdedup/blas.hpp"
 #include "semdedup/engine.hpp"
@@ -19,60 +18,43 @@ namespace {
 
 namespace eng = sd::engine;
 
-// The backend options of a job: { device: 'auto' | 'cpu' | 'cuda', impl: 'engine' | 'faiss' }
-// (absent: auto, engine). A bad value is a typed argument error.
-eng::Device device_of(Napi::Object o) {
-  Napi::Value v = o.Get("device");
+// The k-means implementation option: impl 'engine' | 'faiss' (absent: engine).
+eng::KMeansImpl impl_of(const Options& o) {
+  const std::string v = o.string("impl", "engine");
   try {
-    return v.IsString() ? eng::parse_device(v.As<Napi::String>().Utf8Value()) : eng::Device::Auto;
+    return eng::parse_kmeans_impl(v);
   } catch (const sd::Error& e) {
-    throw_type(o.Env(), e.what());
-  }
-}
-eng::KMeansImpl impl_of(Napi::Object o) {
-  Napi::Value v = o.Get("impl");
-  try {
-    return v.IsString() ? eng::parse_kmeans_impl(v.As<Napi::String>().Utf8Value()) : eng::KMeansImpl::Engine;
-  } catch (const sd::Error& e) {
-    throw_type(o.Env(), e.what());
+    throw make_error(o.env(), e);
   }
 }
 
-// Which backend ran a job, for the resolved value: { backend: 'cpu' | 'cuda', backendNote }.
-void set_ran(Napi::Env env, Napi::Object out, const eng::Ran& ran) {
-  out.Set("backend", Napi::String::New(env, eng::backend_name(ran.backend)));
-  out.Set("backendNote", Napi::String::New(env, ran.note));
-}
-
-// trainKmeans(emb, { k, niter, seed, spherical, maxPointsPerCentroid, minPointsPerCentroid, threads, prune,
-//                    device, impl, gpuMemoryLimit }, onProgress?, cancel?)
+// trainKmeans({ emb, k, niter, seed, spherical, maxPointsPerCentroid, minPointsPerCentroid, threads, prune,
+//               engine, impl, gpuMemoryLimit, onProgress, cancel })
 //   -> Promise<{ centroids: Float32Array, objective: number[], iterations, nTrain, underMinPoints, searchedRows,
 //                prunedRows, rescoredRows, backend, backendNote }>
 // Absent parameters keep the defaults of sd::KMeansParams.
 Napi::Value TrainKmeans(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  Embeddings* emb = unwrap_embeddings(env, info[0]);
-  if (!info[1].IsObject()) throw_type(env, "trainKmeans(emb, params)");
-  Napi::Object o = info[1].As<Napi::Object>();
+  Options o(info, "trainKmeans");
+  Embeddings* emb = embeddings_of(o, "emb");
   sd::KMeansParams p;
-  set_if(o, "k", p.k);
-  set_if(o, "niter", p.niter);
-  set_if(o, "seed", p.seed);
-  set_if(o, "spherical", p.spherical);
-  set_if(o, "maxPointsPerCentroid", p.max_points_per_centroid);
-  set_if(o, "minPointsPerCentroid", p.min_points_per_centroid);
-  set_if(o, "threads", p.threads);
-  set_if(o, "prune", p.prune);
-  set_if(o, "gpuMemoryLimit", p.gpu.memory_limit);
-  const eng::Device device = device_of(o);
+  o.set("k", p.k);
+  o.set("niter", p.niter);
+  o.set("seed", p.seed);
+  o.set("spherical", p.spherical);
+  o.set("maxPointsPerCentroid", p.max_points_per_centroid);
+  o.set("minPointsPerCentroid", p.min_points_per_centroid);
+  o.set("threads", p.threads);
+  o.set("prune", p.prune);
+  o.set("gpuMemoryLimit", p.gpu.memory_limit);
+  const eng::Resolved engine = engine_of(o);
   const eng::KMeansImpl impl = impl_of(o);
   auto result = std::make_shared<sd::KMeansResult>();
   auto ran = std::make_shared<eng::Ran>();
   sd::EmbeddingView view = emb->view();
   auto* job = new Job(
-      env, info[2], info[3],
-      [view, p, result, ran, device, impl](const sd::ProgressFn& prog, sd::CancelFlag cancel) {
-        *ran = eng::train_kmeans(device, impl, view, p, *result, prog, cancel);
+      o,
+      [view, p, result, ran, engine, impl](const sd::ProgressFn& prog, sd::CancelFlag cancel) {
+        *ran = ran_on(engine, eng::train_kmeans(engine.dispatch_device(), impl, view, p, *result, prog, cancel));
       },
       [result, ran](Napi::Env env) -> Napi::Value {
         Napi::Object out = Napi::Object::New(env);
@@ -95,24 +77,23 @@ Napi::Value TrainKmeans(const Napi::CallbackInfo& info) {
   return job->start();
 }
 
-// assignNearest(emb, centroids: Float32Array, k, innerProduct, nearest: BigInt64Array, dist: Float32Array,
-//               { threads, device, impl }, onProgress?, cancel?) -> Promise<{ backend, backendNote, rescoredRows }>;
+// assignNearest({ emb, centroids: Float32Array, k, innerProduct, nearest: BigInt64Array, dist: Float32Array,
+//                 threads, engine, impl, onProgress, cancel }) -> Promise<{ backend, backendNote, rescoredRows }>;
 //   outputs written in place.
 Napi::Value AssignNearest(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  Embeddings* emb = unwrap_embeddings(env, info[0]);
-  auto cent = typed<Napi::Float32Array>(env, info[1], "centroids");
-  const int k = info[2].As<Napi::Number>().Int32Value();
-  const bool ip = info[3].ToBoolean();
-  auto nearest = typed<Napi::BigInt64Array>(env, info[4], "nearest");
-  auto dist = typed<Napi::Float32Array>(env, info[5], "dist");
-  Napi::Object o = info[6].IsObject() ? info[6].As<Napi::Object>() : Napi::Object::New(env);
+  Options o(info, "assignNearest");
+  Napi::Env env = o.env();
+  Embeddings* emb = embeddings_of(o, "emb");
+  auto cent = o.typed<Napi::Float32Array>("centroids");
+  const int k = int(o.integer("k"));
+  const bool ip = o.boolean("innerProduct", false);
+  auto nearest = o.typed<Napi::BigInt64Array>("nearest");
+  auto dist = o.typed<Napi::Float32Array>("dist");
   sd::EmbeddingView view = emb->view();
-  if (int64_t(cent.ElementLength()) != int64_t(k) * view.d) throw_type(env, "centroids must hold k * d values");
-  if (int64_t(nearest.ElementLength()) != view.n || int64_t(dist.ElementLength()) != view.n)
-    throw_type(env, "nearest and dist must hold n values");
-  const int threads = get_int(o, "threads", 0);
-  const eng::Device device = device_of(o);
+  if (int64_t(cent.ElementLength()) != int64_t(k) * view.d) o.fail("centroids", "k * d values");
+  if (int64_t(nearest.ElementLength()) != view.n || int64_t(dist.ElementLength()) != view.n) o.fail("nearest and dist", "n values");
+  const int threads = o.threads();
+  const eng::Resolved engine = engine_of(o);
   const eng::KMeansImpl impl = impl_of(o);
   const float* c = cent.Data();
   int64_t* pn = nearest.Data();
@@ -120,9 +101,9 @@ Napi::Value AssignNearest(const Napi::CallbackInfo& info) {
   auto ran = std::make_shared<eng::Ran>();
   auto rescored = std::make_shared<int64_t>(0);
   auto* job = new Job(
-      env, info[7], info[8],
+      o,
       [=](const sd::ProgressFn& prog, sd::CancelFlag cancel) {
-        *ran = eng::assign_nearest(device, impl, view, c, k, ip, pn, pd, threads, prog, cancel, rescored.get());
+        *ran = ran_on(engine, eng::assign_nearest(engine.dispatch_device(), impl, view, c, k, ip, pn, pd, threads, prog, cancel, rescored.get()));
       },
       [ran, rescored](Napi::Env env) -> Napi::Value {
         Napi::Object out = Napi::Object::New(env);
@@ -135,25 +116,23 @@ Napi::Value AssignNearest(const Napi::CallbackInfo& info) {
   return job->start();
 }
 
-// cosineToCentroid(emb, centroids, k, nearest: BigInt64Array, out: Float32Array, { threads }, cancel?) -> Promise<void>
+// cosineToCentroid({ emb, centroids, k, nearest: BigInt64Array, out: Float32Array, threads, cancel }) -> Promise<void>
 Napi::Value CosineToCentroid(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  Embeddings* emb = unwrap_embeddings(env, info[0]);
-  auto cent = typed<Napi::Float32Array>(env, info[1], "centroids");
-  const int k = info[2].As<Napi::Number>().Int32Value();
-  auto nearest = typed<Napi::BigInt64Array>(env, info[3], "nearest");
-  auto out = typed<Napi::Float32Array>(env, info[4], "out");
-  Napi::Object o = info[5].IsObject() ? info[5].As<Napi::Object>() : Napi::Object::New(env);
+  Options o(info, "cosineToCentroid");
+  Embeddings* emb = embeddings_of(o, "emb");
+  auto cent = o.typed<Napi::Float32Array>("centroids");
+  const int k = int(o.integer("k"));
+  auto nearest = o.typed<Napi::BigInt64Array>("nearest");
+  auto out = o.typed<Napi::Float32Array>("out");
   sd::EmbeddingView view = emb->view();
-  if (int64_t(cent.ElementLength()) != int64_t(k) * view.d) throw_type(env, "centroids must hold k * d values");
-  if (int64_t(nearest.ElementLength()) != view.n || int64_t(out.ElementLength()) != view.n)
-    throw_type(env, "nearest and out must hold n values");
-  const int threads = get_int(o, "threads", 0);
+  if (int64_t(cent.ElementLength()) != int64_t(k) * view.d) o.fail("centroids", "k * d values");
+  if (int64_t(nearest.ElementLength()) != view.n || int64_t(out.ElementLength()) != view.n) o.fail("nearest and out", "n values");
+  const int threads = o.threads();
   const float* c = cent.Data();
   const int64_t* pn = nearest.Data();
   float* po = out.Data();
   auto* job = new Job(
-      env, env.Undefined(), info[6],
+      o,
       [=](const sd::ProgressFn&, sd::CancelFlag cancel) { sd::cosine_to_centroid(view, c, k, pn, po, threads, cancel); },
       [](Napi::Env env) -> Napi::Value { return env.Undefined(); });
   job->keep({cent, nearest, out});
@@ -161,50 +140,49 @@ Napi::Value CosineToCentroid(const Napi::CallbackInfo& info) {
   return job->start();
 }
 
-// rankClusters(nearest: BigInt64Array, key: Float32Array, k, keepHard, order: BigInt64Array, offsets: BigInt64Array,
-//              sortedKey?: Float32Array (key[order[p]]), threads?) -> Promise<void>
+// rankClusters({ nearest: BigInt64Array, key: Float32Array, k, keepHard, order: BigInt64Array, offsets: BigInt64Array,
+//                sortedKey?: Float32Array (key[order[p]]), threads }) -> Promise<void>
 Napi::Value RankClusters(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  auto nearest = typed<Napi::BigInt64Array>(env, info[0], "nearest");
-  auto key = typed<Napi::Float32Array>(env, info[1], "key");
-  const int64_t k = info[2].As<Napi::Number>().Int64Value();
-  const bool hard = info[3].ToBoolean();
-  auto order = typed<Napi::BigInt64Array>(env, info[4], "order");
-  auto offsets = typed<Napi::BigInt64Array>(env, info[5], "offsets");
+  Options o(info, "rankClusters");
+  auto nearest = o.typed<Napi::BigInt64Array>("nearest");
+  auto key = o.typed<Napi::Float32Array>("key");
+  const int64_t k = o.integer("k");
+  const bool hard = o.boolean("keepHard", false);
+  auto order = o.typed<Napi::BigInt64Array>("order");
+  auto offsets = o.typed<Napi::BigInt64Array>("offsets");
   const int64_t n = int64_t(nearest.ElementLength());
-  if (int64_t(key.ElementLength()) != n || int64_t(order.ElementLength()) != n ||
-      int64_t(offsets.ElementLength()) != k + 1)
-    throw_type(env, "rankClusters: key and order must hold n values, offsets k + 1");
+  if (int64_t(key.ElementLength()) != n || int64_t(order.ElementLength()) != n || int64_t(offsets.ElementLength()) != k + 1)
+    o.fail("key, order and offsets", "n, n and k + 1 values");
   float* ps = nullptr;
-  if (info.Length() > 6 && info[6].IsTypedArray()) {
-    auto sk = typed<Napi::Float32Array>(env, info[6], "sortedKey");
-    if (int64_t(sk.ElementLength()) != n) throw_type(env, "rankClusters: sortedKey must hold n values");
+  Napi::Float32Array sk;
+  if (o.has("sortedKey")) {
+    sk = o.typed<Napi::Float32Array>("sortedKey");
+    if (int64_t(sk.ElementLength()) != n) o.fail("sortedKey", "n values");
     ps = sk.Data();
   }
-  const int threads = info.Length() > 7 && info[7].IsNumber() ? info[7].As<Napi::Number>().Int32Value() : 0;
+  const int threads = o.threads();
   const int64_t* pn = nearest.Data();
   const float* pk = key.Data();
   int64_t* po = order.Data();
   int64_t* pf = offsets.Data();
   auto* job = new Job(
-      env, env.Undefined(), env.Undefined(),
+      o,
       [=](const sd::ProgressFn&, sd::CancelFlag) { sd::rank_clusters(pn, pk, n, k, hard, po, pf, threads, ps); },
       [](Napi::Env env) -> Napi::Value { return env.Undefined(); });
-  if (ps) job->keep(info[6]);
+  if (ps) job->keep(sk);
   job->keep({nearest, key, order, offsets});
   return job->start();
 }
 
-// maxSimilarity(emb, order: BigInt64Array, offsets: BigInt64Array, M: Float64Array, arg: BigInt64Array,
-//               { thresholds: number[], threads, device, recheckMargin, gpuMemoryLimit }, onProgress?, cancel?)
-//   -> Promise<{ members, clusters, usefulFlops, computedFlops, rechecked, backend, backendNote }>
+// maxSimilarity({ emb, order: BigInt64Array, offsets: BigInt64Array, M: Float64Array, arg: BigInt64Array,
+//                 thresholds: number[], threads, engine, recheckMargin, gpuMemoryLimit, onProgress, cancel })
+//   -> Promise<{ members, clusters, usefulFlops, computedFlops, rechecked, rescanned, backend, backendNote }>
 Napi::Value MaxSimilarity(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  auto [emb, order, offsets, M, arg, nc] = cluster_args(info, "maxSimilarity");
-  Napi::Object o = info[5].IsObject() ? info[5].As<Napi::Object>() : Napi::Object::New(env);
+  Options o(info, "maxSimilarity");
+  auto [emb, order, offsets, M, arg, nc] = cluster_args(o);
   const sd::EmbeddingView view = emb->view();
   const sd::MaxSimOptions opt = maxsim_options(o);
-  const eng::Device device = device_of(o);
+  const eng::Resolved engine = engine_of(o);
   const int64_t* po = order.Data();
   const int64_t* pf = offsets.Data();
   double* pM = M.Data();
@@ -212,9 +190,9 @@ Napi::Value MaxSimilarity(const Napi::CallbackInfo& info) {
   auto stats = std::make_shared<sd::MaxSimStats>();
   auto ran = std::make_shared<eng::Ran>();
   auto* job = new Job(
-      env, info[6], info[7],
+      o,
       [=](const sd::ProgressFn& prog, sd::CancelFlag cancel) {
-        *ran = eng::max_similarity(device, view, po, pf, nc, pM, pa, opt, *stats, prog, cancel);
+        *ran = ran_on(engine, eng::max_similarity(engine.dispatch_device(), view, po, pf, nc, pM, pa, opt, *stats, prog, cancel));
       },
       [stats, ran](Napi::Env env) -> Napi::Value {
         Napi::Object out = maxsim_stats_object(env, *stats);
@@ -226,17 +204,16 @@ Napi::Value MaxSimilarity(const Napi::CallbackInfo& info) {
   return job->start();
 }
 
-// scanEmbeddings(emb, normTol, { threads }, cancel?) -> Promise<ScanResult>
+// scanEmbeddings({ emb, normTol, threads, cancel }) -> Promise<ScanResult>
 Napi::Value ScanEmbeddings(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  Embeddings* emb = unwrap_embeddings(env, info[0]);
-  const double tol = info[1].As<Napi::Number>().DoubleValue();
-  Napi::Object o = info[2].IsObject() ? info[2].As<Napi::Object>() : Napi::Object::New(env);
-  const int threads = get_int(o, "threads", 0);
+  Options o(info, "scanEmbeddings");
+  Embeddings* emb = embeddings_of(o, "emb");
+  const double tol = o.number("normTol");
+  const int threads = o.threads();
   sd::EmbeddingView view = emb->view();
   auto r = std::make_shared<sd::ScanResult>();
   auto* job = new Job(
-      env, env.Undefined(), info[3],
+      o,
       [=](const sd::ProgressFn&, sd::CancelFlag cancel) { *r = sd::scan_embeddings(view, tol, threads, cancel); },
       [r](Napi::Env env) -> Napi::Value {
         Napi::Object out = Napi::Object::New(env);
@@ -254,21 +231,20 @@ Napi::Value ScanEmbeddings(const Napi::CallbackInfo& info) {
   return job->start();
 }
 
-// normalizeRows(emb, out: writable float32 Embeddings of the same shape, { threads }, onProgress?, cancel?)
+// normalizeRows({ emb, out: writable float32 Embeddings of the same shape, threads, onProgress, cancel })
 //   -> Promise<void>: out's rows are emb's rows L2-normalised (normalize: always).
 Napi::Value NormalizeRows(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  Embeddings* src = unwrap_embeddings(env, info[0]);
-  Embeddings* dst = unwrap_embeddings(env, info[1]);
-  Napi::Object o = info[2].IsObject() ? info[2].As<Napi::Object>() : Napi::Object::New(env);
+  Options o(info, "normalizeRows");
+  Embeddings* src = embeddings_of(o, "emb");
+  Embeddings* dst = embeddings_of(o, "out");
   const sd::EmbeddingView view = src->view();
   const sd::EmbeddingView out = dst->view();
   if (!dst->writable() || !out.is_f32() || out.n != view.n || out.d != view.d)
-    throw_type(env, "normalizeRows: out must be a writable float32 mapping of the same shape");
-  const int threads = get_int(o, "threads", 0);
+    o.fail("out", "a writable float32 mapping of the same shape");
+  const int threads = o.threads();
   float* po = const_cast<float*>(out.f32_row(0));
   auto* job = new Job(
-      env, info[3], info[4],
+      o,
       [=](const sd::ProgressFn& prog, sd::CancelFlag cancel) { sd::normalize_rows(view, po, threads, prog, cancel); },
       [](Napi::Env env) -> Napi::Value { return env.Undefined(); });
   job->keep_mapping(src->mapping());
@@ -276,48 +252,47 @@ Napi::Value NormalizeRows(const Napi::CallbackInfo& info) {
   return job->start();
 }
 
-// keepOrder(order: BigInt64Array, offsets: BigInt64Array, which: 'hard' | 'easy' | 'random', seed,
-//           keepOrder: BigInt64Array, keepIndex: BigInt64Array, { threads }) -> Promise<void>
+// keepOrder({ order: BigInt64Array, offsets: BigInt64Array, which: 'hard' | 'easy' | 'random', seed,
+//             keepOrder: BigInt64Array, keepIndex: BigInt64Array, threads }) -> Promise<void>
 Napi::Value KeepOrder(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  auto order = typed<Napi::BigInt64Array>(env, info[0], "order");
-  auto offsets = typed<Napi::BigInt64Array>(env, info[1], "offsets");
-  const std::string which = info[2].IsString() ? info[2].As<Napi::String>().Utf8Value() : "";
-  if (which != "hard" && which != "easy" && which != "random") throw_type(env, "which must be 'hard', 'easy' or 'random'");
-  const int64_t seed = info[3].As<Napi::Number>().Int64Value();
-  auto ko = typed<Napi::BigInt64Array>(env, info[4], "keepOrder");
-  auto ki = typed<Napi::BigInt64Array>(env, info[5], "keepIndex");
-  Napi::Object o = info[6].IsObject() ? info[6].As<Napi::Object>() : Napi::Object::New(env);
+  Options o(info, "keepOrder");
+  auto order = o.typed<Napi::BigInt64Array>("order");
+  auto offsets = o.typed<Napi::BigInt64Array>("offsets");
+  const std::string which = o.string("which");
+  if (which != "hard" && which != "easy" && which != "random") o.fail("which", "'hard', 'easy' or 'random'");
+  const int64_t seed = o.integer("seed");
+  auto ko = o.typed<Napi::BigInt64Array>("keepOrder");
+  auto ki = o.typed<Napi::BigInt64Array>("keepIndex");
   const int64_t k = int64_t(offsets.ElementLength()) - 1;
   const int64_t n = int64_t(order.ElementLength());
-  if (k < 0 || ko.ElementLength() != order.ElementLength() || ki.ElementLength() != order.ElementLength())
-    throw_type(env, "keepOrder: offsets must hold k + 1 values, keepOrder and keepIndex as many as order");
+  if (k < 0) o.fail("offsets", "k + 1 values");
+  if (ko.ElementLength() != order.ElementLength() || ki.ElementLength() != order.ElementLength())
+    o.fail("keepOrder and keepIndex", "as long as order");
   const int64_t* pf = offsets.Data();
-  if (pf[0] != 0 || pf[k] != n) throw_type(env, "keepOrder: offsets must start at 0 and end at order.length");
-  for (int64_t c = 0; c < k; ++c)
-    if (pf[c + 1] < pf[c]) throw_type(env, "keepOrder: offsets must be non-decreasing");
+  check_groups(o, pf, k, n, "offsets");
   const sd::WhichToKeep w = which == "hard" ? sd::WhichToKeep::Hard : which == "easy" ? sd::WhichToKeep::Easy : sd::WhichToKeep::Random;
-  const int threads = get_int(o, "threads", 0);
+  const int threads = o.threads();
   const int64_t* po = order.Data();
   int64_t* pko = ko.Data();
   int64_t* pki = ki.Data();
   auto* job = new Job(
-      env, env.Undefined(), env.Undefined(),
+      o,
       [=](const sd::ProgressFn&, sd::CancelFlag) { sd::keep_order(po, pf, k, w, seed, pko, pki, threads); },
       [](Napi::Env env) -> Napi::Value { return env.Undefined(); });
   job->keep({order, offsets, ko, ki});
   return job->start();
 }
 
-// measureSgemm(n, repeats, threads) -> Promise<number> (GFLOP/s)
+// measureSgemm({ n, repeats, threads }) -> Promise<number> (GFLOP/s)
 Napi::Value MeasureSgemm(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  const int n = info[0].As<Napi::Number>().Int32Value();
-  const int reps = info[1].As<Napi::Number>().Int32Value();
-  const int threads = info.Length() > 2 && info[2].IsNumber() ? info[2].As<Napi::Number>().Int32Value() : 0;
+  Options o(info, "measureSgemm");
+  const int n = int(o.integer("n"));
+  const int reps = int(o.integer("repeats"));
+  if (n < 1 || reps < 1) o.fail("n and repeats", ">= 1");
+  const int threads = o.threads();
   auto g = std::make_shared<double>(0);
   auto* job = new Job(
-      env, env.Undefined(), env.Undefined(),
+      o,
       [=](const sd::ProgressFn&, sd::CancelFlag) { *g = sd::measure_sgemm_gflops(n, reps, threads); },
       [g](Napi::Env env) -> Napi::Value { return Napi::Number::New(env, *g); });
   return job->start();
@@ -358,9 +333,21 @@ Napi::Value Info(const Napi::CallbackInfo& info) {
   return o;
 }
 
+// The Engine class (handles.hpp), registered once.
+Napi::Function engine_class(Napi::Env env) {
+  Napi::Function f = Engine::Init(env);
+  g_engine_ctor = new Napi::FunctionReference(Napi::Persistent(f));
+  env.AddCleanupHook([]() {
+    delete g_engine_ctor;
+    g_engine_ctor = nullptr;
+  });
+  return f;
+}
+
 }  // namespace
 
 void register_steps(Napi::Env env, Napi::Object exports) {
+  exports.Set("Engine", engine_class(env));
   exports.Set("trainKmeans", Napi::Function::New(env, TrainKmeans));
   exports.Set("assignNearest", Napi::Function::New(env, AssignNearest));
   exports.Set("cosineToCentroid", Napi::Function::New(env, CosineToCentroid));

@@ -10,17 +10,37 @@
 
 namespace semdedup {
 
-const char* Error::code_name() const {
-  switch (code_) {
-    case ErrorCode::InvalidArgument: return "ERR_INVALID_ARGUMENT";
-    case ErrorCode::Io: return "ERR_IO";
-    case ErrorCode::Format: return "ERR_FORMAT";
-    case ErrorCode::Numeric: return "ERR_NUMERIC";
-    case ErrorCode::Cancelled: return "ERR_CANCELLED";
-    case ErrorCode::Backend: return "ERR_BACKEND";
-    case ErrorCode::Internal: return "ERR_INTERNAL";
+const char* public_code_name(PublicCode c) {
+  switch (c) {
+#define SEMDEDUP_PUBLIC(name, code, meaning) \
+  case PublicCode::name:                     \
+    return code;
+#include "semdedup/errors.def"
+#undef SEMDEDUP_PUBLIC
   }
-  return "ERR_INTERNAL";
+  return "ERR_NATIVE";
+}
+
+PublicCode public_code(ErrorCode c) {
+  switch (c) {
+#define SEMDEDUP_CAUSE(name, reason, pub) \
+  case ErrorCode::name:                   \
+    return PublicCode::pub;
+#include "semdedup/errors.def"
+#undef SEMDEDUP_CAUSE
+  }
+  return PublicCode::Native;
+}
+
+const char* reason_name(ErrorCode c) {
+  switch (c) {
+#define SEMDEDUP_CAUSE(name, reason, pub) \
+  case ErrorCode::name:                   \
+    return reason;
+#include "semdedup/errors.def"
+#undef SEMDEDUP_CAUSE
+  }
+  return "internal";
 }
 
 float half_to_float(uint16_t h) {

@@ -1,6 +1,8 @@
 // step 5 (docs/algorithm.md): the kept and removed members of every eps in one pass, and the ids text files.
 #include "semdedup/extract.hpp"
 
+#include "semdedup/decision.hpp"
+
 #include <sys/mman.h>
 #include <unistd.h>
 
@@ -63,7 +65,7 @@ void split_kept(const int64_t* keep_order, const double* M, int64_t n, const std
     for (size_t t = 0; t < ne; ++t) {
       const double th = thresholds[t];
       int64_t c = 0;
-      for (int64_t i = b; i < e; ++i) c += !(M[i] > th);
+      for (int64_t i = b; i < e; ++i) c += !removed_at(M[i], th);
       nk[size_t(q) * ne + t] = c;
     }
   }, cancel);
@@ -91,7 +93,7 @@ void split_kept(const int64_t* keep_order, const double* M, int64_t n, const std
       int64_t* kp = reinterpret_cast<int64_t*>(kept[t].data()) + kat[size_t(q) * ne + t];
       int64_t* rp = reinterpret_cast<int64_t*>(removed[t].data()) + rat[size_t(q) * ne + t];
       for (int64_t i = b; i < e; ++i) {
-        if (M[i] > th)
+        if (removed_at(M[i], th))
           *rp++ = keep_order[i];
         else
           *kp++ = keep_order[i];

@@ -99,6 +99,21 @@ const EngineInfo& engine_info() {
   return info;
 }
 
+Resolved resolve_device(Device device) {
+  Resolved r;
+  r.requested = device;
+  if (device == Device::Cpu) return r;
+  const CudaStatus& cs = engine_info().cuda;
+  if (!cs.available) {
+    if (device == Device::Cuda)
+      throw Error(ErrorCode::Backend, "device 'cuda' was requested, but no usable GPU is available: " + cs.reason);
+    r.note = cs.reason;
+    return r;
+  }
+  r.device = Backend::Cuda;
+  return r;
+}
+
 static void check_impl(KMeansImpl impl) {
   if (impl == KMeansImpl::Faiss && !engine_info().faiss_kmeans)
     throw Error(ErrorCode::InvalidArgument, "kmeans_impl 'faiss' needs a build with FAISS (this one has none)");
@@ -151,6 +166,30 @@ Ran max_similarity(Device device, const EmbeddingView& x, const int64_t* order, 
 #endif
       },
       [&] { out = max_similarity_cpu(x, order, offsets, nclusters, M, arg, opt, progress, cancel); });
+}
+
+MaxSimStats max_similarity_block(const EmbeddingView& x, const int64_t* rows, int64_t n, int64_t j0, int64_t j1,
+                                 double* M, int64_t* arg, const MaxSimOptions& opt, const ProgressFn& progress,
+                                 CancelFlag cancel) {
+  return semdedup::max_similarity_block(x, rows, n, j0, j1, M, arg, opt, progress, cancel);
+}
+
+int64_t recheck_near_thresholds(const EmbeddingView& x, const int64_t* order, const int64_t* offsets, int64_t nclusters,
+                                double* M, int64_t* arg, const MaxSimOptions& opt, CancelFlag cancel) {
+  return semdedup::recheck_near_thresholds(x, order, offsets, nclusters, M, arg, opt, cancel);
+}
+
+CrossStats max_similarity_to_reference(const EmbeddingView& x, const int64_t* x_rows, const int64_t* x_offsets,
+                                       const EmbeddingView& r, const int64_t* r_rows, const int64_t* r_offsets,
+                                       int64_t ngroups, double* best, int64_t* best_ref, const MaxSimOptions& opt,
+                                       const ProgressFn& progress, CancelFlag cancel) {
+  return semdedup::max_similarity_to_reference(x, x_rows, x_offsets, r, r_rows, r_offsets, ngroups, best, best_ref, opt,
+                                               progress, cancel);
+}
+
+ExactDuplicateStats exact_duplicates(const EmbeddingView& x, const int64_t* order, int64_t* first_of, int threads,
+                                     const ProgressFn& progress, CancelFlag cancel) {
+  return semdedup::exact_duplicates(x, order, first_of, threads, progress, cancel);
 }
 
 }  // namespace engine

@@ -90,6 +90,38 @@ int main() {
     CHECK(eng::parse_kmeans_impl("faiss") == eng::KMeansImpl::Faiss, "impl");
   });
 
+  check::run("engine: a device choice resolved once (the engine handle)", [] {
+    const eng::Resolved cpu = eng::resolve_device(eng::Device::Cpu);
+    CHECK(cpu.device == eng::Backend::Cpu && cpu.note.empty() && cpu.dispatch_device() == eng::Device::Cpu, "cpu");
+    const eng::CudaStatus& cs = eng::engine_info().cuda;
+    const eng::Resolved autod = eng::resolve_device(eng::Device::Auto);
+    if (cs.available) {
+      CHECK(autod.device == eng::Backend::Cuda && autod.note.empty() && autod.dispatch_device() == eng::Device::Auto, "auto: the GPU");
+      CHECK(eng::resolve_device(eng::Device::Cuda).device == eng::Backend::Cuda, "cuda");
+    } else {
+      CHECK(autod.device == eng::Backend::Cpu && autod.note == cs.reason && autod.dispatch_device() == eng::Device::Cpu,
+            "auto without a GPU: the CPU, with the reason");
+      bool threw = false;
+      try {
+        eng::resolve_device(eng::Device::Cuda);
+      } catch (const Error& e) {
+        threw = e.code() == ErrorCode::Backend && std::string(e.what()).find(cs.reason) != std::string::npos;
+      }
+      CHECK(threw, "cuda without a usable GPU: a Backend error naming the reason");
+    }
+  });
+
+  check::run("errors: each kind of failure reaches JavaScript with its code from errors.def", [] {
+    CHECK(std::string(Error(ErrorCode::Io, "x").code_name()) == "ERR_INPUT" && std::string(Error(ErrorCode::Io, "x").reason()) == "io", "io");
+    CHECK(std::string(Error(ErrorCode::Format, "x").code_name()) == "ERR_INPUT", "format");
+    CHECK(std::string(Error(ErrorCode::InvalidArgument, "x").code_name()) == "ERR_INPUT", "invalid argument");
+    CHECK(std::string(Error(ErrorCode::Numeric, "x").code_name()) == "ERR_NUMERIC", "numeric");
+    CHECK(std::string(Error(ErrorCode::Cancelled, "x").code_name()) == "ERR_CANCELLED", "cancelled");
+    CHECK(std::string(Error(ErrorCode::Backend, "x").code_name()) == "ERR_BACKEND", "backend");
+    CHECK(std::string(Error(ErrorCode::Internal, "x").code_name()) == "ERR_NATIVE", "internal");
+    CHECK(std::string(public_code_name(PublicCode::Task)) == "ERR_TASK", "a failed planned task has its own code");
+  });
+
   check::run("engine: info is computed once (same object)", [] {
     CHECK(&eng::engine_info() == &eng::engine_info(), "engine_info() returns one object");
     CHECK(!eng::engine_info().version.empty(), "version");

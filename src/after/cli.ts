@@ -6,6 +6,7 @@ import { ConfigError } from '../errors.js';
 import { requireKeys, type CliCommand, type PartialResolved } from '../config.js';
 import { dedupWanted, embeddingsSpecOf, resolveIds } from '../pipeline.js';
 import { withLock } from '../lock.js';
+import { outputs } from '../layout.js';
 import { readIds } from '../io/ids.js';
 import type { CommonOptions } from '../steps/common.js';
 import { keptFractionCurve, extractAt } from './fraction.js';
@@ -143,7 +144,7 @@ export function registerAfterCommands(program: Command): void {
         return;
       }
       const near = num(o.near, '--near');
-      const output = o.output ?? `${outputDir}/explain_eps${eps}${near !== undefined ? '_near' : ''}.${o.format === 'jsonl' ? 'jsonl' : 'csv'}`;
+      const output = o.output ?? outputs.explain(outputDir, eps, near !== undefined, o.format === 'jsonl' ? 'jsonl' : 'csv');
       refuseOverwrite(output, '-o', { outputDir, inputs: runInputs(cfg) });
       const r = await withLock(outputDir, () => explainRemovals({ ...base, output, ...(o.format ? { format: o.format } : {}), ...(near !== undefined ? { near } : {}) }));
       print(o, `eps ${eps}: ${r.removed} removed, ${r.kept} kept; ${r.lines} lines -> ${r.output}`, r);
@@ -164,7 +165,7 @@ export function registerAfterCommands(program: Command): void {
       const ids = resolveIds(cfg, c.outputDir, opts.log, { verify: true });
       const eps = num(o.eps, '--eps')!;
       const recallSample = count(o.recallSample, '--recall-sample')!;
-      const output = o.output ?? `${c.outputDir}/decontaminated_eps${eps}.txt`;
+      const output = o.output ?? outputs.decontaminated(c.outputDir, eps);
       const matches = o.matches ?? `${c.outputDir}/decontaminated_eps${eps}_matches.csv`;
       const inputs = [...runInputs(cfg), ...filesOf(o.reference, 'reference'), o.referenceIds];
       refuseOverwrite(output, '-o', { outputDir: c.outputDir, inputs });

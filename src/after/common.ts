@@ -6,10 +6,9 @@ import { ConfigError, InputError } from '../errors.js';
 import { readNpy } from '../io/npy.js';
 import { outputs } from '../layout.js';
 import { readManifest, requireCommitted, requireSameInputs } from '../manifest.js';
-import { resolveInputFiles } from '../io/inputs.js';
 import type { Ids } from '../io/ids.js';
-import { relative, resolve } from 'node:path';
-import { loadNative } from '../native.js';
+import { loadNative } from '../native/index.js';
+import { thresholdsOf, validateOneEps } from '../decision.js';
 import { embeddingsFiles, type EmbeddingsSpec } from '../embeddings.js';
 import { runNative, type CommonOptions } from '../steps/common.js';
 import { prepareEmbeddings } from '../steps/check.js';
@@ -40,11 +39,6 @@ export interface RunArrays {
   Mrow: BigInt64Array;
   /** The eps values whose thresholds the dedup step re-checked (empty when unknown). */
   recordedEps: number[];
-}
-
-export function validateOneEps(eps: number, key = 'eps'): void {
-  if (typeof eps !== 'number' || !Number.isFinite(eps) || eps <= 0 || eps >= 1)
-    throw new ConfigError(`${key} must be a number strictly between 0 and 1, got ${eps}`, { key });
 }
 
 /** Reads M, M_row, the keep order and the cluster offsets of a finished dedup step. */
@@ -78,20 +72,7 @@ export function checkRunIds(outputDir: string, ids: Ids | undefined): void {
   if (files.length) requireSameInputs(outputDir, 'extract', 'ids', files, 'ids');
 }
 
-/**
- * The embeddings a command is given for a run's folder (`source`, as the config names them: one
- * file, or shards as a list, glob or folder) must be the ones `step` read: every shard itself, or
- * the source of the normalised copy it read.
- */
-export function checkRunEmbeddings(outputDir: string, step: string, source: string | readonly string[]): void {
-  const inputs = readManifest(outputDir).steps[step]?.inputs;
-  const rec = inputs?.embeddings ?? inputs?.['embeddings.0'];
-  if (!rec) return;
-  const files = resolveInputFiles(source);
-  if (rec.rel !== undefined && rec.rel === relative(resolve(outputDir), outputs.normalized(resolve(outputDir))))
-    requireSameInputs(outputDir, 'normalize', 'source', files, 'embeddings');
-  else requireSameInputs(outputDir, step, 'embeddings', files, 'embeddings');
-}
+export { checkRunEmbeddings } from '../manifest.js';
 
 /** The eps list of the dedup step recorded in the manifest (whose thresholds were re-checked). */
 export function recordedEps(outputDir: string): number[] {
@@ -111,7 +92,7 @@ export interface RecheckResult extends RunArrays {
 
 /** The core's re-check margin for dimension d (maxsim.hpp: a few float32 roundings per term, at least 1e-5). */
 export function defaultRecheckMargin(d: number): number {
-  return loadNative().recheckMargin(d);
+  return loadNative().recheckMargin({ d });
 }
 
 /**
@@ -144,8 +125,8 @@ export async function recheckEps(opts: RunFolderOptions & { eps: number[]; run?:
     const Mrow = BigInt64Array.from(run.Mrow);
     const addon = loadNative();
     const margin = defaultRecheckMargin(emb.d) * Math.max(1, opts.marginScale ?? 1);
-    const r = await runNative(opts, 'recheck', (_p, token) =>
-      addon.recheckThresholds(emb.native, run.keepOrder, run.offsets, M, Mrow, { thresholds: missing.map((e) => 1 - e), threads: opts.threads ?? 0, recheckMargin: margin }, token),
+    const r = await runNative(opts, 'recheck', ({ cancel }) =>
+      addon.recheckThresholds({ emb: emb.native, order: run.keepOrder, offsets: run.offsets, M, arg: Mrow, thresholds: thresholdsOf(missing), threads: opts.threads ?? 0, recheckMargin: margin, cancel }),
     );
     opts.log?.(`eps ${missing.join(', ')}: ${r.rechecked} members near the threshold re-checked in float64`);
     return { ...run, M, Mrow, rechecked: r.rechecked, recheckedEps: missing, margin };

@@ -10,11 +10,12 @@ import type { Ids } from '../io/ids.js';
 import { readNpy } from '../io/npy.js';
 import { outputs } from '../layout.js';
 import { requireCommitted } from '../manifest.js';
-import { loadNative } from '../native.js';
+import { engineFor, loadNative } from '../native/index.js';
 import { openEmbeddings, type Embeddings, type EmbeddingsSpec } from '../embeddings.js';
 import { runNative, type CommonOptions } from '../steps/common.js';
 import { prepareEmbeddings } from '../steps/check.js';
-import { checkRunEmbeddings, checkRunIds, csvField, formatFor, LineSink, validateOneEps, type TableFormat } from './common.js';
+import { checkRunEmbeddings, checkRunIds, csvField, formatFor, LineSink, type TableFormat } from './common.js';
+import { isRemovedAt, thresholdOf, validateOneEps } from '../decision.js';
 
 export type DecontaminateMode = 'exact' | 'within-clusters';
 
@@ -62,7 +63,7 @@ export interface DecontaminateResult {
 async function checkReference(ref: Embeddings, normalize: string, opts: CommonOptions): Promise<void> {
   const addon = loadNative();
   const tol = 1e-3;
-  const r = await runNative(opts, 'check', (_p, token) => addon.scanEmbeddings(ref.native, tol, { threads: opts.threads ?? 0 }, token));
+  const r = await runNative(opts, 'check', ({ cancel }) => addon.scanEmbeddings({ emb: ref.native, normTol: tol, threads: opts.threads ?? 0, cancel }));
   if (r.nonfiniteRows > 0) throw new NumericError(`${ref.path}: row ${r.firstNonfinite} holds NaN or Inf`, { file: ref.path });
   if (r.zeroRows > 0) throw new NumericError(`${ref.path}: row ${r.firstZero} is all zeros`, { file: ref.path });
   if (r.unnormalizedRows > 0 && normalize !== 'never')
@@ -112,7 +113,7 @@ export async function decontaminate(opts: DecontaminateOptions): Promise<Deconta
     if (opts.referenceIds && opts.referenceIds.length < ref.n)
       throw new InputError(`the reference ids hold ${opts.referenceIds.length} entries but the reference has ${ref.n} rows`);
     const addon = loadNative();
-    const threshold = 1 - opts.eps;
+    const threshold = thresholdOf(opts.eps);
     const nativeOpts = { thresholds: [threshold], threads: opts.threads ?? 0 };
     const n = emb.n;
     const e = emb;
@@ -122,8 +123,11 @@ export async function decontaminate(opts: DecontaminateOptions): Promise<Deconta
     let rechecked = 0;
     let recall: DecontaminateResult['recall'];
     if (mode === 'exact') {
-      const st = await runNative(opts, 'decontaminate', (p, token) =>
-        addon.maxSimilarityToReference(e.native, iota(n), BigInt64Array.of(0n, BigInt(n)), ref.native, iota(ref.n), BigInt64Array.of(0n, BigInt(ref.n)), best, bestRef, nativeOpts, p, token),
+      const st = await runNative(opts, 'decontaminate', (job) =>
+        addon.maxSimilarityToReference({
+          ...job, ...nativeOpts, emb: e.native, xRows: iota(n), xOffsets: BigInt64Array.of(0n, BigInt(n)),
+          ref: ref.native, rRows: iota(ref.n), rOffsets: BigInt64Array.of(0n, BigInt(ref.n)), best, bestRef,
+        }),
       );
       rechecked = st.rechecked;
     } else {
@@ -144,8 +148,8 @@ export async function decontaminate(opts: DecontaminateOptions): Promise<Deconta
       const spherical = cluster.params.spherical === true;
       const nearest = new BigInt64Array(ref.n);
       const dist = new Float32Array(ref.n);
-      await runNative(opts, 'decontaminate:assign', (p, token) =>
-        addon.assignNearest!(ref.native, centroids, k, spherical, nearest, dist, { threads: opts.threads ?? 0, device: 'cpu' }, p, token),
+      await runNative(opts, 'decontaminate:assign', (job) =>
+        addon.assignNearest({ ...job, emb: ref.native, centroids, k, innerProduct: spherical, nearest, dist, threads: opts.threads ?? 0, engine: engineFor(opts.device) }),
       );
       // Reference rows grouped by cluster (ascending row order within a cluster).
       const counts = new Float64Array(k + 1);
@@ -157,7 +161,9 @@ export async function decontaminate(opts: DecontaminateOptions): Promise<Deconta
       for (let i = 0; i < ref.n; i++) rRows[fill[Number(nearest[i]!)]!++] = BigInt(i);
       const pb = new Float64Array(n);
       const pr = new BigInt64Array(n);
-      const st = await runNative(opts, 'decontaminate', (p, token) => addon.maxSimilarityToReference(e.native, order, offsets, ref.native, rRows, rOffsets, pb, pr, nativeOpts, p, token));
+      const st = await runNative(opts, 'decontaminate', (job) =>
+        addon.maxSimilarityToReference({ ...job, ...nativeOpts, emb: e.native, xRows: order, xOffsets: offsets, ref: ref.native, rRows, rOffsets, best: pb, bestRef: pr }),
+      );
       rechecked = st.rechecked;
       for (let q = 0; q < n; q++) {
         const row = Number(order[q]!);
@@ -171,15 +177,18 @@ export async function decontaminate(opts: DecontaminateOptions): Promise<Deconta
         for (let i = 0; i < sample; i++) rows[i] = BigInt(Math.floor((i * n) / sample));
         const sb = new Float64Array(sample);
         const sr = new BigInt64Array(sample);
-        await runNative(opts, 'decontaminate:recall', (p, token) =>
-          addon.maxSimilarityToReference(e.native, rows, BigInt64Array.of(0n, BigInt(sample)), ref.native, iota(ref.n), BigInt64Array.of(0n, BigInt(ref.n)), sb, sr, nativeOpts, p, token),
+        await runNative(opts, 'decontaminate:recall', (job) =>
+          addon.maxSimilarityToReference({
+            ...job, ...nativeOpts, emb: e.native, xRows: rows, xOffsets: BigInt64Array.of(0n, BigInt(sample)),
+            ref: ref.native, rRows: iota(ref.n), rOffsets: BigInt64Array.of(0n, BigInt(ref.n)), best: sb, bestRef: sr,
+          }),
         );
         let exactRemoved = 0;
         let found = 0;
         for (let i = 0; i < sample; i++)
-          if (sb[i]! > threshold) {
+          if (isRemovedAt(sb[i]!, threshold)) {
             exactRemoved++;
-            if (best[Number(rows[i]!)]! > threshold) found++;
+            if (isRemovedAt(best[Number(rows[i]!)]!, threshold)) found++;
           }
         recall = { sampleRows: sample, exactRemoved, found, recall: exactRemoved ? found / exactRemoved : 1 };
         opts.log?.(
@@ -188,7 +197,7 @@ export async function decontaminate(opts: DecontaminateOptions): Promise<Deconta
       }
     }
     let removed = 0;
-    for (let i = 0; i < n; i++) if (best[i]! > threshold) removed++;
+    for (let i = 0; i < n; i++) if (isRemovedAt(best[i]!, threshold)) removed++;
     const keptRows = new BigInt64Array(n - removed);
     const removedRows = new BigInt64Array(removed);
     const matchedReference = new BigInt64Array(removed);
@@ -196,7 +205,7 @@ export async function decontaminate(opts: DecontaminateOptions): Promise<Deconta
     let a = 0;
     let r = 0;
     for (let i = 0; i < n; i++) {
-      if (best[i]! > threshold) {
+      if (isRemovedAt(best[i]!, threshold)) {
         removedRows[r] = BigInt(i);
         matchedReference[r] = bestRef[i]!;
         similarity[r++] = best[i]!;

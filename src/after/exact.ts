@@ -4,70 +4,16 @@
 // changes no decision, it reports them and writes them to `semdedup/exact_duplicates.npy`
 // (an int64 array of (row, first row) pairs).
 import { existsSync } from 'node:fs';
-import { join } from 'node:path';
-import { readNpy, writeNpy } from '../io/npy.js';
+import { readNpy } from '../io/npy.js';
 import { outputs } from '../layout.js';
-import { loadNative } from '../native.js';
-import { embeddingsInputs, openEmbeddings, type Embeddings, type EmbeddingsSpec } from '../embeddings.js';
-import { runNative, type CommonOptions } from '../steps/common.js';
+import { openEmbeddings, type EmbeddingsSpec } from '../embeddings.js';
+import { type CommonOptions } from '../steps/common.js';
+import { commitExact, exactDuplicatesFile, findExactDuplicates, type ExactDuplicatesResult } from '../steps/exact.js';
 import { InputError } from '../errors.js';
-import { loadManifest, recordStep, requireCommitted, sameRecorded } from '../manifest.js';
+import { loadManifest, requireCommitted, sameRecorded } from '../manifest.js';
 import { checkRunEmbeddings, readRun } from './common.js';
 
-export interface ExactDuplicatesOptions extends CommonOptions {
-  /** The embeddings (an open handle; the caller closes it). */
-  embeddings: Embeddings;
-  /** Rows in the order that decides which copy is kept (default: row order). Every row once. */
-  order?: BigInt64Array;
-  /** When given, the pairs are written to `semdedup/exact_duplicates.npy` in this folder. */
-  outputDir?: string;
-}
-
-export interface ExactDuplicatesResult {
-  rows: number;
-  /** Sets of at least two identical rows. */
-  groups: number;
-  /** Rows identical to an earlier row in the order (the ones removed). */
-  copies: number;
-  /** firstOf[row]: the first row (in the order) with the same bytes, or -1. */
-  firstOf: BigInt64Array;
-  output?: string;
-}
-
-export const exactDuplicatesFile = (dir: string) => join(outputs.ours(dir), 'exact_duplicates.npy');
-
-export async function findExactDuplicates(opts: ExactDuplicatesOptions): Promise<ExactDuplicatesResult> {
-  const emb = opts.embeddings;
-  {
-    const n = emb.n;
-    let order = opts.order;
-    if (!order) {
-      order = new BigInt64Array(n);
-      for (let i = 0; i < n; i++) order[i] = BigInt(i);
-    }
-    if (order.length !== n) throw new InputError(`the order lists ${order.length} rows but ${emb.path} has ${n}`, { file: emb.path });
-    const firstOf = new BigInt64Array(n);
-    const addon = loadNative();
-    const o = order;
-    const st = await runNative(opts, 'exact-duplicates', (p, token) => addon.exactDuplicates(emb.native, o, firstOf, { threads: opts.threads ?? 0 }, p, token));
-    let output: string | undefined;
-    if (opts.outputDir) {
-      const pairs = new BigInt64Array(2 * st.copies);
-      let q = 0;
-      for (let p = 0; p < n; p++) {
-        const row = Number(order[p]!);
-        if (firstOf[row]! >= 0n) {
-          pairs[q++] = BigInt(row);
-          pairs[q++] = firstOf[row]!;
-        }
-      }
-      output = exactDuplicatesFile(opts.outputDir);
-      writeNpy(output, pairs, { shape: [st.copies, 2] });
-    }
-    opts.log?.(`exact duplicates: ${st.copies} rows are byte-identical copies of an earlier row (${st.groups} sets)`);
-    return { rows: st.rows, groups: st.groups, copies: st.copies, firstOf, ...(output ? { output } : {}) };
-  }
-}
+export { exactDuplicatesFile, findExactDuplicates, type ExactDuplicatesOptions, type ExactDuplicatesResult } from '../steps/exact.js';
 
 /**
  * The `exact-duplicates` command on a run's folder: in the committed keep order when the folder
@@ -84,8 +30,7 @@ export async function exactDuplicatesOfRun(opts: CommonOptions & { outputDir: st
   try {
     if (order) checkRunEmbeddings(dir, 'dedup', opts.embeddings.path);
     const r = await findExactDuplicates({ ...opts, embeddings: emb, outputDir: dir, ...(order ? { order } : {}) });
-    recordStep(dir, 'exact', { order: order ? 'keep' : 'rows' }, { ...embeddingsInputs(emb), ...(order ? { keepOrder: outputs.keepOrder(dir) } : {}) }, { pairs: r.output! },
-      { copies: r.copies, groups: r.groups });
+    commitExact(dir, emb, r, !!order);
     return r;
   } finally {
     emb.close();

@@ -4,8 +4,8 @@
 import { InputError } from '../errors.js';
 import { openAtomicWriter } from '../io/atomic.js';
 import type { Ids } from '../io/ids.js';
-import { checkRunIds, clusterOfPositions, csvField, formatFor, LineSink, recheckEps, validateOneEps, type RunFolderOptions, type TableFormat } from './common.js';
-import { isRemoved } from '../steps/dedup.js';
+import { checkRunIds, clusterOfPositions, csvField, formatFor, LineSink, recheckEps, type RunFolderOptions, type TableFormat } from './common.js';
+import { isRemovedAt, thresholdOf, validateOneEps } from '../decision.js';
 
 export interface ExplainOptions extends RunFolderOptions {
   eps: number;
@@ -59,7 +59,7 @@ export async function explainRemovals(opts: ExplainOptions): Promise<ExplainResu
   const { keepOrder, offsets, M, Mrow } = run;
   if (opts.ids && opts.ids.length < keepOrder.length)
     throw new InputError(`the ids hold ${opts.ids.length} entries but the run has ${keepOrder.length} rows`);
-  const t = 1 - opts.eps;
+  const t = thresholdOf(opts.eps);
   const cluster = clusterOfPositions(offsets);
   const format = formatFor(opts.output, opts.format);
   const writer = opts.output ? openAtomicWriter(opts.output) : undefined;
@@ -70,7 +70,7 @@ export async function explainRemovals(opts: ExplainOptions): Promise<ExplainResu
     if (writer && format === 'csv') sink.push(HEADER);
     for (let p = 0; p < M.length; p++) {
       const m = M[p]!;
-      const gone = isRemoved(m, opts.eps);
+      const gone = isRemovedAt(m, t);
       if (gone) removed++;
       const listed = opts.near !== undefined ? Math.abs(m - t) <= opts.near : gone;
       if (!listed) continue;
@@ -131,7 +131,7 @@ export async function explainId(opts: ExplainIdOptions): Promise<ExplainRow & { 
   while (Number(offsets[c + 1]!) <= p) c++;
   const m = M[p]!;
   const by = Number(Mrow[p]!);
-  const t = 1 - opts.eps;
+  const t = thresholdOf(opts.eps);
   const pos = p - Number(offsets[c]!);
   const byId = by >= 0 ? idOf(opts.ids, by) : null;
   return {
@@ -141,7 +141,7 @@ export async function explainId(opts: ExplainIdOptions): Promise<ExplainRow & { 
     row,
     cluster: c,
     position: pos,
-    removed: isRemoved(m, opts.eps),
+    removed: isRemovedAt(m, t),
     byId,
     byRow: by >= 0 ? by : null,
     similarity: m,

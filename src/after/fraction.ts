@@ -1,5 +1,5 @@
 // Kept fraction against eps, and the eps that keeps a target fraction (SPEC "Target kept
-// fraction"): the kept share of an eps is #{j : M[j] <= 1 - eps} / N, so a target maps to an eps
+// fraction"): the kept share of an eps is #{j : M[j] <= 1 - eps} / N (src/decision.ts), so a target maps to an eps
 // through the sorted M. Ties of M make some counts unreachable; the closest reachable count wins
 // (the smaller eps on a tie), the eps is the shortest decimal in the interval that gives it, and
 // the members near that eps are re-checked in float64 before the final decision.
@@ -7,7 +7,8 @@ import { ConfigError } from '../errors.js';
 import type { Ids } from '../io/ids.js';
 import { extractPrunedData, type ExtractResult } from '../steps/extract.js';
 import { summarize } from '../steps/dedup.js';
-import { checkRunIds, recheckEps, readRun, validateOneEps, type RunArrays, type RunFolderOptions } from './common.js';
+import { checkRunIds, recheckEps, readRun, type RunArrays, type RunFolderOptions } from './common.js';
+import { epsOf, thresholdOf, validateOneEps } from '../decision.js';
 import { writeDecisionTable } from './table.js';
 
 export interface CurvePoint {
@@ -44,7 +45,7 @@ function sortedM(M: Float64Array): Float64Array {
   return Float64Array.from(M).sort();
 }
 
-/** #{v <= t} in an ascending array. */
+/** #{v <= t} in an ascending array: the members kept at threshold t (decision.ts: removed when M > t). */
 function countAtMost(sorted: Float64Array, t: number): number {
   let lo = 0;
   let hi = sorted.length;
@@ -96,7 +97,7 @@ export async function keptFractionCurve(opts: CurveOptions): Promise<CurveResult
   const s = sortedM(run.M);
   const n = s.length;
   const points = eps.map((e) => {
-    const kept = countAtMost(s, 1 - e);
+    const kept = countAtMost(s, thresholdOf(e));
     return { eps: e, kept, keptFraction: n ? kept / n : 1 };
   });
   return { n, points, recordedEps: run.recordedEps };
@@ -145,8 +146,8 @@ export function chooseEpsForFraction(M: Float64Array, keepFraction: number): Eps
   let best: { kept: number; lo: number; hi: number } | undefined;
   const consider = (kept: number, tLo: number, tHi: number) => {
     // t in [tLo, tHi) ∩ (0, 1); eps = 1 - t in (1 - tHi, 1 - tLo].
-    const lo = Math.max(0, 1 - tHi);
-    const hi = Math.min(1 - tLo, 1 - Number.EPSILON);
+    const lo = Math.max(0, epsOf(tHi));
+    const hi = Math.min(epsOf(tLo), 1 - Number.EPSILON);
     if (!(hi > lo) || hi <= 0) return;
     const d = Math.abs(kept - target);
     // A larger kept count is a smaller eps: it wins ties because it is visited last.
@@ -162,8 +163,8 @@ export function chooseEpsForFraction(M: Float64Array, keepFraction: number): Eps
   }
   if (!best) throw new ConfigError(`no eps strictly between 0 and 1 reaches a kept fraction near ${keepFraction}`, { key: 'keep_fraction' });
   const b: { kept: number; lo: number; hi: number } = best;
-  const eps = shortestDecimal(b.lo, b.hi, (e) => countAtMost(s, 1 - e) === b.kept);
-  return { eps, kept: countAtMost(s, 1 - eps), target };
+  const eps = shortestDecimal(b.lo, b.hi, (e) => countAtMost(s, thresholdOf(e)) === b.kept);
+  return { eps, kept: countAtMost(s, thresholdOf(eps)), target };
 }
 
 export interface FractionOptions extends RunFolderOptions {
@@ -201,7 +202,7 @@ export async function epsForFraction(opts: FractionOptions): Promise<FractionCho
   let needed = 0;
   for (let round = 0; round < 8; round++) {
     const choice = chooseEpsForFraction(run.M, f);
-    const t = 1 - choice.eps;
+    const t = thresholdOf(choice.eps);
     const done = run.recordedEps.includes(choice.eps) || covered.some((w) => Math.abs(t - w.t) + needed <= w.m);
     if (done) {
       const n = run.M.length;

@@ -6,12 +6,13 @@
 import { extname, isAbsolute, resolve } from 'node:path';
 import { closeSync, constants, existsSync, fstatSync, openSync, readSync } from 'node:fs';
 import { atomicWriteFile } from '../io/atomic.js';
+import { outputs } from '../layout.js';
 import { ConfigError } from '../errors.js';
 import type { Ids } from '../io/ids.js';
-import { checkRunIds, clusterOfPositions, readRun, recheckEps, validateOneEps, type RunFolderOptions } from './common.js';
+import { checkRunIds, clusterOfPositions, readRun, recheckEps, type RunFolderOptions } from './common.js';
 import { keptFractionCurve } from './fraction.js';
 import { committedExactCopies } from './exact.js';
-import { isRemoved } from '../steps/dedup.js';
+import { isRemovedAt, thresholdOf, validateOneEps } from '../decision.js';
 
 export interface ReportOptions extends RunFolderOptions {
   /** The HTML file to write (default: `<outputDir>/report.html`). */
@@ -197,14 +198,14 @@ export async function writeReport(opts: ReportOptions): Promise<ReportResult> {
   const { keepOrder, offsets, M, Mrow } = run;
   const n = M.length;
   const k = offsets.length - 1;
-  const t = 1 - eps;
+  const t = thresholdOf(eps);
   const idOf = (row: number) => (opts.ids ? opts.ids.get(row) : String(row));
   const pictures = new Pictures(opts.remoteThumbnails === true);
   const item = (id: string) => pictures.item(id);
   const curve = await keptFractionCurve({ outputDir: dir, run: stored, from: 0.001, to: 0.3, step: 0.001 });
   // The removed members, in keep order (one pass; the counts below follow from it).
   const removedPos: number[] = [];
-  for (let p = 0; p < n; p++) if (isRemoved(M[p]!, eps)) removedPos.push(p);
+  for (let p = 0; p < n; p++) if (isRemovedAt(M[p]!, t)) removedPos.push(p);
   const removed = removedPos.length;
 
   const zeros = M.reduce((a, v) => a + (v === 0 ? 1 : 0), 0);
@@ -310,7 +311,7 @@ ${sample
 </script>
 </body></html>
 `;
-  const output = opts.output ?? resolve(dir, 'report.html');
+  const output = opts.output ?? resolve(outputs.report(dir));
   atomicWriteFile(output, html);
   opts.log?.(`report: ${output}`);
   return { output, eps, bytes: Buffer.byteLength(html) };

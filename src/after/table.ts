@@ -4,7 +4,7 @@
 import type { Ids } from '../io/ids.js';
 import { writeParquetTable, type TableColumn } from '../io/parquet.js';
 import { readManifest } from '../manifest.js';
-import { isRemoved } from '../steps/dedup.js';
+import { isRemoved } from '../decision.js';
 import type { RunArrays } from './common.js';
 
 export interface DecisionTableOptions {

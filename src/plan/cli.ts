@@ -2,7 +2,7 @@
 // task of a plan, what the executors run) and `semdedup status`.
 import { Command, Option } from 'commander';
 import { existsSync, readFileSync, statSync } from 'node:fs';
-import { join, resolve } from 'node:path';
+import { resolve } from 'node:path';
 import { cpus } from 'node:os';
 import { ConfigError, SemDedupError } from '../errors.js';
 import { loadConfig, loadRunConfig, options, print } from '../cli-common.js';
@@ -11,11 +11,11 @@ import { runTask } from './tasks.js';
 import { runLocal, type ExecResult } from './local.js';
 import { runSlurm, splitArgs } from './slurm.js';
 import { formatStatus, planStatus } from './status.js';
-import { capThreads, parseThreads } from '../validate.js';
+import { capThreads, parseThreads, validateInputs } from '../validate.js';
 import { checkContents } from '../steps/check.js';
 import { refuseLinks } from '../io/atomic.js';
 import { outputs } from '../layout.js';
-import { embeddingsSpecOf } from '../pipeline.js';
+import { embeddingsSpecOf, resolveIds } from '../inputs.js';
 import { lockPlannedRun } from '../lock.js';
 
 interface RunOpts extends Record<string, unknown> {
@@ -56,8 +56,11 @@ async function runPlanned(o: RunOpts): Promise<void> {
   if (executor === 'slurm' && o.workers !== undefined) throw new ConfigError('--workers is an option of --executor local (under SLURM, --tasks sets the array sizes)', { key: 'workers' });
   const workers = posInt(o.workers, '--workers') ?? (executor === 'local' ? Math.max(1, Math.min(cpus().length, 4)) : 1);
   const tasks = posInt(o.tasks, '--tasks') ?? (executor === 'local' ? workers : 8);
+  // Every input checked as a single run checks it (the same validateInputs; the ids read and
+  // checked; bad rows refused), before the plan or its folder is written.
+  validateInputs(cfg, 'run');
+  resolveIds(cfg, undefined);
   const made = makePlan(cfg, { tasks });
-  // Bad rows are refused before the plan (and its folder) is written, as in a single run.
   await checkContents(embeddingsSpecOf(cfg), { threads: capThreads(cfg.threads), outputDir: made.outputDir, normalize: cfg.normalize ?? 'auto' });
   const most = Math.max(...made.stages.map((s) => s.tasks));
   if (tasks > most && !o.quiet)
@@ -106,7 +109,7 @@ async function runPlannedLocked(o: RunOpts, made: Plan, executor: NonNullable<Ru
     return;
   }
   const st = planStatus(plan);
-  const summary = JSON.parse(readFileSafe(join(plan.outputDir, 'semdedup', 'summary.json')) ?? '{}') as { eps?: { eps: number; kept: number; removed: number; keptFraction: number }[] };
+  const summary = JSON.parse(readFileSafe(outputs.summary(plan.outputDir)) ?? '{}') as { eps?: { eps: number; kept: number; removed: number; keptFraction: number }[] };
   const eps = (summary.eps ?? []).map((e) => `  eps ${e.eps}: kept ${e.kept}, removed ${e.removed} (kept ${(100 * e.keptFraction).toFixed(2)}%)`).join('\n');
   print(o, `done in ${seconds.toFixed(2)} s (${executor}; ${r.ran} task${r.ran === 1 ? '' : 's'} run, ${st.tasks.length - r.ran} found complete)\n${eps}`,
     { plan: plan.id, executor, seconds, ran: r.ran, summary: summary.eps });

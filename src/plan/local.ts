@@ -8,7 +8,7 @@ import { OutputError } from '../errors.js';
 import { cpus } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { userEnv } from '../native.js';
+import { engineFor, userEnv } from '../native/index.js';
 import { planPaths, STAGES, type Plan, type Stage } from './plan.js';
 import { pendingTasks, readState } from './state.js';
 
@@ -61,7 +61,8 @@ export async function runLocal(plan: Plan, planPath: string, o: LocalOptions): P
   const workers = Math.max(1, Math.floor(o.workers));
   const cfgThreads = plan.config.threads ?? 0;
   const threads = o.threads ?? (cfgThreads > 0 ? cfgThreads : Math.max(1, Math.floor(cpus().length / workers)));
-  const gpus = plan.config.device === 'cpu' ? [] : visibleGpus();
+  // Worker slots get GPUs only where the engine resolved the device to CUDA.
+  const gpus = engineFor(plan.config.device).device === 'cpu' ? [] : visibleGpus();
   mkdirSync(planPaths.logs(plan.outputDir), { recursive: true });
   let ran = 0;
   for (const stage of STAGES) {

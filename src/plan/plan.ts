@@ -7,12 +7,11 @@ import { existsSync, readFileSync, statSync } from 'node:fs';
 import { createHash } from 'node:crypto';
 import { join, resolve } from 'node:path';
 import { ConfigError, InputError } from '../errors.js';
-import { requireKeys, type PartialResolved } from '../config.js';
+import { applyDefaultK, requireKeys, type PartialResolved } from '../config.js';
 import { embeddingsFiles, embeddingsLayout } from '../embeddings.js';
-import { embeddingsSpecOf } from '../pipeline.js';
+import { embeddingsSpecOf } from '../inputs.js';
 import { atomicWriteFile } from '../io/atomic.js';
 import { outputs } from '../layout.js';
-import { validateEps } from '../steps/dedup.js';
 import { ensureOutputDir } from '../steps/common.js';
 import { sealed, unseal } from '../manifest.js';
 
@@ -43,16 +42,18 @@ export interface Plan {
   stages: StagePlan[];
 }
 
+/** The files of a plan, under the run folder's plan folder (layout.ts: outputs.plan, outputs.planRoot). */
 export const planPaths = {
-  plan: (dir: string) => join(outputs.ours(dir), 'plan.json'),
-  root: (dir: string) => join(outputs.ours(dir), 'plan'),
-  state: (dir: string, stage: Stage, i: number) => join(outputs.ours(dir), 'plan', 'state', `${stage}.${i}.json`),
-  stateDir: (dir: string) => join(outputs.ours(dir), 'plan', 'state'),
-  parts: (dir: string, stage: Stage) => join(outputs.ours(dir), 'plan', 'parts', stage),
-  part: (dir: string, stage: Stage, name: string, i: number) => join(outputs.ours(dir), 'plan', 'parts', stage, `${name}.${i}.npy`),
-  logs: (dir: string) => join(outputs.ours(dir), 'plan', 'logs'),
-  log: (dir: string, stage: Stage, i: number) => join(outputs.ours(dir), 'plan', 'logs', `${stage}.${i}.log`),
-  slurm: (dir: string) => join(outputs.ours(dir), 'plan', 'slurm'),
+  plan: (dir: string) => outputs.plan(dir),
+  root: (dir: string) => outputs.planRoot(dir),
+  state: (dir: string, stage: Stage, i: number) => join(outputs.planRoot(dir), 'state', `${stage}.${i}.json`),
+  stateDir: (dir: string) => join(outputs.planRoot(dir), 'state'),
+  parts: (dir: string, stage: Stage) => join(outputs.planRoot(dir), 'parts', stage),
+  part: (dir: string, stage: Stage, name: string, i: number) => join(outputs.planRoot(dir), 'parts', stage, `${name}.${i}.npy`),
+  logs: (dir: string) => join(outputs.planRoot(dir), 'logs'),
+  log: (dir: string, stage: Stage, i: number) => join(outputs.planRoot(dir), 'logs', `${stage}.${i}.log`),
+  slurm: (dir: string) => join(outputs.planRoot(dir), 'slurm'),
+  jobs: (dir: string) => join(outputs.planRoot(dir), 'slurm', 'jobs.json'),
 };
 
 /** Row ranges of `tasks` tasks over n rows, each starting at a multiple of ROW_ALIGN (fewer tasks when n is small). */
@@ -87,15 +88,18 @@ export interface PlanOptions {
   groupTasks?: number;
 }
 
-/** The plan for a config: checks what can be checked before any task runs. */
+/**
+ * The plan for a config, which the entry (`semdedup run`: validateInputs) has checked as it checks a
+ * single run's: only the task counts are checked here.
+ */
 export function makePlan(cfg: PartialResolved, opts: PlanOptions): Plan {
+  if (cfg.k === undefined && cfg.embeddings) {
+    cfg = { ...cfg };
+    applyDefaultK(cfg, embeddingsLayout(embeddingsSpecOf(cfg)).n);
+  }
   const c = requireKeys(cfg, ['embeddings', 'output_dir', 'k'], 'semdedup run');
   if (!Number.isInteger(opts.tasks) || opts.tasks < 1) throw new ConfigError(`--tasks must be a positive integer, got ${opts.tasks}`, { key: 'tasks' });
-  validateEps(c.epsList);
-  if (c.simMetric === 'l2' && c.spherical)
-    throw new ConfigError('sim_metric l2 cannot be used with spherical k-means (Kmeans_with_cos_dist: True): spherical centroids rank by inner product', { key: 'sim_metric' });
   const layout = embeddingsLayout(embeddingsSpecOf(cfg));
-  if (c.k > layout.n) throw new ConfigError(`k = ${c.k} (ncentroids) is larger than the number of rows N = ${layout.n} in ${layout.path}`, { key: 'k' });
   const config = absolute(cfg);
   const assign = rowRanges(layout.n, opts.tasks);
   // Tasks are capped by the work: every task gets at least ROW_ALIGN rows, as an assign task does

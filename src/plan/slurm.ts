@@ -108,7 +108,7 @@ export function stageScript(plan: Plan, planPath: string, stage: Stage, entry: {
 }
 
 function jobsPath(plan: Plan): string {
-  return join(planPaths.slurm(plan.outputDir), 'jobs.json');
+  return planPaths.jobs(plan.outputDir);
 }
 
 /**

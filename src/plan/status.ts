@@ -1,7 +1,6 @@
 // `semdedup status`: what a plan's tasks are doing, from the plan and the tasks' state records.
 import { spawnSync } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
-import { join } from 'node:path';
 import { planPaths, type Plan, type Stage } from './plan.js';
 import { staleRecords, taskStatus, type TaskStatus } from './state.js';
 
@@ -56,7 +55,7 @@ export function planStatus(plan: Plan): PlanStatus {
   }
   let jobs: string[] | undefined;
   let queued: number | undefined;
-  const jp = join(planPaths.slurm(plan.outputDir), 'jobs.json');
+  const jp = planPaths.jobs(plan.outputDir);
   if (existsSync(jp)) {
     try {
       const j = JSON.parse(readFileSync(jp, 'utf8')) as { plan: string; jobs: { stage: string; job: string }[] };

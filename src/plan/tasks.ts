@@ -6,22 +6,26 @@
 //   group    step 3 for a range of clusters: their rows gathered and ranked
 //   dedup    step 4's M for a share of the clusters balanced by cost, large clusters in row blocks
 //   extract  the final files: the single-process run's, assembled from the parts, and the ids per eps
+// A task computes with the steps' own functions over its range (trainCentroids, assignRows,
+// rankKeys, rankClusterRange, maxSimilarityOfClusters / maxSimilarityOfBlock) and the extract task
+// commits with the steps' own commit functions: a step's logic and its manifest record live in
+// src/steps/ only. Only the cutting into ranges and the assembling of the parts live here.
 import { existsSync, mkdirSync } from 'node:fs';
-import { join } from 'node:path';
 import { InputError, SemDedupError } from '../errors.js';
 import { readNpy, writeNpy } from '../io/npy.js';
-import { atomicWriteFile } from '../io/atomic.js';
 import { outputs } from '../layout.js';
-import { loadNative, nativeInfo, type NativeEmbeddings, type MaxSimStats } from '../native.js';
-import { embeddingsFiles, embeddingsInputs, embeddingsStamp, openRowRange, type EmbeddingsLayout } from '../embeddings.js';
-import { rankValuesOf } from '../inputs.js';
-import { commitExtract, embeddingsSpecOf, resolveIds, runSort } from '../pipeline.js';
-import { extractPrunedDataAll } from '../steps/extract.js';
+import { engineFor, loadNative, type NativeEmbeddings } from '../native/index.js';
+import { embeddingsFiles, embeddingsStamp, openLayout, openRowRange, type Embeddings, type EmbeddingsLayout } from '../embeddings.js';
+import { commitExact, findExactDuplicates, type ExactDuplicatesResult } from '../steps/exact.js';
+import { embeddingsSpecOf, rankValuesOf, resolveIds } from '../inputs.js';
+import { assignRows, commitCluster, trainCentroids } from '../steps/cluster.js';
+import { commitSort, exportSortedClusters, rankClusterRange, rankKeys, writeSortFiles } from '../steps/sort.js';
+import { commitDedup, keepOrderOf, writeDedupFiles, maxSimilarityOfBlock, maxSimilarityOfClusters, writeSummary, type WhichToKeep } from '../steps/dedup.js';
+import { commitExtract, extractPrunedDataAll } from '../steps/extract.js';
 import { prepareEmbeddings } from '../steps/check.js';
-import { keepOrderOf, summarize, type WhichToKeep } from '../steps/dedup.js';
-import { ALGORITHM_VERSION, ensureOutputDir, noteBackend, runNative, type CommonOptions } from '../steps/common.js';
-import { withDefaults, toManifest, type PartialResolved } from '../config.js';
-import { matches, readManifest, recordStep, stamp, stepIsCurrent, sweepStale, writeManifest, type FileStamp } from '../manifest.js';
+import { commitConfig, ensureOutputDir, noteBackend, type CommonOptions } from '../steps/common.js';
+import { withDefaults, type PartialResolved } from '../config.js';
+import { matches, sweepStale, type FileStamp } from '../manifest.js';
 import { planPaths, stageOf, type Plan, type Stage } from './plan.js';
 import { isComplete, newState, outputStamp, readState, verifiedOutput, writeState, type TaskState } from './state.js';
 import { dedupItems, type DedupItem } from './partition.js';
@@ -43,13 +47,20 @@ function cfgOf(plan: Plan): ReturnType<typeof withDefaults<PartialResolved>> {
   return withDefaults(plan.config);
 }
 
+/** The options every step function of a task takes: the config's backend, the task's threads. */
+function stepOptions(cfg: ReturnType<typeof cfgOf>, o: TaskOptions): CommonOptions {
+  return {
+    ...(o.log ? { log: o.log } : {}), ...(o.signal ? { signal: o.signal } : {}), ...(o.onProgress ? { onProgress: o.onProgress } : {}),
+    threads: o.threads ?? cfg.threads, device: cfg.device, gpuMemoryLimit: cfg.gpuMemoryLimit,
+  };
+}
+
 /** The embeddings the tasks read: the input, or the normalised copy the train task made. */
 function effectiveLayout(plan: Plan): EffectiveLayout {
   const s = readState(plan, 'train', 0);
   const e = s?.info?.embeddings as EffectiveLayout | undefined;
   const where = planPaths.state(plan.outputDir, 'train', 0);
   if (!s || s.state !== 'done' || !e) throw new InputError(`${where}: the train task has not completed`, { file: where });
-  // The rows the train task checked and clustered, unchanged since.
   // The rows the train task checked and clustered (every shard), unchanged since.
   const read = s.info?.embeddingsStamp as FileStamp | FileStamp[] | undefined;
   const files = embeddingsFiles(e);
@@ -82,42 +93,20 @@ async function train(plan: Plan, o: TaskOptions): Promise<TaskResult> {
   const threads = o.threads ?? cfg.threads;
   const emb = await prepareEmbeddings(embeddingsSpecOf(plan.config), { ...o, threads, device: cfg.device, outputDir: dir, normalize: cfg.normalize });
   try {
-    const k = plan.k;
-    const centroidsPath = outputs.centroids(dir);
-    const check = (data: Float32Array, shape: number[], path: string) => {
-      if (shape.length !== 2 || shape[0] !== k || shape[1] !== emb.d)
-        throw new InputError(`${path}: centroids have shape (${shape.join(', ')}), expected (k=${k}, D=${emb.d})`, { file: path, key: 'k' });
-      return data;
-    };
-    let from: string;
-    // As cluster.ts: centroids are committed (step 'train') with what they came from, and reused
-    // only when that is unchanged.
-    const params = { k, niter: cfg.niter, seed: cfg.seed, spherical: cfg.spherical, maxPointsPerCentroid: cfg.maxPointsPerCentroid, minPointsPerCentroid: cfg.minPointsPerCentroid };
-    const trainParams = cfg.centroids ? { given: stamp(cfg.centroids), k, d: emb.d, algorithm: ALGORITHM_VERSION } : { ...params, impl: cfg.kmeansImpl, d: emb.d, algorithm: ALGORITHM_VERSION };
-    const trainInputs: Record<string, string> = cfg.centroids ? {} : embeddingsInputs(emb);
-    if (cfg.centroids) {
-      const { header, data } = readNpy(cfg.centroids);
-      if (!(data instanceof Float32Array)) throw new InputError(`${cfg.centroids}: the given centroids must be float32, found ${header.descr}`, { file: cfg.centroids });
-      writeNpy(centroidsPath, check(data, header.shape, cfg.centroids), { shape: [k, emb.d] });
-      recordStep(dir, 'train', trainParams, trainInputs, { centroids: centroidsPath });
-      from = 'given';
-    } else if (cfg.reuseCentroids && existsSync(centroidsPath) && stepIsCurrent(dir, 'train', trainParams, trainInputs)) {
-      const { header, data } = readNpy(centroidsPath);
-      check(data as Float32Array, header.shape, centroidsPath);
-      from = 'reused';
-      o.log?.(`centroids: reusing ${centroidsPath}`);
-    } else {
-      o.log?.(`k-means: k=${k}, niter=${cfg.niter}, seed=${cfg.seed}, spherical=${cfg.spherical}, N=${emb.n}, D=${emb.d}`);
-      const r = await runNative(o, 'train', (p, token) =>
-        loadNative().trainKmeans(emb.native, { ...params, threads, device: cfg.device, impl: cfg.kmeansImpl, prune: cfg.kmeansPrune }, p, token),
-      );
-      noteBackend(o.log, 'k-means training', r);
-      writeNpy(centroidsPath, r.centroids, { shape: [k, emb.d] });
-      recordStep(dir, 'train', trainParams, trainInputs, { centroids: centroidsPath }, { objective: r.objective, iterations: r.iterations, searchedRows: r.searchedRows, prunedRows: r.prunedRows, rescoredRows: r.rescoredRows, backend: r.backend, plan: plan.id });
-      from = 'trained';
-    }
+    // Step 2's training, as a single run does it (given, reused or trained; the `train` record).
+    const t = await trainCentroids({
+      ...stepOptions(cfg, o), embeddings: emb, outputDir: dir, k: plan.k,
+      niter: cfg.niter, seed: cfg.seed, spherical: cfg.spherical, maxPointsPerCentroid: cfg.maxPointsPerCentroid, minPointsPerCentroid: cfg.minPointsPerCentroid,
+      kmeansImpl: cfg.kmeansImpl, kmeansPrune: cfg.kmeansPrune, reuseCentroids: cfg.reuseCentroids, ...(cfg.centroids ? { centroids: cfg.centroids } : {}),
+    });
     const embeddings: EffectiveLayout = { path: emb.path, format: emb.format, dtype: emb.dtype, n: emb.n, d: emb.d, offset: emb.offset, ...(emb.shards ? { shards: emb.shards } : {}) };
-    return { outputs: { centroids: centroidsPath }, info: { embeddings, embeddingsStamp: embeddingsStamp(emb), centroidsFrom: from } };
+    return {
+      outputs: { centroids: outputs.centroids(dir) },
+      info: {
+        embeddings, embeddingsStamp: embeddingsStamp(emb), centroidsFrom: t.centroidsFrom, objective: t.objective, iterations: t.iterations,
+        searchedRows: t.searchedRows, prunedRows: t.prunedRows, rescoredRows: t.rescoredRows, ...(t.backend ? { backend: t.backend } : {}),
+      },
+    };
   } finally {
     emb.close();
   }
@@ -130,31 +119,17 @@ async function assign(plan: Plan, i: number, o: TaskOptions): Promise<TaskResult
   const lay = effectiveLayout(plan);
   const centroids = readCentroids(plan);
   const emb = openRows(lay, b, e);
-  const addon = loadNative();
-  const threads = o.threads ?? cfg.threads;
+  const so = stepOptions(cfg, o);
   try {
-    const n = e - b;
-    const nearest = new BigInt64Array(n);
-    const dist = new Float32Array(n);
-    const ran = await runNative(o, 'assign', (p, token) =>
-      addon.assignNearest(emb, centroids, plan.k, cfg.spherical, nearest, dist, { threads, device: cfg.device, impl: cfg.kmeansImpl }, p, token),
-    );
-    noteBackend(o.log, 'assignment', ran);
-    // Step 3's ranking key of each row, as sort.ts computes it.
-    const key = new Float32Array(n);
-    if (cfg.simMetric === 'l2') key.set(dist);
-    else if (cfg.spherical) for (let r = 0; r < n; r++) key[r] = Math.fround(1 - dist[r]!);
-    else {
-      const cos = new Float32Array(n);
-      await runNative(o, 'assign:cosine', (_p, token) => addon.cosineToCentroid(emb, centroids, plan.k, nearest, cos, { threads }, token));
-      for (let r = 0; r < n; r++) key[r] = Math.fround(1 - cos[r]!);
-    }
+    // Step 2's assignment and step 3's ranking key of the task's rows, by the steps' own functions.
+    const { nearest, dist, backend, rescoredRows } = await assignRows(emb, e - b, centroids, { ...so, k: plan.k, spherical: cfg.spherical, kmeansImpl: cfg.kmeansImpl }, 'assign');
+    const key = await rankKeys(nearest, dist, { ...so, simMetric: cfg.simMetric, spherical: cfg.spherical, centroids, k: plan.k, rows: emb }, 'assign:cosine');
     ensureOutputDir(planPaths.parts(dir, 'assign'));
     const out = { nearest: planPaths.part(dir, 'assign', 'nearest', i), dist: planPaths.part(dir, 'assign', 'dist', i), key: planPaths.part(dir, 'assign', 'key', i) };
     writeNpy(out.nearest, nearest);
     writeNpy(out.dist, dist);
     writeNpy(out.key, key);
-    return { outputs: out, info: { rows: [b, e], backend: ran.backend, rescoredRows: ran.rescoredRows } };
+    return { outputs: out, info: { rows: [b, e], backend, rescoredRows } };
   } finally {
     emb.close();
   }
@@ -188,43 +163,17 @@ async function group(plan: Plan, g: number, o: TaskOptions): Promise<TaskResult>
   const [c0, c1] = stageOf(plan, 'group').ranges![g]!;
   const nearest = concatParts(plan, 'assign', 'nearest', (n) => new BigInt64Array(n));
   const key = concatParts(plan, 'assign', 'key', (n) => new Float32Array(n));
-  let m = 0;
-  const lo = BigInt(c0);
-  const hi = BigInt(c1);
-  for (let r = 0; r < nearest.length; r++) if (nearest[r]! >= lo && nearest[r]! < hi) m++;
-  const rows = new BigInt64Array(m);
-  const subNearest = new BigInt64Array(m);
-  const subKey = new Float32Array(m);
-  let j = 0;
-  for (let r = 0; r < nearest.length; r++) {
-    const c = nearest[r]!;
-    if (c >= lo && c < hi) {
-      rows[j] = BigInt(r);
-      subNearest[j] = c - lo;
-      subKey[j] = key[r]!;
-      j++;
-    }
-  }
-  const subOrder = new BigInt64Array(m);
-  const subOffsets = new BigInt64Array(c1 - c0 + 1);
-  // Rows in ascending order, so the stable ranking breaks ties by row as the single run does.
-  await loadNative().rankClusters(subNearest, subKey, c1 - c0, cfg.keepHard, subOrder, subOffsets);
-  const order = new BigInt64Array(m);
-  const distance = new Float32Array(m);
-  for (let p = 0; p < m; p++) {
-    const q = Number(subOrder[p]!);
-    order[p] = rows[q]!;
-    distance[p] = subKey[q]!;
-  }
+  // Step 3 for the task's clusters, by the step's own function.
+  const { order, offsets, distance } = await rankClusterRange(nearest, key, plan.k, c0, c1, cfg.keepHard, o.threads ?? cfg.threads);
   const sizes = new BigInt64Array(c1 - c0);
-  for (let c = 0; c < c1 - c0; c++) sizes[c] = subOffsets[c + 1]! - subOffsets[c]!;
+  for (let c = 0; c < c1 - c0; c++) sizes[c] = offsets[c + 1]! - offsets[c]!;
   ensureOutputDir(planPaths.parts(dir, 'group'));
   const out = { order: planPaths.part(dir, 'group', 'order', g), distance: planPaths.part(dir, 'group', 'distance', g), sizes: planPaths.part(dir, 'group', 'sizes', g) };
   writeNpy(out.order, order);
   writeNpy(out.distance, distance);
   writeNpy(out.sizes, sizes);
-  o.log?.(`group ${g}: clusters [${c0}, ${c1}), ${m} rows`);
-  return { outputs: out, info: { clusters: [c0, c1], rows: m } };
+  o.log?.(`group ${g}: clusters [${c0}, ${c1}), ${order.length} rows`);
+  return { outputs: out, info: { clusters: [c0, c1], rows: order.length } };
 }
 
 /** Cluster sizes and offsets over all groups. */
@@ -261,8 +210,7 @@ function orderOfClusters(plan: Plan, offsets: BigInt64Array, ca: number, cb: num
  * entry: under CUDA a cluster stays whole in one task, so the bytes stay those of a single run).
  */
 export function splitsClusters(plan: Plan): boolean {
-  const device = plan.config.device ?? 'auto';
-  return device === 'cpu' || (device === 'auto' && !nativeInfo().cuda.available);
+  return engineFor(plan.config.device).device === 'cpu';
 }
 
 /** The dedup partition of this plan (every dedup task computes the same one). */
@@ -270,7 +218,7 @@ export function planDedup(plan: Plan, offsets: BigInt64Array, split = splitsClus
   const sizes = new Float64Array(plan.k);
   for (let c = 0; c < plan.k; c++) sizes[c] = Number(offsets[c + 1]! - offsets[c]!);
   const addon = loadNative();
-  return dedupItems(sizes, stageOf(plan, 'dedup').tasks, (n) => (split ? addon.maxSimLayout(n, plan.d) : { split: false, width: n }));
+  return dedupItems(sizes, stageOf(plan, 'dedup').tasks, (n) => (split ? addon.maxSimLayout({ n, d: plan.d }) : { split: false, width: n }));
 }
 
 async function dedup(plan: Plan, t: number, o: TaskOptions): Promise<TaskResult> {
@@ -306,14 +254,12 @@ async function dedup(plan: Plan, t: number, o: TaskOptions): Promise<TaskResult>
   const Mrow = new BigInt64Array(q1 - q0);
   const lay = effectiveLayout(plan);
   const emb = openRows(lay, 0, lay.n);
-  const addon = loadNative();
-  const threads = o.threads ?? cfg.threads;
-  const thresholds = cfg.epsList.map((e) => 1 - e);
+  const so = { ...stepOptions(cfg, o), epsList: cfg.epsList };
   const stats = { members: 0, rechecked: 0, blocks: 0, usefulFlops: 0 };
   let done = 0;
   const total = q1 - q0;
   try {
-    // Runs of whole clusters go to the kernel together; blocks of split clusters one by one.
+    // Step 4's M by the step's own functions: runs of whole clusters together, blocks of split clusters one by one.
     for (let a = 0; a < items.length; ) {
       const it = items[a]!;
       const base = Number(offsets[it.cluster]!);
@@ -326,10 +272,7 @@ async function dedup(plan: Plan, t: number, o: TaskOptions): Promise<TaskResult>
         const e = Number(offsets[ce]!);
         const subOffsets = new BigInt64Array(ce - cs + 1);
         for (let c = cs; c <= ce; c++) subOffsets[c - cs] = offsets[c]! - BigInt(s);
-        const st: MaxSimStats = await runNative(o, 'dedup', (p, token) =>
-          addon.maxSimilarity(emb, keepOrder.subarray(s - P0, e - P0), subOffsets, M.subarray(s - q0, e - q0), Mrow.subarray(s - q0, e - q0),
-            { thresholds, threads, device: cfg.device }, (d2, t2) => p(done + (t2 ? ((e - s) * d2) / t2 : 0), total), token),
-        );
+        const st = await maxSimilarityOfClusters(emb, keepOrder.subarray(s - P0, e - P0), subOffsets, M.subarray(s - q0, e - q0), Mrow.subarray(s - q0, e - q0), so, { done, total });
         if (stats.members === 0) noteBackend(o.log, 'max similarity', st);
         stats.members += st.members;
         stats.rechecked += st.rechecked;
@@ -338,10 +281,7 @@ async function dedup(plan: Plan, t: number, o: TaskOptions): Promise<TaskResult>
         a = b + 1;
       } else {
         const rows = keepOrder.slice(base - P0, base - P0 + it.n);
-        const st = await runNative(o, 'dedup:block', (p, token) =>
-          addon.maxSimilarityBlock(emb, rows, it.j0, it.j1, M.subarray(base + it.j0 - q0, base + it.j1 - q0), Mrow.subarray(base + it.j0 - q0, base + it.j1 - q0),
-            { thresholds, threads }, (d2, t2) => p(done + (t2 ? ((it.j1 - it.j0) * d2) / t2 : 0), total), token),
-        );
+        const st = await maxSimilarityOfBlock(emb, rows, it.j0, it.j1, M.subarray(base + it.j0 - q0, base + it.j1 - q0), Mrow.subarray(base + it.j0 - q0, base + it.j1 - q0), so, { done, total });
         o.log?.(`cluster ${it.cluster} (${it.n} members): block [${it.j0}, ${it.j1})`);
         stats.members += st.members;
         stats.rechecked += st.rechecked;
@@ -361,37 +301,56 @@ async function dedup(plan: Plan, t: number, o: TaskOptions): Promise<TaskResult>
   return { outputs: out, info: { positions: [q0, q1], items: items.length, split, ...stats } };
 }
 
+/** The sum over a stage's tasks of a number each recorded in its info. */
+function sumInfo(plan: Plan, stage: Stage, field: string): number {
+  let s = 0;
+  for (let i = 0; i < stageOf(plan, stage).tasks; i++) s += Number(readState(plan, stage, i)?.info?.[field] ?? 0);
+  return s;
+}
+
+/** The seconds of a stage's tasks, summed. */
+function stageSeconds(plan: Plan, stage: Stage): number {
+  let s = 0;
+  for (let i = 0; i < stageOf(plan, stage).tasks; i++) s += readState(plan, stage, i)?.seconds ?? 0;
+  return s;
+}
+
+/**
+ * The final files, as a single run commits them and by the same commit functions: step 2's
+ * assignment, step 3's order (and the original's sorted clusters when exported), step 4's keep
+ * order and M, step 5's lists, the summary and the manifest.
+ */
 async function extract(plan: Plan, o: TaskOptions): Promise<TaskResult> {
   const cfg = cfgOf(plan);
   const dir = plan.outputDir;
   const log = o.log;
-  // Step 2's files.
+  const threads = o.threads ?? cfg.threads;
+  // Step 2: the centroids the assign tasks used (the train task's, of the plan's k), and the
+  // embeddings they read: only then is the cluster step committed with them.
   const nearest = concatParts(plan, 'assign', 'nearest', (n) => new BigInt64Array(n));
   const dist = concatParts(plan, 'assign', 'dist', (n) => new Float32Array(n));
   if (nearest.length !== plan.n) throw new InputError(`the assign parts hold ${nearest.length} rows, expected ${plan.n}`);
-  // The centroids the assign tasks used (the train task's, of the plan's k), and the embeddings
-  // they read: only then is the cluster step committed with them.
   readCentroids(plan);
   const lay = effectiveLayout(plan);
-  writeNpy(outputs.nearest(dir), nearest);
-  writeNpy(outputs.dist(dir), dist);
-  recordStep(dir, 'cluster', { spherical: cfg.spherical, k: plan.k, d: plan.d, n: plan.n, algorithm: ALGORITHM_VERSION }, { ...embeddingsInputs(lay), centroids: outputs.centroids(dir) },
-    { centroids: outputs.centroids(dir), nearest: outputs.nearest(dir), dist: outputs.dist(dir) }, { plan: plan.id });
-  // Step 3's.
+  const trained = readState(plan, 'train', 0)?.info ?? {};
+  commitCluster(dir, lay, cfg.spherical, plan.k, nearest, dist, {
+    centroidsFrom: trained.centroidsFrom, objective: trained.objective, iterations: trained.iterations, searchedRows: trained.searchedRows, prunedRows: trained.prunedRows,
+    rescoredRows: { train: trained.rescoredRows ?? 0, assign: sumInfo(plan, 'assign', 'rescoredRows') }, impl: cfg.kmeansImpl,
+    trainSeconds: stageSeconds(plan, 'train'), assignSeconds: stageSeconds(plan, 'assign'),
+    k: plan.k, niter: cfg.niter, seed: cfg.seed, spherical: cfg.spherical, maxPointsPerCentroid: cfg.maxPointsPerCentroid, minPointsPerCentroid: cfg.minPointsPerCentroid,
+  });
+  // Step 3.
   const offsets = clusterOffsets(plan);
   const order = concatParts(plan, 'group', 'order', (n) => new BigInt64Array(n));
   const distance = concatParts(plan, 'group', 'distance', (n) => new Float32Array(n));
-  ensureOutputDir(outputs.ours(dir));
-  writeNpy(outputs.order(dir), order);
-  writeNpy(outputs.offsets(dir), offsets);
-  writeNpy(outputs.sortKey(dir), distance);
-  const sortInputs: Record<string, string> = { centroids: outputs.centroids(dir), nearest: outputs.nearest(dir), dist: outputs.dist(dir) };
-  if (cfg.simMetric === 'cosine' && !cfg.spherical) Object.assign(sortInputs, embeddingsInputs(lay));
-  recordStep(dir, 'sort', { simMetric: cfg.simMetric, keepHard: cfg.keepHard, spherical: cfg.spherical, algorithm: ALGORITHM_VERSION }, sortInputs,
-    { order: outputs.order(dir), offsets: outputs.offsets(dir), sortKey: outputs.sortKey(dir) }, { plan: plan.id });
-  // Step 4's: the keep order of all clusters, and M from the dedup parts, position by position.
+  const ranked = { order, offsets, distance };
+  writeSortFiles(dir, ranked);
+  const ids = resolveIds(plan.config, undefined, log);
+  const exported = cfg.exportSortedClusters ? exportSortedClusters(cfg.sortedClustersDir ?? outputs.sortedClusters(dir), ranked, ids, o.onProgress) : undefined;
+  commitSort(dir, cfg, lay, { seconds: stageSeconds(plan, 'group'), ...(exported ? { exported } : {}) });
+  // Step 4: the keep order of all clusters, and M from the dedup parts, position by position.
   const rank = rankValuesOf(plan.config);
-  const { keepOrder, keepIndex } = await keepOrderOf(order, offsets, cfg.whichToKeep as WhichToKeep, cfg.seed, o.threads ?? cfg.threads, rank);
+  const { keepOrder, keepIndex } = await keepOrderOf(order, offsets, cfg.whichToKeep as WhichToKeep, cfg.seed, threads, rank);
   const M = new Float64Array(plan.n);
   const Mrow = new BigInt64Array(plan.n);
   const covered = new Uint8Array(plan.n);
@@ -413,40 +372,40 @@ async function extract(plan: Plan, o: TaskOptions): Promise<TaskResult> {
   }
   const gap = covered.indexOf(0);
   if (gap >= 0) throw new InputError(`keep-order position ${gap} was computed by no dedup task`);
-  writeNpy(outputs.keepOrder(dir), keepOrder);
-  writeNpy(outputs.keepIndex(dir), keepIndex);
-  writeNpy(outputs.M(dir), M);
-  writeNpy(outputs.Marg(dir), Mrow);
-  recordStep(dir, 'dedup', { whichToKeep: cfg.whichToKeep, seed: cfg.seed, epsList: cfg.epsList, algorithm: ALGORITHM_VERSION, ...(rank ? { rankBy: { column: rank.column, order: rank.order } } : {}) },
-    { ...embeddingsInputs(lay), order: outputs.order(dir), offsets: outputs.offsets(dir), ...(rank?.file ? { rank: rank.file } : {}) },
-    { M: outputs.M(dir), keepOrder: outputs.keepOrder(dir), keepIndex: outputs.keepIndex(dir), Mrow: outputs.Marg(dir) }, { plan: plan.id });
-  if (cfg.exportSortedClusters) await runSort(plan.config, { ...o, ...(log ? { log } : {}) }); // the same step-3 files, and the original's per-cluster files
-  // Step 5, as `semdedup run` does it.
-  const ids = resolveIds(plan.config, undefined, log);
-  const texts = cfg.epsList.map((e) => join(dir, `kept_eps${e}.txt`));
+  // The exact-duplicates pass of step 4 (exact_duplicates), in the keep order, as a single run makes it.
+  let exact: { emb: Embeddings; r: ExactDuplicatesResult } | undefined;
+  if (cfg.exactDuplicates) {
+    const emb = openLayout(lay);
+    try {
+      exact = { emb, r: await findExactDuplicates({ ...stepOptions(cfg, o), embeddings: emb, order: keepOrder, outputDir: dir }) };
+    } finally {
+      emb.close();
+    }
+  }
+  const spec = { whichToKeep: cfg.whichToKeep as WhichToKeep, seed: cfg.seed, epsList: cfg.epsList, rank };
+  writeDedupFiles(dir, { keepOrder, keepIndex, M, Mrow });
+  commitDedup(dir, lay, spec, {
+    members: sumInfo(plan, 'dedup', 'members'), rechecked: sumInfo(plan, 'dedup', 'rechecked'), usefulFlops: sumInfo(plan, 'dedup', 'usefulFlops'), seconds: stageSeconds(plan, 'dedup'),
+  });
+  if (exact) commitExact(dir, exact.emb, exact.r, true);
+  // Step 5, as a single run does it.
+  const t5 = performance.now();
+  const lists = cfg.epsList.map((e) => outputs.keptList(dir, e));
   const extracted = await extractPrunedDataAll({
-    outputDir: dir, epsList: cfg.epsList, outputs: texts, data: { keepOrder, M }, ...(ids ? { ids } : {}),
-    threads: o.threads ?? cfg.threads, ...(log ? { log } : {}), ...(o.signal ? { signal: o.signal } : {}),
+    outputDir: dir, epsList: cfg.epsList, outputs: lists, data: { keepOrder, M }, ...(ids ? { ids } : {}),
+    threads, ...(log ? { log } : {}), ...(o.signal ? { signal: o.signal } : {}),
   });
   const eps = extracted.map((r) => r.summary);
-  const files: Record<string, string> = Object.fromEntries(cfg.epsList.map((e, i) => [`kept_eps${e}`, texts[i]!]));
-  const seconds: Record<string, number> = {};
-  for (const st of plan.stages) {
-    let s = 0;
-    for (let i = 0; i < st.tasks; i++) s += readState(plan, st.name, i)?.seconds ?? 0;
-    seconds[st.name] = s;
-  }
-  atomicWriteFile(outputs.summary(dir), JSON.stringify({ n: plan.n, clusters: plan.k, whichToKeep: cfg.whichToKeep, eps: summarize(M, cfg.epsList), taskSeconds: seconds }, null, 2) + '\n');
-  commitExtract(dir, cfg.epsList, ids, (e) => join(dir, `kept_eps${e}.txt`));
-  // The manifest: the config, the engine and the plan (the steps were committed above).
-  const m = readManifest(dir);
-  const info = nativeInfo();
-  m.config = toManifest(plan.config);
-  m.configFiles = plan.config.files;
-  m.engine = { name: 'semdedup', version: info.version, faiss: info.faiss, blasCore: info.blasCore };
-  m.plan = { path: planPaths.plan(dir), id: plan.id, tasks: Object.fromEntries(plan.stages.map((s) => [s.name, s.tasks])) };
-  writeManifest(dir, m);
-  sweepStale(dir, cfg.sortedClustersDir ?? join(dir, 'sorted_clusters'));
+  const seconds: Record<string, number> = {
+    cluster: stageSeconds(plan, 'train') + stageSeconds(plan, 'assign'), sort: stageSeconds(plan, 'group'), dedup: stageSeconds(plan, 'dedup'),
+    extract: (performance.now() - t5) / 1000,
+  };
+  seconds.total = seconds.cluster! + seconds.sort! + seconds.dedup! + seconds.extract!;
+  writeSummary(dir, { n: plan.n, clusters: plan.k, whichToKeep: cfg.whichToKeep as WhichToKeep, eps, seconds });
+  commitExtract(dir, cfg.epsList, ids);
+  commitConfig(dir, plan.config, { path: planPaths.plan(dir), id: plan.id, tasks: Object.fromEntries(plan.stages.map((s) => [s.name, s.tasks])) });
+  sweepStale(dir, cfg.sortedClustersDir ?? outputs.sortedClusters(dir));
+  const files: Record<string, string> = Object.fromEntries(cfg.epsList.map((e, i) => [`kept_eps${e}`, lists[i]!]));
   return {
     outputs: {
       nearest: outputs.nearest(dir), dist: outputs.dist(dir), order: outputs.order(dir), offsets: outputs.offsets(dir), keepOrder: outputs.keepOrder(dir),

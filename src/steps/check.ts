@@ -9,7 +9,7 @@ import { createEmbeddingsFile, embeddingsInputs, openEmbeddings, type Embeddings
 import { outputs } from '../layout.js';
 import { tempPathFor } from '../io/atomic.js';
 import { recordStep, stepIsCurrent } from '../manifest.js';
-import { loadNative, type ScanStats } from '../native.js';
+import { loadNative, type ScanStats } from '../native/index.js';
 import { ensureOutputDir, runNative, type CommonOptions } from './common.js';
 
 export type NormalizeMode = 'auto' | 'always' | 'never';
@@ -28,7 +28,7 @@ export interface PrepareOptions extends CommonOptions {
 /** Scans the rows and refuses NaN/Inf, zero rows, and (normalize: auto) rows that are not unit length. Writes nothing. */
 async function scanContents(emb: Embeddings, normalize: NormalizeMode, opts: CommonOptions): Promise<ScanStats> {
   const addon = loadNative();
-  const r = await runNative(opts, 'check', (_p, token) => addon.scanEmbeddings(emb.native, NORM_TOLERANCE, { threads: opts.threads ?? 0 }, token));
+  const r = await runNative(opts, 'check', ({ cancel }) => addon.scanEmbeddings({ emb: emb.native, normTol: NORM_TOLERANCE, threads: opts.threads ?? 0, cancel }));
   if (r.nonfiniteRows > 0)
     throw new NumericError(`${emb.path}: row ${r.firstNonfinite} holds NaN or Inf (${r.nonfiniteRows} such rows)`, { file: emb.path });
   if (r.zeroRows > 0)
@@ -96,7 +96,7 @@ export async function prepareEmbeddings(spec: EmbeddingsSpec, opts: PrepareOptio
       const tmp = tempPathFor(copyPath);
       const out = createEmbeddingsFile(tmp, emb.n, emb.d, { format: 'memmap', dtype: 'float32' });
       try {
-        await runNative(opts, 'normalize', (p, token) => addon.normalizeRows(emb.native, out.native, { threads: opts.threads ?? 0 }, p, token));
+        await runNative(opts, 'normalize', (job) => addon.normalizeRows({ ...job, emb: emb.native, out: out.native, threads: opts.threads ?? 0 }));
         out.close();
       } catch (err) {
         out.close();

@@ -6,8 +6,9 @@ import { existsSync } from 'node:fs';
 import { ConfigError, InputError, NumericError } from '../errors.js';
 import { readNpy, writeNpy } from '../io/npy.js';
 import { outputs } from '../layout.js';
-import { loadNative } from '../native.js';
-import { embeddingsInputs, type Embeddings } from '../embeddings.js';
+import { engineFor, loadNative, type NativeEmbeddings } from '../native/index.js';
+import { validateK } from '../decision.js';
+import { embeddingsInputs, type Embeddings, type EmbeddingsLayout } from '../embeddings.js';
 import { withDefaults, type ConfigFields } from '../config.js';
 import { ALGORITHM_VERSION, ensureOutputDir, noteBackend, now, runNative, type CommonOptions } from './common.js';
 import { recordStep, stamp, stepIsCurrent } from '../manifest.js';
@@ -59,101 +60,139 @@ function loadCentroids(path: string, k: number, d: number, what: string): Float3
   return data;
 }
 
-export async function computeCentroids(options: ClusterOptions): Promise<ClusterResult> {
-  const opts = withDefaults(options);
-  const log = opts.log ?? (() => {});
-  const addon = loadNative();
-  const emb = opts.embeddings;
-  const { k, threads, device, spherical, kmeansImpl: impl } = opts;
-  if (!Number.isInteger(k) || k < 1) throw new ConfigError(`k (ncentroids) must be a positive integer, got ${k}`, { key: 'k' });
-  if (k > emb.n) throw new ConfigError(`k = ${k} (ncentroids) is larger than the number of rows N = ${emb.n} in ${emb.path}`, { key: 'k', file: emb.path });
-  const given = opts.centroids ? loadCentroids(opts.centroids, k, emb.d, 'the given centroids') : undefined;
-  ensureOutputDir(opts.outputDir);
-  const params = {
-    k, niter: opts.niter, seed: opts.seed, spherical,
+/** Step 2's training: where the centroids came from, and what training reported (when trained). */
+export interface TrainResult extends Pick<ClusterResult, 'centroids' | 'centroidsFrom' | 'objective' | 'iterations' | 'searchedRows' | 'prunedRows'> {
+  /** Rows the float32 pass left undecided and re-scored in float64, over all iterations. */
+  rescoredRows: number;
+  /** The backend that trained (absent when not trained). */
+  backend?: 'cpu' | 'cuda';
+  seconds: number;
+}
+
+/** The k-means parameters that decide the centroids (recorded with them). */
+function kmeansParams(opts: ReturnType<typeof withDefaults<ClusterOptions>>) {
+  return {
+    k: opts.k, niter: opts.niter, seed: opts.seed, spherical: opts.spherical,
     maxPointsPerCentroid: opts.maxPointsPerCentroid, minPointsPerCentroid: opts.minPointsPerCentroid,
   };
-  const centroidsPath = outputs.centroids(opts.outputDir);
-  const nearestPath = outputs.nearest(opts.outputDir);
-  const distPath = outputs.dist(opts.outputDir);
-  const backend: ClusterResult['backend'] = {};
+}
 
-  let centroids: Float32Array;
-  let centroidsFrom: ClusterResult['centroidsFrom'];
-  let objective: number[] = [];
-  let searchedRows = 0;
-  let prunedRows = 0;
-  let iterations = 0;
-  const rescoredRows = { train: 0, assign: 0 };
+/**
+ * Step 2's centroids (a planned run's `train` stage): the given ones, the committed ones when
+ * reusable, else k-means on the seeded sample; committed as the `train` record with what they came
+ * from (the given file, or the embeddings and the k-means parameters), reused only when that is
+ * unchanged.
+ */
+export async function trainCentroids(options: ClusterOptions): Promise<TrainResult> {
+  const opts = withDefaults(options);
+  const log = opts.log ?? (() => {});
+  const emb = opts.embeddings;
+  const { k, threads, device, spherical, kmeansImpl: impl } = opts;
+  validateK(k, { n: emb.n, file: emb.path });
+  const given = opts.centroids ? loadCentroids(opts.centroids, k, emb.d, 'the given centroids') : undefined;
+  ensureOutputDir(opts.outputDir);
+  const params = kmeansParams(opts);
+  const centroidsPath = outputs.centroids(opts.outputDir);
   const t0 = now();
-  // Centroids are committed with what they came from (the given file, or the embeddings and the
-  // k-means parameters), and reused only when that is unchanged.
   const trainParams = given ? { given: stamp(opts.centroids!), k, d: emb.d, algorithm: ALGORITHM_VERSION } : { ...params, impl, d: emb.d, algorithm: ALGORITHM_VERSION };
   const trainInputs: Record<string, string> = given ? {} : embeddingsInputs(emb);
   const committed = existsSync(centroidsPath) && stepIsCurrent(opts.outputDir, 'train', trainParams, trainInputs);
+  const none = { objective: [], iterations: 0, searchedRows: 0, prunedRows: 0, rescoredRows: 0 };
   if (given) {
-    centroids = given;
-    centroidsFrom = 'given';
     if (!committed) {
-      writeNpy(centroidsPath, centroids, { shape: [k, emb.d] });
+      writeNpy(centroidsPath, given, { shape: [k, emb.d] });
       recordStep(opts.outputDir, 'train', trainParams, trainInputs, { centroids: centroidsPath });
     }
     log(`centroids: given (${opts.centroids})`);
-  } else if (opts.reuseCentroids && committed) {
-    centroids = loadCentroids(centroidsPath, k, emb.d, 'the existing centroids');
-    centroidsFrom = 'reused';
-    log(`centroids: reusing ${centroidsPath}`);
-  } else {
-    if (existsSync(centroidsPath) && opts.reuseCentroids)
-      log(`centroids: ${centroidsPath} was not made from these embeddings with these k-means parameters: training`);
-    log(`k-means: k=${k}, niter=${params.niter}, seed=${params.seed}, spherical=${spherical}, N=${emb.n}, D=${emb.d}`);
-    const r = await runNative(opts, 'cluster:train', (p, token) =>
-      addon.trainKmeans(emb.native, { ...params, threads, device, impl, prune: opts.kmeansPrune, gpuMemoryLimit: opts.gpuMemoryLimit }, p, token),
-    );
-    noteBackend(opts.log, 'k-means training', r);
-    backend.train = r.backend;
-    if (impl === 'faiss')
-      log('k-means: kmeans_impl faiss trains with faiss::Clustering, whose centroids depend on the BLAS kernel and thread count (not reproducible across machines); every row is then assigned by the exact rule');
-    if (r.underMinPoints)
-      log(`warning: clustering ${emb.n} points to ${k} centroids: FAISS advises at least ${k * params.minPointsPerCentroid} points`);
-    centroids = r.centroids;
-    objective = r.objective;
-    searchedRows = r.searchedRows;
-    prunedRows = r.prunedRows;
-    iterations = r.iterations;
-    rescoredRows.train = r.rescoredRows;
-    if (iterations > 0 && iterations < params.niter) log(`k-means: stopped after ${iterations} of ${params.niter} iterations (no assignment changed)`);
-    if (r.searchedRows + r.prunedRows > 0)
-      log(`k-means: ${((100 * r.prunedRows) / (r.searchedRows + r.prunedRows)).toFixed(1)}% of row searches skipped by the bounds`);
-    centroidsFrom = 'trained';
-    writeNpy(centroidsPath, centroids, { shape: [k, emb.d] });
-    recordStep(opts.outputDir, 'train', trainParams, trainInputs, { centroids: centroidsPath }, { objective, iterations, searchedRows, prunedRows, rescoredRows: r.rescoredRows, backend: r.backend });
+    return { centroids: given, centroidsFrom: 'given', ...none, seconds: (now() - t0) / 1000 };
   }
-  const tTrain = (now() - t0) / 1000;
+  if (opts.reuseCentroids && committed) {
+    const centroids = loadCentroids(centroidsPath, k, emb.d, 'the existing centroids');
+    log(`centroids: reusing ${centroidsPath}`);
+    return { centroids, centroidsFrom: 'reused', ...none, seconds: (now() - t0) / 1000 };
+  }
+  if (existsSync(centroidsPath) && opts.reuseCentroids)
+    log(`centroids: ${centroidsPath} was not made from these embeddings with these k-means parameters: training`);
+  log(`k-means: k=${k}, niter=${params.niter}, seed=${params.seed}, spherical=${spherical}, N=${emb.n}, D=${emb.d}`);
+  const r = await runNative(opts, 'cluster:train', (job) =>
+    loadNative().trainKmeans({ ...job, emb: emb.native, ...params, threads, engine: engineFor(device), impl, prune: opts.kmeansPrune, gpuMemoryLimit: opts.gpuMemoryLimit }),
+  );
+  noteBackend(opts.log, 'k-means training', r);
+  if (impl === 'faiss')
+    log('k-means: kmeans_impl faiss trains with faiss::Clustering, whose centroids depend on the BLAS kernel and thread count (not reproducible across machines); every row is then assigned by the exact rule');
+  if (r.underMinPoints)
+    log(`warning: clustering ${emb.n} points to ${k} centroids: FAISS advises at least ${k * params.minPointsPerCentroid} points`);
+  if (r.iterations > 0 && r.iterations < params.niter) log(`k-means: stopped after ${r.iterations} of ${params.niter} iterations (no assignment changed)`);
+  if (r.searchedRows + r.prunedRows > 0)
+    log(`k-means: ${((100 * r.prunedRows) / (r.searchedRows + r.prunedRows)).toFixed(1)}% of row searches skipped by the bounds`);
+  writeNpy(centroidsPath, r.centroids, { shape: [k, emb.d] });
+  recordStep(opts.outputDir, 'train', trainParams, trainInputs, { centroids: centroidsPath },
+    { objective: r.objective, iterations: r.iterations, searchedRows: r.searchedRows, prunedRows: r.prunedRows, rescoredRows: r.rescoredRows, backend: r.backend });
+  return {
+    centroids: r.centroids, centroidsFrom: 'trained', objective: r.objective, iterations: r.iterations, searchedRows: r.searchedRows, prunedRows: r.prunedRows,
+    rescoredRows: r.rescoredRows, backend: r.backend, seconds: (now() - t0) / 1000,
+  };
+}
 
-  const stepParams = { spherical, k, d: emb.d, n: emb.n, algorithm: ALGORITHM_VERSION };
-  const inputs = { ...embeddingsInputs(emb), centroids: centroidsPath };
-  if (stepIsCurrent(opts.outputDir, 'cluster', stepParams, inputs)) {
-    const nearest = readNpy(nearestPath).data as BigInt64Array;
-    const dist = readNpy(distPath).data as Float32Array;
+/**
+ * Step 2's assignment of a row range (`rows`: a mapping of any range of the embeddings; a planned
+ * run's `assign` stage, or all rows): each row's exact nearest centroid and its distance, which
+ * depend on that row alone.
+ */
+export async function assignRows(
+  rows: NativeEmbeddings, n: number, centroids: Float32Array,
+  o: CommonOptions & { k: number; spherical: boolean; kmeansImpl: 'engine' | 'faiss' }, stage = 'cluster:assign',
+): Promise<{ nearest: BigInt64Array; dist: Float32Array; backend: 'cpu' | 'cuda'; rescoredRows: number }> {
+  const nearest = new BigInt64Array(n);
+  const dist = new Float32Array(n);
+  const ran = await runNative(o, stage, (job) =>
+    loadNative().assignNearest({ ...job, emb: rows, centroids, k: o.k, innerProduct: o.spherical, nearest, dist, threads: o.threads, engine: engineFor(o.device), impl: o.kmeansImpl }),
+  );
+  noteBackend(o.log, 'assignment', ran);
+  return { nearest, dist, backend: ran.backend, rescoredRows: ran.rescoredRows };
+}
+
+/** What the `cluster` record commits: the assignment's parameters and inputs. */
+function clusterRecord(dir: string, emb: EmbeddingsLayout, spherical: boolean, k: number) {
+  return {
+    params: { spherical, k, d: emb.d, n: emb.n, algorithm: ALGORITHM_VERSION },
+    inputs: { ...embeddingsInputs(emb), centroids: outputs.centroids(dir) },
+  };
+}
+
+/** Commits step 2's assignment of every row: nearest_cent.npy, dist_to_cent.npy and the `cluster` record. */
+export function commitCluster(dir: string, emb: EmbeddingsLayout, spherical: boolean, k: number, nearest: BigInt64Array, dist: Float32Array, stats: Record<string, unknown>): void {
+  writeNpy(outputs.nearest(dir), nearest);
+  writeNpy(outputs.dist(dir), dist);
+  const { params, inputs } = clusterRecord(dir, emb, spherical, k);
+  recordStep(dir, 'cluster', params, inputs, { centroids: outputs.centroids(dir), nearest: outputs.nearest(dir), dist: outputs.dist(dir) }, stats);
+}
+
+export async function computeCentroids(options: ClusterOptions): Promise<ClusterResult> {
+  const opts = withDefaults(options);
+  const log = opts.log ?? (() => {});
+  const emb = opts.embeddings;
+  const { k, spherical, kmeansImpl: impl } = opts;
+  const t = await trainCentroids(options);
+  const { centroids, centroidsFrom, objective, iterations, searchedRows, prunedRows } = t;
+  const rescoredRows = { train: t.rescoredRows, assign: 0 };
+  const backend: ClusterResult['backend'] = t.backend ? { train: t.backend } : {};
+  const tTrain = t.seconds;
+  const rec = clusterRecord(opts.outputDir, emb, spherical, k);
+  if (stepIsCurrent(opts.outputDir, 'cluster', rec.params, rec.inputs)) {
+    const nearest = readNpy(outputs.nearest(opts.outputDir)).data as BigInt64Array;
+    const dist = readNpy(outputs.dist(opts.outputDir)).data as Float32Array;
     log('assignment: up to date, reused');
     return { centroids, nearest, dist, k, d: emb.d, centroidsFrom, assignmentReused: true, objective, iterations, searchedRows, prunedRows, rescoredRows, seconds: { train: tTrain, assign: 0 }, backend };
   }
   const t1 = now();
-  const nearest = new BigInt64Array(emb.n);
-  const dist = new Float32Array(emb.n);
-  const ran = await runNative(opts, 'cluster:assign', (p, token) =>
-    addon.assignNearest(emb.native, centroids, k, spherical, nearest, dist, { threads, device, impl }, p, token),
-  );
-  noteBackend(opts.log, 'assignment', ran);
+  const { nearest, dist, ...ran } = await assignRows(emb.native, emb.n, centroids, opts);
   backend.assign = ran.backend;
   rescoredRows.assign = ran.rescoredRows;
   log(`assignment: ${ran.rescoredRows} of ${emb.n} rows re-scored in float64 (top-2 gap within the float32 pass's error bound)`);
-  writeNpy(nearestPath, nearest);
-  writeNpy(distPath, dist);
   const tAssign = (now() - t1) / 1000;
-  recordStep(opts.outputDir, 'cluster', stepParams, inputs, { centroids: centroidsPath, nearest: nearestPath, dist: distPath }, {
-    centroidsFrom, objective, iterations, searchedRows, prunedRows, rescoredRows, impl, trainSeconds: tTrain, assignSeconds: tAssign, backend, ...params,
+  commitCluster(opts.outputDir, emb, spherical, k, nearest, dist, {
+    centroidsFrom, objective, iterations, searchedRows, prunedRows, rescoredRows, impl, trainSeconds: tTrain, assignSeconds: tAssign, backend, ...kmeansParams(opts),
   });
   return { centroids, nearest, dist, k, d: emb.d, centroidsFrom, assignmentReused: false, objective, iterations, searchedRows, prunedRows, rescoredRows, seconds: { train: tTrain, assign: tAssign }, backend };
 }

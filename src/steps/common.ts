@@ -2,10 +2,12 @@
 import { accessSync, constants } from 'node:fs';
 import { makeDir } from '../io/atomic.js';
 import { SemDedupError, OutputError } from '../errors.js';
-import { loadNative, nativeError, nativeInfo, type NativeCancelToken, type Ran } from '../native.js';
+import { loadNative, nativeInfo, type NativeCancelToken, type Ran } from '../native/index.js';
+import { toManifest, type PartialResolved } from '../config.js';
+import { readManifest, writeManifest, type Manifest } from '../manifest.js';
 
-export type { DeviceChoice as Device } from '../native.js';
-import type { DeviceChoice } from '../native.js';
+export type { DeviceChoice as Device } from '../native/index.js';
+import type { DeviceChoice } from '../native/index.js';
 
 /**
  * Version of the engine's numerical rules (docs/algorithm.md, "Numerical contract": exact
@@ -61,19 +63,19 @@ export function throwIfAborted(signal?: AbortSignal): void {
   if (signal?.aborted) throw new SemDedupError('ERR_CANCELLED', 'cancelled');
 }
 
-/** Runs a native promise with progress and cancellation, mapping its errors. */
+/** Runs a native promise with progress and cancellation; its errors (SemDedupErrors from the addon) name the stage. */
 export async function runNative<T>(
   opts: CommonOptions,
   stage: string,
-  call: (onProgress: (done: number, total: number) => void, token: NativeCancelToken) => Promise<T>,
+  call: (job: { onProgress: (done: number, total: number) => void; cancel: NativeCancelToken }) => Promise<T>,
 ): Promise<T> {
   throwIfAborted(opts.signal);
   const { token, dispose } = cancelToken(opts.signal);
   // The addon settles a job's promise behind its progress reports, which never go back.
   try {
-    return await call((done, total) => opts.onProgress?.({ stage, done, total }), token);
+    return await call({ onProgress: (done, total) => opts.onProgress?.({ stage, done, total }), cancel: token });
   } catch (e) {
-    throw nativeError(e, stage);
+    throw e instanceof SemDedupError ? e.within(stage) : e;
   } finally {
     dispose();
   }
@@ -91,4 +93,18 @@ export function ensureOutputDir(dir: string): void {
 
 export function now(): number {
   return performance.now();
+}
+
+/**
+ * Records in the manifest the config of the command that completed (canonical keys), its files and
+ * the engine that ran it; a planned run also its plan (the steps are committed by each step).
+ */
+export function commitConfig(dir: string, cfg: PartialResolved, plan?: Manifest['plan']): void {
+  const m = readManifest(dir);
+  const info = nativeInfo();
+  m.config = toManifest(cfg);
+  m.configFiles = cfg.files;
+  m.engine = { name: 'semdedup', version: info.version, faiss: info.faiss, blasCore: info.blasCore };
+  if (plan) m.plan = plan;
+  writeManifest(dir, m);
 }

@@ -10,12 +10,13 @@ import { ConfigError, InputError } from '../errors.js';
 import { readNpy, writeNpy } from '../io/npy.js';
 import { atomicWriteFile } from '../io/atomic.js';
 import { outputs } from '../layout.js';
-import { loadNative, type MaxSimStats } from '../native.js';
-import { embeddingsFiles, embeddingsInputs, embeddingsStamp, type Embeddings } from '../embeddings.js';
+import { engineFor, loadNative, type MaxSimStats, type NativeEmbeddings } from '../native/index.js';
+import { isRemoved, thresholdsOf, validateEps } from '../decision.js';
+import { embeddingsFiles, embeddingsInputs, embeddingsStamp, type Embeddings, type EmbeddingsLayout } from '../embeddings.js';
 import { withDefaults, type ConfigFields, type PartialConfig } from '../config.js';
 import { ALGORITHM_VERSION, ensureOutputDir, noteBackend, now, runNative, throwIfAborted, type CommonOptions } from './common.js';
 import { currentRecord, matches, recordIsCurrent, recordStep, requireCommitted, requireSameInputs, sealed, stamp, unseal, type FileStamp } from '../manifest.js';
-import { findExactDuplicates, type ExactDuplicatesResult } from '../after/exact.js';
+import { commitExact, findExactDuplicates, type ExactDuplicatesResult } from './exact.js';
 
 export type WhichToKeep = PartialConfig['whichToKeep'];
 
@@ -36,7 +37,7 @@ export interface DedupOptions extends CommonOptions, ConfigFields<'whichToKeep' 
   /** The checked embeddings (prepareEmbeddings). */
   embeddings: Embeddings;
   outputDir: string;
-  /** eps values: a member is removed when M > 1 - eps. */
+  /** eps values: a member is removed when M > 1 - eps (src/decision.ts). */
   epsList: number[];
 }
 
@@ -61,13 +62,6 @@ export interface DedupResult {
   resumedParts: number;
 }
 
-export function validateEps(epsList: readonly number[]): void {
-  if (epsList.length === 0) throw new ConfigError('eps_list is empty: give at least one eps (e.g. --eps-list 0.01,0.05)', { key: 'eps_list' });
-  for (const e of epsList)
-    if (typeof e !== 'number' || !Number.isFinite(e) || e <= 0 || e >= 1)
-      throw new ConfigError(`eps must be a number strictly between 0 and 1, got ${e}`, { key: 'eps_list' });
-}
-
 /**
  * The keep order of each cluster and the original's `indices` column (native, off the event loop):
  * 'hard' keeps the step-3 order, 'easy' reverses it, 'random' shuffles it (Fisher–Yates with a
@@ -81,7 +75,7 @@ export async function keepOrderOf(order: BigInt64Array, offsets: BigInt64Array, 
     rankedKeepOrder(order, offsets, rank, keepOrder, keepIndex);
     return { keepOrder, keepIndex };
   }
-  await loadNative().keepOrder(order, offsets, which, seed, keepOrder, keepIndex, { threads });
+  await loadNative().keepOrder({ order, offsets, which, seed, keepOrder, keepIndex, threads });
   return { keepOrder, keepIndex };
 }
 
@@ -110,11 +104,6 @@ export function rankedKeepOrder(order: BigInt64Array, offsets: BigInt64Array, ra
       keepIndex[b + q] = BigInt(idx[q]!);
     }
   }
-}
-
-/** The removal rule, the one place it is written: a member goes when M > 1 - eps. */
-export function isRemoved(m: number, eps: number): boolean {
-  return m > 1 - eps;
 }
 
 /** Removed / kept per eps from M (member removed when M > 1 - eps; single members have M = 0). */
@@ -148,12 +137,94 @@ function planParts(offsets: BigInt64Array, target: number): [number, number][] {
   return parts;
 }
 
+/**
+ * Step 4's M for a run of whole clusters (a planned run's `dedup` stage, or a part of a single
+ * run): `keepOrder` holds their members in keep order, `offsets` their bounds from 0; M and the
+ * earlier row go to `M` and `Mrow` (as long as `keepOrder`). `at`: where these positions stand in
+ * the progress of the whole job.
+ */
+export async function maxSimilarityOfClusters(
+  rows: NativeEmbeddings, keepOrder: BigInt64Array, offsets: BigInt64Array, M: Float64Array, Mrow: BigInt64Array,
+  o: CommonOptions & { epsList: readonly number[] }, at: { done: number; total: number } = { done: 0, total: keepOrder.length },
+): Promise<MaxSimStats> {
+  const len = keepOrder.length;
+  return runNative(o, 'dedup', ({ onProgress, cancel }) =>
+    loadNative().maxSimilarity({
+      emb: rows, order: keepOrder, offsets, M, arg: Mrow, thresholds: thresholdsOf(o.epsList), threads: o.threads, engine: engineFor(o.device), gpuMemoryLimit: o.gpuMemoryLimit,
+      onProgress: (d, t) => onProgress(at.done + (t ? (len * d) / t : 0), at.total), cancel,
+    }),
+  );
+}
+
+/**
+ * Step 4's M for positions [j0, j1) of one cluster (`members`: all of its members in keep order),
+ * as the whole-cluster kernel computes them (on the CPU; a planned run's block of a large cluster).
+ */
+export async function maxSimilarityOfBlock(
+  rows: NativeEmbeddings, members: BigInt64Array, j0: number, j1: number, M: Float64Array, Mrow: BigInt64Array,
+  o: CommonOptions & { epsList: readonly number[] }, at: { done: number; total: number } = { done: 0, total: j1 - j0 },
+) {
+  return runNative(o, 'dedup:block', ({ onProgress, cancel }) =>
+    loadNative().maxSimilarityBlock({
+      emb: rows, rows: members, j0, j1, M, arg: Mrow, thresholds: thresholdsOf(o.epsList), threads: o.threads,
+      onProgress: (d, t) => onProgress(at.done + (t ? ((j1 - j0) * d) / t : 0), at.total), cancel,
+    }),
+  );
+}
+
+/** What step 4 is computed with: the keep order's rule and the eps list. */
+export interface DedupSpec {
+  whichToKeep: WhichToKeep;
+  seed: number;
+  epsList: number[];
+  rank?: RankValues | undefined;
+}
+
+/** What the `dedup` record commits: step 4's parameters and inputs. */
+function dedupRecord(dir: string, emb: EmbeddingsLayout, s: DedupSpec) {
+  const rank = s.rank;
+  return {
+    params: { whichToKeep: s.whichToKeep, seed: s.seed, epsList: s.epsList, algorithm: ALGORITHM_VERSION, ...(rank ? { rankBy: { column: rank.column, order: rank.order } } : {}) },
+    inputs: { ...embeddingsInputs(emb), order: outputs.order(dir), offsets: outputs.offsets(dir), ...(rank?.file ? { rank: rank.file } : {}) },
+  };
+}
+
+/** Writes step 4's files: the keep order, its index, M and the earlier row of every position. */
+export function writeDedupFiles(dir: string, r: { keepOrder: BigInt64Array; keepIndex: BigInt64Array; M: Float64Array; Mrow: BigInt64Array }): void {
+  writeNpy(outputs.keepOrder(dir), r.keepOrder);
+  writeNpy(outputs.keepIndex(dir), r.keepIndex);
+  writeNpy(outputs.M(dir), r.M);
+  writeNpy(outputs.Marg(dir), r.Mrow);
+}
+
+/** Commits step 4 (its files written): the `dedup` record. */
+export function commitDedup(dir: string, emb: EmbeddingsLayout, s: DedupSpec, stats: Record<string, unknown>): void {
+  const { params, inputs } = dedupRecord(dir, emb, s);
+  recordStep(dir, 'dedup', params, inputs, { M: outputs.M(dir), keepOrder: outputs.keepOrder(dir), keepIndex: outputs.keepIndex(dir), Mrow: outputs.Marg(dir) }, stats);
+}
+
+/** summary.json: rows, clusters, keep order, kept and removed per eps and, after a run, the seconds of each step. */
+export interface RunSummary {
+  n: number;
+  clusters: number;
+  whichToKeep: WhichToKeep;
+  eps: EpsSummary[];
+  /** cluster, sort, dedup, extract and total (a planned run: summed over each step's tasks). */
+  seconds?: Record<string, number>;
+}
+
+/** Writes summary.json (the one writer: the dedup step, a single run, a planned run's extract task). */
+export function writeSummary(dir: string, s: RunSummary): void {
+  const out: RunSummary = { n: s.n, clusters: s.clusters, whichToKeep: s.whichToKeep, eps: s.eps, ...(s.seconds ? { seconds: s.seconds } : {}) };
+  atomicWriteFile(outputs.summary(dir), JSON.stringify(out, null, 2) + '\n');
+}
+
 export async function semdedup(options: DedupOptions): Promise<DedupResult> {
   const t0 = now();
   const opts = withDefaults(options);
   const dir = opts.outputDir;
   validateEps(opts.epsList);
-  const { whichToKeep: which, seed, threads, device } = opts;
+  const { whichToKeep: which, seed, threads } = opts;
   for (const p of [outputs.order(dir), outputs.offsets(dir)])
     if (!existsSync(p)) throw new InputError(`${p} not found: run the sort step first (semdedup sort)`, { file: p });
   // Only the sort step's committed results are read; unchanged inputs and params: skipped.
@@ -163,15 +234,15 @@ export async function semdedup(options: DedupOptions): Promise<DedupResult> {
   const rank = opts.rank;
   if (rank && rank.values.length !== opts.embeddings.n)
     throw new InputError(`rank_by: the column '${rank.column}' holds ${rank.values.length} values, the embeddings ${opts.embeddings.n} rows`, { key: 'rank_by' });
-  const stepParams = { whichToKeep: which, seed, epsList: opts.epsList, algorithm: ALGORITHM_VERSION, ...(rank ? { rankBy: { column: rank.column, order: rank.order } } : {}) };
-  const stepInputs = { ...embeddingsInputs(opts.embeddings), order: outputs.order(dir), offsets: outputs.offsets(dir), ...(rank?.file ? { rank: rank.file } : {}) };
-  const done = currentRecord(dir, 'dedup', stepParams, stepInputs);
+  const spec: DedupSpec = { whichToKeep: which, seed, epsList: opts.epsList, rank };
+  const rec = dedupRecord(dir, opts.embeddings, spec);
+  const done = currentRecord(dir, 'dedup', rec.params, rec.inputs);
   if (done) {
     const M = readNpy(outputs.M(dir)).data as Float64Array;
     const offsets = readNpy(outputs.offsets(dir)).data as BigInt64Array;
     const keepOrder = readNpy(outputs.keepOrder(dir)).data as BigInt64Array;
     opts.log?.('dedup: up to date, reused');
-    if (opts.exactDuplicates && !recordIsCurrent(dir, 'exact')) commitExact(opts, await findExactDuplicates({ ...opts, order: keepOrder, outputDir: dir }));
+    if (opts.exactDuplicates && !recordIsCurrent(dir, 'exact')) commitExact(dir, opts.embeddings, await findExactDuplicates({ ...opts, order: keepOrder, outputDir: dir }), true);
     return {
       keepOrder, offsets, M, Mrow: readNpy(outputs.Marg(dir)).data as BigInt64Array,
       summary: summarize(M, opts.epsList), stats: (done.stats ?? {}) as unknown as MaxSimStats, seconds: (now() - t0) / 1000, resumedParts: 0,
@@ -206,8 +277,6 @@ export async function semdedup(options: DedupOptions): Promise<DedupResult> {
     // its last items: keep at least ~64 clusters per worker in a part, and at most 64 parts.
     const workers = threads > 0 ? threads : cpus().length;
     const parts = planParts(offsets, Math.max(1, Math.min(64, Math.floor(k / (64 * workers)))));
-    const thresholds = opts.epsList.map((e) => 1 - e);
-    const addon = loadNative();
     let doneCost = 0;
     const totalCost = Number(offsets[k]!);
     for (const [c0, c1] of parts) {
@@ -229,15 +298,11 @@ export async function semdedup(options: DedupOptions): Promise<DedupResult> {
           continue;
         }
       }
-      const subOrder = keepOrder.subarray(b, e);
       const subOffsets = new BigInt64Array(c1 - c0 + 1);
       for (let c = c0; c <= c1; c++) subOffsets[c - c0] = offsets[c]! - BigInt(b);
       const pm = M.subarray(b, e);
       const pr = Mrow.subarray(b, e);
-      const base = doneCost;
-      const st = await runNative(opts, 'dedup', (p, token) =>
-        addon.maxSimilarity(emb.native, subOrder, subOffsets, pm, pr, { thresholds, threads, device, gpuMemoryLimit: opts.gpuMemoryLimit }, (d, t) => p(base + (t ? ((e - b) * d) / t : 0), totalCost), token),
-      );
+      const st = await maxSimilarityOfClusters(emb.native, keepOrder.subarray(b, e), subOffsets, pm, pr, opts, { done: doneCost, total: totalCost });
       if (stats.members === 0 || st.backend !== stats.backend) noteBackend(opts.log, 'max similarity', st);
       stats.backend = st.backend;
       stats.backendNote = st.backendNote;
@@ -254,24 +319,15 @@ export async function semdedup(options: DedupOptions): Promise<DedupResult> {
       opts.onProgress?.({ stage: 'dedup', done: doneCost, total: totalCost });
     }
   }
-  writeNpy(outputs.keepOrder(dir), keepOrder);
-  writeNpy(outputs.keepIndex(dir), keepIndex);
-  writeNpy(outputs.M(dir), M);
-  writeNpy(outputs.Marg(dir), Mrow);
+  writeDedupFiles(dir, { keepOrder, keepIndex, M, Mrow });
   const summary = summarize(M, opts.epsList);
-  atomicWriteFile(outputs.summary(dir), JSON.stringify({ n, clusters: k, whichToKeep: which, eps: summary }, null, 2) + '\n');
+  writeSummary(dir, { n, clusters: k, whichToKeep: which, eps: summary });
+  // The parts go before the commit: a run killed in between finds step 4 not committed and redoes it.
   rmSync(outputs.parts(dir), { recursive: true, force: true });
   const seconds = (now() - t0) / 1000;
-  recordStep(dir, 'dedup', stepParams, stepInputs,
-    { M: outputs.M(dir), keepOrder: outputs.keepOrder(dir), keepIndex: outputs.keepIndex(dir), Mrow: outputs.Marg(dir) }, { ...stats, seconds, resumedParts });
-  if (exact) commitExact(opts, exact);
+  commitDedup(dir, emb, spec, { ...stats, seconds, resumedParts });
+  if (exact) commitExact(dir, emb, exact, true);
   return { keepOrder, offsets, M, Mrow, summary, stats, seconds, resumedParts };
-}
-
-/** Commits the exact-duplicates pass made in the keep order now committed, as the `exact` step. */
-function commitExact(opts: DedupOptions, r: ExactDuplicatesResult): void {
-  const dir = opts.outputDir;
-  recordStep(dir, 'exact', { order: 'keep' }, { ...embeddingsInputs(opts.embeddings), keepOrder: outputs.keepOrder(dir) }, { pairs: r.output! }, { copies: r.copies, groups: r.groups });
 }
 
 /** True when the sealed record `file` of a resumable part holds the checksums of `files` as they are now. */

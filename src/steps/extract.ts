@@ -6,15 +6,17 @@
 // Every eps of a command is extracted in one native pass over M and the keep order
 // (extractPrunedDataAll); the ids are formatted in parallel and written with large writes.
 import { existsSync } from 'node:fs';
-import { ConfigError, InputError, OutputError } from '../errors.js';
+import { ConfigError, InputError, OutputError, type SemDedupError } from '../errors.js';
 import { openAtomicWriter } from '../io/atomic.js';
 import { readNpy, writeNpy } from '../io/npy.js';
 import type { Ids } from '../io/ids.js';
 import { outputs } from '../layout.js';
-import { requireCommitted } from '../manifest.js';
-import { loadNative, type NativeIds } from '../native.js';
+import { recordStep, requireCommitted } from '../manifest.js';
+import { loadNative, type NativeIds } from '../native/index.js';
 import { ensureOutputDir, now, runNative, type Progress } from './common.js';
-import { validateEps, type EpsSummary } from './dedup.js';
+import type { EpsSummary } from './dedup.js';
+import { thresholdsOf, validateEps } from '../decision.js';
+import { idsInputs } from '../io/ids.js';
 
 export interface ExtractOptions {
   outputDir: string;
@@ -67,7 +69,7 @@ async function nativeIds(ids: Ids | undefined, n: number): Promise<NativeIds | n
     out = { kind: 'blob', data: new Uint8Array(0), offsets: BigInt64Array.of(0n), count: 0 };
   } else {
     const data = Buffer.from(ids.toArray().join('\n'), 'utf8');
-    const offsets = await loadNative().blobOffsets(data);
+    const offsets = await loadNative().blobOffsets({ blob: data });
     // An id holding '\n' would split: such ids are written by the plain loop.
     out = offsets.length === ids.length + 1 ? { kind: 'blob', data, offsets, count: ids.length } : null;
   }
@@ -99,12 +101,12 @@ async function writeIds(target: string, ids: Ids | undefined, native: NativeIds 
         // Progress is reported per file, from here (one total for every file of the command): a
         // throttled report from the worker thread could arrive after the promise settles.
         const { onProgress: _unused, ...quiet } = opts;
-        await runNative(quiet, 'extract', (_p, token) => loadNative().writeIdsText(w.fd, native, rows, { threads: opts.threads ?? 0 }, undefined, token));
+        await runNative(quiet, 'extract', ({ cancel }) => loadNative().writeIdsText({ fd: w.fd, ids: native, rows, threads: opts.threads ?? 0, cancel }));
       } catch (e) {
-        const cause = (e as { cause?: { code?: string; message?: string } }).cause;
-        if (cause?.code === 'ERR_FORMAT' && ids?.file)
+        const cause = (e as { cause?: SemDedupError }).cause;
+        if (cause?.reason === 'format' && ids?.file)
           throw new InputError(`${ids.file}: ${cause.message}`, { file: ids.file, cause: e });
-        if (cause?.code === 'ERR_IO') throw new OutputError(`${target}: cannot write: ${cause.message}`, { file: target, cause: e });
+        if (cause?.reason === 'io') throw new OutputError(`${target}: cannot write: ${cause.message}`, { file: target, cause: e });
         throw e;
       }
     } else {
@@ -138,8 +140,8 @@ export async function extractPrunedDataAll(opts: ExtractAllOptions): Promise<Ext
     throw new InputError(`${outputs.M(dir)}: ${M.length} values but keep_order.npy has ${keepOrder.length}; rerun semdedup dedup`, { file: outputs.M(dir) });
   if (opts.ids && opts.ids.length < keepOrder.length)
     throw new InputError(`the ids hold ${opts.ids.length} entries but the embeddings have ${keepOrder.length} rows`);
-  const split = await runNative(opts, 'extract', (_p, token) =>
-    loadNative().splitKept(keepOrder, M, opts.epsList.map((eps) => 1 - eps), { threads: opts.threads ?? 0 }, token));
+  const split = await runNative(opts, 'extract', ({ cancel }) =>
+    loadNative().splitKept({ keepOrder, M, thresholds: thresholdsOf(opts.epsList), threads: opts.threads ?? 0, cancel }));
   ensureOutputDir(outputs.ours(dir));
   const native = opts.outputs?.some((o) => o) ? await nativeIds(opts.ids, keepOrder.length) : null;
   const common = (now() - t0) / 1000;
@@ -169,4 +171,19 @@ export async function extractPrunedData(opts: ExtractOptions): Promise<ExtractRe
   const { eps, output, ...rest } = opts;
   const [r] = await extractPrunedDataAll({ ...rest, epsList: [eps], ...(output ? { outputs: [output] } : {}) });
   return r!;
+}
+
+/**
+ * Commits step 5 of a run (single or planned): the kept lists (`listOf`: each eps's file) and rows
+ * of every eps and the summary, from the committed keep order and M and the ids they name (so that
+ * readers can check that the ids they are given are the run's).
+ */
+export function commitExtract(outputDir: string, epsList: readonly number[], ids: Ids | undefined, listOf: (eps: number) => string = (eps) => outputs.keptList(outputDir, eps)): void {
+  const outs: Record<string, string> = { summary: outputs.summary(outputDir) };
+  for (const eps of epsList) {
+    outs[`kept_eps${eps}`] = listOf(eps);
+    outs[`kept_rows_eps${eps}`] = outputs.keptRows(outputDir, eps);
+  }
+  const inputs: Record<string, string> = { keepOrder: outputs.keepOrder(outputDir), M: outputs.M(outputDir), ...idsInputs(ids) };
+  recordStep(outputDir, 'extract', { epsList: [...epsList] }, inputs, outs);
 }

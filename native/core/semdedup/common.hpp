@@ -10,14 +10,35 @@
 
 namespace semdedup {
 
-// Error kinds, mapped one to one onto the JavaScript error codes of the addon.
-enum class ErrorCode { InvalidArgument, Io, Format, Numeric, Cancelled, Backend, Internal };
+// The engine's kinds of failure (semdedup/errors.def, shared with the addon and TypeScript).
+enum class ErrorCode {
+#define SEMDEDUP_CAUSE(name, reason, pub) name,
+#include "semdedup/errors.def"
+#undef SEMDEDUP_CAUSE
+};
+
+// The codes a user can meet (SemDedupError.code in JavaScript), from the same list.
+enum class PublicCode {
+#define SEMDEDUP_PUBLIC(name, code, meaning) name,
+#include "semdedup/errors.def"
+#undef SEMDEDUP_PUBLIC
+};
+
+// "ERR_CONFIG", ...: the public code's name.
+const char* public_code_name(PublicCode c);
+// The public code a kind of failure reaches JavaScript as (errors.def).
+PublicCode public_code(ErrorCode c);
+// "io", "format", ...: the kind's reason string.
+const char* reason_name(ErrorCode c);
 
 class Error : public std::runtime_error {
  public:
   Error(ErrorCode code, const std::string& msg) : std::runtime_error(msg), code_(code) {}
   ErrorCode code() const { return code_; }
-  const char* code_name() const;
+  // The public code this error reaches JavaScript as, e.g. "ERR_INPUT".
+  const char* code_name() const { return public_code_name(public_code(code_)); }
+  // Its kind, e.g. "io".
+  const char* reason() const { return reason_name(code_); }
 
  private:
   ErrorCode code_;

@@ -10,6 +10,7 @@
 #include <string>
 
 #include "semdedup/common.hpp"
+#include "semdedup/decontaminate.hpp"
 #include "semdedup/kmeans.hpp"
 #include "semdedup/maxsim.hpp"
 
@@ -56,6 +57,19 @@ struct Ran {
   std::string note;
 };
 
+// A device choice resolved once (the addon's engine handle): cpu, or cuda when a usable GPU is
+// there (auto: the GPU when it can, with the reason in `note` when not; cuda without a usable GPU
+// is an Error(Backend) naming the reason). Jobs run with dispatch_device(): a job the GPU refuses
+// still falls back to the CPU under auto, and its Ran says so.
+struct Resolved {
+  Device requested = Device::Auto;
+  Backend device = Backend::Cpu;
+  std::string note;
+  // The choice to run jobs with: cpu when the device resolved to the CPU, else the request.
+  Device dispatch_device() const { return device == Backend::Cpu ? Device::Cpu : requested; }
+};
+Resolved resolve_device(Device device);
+
 Ran train_kmeans(Device device, KMeansImpl impl, const EmbeddingView& x, const KMeansParams& p, KMeansResult& out,
                  const ProgressFn& progress = {}, CancelFlag cancel = nullptr);
 
@@ -70,6 +84,22 @@ Ran assign_nearest(Device device, KMeansImpl impl, const EmbeddingView& x, const
 Ran max_similarity(Device device, const EmbeddingView& x, const int64_t* order, const int64_t* offsets,
                    int64_t nclusters, double* M, int64_t* arg, const MaxSimOptions& opt, MaxSimStats& out,
                    const ProgressFn& progress = {}, CancelFlag cancel = nullptr);
+
+// The jobs that run on the CPU only, through the facade all the same (the addon calls no kernel
+// around it): a row block of a split cluster (planned runs), the float64 re-check of stored M near
+// thresholds, the largest similarity to a reference set, and exact duplicates (semantics in
+// maxsim.hpp and decontaminate.hpp).
+MaxSimStats max_similarity_block(const EmbeddingView& x, const int64_t* rows, int64_t n, int64_t j0, int64_t j1,
+                                 double* M, int64_t* arg, const MaxSimOptions& opt, const ProgressFn& progress = {},
+                                 CancelFlag cancel = nullptr);
+int64_t recheck_near_thresholds(const EmbeddingView& x, const int64_t* order, const int64_t* offsets, int64_t nclusters,
+                                double* M, int64_t* arg, const MaxSimOptions& opt, CancelFlag cancel = nullptr);
+CrossStats max_similarity_to_reference(const EmbeddingView& x, const int64_t* x_rows, const int64_t* x_offsets,
+                                       const EmbeddingView& r, const int64_t* r_rows, const int64_t* r_offsets,
+                                       int64_t ngroups, double* best, int64_t* best_ref, const MaxSimOptions& opt,
+                                       const ProgressFn& progress = {}, CancelFlag cancel = nullptr);
+ExactDuplicateStats exact_duplicates(const EmbeddingView& x, const int64_t* order, int64_t* first_of, int threads,
+                                     const ProgressFn& progress = {}, CancelFlag cancel = nullptr);
 
 }  // namespace engine
 }  // namespace semdedup
