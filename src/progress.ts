@@ -1,7 +1,8 @@
 // Progress: the unit of each stage, its fraction and the fraction of a whole run (one definition
 // for the API's `onProgress` readers and the command line), and the command line's display of it:
 // a progress bar on a terminal (cli-progress) with log lines above it, quiet lines elsewhere.
-import cliProgress from 'cli-progress';
+import type * as CliProgress from 'cli-progress';
+import { createRequire } from 'node:module';
 import type { Progress } from './steps/common.js';
 
 /** What `done` and `total` count in a stage's progress reports. */
@@ -136,7 +137,9 @@ export function progressDisplay(opts: { quiet?: boolean; overall?: boolean; stre
       stop: () => {},
     };
   }
-  let bar: cliProgress.SingleBar | undefined;
+  // cli-progress loads here, for a terminal only: other commands start without it.
+  const cliProgress = createRequire(import.meta.url)('cli-progress') as typeof CliProgress;
+  let bar: CliProgress.SingleBar | undefined;
   let done0 = 0;
   // Rate and ETA from the first report of the stage on, once there is something to measure.
   const payload = (r: ProgressReport, t: number) => {
@@ -177,7 +180,7 @@ export function progressDisplay(opts: { quiet?: boolean; overall?: boolean; stre
             hideCursor: false,
             linewrap: false,
             fps: 10,
-            formatValue: (v: number, o: cliProgress.Options, type: string) => (type === 'percentage' ? String(v).padStart(3) : cliProgress.Format.ValueFormat(v, o, type as cliProgress.ValueType)),
+            formatValue: (v: number, o: CliProgress.Options, type: string) => (type === 'percentage' ? String(v).padStart(3) : cliProgress.Format.ValueFormat(v, o, type as CliProgress.ValueType)),
           },
           cliProgress.Presets.shades_classic,
         );

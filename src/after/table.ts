@@ -2,7 +2,7 @@
 // row, cluster, M, the id of the earlier member that reached M, and the keep decision at each eps
 // (the recorded eps list and the requested one). Written as Parquet (extract --format parquet).
 import type { Ids } from '../io/ids.js';
-import { writeParquetTable, type TableColumn } from '../io/parquet.js';
+import type { TableColumn } from '../io/parquet.js';
 import { readManifest } from '../manifest.js';
 import { isRemoved } from '../decision.js';
 import type { RunArrays } from './common.js';
@@ -41,6 +41,8 @@ export async function writeDecisionTable(o: DecisionTableOptions): Promise<{ row
     { name: 'nearest_earlier_id', type: 'VARCHAR', get: (i) => (Mrow[at(i)]! < 0n ? null : idOf(Number(Mrow[at(i)]!))) },
     ...epsList.map((e): TableColumn => ({ name: keepColumn(e), type: 'BOOLEAN', get: (i) => !isRemoved(M[at(i)]!, e) })),
   ];
+  // DuckDB loads only here (and for Parquet inputs): every other command starts without it.
+  const { writeParquetTable } = await import('../io/parquet.js');
   await writeParquetTable(o.output, positions.length, columns, o.threads ?? 0);
   return { rows: positions.length, epsList };
 }

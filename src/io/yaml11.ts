@@ -6,7 +6,13 @@
 // scalars are strings. Structure (mappings, sequences, anchors, merges) is the `yaml` package's;
 // two differences, on purpose, both refusals: a key given twice in one mapping (PyYAML keeps the
 // last), and the YAML 1.1 line breaks NEL, LS and PS (U+0085, U+2028, U+2029).
-import { isMap, isPair, isScalar, isSeq, parseDocument, type Document } from 'yaml';
+import type * as Yaml from 'yaml';
+import type { Document } from 'yaml';
+import { createRequire } from 'node:module';
+
+// The `yaml` package loads at the first config read: commands without one start without it.
+let yamlModule: typeof Yaml | undefined;
+const yaml = (): typeof Yaml => (yamlModule ??= createRequire(import.meta.url)('yaml') as typeof Yaml);
 
 export class YamlError extends Error {
   constructor(message: string, readonly offset?: number) {
@@ -183,6 +189,7 @@ export function decodeYamlBytes(buf: Uint8Array): string {
 }
 
 function resolveNode(node: unknown, doc: Document): unknown {
+  const { isMap, isPair, isScalar, isSeq } = yaml();
   if (isScalar(node)) {
     const text = String(node.source ?? node.value ?? '');
     if (node.tag && node.tag !== '!' && node.tag !== STR) {
@@ -212,7 +219,7 @@ export function parseYamlLikePyYAML(buf: Uint8Array): unknown {
   const text = decodeYamlBytes(buf);
   let doc: Document;
   try {
-    doc = parseDocument(text, { schema: 'failsafe', version: '1.1', merge: true, uniqueKeys: true, strict: false, keepSourceTokens: false });
+    doc = yaml().parseDocument(text, { schema: 'failsafe', version: '1.1', merge: true, uniqueKeys: true, strict: false, keepSourceTokens: false });
   } catch (e) {
     throw new YamlError((e as Error).message.split('\n')[0] ?? String(e));
   }
