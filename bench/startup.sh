@@ -6,11 +6,11 @@
 #   info                  load the addon, print the engine's description
 #   run, to first native  a `run` on a tiny input (200 × 16, k = 4) up to its first call into the
 #                         addon (bench/first-native.cjs), i.e. Node + modules + addon + config + inputs
-# Usage: bash bench/startup.sh [R]   (default R = 9)
+# Usage: bash bench/startup.sh [R]   (default R = 9; SEMDEDUP_CLI=path/to/cli.js measures another build)
 set -euo pipefail
 R=${1:-9}
 cd "$(dirname "$0")/.."
-CLI=dist/src/cli.js
+CLI=${SEMDEDUP_CLI:-dist/src/cli.js}
 [ -f "$CLI" ] || { echo "build first: npm run build:ts" >&2; exit 1; }
 tmp=$(mktemp -d)
 trap 'rm -rf -- "$tmp"' EXIT

@@ -1,0 +1,79 @@
+// Start-up: the heavy optional packages (DuckDB for Parquet, onnxruntime and tokenizers for embed,
+// cli-progress for a terminal's bar, yaml for config files) load only in the commands that use
+// them. Each command runs in a child process with a preload that, at exit, lists every CommonJS
+// module the process loaded (all five packages are CommonJS; an ESM `import` of one goes through
+// the same cache, as the control test shows).
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { readFileSync, writeFileSync } from 'node:fs';
+import * as path from 'node:path';
+import { CLI, ROOT, tmpFolder } from './helpers.js';
+
+const HEAVY = ['@duckdb/node-api', '@duckdb/node-bindings', 'onnxruntime-node', 'tokenizers', 'cli-progress', 'yaml'];
+
+/** The packages of HEAVY among the modules a child process loaded (node_modules/<pkg>/...). */
+function heavyLoaded(files: string[]): string[] {
+  return HEAVY.filter((pkg) => files.some((f) => f.includes(`${path.sep}node_modules${path.sep}${pkg.split('/').join(path.sep)}${path.sep}`)));
+}
+
+/** Runs `node -r <preload> ARGS` in the repository root; returns the modules it loaded and its result. */
+function loadedBy(args: string[]): { files: string[]; code: number | null; stdout: string; stderr: string } {
+  const dir = tmpFolder('startup');
+  const list = path.join(dir, 'loaded.json');
+  const preload = path.join(dir, 'preload.cjs');
+  writeFileSync(preload, `process.on('exit', () => require('node:fs').writeFileSync(${JSON.stringify(list)}, JSON.stringify(Object.keys(require.cache))));\n`);
+  const r = spawnSync(process.execPath, ['-r', preload, ...args], { cwd: ROOT, encoding: 'utf8', timeout: 120_000 });
+  const files = JSON.parse(readFileSync(list, 'utf8')) as string[];
+  return { files, code: r.status, stdout: r.stdout, stderr: r.stderr };
+}
+
+test('the preload sees a package that an ES module imports (control)', () => {
+  const r = loadedBy(['--input-type=module', '-e', "await import('cli-progress'); await import('yaml');"]);
+  assert.equal(r.code, 0, r.stderr);
+  assert.deepEqual(heavyLoaded(r.files), ['cli-progress', 'yaml']);
+});
+
+test('semdedup --version loads none of the heavy optional packages', () => {
+  const r = loadedBy([CLI, '--version']);
+  assert.equal(r.code, 0, r.stderr);
+  const pkg = JSON.parse(readFileSync(path.join(ROOT, 'package.json'), 'utf8')) as { version: string };
+  assert.equal(r.stdout.trim(), pkg.version);
+  assert.ok(r.files.some((f) => f.includes(`${path.sep}commander${path.sep}`)), 'the CLI ran (commander loaded)');
+  assert.deepEqual(heavyLoaded(r.files), []);
+});
+
+test('semdedup info loads none of them either', () => {
+  const r = loadedBy([CLI, 'info']);
+  assert.equal(r.code, 0, r.stderr);
+  assert.match(r.stdout, /version/);
+  assert.deepEqual(heavyLoaded(r.files), []);
+});
+
+test('a run on a .f32 file without a config file or terminal loads none of them; with a YAML config, yaml only', () => {
+  const dir = tmpFolder('startup-run');
+  const n = 300, d = 8;
+  const a = new Float32Array(n * d);
+  let s = 12345;
+  for (let i = 0; i < a.length; i++) {
+    s = (Math.imul(s, 1103515245) + 12345) >>> 0;
+    a[i] = s / 2 ** 32 - 0.5;
+  }
+  for (let r = 0; r < n; r++) {
+    const v = a.subarray(r * d, (r + 1) * d);
+    const norm = Math.hypot(...v);
+    for (let j = 0; j < d; j++) v[j]! /= norm;
+  }
+  const emb = path.join(dir, 'emb.f32');
+  writeFileSync(emb, Buffer.from(a.buffer));
+  const r = loadedBy([CLI, 'run', emb, '--dim', String(d), '-k', '3', '-o', path.join(dir, 'out')]);
+  assert.equal(r.code, 0, r.stderr);
+  assert.match(r.stdout, /kept/);
+  assert.deepEqual(heavyLoaded(r.files), []);
+
+  const cfg = path.join(dir, 'run.yaml');
+  writeFileSync(cfg, `embeddings: ${JSON.stringify(emb)}\ndim: ${d}\nk: 3\noutput_dir: ${JSON.stringify(path.join(dir, 'out2'))}\n`);
+  const c = loadedBy([CLI, 'run', '-c', cfg]);
+  assert.equal(c.code, 0, c.stderr);
+  assert.deepEqual(heavyLoaded(c.files), ['yaml']);
+});
