@@ -8,6 +8,8 @@ import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
 import * as path from 'node:path';
+import { Writable } from 'node:stream';
+import { progressDisplay } from '../src/progress.js';
 import { CLI, ROOT, tmpFolder } from './helpers.js';
 
 const HEAVY = ['@duckdb/node-api', '@duckdb/node-bindings', 'onnxruntime-node', 'tokenizers', 'cli-progress', 'yaml'];
@@ -76,4 +78,16 @@ test('a run on a .f32 file without a config file or terminal loads none of them;
   const c = loadedBy([CLI, 'run', '-c', cfg]);
   assert.equal(c.code, 0, c.stderr);
   assert.deepEqual(heavyLoaded(c.files), ['yaml']);
+});
+
+test('on a terminal the progress bar still draws (cli-progress loaded at the first bar)', () => {
+  let out = '';
+  const stream = new Writable({ write(c: Buffer, _e, cb) { out += String(c); cb(); } });
+  Object.assign(stream, { isTTY: true, columns: 120, cursorTo: (_x: number, _y?: unknown, cb?: () => void) => (cb?.(), true), clearLine: (_d: number, cb?: () => void) => (cb?.(), true), moveCursor: (_x: number, _y: number, cb?: () => void) => (cb?.(), true) });
+  const d = progressDisplay({ stream: stream as unknown as NodeJS.WriteStream });
+  d.onProgress({ stage: 'assign', done: 5, total: 10 });
+  d.onProgress({ stage: 'assign', done: 10, total: 10 });
+  d.stop();
+  assert.match(out, /assign +█{10}░{10} +50% \| 5\/10 rows/);
+  assert.match(out, /assign +█{20} 100% \| 10\/10 rows/);
 });
