@@ -92,6 +92,32 @@ test('extract: one eps (the extract command) gives the bytes of the all-eps pass
   }
 });
 
+test('extract: text ids written from the file\'s own bytes (no BOM, no CR) equal the ids decoded one by one, with and without a final newline, and with a BOM or CRs', async () => {
+  const dir = tmpFolder('extract-text');
+  const n = 20_000;
+  const d = data(n, 11);
+  const strs = Array.from({ length: n }, (_, i) => (i % 7 === 0 ? `é-${i}-😀 \t x` : `doc/${String(i).padStart(9, '0')}.jsonl`));
+  const variants: [string, string, boolean][] = [
+    ['lf', strs.join('\n') + '\n', true],
+    ['lf-no-final', strs.join('\n'), true],
+    ['bom', '\ufeff' + strs.join('\n') + '\n', false],
+    ['crlf', strs.join('\r\n') + '\r\n', false],
+  ];
+  for (const [name, text, fromBytes] of variants) {
+    writeFileSync(join(dir, `${name}.txt`), text);
+    const ids = readIds(join(dir, `${name}.txt`), { format: 'text', count: n });
+    assert.equal(ids.joined !== undefined, fromBytes, `${name}: written from the file's bytes`);
+    for (const fileFormat of ['posix', 'original'] as const) {
+      const files = EPS.map((e) => join(dir, `${name}-${fileFormat}-${e}.txt`));
+      await extractPrunedDataAll({ outputDir: dir, epsList: EPS, outputs: files, data: d, ids, fileFormat, threads: 3 });
+      for (let e = 0; e < EPS.length; e++) {
+        const ref = reference(d, EPS[e]!, idsFromStrings(strs)).text;
+        assert.equal(readFileSync(files[e]!, 'utf8'), ref + (fileFormat === 'posix' && ref ? '\n' : ''), `${name} ${fileFormat} eps ${EPS[e]}`);
+      }
+    }
+  }
+});
+
 test('extract: an S id that is not UTF-8 is an input error naming the ids file and item; no partial output', async () => {
   const dir = tmpFolder('extract-bad');
   const n = 1000;

@@ -30,6 +30,8 @@ export interface Ids {
   readonly width?: number;
   /** The raw fixed-width item bytes (S: width bytes per id; U: 4 × width bytes per id). */
   readonly raw?: Buffer;
+  /** Every id in UTF-8, joined by '\n' (no final one), when the reader has these bytes at hand (a text file without BOM or CR). */
+  readonly joined?: Buffer;
   /** The file the ids came from, if any. */
   readonly file?: string;
   /** Every file the ids came from, in order, when they are read from several (one per embeddings shard). */
@@ -95,6 +97,7 @@ class ListIds implements Ids {
     private readonly items: readonly string[],
     readonly source: 'text' | 'rows',
     readonly file?: string,
+    readonly joined?: Buffer,
   ) {}
   get length(): number {
     return this.items.length;
@@ -233,7 +236,11 @@ function parseTextIds(buf: Buffer, file: string, count: number | undefined): Ids
   if (count !== undefined && lines.length !== count) {
     throw new InputError(`${file}: expected ${count} ids, found ${lines.length} lines`, { file });
   }
-  return new ListIds(lines, 'text', file);
+  // Without a BOM or a CR the file's bytes are the ids joined by '\n' (valid UTF-8 round-trips):
+  // extract writes from them without joining and encoding the strings again.
+  const plain = !(buf[0] === 0xef && buf[1] === 0xbb && buf[2] === 0xbf) && !buf.includes(0x0d);
+  const joined = plain ? buf.subarray(0, buf.length > 0 && buf[buf.length - 1] === 0x0a ? buf.length - 1 : buf.length) : undefined;
+  return new ListIds(lines, 'text', file, joined);
 }
 
 function looksLikeText(buf: Buffer): boolean {

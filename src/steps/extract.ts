@@ -79,7 +79,7 @@ async function nativeIds(ids: Ids | undefined, n: number): Promise<NativeIds | n
   } else if (ids.length === 0) {
     out = { kind: 'blob', data: new Uint8Array(0), offsets: BigInt64Array.of(0n), count: 0 };
   } else {
-    const data = Buffer.from(ids.toArray().join('\n'), 'utf8');
+    const data = ids.joined ?? Buffer.from(ids.toArray().join('\n'), 'utf8');
     const offsets = await loadNative().blobOffsets({ blob: data });
     // An id holding '\n' would split: such ids are written by the plain loop.
     out = offsets.length === ids.length + 1 ? { kind: 'blob', data, offsets, count: ids.length } : null;
