@@ -1,10 +1,15 @@
 // What the commands of the CLI share: the config options (files, --set, and the schema's options
 // of each command, with the schema's help), the log and progress lines, Ctrl-C, the output.
 import { Command, CommanderError, Option } from 'commander';
-import { ConfigError, SemDedupError } from './errors.js';
+import { ConfigError, InputError, SemDedupError } from './errors.js';
 import { prepareInputs } from './inputs.js';
 import { configSchema, loadConfigFiles, type CliCommand, type ConfigKeySpec, type PartialResolved } from './config.js';
 import type { CommonOptions, Progress } from './steps/common.js';
+import { existsSync, statSync } from 'node:fs';
+import { join } from 'node:path';
+import { outputs } from './layout.js';
+import { readManifest } from './manifest.js';
+import { progressDisplay, type ProgressDisplay } from './progress.js';
 
 export interface GlobalOpts {
   config?: string[];
@@ -25,35 +30,61 @@ export function collect(v: string, prev: string[] = []): string[] {
 }
 
 
-export function progressPrinter(quiet: boolean | undefined): ((p: Progress) => void) | undefined {
+/** A word as a POSIX shell reads it back unchanged (for the commands the CLI suggests). */
+export function shellWord(s: string): string {
+  return /^[A-Za-z0-9_./=:,+-]+$/.test(s) ? s : `'${s.replace(/'/g, `'\\''`)}'`;
+}
+
+/** The display of progress and log lines shared by the commands of one process (the bar is one). */
+let display: ProgressDisplay | undefined;
+function displayOf(quiet: boolean | undefined, overall = false): ProgressDisplay {
+  if (quiet) return progressDisplay({ quiet: true });
+  display ??= progressDisplay({ overall });
+  return display;
+}
+
+/** Ends the progress bar under way, if any (before the result is printed). */
+export function stopProgress(): void {
+  display?.stop();
+}
+
+/** Log lines on stderr (`semdedup: ...`), above the progress bar; none with --quiet. */
+export function logger(quiet: boolean | undefined): ((l: string) => void) | undefined {
   if (quiet) return undefined;
-  const tty = process.stderr.isTTY;
-  let lastStage = '';
-  let lastPrint = 0;
-  return (p) => {
-    const t = Date.now();
-    const pct = p.total > 0 ? Math.min(100, (100 * p.done) / p.total) : 0;
-    if (tty) {
-      if (p.stage !== lastStage && lastStage) process.stderr.write('\n');
-      process.stderr.write(`\r  ${p.stage} ${pct.toFixed(1).padStart(5)}%`);
-      if (p.done >= p.total) process.stderr.write('\n');
-    } else if (p.stage !== lastStage || t - lastPrint > 5000 || p.done >= p.total) {
-      process.stderr.write(`  ${p.stage} ${pct.toFixed(1)}%\n`);
-      lastPrint = t;
-    }
-    lastStage = p.done >= p.total ? '' : p.stage;
-  };
+  const d = displayOf(false);
+  return (l) => d.log(`semdedup: ${l}`);
+}
+
+/** The progress reader of a command (a bar on a terminal, quiet lines elsewhere); none with --quiet. */
+export function progressPrinter(quiet: boolean | undefined, overall = false): ((p: Progress) => void) | undefined {
+  if (quiet) return undefined;
+  return displayOf(false, overall).onProgress;
+}
+
+// Ctrl-C: one handler per process. The first SIGINT aborts the command's signal (the step stops
+// promptly; completed parts are kept) and the process then exits 130; a second one exits at once.
+const interrupt = new AbortController();
+let interrupted = false;
+let sigintInstalled = false;
+/** The signal every command's work runs under: aborted by Ctrl-C (SIGINT). */
+export function interruptSignal(quiet?: boolean): AbortSignal {
+  if (!sigintInstalled) {
+    sigintInstalled = true;
+    process.on('SIGINT', () => {
+      if (interrupted) process.exit(130);
+      interrupted = true;
+      stopProgress();
+      if (!quiet) process.stderr.write('\nsemdedup: interrupted; completed parts are kept and a rerun resumes (Ctrl-C again to quit at once)\n');
+      interrupt.abort();
+    });
+  }
+  return interrupt.signal;
 }
 
 export function options(g: GlobalOpts): CommonOptions {
-  const log = g.quiet ? undefined : (l: string) => process.stderr.write(`semdedup: ${l}\n`);
+  const log = logger(g.quiet);
   const prog = progressPrinter(g.quiet);
-  const ac = new AbortController();
-  process.once('SIGINT', () => {
-    process.stderr.write('\nsemdedup: interrupted; completed parts are kept and a rerun resumes\n');
-    ac.abort();
-  });
-  return { ...(log ? { log } : {}), ...(prog ? { onProgress: prog } : {}), signal: ac.signal };
+  return { ...(log ? { log } : {}), ...(prog ? { onProgress: prog } : {}), signal: interruptSignal(g.quiet) };
 }
 
 /**
@@ -62,69 +93,231 @@ export function options(g: GlobalOpts): CommonOptions {
  */
 export async function loadRunConfig(g: GlobalOpts, command: CliCommand): Promise<PartialResolved> {
   const cfg = loadConfig(g, command);
-  const log = g.quiet ? undefined : (l: string) => process.stderr.write(`semdedup: ${l}\n`);
-  const prog = progressPrinter(g.quiet);
+  // A whole run's bar shows its overall share too.
+  const prog = progressPrinter(g.quiet, command === 'run');
+  const log = logger(g.quiet);
   // The commands that read a finished run never convert (they hold no lock): they refuse converted
   // files that are not current.
   const convert = ['cluster', 'sort', 'dedup', 'run'].includes(command);
   return prepareInputs(cfg, { ...(log ? { log } : {}), ...(prog ? { onProgress: prog } : {}), ...(cfg.threads ? { threads: cfg.threads } : {}), convert });
 }
 
-/** The config files, then `--set key=value`, then the command's schema options (validated by the schema). */
+/**
+ * Short forms and other names of the schema's options (the schema says which commands take each
+ * key; these are only how it is typed): `-k` and the original's `--ncentroids` for `k`, `-o` for
+ * `output_dir`, `--order` for `kept_order`.
+ */
+const SHORT: Readonly<Record<string, string>> = { k: '-k', output_dir: '-o' };
+const OTHER_NAMES: readonly { key: string; flags: string; help: string; commands: readonly CliCommand[]; hidden?: boolean }[] = [
+  { key: 'k', flags: '--ncentroids <n>', help: 'the same as -k (the original\'s name)', commands: ['cluster', 'run'], hidden: true },
+  { key: 'kept_order', flags: '--order <order>', help: 'order of the ids in the kept lists: cluster (default, the original\'s) or input (config key `kept_order`)', commands: ['extract', 'run'] },
+];
+
+/** The attribute commander stores a flag under. */
+function attr(flags: string): string {
+  return new Option(flags).attributeName();
+}
+
+/** The commands that read a finished run: their positional argument is its output folder. */
+const AFTER_COMMANDS: readonly CliCommand[] = ['extract', 'curve', 'explain', 'decontaminate', 'report', 'exact-duplicates'];
+
+/**
+ * The positional input of a step (`semdedup run emb.npy ...`): one or more paths (files, a glob,
+ * a folder of shards, a Parquet file). A folder written by `semdedup embed` (it holds
+ * embeddings.yaml) and a .yaml file are configs; the rest are the embeddings.
+ */
+function positionalInput(inputs: readonly string[]): { files: string[]; embeddings?: string | string[] } {
+  const files: string[] = [];
+  const emb: string[] = [];
+  for (const p of inputs) {
+    if (/\.ya?ml$/i.test(p)) files.push(p);
+    else if (existsSync(join(p, 'embeddings.yaml')) && statSync(p).isDirectory()) files.push(join(p, 'embeddings.yaml'));
+    else emb.push(p);
+  }
+  return { files, ...(emb.length ? { embeddings: emb.length === 1 ? emb[0]! : emb } : {}) };
+}
+
+/** Parses --threshold: similarities s in (0, 1), as eps = 1 − s (the shortest decimal). */
+function thresholdsToEps(v: string): string {
+  return v.split(',').map((t) => t.trim()).filter((t) => t !== '').map((t) => {
+    const s = Number(t);
+    if (!Number.isFinite(s) || !(s > 0 && s < 1))
+      throw new ConfigError(`--threshold: expected similarities strictly between 0 and 1 (a member is removed when its cosine similarity to an earlier one exceeds it), got '${t}'`, { key: 'eps_list' });
+    return String(Number((1 - s).toPrecision(12)));
+  }).join(',');
+}
+
+/** The config files, then `--set key=value`, then the command's options (validated by the schema). */
 export function loadConfig(g: GlobalOpts, command: CliCommand): PartialResolved {
   const overrides: Record<string, unknown> = {};
+  const overrideLabels: Record<string, string> = {};
+  const files = [...(g.config ?? [])];
+  // An after-the-run command given its output folder and no config: the folder's recorded config
+  // (what its last command ran with) is the base.
+  const folder = typeof g.outputDirArg === 'string' ? g.outputDirArg : undefined;
+  if (folder !== undefined && !existsSync(folder))
+    throw new InputError(`${folder}: no such output folder; give the folder of a finished run (\`semdedup run emb.npy -k K -o ${shellWord(folder)}\` writes one)`, { file: folder });
+  if (folder !== undefined && AFTER_COMMANDS.includes(command)) {
+    const rec = files.length === 0 && existsSync(outputs.manifest(folder)) ? readManifest(folder).config : undefined;
+    for (const [k, v] of Object.entries(rec ?? {})) {
+      overrides[k] = v;
+      overrideLabels[k] = outputs.manifest(folder);
+    }
+  }
   for (const kv of g.set ?? []) {
     const i = kv.indexOf('=');
     if (i <= 0) throw new ConfigError(`--set expects key=value, got '${kv}'`);
     overrides[kv.slice(0, i)] = kv.slice(i + 1);
+    delete overrideLabels[kv.slice(0, i)];
   }
-  const overrideLabels: Record<string, string> = {};
+  const put = (key: string, v: unknown, label: string) => {
+    overrides[key] = v;
+    overrideLabels[key] = label;
+  };
+  if (Array.isArray(g.inputs) && g.inputs.length) {
+    const pos = positionalInput(g.inputs as string[]);
+    files.push(...pos.files);
+    if (pos.embeddings !== undefined) put('embeddings', pos.embeddings, 'the input argument');
+  }
+  if (folder !== undefined) put('output_dir', folder, 'the output folder argument');
+  for (const f of OTHER_NAMES) {
+    if (!f.commands.includes(command)) continue;
+    const v = g[attr(f.flags)];
+    if (v !== undefined) put(f.key, v, new Option(f.flags).long!);
+  }
   for (const spec of schemaOptions(command)) {
     const v = g[spec.field!];
     if (v === undefined) continue;
-    overrides[spec.key] = v;
-    overrideLabels[spec.key] = `--${spec.key.replace(/_/g, '-')}`;
+    put(spec.key, v, SHORT[spec.key] ?? `--${spec.key.replace(/_/g, '-')}`);
   }
-  return loadConfigFiles(g.config ?? [], overrides, { overrideLabels });
+  if (typeof g.threshold === 'string') {
+    if (g.epsList !== undefined) throw new ConfigError('give either --threshold (similarities) or --eps-list (1 − similarity), not both', { key: 'eps_list' });
+    put('eps_list', thresholdsToEps(g.threshold), '--threshold');
+  }
+  const cfg = loadConfigFiles(files, overrides, { overrideLabels });
+  const high = (cfg.epsList ?? []).filter((e) => e >= 0.5);
+  if (high.length && !g.quiet && ['dedup', 'run'].includes(command))
+    process.stderr.write(
+      `semdedup: warning: eps ${high.join(', ')} removes every member whose cosine similarity to an earlier one exceeds ${high.map((e) => Number((1 - e).toPrecision(12))).join(', ')}: ` +
+        `most of a dataset. eps is 1 − similarity; for a similarity threshold use --threshold ${high.map((e) => e).join(',')} (eps ${high.map((e) => Number((1 - e).toPrecision(12))).join(', ')})\n`,
+    );
+  return cfg;
 }
 
-export function print(g: GlobalOpts, human: string, data: unknown): void {
-  if (g.json) process.stdout.write(JSON.stringify(data, (_k, v) => (typeof v === 'bigint' ? Number(v) : ArrayBuffer.isView(v) ? undefined : v), 2) + '\n');
-  else process.stdout.write(human + '\n');
+/** Prints the result on stdout (or stderr when stdout carries an output, `-o -`): text, or JSON with --json. */
+export function print(g: GlobalOpts, human: string, data: unknown, opts: { stdoutTaken?: boolean } = {}): void {
+  stopProgress();
+  const out = opts.stdoutTaken ? process.stderr : process.stdout;
+  if (g.json) out.write(JSON.stringify(data, (_k, v) => (typeof v === 'bigint' ? Number(v) : ArrayBuffer.isView(v) ? undefined : v), 2) + '\n');
+  else out.write(human + '\n');
 }
 
 /** The options every pipeline command takes, and the schema's options of `command`. */
 export function withCommon(cmd: Command, command: CliCommand): Command {
+  if (AFTER_COMMANDS.includes(command)) cmd.argument('[output_dir]', 'the output folder of the run (its recorded config is used when no --config is given)');
+  else cmd.argument('[input...]', 'the embeddings: a .npy or raw float32 file, a Parquet file, shards (several files, a glob, a folder), or a folder written by `semdedup embed`');
   cmd
     .option('-c, --config <file>', 'config file (YAML; ours or the original\'s); repeat to merge several', collect)
     .option('--set <key=value>', 'override a config key (any name of the schema); repeatable', collect);
   for (const spec of schemaOptions(command)) {
-    const flag = `--${spec.key.replace(/_/g, '-')}`;
+    const flag = `${SHORT[spec.key] ? `${SHORT[spec.key]}, ` : ''}--${spec.key.replace(/_/g, '-')}`;
     const help = `${spec.description} (config key \`${spec.key}\`; default ${spec.defaultText})`;
     const opt = spec.kind === 'bool' ? new Option(flag, help) : new Option(`${flag} <${spec.kind === 'enum' ? 'value' : spec.kind}>`, help);
     if (spec.kind === 'enum' && spec.values) opt.choices([...spec.values]);
     cmd.addOption(opt);
   }
-  return cmd.option('-q, --quiet', 'no progress or log lines').option('--json', 'print the result as JSON');
+  for (const f of OTHER_NAMES) {
+    if (!f.commands.includes(command)) continue;
+    const opt = new Option(f.flags, f.help);
+    if (f.key === 'kept_order') opt.choices(['cluster', 'input']);
+    cmd.addOption(f.hidden ? opt.hideHelp() : opt);
+  }
+  if ((command === 'dedup' || command === 'run') && !cmd.options.some((o) => o.long === '--threshold'))
+    cmd.option('--threshold <similarity>', 'similarity threshold(s), comma-separated: a member is removed when its cosine similarity to an earlier one exceeds it (eps = 1 − similarity; SemHash\'s threshold)');
+  // The positional argument lands in the options, where loadConfig reads it.
+  cmd.hook('preAction', (_this, action) => {
+    const a = action.processedArgs[0] as string | string[] | undefined;
+    if (AFTER_COMMANDS.includes(command)) action.setOptionValue('outputDirArg', a);
+    else action.setOptionValue('inputs', a ?? []);
+  });
+  return cmd.option('-q, --quiet', 'no progress or log lines').option('--json', 'print the result as JSON (on failure: {"error": {code, message, file, key}})');
 }
 
+/** How to give a required key on the command line, for the message that says it is missing. */
+const MISSING_HINTS: Record<string, string> = {
+  embeddings: 'the input as the argument (`semdedup run emb.npy ...`), or --embeddings PATH',
+  output_dir: '-o DIR for the steps; the output folder as the argument of the commands after the run (`semdedup curve out/`)',
+  k: '-k K (the number of k-means clusters; about N / 1000 is a good start)',
+};
+
+/** Whether an error is a write to a closed pipe (`semdedup info | head -1`). */
+function isEpipe(e: unknown): boolean {
+  for (let c: unknown = e, i = 0; c && i < 5; c = (c as { cause?: unknown }).cause, i++)
+    if ((c as NodeJS.ErrnoException).code === 'EPIPE') return true;
+  return false;
+}
+
+/** A reader closed the standard output: stop quietly (as a program killed by SIGPIPE would, but without a trace). */
+function onStdoutError(e: NodeJS.ErrnoException): void {
+  if (e.code === 'EPIPE') process.exit(0);
+  throw e;
+}
+
+/** Sets the short usage errors of every command: the error, then where the options are. */
+function shortUsageErrors(program: Command): void {
+  const visit = (cmd: Command, path: string): void => {
+    cmd.exitOverride();
+    const set = cmd.options.some((o) => o.long === '--set') ? '; any config key: --set key=value' : '';
+    cmd.showHelpAfterError(`(options: \`${path} --help\`${set})`);
+    for (const sub of cmd.commands) visit(sub, `${path} ${sub.name()}`);
+  };
+  visit(program, program.name());
+}
+
+/** The JSON form of an error: {"error": {code, message, file?, key?}}. */
+export function errorJson(code: string, message: string, extra: { file?: string; key?: string; exitCode: number }): string {
+  return JSON.stringify({ error: { code, message, ...(extra.file !== undefined ? { file: extra.file } : {}), ...(extra.key !== undefined ? { key: extra.key } : {}), exitCode: extra.exitCode } }) + '\n';
+}
 
 /**
- * Runs a program and returns the exit code: 0, 2 for a config error, 1 for another typed error
- * (its message, no stack), 70 for an internal error (with the stack).
+ * Runs a program and returns the exit code: 0; 2 for a usage or config error; 1 for another
+ * typed error (its message, no stack); 130 after Ctrl-C; 70 for an internal error (with the
+ * stack). The message goes to stderr; with --json, the failure is also printed on stdout as
+ * {"error": {code, message, file?, key?, exitCode}}. A closed standard
+ * output (EPIPE) ends the program quietly with 0.
  */
 export async function runProgram(program: Command, argv: string[]): Promise<number> {
+  process.stdout.on('error', onStdoutError);
+  const dashdash = argv.indexOf('--');
+  const json = (dashdash < 0 ? argv : argv.slice(0, dashdash)).includes('--json');
+  shortUsageErrors(program);
+  const fail = (code: string, message: string, exitCode: number, extra: { file?: string; key?: string } = {}): number => {
+    if (json) process.stdout.write(errorJson(code, message, { ...extra, exitCode }));
+    return exitCode;
+  };
   try {
     await program.parseAsync(argv);
+    stopProgress();
     return 0;
   } catch (e) {
-    // A usage error where the program asked commander to throw (exitOverride): commander printed it.
-    if (e instanceof CommanderError) return e.exitCode;
+    stopProgress();
+    if (e instanceof CommanderError) {
+      // --help and --version end here too, with 0.
+      if (e.exitCode === 0 || e.code === 'commander.helpDisplayed' || e.code === 'commander.version') return 0;
+      return fail('ERR_USAGE', e.message.replace(/^error: /, ''), 2);
+    }
+    if (isEpipe(e)) return 0;
+    if (interrupted) {
+      process.stderr.write('semdedup: interrupted\n');
+      return fail('ERR_CANCELLED', 'interrupted (SIGINT)', 130);
+    }
     if (e instanceof SemDedupError) {
-      process.stderr.write(`semdedup: error: ${e.message}\n`);
-      return e.code === 'ERR_CONFIG' ? 2 : 1;
+      const exitCode = e.code === 'ERR_CONFIG' ? 2 : 1;
+      const hint = e.code === 'ERR_CONFIG' && e.key && / needs `/.test(e.message) ? MISSING_HINTS[e.key] : undefined;
+      process.stderr.write(`semdedup: error: ${e.message}${hint ? `\n  on the command line: ${hint}` : ''}\n`);
+      return fail(e.code, e.message, exitCode, { ...(e.file !== undefined ? { file: e.file } : {}), ...(e.key !== undefined ? { key: e.key } : {}) });
     }
     process.stderr.write(`semdedup: internal error: ${(e as Error)?.stack ?? String(e)}\n`);
-    return 70;
+    return fail('ERR_INTERNAL', String((e as Error)?.message ?? e), 70);
   }
 }

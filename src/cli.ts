@@ -4,47 +4,56 @@ import { Command } from 'commander';
 import { readFileSync, realpathSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { formatConfigDoc } from './config.js';
-import { loadRunConfig, options, print, runProgram, withCommon, type GlobalOpts } from './cli-common.js';
+import { loadRunConfig, options, print, runProgram, shellWord, withCommon, type GlobalOpts } from './cli-common.js';
 import { runAll, runCluster, runDedup, runSort } from './pipeline.js';
 import { engineInfo } from './info.js';
+import { outputs } from './layout.js';
 import { extractAction, extractFractionOptions, registerAfterCommands } from './after/cli.js';
 import { addExecutorOptions, registerPlanCommands, runWithExecutor } from './plan/cli.js';
 import { registerEmbedCommand } from './embed/cli.js';
 
-function fmtSummary(eps: { eps: number; kept: number; removed: number; keptFraction: number }[]): string {
-  return eps.map((e) => `  eps ${e.eps}: kept ${e.kept}, removed ${e.removed} (kept ${(100 * e.keptFraction).toFixed(2)}%)`).join('\n');
+function fmtSummary(eps: { eps: number; kept: number; removed: number; keptFraction: number }[], files?: (string | undefined)[]): string {
+  return eps.map((e, i) => `  eps ${e.eps}: kept ${e.kept}, removed ${e.removed} (kept ${(100 * e.keptFraction).toFixed(2)}%)${files?.[i] ? ` -> ${files[i]}` : ''}`).join('\n');
+}
+
+/** The files a command wrote, one per line. */
+function wrote(files: Record<string, string>): string {
+  return Object.entries(files).map(([what, f]) => `${what}: ${f}`).join('\n');
 }
 
 export function buildProgram(): Command {
   const program = new Command('semdedup')
     .description('SemDeDup semantic deduplication: k-means, rank, drop near-duplicates (cosine > 1 - eps) per cluster')
     .version(engineVersion())
-    .showHelpAfterError();
+    ;
 
   withCommon(program.command('cluster').description('step 2: k-means (FAISS\'s algorithm) and the nearest centroid of every row'), 'cluster')
-    .action(async (o: GlobalOpts) => {
+    .action(async (_input: string[], o: GlobalOpts) => {
       const cfg = await loadRunConfig(o, 'cluster');
       const r = await runCluster(cfg, options(o));
       const ran = [r.backend.train ? `train on ${r.backend.train}` : '', r.backend.assign ? `assign on ${r.backend.assign}` : ''].filter(Boolean).join(', ');
-      print(o, `clustered: k=${r.k}, centroids ${r.centroidsFrom}${r.assignmentReused ? ', assignment up to date' : ''} (train ${r.seconds.train.toFixed(2)} s, assign ${r.seconds.assign.toFixed(2)} s${ran ? `; ${ran}` : ''})`,
-        { k: r.k, centroidsFrom: r.centroidsFrom, assignmentReused: r.assignmentReused, seconds: r.seconds, backend: r.backend, objective: r.objective });
+      const files = { centroids: outputs.centroids(cfg.outputDir!), assignment: `${outputs.nearest(cfg.outputDir!)}, ${outputs.dist(cfg.outputDir!)}` };
+      print(o, `clustered: k=${r.k}, centroids ${r.centroidsFrom}${r.assignmentReused ? ', assignment up to date' : ''} (train ${r.seconds.train.toFixed(2)} s, assign ${r.seconds.assign.toFixed(2)} s${ran ? `; ${ran}` : ''})\n${wrote(files)}`,
+        { outputs: files, k: r.k, centroidsFrom: r.centroidsFrom, assignmentReused: r.assignmentReused, seconds: r.seconds, backend: r.backend, objective: r.objective });
     });
 
   withCommon(program.command('sort').description('step 3: rank every cluster by distance to its centroid'), 'sort')
-    .action(async (o: GlobalOpts) => {
+    .action(async (_input: string[], o: GlobalOpts) => {
       const cfg = await loadRunConfig(o, 'sort');
       const r = await runSort(cfg, options(o));
       const sizes = Array.from({ length: r.k }, (_, c) => Number(r.offsets[c + 1]! - r.offsets[c]!));
-      print(o, `sorted ${r.order.length} rows in ${r.k} clusters (largest ${Math.max(...sizes)}, empty ${sizes.filter((s) => s === 0).length}) in ${r.seconds.toFixed(2)} s`,
-        { rows: r.order.length, clusters: r.k, largest: Math.max(...sizes), seconds: r.seconds });
+      const files: Record<string, string> = { 'cluster order': outputs.order(cfg.outputDir!), 'cluster offsets': outputs.offsets(cfg.outputDir!), ...(cfg.exportSortedClusters && cfg.sortedClustersDir ? { 'sorted clusters': `${cfg.sortedClustersDir}/cluster_{c}.npy` } : {}) };
+      print(o, `sorted ${r.order.length} rows in ${r.k} clusters (largest ${Math.max(...sizes)}, empty ${sizes.filter((s) => s === 0).length}) in ${r.seconds.toFixed(2)} s\n${wrote(files)}`,
+        { outputs: files, rows: r.order.length, clusters: r.k, largest: Math.max(...sizes), seconds: r.seconds });
     });
 
   withCommon(program.command('dedup').description('step 4: per-cluster max similarity M and the removal decisions for every eps'), 'dedup')
-    .action(async (o: GlobalOpts) => {
+    .action(async (_input: string[], o: GlobalOpts) => {
       const cfg = await loadRunConfig(o, 'dedup');
       const r = await runDedup(cfg, options(o));
-      print(o, `dedup: ${r.keepOrder.length} members, M exact (${r.stats.rechecked} not decided by the float32 filter, ${r.stats.rescanned ?? 0} re-scanned), ${r.seconds.toFixed(2)} s (${r.stats.backend})${r.resumedParts ? `, ${r.resumedParts} parts resumed` : ''}\n${fmtSummary(r.summary)}`,
-        { summary: r.summary, stats: r.stats, seconds: r.seconds, resumedParts: r.resumedParts });
+      const files = { M: outputs.M(cfg.outputDir!), 'keep order': outputs.keepOrder(cfg.outputDir!), summary: outputs.summary(cfg.outputDir!) };
+      print(o, `dedup: ${r.keepOrder.length} members, M exact (${r.stats.rechecked} not decided by the float32 filter, ${r.stats.rescanned ?? 0} re-scanned), ${r.seconds.toFixed(2)} s (${r.stats.backend})${r.resumedParts ? `, ${r.resumedParts} parts resumed` : ''}\n${fmtSummary(r.summary)}\n${wrote(files)}\nnext: semdedup extract ${shellWord(cfg.outputDir!)} --eps ${r.summary[0]?.eps ?? 0.05}`,
+        { outputs: files, summary: r.summary, stats: r.stats, seconds: r.seconds, resumedParts: r.resumedParts });
     });
 
   extractFractionOptions(withCommon(program.command('extract').description('step 5: write the kept (or removed) ids for one eps, or for the eps that keeps a target fraction'), 'extract')
@@ -54,17 +63,25 @@ export function buildProgram(): Command {
     .action(extractAction);
 
   addExecutorOptions(withCommon(program.command('run').description('all steps: cluster, sort, dedup, extract (kept_eps{eps}.txt per eps)'), 'run'))
-    .action(async (o: GlobalOpts) => {
+    .addHelpText('after', `
+Examples:
+  semdedup run emb.npy --ids ids.txt -k 400 -o out/          a .npy and one id per line
+  semdedup run emb.f32 --dim 512 -k 400 -o out/ --threshold 0.95
+  semdedup run 'shards/*.npy' --ids 'ids/*.txt' -k 1000 -o out/
+  semdedup run -c clustering_configs.yaml -c semdedup_configs.yaml   the original's configs
+Then: semdedup curve out/, semdedup extract out/ --eps 0.03, semdedup report out/`)
+    .action(async (_input: string[], o: GlobalOpts) => {
       if (await runWithExecutor(o)) return;
       const cfg = await loadRunConfig(o, 'run');
       const r = await runAll(cfg, options(o));
       const s = r.seconds;
-      print(o, `done in ${s.total!.toFixed(2)} s (cluster ${s.cluster!.toFixed(2)}, sort ${s.sort!.toFixed(2)}, dedup ${s.dedup!.toFixed(2)}, extract ${s.extract!.toFixed(2)})\n${fmtSummary(r.dedup.summary)}`,
+      print(o, `done in ${s.total!.toFixed(2)} s (cluster ${s.cluster!.toFixed(2)}, sort ${s.sort!.toFixed(2)}, dedup ${s.dedup!.toFixed(2)}, extract ${s.extract!.toFixed(2)})\n` +
+        `${fmtSummary(r.dedup.summary, r.extract.map((x) => x.output))}\nsummary: ${outputs.summary(cfg.outputDir!)}\nnext: semdedup curve ${shellWord(cfg.outputDir!)}; semdedup report ${shellWord(cfg.outputDir!)}`,
         { summary: r.dedup.summary, seconds: r.seconds, outputs: r.extract.map((x) => x.output) });
     });
 
   withCommon(program.command('import').description('convert the Parquet inputs (embeddings, ids, the rank_by column) once into the output folder (semdedup/import/); the other commands do it when needed'), 'run')
-    .action(async (o: GlobalOpts) => {
+    .action(async (_input: string[], o: GlobalOpts) => {
       const cfg = await loadRunConfig(o, 'run');
       print(o, `embeddings: ${String(cfg.embeddings)}${cfg.ids ? `\nids: ${String(cfg.ids)}` : ''}`, { embeddings: cfg.embeddings, ids: cfg.ids ?? null });
     });

@@ -61,4 +61,6 @@ export const outputs = {
   explain: (dir: string, eps: number, near: boolean, ext: string) => join(dir, `explain_eps${eps}${near ? '_near' : ''}.${ext}`),
   /** `semdedup decontaminate`'s default kept list. */
   decontaminated: (dir: string, eps: number) => join(dir, `decontaminated_eps${eps}.txt`),
+  /** `semdedup decontaminate`'s default file of the removed rows and their matches. */
+  decontaminatedMatches: (dir: string, eps: number) => join(dir, `decontaminated_eps${eps}_matches.csv`),
 };

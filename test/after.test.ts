@@ -372,7 +372,7 @@ test('cli: extract --keep-fraction, curve --json, explain, decontaminate, report
   const m = /^eps ([0-9.e-]+) \(chosen for kept fraction 0\.7/.exec(e.stdout);
   assert.ok(m, e.stdout);
   const eps = Number(m[1]);
-  assert.deepEqual(readFileSync(kept, 'utf8').split('\n').map(Number), refKept(ref, eps));
+  assert.deepEqual(readFileSync(kept, 'utf8').trimEnd().split('\n').map(Number), refKept(ref, eps));
   const both = runCli(['extract', '-c', cfg, '--keep-fraction', '0.7', '--eps', '0.05'], ROOT);
   assert.equal(both.code, 2, 'two ways of choosing eps are a config error');
   const c = runCli(['curve', '-c', cfg, '--json', '--to', '0.1'], ROOT);
@@ -387,7 +387,7 @@ test('cli: extract --keep-fraction, curve --json, explain, decontaminate, report
   const d = runCli(['decontaminate', '-c', cfg, '--reference', refPath, '--eps', '0.05', '--within-clusters', '--recall-sample', '5000'], ROOT);
   assert.equal(d.code, 0, d.stderr);
   assert.match(d.stdout, /recall against the exact mode \d+\.\d+%/);
-  const keptLines = readFileSync(join(OUT, 'decontaminated_eps0.05.txt'), 'utf8').split('\n');
+  const keptLines = readFileSync(join(OUT, 'decontaminated_eps0.05.txt'), 'utf8').trimEnd().split('\n');
   const matches = readFileSync(join(OUT, 'decontaminated_eps0.05_matches.csv'), 'utf8').trimEnd().split('\n');
   assert.equal(keptLines.length + matches.length - 1, N);
   const bad = runCli(['decontaminate', '-c', cfg, '--reference', join(ROOT, 'missing.npy'), '--eps', '0.05'], ROOT);

@@ -8,7 +8,7 @@ import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, readdirSync, rmSync, writeFileSync, renameSync } from 'node:fs';
 import path from 'node:path';
 import { CLI, listFiles, referencePython, tmpFolder } from './helpers.js';
-import { loadEmbeddingModel, embedFile, type EmbeddingModel } from '../src/index.js';
+import { loadEmbeddingModel, loadModel, dedup, embedFile, type EmbeddingModel } from '../src/index.js';
 import { readNpy } from '../src/io/npy.js';
 
 const PYTHON = referencePython(['numpy', 'onnx']);
@@ -270,11 +270,11 @@ test('texts → kept ids end to end: embed, then the printed `semdedup run` over
   assert.equal(e.status, 0, e.stderr);
   const next = /^next: (.*)$/m.exec(e.stdout)?.[1];
   assert.ok(next, e.stdout);
-  assert.equal(next, 'semdedup run -c emb/embeddings.yaml --set output_dir=emb-dedup --set k=1');
+  assert.equal(next, 'semdedup run emb -k 1 -o emb-dedup');
   const argv = next.split(' ').slice(1);
-  const r = spawnSync(process.execPath, [CLI, ...argv, '--set', 'k=3', '--eps-list', '0.001', '--set', 'niter=5'], { cwd: dir, encoding: 'utf8' });
+  const r = spawnSync(process.execPath, [CLI, ...argv, '-k', '3', '--eps-list', '0.001', '--set', 'niter=5'], { cwd: dir, encoding: 'utf8' });
   assert.equal(r.status, 0, r.stderr);
-  const kept = readFileSync(path.join(dir, 'emb-dedup', 'kept_eps0.001.txt'), 'utf8').split('\n');
+  const kept = readFileSync(path.join(dir, 'emb-dedup', 'kept_eps0.001.txt'), 'utf8').split('\n').slice(0, -1); // one id a line, each ending in a newline
   const keptSet = new Set(kept);
   // Every copy group keeps exactly one member (exact copies have cosine 1).
   for (let c = 0; c < 60; c++) {
@@ -286,7 +286,7 @@ test('texts → kept ids end to end: embed, then the printed `semdedup run` over
   // The shards and ids named directly (the sharded-input keys) give the same kept ids.
   const r2 = spawnSync(process.execPath, [CLI, 'run', '--set', 'embeddings=emb/embeddings', '--set', 'ids=emb/ids', '--set', 'output_dir=direct', '--set', 'k=3', '--eps-list', '0.001', '--set', 'niter=5', '-q'], { cwd: dir, encoding: 'utf8' });
   assert.equal(r2.status, 0, r2.stderr);
-  assert.equal(readFileSync(path.join(dir, 'direct', 'kept_eps0.001.txt'), 'utf8'), kept.join('\n'));
+  assert.equal(readFileSync(path.join(dir, 'direct', 'kept_eps0.001.txt'), 'utf8'), kept.map((id) => `${id}\n`).join(''));
 });
 
 test('Parquet input (a text column and an integer id column), and the model handle API', async () => {
@@ -324,6 +324,32 @@ test('Parquet input (a text column and an integer id column), and the model hand
     const ac = new AbortController();
     ac.abort();
     await assert.rejects(model.embed(TEXTS, { signal: ac.signal }), (e: Error & { code?: string }) => e.code === 'ERR_CANCELLED');
+  } finally {
+    await model.close();
+  }
+});
+
+test('the model handle in memory: texts → kept ids and duplicates without files (dedup({texts, model}))', async () => {
+  const fx = models.wordpiece!;
+  const ids = TEXTS.map((_, i) => `t${i}`);
+  const model = await loadModel(fx.dir, { device: 'cpu' });
+  try {
+    const fromTexts = await dedup({ texts: TEXTS, model, ids, threshold: 0.999 });
+    const emb = await model.embed(TEXTS);
+    const fromRows = await dedup({ embeddings: emb, ids, threshold: 0.999 });
+    assert.deepEqual(fromTexts.kept, fromRows.kept, 'texts through the handle = its rows given as a Float32Array');
+    assert.deepEqual(fromTexts.removed, fromRows.removed);
+    assert.equal(fromTexts.d, fx.d);
+    assert.equal(fromTexts.k, 1, 'k from N = 10');
+    // Rows 1 and 9 are the same text: one of them goes, as a duplicate of the other.
+    const pair = fromTexts.removed.find((x) => [x.row, x.duplicateOfRow].sort().join() === '1,9');
+    assert.ok(pair, `the repeated text is removed: ${JSON.stringify(fromTexts.removed)}`);
+    // Each similarity against the numpy forward pass (float64) of the two texts.
+    for (const x of fromTexts.removed) {
+      let s = 0;
+      for (let j = 0; j < fx.d; j++) s += fx.ref[x.row * fx.d + j]! * fx.ref[x.duplicateOfRow * fx.d + j]!;
+      assert.ok(Math.abs(x.similarity - s) < 1e-5, `${x.id} ~ ${x.duplicateOf}: ${x.similarity} vs numpy ${s}`);
+    }
   } finally {
     await model.close();
   }

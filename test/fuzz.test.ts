@@ -500,6 +500,10 @@ test('fuzz: every command\'s arguments: a typed error or a result, never an inte
           else argv.push(...(f.value ? [f.flag, v] : [f.flag]));
         }
         if (dice < 9 && cmd.flags.some((f) => f.flag === '--config')) argv.push('-c', 'c.yaml');
+        // The steps' own parameters (-k, --niter, --seed, ...) legitimately remake a run's files: the
+        // steps write to a folder of their own (the last -o wins), so that the run in out/ that the
+        // commands after the run read stays the one whose files are checked unchanged below.
+        if (cmd.flags.some((f) => f.flag === '--output-dir')) argv.push('-o', 'steps-out');
         return argv;
       });
       cases.push(...fc.sample(line, { numRuns: 60, seed: SEED + cases.length }));

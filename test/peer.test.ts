@@ -124,6 +124,7 @@ function pair(m: Mode): Promise<Pair> {
         ...set(`output_dir=${ours}`), ...set(`k=${K}`), ...set(`niter=${NITER}`), ...set(`seed=${SEED}`),
         ...set(`spherical=${m.spherical}`), ...set(`sim_metric=${m.simMetric}`), ...set(`keep_hard=${m.keepHard}`),
         ...set(`which_to_keep=${m.which}`), ...set(`eps_list=${EPS.join(',')}`), ...set('export_sorted_clusters=true'),
+        ...set('kept_file_format=original'), // the original's bytes (no final newline), compared byte for byte below
       ]);
       await peerRun([
         '--emb', EMB, '--n', String(N), '--d', String(D), '--ids', IDS, '--ids-dtype', 'S24',

@@ -314,9 +314,13 @@ async function checkDecisionsAndExtract(r: Run, chk: DedupCheck, ids: Ids | unde
     const want = refExtract(chk.keepRows, expectFlags, idList);
     const keptText = readFileSync(keptTxt, 'utf8');
     const removedText = readFileSync(removedTxt, 'utf8');
-    assert.equal(keptText, want.kept.join('\n'), `eps ${eps}: kept ids`);
-    assert.equal(removedText, want.removed.join('\n'), `eps ${eps}: removed ids`);
-    assert.ok(!keptText.endsWith('\n'), 'no trailing newline');
+    // POSIX text files: every id followed by a newline.
+    assert.equal(keptText, want.kept.map((id) => `${id}\n`).join(''), `eps ${eps}: kept ids`);
+    assert.equal(removedText, want.removed.map((id) => `${id}\n`).join(''), `eps ${eps}: removed ids`);
+    // The original's bytes on request: joined by newlines, no final one.
+    const originalTxt = join(r.dir, `kept_${eps}_original.txt`);
+    await extractPrunedData({ outputDir: r.dir, eps, output: originalTxt, fileFormat: 'original', ...(ids ? { ids } : {}) });
+    assert.equal(readFileSync(originalTxt, 'utf8'), want.kept.join('\n'), `eps ${eps}: kept ids in the original's bytes`);
     const keptRowsNpy = i64(outputs.keptRows(r.dir, eps));
     const keptRowsWant: number[] = [];
     chk.keepRows.forEach((rows, c) => rows.forEach((row, t) => { if (!expectFlags[c]![t]) keptRowsWant.push(row); }));
@@ -617,7 +621,7 @@ test('ids: S24 memmap, .npy U and S, text file and none are used by the extracte
     if (f.ids) assert.equal(f.ids.length, N, f.name);
     const out = join(r.dir, `ids-${f.name.replace(/[^a-z0-9]/gi, '_')}.txt`);
     await extractPrunedData({ outputDir: r.dir, eps, output: out, ...(f.ids ? { ids: f.ids } : {}) });
-    assert.equal(readFileSync(out, 'utf8'), keptRows.map((row) => f.list[row]).join('\n'), `${f.name}: extracted ids`);
+    assert.equal(readFileSync(out, 'utf8'), keptRows.map((row) => `${f.list[row]}\n`).join(''), `${f.name}: extracted ids`);
   }
 });
 

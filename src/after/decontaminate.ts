@@ -5,7 +5,7 @@
 // cluster, and measures its recall against the exact mode on a sample of rows.
 import { existsSync, statSync } from 'node:fs';
 import { ConfigError, InputError, NumericError } from '../errors.js';
-import { atomicWriteFile, openAtomicWriter } from '../io/atomic.js';
+import { openOutputWriter, writeOutputFile } from '../io/atomic.js';
 import type { Ids } from '../io/ids.js';
 import { readNpy } from '../io/npy.js';
 import { outputs } from '../layout.js';
@@ -220,11 +220,12 @@ export async function decontaminate(opts: DecontaminateOptions): Promise<Deconta
         for (let i = b; i < Math.min(keptRows.length, b + 65536); i++) chunk.push(idOf(Number(keptRows[i]!)));
         parts.push(chunk.join('\n'));
       }
-      atomicWriteFile(opts.output, parts.join('\n'));
+      // A POSIX text file: every id followed by a newline.
+      writeOutputFile(opts.output, parts.join('\n') + (keptRows.length ? '\n' : ''));
     }
     if (opts.matches) {
       const format = formatFor(opts.matches, opts.format);
-      const w = openAtomicWriter(opts.matches);
+      const w = openOutputWriter(opts.matches, '--matches');
       try {
         const sink = new LineSink((s) => w.write(s));
         if (format === 'csv') sink.push('id,row,reference_id,reference_row,similarity');

@@ -2,7 +2,7 @@
 // member of its cluster that reaches M[j] (step 4's M_row) and the similarity M[j]. Streams CSV
 // or JSON Lines; answers for one id; lists the members within a distance of the threshold.
 import { InputError } from '../errors.js';
-import { openAtomicWriter } from '../io/atomic.js';
+import { openOutputWriter } from '../io/atomic.js';
 import type { Ids } from '../io/ids.js';
 import { checkRunIds, clusterOfPositions, csvField, formatFor, LineSink, recheckEps, type RunFolderOptions, type TableFormat } from './common.js';
 import { isRemovedAt, thresholdOf, validateOneEps } from '../decision.js';
@@ -62,7 +62,7 @@ export async function explainRemovals(opts: ExplainOptions): Promise<ExplainResu
   const t = thresholdOf(opts.eps);
   const cluster = clusterOfPositions(offsets);
   const format = formatFor(opts.output, opts.format);
-  const writer = opts.output ? openAtomicWriter(opts.output) : undefined;
+  const writer = opts.output ? openOutputWriter(opts.output) : undefined;
   let lines = 0;
   let removed = 0;
   try {

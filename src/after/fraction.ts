@@ -232,6 +232,9 @@ export interface ExtractAtOptions extends RunFolderOptions {
   ids?: Ids;
   /** 'text' (default): the ids, one per line; 'parquet': a table of every row (or every removed row) with its decisions (src/after/table.ts). */
   format?: 'text' | 'parquet';
+  /** The text file: ids in cluster order (default) or input order; a POSIX text file (default) or the original's bytes. */
+  order?: 'cluster' | 'input';
+  fileFormat?: 'posix' | 'original';
 }
 
 export interface ExtractAtResult extends ExtractResult {
@@ -284,6 +287,8 @@ export async function extractAt(opts: ExtractAtOptions): Promise<ExtractAtResult
     ...(opts.removed ? { removed: true } : {}),
     ...(opts.ids ? { ids: opts.ids } : {}),
     ...(opts.log ? { log: opts.log } : {}),
+    ...(opts.order ? { order: opts.order } : {}),
+    ...(opts.fileFormat ? { fileFormat: opts.fileFormat } : {}),
   });
   return { ...r, rechecked, ...(choice ? { choice } : {}) };
 }

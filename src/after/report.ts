@@ -5,7 +5,7 @@
 // Ids that are http(s) URLs are shown as text unless the user asks for remote thumbnails.
 import { extname, isAbsolute, resolve } from 'node:path';
 import { closeSync, constants, existsSync, fstatSync, openSync, readSync } from 'node:fs';
-import { atomicWriteFile } from '../io/atomic.js';
+import { writeOutputFile } from '../io/atomic.js';
 import { outputs } from '../layout.js';
 import { ConfigError } from '../errors.js';
 import type { Ids } from '../io/ids.js';
@@ -312,7 +312,7 @@ ${sample
 </body></html>
 `;
   const output = opts.output ?? resolve(outputs.report(dir));
-  atomicWriteFile(output, html);
+  writeOutputFile(output, html);
   opts.log?.(`report: ${output}`);
   return { output, eps, bytes: Buffer.byteLength(html) };
 }

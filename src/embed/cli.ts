@@ -2,6 +2,7 @@
 import { Command, Option } from 'commander';
 import { basename, dirname, join, relative } from 'node:path';
 import { ConfigError } from '../errors.js';
+import { interruptSignal, shellWord } from '../cli-common.js';
 import { embedFile, type EmbedProgress } from './run.js';
 
 interface EmbedCliOptions {
@@ -29,10 +30,6 @@ function posInt(v: string | undefined, flag: string): number | undefined {
   return n;
 }
 
-/** A word as a POSIX shell reads it back unchanged. */
-function shellWord(s: string): string {
-  return /^[A-Za-z0-9_./=:,+-]+$/.test(s) ? s : `'${s.replace(/'/g, `'\\''`)}'`;
-}
 
 function progressLine(quiet: boolean | undefined): ((p: EmbedProgress) => void) | undefined {
   if (quiet) return undefined;
@@ -71,11 +68,8 @@ export function registerEmbedCommand(program: Command): void {
     .option('-q, --quiet', 'no progress or log lines')
     .option('--json', 'print the result as JSON')
     .action(async (o: EmbedCliOptions) => {
-      const ac = new AbortController();
-      process.once('SIGINT', () => {
-        process.stderr.write('\nsemdedup: interrupted; finished shards are kept and a rerun resumes\n');
-        ac.abort();
-      });
+      // Ctrl-C: the shard under way stops, finished shards are kept (a rerun resumes), exit 130.
+      const signal = interruptSignal(o.quiet);
       const onProgress = progressLine(o.quiet);
       const shardRows = posInt(o.shardRows, '--shard-rows');
       const batchTokens = posInt(o.batchTokens, '--batch-tokens');
@@ -97,7 +91,7 @@ export function registerEmbedCommand(program: Command): void {
         ...(threads ? { threads } : {}),
         ...(o.quiet ? {} : { log: (l: string) => process.stderr.write(`semdedup: ${l}\n`) }),
         ...(onProgress ? { onProgress } : {}),
-        signal: ac.signal,
+        signal,
       });
       if (onProgress && process.stderr.isTTY) process.stderr.write('\n');
       const s = r.seconds;
@@ -106,7 +100,7 @@ export function registerEmbedCommand(program: Command): void {
       const cfg = relative(process.cwd(), r.config) || r.config;
       const out = join(dirname(dirname(cfg)), `${basename(dirname(r.config))}-dedup`);
       const k = Math.max(1, Math.round(r.rows / 1000));
-      const next = `semdedup run -c ${shellWord(cfg)} --set output_dir=${shellWord(out)} --set k=${k}`;
+      const next = `semdedup run ${shellWord(dirname(cfg))} -k ${k} -o ${shellWord(out)}`;
       const human =
         `embedded ${r.rows.toLocaleString('en-US')} rows × ${r.dim} (${r.dtype}) into ${r.shards} shard${r.shards === 1 ? '' : 's'}` +
         `${r.resumedShards ? ` (${r.resumedShards} finished shard${r.resumedShards === 1 ? '' : 's'} kept)` : ''} on ${r.device} in ${s.total.toFixed(1)} s, ` +

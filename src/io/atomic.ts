@@ -2,6 +2,12 @@
 // disk, and is then renamed over the target. A reader never sees a partially written target,
 // and on any failure the temporary file is removed and an OutputError naming the target is
 // thrown.
+//
+// Outputs a user names (`-o`, `--output`, `--matches`) go through `openOutputWriter`: `-` is the
+// standard output; a FIFO or a character device (a terminal, /dev/null) is opened and written
+// through, never replaced; a symbolic link is refused (the engine never follows a link it did not
+// create, and never replaces what the user's path points at); a regular file, or a new name, is
+// written atomically as above.
 
 import * as fs from 'node:fs';
 import * as path from 'node:path';
@@ -36,8 +42,13 @@ function writeAll(fd: number, chunk: Uint8Array): void {
   while (off < chunk.byteLength) {
     // Write in pieces of at most 1 GiB: some platforms reject larger single writes.
     const len = Math.min(chunk.byteLength - off, 1 << 30);
-    const n = fs.writeSync(fd, chunk, off, len);
-    off += n;
+    try {
+      off += fs.writeSync(fd, chunk, off, len);
+    } catch (e) {
+      // A pipe in non-blocking mode (the standard output, once Node has opened it) is full: wait for the reader.
+      if ((e as NodeJS.ErrnoException).code !== 'EAGAIN') throw e;
+      Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 5);
+    }
   }
 }
 
@@ -60,6 +71,105 @@ export interface AtomicWriter {
   write(chunk: Uint8Array | string): void;
   commit(): void;
   abort(): void;
+}
+
+/** What a user-named output is: the standard output, a stream written through (FIFO, character device), or a file written atomically. */
+export type OutputTarget = 'stdout' | 'stream' | 'file';
+
+/** The standard output's name for `-o`. */
+export const STDOUT_NAME = '-';
+
+/**
+ * How a user-named output will be written, checked before anything is computed: `-` is the
+ * standard output, a FIFO or character device is written through, a missing name or a regular
+ * file is written atomically. A symbolic link, a block device, a socket or a folder is refused
+ * with an OutputError naming `flag` and the file.
+ */
+export function outputTarget(target: string, flag = '-o'): OutputTarget {
+  if (target === STDOUT_NAME) return 'stdout';
+  let st: fs.Stats;
+  try {
+    st = fs.lstatSync(target);
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return 'file';
+    throw new OutputError(`${flag} ${target}: cannot be written: ${describe(e)}`, { file: target, cause: e });
+  }
+  if (st.isSymbolicLink())
+    throw new OutputError(
+      `${flag} ${target} is a symbolic link: the engine neither follows a link it did not create nor replaces it; ` +
+        `give the file it points to (\`realpath ${target}\`)${/^\/dev\/(stdout|fd\/1)$/.test(target) ? ', or `-o -` for the standard output' : ''}`,
+      { file: target },
+    );
+  if (st.isFIFO() || st.isCharacterDevice()) return 'stream';
+  if (st.isFile()) return 'file';
+  const what = st.isDirectory() ? 'a folder' : st.isBlockDevice() ? 'a block device' : st.isSocket() ? 'a socket' : 'not a regular file';
+  throw new OutputError(`${flag} ${target} is ${what}: give a file name (or \`-o -\` for the standard output)`, { file: target });
+}
+
+/**
+ * Opens a user-named output (see `outputTarget`): the standard output and FIFOs or character
+ * devices are written through their descriptor (commit flushes nothing and renames nothing; the
+ * standard output is never closed); anything else atomically, as `openAtomicWriter`.
+ */
+export function openOutputWriter(target: string, flag = '-o'): AtomicWriter {
+  const kind = outputTarget(target, flag);
+  if (kind === 'file') return openAtomicWriter(target);
+  let fd: number;
+  if (kind === 'stdout') fd = 1;
+  else {
+    try {
+      // O_NOFOLLOW: a link swapped in since the check is refused by the kernel.
+      fd = fs.openSync(target, fs.constants.O_WRONLY | fs.constants.O_NOFOLLOW);
+    } catch (err) {
+      throw new OutputError(`${target}: cannot write: ${describe(err)}`, { file: target, cause: err });
+    }
+    const st = fs.fstatSync(fd);
+    if (!st.isFIFO() && !st.isCharacterDevice()) {
+      // Replaced by a regular file since the check: write that atomically instead.
+      fs.closeSync(fd);
+      return openAtomicWriter(target);
+    }
+  }
+  let open = true;
+  const close = (): void => {
+    if (open && fd !== 1) {
+      try {
+        fs.closeSync(fd);
+      } catch {
+        // ignore
+      }
+    }
+    open = false;
+  };
+  const name = kind === 'stdout' ? 'the standard output' : target;
+  return {
+    target,
+    tempPath: target,
+    fd,
+    write(chunk: Uint8Array | string): void {
+      if (!open) throw new OutputError(`${name}: write after the file was closed`, { file: target });
+      try {
+        writeAll(fd, typeof chunk === 'string' ? Buffer.from(chunk, 'utf8') : chunk);
+      } catch (err) {
+        close();
+        throw new OutputError(`${name}: cannot write: ${describe(err)}`, { file: target, cause: err });
+      }
+    },
+    commit: close,
+    abort: close,
+  };
+}
+
+/** `atomicWriteFile` for a user-named output (see `openOutputWriter`). */
+export function writeOutputFile(target: string, data: Buffer | string | Uint8Array | readonly Uint8Array[], flag = '-o'): void {
+  const w = openOutputWriter(target, flag);
+  try {
+    for (const chunk of toChunks(data)) w.write(chunk);
+  } catch (err) {
+    w.abort();
+    throw err;
+  }
+  w.commit();
 }
 
 export function openAtomicWriter(target: string): AtomicWriter {

@@ -468,10 +468,16 @@ export interface TableColumn {
  * beside `target`, renamed when complete.
  */
 export async function writeParquetTable(target: string, rows: number, columns: readonly TableColumn[], threads = 0): Promise<void> {
-  const { renameSync, rmSync } = await import('node:fs');
-  const { tempPathFor } = await import('./atomic.js');
+  const { mkdtempSync, readFileSync, renameSync, rmSync } = await import('node:fs');
+  const { tmpdir } = await import('node:os');
+  const { join } = await import('node:path');
+  const { tempPathFor, outputTarget, writeOutputFile } = await import('./atomic.js');
+  // A user-named output: the standard output, a FIFO or a device gets the finished file's bytes
+  // written through (made in a private temporary folder); a link is refused.
+  const through = outputTarget(target) !== 'file';
   const reader = await openParquetReader(threads);
-  const tmp = tempPathFor(target);
+  const privateDir = through ? mkdtempSync(join(tmpdir(), 'semdedup-')) : undefined;
+  const tmp = privateDir ? join(privateDir, 'table.parquet') : tempPathFor(target);
   try {
     const { con } = reader;
     await con.run(`CREATE TABLE t (${columns.map((c) => `${sqlIdent(c.name)} ${c.type}`).join(', ')})`);
@@ -490,11 +496,13 @@ export async function writeParquetTable(target: string, rows: number, columns: r
     }
     app.closeSync();
     await con.run(`COPY t TO ${sqlString(tmp)} (FORMAT parquet, COMPRESSION zstd)`);
-    renameSync(tmp, target);
+    if (through) writeOutputFile(target, readFileSync(tmp));
+    else renameSync(tmp, target);
   } catch (e) {
     rmSync(tmp, { force: true });
     throw e;
   } finally {
     reader.close();
+    if (privateDir) rmSync(privateDir, { recursive: true, force: true });
   }
 }

@@ -393,6 +393,7 @@ async function extract(plan: Plan, o: TaskOptions): Promise<TaskResult> {
   const lists = cfg.epsList.map((e) => outputs.keptList(dir, e));
   const extracted = await extractPrunedDataAll({
     outputDir: dir, epsList: cfg.epsList, outputs: lists, data: { keepOrder, M }, ...(ids ? { ids } : {}),
+    order: cfg.keptOrder, fileFormat: cfg.keptFileFormat === 'original' ? 'original' : 'posix',
     threads, ...(log ? { log } : {}), ...(o.signal ? { signal: o.signal } : {}),
   });
   const eps = extracted.map((r) => r.summary);

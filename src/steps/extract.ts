@@ -1,13 +1,15 @@
 // step 5 (docs/algorithm.md) (the original's extract_pruned_data): for one eps, walk clusters 0..k-1 and
 // within each the members in keep order (the order of the original's tables), and write the ids
-// of the kept (or removed) members joined by '\n' (no trailing newline, as the original).
-// Also writes the kept rows as .npy and the summary per eps as JSON.
+// of the kept (or removed) members, one per line: a POSIX text file (every id followed by '\n'),
+// or the original's bytes (joined by '\n', no final newline) with `fileFormat: 'original'`; in
+// that order, or in input order with `order: 'input'`. Also writes the kept rows as .npy (always
+// in cluster order) and the summary per eps as JSON.
 //
 // Every eps of a command is extracted in one native pass over M and the keep order
 // (extractPrunedDataAll); the ids are formatted in parallel and written with large writes.
 import { existsSync } from 'node:fs';
 import { ConfigError, InputError, OutputError, type SemDedupError } from '../errors.js';
-import { openAtomicWriter } from '../io/atomic.js';
+import { openAtomicWriter, openOutputWriter, outputTarget } from '../io/atomic.js';
 import { readNpy, writeNpy } from '../io/npy.js';
 import type { Ids } from '../io/ids.js';
 import { outputs } from '../layout.js';
@@ -36,12 +38,21 @@ export interface ExtractOptions {
   threads?: number;
   signal?: AbortSignal;
   onProgress?: (p: Progress) => void;
+  /** Order of the ids in the text file: 'cluster' (default; the original's) or 'input' (ascending row). */
+  order?: 'cluster' | 'input';
+  /** 'posix' (default): every id followed by a newline; 'original': joined by newlines, no final one (the original's bytes). */
+  fileFormat?: 'posix' | 'original';
 }
 
 export interface ExtractAllOptions extends Omit<ExtractOptions, 'eps' | 'output'> {
   epsList: number[];
   /** The ids text file of each eps (same length as epsList; undefined: none for that eps). */
   outputs?: (string | undefined)[];
+  /**
+   * Who named `outputs`: 'engine' (default; files of the output folder, written atomically) or
+   * 'user' (`-` is the standard output, a FIFO or device is written through, a link refused: openOutputWriter).
+   */
+  namedBy?: 'engine' | 'user';
 }
 
 export interface ExtractResult {
@@ -77,12 +88,12 @@ async function nativeIds(ids: Ids | undefined, n: number): Promise<NativeIds | n
   return out;
 }
 
-/** The ids of `rows` joined by '\n', for ids the native writer does not take. */
-function idsText(ids: Ids, rows: BigInt64Array): string {
+/** The ids of `rows` joined by '\n', for ids the native writer does not take (row numbers without ids). */
+function idsText(ids: Ids | undefined, rows: BigInt64Array): string {
   const chunks: string[] = [];
   let buf: string[] = [];
   for (let i = 0; i < rows.length; i++) {
-    buf.push(ids.get(Number(rows[i]!)));
+    buf.push(ids ? ids.get(Number(rows[i]!)) : String(rows[i]!));
     if (buf.length === 65536) {
       chunks.push(buf.join('\n'));
       buf = [];
@@ -94,9 +105,11 @@ function idsText(ids: Ids, rows: BigInt64Array): string {
 
 async function writeIds(target: string, ids: Ids | undefined, native: NativeIds | null, rows: BigInt64Array, opts: ExtractAllOptions,
   progress: { done: number; total: number }): Promise<void> {
-  const w = openAtomicWriter(target);
+  const user = opts.namedBy === 'user';
+  const w = user ? openOutputWriter(target) : openAtomicWriter(target);
   try {
-    if (native) {
+    // The standard output is written from here (Node may have made its pipe non-blocking).
+    if (native && !(user && target === '-')) {
       try {
         // Progress is reported per file, from here (one total for every file of the command): a
         // throttled report from the worker thread could arrive after the promise settles.
@@ -110,8 +123,9 @@ async function writeIds(target: string, ids: Ids | undefined, native: NativeIds 
         throw e;
       }
     } else {
-      w.write(idsText(ids!, rows));
+      w.write(idsText(ids, rows));
     }
+    if (rows.length > 0 && opts.fileFormat !== 'original') w.write('\n');
     w.commit();
     progress.done += rows.length;
     opts.onProgress?.({ stage: 'extract', done: progress.done, total: progress.total });
@@ -148,6 +162,8 @@ export async function extractPrunedDataAll(opts: ExtractAllOptions): Promise<Ext
   const progress = { done: 0, total: 0 };
   for (let e = 0; e < opts.epsList.length; e++)
     if (opts.outputs?.[e]) progress.total += (opts.removed ? split.removed[e]! : split.kept[e]!).length;
+  // A user-named output that cannot be written (a link, a folder) is refused before any file is.
+  if (opts.namedBy === 'user') for (const o of opts.outputs ?? []) if (o) outputTarget(o);
   const results: ExtractResult[] = [];
   for (let e = 0; e < opts.epsList.length; e++) {
     const t1 = now();
@@ -156,7 +172,10 @@ export async function extractPrunedDataAll(opts: ExtractAllOptions): Promise<Ext
     const removedRows = split.removed[e]!;
     writeNpy(outputs.keptRows(dir, eps), keptRows);
     const output = opts.outputs?.[e];
-    if (output) await writeIds(output, opts.ids, native, opts.removed ? removedRows : keptRows, opts, progress);
+    if (output) {
+      const rows = opts.removed ? removedRows : keptRows;
+      await writeIds(output, opts.ids, native, opts.order === 'input' ? rows.slice().sort() : rows, opts, progress);
+    }
     const nKept = keptRows.length;
     const summary: EpsSummary = { eps, kept: nKept, removed: M.length - nKept, keptFraction: M.length ? nKept / M.length : 1 };
     opts.log?.(`eps ${eps}: kept ${summary.kept} of ${M.length} (${(100 * summary.keptFraction).toFixed(2)}%), removed ${summary.removed}`);
@@ -169,7 +188,7 @@ export async function extractPrunedDataAll(opts: ExtractAllOptions): Promise<Ext
 
 export async function extractPrunedData(opts: ExtractOptions): Promise<ExtractResult> {
   const { eps, output, ...rest } = opts;
-  const [r] = await extractPrunedDataAll({ ...rest, epsList: [eps], ...(output ? { outputs: [output] } : {}) });
+  const [r] = await extractPrunedDataAll({ ...rest, epsList: [eps], ...(output ? { outputs: [output], namedBy: 'user' as const } : {}) });
   return r!;
 }
 
