@@ -49,10 +49,12 @@ export function validateEps(epsList: readonly number[]): void {
 }
 
 /** Checks k (ncentroids): a positive integer, and at most the n rows of `file` when given. */
-export function validateK(k: number, rows?: { n: number; file: string }): void {
-  if (!Number.isInteger(k) || k < 1) throw new ConfigError(`k (ncentroids) must be a positive integer, got ${k}`, { key: 'k' });
+export function validateK(k: number, rows?: { n: number; file: string }, name?: string): void {
+  // `name`: the key as the user wrote it (k, ncentroids, num_clusters), for the message.
+  const what = name ?? 'k (ncentroids)';
+  if (!Number.isInteger(k) || k < 1) throw new ConfigError(`${what} must be a positive integer, got ${k}`, { key: 'k' });
   if (rows && k > rows.n)
-    throw new ConfigError(`k = ${k} (ncentroids) is larger than the number of rows N = ${rows.n} in ${rows.file}`, { key: 'k', file: rows.file });
+    throw new ConfigError(`${name ?? 'k'} = ${k} (${name ? 'the number of clusters' : 'ncentroids'}) is larger than the number of rows N = ${rows.n} in ${rows.file}`, { key: 'k', file: rows.file });
 }
 
 /**

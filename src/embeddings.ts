@@ -26,6 +26,8 @@ export interface EmbeddingsSpec {
   count?: number;
   /** Dimension D (`emb_size` / `emd_size`); required for a raw memmap. */
   dim?: number;
+  /** The names the config gave `dim` and `count` by (e.g. `emb_size`, `dataset_size`), for messages. */
+  names?: { dim?: string; count?: string };
 }
 
 /** One file of the embeddings: `n` rows from byte `offset`. */
@@ -116,7 +118,7 @@ export function embeddingsLayout(spec: EmbeddingsSpec): EmbeddingsLayout {
   });
   const f = first!;
   if (spec.count !== undefined && spec.count !== n)
-    throw new InputError(`${sourceName(spec.path)}: the config says dataset_size ${spec.count} but the ${files.length} shards hold ${n} rows`, { file: f.path, key: 'dataset_size' });
+    throw new InputError(`${sourceName(spec.path)}: the config says ${spec.names?.count ?? 'dataset_size'} ${spec.count} but the ${files.length} shards hold ${n} rows`, { file: f.path, key: 'dataset_size' });
   return { path: sourceName(spec.path), format: f.format, dtype: f.dtype, n, d: f.d, offset: 0, shards };
 }
 
@@ -144,9 +146,9 @@ function fileLayout(spec: EmbeddingsSpec & { path: string }): EmbeddingsLayout {
       throw new InputError(`${path}: embeddings must be a 2-D array (N, D), the .npy header says shape (${h.shape.join(', ')})`, { file: path });
     const [n, d] = h.shape as [number, number];
     if (spec.dim !== undefined && spec.dim !== d)
-      throw new InputError(`${path}: the config says emb_size ${spec.dim} but the .npy holds rows of ${d} values`, { file: path, key: 'dim' });
+      throw new InputError(`${path}: the config says ${spec.names?.dim ?? 'dim'} ${spec.dim} but the .npy holds rows of ${d} values`, { file: path, key: 'dim' });
     if (spec.count !== undefined && spec.count !== n)
-      throw new InputError(`${path}: the config says dataset_size ${spec.count} but the .npy holds ${n} rows`, { file: path, key: 'dataset_size' });
+      throw new InputError(`${path}: the config says ${spec.names?.count ?? 'dataset_size'} ${spec.count} but the .npy holds ${n} rows`, { file: path, key: 'dataset_size' });
     return { path, format, dtype: dt, n, d, offset: h.dataOffset };
   }
   const dtype = spec.dtype ?? 'float32';
@@ -159,14 +161,14 @@ function fileLayout(spec: EmbeddingsSpec & { path: string }): EmbeddingsLayout {
     const expect = spec.count * rowBytes;
     if (st.size !== expect)
       throw new InputError(
-        `${path}: file size ${st.size} bytes does not match dataset_size ${spec.count} × emb_size ${d} × ${item} bytes (${dtype}) = ${expect} bytes` +
+        `${path}: file size ${st.size} bytes does not match ${spec.names?.count ?? 'dataset_size'} ${spec.count} × ${spec.names?.dim ?? 'dim'} ${d} × ${item} bytes (${dtype}) = ${expect} bytes` +
           (st.size % rowBytes === 0 ? ` (the file holds ${st.size / rowBytes} rows)` : ''),
         { file: path, key: 'dataset_size' },
       );
     return { path, format, dtype, n: spec.count, d, offset: 0 };
   }
   if (st.size % rowBytes !== 0)
-    throw new InputError(`${path}: file size ${st.size} bytes is not a multiple of the row size ${d} × ${item} bytes (${dtype}); is emb_size right?`, { file: path, key: 'dim' });
+    throw new InputError(`${path}: file size ${st.size} bytes is not a multiple of the row size ${d} × ${item} bytes (${dtype}); is ${spec.names?.dim ?? 'dim'} right?`, { file: path, key: 'dim' });
   return { path, format, dtype, n: st.size / rowBytes, d, offset: 0 };
 }
 

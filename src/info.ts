@@ -19,6 +19,7 @@ export async function engineInfo(opts: { sgemm?: boolean } = {}): Promise<Record
     cpu: cpus()[0]?.model ?? 'unknown',
     cpuFeatures: simd.join(' '),
     kmeans: i.kmeans,
+    cpuFilter: i.cpuFilter ?? 'fp32',
     cuda: i.cuda,
     // Where device auto runs the heavy jobs, as the engine resolves it.
     backend: {

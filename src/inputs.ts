@@ -6,7 +6,7 @@
 // ids (read and checked once per command).
 import { existsSync, rmdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
-import { requireKeys, type PartialResolved, type RankBy } from './config.js';
+import { keyName, requireKeys, type PartialResolved, type RankBy } from './config.js';
 import { ConfigError, InputError } from './errors.js';
 import { isParquetFile, resolveInputFiles, sourceName } from './io/inputs.js';
 import { makeDir, refuseLinks } from './io/atomic.js';
@@ -190,6 +190,7 @@ export function embeddingsSpecOf(cfg: PartialResolved): EmbeddingsSpec {
     dtype: c.embeddingsDtype,
     ...(c.datasetSize !== undefined ? { count: c.datasetSize } : {}),
     ...(c.dim !== undefined ? { dim: c.dim } : {}),
+    ...(c.names ? { names: { dim: keyName(c, 'dim'), count: keyName(c, 'dataset_size') } } : {}),
   };
 }
 

@@ -8,6 +8,12 @@
 // same lock shared (so a single run, which needs it exclusive, refuses while any of them works, and
 // they refuse while a single run works), and the executor also holds `semdedup/plan.lock`
 // exclusive, so that two planned runs never share a folder.
+//
+// Inside one process the kernel's lock does not tell two callers apart, so the process keeps its
+// own count: a command that runs others (run: cluster, sort, ...) shares its lock with them (the
+// nested calls run in its async context), while a second, independent call on the same folder
+// (`Promise.all([runAll(cfg), runAll(cfg)])`) refuses at once, as a second process would.
+import { AsyncLocalStorage } from 'node:async_hooks';
 import { closeSync, constants, ftruncateSync, openSync, readFileSync, writeSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { OutputError } from './errors.js';
@@ -18,7 +24,11 @@ import { loadNative } from './native/index.js';
 interface Held {
   fd: number;
   count: number;
+  shared: boolean;
 }
+
+/** The lock files that the current async context holds (through withLock). */
+const context = new AsyncLocalStorage<ReadonlySet<string>>();
 
 // Locks this process holds, by folder: a command that runs others (run: cluster, sort, ...) takes
 // the lock once and the nested commands share it.
@@ -75,8 +85,13 @@ export function lockPlannedRun(outputDir: string): DirLock {
 function lockFile(dir: string, file: string, sweep: readonly string[], shared: boolean, what = 'run'): DirLock {
   const mine = held.get(file);
   if (mine) {
-    mine.count++;
-    return { outputDir: dir, release: () => releaseOne(file) };
+    // Nested in the holder's own work, or shared with shared: the same lock. Otherwise another
+    // call of this process works on the folder: refuse as for another process.
+    if (context.getStore()?.has(file) || (mine.shared && shared)) {
+      mine.count++;
+      return { outputDir: dir, release: () => releaseOne(file) };
+    }
+    throw inUse(dir, String(process.pid), what);
   }
   // The engine's own folder, its subfolders and its lock are never links: whoever planted one would
   // have the engine write through it, outside the output folder.
@@ -93,11 +108,7 @@ function lockFile(dir: string, file: string, sweep: readonly string[], shared: b
   const rc = loadNative().tryLockFd({ fd, shared });
   if (rc !== 0) {
     closeSync(fd);
-    if (rc === 11 /* EWOULDBLOCK */)
-      throw new OutputError(
-        `${dir}: the output folder is in use by another semdedup ${what} (pid ${holderOf(file)}); wait for it to finish or choose another output_dir`,
-        { file: dir },
-      );
+    if (rc === 11 /* EWOULDBLOCK */) throw inUse(dir, holderOf(file), what);
     throw new OutputError(`${file}: cannot lock the output folder (errno ${rc})`, { file });
   }
   try {
@@ -106,10 +117,17 @@ function lockFile(dir: string, file: string, sweep: readonly string[], shared: b
   } catch {
     // the pid is only for messages
   }
-  held.set(file, { fd, count: 1 });
+  held.set(file, { fd, count: 1, shared });
   // Temporary files of dead writers: only an exclusive holder knows no one else is writing.
   if (!shared) removeStaleTemps([dir, ...sweep]);
   return { outputDir: dir, release: () => releaseOne(file) };
+}
+
+function inUse(dir: string, pid: string, what: string): OutputError {
+  return new OutputError(
+    `${dir}: the output folder is in use by another semdedup ${what} (pid ${pid}); wait for it to finish or choose another output_dir`,
+    { file: dir },
+  );
 }
 
 function releaseOne(file: string): void {
@@ -127,8 +145,9 @@ function releaseOne(file: string): void {
 /** Runs `fn` holding the lock on `outputDir`. */
 export async function withLock<T>(outputDir: string, fn: () => Promise<T>, sweep: readonly string[] = []): Promise<T> {
   const lock = lockOutputDir(outputDir, sweep);
+  const file = lockPath(resolve(outputDir));
   try {
-    return await fn();
+    return await context.run(new Set([...(context.getStore() ?? []), file]), fn);
   } finally {
     lock.release();
   }

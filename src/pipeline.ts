@@ -2,7 +2,8 @@
 // embeddings once (prepareEmbeddings: checked once, normalised once) and hands that one handle to
 // every step it runs; the device choice travels down to the native engine facade, which decides.
 import { existsSync } from 'node:fs';
-import { requireKeys, type PartialResolved } from './config.js';
+import { applyDefaultK, configWarnings, requireKeys, resolveOptions, type PartialResolved, type RunAllOptions, type RunOptions } from './config.js';
+import { readNpyHeaderFromFile } from './io/npy.js';
 import { type Embeddings } from './embeddings.js';
 import { checkContents, prepareEmbeddings } from './steps/check.js';
 import type { ScanStats } from './native/index.js';
@@ -40,7 +41,35 @@ async function withEmbeddings<T>(cfg: PartialResolved, outputDir: string, opts: 
   }
 }
 
-export async function runCluster(cfg: PartialResolved, opts: CommonOptions = {}, given?: Embeddings): Promise<ClusterResult> {
+/**
+ * The config of a command that clusters: options validated (a loaded config passes as it is,
+ * copied), warnings logged, and k set from N when unset (from the given centroids' rows, when
+ * there are centroids). Returns the config; `validateInputs` has checked the inputs.
+ */
+function clusteringConfig(config: PartialResolved | RunOptions, command: 'cluster' | 'run', opts: CommonOptions): PartialResolved {
+  const cfg: PartialResolved = { ...resolveOptions(config) };
+  requireKeys(cfg, ['embeddings', 'output_dir'], `semdedup ${command}`);
+  for (const w of configWarnings(cfg)) warn(w, opts);
+  const { layout } = validateInputs(cfg, command);
+  if (cfg.k === undefined && cfg.centroids) {
+    cfg.k = readNpyHeaderFromFile(cfg.centroids).shape[0];
+    cfg.sources = { ...cfg.sources, k: 'centroids' };
+  }
+  if (layout) {
+    const line = applyDefaultK(cfg, layout.n);
+    if (line) opts.log?.(line);
+  }
+  return cfg;
+}
+
+/** A warning: to the log when there is one, else as a process warning (the API without a log). */
+export function warn(line: string, opts: { log?: (l: string) => void }): void {
+  if (opts.log) opts.log(line);
+  else process.emitWarning(line.replace(/^warning: /, ''), 'SemDedupWarning');
+}
+
+export async function runCluster(config: PartialResolved | RunOptions, opts: CommonOptions = {}, given?: Embeddings): Promise<ClusterResult> {
+  const cfg = given ? resolveOptions(config) : clusteringConfig(config, 'cluster', opts);
   const c = requireKeys(cfg, ['embeddings', 'output_dir', 'k'], 'semdedup cluster');
   const run = (emb: Embeddings) =>
     computeCentroids({
@@ -63,7 +92,6 @@ export async function runCluster(cfg: PartialResolved, opts: CommonOptions = {},
     commitConfig(c.outputDir, cfg);
     return r;
   }
-  validateInputs(cfg, 'cluster');
   const scanned = await precheck(cfg, c.outputDir, opts);
   return withLock(c.outputDir, async () => {
     const r = await withEmbeddings(cfg, c.outputDir, opts, run, scanned);
@@ -122,6 +150,7 @@ export async function runDedup(cfg: PartialResolved, opts: CommonOptions = {}, g
       ...(cfg.rankBy ? { rank: rankValuesOf(cfg)! } : {}),
     });
   if (given) return run(given);
+  for (const w of configWarnings(cfg)) warn(w, opts);
   // The sort step's results, and the embeddings they came from, first (as runSort).
   if (existsSync(outputs.manifest(c.outputDir))) requireCommitted(c.outputDir, 'sort', {});
   validateInputs(cfg, 'dedup');
@@ -177,12 +206,16 @@ export interface RunResult {
   seconds: Record<string, number>;
 }
 
-/** All steps: cluster, sort, dedup, then extract for every eps (kept ids to `kept_eps{eps}.txt`). */
-export async function runAll(cfg: PartialResolved, opts: CommonOptions = {}): Promise<RunResult> {
-  const c = requireKeys(cfg, ['embeddings', 'output_dir', 'k'], 'semdedup run');
+/**
+ * All steps: cluster, sort, dedup, then extract for every eps (kept ids to `kept_eps{eps}.txt`).
+ * Takes a loaded config (loadConfigFiles) or options (`{embeddings, outputDir, k, epsList}`: the
+ * rest take the schema's defaults, k its default from N).
+ */
+export async function runAll(config: PartialResolved | RunAllOptions, opts: CommonOptions = {}): Promise<RunResult> {
   // Check every input, and read (and check) the ids once, before hours of work and before any
   // file is written; then hold the output folder for the whole run.
-  validateInputs(cfg, 'run');
+  const cfg = clusteringConfig(config, 'run', opts);
+  const c = requireKeys(cfg, ['embeddings', 'output_dir', 'k'], 'semdedup run');
   const ids = resolveIds(cfg, undefined, opts.log);
   const scanned = await precheck(cfg, c.outputDir, opts);
   return withLock(c.outputDir, () => runAllLocked(cfg, c, ids, opts, scanned), [c.sortedClustersDir ?? outputs.sortedClusters(c.outputDir)]);

@@ -4,7 +4,7 @@
 import { accessSync, constants, existsSync, realpathSync, statSync, statfsSync } from 'node:fs';
 import { cpus } from 'node:os';
 import { basename, dirname, resolve, sep } from 'node:path';
-import type { PartialResolved } from './config.js';
+import { keyName, type PartialResolved } from './config.js';
 import { embeddingsLayout, type EmbeddingsLayout, type EmbeddingsSpec } from './embeddings.js';
 import { ConfigError, InputError, NumericError, OutputError } from './errors.js';
 import { readNpy } from './io/npy.js';
@@ -160,6 +160,7 @@ function specOf(cfg: PartialResolved): EmbeddingsSpec {
     dtype: cfg.embeddingsDtype,
     ...(cfg.datasetSize !== undefined ? { count: cfg.datasetSize } : {}),
     ...(cfg.dim !== undefined ? { dim: cfg.dim } : {}),
+    ...(cfg.names ? { names: { dim: keyName(cfg, 'dim'), count: keyName(cfg, 'dataset_size') } } : {}),
   };
 }
 
@@ -189,7 +190,7 @@ export function validateInputs(cfg: PartialResolved, command: Command, extra: { 
     if (layout.d < 1) throw new InputError(`${layout.path}: the embeddings have rows of no values (D = 0)`, { file: layout.path, key: 'dim' });
   }
   if (command === 'cluster' || command === 'run') {
-    if (cfg.k !== undefined) validateK(cfg.k, layout ? { n: layout.n, file: layout.path } : undefined);
+    if (cfg.k !== undefined) validateK(cfg.k, layout ? { n: layout.n, file: layout.path } : undefined, keyName(cfg, 'k'));
     if (cfg.centroids) checkCentroidsFile(cfg.centroids, cfg.k, layout?.d);
   }
   // The engine resolves the device once (device cuda without a usable GPU: ERR_BACKEND with the

@@ -8,7 +8,7 @@ import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, readdirSync, rmSync, writeFileSync, renameSync } from 'node:fs';
 import path from 'node:path';
 import { CLI, listFiles, referencePython, tmpFolder } from './helpers.js';
-import { loadEmbeddingModel, embedFile, type EmbeddingModel } from '../src/index.js';
+import { loadEmbeddingModel, loadModel, dedup, embedFile, type EmbeddingModel } from '../src/index.js';
 import { readNpy } from '../src/io/npy.js';
 
 const PYTHON = referencePython(['numpy', 'onnx']);
@@ -324,6 +324,32 @@ test('Parquet input (a text column and an integer id column), and the model hand
     const ac = new AbortController();
     ac.abort();
     await assert.rejects(model.embed(TEXTS, { signal: ac.signal }), (e: Error & { code?: string }) => e.code === 'ERR_CANCELLED');
+  } finally {
+    await model.close();
+  }
+});
+
+test('the model handle in memory: texts → kept ids and duplicates without files (dedup({texts, model}))', async () => {
+  const fx = models.wordpiece!;
+  const ids = TEXTS.map((_, i) => `t${i}`);
+  const model = await loadModel(fx.dir, { device: 'cpu' });
+  try {
+    const fromTexts = await dedup({ texts: TEXTS, model, ids, threshold: 0.999 });
+    const emb = await model.embed(TEXTS);
+    const fromRows = await dedup({ embeddings: emb, ids, threshold: 0.999 });
+    assert.deepEqual(fromTexts.kept, fromRows.kept, 'texts through the handle = its rows given as a Float32Array');
+    assert.deepEqual(fromTexts.removed, fromRows.removed);
+    assert.equal(fromTexts.d, fx.d);
+    assert.equal(fromTexts.k, 1, 'k from N = 10');
+    // Rows 1 and 9 are the same text: one of them goes, as a duplicate of the other.
+    const pair = fromTexts.removed.find((x) => [x.row, x.duplicateOfRow].sort().join() === '1,9');
+    assert.ok(pair, `the repeated text is removed: ${JSON.stringify(fromTexts.removed)}`);
+    // Each similarity against the numpy forward pass (float64) of the two texts.
+    for (const x of fromTexts.removed) {
+      let s = 0;
+      for (let j = 0; j < fx.d; j++) s += fx.ref[x.row * fx.d + j]! * fx.ref[x.duplicateOfRow * fx.d + j]!;
+      assert.ok(Math.abs(x.similarity - s) < 1e-5, `${x.id} ~ ${x.duplicateOf}: ${x.similarity} vs numpy ${s}`);
+    }
   } finally {
     await model.close();
   }

@@ -126,7 +126,7 @@ test('install: packed, installed offline with no compiler on the PATH, and used'
     run(process.execPath, [npm, 'pack', '--pack-destination', packs], { cwd: src });
     const mainTgz = path.join(packs, `semdedup-${pkg.version}.tgz`);
     const mainFiles = tarList(mainTgz);
-    for (const f of ['package.json', 'README.md', 'dist/src/index.js', 'dist/src/index.d.ts', 'dist/src/cli.js', 'dist/tools/cli.js', 'scripts/install.cjs', 'scripts/native-deps.cjs', 'binding.gyp', 'CMakeLists.txt', 'native/sources.json', 'native/core/blas.cpp', 'native/addon/addon.cpp', 'native/cuda/CMakeLists.txt'])
+    for (const f of ['package.json', 'README.md', 'dist/src/index.js', 'dist/src/index.d.ts', 'dist/src/cli.js', 'dist/tools/cli.js', 'scripts/install.cjs', 'scripts/native-deps.cjs', 'binding.gyp', 'CMakeLists.txt', 'native/sources.json', 'native/core/blas.cpp', 'native/core/semdedup/errors.def', 'native/engine/engine.cpp', 'native/engine/semdedup/engine.hpp', 'native/addon/addon.cpp', 'native/cuda/CMakeLists.txt'])
       assert.ok(mainFiles.includes(f), `the main package ships ${f}`);
     for (const f of mainFiles) {
       assert.doesNotMatch(f, /\.map$|^dist\/test\/|^native\/tests\/|^test\/|^bench\/|^scripts\/(setup\.sh|test\.mjs|prebuild\.mjs|prepack\.mjs|gpu-check\.sh)$|\.node$|^\.ci\//, `the main package does not ship ${f}`);
@@ -229,10 +229,66 @@ test('install: packed, installed offline with no compiler on the PATH, and used'
       const out = JSON.parse(run(process.execPath, [prog], { cwd: app, env }).stdout);
       assert.deepEqual(out, { shape: [2, 3], data: [1, 2, 3, 4, 5, 6], addon, error: true }, prog);
     }
-    writeFileSync(path.join(app, 'check.ts'), `import { engineInfo, SemDedupError, type DedupOptions } from 'semdedup';\nconst o: DedupOptions | undefined = undefined;\nconst e: SemDedupError = new SemDedupError('ERR_INPUT', 'x');\nvoid engineInfo; void o; void e;\n`);
+    // The in-memory call, as a service makes it: rows and ids in, kept ids and duplicates out.
+    writeFileSync(
+      path.join(app, 'mem.mjs'),
+      `import { dedup } from 'semdedup';
+      const n = 200, d = 8, X = new Float32Array((n + 1) * d);
+      let seed = 1;
+      const r = () => ((seed = (seed * 1103515245 + 12345) % 2147483648) / 2147483648) - 0.5;
+      for (let i = 0; i < n; i++) {
+        let s = 0;
+        for (let j = 0; j < d; j++) { X[i * d + j] = r(); s += X[i * d + j] ** 2; }
+        for (let j = 0; j < d; j++) X[i * d + j] /= Math.sqrt(s);
+      }
+      X.copyWithin(n * d, 0, d);
+      const ids = Array.from({ length: n + 1 }, (_, i) => 'id' + i);
+      const res = await dedup({ embeddings: X, ids, threshold: 0.999, signal: AbortSignal.timeout(120000) });
+      console.log(JSON.stringify({ kept: res.kept.length, k: res.k, removed: res.removed.map((x) => [x.id, x.duplicateOf].sort()), similarity: res.removed[0]?.similarity }));`,
+    );
+    const mem = JSON.parse(run(process.execPath, ['mem.mjs'], { cwd: app, env }).stdout);
+    assert.deepEqual(mem.removed, [['id0', 'id200']], 'the planted copy is the one duplicate');
+    assert.equal(mem.kept, 200);
+    assert.equal(mem.k, 5, 'k from N = 201: round(√201) = 14, at most 201 / 39 = 5');
+    assert.ok(Math.abs(mem.similarity - 1) < 1e-6);
+
+    // A TypeScript service under --strict against the packed declarations, with `types: []` (the
+    // default from TypeScript 6: the declarations load Node's types themselves) and the library
+    // checked (no skipLibCheck): the in-memory call, the model handle, an AbortSignal, typed run options.
+    writeFileSync(
+      path.join(app, 'check.mts'),
+      `import { dedup, loadModel, runAll, engineInfo, SemDedupError, type DedupOptions, type EmbeddingModel, type InMemoryDedupResult, type RemovedItem, type RunAllOptions } from 'semdedup';
+export async function service(texts: string[], ids: string[], modelDir: string, signal: AbortSignal): Promise<string[]> {
+  const model: EmbeddingModel = await loadModel(modelDir, { device: 'cpu' });
+  try {
+    const embeddings: Float32Array = await model.embed(texts, { signal });
+    const r: InMemoryDedupResult = await dedup({ embeddings, ids, threshold: 0.9, signal, onProgress: (p) => console.log(p.stage, p.done / p.total) });
+    const dups: RemovedItem[] = r.removed;
+    for (const x of dups) console.log(\`\${x.id} duplicates \${x.duplicateOf} (similarity \${x.similarity.toFixed(3)})\`);
+    return r.kept;
+  } catch (e) {
+    if (e instanceof SemDedupError && e.code === 'ERR_CANCELLED') return [];
+    throw e;
+  } finally {
+    await model.close();
+  }
+}
+const ac = new AbortController();
+const half: InMemoryDedupResult = await dedup({ embeddings: new Uint16Array(16), dim: 8, eps: 0.05, k: 1, signal: ac.signal });
+const fromTexts = await dedup({ texts: ['a', 'b'], model: await loadModel('m'), ids: ['x', 'y'] });
+const run: RunAllOptions = { embeddings: 'emb.npy', outputDir: 'out', k: 400, epsList: [0.05] };
+const done = await runAll(run, { signal: ac.signal, log: (l: string) => console.error(l) });
+// @ts-expect-error a misspelt option does not compile
+const typo: RunAllOptions = { embeddings: 'emb.npy', outputDir: 'out', ncentroid: 400 };
+// @ts-expect-error an option of the wrong type does not compile
+const wrong: RunAllOptions = { embeddings: 'emb.npy', outputDir: 'out', k: '400' };
+const o: DedupOptions | undefined = undefined;
+void engineInfo; void o; void half; void fromTexts; void done.seconds.total; void typo; void wrong;
+`,
+    );
     writeFileSync(
       path.join(app, 'tsconfig.json'),
-      JSON.stringify({ compilerOptions: { module: 'nodenext', moduleResolution: 'nodenext', strict: true, noEmit: true, typeRoots: [path.join(ROOT, 'node_modules', '@types')], types: ['node'] }, files: ['check.ts'] }),
+      JSON.stringify({ compilerOptions: { module: 'nodenext', moduleResolution: 'nodenext', target: 'es2022', strict: true, noEmit: true, skipLibCheck: false, typeRoots: [path.join(ROOT, 'node_modules', '@types')], types: [] }, files: ['check.mts'] }),
     );
     run(process.execPath, [path.join(ROOT, 'node_modules', 'typescript', 'bin', 'tsc'), '-p', 'tsconfig.json'], { cwd: app, env });
 

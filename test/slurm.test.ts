@@ -9,7 +9,7 @@ import { spawn, spawnSync } from 'node:child_process';
 import { existsSync, readFileSync, readdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { CLI, runCli, tmpFolder } from './helpers.js';
-import { assertSameOutputs, writeConfig, writeDataset } from './plan-helpers.js';
+import { assertSameOutputs, assertSameRecords, writeConfig, writeDataset } from './plan-helpers.js';
 import { readPlan } from '../src/plan/plan.js';
 
 function slurmUp(): string | undefined {
@@ -84,6 +84,7 @@ test('SLURM: job arrays give the single-process bytes; a dedup task cancelled mi
     assert.match(r.stderr, /submitted dedup \d+ \(1 task\), extract \d+ \(1 task\)/);
     assert.match(r.stdout, /done in .* \(slurm; 2 tasks run, 12 found complete\)/);
     assertSameOutputs(single, out);
+    assertSameRecords(single, out);
     r = runCli(['status', out], dir);
     assert.match(r.stdout, /complete: all 14 tasks done/);
     // --no-wait on a complete plan submits nothing.

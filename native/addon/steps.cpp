@@ -9,6 +9,7 @@
 #include "semdedup/keep_order.hpp"
 #include "semdedup/kmeans.hpp"
 #include "semdedup/maxsim.hpp"
+#include "semdedup/qfilter.hpp"
 #include "semdedup/scan.hpp"
 #include "semdedup/sort.hpp"
 
@@ -308,6 +309,11 @@ Napi::Value Info(const Napi::CallbackInfo& info) {
   o.Set("blasThreads", ei.blas_threads);
   o.Set("hardwareThreads", ei.hardware_threads);
   o.Set("kmeans", ei.faiss_kmeans ? "engine (FAISS also linked)" : "engine");
+  try {  // the CPU distance passes' filter (SEMDEDUP_ISA, read now)
+    o.Set("cpuFilter", sd::qfilter::isa_name(sd::qfilter::active_isa()));
+  } catch (const sd::Error& e) {
+    o.Set("cpuFilter", std::string("invalid: ") + e.what());
+  }
   Napi::Object cuda = Napi::Object::New(env);
   cuda.Set("compiled", ei.cuda.compiled);
   cuda.Set("available", ei.cuda.available);

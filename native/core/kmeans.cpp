@@ -29,12 +29,14 @@
 #include "semdedup/kmeans.hpp"
 #include "semdedup/mapping.hpp"
 #include "semdedup/nearest.hpp"
+#include "semdedup/qfilter.hpp"
 #include "semdedup/sampling.hpp"
 
 namespace semdedup {
 namespace {
 
 namespace nr = nearest;
+namespace qf = qfilter;
 
 constexpr int64_t kSearchBlock = 256;   // rows per sgemm during training
 constexpr int64_t kAssignBlock = 1024;  // rows per sgemm in the final assignment
@@ -79,6 +81,23 @@ struct Pick {
   bool rescored;
 };
 
+// The best float64 score (ties to the lower id) among the centroids j with keep(j).
+template <class Keep>
+Pick rescore(const float* x, double xx, const CentroidSet& cs, Keep keep) {
+  double bs = -kInf;
+  int64_t bj = -1;
+  for (int j = 0; j < cs.k; ++j) {
+    if (!keep(j)) continue;
+    const double s = nr::score64(cs.ip, xx, cs.cc[size_t(j)], nr::dot64(x, cs.row(j), cs.d));
+    if (bj < 0 || nr::better(s, j, bs, bj)) {
+      bs = s;
+      bj = j;
+    }
+  }
+  if (bj < 0 || std::isnan(bs)) throw Error(ErrorCode::Numeric, "nearest centroid: non-finite distances (NaN in the rows or centroids)");
+  return {bj, bs, true};
+}
+
 // The exact nearest centroid of row x from its fast products line[0..k) (float32). xx = ip(x, x)
 // (used for L2 only), xnorm an upper bound of |x|.
 Pick pick_exact(const float* line, const float* x, double xx, double xnorm, const CentroidSet& cs) {
@@ -117,19 +136,73 @@ Pick pick_exact(const float* line, const float* x, double xx, double xnorm, cons
     return {bi, nr::score64(ip, xx, cs.cc[size_t(bi)], nr::dot64(x, cs.row(bi), cs.d)), false};
   // Re-score in float64 every centroid that can still be the best (all of them when a fast score
   // was not finite).
-  double bs = -kInf;
-  int64_t bj = -1;
   const bool all = bi < 0 || !std::isfinite(best);
+  return rescore(x, xx, cs, [&](int j) { return all || nr::candidate(nr::fast_score(ip, line[j], cs.cc[size_t(j)]), best, eps); });
+}
+
+// The exact nearest centroid of row i of the integer filter's block (v: its kernel sums, one per
+// centroid), by the same rule in two stages. (1) The filter's bound eps8 (qfilter.hpp): the
+// centroids whose filter score lies within 2 eps8 of the best are the candidates; one candidate is
+// the answer. (2) Several: each candidate's float32 product (bound eps32 of nearest.hpp) decides
+// as in pick_exact among the candidates, and the float32 near ties are re-scored in float64.
+// upper[j] receives an upper bound of centroid j's fast score (a float64 score plus the row's
+// constant; for the pruning bounds); xnorm and cmax are upper bounds of |x| and of every |c|;
+// *checked is set when stage 2 ran.
+Pick pick_filtered(const int32_t* v, const qf::QRows& qr, int64_t i, const float* x, double xx, double xnorm,
+                   double cmax, const CentroidSet& cs, const qf::QCols& qc, double* upper, bool* checked) {
+  const int k = cs.k;
+  const bool ip = cs.ip;
+  const float sx = qr.scale[size_t(i)];
+  *checked = true;
+  if (!qr.finite[size_t(i)] || !qc.finite) {  // no bound: every centroid re-scored
+    for (int j = 0; j < k; ++j) upper[j] = kInf;
+    return rescore(x, xx, cs, [](int) { return true; });
+  }
+  const double eps8 = qf::row_bound(ip, cs.d, qr.err[size_t(i)], qr.qnorm[size_t(i)], xnorm, cmax, qc);
+  double best = -kInf;
+  int64_t bi = -1;
   for (int j = 0; j < k; ++j) {
-    if (!all && !nr::candidate(nr::fast_score(ip, line[j], cs.cc[size_t(j)]), best, eps)) continue;
-    const double s = nr::score64(ip, xx, cs.cc[size_t(j)], nr::dot64(x, cs.row(j), cs.d));
-    if (bj < 0 || nr::better(s, j, bs, bj)) {
-      bs = s;
-      bj = j;
+    const double p = qf::scaled(v[j], sx, qc, j);
+    const double sc = ip ? p : 2 * p - cs.cc[size_t(j)];
+    upper[j] = sc;
+    if (sc > best) {
+      best = sc;
+      bi = j;
     }
   }
-  if (bj < 0 || std::isnan(bs)) throw Error(ErrorCode::Numeric, "nearest centroid: non-finite distances (NaN in the rows or centroids)");
-  return {bj, bs, true};
+  const double floor8 = best - 2 * eps8;
+  int ncand = 0;
+  for (int j = 0; j < k && ncand < 2; ++j) ncand += upper[j] >= floor8;
+  if (ncand == 1) {
+    *checked = false;
+    for (int j = 0; j < k; ++j) upper[j] += eps8;
+    return {bi, nr::score64(ip, xx, cs.cc[size_t(bi)], nr::dot64(x, cs.row(bi), cs.d)), false};
+  }
+  // Stage 2: float32 products of the candidates; the others keep the filter's bound.
+  const double eps32 = nr::eps_score(ip, cs.d, xnorm, cmax);
+  double b32 = -kInf, s32 = -kInf;
+  int64_t b32i = -1;
+  bool finite = true;
+  for (int j = 0; j < k; ++j) {
+    if (upper[j] < floor8) {
+      upper[j] += eps8;
+      continue;
+    }
+    const double f = nr::fast_score(ip, qf::dot32(x, cs.row(j), cs.d), cs.cc[size_t(j)]);
+    finite = finite && std::isfinite(f);
+    upper[j] = f + eps32;
+    if (f > b32) {
+      s32 = b32;
+      b32 = f;
+      b32i = j;
+    } else if (f > s32) {
+      s32 = f;
+    }
+  }
+  if (finite && b32i >= 0 && nr::decided(b32, s32, eps32))
+    return {b32i, nr::score64(ip, xx, cs.cc[size_t(b32i)], nr::dot64(x, cs.row(b32i), cs.d)), false};
+  const double floor32 = b32 - 2 * eps32;
+  return rescore(x, xx, cs, [&](int j) { return !finite || upper[j] - eps32 >= floor32; });
 }
 
 // An upper bound of |x| from a float32 sum of squares (8 lanes): its error is at most gamma_D
@@ -357,6 +430,8 @@ KMeansResult lloyd_kmeans(const EmbeddingView& x, const KMeansParams& p, KMeansA
   r.searched_rows = assigner.searched_rows;
   r.pruned_rows = assigner.pruned_rows;
   r.rescored_rows = assigner.rescored_rows;
+  r.filter_rechecked_rows = assigner.filter_rechecked_rows;
+  r.filter = assigner.filter;
   return r;
 }
 
@@ -367,7 +442,10 @@ namespace {
 // this file).
 class CpuAssigner : public KMeansAssigner {
  public:
-  CpuAssigner(int threads, bool prune) : threads_(resolve_threads(threads)), prune_(prune) {}
+  CpuAssigner(int threads, bool prune) : threads_(resolve_threads(threads)), prune_(prune) {
+    int8_ = qf::active_isa() == qf::Isa::Avx2Int8;
+    filter = qf::isa_name(qf::Isa::Fp32);
+  }
 
   void prepare(const float* X, int64_t nt, int64_t d, bool ip) override {
     X_ = X;
@@ -383,6 +461,17 @@ class CpuAssigner : public KMeansAssigner {
       }
     });
     xbuf_.assign(size_t(threads_), std::vector<float>(size_t(kSearchBlock) * size_t(d)));
+    int8_ = int8_ && d <= qf::kMaxDim;
+    if (int8_) {
+      filter = qf::isa_name(qf::Isa::Avx2Int8);  // the training rows quantised once (qfilter.hpp)
+      qx_.resize(nt, d);
+      parallel_for(threads_, (nt + 4095) / 4096, [&](int64_t b, int) {
+        const int64_t i0 = b * 4096, cnt = std::min<int64_t>(4096, nt - i0);
+        qx_.quantise_range(X + i0 * d, i0, cnt);
+      });
+      qbuf_.assign(size_t(threads_), qf::QRows());
+      for (auto& q : qbuf_) q.resize(kSearchBlock, d);
+    }
   }
 
   void assign(const float* cent, int k, const double* moved, int64_t* assign, double* dis, CancelFlag cancel) override {
@@ -447,7 +536,56 @@ class CpuAssigner : public KMeansAssigner {
     pruned_rows += nt - int64_t(todo.size());
     // 2. full search of the others, in blocks; new bounds for the searched rows
     const int64_t nblocks = (int64_t(todo.size()) + kSearchBlock - 1) / kSearchBlock;
-    std::atomic<int64_t> rescored{0};
+    std::atomic<int64_t> rescored{0}, rechecked{0};
+    if (int8_) {
+      qc_.pack(cent, k, d);
+      if (int64_t(vbuf_.size()) != threads_) {
+        vbuf_.assign(size_t(threads_), std::vector<int32_t>());
+        sbuf_.assign(size_t(threads_), std::vector<double>());
+      }
+      parallel_for(threads_, nblocks, [&](int64_t b, int w) {
+        const int64_t s0 = b * kSearchBlock, m = std::min<int64_t>(kSearchBlock, int64_t(todo.size()) - s0);
+        qf::QRows& qb = qbuf_[size_t(w)];
+        for (int64_t t = 0; t < m; ++t) {  // the block's quantised rows and their facts
+          const int64_t i = todo[size_t(s0 + t)];
+          std::memcpy(qb.q.data() + t * qb.dp, qx_.row(i), size_t(qb.dp));
+          qb.scale[size_t(t)] = qx_.scale[size_t(i)];
+          qb.err[size_t(t)] = qx_.err[size_t(i)];
+          qb.qnorm[size_t(t)] = qx_.qnorm[size_t(i)];
+          qb.finite[size_t(t)] = qx_.finite[size_t(i)];
+        }
+        auto& v = vbuf_[size_t(w)];
+        auto& sc = sbuf_[size_t(w)];
+        v.resize(size_t(kSearchBlock) * size_t(qc_.np));
+        sc.resize(size_t(k));
+        qf::qgemm(qb.q.data(), m, qb.dp, qc_, v.data(), qc_.np);
+        int64_t nres = 0, nchk = 0;
+        for (int64_t t = 0; t < m; ++t) {
+          const int64_t i = todo[size_t(s0 + t)];
+          bool checked;
+          const Pick pk = pick_filtered(v.data() + t * qc_.np, qb, t, X + i * d, xx_[size_t(i)], xnorm_[size_t(i)],
+                                        cmax_run_, cs_, qc_, sc.data(), &checked);
+          nres += pk.rescored;
+          nchk += checked;
+          assign[size_t(i)] = pk.idx;
+          dis[size_t(i)] = nr::value_of_score(ip, pk.score);
+          if (!prune_) continue;
+          float* u = &upg_[size_t(i) * size_t(ng)];
+          for (int g = 0; g < ng; ++g) {
+            double gb = -kInf;
+            const int e = std::min(k, (g + 1) * kGroup);
+            for (int j = g * kGroup; j < e; ++j)
+              if (j != pk.idx) gb = std::max(gb, sc[size_t(j)]);
+            u[g] = round_up(prune_upper(ip, gb, xx_[size_t(i)], 0.0));
+          }
+        }
+        rescored += nres;
+        rechecked += nchk;
+      }, cancel);
+      rescored_rows += rescored.load();
+      filter_rechecked_rows += rechecked.load();
+      return;
+    }
     parallel_for(threads_, nblocks, [&](int64_t b, int w) {
       const int64_t s0 = b * kSearchBlock, m = std::min<int64_t>(kSearchBlock, int64_t(todo.size()) - s0);
       float* xb = xbuf_[size_t(w)].data();
@@ -490,6 +628,13 @@ class CpuAssigner : public KMeansAssigner {
   std::vector<double> xx_, xnorm_;
   std::vector<float> upg_;
   std::vector<std::vector<float>> cbuf_, xbuf_;
+  // the integer filter: the training rows quantised, the centroids packed, per-worker buffers
+  bool int8_ = false;
+  qf::QRows qx_;
+  qf::QCols qc_;
+  std::vector<qf::QRows> qbuf_;
+  std::vector<std::vector<int32_t>> vbuf_;
+  std::vector<std::vector<double>> sbuf_;
 };
 
 }  // namespace
@@ -500,7 +645,8 @@ KMeansResult train_kmeans(const EmbeddingView& x, const KMeansParams& p, const P
 }
 
 void assign_nearest(const EmbeddingView& x, const float* centroids, int k, bool inner_product, int64_t* nearest,
-                    float* dist, int threads, const ProgressFn& progress, CancelFlag cancel, int64_t* rescored) {
+                    float* dist, int threads, const ProgressFn& progress, CancelFlag cancel, int64_t* rescored,
+                    int64_t* rechecked) {
   if (k < 1) throw Error(ErrorCode::InvalidArgument, "k must be >= 1");
   const int64_t d = x.d;
   threads = resolve_threads(threads);
@@ -509,7 +655,50 @@ void assign_nearest(const EmbeddingView& x, const float* centroids, int k, bool 
   const int64_t nblocks = (x.n + kAssignBlock - 1) / kAssignBlock;
   std::vector<std::vector<float>> cbuf(static_cast<size_t>(threads), std::vector<float>(size_t(kAssignBlock) * size_t(k)));
   std::vector<std::vector<float>> xbuf(static_cast<size_t>(threads));
-  std::atomic<int64_t> done{0}, nres{0};
+  std::atomic<int64_t> done{0}, nres{0}, nchk{0};
+  if (rechecked) *rechecked = 0;
+  if (qf::active_isa() == qf::Isa::Avx2Int8 && d <= qf::kMaxDim) {
+    // The integer filter (qfilter.hpp): the same decisions, hence the same bytes.
+    qf::QCols qc;
+    qc.pack(centroids, k, d);
+    struct Work {
+      qf::QRows qr;
+      std::vector<int32_t> v;
+      std::vector<double> scores;
+      std::vector<float> xbuf;
+    };
+    std::vector<Work> work(static_cast<size_t>(threads));
+    parallel_for(threads, nblocks, [&](int64_t b, int w) {
+      Work& wk = work[size_t(w)];
+      const int64_t b0 = b * kAssignBlock, m = std::min(kAssignBlock, x.n - b0);
+      if (!x.f32_in_place(b0, b0 + m)) wk.xbuf.resize(size_t(kAssignBlock) * size_t(d));
+      const float* rows = x.f32_rows(b0, b0 + m, wk.xbuf.data());
+      wk.qr.quantise(rows, m, d);
+      wk.v.resize(size_t(kAssignBlock) * size_t(qc.np));
+      wk.scores.resize(size_t(k));
+      qf::qgemm(wk.qr.q.data(), m, wk.qr.dp, qc, wk.v.data(), qc.np);
+      int64_t r = 0, rc = 0;
+      for (int64_t t = 0; t < m; ++t) {
+        const float* xr = rows + t * d;
+        const double xx = inner_product ? 0.0 : nr::dot64(xr, xr, d);
+        const double xn = inner_product ? norm_bound_f32(xr, d) : nr::norm_slack(std::sqrt(xx));
+        bool checked;
+        const Pick pk = pick_filtered(wk.v.data() + t * qc.np, wk.qr, t, xr, xx, xn, cs.cmax, cs, qc, wk.scores.data(), &checked);
+        r += pk.rescored;
+        rc += checked;
+        nearest[b0 + t] = pk.idx;
+        dist[b0 + t] = float(nr::value_of_score(inner_product, pk.score));
+      }
+      nres += r;
+      nchk += rc;
+      x.release(b0, b0 + m);
+      const int64_t now = done.fetch_add(m) + m;
+      if (progress) progress(now, x.n);
+    }, cancel);
+    if (rescored) *rescored = nres.load();
+    if (rechecked) *rechecked = nchk.load();
+    return;
+  }
   BlasSingleThread blas1;
   parallel_for(threads, nblocks, [&](int64_t b, int w) {
     const int64_t b0 = b * kAssignBlock, m = std::min(kAssignBlock, x.n - b0);

@@ -32,6 +32,7 @@
 #include "semdedup/blas.hpp"
 #include "semdedup/mapping.hpp"
 #include "semdedup/nearest.hpp"
+#include "semdedup/qfilter.hpp"
 
 
 namespace semdedup {
@@ -95,8 +96,17 @@ class Buffer {
 };
 
 struct Scratch {
+  // the integer filter's copies of a whole cluster (rows 8-bit, columns 7-bit) and its sums
+  qfilter::QRows qr;
+  qfilter::QCols qc;
+  Buffer<int32_t> vi;
   Buffer<float> a, b, c, best, second, pbest;
   Buffer<int64_t> pos, idx, ppos;
+  // exact copies in a whole-cluster item: the rows as gathered (b), each position's source
+  // position (-1: none, or not skipped), the kept positions' rows and results
+  Buffer<int64_t> src, grp, kpos, krow, karg;
+  Buffer<uint8_t> skip;
+  Buffer<double> kM;
   // split items: per column, the candidates (position, float32 score) within 2 eps of the running
   // maximum, kept while the column is undecided; and which columns they settled
   std::vector<std::vector<std::pair<int64_t, float>>> cand;
@@ -106,7 +116,7 @@ struct Scratch {
 
 // Counters of the exact step, shared by the workers.
 struct ExactCounts {
-  std::atomic<int64_t> rechecked{0}, rescanned{0};
+  std::atomic<int64_t> rechecked{0}, rescanned{0}, filter_checked{0}, copies{0};
 };
 
 void reset_tile(Scratch& s, int64_t cols) {
@@ -283,6 +293,237 @@ void finish_whole_tile(int64_t d, const int64_t* rows, int64_t c0, int64_t cols,
     }
     settle(best, who >= 0 ? rows[who] : -1, M + p, arg + p);
   }
+}
+
+// finish_whole_tile for the integer filter's scores (bound eps8): a column whose runner-up lies
+// further than 2 eps8 below the maximum has one candidate; otherwise the candidates within 2 eps8
+// of it are checked by their float32 products (bound eps32) as finish_whole_tile checks the
+// float32 scores, and the float32 near ties re-scored in float64. Returns the number of columns
+// checked by float32 products.
+int64_t finish_whole_tile_int8(int64_t d, const int64_t* rows, int64_t c0, int64_t cols, const float* rows_held,
+                            const float* scores, int64_t ldc, double eps8, double eps32, const Scratch& s,
+                            ExactCounts& counts, std::vector<std::pair<int64_t, float>>& cand, double* M, int64_t* arg) {
+  int64_t checked = 0;
+  for (int64_t j = 0; j < cols; ++j) {
+    const int64_t p = c0 + j;
+    const float* xj = rows_held + p * d;
+    const int64_t bp = s.pos[size_t(j)];
+    if (bp >= 0 && nearest::decided(s.best[size_t(j)], s.second[size_t(j)], eps8)) {
+      settle(nearest::dot64(rows_held + bp * d, xj, d), rows[bp], M + p, arg + p);
+      continue;
+    }
+    if (p == 0) {
+      settle(0, -1, M + p, arg + p);
+      continue;
+    }
+    counts.filter_checked.fetch_add(1, std::memory_order_relaxed);
+    ++checked;
+    const double b = bp >= 0 ? double(s.best[size_t(j)]) : -std::numeric_limits<double>::infinity();
+    // stage 2: float32 products of the candidates (every earlier member without a maximum)
+    cand.clear();
+    float b32 = -std::numeric_limits<float>::infinity(), s32 = b32;
+    int64_t b32i = -1;
+    bool finite = true;
+    for (int64_t i = 0; i < p; ++i) {
+      if (bp >= 0 && !nearest::candidate(double(scores[i * ldc + j]), b, eps8)) continue;
+      const float f = qfilter::dot32(rows_held + i * d, xj, d);
+      finite = finite && std::isfinite(f);
+      cand.emplace_back(i, f);
+      if (f > b32) {
+        s32 = b32;
+        b32 = f;
+        b32i = i;
+      } else if (f > s32) {
+        s32 = f;
+      }
+    }
+    if (finite && b32i >= 0 && nearest::decided(b32, s32, eps32)) {
+      settle(nearest::dot64(rows_held + b32i * d, xj, d), rows[b32i], M + p, arg + p);
+      continue;
+    }
+    counts.rechecked.fetch_add(1, std::memory_order_relaxed);
+    double best = 0;
+    int64_t who = -1;
+    for (const auto& c : cand) {  // ascending positions: the earliest wins a tie
+      if (finite && !nearest::candidate(double(c.second), double(b32), eps32)) continue;
+      const double v = nearest::dot64(rows_held + c.first * d, xj, d);
+      if (who < 0 || v > best) {
+        best = v;
+        who = c.first;
+      }
+    }
+    settle(best, who >= 0 ? rows[who] : -1, M + p, arg + p);
+  }
+  return checked;
+}
+
+// A whole-cluster item through the integer filter: s.a holds the cluster's n rows in keep order.
+// Settles the columns of the tiles it runs and returns where it stopped: 0 when a row is not
+// finite, or the first tile at which more than a quarter of the columns so far would have several
+// candidates (the filter is then too coarse for this cluster: float32 tiles do the rest).
+// *cmax_out: an upper bound of every row's norm.
+int64_t whole_int8(int64_t d, int64_t n, Scratch& s, ExactCounts& counts, const int64_t* rows, double* M, int64_t* arg,
+                   double* cmax_out) {
+  // The first tile alone first (its rows quantised and packed), the whole cluster once it passes.
+  double eps8 = 0, eps32 = 0;
+  int64_t prepared = 0;
+  *cmax_out = 0;
+  auto prepare = [&](int64_t m) {
+    s.qr.quantise(s.a.data(), m, d);
+    for (int64_t i = 0; i < m; ++i)
+      if (!s.qr.finite[size_t(i)]) return false;
+    s.qc.pack(s.a.data(), m, d);
+    double err_max = 0, qn_max = 0;
+    for (int64_t i = 0; i < m; ++i) {
+      err_max = std::max(err_max, s.qr.err[size_t(i)]);
+      qn_max = std::max(qn_max, s.qr.qnorm[size_t(i)]);
+    }
+    const double cmax = nearest::norm_slack(max_norm(s.a.data(), m, d));
+    *cmax_out = cmax;
+    // the filter's bound (qfilter.hpp), plus the float32 rounding of the stored scores
+    eps8 = qfilter::row_bound(true, d, err_max, qn_max, cmax, cmax, s.qc) + 1.2e-7 * qn_max * s.qc.qnorm_max + 1e-300;
+    eps32 = filter_bound(d, cmax);
+    prepared = m;
+    return true;
+  };
+  if (!prepare(std::min(n, kCols))) return 0;
+  s.c.need(n * kCols);
+  s.vi.need(n * kCols);
+  s.best.need(kCols);
+  s.second.need(kCols);
+  s.pos.need(kCols);
+  std::vector<std::pair<int64_t, float>> cand;
+  int64_t checked = 0;
+  for (int64_t c0 = 0; c0 < n; c0 += kCols) {
+    const int64_t cols = std::min(kCols, n - c0);
+    const int64_t nrows = c0 + cols;
+    if (nrows > prepared && !prepare(n)) return c0;
+    reset_tile(s, cols);
+    qfilter::qgemm_panels(s.qr.q.data(), nrows, s.qr.dp, s.qc, c0 / 16, (c0 + cols + 15) / 16, s.vi.data(), kCols);
+    for (int64_t i = 0; i < nrows; ++i) {
+      const float sx = s.qr.scale[size_t(i)];
+      const int32_t* v = s.vi.data() + i * kCols;
+      float* out = s.c.data() + i * kCols;
+      for (int64_t j = 0; j < cols; ++j) out[j] = float(qfilter::scaled(v[j], sx, s.qc, c0 + j));
+    }
+    fold_block(s.c.data(), kCols, nrows, cols, 0, c0, s.best.data(), s.second.data(), s.pos.data());
+    int64_t undecided = 0;
+    for (int64_t j = 0; j < cols; ++j)
+      undecided += c0 + j > 0 && !(s.pos[size_t(j)] >= 0 && nearest::decided(s.best[size_t(j)], s.second[size_t(j)], eps8));
+    if (4 * (checked + undecided) > nrows) return c0;  // too coarse here: float32 tiles from this one on
+    checked += finish_whole_tile_int8(d, rows, c0, cols, s.a.data(), s.c.data(), kCols, eps8, eps32, s, counts, cand, M, arg);
+  }
+  return n;
+}
+
+// Exact copies (docs/algorithm.md, "Exact copies"): member p whose bytes equal those of an earlier
+// member r (the latest such), with at most kCopyGap members between them that are not copies of
+// the same bytes, is decided without the kernel: every earlier member's dot product with p is its
+// dot product with r, so M[p] = max(the exact maximum of r over the members before r, x_r . x_r
+// when r is the first copy (a later copy's maximum already holds it), x_k . x_r over the members k
+// between r and p), the earliest member reaching it winning. The members kept for the kernel lose
+// nothing: a copy is never the earliest member reaching a maximum, its first copy coming before
+// it with the same dot products.
+constexpr int64_t kCopyGap = 64;
+
+inline uint64_t row_hash(const float* r, int64_t d) {
+  uint64_t h = 0x9e3779b97f4a7c15ull;
+  for (int64_t j = 0; j < d; ++j) {
+    uint32_t w;
+    std::memcpy(&w, r + j, 4);
+    h = (h ^ w) * 0x100000001b3ull;
+    h ^= h >> 29;
+  }
+  return h;
+}
+
+// Finds the copies to skip in the n rows held in s.a (keep order), and when there are any, keeps
+// the gathered rows in s.b, moves the kept rows to the front of s.a, their rows to s.krow.
+// Returns the number of kept members (n when none is skipped).
+int64_t compact_copies(int64_t n, int64_t d, Scratch& s, const int64_t* rows) {
+  s.src.need(n);
+  s.grp.need(n);
+  s.skip.need(n);
+  std::vector<std::pair<uint64_t, int64_t>> hp(static_cast<size_t>(n));
+  for (int64_t p = 0; p < n; ++p) hp[size_t(p)] = {row_hash(s.a.data() + p * d, d), p};
+  std::sort(hp.begin(), hp.end());
+  for (int64_t p = 0; p < n; ++p) s.src[size_t(p)] = -1, s.skip[size_t(p)] = 0;
+  int64_t skipped = 0;
+  for (size_t a = 0; a < hp.size();) {
+    size_t b = a + 1;
+    while (b < hp.size() && hp[b].first == hp[a].first) ++b;
+    // within a run of equal hashes (ascending positions), each member's first identical member
+    // (grp) and the latest identical member before it (src)
+    for (size_t q = a + 1; q < b; ++q) {
+      const int64_t p = hp[q].second;
+      for (size_t r = q; r-- > a;) {
+        const int64_t i = hp[r].second;
+        if (std::memcmp(s.a.data() + i * d, s.a.data() + p * d, size_t(d) * 4) == 0) {
+          s.src[size_t(p)] = i;
+          s.grp[size_t(p)] = s.src[size_t(i)] >= 0 ? s.grp[size_t(i)] : i;
+          break;
+        }
+      }
+    }
+    a = b;
+  }
+  // keep the copies too far from the previous identical member (kCopyGap other members between)
+  for (int64_t p = 0; p < n; ++p) {
+    const int64_t r = s.src[size_t(p)];
+    if (r < 0) continue;
+    const int64_t g = s.grp[size_t(p)];
+    int64_t between = 0;
+    for (int64_t k = r + 1; k < p && between <= kCopyGap; ++k) between += !(s.src[size_t(k)] >= 0 && s.grp[size_t(k)] == g);
+    if (between > kCopyGap) s.skip[size_t(p)] = 0;
+    else s.skip[size_t(p)] = 1, ++skipped;
+  }
+  if (skipped == 0) return n;
+  s.b.need(n * d);
+  std::memcpy(s.b.data(), s.a.data(), size_t(n * d) * 4);
+  s.kpos.need(n - skipped);
+  s.krow.need(n - skipped);
+  int64_t m = 0;
+  for (int64_t p = 0; p < n; ++p) {
+    if (s.skip[size_t(p)]) continue;
+    if (m != p) std::memcpy(s.a.data() + m * d, s.a.data() + p * d, size_t(d) * 4);
+    s.kpos[size_t(m)] = p;
+    s.krow[size_t(m)] = rows[p];
+    ++m;
+  }
+  return m;
+}
+
+// Scatters the kept members' results (s.kM, s.karg) to their positions and settles the skipped
+// copies (rows as gathered in s.b). Returns the number of copies settled.
+int64_t settle_copies(int64_t n, int64_t d, const Scratch& s, const int64_t* rows, double* M, int64_t* arg) {
+  int64_t m = 0, copies = 0;
+  for (int64_t p = 0; p < n; ++p) {
+    if (s.skip[size_t(p)]) continue;
+    M[p] = s.kM[size_t(m)];
+    arg[p] = s.karg[size_t(m)];
+    ++m;
+  }
+  for (int64_t p = 0; p < n; ++p) {  // ascending: the previous identical member is settled before
+    if (!s.skip[size_t(p)]) continue;
+    const int64_t r = s.src[size_t(p)], g = s.grp[size_t(p)];
+    const float* xr = s.b.data() + r * d;
+    // the members before r: r's own exact maximum (when positive: a clamped M is below x . x)
+    double best = 0;
+    int64_t who = -1;
+    if (arg[r] >= 0) best = M[r], who = arg[r];
+    if (r == g) {  // r itself (a later copy's maximum already holds the first copy's x . x)
+      const double self = nearest::dot64(xr, xr, d);
+      if (who < 0 || self > best) best = self, who = rows[r];
+    }
+    for (int64_t k = r + 1; k < p; ++k) {
+      if (s.src[size_t(k)] >= 0 && s.grp[size_t(k)] == g) continue;  // a copy too: x . x again, later
+      const double v = nearest::dot64(s.b.data() + k * d, xr, d);
+      if (v > best) best = v, who = rows[k];
+    }
+    settle(best, who, M + p, arg + p);
+    ++copies;
+  }
+  return copies;
 }
 
 // The split path's item: the exact pairs of members [c0, c0 + cols) of a cluster (rows: its
@@ -463,6 +704,8 @@ MaxSimStats max_similarity_cpu(const EmbeddingView& x, const int64_t* order, con
   ExactCounts counts;
   std::atomic<int64_t> done_cost{0};
   BlasSingleThread blas1;  // our workers are the parallelism; BLAS runs one thread each
+  const bool int8 = qfilter::active_isa() == qfilter::Isa::Avx2Int8 && d <= qfilter::kMaxDim;
+  st.filter = qfilter::isa_name(int8 ? qfilter::Isa::Avx2Int8 : qfilter::Isa::Fp32);
   parallel_for(threads, int64_t(items.size()), [&](int64_t idx, int w) {
     const Item& it = items[size_t(idx)];
     Scratch& s = scratch[size_t(w)];
@@ -470,16 +713,31 @@ MaxSimStats max_similarity_cpu(const EmbeddingView& x, const int64_t* order, con
     const int64_t n = offsets[it.cluster + 1] - base;
     if (it.tile < 0) {
       s.a.need(n * d);
-      s.c.need(n * kCols);
+      x.gather(order + base, n, s.a.data());
+      // Exact copies of an earlier member close behind it are decided without the kernel.
+      const int64_t nk = compact_copies(n, d, s, order + base);
+      const int64_t* krows = nk < n ? s.krow.data() : order + base;
+      double* kM = M + base;
+      int64_t* karg = arg + base;
+      if (nk < n) {
+        s.kM.need(nk);
+        s.karg.need(nk);
+        kM = s.kM.data();
+        karg = s.karg.data();
+      }
+      s.c.need(nk * kCols);
       s.best.need(kCols);
       s.second.need(kCols);
       s.pos.need(kCols);
-      x.gather(order + base, n, s.a.data());
+      // The integer filter first (columns [0, done) settled), float32 tiles for the rest.
+      double cmax8 = 0;
+      const int64_t done = int8 && nk > 1 ? whole_int8(x.d, nk, s, counts, krows, kM, karg, &cmax8) : 0;
       // The norm bound from the tiles' own diagonals (float32 |x_i|^2, within gamma_D of the
-      // float64 value): by tile c0 every row a candidate can come from has been on a diagonal.
-      double norm2 = 0;
-      for (int64_t c0 = 0; c0 < n; c0 += kCols) {
-        const int64_t cols = std::min(kCols, n - c0);
+      // float64 value): by tile c0 every row a candidate can come from has been on a diagonal
+      // (or, after the integer filter, the float64 bound of every row's norm).
+      double norm2 = done > 0 ? cmax8 * cmax8 : 0;
+      for (int64_t c0 = done; c0 < nk; c0 += kCols) {
+        const int64_t cols = std::min(kCols, nk - c0);
         const int64_t rows = c0 + cols;
         reset_tile(s, cols);
         if (rows > 1) {
@@ -488,8 +746,9 @@ MaxSimStats max_similarity_cpu(const EmbeddingView& x, const int64_t* order, con
           for (int64_t j = 0; j < cols; ++j) norm2 = std::max(norm2, double(s.c[size_t((c0 + j) * kCols + j)]));
         }
         const double eps = filter_bound(d, std::sqrt(diag_norm2_bound(norm2, d)));
-        finish_whole_tile(d, order + base, c0, cols, s.a.data(), s.c.data(), kCols, eps, s, counts, M + base, arg + base);
+        finish_whole_tile(d, krows, c0, cols, s.a.data(), s.c.data(), kCols, eps, s, counts, kM, karg);
       }
+      if (nk < n) counts.copies.fetch_add(settle_copies(n, d, s, order + base, M + base, arg + base), std::memory_order_relaxed);
     } else {
       const int64_t width = maxsim_layout(n, d).width;
       const int64_t c0 = it.tile * width;
@@ -501,6 +760,8 @@ MaxSimStats max_similarity_cpu(const EmbeddingView& x, const int64_t* order, con
   }, cancel);
   st.rechecked = counts.rechecked.load();
   st.rescanned = counts.rescanned.load();
+  st.filter_checked = counts.filter_checked.load();
+  st.copies = counts.copies.load();
   return st;
 }
 

@@ -98,6 +98,8 @@ export interface NativeInfo {
   blasThreads: number;
   hardwareThreads: number;
   kmeans: string;
+  /** The CPU distance passes' filter: 'avx2-int8' or 'fp32' (SEMDEDUP_ISA). */
+  cpuFilter?: string;
   cuda: {
     compiled: boolean;
     available: boolean;

@@ -7,7 +7,7 @@ import { existsSync, readFileSync, statSync } from 'node:fs';
 import { createHash } from 'node:crypto';
 import { join, resolve } from 'node:path';
 import { ConfigError, InputError } from '../errors.js';
-import { requireKeys, type PartialResolved } from '../config.js';
+import { applyDefaultK, requireKeys, type PartialResolved } from '../config.js';
 import { embeddingsFiles, embeddingsLayout } from '../embeddings.js';
 import { embeddingsSpecOf } from '../inputs.js';
 import { atomicWriteFile } from '../io/atomic.js';
@@ -93,6 +93,10 @@ export interface PlanOptions {
  * single run's: only the task counts are checked here.
  */
 export function makePlan(cfg: PartialResolved, opts: PlanOptions): Plan {
+  if (cfg.k === undefined && cfg.embeddings) {
+    cfg = { ...cfg };
+    applyDefaultK(cfg, embeddingsLayout(embeddingsSpecOf(cfg)).n);
+  }
   const c = requireKeys(cfg, ['embeddings', 'output_dir', 'k'], 'semdedup run');
   if (!Number.isInteger(opts.tasks) || opts.tasks < 1) throw new ConfigError(`--tasks must be a positive integer, got ${opts.tasks}`, { key: 'tasks' });
   const layout = embeddingsLayout(embeddingsSpecOf(cfg));

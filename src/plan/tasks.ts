@@ -6,6 +6,10 @@
 //   group    step 3 for a range of clusters: their rows gathered and ranked
 //   dedup    step 4's M for a share of the clusters balanced by cost, large clusters in row blocks
 //   extract  the final files: the single-process run's, assembled from the parts, and the ids per eps
+// A task computes with the steps' own functions over its range (trainCentroids, assignRows,
+// rankKeys, rankClusterRange, maxSimilarityOfClusters / maxSimilarityOfBlock) and the extract task
+// commits with the steps' own commit functions: a step's logic and its manifest record live in
+// src/steps/ only. Only the cutting into ranges and the assembling of the parts live here.
 import { existsSync, mkdirSync } from 'node:fs';
 import { InputError, SemDedupError } from '../errors.js';
 import { readNpy, writeNpy } from '../io/npy.js';
@@ -16,7 +20,7 @@ import { commitExact, findExactDuplicates, type ExactDuplicatesResult } from '..
 import { embeddingsSpecOf, rankValuesOf, resolveIds } from '../inputs.js';
 import { assignRows, commitCluster, trainCentroids } from '../steps/cluster.js';
 import { commitSort, exportSortedClusters, rankClusterRange, rankKeys, writeSortFiles } from '../steps/sort.js';
-import { commitDedup, keepOrderOf, maxSimilarityOfBlock, maxSimilarityOfClusters, writeSummary, type WhichToKeep } from '../steps/dedup.js';
+import { commitDedup, keepOrderOf, writeDedupFiles, maxSimilarityOfBlock, maxSimilarityOfClusters, writeSummary, type WhichToKeep } from '../steps/dedup.js';
 import { commitExtract, extractPrunedDataAll } from '../steps/extract.js';
 import { prepareEmbeddings } from '../steps/check.js';
 import { commitConfig, ensureOutputDir, noteBackend, type CommonOptions } from '../steps/common.js';
@@ -57,7 +61,6 @@ function effectiveLayout(plan: Plan): EffectiveLayout {
   const e = s?.info?.embeddings as EffectiveLayout | undefined;
   const where = planPaths.state(plan.outputDir, 'train', 0);
   if (!s || s.state !== 'done' || !e) throw new InputError(`${where}: the train task has not completed`, { file: where });
-  // The rows the train task checked and clustered, unchanged since.
   // The rows the train task checked and clustered (every shard), unchanged since.
   const read = s.info?.embeddingsStamp as FileStamp | FileStamp[] | undefined;
   const files = embeddingsFiles(e);
@@ -380,7 +383,8 @@ async function extract(plan: Plan, o: TaskOptions): Promise<TaskResult> {
     }
   }
   const spec = { whichToKeep: cfg.whichToKeep as WhichToKeep, seed: cfg.seed, epsList: cfg.epsList, rank };
-  commitDedup(dir, lay, spec, { keepOrder, keepIndex, M, Mrow }, {
+  writeDedupFiles(dir, { keepOrder, keepIndex, M, Mrow });
+  commitDedup(dir, lay, spec, {
     members: sumInfo(plan, 'dedup', 'members'), rechecked: sumInfo(plan, 'dedup', 'rechecked'), usefulFlops: sumInfo(plan, 'dedup', 'usefulFlops'), seconds: stageSeconds(plan, 'dedup'),
   });
   if (exact) commitExact(dir, exact.emb, exact.r, true);

@@ -189,14 +189,16 @@ function dedupRecord(dir: string, emb: EmbeddingsLayout, s: DedupSpec) {
   };
 }
 
-/** Commits step 4: the keep order, its index, M and the earlier row of every position, and the `dedup` record. */
-export function commitDedup(
-  dir: string, emb: EmbeddingsLayout, s: DedupSpec, r: { keepOrder: BigInt64Array; keepIndex: BigInt64Array; M: Float64Array; Mrow: BigInt64Array }, stats: Record<string, unknown>,
-): void {
+/** Writes step 4's files: the keep order, its index, M and the earlier row of every position. */
+export function writeDedupFiles(dir: string, r: { keepOrder: BigInt64Array; keepIndex: BigInt64Array; M: Float64Array; Mrow: BigInt64Array }): void {
   writeNpy(outputs.keepOrder(dir), r.keepOrder);
   writeNpy(outputs.keepIndex(dir), r.keepIndex);
   writeNpy(outputs.M(dir), r.M);
   writeNpy(outputs.Marg(dir), r.Mrow);
+}
+
+/** Commits step 4 (its files written): the `dedup` record. */
+export function commitDedup(dir: string, emb: EmbeddingsLayout, s: DedupSpec, stats: Record<string, unknown>): void {
   const { params, inputs } = dedupRecord(dir, emb, s);
   recordStep(dir, 'dedup', params, inputs, { M: outputs.M(dir), keepOrder: outputs.keepOrder(dir), keepIndex: outputs.keepIndex(dir), Mrow: outputs.Marg(dir) }, stats);
 }
@@ -317,11 +319,13 @@ export async function semdedup(options: DedupOptions): Promise<DedupResult> {
       opts.onProgress?.({ stage: 'dedup', done: doneCost, total: totalCost });
     }
   }
+  writeDedupFiles(dir, { keepOrder, keepIndex, M, Mrow });
   const summary = summarize(M, opts.epsList);
-  const seconds = (now() - t0) / 1000;
-  commitDedup(dir, emb, spec, { keepOrder, keepIndex, M, Mrow }, { ...stats, seconds, resumedParts });
   writeSummary(dir, { n, clusters: k, whichToKeep: which, eps: summary });
+  // The parts go before the commit: a run killed in between finds step 4 not committed and redoes it.
   rmSync(outputs.parts(dir), { recursive: true, force: true });
+  const seconds = (now() - t0) / 1000;
+  commitDedup(dir, emb, spec, { ...stats, seconds, resumedParts });
   if (exact) commitExact(dir, emb, exact, true);
   return { keepOrder, offsets, M, Mrow, summary, stats, seconds, resumedParts };
 }

@@ -34,6 +34,10 @@ struct KMeansResult {
   int64_t searched_rows = 0;     // rows fully searched (against all k centroids), all iterations
   int64_t pruned_rows = 0;       // rows whose search the bounds skipped
   int64_t rescored_rows = 0;     // searched rows the fast pass left undecided, re-scored in float64
+  // The low-precision filter (qfilter.hpp) used by the searches ("fp32" or "avx2-int8"), and the
+  // searched rows it left with several candidates (checked by their float32 products).
+  std::string filter = "fp32";
+  int64_t filter_rechecked_rows = 0;
 };
 
 // The part of a Lloyd iteration that differs between backends: assigning the training rows to
@@ -58,6 +62,8 @@ class KMeansAssigner {
   int64_t searched_rows = 0;  // rows searched against all centroids
   int64_t pruned_rows = 0;    // rows whose search bounds made unnecessary
   int64_t rescored_rows = 0;  // searched rows re-scored in float64 (fast top-2 gap within the bound)
+  int64_t filter_rechecked_rows = 0;  // searched rows the integer filter left with several candidates
+  std::string filter = "fp32";        // the filter the searches used (qfilter.hpp's isa_name)
 };
 
 // The Lloyd driver, shared by the CPU and CUDA backends: FAISS's subsample read from the mapping
@@ -77,11 +83,14 @@ KMeansResult train_kmeans(const EmbeddingView& x, const KMeansParams& p, const P
 
 // The exact nearest centroid of every row (nearest.hpp: the best float64 score, ties to the lower
 // id) and dist = the float32 rounding of its float64 value (inner product when inner_product, else
-// squared L2). The fast pass is blocked sgemm; rows it leaves undecided are re-scored in float64
-// (their number in *rescored when given). Streams over x in blocks, releasing mapped pages behind it.
+// squared L2). The fast pass is the integer filter (qfilter.hpp: SEMDEDUP_ISA, the widest this CPU
+// runs) or blocked sgemm; rows it leaves undecided are re-scored in float64 (their number in
+// *rescored when given; *rechecked: rows the integer filter left with several candidates, checked
+// by their float32 products). Same bytes whatever the filter. Streams over x in blocks, releasing
+// mapped pages behind it.
 void assign_nearest(const EmbeddingView& x, const float* centroids, int k, bool inner_product,
                     int64_t* nearest, float* dist, int threads = 0, const ProgressFn& progress = {},
-                    CancelFlag cancel = nullptr, int64_t* rescored = nullptr);
+                    CancelFlag cancel = nullptr, int64_t* rescored = nullptr, int64_t* rechecked = nullptr);
 
 // Throws InvalidArgument for k < 1, k > N, N >= 2^31, D < 1 (shared by every backend).
 void check_kmeans_args(const EmbeddingView& x, const KMeansParams& p);

@@ -6,6 +6,7 @@
 // M[j] = 0 (no earlier member, or all similarities <= 0). Every backend stores these float64
 // values, the same bits on every machine; float32 passes are only a filter.
 #pragma once
+#include <string>
 #include <vector>
 
 #include "semdedup/common.hpp"
@@ -30,6 +31,12 @@ struct MaxSimStats {
   double computed_flops = 0;  // flops actually issued (tiles include some masked work)
   int64_t rechecked = 0;      // members the float32 filter did not decide (several candidates re-scored in float64)
   int64_t rescanned = 0;      // of those, members re-scanned over all their earlier members in float64
+  // The filter of whole-cluster items (qfilter.hpp: "avx2-int8" or "fp32"; split clusters use
+  // float32 tiles), and the members it left with several candidates (checked by their float32
+  // products; those left with a float32 near tie are counted in rechecked).
+  std::string filter = "fp32";
+  int64_t filter_checked = 0;
+  int64_t copies = 0;  // exact copies decided without the kernel (whole-cluster items)
 };
 
 // The exact maximum of member p of a cluster (rows: its rows in keep order) over its earlier

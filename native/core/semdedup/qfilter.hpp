@@ -1,0 +1,94 @@
+// The low-precision filter of the distance passes (docs/algorithm.md, "Low-precision filter"):
+// rows quantised to 8 bits, centroids (or columns) to 7 bits, their products summed exactly in
+// int32 by an integer kernel chosen at run time, and a proven per-row bound on how far the scaled
+// integer product can lie from the float64 value of nearest.hpp. The bound decides which
+// candidates are re-scored exactly, so every decision is the float64 rule's.
+//
+// Quantisation (any choice is valid: the bound is computed from what was stored):
+//   row x (D values):    s_x = max|x_j| / 127 (float32), q_j = round(x_j / s_x) in [-127, 127],
+//                        stored as the byte q_j + 128 (unsigned, 1..255);
+//   column c:            s_c = max|c_j| / 64 (float32), q_j in [-64, 64], stored signed.
+//   x~ = s_x q(x), c~ = s_c q(c) (real numbers). The kernel computes
+//   v = sum_j (q_j(x) + 128) q_j(c) exactly in int32 (|v| < 2^31 for D <= 65536), and
+//   x~ . c~ = s_x s_c (v - 128 sum_j q_j(c)).
+// Bound: x.c - x~.c~ = (x - x~).c + x~.(c - c~), so |x.c - x~.c~| <= |x - x~| |c| + |x~| |c - c~|,
+// with the norms computed in float64 (inflated for their own rounding); the scaled product is
+// formed in float64 (s_x s_c exact, one rounding of the product).
+#pragma once
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace semdedup {
+namespace qfilter {
+
+// The filter the distance passes use: the float32 path (sgemm), or the AVX2 integer kernel.
+enum class Isa { Fp32, Avx2Int8 };
+
+// The filter to use now: SEMDEDUP_ISA (fp32 | avx2-int8; unset or "auto": the widest this CPU
+// runs), read at each call so that one process can compare the paths. Throws InvalidArgument for
+// an unknown value, Backend when the requested path needs an instruction set this CPU lacks.
+Isa active_isa();
+// The widest filter this CPU runs (ignores SEMDEDUP_ISA).
+Isa best_isa();
+const char* isa_name(Isa isa);
+
+// Largest D the integer kernel accepts (int32 sums stay exact).
+constexpr int64_t kMaxDim = 65536;
+
+// Round d up to the kernel's step (4 bytes per column per step).
+inline int64_t padded_dim(int64_t d) { return (d + 3) / 4 * 4; }
+
+// Quantised rows: m rows of dp = padded_dim(d) bytes (q + 128; padding 128), and per row the
+// scale s_x, an upper bound of |x - x~| and of |x~|. finite[i] = 0 for a row holding NaN or Inf
+// (its bytes are then meaningless: the caller scores it in float64).
+struct QRows {
+  int64_t m = 0, d = 0, dp = 0;
+  std::vector<uint8_t> q;
+  std::vector<float> scale;
+  std::vector<double> err, qnorm;
+  std::vector<uint8_t> finite;
+  void quantise(const float* x, int64_t m, int64_t d);
+  // Quantise rows [i0, i0 + cnt) of x into slots [i0, i0 + cnt) (storage must be sized by resize).
+  void resize(int64_t m, int64_t d);
+  void quantise_range(const float* x, int64_t i0, int64_t cnt);
+  const uint8_t* row(int64_t i) const { return q.data() + size_t(i) * size_t(dp); }
+};
+
+// Quantised columns (centroids), packed for the kernel: panels of 16 columns, each panel dp / 4
+// steps of 16 x 4 bytes. Per column: the scale, sum of q, upper bounds of |c - c~| and |c~|.
+struct QCols {
+  int64_t n = 0, np = 0, d = 0, dp = 0;
+  std::vector<int8_t> packed;
+  std::vector<float> scale;
+  std::vector<int32_t> sum;
+  std::vector<double> err, qnorm;
+  double err_max = 0, qnorm_max = 0;
+  bool finite = true;  // every column finite
+  void pack(const float* c, int64_t n, int64_t d);
+};
+
+// v[i * ldc + j] = sum_t a_t(row i) * q_t(column j) in int32 for i < m, j < cols.np (padding
+// columns give 0). a: m quantised rows of dp bytes, stride lda. ldc >= cols.np. Requires Avx2Int8.
+void qgemm(const uint8_t* a, int64_t m, int64_t lda, const QCols& cols, int32_t* v, int64_t ldc);
+// The same for the columns of panels [panel0, panel1) only (columns 16 panel0 ..): column
+// 16 panel0 + j at v[i * ldc + j].
+void qgemm_panels(const uint8_t* a, int64_t m, int64_t lda, const QCols& cols, int64_t panel0, int64_t panel1,
+                  int32_t* v, int64_t ldc);
+
+// A float32 dot product (16 lanes; any order is within nearest.hpp's eps_score), for the
+// candidates the filter leaves.
+float dot32(const float* a, const float* b, int64_t d);
+
+// The float64 value of x~ . c~ from the kernel's sum (see the top of this file).
+inline double scaled(int32_t v, float sx, const QCols& c, int64_t j) {
+  return double(v - 128 * c.sum[size_t(j)]) * (double(sx) * double(c.scale[size_t(j)]));
+}
+
+// The filter's bound for one row: every filter score lies within this distance of its float64
+// score (nearest.hpp's score64; for L2 the fast score 2 x~.c~ - ip(c, c) against the float64
+// score plus ip(x, x)). err/qnorm: the row's; xnorm: an upper bound of |x|; cmax: of every |c|.
+double row_bound(bool ip, int64_t d, double err, double qnorm, double xnorm, double cmax, const QCols& c);
+
+}  // namespace qfilter
+}  // namespace semdedup
