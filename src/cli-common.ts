@@ -137,16 +137,6 @@ function positionalInput(inputs: readonly string[]): { files: string[]; embeddin
   return { files, ...(emb.length ? { embeddings: emb.length === 1 ? emb[0]! : emb } : {}) };
 }
 
-/** Parses --threshold: similarities s in (0, 1), as eps = 1 − s (the shortest decimal). */
-function thresholdsToEps(v: string): string {
-  return v.split(',').map((t) => t.trim()).filter((t) => t !== '').map((t) => {
-    const s = Number(t);
-    if (!Number.isFinite(s) || !(s > 0 && s < 1))
-      throw new ConfigError(`--threshold: expected similarities strictly between 0 and 1 (a member is removed when its cosine similarity to an earlier one exceeds it), got '${t}'`, { key: 'eps_list' });
-    return String(Number((1 - s).toPrecision(12)));
-  }).join(',');
-}
-
 /** The config files, then `--set key=value`, then the command's options (validated by the schema). */
 export function loadConfig(g: GlobalOpts, command: CliCommand): PartialResolved {
   const overrides: Record<string, unknown> = {};
@@ -192,15 +182,10 @@ export function loadConfig(g: GlobalOpts, command: CliCommand): PartialResolved 
   }
   if (typeof g.threshold === 'string') {
     if (g.epsList !== undefined) throw new ConfigError('give either --threshold (similarities) or --eps-list (1 − similarity), not both', { key: 'eps_list' });
-    put('eps_list', thresholdsToEps(g.threshold), '--threshold');
+    // The schema's `threshold` (eps = 1 − similarity); an eps of 0.5 or more is warned about by the steps.
+    put('threshold', g.threshold, '--threshold');
   }
   const cfg = loadConfigFiles(files, overrides, { overrideLabels });
-  const high = (cfg.epsList ?? []).filter((e) => e >= 0.5);
-  if (high.length && !g.quiet && ['dedup', 'run'].includes(command))
-    process.stderr.write(
-      `semdedup: warning: eps ${high.join(', ')} removes every member whose cosine similarity to an earlier one exceeds ${high.map((e) => Number((1 - e).toPrecision(12))).join(', ')}: ` +
-        `most of a dataset. eps is 1 − similarity; for a similarity threshold use --threshold ${high.map((e) => e).join(',')} (eps ${high.map((e) => Number((1 - e).toPrecision(12))).join(', ')})\n`,
-    );
   return cfg;
 }
 
