@@ -232,7 +232,7 @@ export function withCommon(cmd: Command, command: CliCommand): Command {
 const MISSING_HINTS: Record<string, string> = {
   embeddings: 'the input as the argument (`semdedup run emb.npy ...`), or --embeddings PATH',
   output_dir: '-o DIR for the steps; the output folder as the argument of the commands after the run (`semdedup curve out/`)',
-  k: '-k K (the number of k-means clusters; about N / 1000 is a good start)',
+  k: '-k K (the number of k-means clusters)',
 };
 
 /** Whether an error is a write to a closed pipe (`semdedup info | head -1`). */
