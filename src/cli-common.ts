@@ -22,7 +22,12 @@ export interface GlobalOpts {
 
 /** The schema rows that are options of `command`. */
 export function schemaOptions(command: CliCommand): ConfigKeySpec[] {
-  return (configSchema as readonly ConfigKeySpec[]).filter((s) => s.field !== null && s.cli?.includes(command));
+  return (configSchema as readonly ConfigKeySpec[]).filter((s) => (s.field !== null || s.sets !== undefined) && s.cli?.includes(command));
+}
+
+/** Where commander stores a schema option: its field, or for a key that sets another (threshold) the key in camelCase. */
+function optionField(spec: ConfigKeySpec): string {
+  return spec.field ?? spec.key.replace(/_([a-z])/g, (_m, c: string) => c.toUpperCase());
 }
 
 export function collect(v: string, prev: string[] = []): string[] {
@@ -176,15 +181,12 @@ export function loadConfig(g: GlobalOpts, command: CliCommand): PartialResolved 
     if (v !== undefined) put(f.key, v, new Option(f.flags).long!);
   }
   for (const spec of schemaOptions(command)) {
-    const v = g[spec.field!];
+    const v = g[optionField(spec)];
     if (v === undefined) continue;
     put(spec.key, v, SHORT[spec.key] ?? `--${spec.key.replace(/_/g, '-')}`);
   }
-  if (typeof g.threshold === 'string') {
-    if (g.epsList !== undefined) throw new ConfigError('give either --threshold (similarities) or --eps-list (1 − similarity), not both', { key: 'eps_list' });
-    // The schema's `threshold` (eps = 1 − similarity); an eps of 0.5 or more is warned about by the steps.
-    put('threshold', g.threshold, '--threshold');
-  }
+  if (g.threshold !== undefined && g.epsList !== undefined)
+    throw new ConfigError('give either --threshold (similarities) or --eps-list (1 − similarity), not both', { key: 'eps_list' });
   const cfg = loadConfigFiles(files, overrides, { overrideLabels });
   return cfg;
 }
@@ -217,8 +219,6 @@ export function withCommon(cmd: Command, command: CliCommand): Command {
     if (f.key === 'kept_order') opt.choices(['cluster', 'input']);
     cmd.addOption(f.hidden ? opt.hideHelp() : opt);
   }
-  if ((command === 'dedup' || command === 'run') && !cmd.options.some((o) => o.long === '--threshold'))
-    cmd.option('--threshold <similarity>', 'similarity threshold(s), comma-separated: a member is removed when its cosine similarity to an earlier one exceeds it (eps = 1 − similarity; SemHash\'s threshold)');
   // The positional argument lands in the options, where loadConfig reads it.
   cmd.hook('preAction', (_this, action) => {
     const a = action.processedArgs[0] as string | string[] | undefined;
