@@ -22,7 +22,12 @@ export interface GlobalOpts {
 
 /** The schema rows that are options of `command`. */
 export function schemaOptions(command: CliCommand): ConfigKeySpec[] {
-  return (configSchema as readonly ConfigKeySpec[]).filter((s) => s.field !== null && s.cli?.includes(command));
+  return (configSchema as readonly ConfigKeySpec[]).filter((s) => (s.field !== null || s.sets !== undefined) && s.cli?.includes(command));
+}
+
+/** Where commander stores a schema option: its field, or for a key that sets another (threshold) the key in camelCase. */
+function optionField(spec: ConfigKeySpec): string {
+  return spec.field ?? spec.key.replace(/_([a-z])/g, (_m, c: string) => c.toUpperCase());
 }
 
 export function collect(v: string, prev: string[] = []): string[] {
@@ -137,16 +142,6 @@ function positionalInput(inputs: readonly string[]): { files: string[]; embeddin
   return { files, ...(emb.length ? { embeddings: emb.length === 1 ? emb[0]! : emb } : {}) };
 }
 
-/** Parses --threshold: similarities s in (0, 1), as eps = 1 − s (the shortest decimal). */
-function thresholdsToEps(v: string): string {
-  return v.split(',').map((t) => t.trim()).filter((t) => t !== '').map((t) => {
-    const s = Number(t);
-    if (!Number.isFinite(s) || !(s > 0 && s < 1))
-      throw new ConfigError(`--threshold: expected similarities strictly between 0 and 1 (a member is removed when its cosine similarity to an earlier one exceeds it), got '${t}'`, { key: 'eps_list' });
-    return String(Number((1 - s).toPrecision(12)));
-  }).join(',');
-}
-
 /** The config files, then `--set key=value`, then the command's options (validated by the schema). */
 export function loadConfig(g: GlobalOpts, command: CliCommand): PartialResolved {
   const overrides: Record<string, unknown> = {};
@@ -186,21 +181,13 @@ export function loadConfig(g: GlobalOpts, command: CliCommand): PartialResolved 
     if (v !== undefined) put(f.key, v, new Option(f.flags).long!);
   }
   for (const spec of schemaOptions(command)) {
-    const v = g[spec.field!];
+    const v = g[optionField(spec)];
     if (v === undefined) continue;
     put(spec.key, v, SHORT[spec.key] ?? `--${spec.key.replace(/_/g, '-')}`);
   }
-  if (typeof g.threshold === 'string') {
-    if (g.epsList !== undefined) throw new ConfigError('give either --threshold (similarities) or --eps-list (1 − similarity), not both', { key: 'eps_list' });
-    put('eps_list', thresholdsToEps(g.threshold), '--threshold');
-  }
+  if (g.threshold !== undefined && g.epsList !== undefined)
+    throw new ConfigError('give either --threshold (similarities) or --eps-list (1 − similarity), not both', { key: 'eps_list' });
   const cfg = loadConfigFiles(files, overrides, { overrideLabels });
-  const high = (cfg.epsList ?? []).filter((e) => e >= 0.5);
-  if (high.length && !g.quiet && ['dedup', 'run'].includes(command))
-    process.stderr.write(
-      `semdedup: warning: eps ${high.join(', ')} removes every member whose cosine similarity to an earlier one exceeds ${high.map((e) => Number((1 - e).toPrecision(12))).join(', ')}: ` +
-        `most of a dataset. eps is 1 − similarity; for a similarity threshold use --threshold ${high.map((e) => e).join(',')} (eps ${high.map((e) => Number((1 - e).toPrecision(12))).join(', ')})\n`,
-    );
   return cfg;
 }
 
@@ -232,8 +219,6 @@ export function withCommon(cmd: Command, command: CliCommand): Command {
     if (f.key === 'kept_order') opt.choices(['cluster', 'input']);
     cmd.addOption(f.hidden ? opt.hideHelp() : opt);
   }
-  if ((command === 'dedup' || command === 'run') && !cmd.options.some((o) => o.long === '--threshold'))
-    cmd.option('--threshold <similarity>', 'similarity threshold(s), comma-separated: a member is removed when its cosine similarity to an earlier one exceeds it (eps = 1 − similarity; SemHash\'s threshold)');
   // The positional argument lands in the options, where loadConfig reads it.
   cmd.hook('preAction', (_this, action) => {
     const a = action.processedArgs[0] as string | string[] | undefined;
@@ -247,7 +232,7 @@ export function withCommon(cmd: Command, command: CliCommand): Command {
 const MISSING_HINTS: Record<string, string> = {
   embeddings: 'the input as the argument (`semdedup run emb.npy ...`), or --embeddings PATH',
   output_dir: '-o DIR for the steps; the output folder as the argument of the commands after the run (`semdedup curve out/`)',
-  k: '-k K (the number of k-means clusters; about N / 1000 is a good start)',
+  k: '-k K (the number of k-means clusters)',
 };
 
 /** Whether an error is a write to a closed pipe (`semdedup info | head -1`). */

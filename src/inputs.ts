@@ -5,7 +5,6 @@
 // Also what a config names as a run's inputs, for every executor: the embeddings' spec and the
 // ids (read and checked once per command).
 import { existsSync, rmdirSync, rmSync } from 'node:fs';
-import { join } from 'node:path';
 import { keyName, requireKeys, type PartialResolved, type RankBy } from './config.js';
 import { ConfigError, InputError } from './errors.js';
 import { isParquetFile, resolveInputFiles, sourceName } from './io/inputs.js';
@@ -20,10 +19,10 @@ import type { RankValues } from './steps/dedup.js';
 
 /** Where the converted inputs live in an output folder. */
 export const imported = {
-  dir: (out: string) => join(outputs.ours(out), 'import'),
-  embeddings: (out: string) => join(outputs.ours(out), 'import', 'embeddings.npy'),
-  ids: (out: string) => join(outputs.ours(out), 'import', 'ids.txt'),
-  rank: (out: string, column: string) => join(outputs.ours(out), 'import', `rank_${encodeURIComponent(column)}.npy`),
+  dir: outputs.importDir,
+  embeddings: outputs.importedEmbeddings,
+  ids: outputs.importedIds,
+  rank: outputs.importedRank,
 };
 
 function parquetSource(source: string | string[] | undefined, format: string | undefined, key: string): string[] | undefined {

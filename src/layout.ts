@@ -47,7 +47,12 @@ export const outputs = {
   summary: (dir: string) => join(dir, OURS, 'summary.json'),
   /** Step 5: kept row indices for one eps (int64). */
   keptRows: (dir: string, eps: number) => join(dir, OURS, `kept_rows_eps${eps}.npy`),
-  /** A planned run's plan, and the folder of its tasks' states, parts, logs and SLURM scripts. */
+  /** Parquet inputs converted once for the run (inputs.ts): the folder, embeddings, ids, a ranking column. */
+  importDir: (dir: string) => join(dir, OURS, 'import'),
+  importedEmbeddings: (dir: string) => join(dir, OURS, 'import', 'embeddings.npy'),
+  importedIds: (dir: string) => join(dir, OURS, 'import', 'ids.txt'),
+  importedRank: (dir: string, column: string) => join(dir, OURS, 'import', `rank_${encodeURIComponent(column)}.npy`),
+  /** A planned run's plan, and the folder of its tasks' states, parts, logs and SLURM scripts (plan/plan.ts: planPaths). */
   plan: (dir: string) => join(dir, OURS, 'plan.json'),
   planRoot: (dir: string) => join(dir, OURS, 'plan'),
   /** `semdedup report`'s default file. */
@@ -56,4 +61,6 @@ export const outputs = {
   explain: (dir: string, eps: number, near: boolean, ext: string) => join(dir, `explain_eps${eps}${near ? '_near' : ''}.${ext}`),
   /** `semdedup decontaminate`'s default kept list. */
   decontaminated: (dir: string, eps: number) => join(dir, `decontaminated_eps${eps}.txt`),
+  /** `semdedup decontaminate`'s default file of the removed rows and their matches. */
+  decontaminatedMatches: (dir: string, eps: number) => join(dir, `decontaminated_eps${eps}_matches.csv`),
 };

@@ -8,7 +8,6 @@ import { keyName, type PartialResolved } from './config.js';
 import { embeddingsLayout, type EmbeddingsLayout, type EmbeddingsSpec } from './embeddings.js';
 import { ConfigError, InputError, NumericError, OutputError } from './errors.js';
 import { readNpy } from './io/npy.js';
-import { SemDedupError } from './errors.js';
 import { engineFor } from './native/index.js';
 import { readManifest } from './manifest.js';
 import { outputs } from './layout.js';

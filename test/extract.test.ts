@@ -39,7 +39,8 @@ function reference(d: { keepOrder: BigInt64Array; M: Float64Array }, eps: number
   const rem: bigint[] = [];
   for (let i = 0; i < d.M.length; i++) (d.M[i]! > 1 - eps ? rem : kept).push(d.keepOrder[i]!);
   const rows = removed ? rem : kept;
-  const text = rows.map((r) => (ids ? ids.get(Number(r)) : String(r))).join('\n');
+  // A POSIX text file: every id followed by a newline.
+  const text = rows.map((r) => `${ids ? ids.get(Number(r)) : String(r)}\n`).join('');
   return { kept: BigInt64Array.from(kept), removed: BigInt64Array.from(rem), text };
 }
 

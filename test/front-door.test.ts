@@ -86,7 +86,8 @@ test('run: positional input of every kind (.npy, raw with --dim, shards as a lis
   assert.equal(kept(join(dir, 'g')), want);
   // An eps of 0.5 or more is almost surely a similarity: a warning says so.
   const high = ok(runCli(['run', 'emb.npy', '-k', String(K), '-o', 'h', '--eps-list', '0.9'], dir), '--eps-list 0.9');
-  assert.match(high.stderr, /warning: eps 0\.9 .*--threshold 0\.9 \(eps 0\.1\)/);
+  assert.match(high.stderr, /warning: eps 0\.9 .*similarity.*threshold/);
+  assert.equal(high.stderr.match(/warning: eps 0\.9/g)?.length, 1, 'one warning');
   const both = runCli(['run', 'emb.npy', '-k', String(K), '-o', 'h', '--eps-list', '0.1', '--threshold', '0.9'], dir);
   assert.equal(both.code, 2);
 });

@@ -198,7 +198,7 @@ export function registerAfterCommands(program: Command): void {
       const eps = num(o.eps, '--eps')!;
       const recallSample = count(o.recallSample, '--recall-sample')!;
       const output = o.output ?? outputs.decontaminated(c.outputDir, eps);
-      const matches = o.matches ?? `${c.outputDir}/decontaminated_eps${eps}_matches.csv`;
+      const matches = o.matches ?? outputs.decontaminatedMatches(c.outputDir, eps);
       const inputs = [...runInputs(cfg), ...filesOf(o.reference, 'reference'), o.referenceIds];
       checkOutput(output, '-o', { outputDir: c.outputDir, inputs });
       checkOutput(matches, '--matches', { outputDir: c.outputDir, inputs: [...inputs, output] });

@@ -244,6 +244,7 @@ export const configSchema = Object.freeze([
     description:
       "Cosine-similarity thresholds (SemHash's `threshold`), another way to give `eps_list`: eps = 1 − threshold, so " +
       'a member is removed when its similarity to an earlier member is > threshold (0.9 is eps 0.1). Not together with `eps_list`.',
+    cli: ['dedup', 'run'],
   },
   {
     key: 'kept_order', field: 'keptOrder', kind: 'enum', values: ['cluster', 'input'], aliases: [], default: 'cluster',

@@ -105,6 +105,7 @@ export function registerEmbedCommand(program: Command): void {
         `embedded ${r.rows.toLocaleString('en-US')} rows × ${r.dim} (${r.dtype}) into ${r.shards} shard${r.shards === 1 ? '' : 's'}` +
         `${r.resumedShards ? ` (${r.resumedShards} finished shard${r.resumedShards === 1 ? '' : 's'} kept)` : ''} on ${r.device} in ${s.total.toFixed(1)} s, ` +
         `${Math.round(r.rowsPerSecond).toLocaleString('en-US')} rows/s (read ${pct(s.read)}, tokenise ${pct(s.tokenize)}, inference ${pct(s.infer)}, pooling ${pct(s.pool)}, write ${pct(s.write)})\n` +
+        `embeddings: ${r.embeddings}/part-*.npy\nids: ${r.ids}/part-*.txt\nconfig: ${r.config}\n` +
         `next: ${next}`;
       if (o.json) process.stdout.write(JSON.stringify({ ...r, next }, null, 2) + '\n');
       else process.stdout.write(human + '\n');

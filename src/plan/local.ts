@@ -4,7 +4,6 @@
 // the task's log file; the same files and the same resume rules as under SLURM.
 import { spawn, spawnSync } from 'node:child_process';
 import { closeSync, constants, mkdirSync, openSync } from 'node:fs';
-import { OutputError } from '../errors.js';
 import { cpus } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';

@@ -3,7 +3,7 @@
 // centroid of every row: the same bytes on every machine, thread count and device. Existing centroids in the output folder are reused, as
 // the original resumes. The native engine facade runs both on the GPU or the CPU and says which.
 import { existsSync } from 'node:fs';
-import { ConfigError, InputError, NumericError } from '../errors.js';
+import { InputError, NumericError } from '../errors.js';
 import { readNpy, writeNpy } from '../io/npy.js';
 import { outputs } from '../layout.js';
 import { engineFor, loadNative, type NativeEmbeddings } from '../native/index.js';

@@ -6,7 +6,7 @@ import { existsSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { createHash } from 'node:crypto';
 import { cpus } from 'node:os';
-import { ConfigError, InputError } from '../errors.js';
+import { InputError } from '../errors.js';
 import { readNpy, writeNpy } from '../io/npy.js';
 import { atomicWriteFile } from '../io/atomic.js';
 import { outputs } from '../layout.js';
