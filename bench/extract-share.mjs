@@ -2,7 +2,7 @@
 // Extract's share of a whole run at 2M × 64, k = 1000, 3 eps: generates the data with the
 // project's generator (once, under --out), runs `semdedup run` in a child process and prints each
 // step's seconds from the run's manifest. Usage (after `npm run build:ts`):
-//   node bench/extract-share.mjs [--out DIR] [--n ROWS] [--repeat R] [--ids]
+//   node bench/extract-share.mjs [--out DIR (default bench/out)] [--n ROWS] [--repeat R] [--ids]
 // --ids: with a text file of ids (`doc/00000000123.jsonl`, one per line) instead of row numbers.
 import { spawnSync } from 'node:child_process';
 import { existsSync, rmSync, writeFileSync } from 'node:fs';
@@ -12,7 +12,7 @@ import { prepareData } from '../dist/tools/bench.js';
 
 const root = resolve(fileURLToPath(import.meta.url), '..', '..');
 const arg = (name, dflt) => { const i = process.argv.indexOf(name); return i > 0 ? process.argv[i + 1] : dflt; };
-const outDir = resolve(arg('--out', 'bench-out'));
+const outDir = resolve(arg('--out', 'bench/out'));
 const n = Number(arg('--n', 2_000_000));
 const repeat = Number(arg('--repeat', 1));
 const w = { name: `x64-${n}`, n, dim: 64, k: 1000, niter: 20, eps: [0.01, 0.05, 0.1], synth: { clusters: 1000, seed: 13, dim: 64, sizeDistribution: 'uniform' }, plantedCentroids: false };
