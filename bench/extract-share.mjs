@@ -3,7 +3,7 @@
 // project's generator (once, under --out), runs `semdedup run` in a child process and prints each
 // step's seconds from the run's manifest. Usage (after `npm run build:ts`):
 //   node bench/extract-share.mjs [--out DIR (default bench/out)] [--n ROWS] [--repeat R] [--ids]
-// --ids: with a text file of ids (`doc/00000000123.jsonl`, one per line) instead of row numbers.
+// SEMDEDUP_CLI=path/cli.js runs another build. --ids: with a text file of ids (`doc/00000000123.jsonl`, one per line) instead of row numbers.
 import { spawnSync } from 'node:child_process';
 import { existsSync, rmSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
@@ -27,7 +27,7 @@ if (withIds && !existsSync(idsFile)) {
 for (let r = 0; r < repeat; r++) {
   const out = join(outDir, `${w.name}-run${withIds ? '-ids' : ''}`);
   rmSync(out, { recursive: true, force: true });
-  const res = spawnSync(process.execPath, [join(root, 'dist/src/cli.js'), 'run', emb, '-k', String(w.k), '--niter', String(w.niter), '--dim', String(w.dim), '--eps-list', w.eps.join(','), '-o', out, ...(withIds ? ['--ids', idsFile] : []), '--json', '-q'], { stdio: ['ignore', 'pipe', 'inherit'], encoding: 'utf8' });
+  const res = spawnSync(process.execPath, [resolve(process.env.SEMDEDUP_CLI ?? join(root, 'dist/src/cli.js')), 'run', emb, '-k', String(w.k), '--niter', String(w.niter), '--dim', String(w.dim), '--eps-list', w.eps.join(','), '-o', out, ...(withIds ? ['--ids', idsFile] : []), '--json', '-q'], { stdio: ['ignore', 'pipe', 'inherit'], encoding: 'utf8' });
   if (res.status !== 0) { console.error(res.stdout); process.exit(res.status ?? 1); }
   const s = JSON.parse(res.stdout).seconds;
   const share = (100 * s.extract) / s.total;
