@@ -264,8 +264,9 @@ test('planned runs: a failing task is named with its log; status shows it; bad o
     assert.equal(existsSync(out), false, 'nothing created for refused rows');
     // A task that fails: the train task cannot write the centroids where a folder stands.
     mkdirSync(join(out, 'kmeans_centroids.npy'), { recursive: true });
-    r = runCli(['run', '-c', cfg, '--set', 'normalize=always', '--executor', 'local', '--workers', '2'], dir, 120_000);
+    r = runCli(['run', '-c', cfg, '--set', 'normalize=always', '--executor', 'local', '--workers', '2', '--json'], dir, 120_000);
     assert.equal(r.code, 1, r.stderr);
+    assert.equal((JSON.parse(r.stdout.trim().split('\n').pop()!) as { error: { code: string } }).error.code, 'ERR_TASK', r.stdout);
     const log = join(out, 'semdedup', 'plan', 'logs', 'train.0.log');
     assert.ok(r.stderr.includes('1 task failed:'), r.stderr);
     assert.ok(r.stderr.includes('train task 0: '), r.stderr);

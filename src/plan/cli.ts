@@ -102,7 +102,7 @@ async function runPlannedLocked(o: RunOpts, made: Plan, executor: NonNullable<Ru
   const seconds = (performance.now() - t0) / 1000;
   if (!r.ok) {
     if (r.failed.length === 0) throw new SemDedupError('ERR_CANCELLED', `interrupted; completed tasks are kept and rerunning the same command resumes (\`semdedup status ${plan.outputDir}\`)`);
-    throw new SemDedupError('ERR_BACKEND', failureMessage(plan, r, 'rerunning the same command'));
+    throw new SemDedupError('ERR_TASK', failureMessage(plan, r, 'rerunning the same command'));
   }
   if (r.submitted && o.wait === false) {
     print(o, `submitted: ${r.submitted.length ? r.submitted.join(', ') : 'nothing (every task is complete)'}; \`semdedup status ${plan.outputDir}\` follows the plan`, { plan: plan.id, jobs: r.submitted });
