@@ -21,6 +21,7 @@ import {
 } from '../src/index.js';
 import { tmpFolder } from './helpers.js';
 import { lockOutputDir, withLock } from '../src/lock.js';
+import { referenceFromHalf, referenceToHalf } from './reference.js';
 
 /** A seeded generator (mulberry32) and a normal deviate (Box–Muller). */
 function rng(seed: number): () => number {
@@ -58,41 +59,6 @@ function dot64(X: ArrayLike<number>, d: number, a: number, b: number): number {
   let s = 0;
   for (let j = 0; j < d; j++) s += X[a * d + j]! * X[b * d + j]!;
   return s;
-}
-
-/** numpy's float16 rounding (round to nearest even) of a float32 value, as bits. */
-function toHalfBits(v: number): number {
-  const f = new Float32Array([v]);
-  const x = new Uint32Array(f.buffer)[0]!;
-  const sign = (x >>> 16) & 0x8000;
-  const exp = (x >>> 23) & 0xff;
-  let mant = x & 0x7fffff;
-  if (exp === 0xff) return sign | 0x7c00 | (mant ? 0x200 : 0);
-  let e = exp - 127 + 15;
-  if (e >= 0x1f) return sign | 0x7c00;
-  if (e <= 0) {
-    if (e < -10) return sign;
-    mant |= 0x800000;
-    const shift = 14 - e;
-    let h = mant >>> shift;
-    const rem = mant & ((1 << shift) - 1);
-    const half = 1 << (shift - 1);
-    if (rem > half || (rem === half && (h & 1))) h++;
-    return sign | h;
-  }
-  let h = (e << 10) | (mant >>> 13);
-  const rem = mant & 0x1fff;
-  if (rem > 0x1000 || (rem === 0x1000 && (h & 1))) h++;
-  return sign | h;
-}
-
-function halfToFloat(h: number): number {
-  const s = h & 0x8000 ? -1 : 1;
-  const e = (h >>> 10) & 0x1f;
-  const m = h & 0x3ff;
-  if (e === 0) return s * m * 2 ** -24;
-  if (e === 31) return m ? NaN : s * Infinity;
-  return s * (1 + m / 1024) * 2 ** (e - 15);
 }
 
 const D = 16;
@@ -282,8 +248,8 @@ test('api: in memory (Float32Array + ids) = the file-based run; duplicates and s
 test('api: in memory from float16 (Uint16Array of half bits, and Float16Array where the runtime has it)', async () => {
   const eps = 0.05;
   const H = new Uint16Array(X.length);
-  for (let i = 0; i < X.length; i++) H[i] = toHalfBits(X[i]!);
-  const values = Float64Array.from(H, halfToFloat);
+  for (let i = 0; i < X.length; i++) H[i] = referenceToHalf(X[i]!);
+  const values = Float64Array.from(H, referenceFromHalf);
   const r = await dedup({ embeddings: H, ids: IDS, eps, k: 12 });
   const fromFiles = await fileRun('mem-half', H, eps, 12);
   assert.deepEqual([...r.kept].sort(), [...fromFiles].sort());

@@ -29,6 +29,8 @@ import {
   refKey,
   refMaxSim,
   refRank,
+  referenceFromHalf,
+  referenceToHalf,
 } from './reference.js';
 
 // ---------------------------------------------------------------------------------------------
@@ -509,40 +511,6 @@ test('determinism: rerunning the whole pipeline gives byte-identical outputs', a
 // ---------------------------------------------------------------------------------------------
 // Input formats.
 
-/** float32 → float16 bits, round to nearest even (normal and subnormal; no inf/nan needed). */
-function toHalf(v: number): number {
-  const f = new Float32Array([v]);
-  const u = new Uint32Array(f.buffer)[0]!;
-  const sign = (u >>> 16) & 0x8000;
-  const exp = (u >>> 23) & 0xff;
-  let mant = u & 0x7fffff;
-  if (exp === 0) return sign; // float32 subnormals are below half's range
-  let e = exp - 127 + 15;
-  if (e >= 31) return sign | 0x7c00;
-  if (e <= 0) {
-    if (e < -10) return sign;
-    mant |= 0x800000;
-    const shift = 14 - e;
-    let h = mant >>> shift;
-    const rem = mant & ((1 << shift) - 1);
-    const half = 1 << (shift - 1);
-    if (rem > half || (rem === half && (h & 1))) h++;
-    return sign | h;
-  }
-  let h = (e << 10) | (mant >>> 13);
-  const rem = mant & 0x1fff;
-  if (rem > 0x1000 || (rem === 0x1000 && (h & 1))) h++;
-  return sign | h;
-}
-function fromHalf(h: number): number {
-  const sign = h & 0x8000 ? -1 : 1;
-  const e = (h >>> 10) & 0x1f;
-  const m = h & 0x3ff;
-  if (e === 0) return sign * m * 2 ** -24;
-  if (e === 31) return m ? NaN : sign * Infinity;
-  return sign * (1 + m / 1024) * 2 ** (e - 15);
-}
-
 test('input formats: .npy float32, raw memmap without a count give the same results as the raw memmap', async () => {
   const r = await base();
   const npyPath = join(ROOT, 'emb32.npy');
@@ -568,8 +536,8 @@ test('input formats: .npy float32, raw memmap without a count give the same resu
 
 test('input formats: .npy float16, M against the reference on the float16-rounded values', async () => {
   const h = new Uint16Array(N * D);
-  for (let i = 0; i < h.length; i++) h[i] = toHalf(X[i]!);
-  const X16 = Float32Array.from(h, fromHalf);
+  for (let i = 0; i < h.length; i++) h[i] = referenceToHalf(X[i]!);
+  const X16 = Float32Array.from(h, referenceFromHalf);
   const path = join(ROOT, 'emb16.npy');
   writeNpy(path, h, { shape: [N, D], float16: true });
   const emb = openEmbeddings({ path });

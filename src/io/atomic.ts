@@ -147,13 +147,10 @@ export function openOutputWriter(target: string, flag = '-o'): AtomicWriter {
     tempPath: target,
     fd,
     write(chunk: Uint8Array | string): void {
-      if (!open) throw new OutputError(`${name}: write after the file was closed`, { file: target });
-      try {
-        writeAll(fd, typeof chunk === 'string' ? Buffer.from(chunk, 'utf8') : chunk);
-      } catch (err) {
+      writeChunk(fd, open, name, target, chunk, (err) => {
         close();
         throw new OutputError(`${name}: cannot write: ${describe(err)}`, { file: target, cause: err });
-      }
+      });
     },
     commit: close,
     abort: close,
@@ -162,14 +159,23 @@ export function openOutputWriter(target: string, flag = '-o'): AtomicWriter {
 
 /** `atomicWriteFile` for a user-named output (see `openOutputWriter`). */
 export function writeOutputFile(target: string, data: Buffer | string | Uint8Array | readonly Uint8Array[], flag = '-o'): void {
-  const w = openOutputWriter(target, flag);
+  writeAllThrough(openOutputWriter(target, flag), data);
+}
+
+/**
+ * One chunk (a string as UTF-8) to a writer's open descriptor; `fail` cleans up and throws.
+ * `name` is how messages name the output.
+ */
+function writeChunk(fd: number, open: boolean, name: string, target: string, chunk: Uint8Array | string, fail: (err: unknown) => never): void {
+  if (!open) throw new OutputError(`${name}: write after the file was closed`, { file: target });
   try {
-    for (const chunk of toChunks(data)) w.write(chunk);
+    if (typeof chunk !== 'string' && !(chunk instanceof Uint8Array)) {
+      throw new TypeError(`data chunks must be strings or Uint8Arrays, got ${typeof chunk}`);
+    }
+    writeAll(fd, typeof chunk === 'string' ? Buffer.from(chunk, 'utf8') : chunk);
   } catch (err) {
-    w.abort();
-    throw err;
+    fail(err);
   }
-  w.commit();
 }
 
 export function openAtomicWriter(target: string): AtomicWriter {
@@ -204,15 +210,7 @@ export function openAtomicWriter(target: string): AtomicWriter {
     tempPath: tmp,
     fd,
     write(chunk: Uint8Array | string): void {
-      if (!open) throw new OutputError(`${target}: write after the file was closed`, { file: target });
-      try {
-        if (typeof chunk !== 'string' && !(chunk instanceof Uint8Array)) {
-          throw new TypeError(`data chunks must be strings or Uint8Arrays, got ${typeof chunk}`);
-        }
-        writeAll(fd, typeof chunk === 'string' ? Buffer.from(chunk, 'utf8') : chunk);
-      } catch (err) {
-        fail(err);
-      }
+      writeChunk(fd, open, target, target, chunk, fail);
     },
     commit(): void {
       if (!open) throw new OutputError(`${target}: commit after the file was closed`, { file: target });
@@ -245,7 +243,11 @@ export function openAtomicWriter(target: string): AtomicWriter {
  * atomically. Throws OutputError naming `target` on failure; the target is then unchanged.
  */
 export function atomicWriteFile(target: string, data: Buffer | string | Uint8Array | readonly Uint8Array[]): void {
-  const w = openAtomicWriter(target);
+  writeAllThrough(openAtomicWriter(target), data);
+}
+
+/** Every chunk of `data` through an open writer, then commit; abort on a failure. */
+function writeAllThrough(w: AtomicWriter, data: Buffer | string | Uint8Array | readonly Uint8Array[]): void {
   try {
     for (const chunk of toChunks(data)) w.write(chunk);
   } catch (err) {
