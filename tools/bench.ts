@@ -3,7 +3,7 @@
 // pipeline in Python, and FAISS k-means alone); a check that our kept sets equal the peer's given
 // the same centroids before any speed is reported; a JSON record and bench/RESULTS.md.
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, readFileSync, readdirSync, writeFileSync, statSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, readdirSync, rmSync, writeFileSync, statSync } from 'node:fs';
 import { cpus, totalmem } from 'node:os';
 import { basename, join, relative, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -77,7 +77,8 @@ export interface BenchRecord {
   peer?: { stages: Record<string, number | null>; total: number; peakRssMiB: number; note?: string };
   /** FAISS k-means alone; its last objective against ours (the same training sample: comparable). */
   faissAlone?: { train: number; assign: number; total: number; objective?: number; ourObjective?: number };
-  keptEqual?: { eps: number; ours: number; peer: number; equal: boolean }[];
+  /** Kept counts against the peer's given our centroids: in all, per cluster, and how many kept ids differ (which member of a group is kept: ours decides on exact values, the original on float32 ones). */
+  keptEqual?: { eps: number; ours: number; peer: number; clustersEqual: boolean; differing: number }[];
   /** Our pipeline again under other OpenBLAS kernels and thread counts: its outputs against the main run's. */
   kernels?: { kernel: string; threads: number; seconds: number; identical: boolean; files: number; differing: string[]; mMaxDiff: number }[];
   date: string;
@@ -229,6 +230,8 @@ export async function benchWorkload(
   const runs: BenchRecord['ours'][] = [];
   for (let i = 0; i < Math.max(1, opts.repeat ?? 1); i++) {
     log(`ours: ${w.name} (run ${i + 1})`);
+    // A fresh output folder each run: a folder left by an earlier run would resume its steps.
+    rmSync(ourOut, { recursive: true, force: true });
     const r = spawnSync(process.execPath, childArgs, { encoding: 'utf8', maxBuffer: 1 << 26 });
     if (r.status !== 0) throw new Error(`our pipeline failed: ${r.stderr.slice(-3000)}`);
     runs.push(JSON.parse(r.stdout.trim().split('\n').pop()!) as BenchRecord['ours']);
@@ -274,11 +277,25 @@ export async function benchWorkload(
     const t = runPeer([...base, '--centroids', join(ourOut, 'kmeans_centroids.npy'), '--stages', 'assign,rank,semdedup,extract'], log);
     for (const s of ['assign', 'rank', 'semdedup', 'extract']) stages[s] = (t[s] as number) ?? null;
     peerRss = (t.peak_rss_kib as number) / 1024;
+    // The ids are row numbers; every kept row counted in its cluster (our nearest_cent) on both sides.
+    const nearest = readNpy(join(ourOut, 'nearest_cent.npy')).data as ArrayLike<number | bigint>;
+    const idsOf = (file: string) => readFileSync(file, 'utf8').split('\n').filter((l) => l.length > 0);
+    const perCluster = (ids: string[]) => {
+      const c = new Map<number, number>();
+      for (const id of ids) {
+        const k = Number(nearest[Number(id)]);
+        c.set(k, (c.get(k) ?? 0) + 1);
+      }
+      return c;
+    };
     rec.keptEqual = w.eps.map((e) => {
-      const a = readFileSync(outputs.keptList(ourOut, e), 'utf8');
-      const b = readFileSync(join(peerOut, `kept_eps${e}.txt`), 'utf8');
-      const count = (s: string) => (s.length ? s.split('\n').length : 0);
-      return { eps: e, ours: count(a), peer: count(b), equal: a === b };
+      const a = idsOf(outputs.keptList(ourOut, e));
+      const b = idsOf(join(peerOut, `kept_eps${e}.txt`));
+      const pa = perCluster(a);
+      const pb = perCluster(b);
+      const clustersEqual = pa.size === pb.size && [...pa].every(([k, v]) => pb.get(k) === v);
+      const inB = new Set(b);
+      return { eps: e, ours: a.length, peer: b.length, clustersEqual, differing: a.filter((id) => !inB.has(id)).length };
     });
   }
   const total = Object.values(stages).reduce<number>((s, v) => s + (v ?? 0), 0);
@@ -331,7 +348,11 @@ export function formatRecord(rec: BenchRecord): string {
       lines.push(`| ${k.kernel} | ${k.threads} | ${f(k.seconds)} | ${k.identical ? `all ${k.files}` : `NO: ${k.differing.join(', ')}`} | ${k.mMaxDiff.toExponential(1)} |`);
     lines.push('');
   }
-  if (rec.keptEqual) lines.push(`Kept sets equal to the peer's given the same centroids: ${rec.keptEqual.map((k) => `eps ${k.eps}: ${k.equal ? 'yes' : 'NO'} (${k.ours} kept)`).join('; ')}.`);
+  if (rec.keptEqual)
+    lines.push(
+      `Kept against the peer's given the same centroids (counts in all and per cluster; ids that differ: which member of a group is kept, decided here on exact values and there on float32 ones): ` +
+        rec.keptEqual.map((k) => `eps ${k.eps}: ${k.ours === k.peer ? 'equal' : 'NOT equal'} (${k.ours} / ${k.peer}), per cluster ${k.clustersEqual ? 'equal' : 'NOT equal'}, ${k.differing} ids differ`).join('; ') + '.',
+    );
   if (p?.note) lines.push(`Peer: ${p.note}.`);
   return lines.join('\n');
 }
