@@ -270,7 +270,7 @@ test('texts → kept ids end to end: embed, then the printed `semdedup run` over
   assert.equal(e.status, 0, e.stderr);
   const next = /^next: (.*)$/m.exec(e.stdout)?.[1];
   assert.ok(next, e.stdout);
-  assert.equal(next, 'semdedup run emb -k 1 -o emb-dedup');
+  assert.equal(next, 'semdedup run emb -o emb-dedup');
   const argv = next.split(' ').slice(1);
   const r = spawnSync(process.execPath, [CLI, ...argv, '-k', '3', '--eps-list', '0.001', '--set', 'niter=5'], { cwd: dir, encoding: 'utf8' });
   assert.equal(r.status, 0, r.stderr);

@@ -99,8 +99,8 @@ export function registerEmbedCommand(program: Command): void {
       const pct = (x: number) => `${((100 * x) / Math.max(busy, 1e-9)).toFixed(0)}%`;
       const cfg = relative(process.cwd(), r.config) || r.config;
       const out = join(dirname(dirname(cfg)), `${basename(dirname(r.config))}-dedup`);
-      const k = Math.max(1, Math.round(r.rows / 1000));
-      const next = `semdedup run ${shellWord(dirname(cfg))} -k ${k} -o ${shellWord(out)}`;
+      // k left to the run's default from N (config key k).
+      const next = `semdedup run ${shellWord(dirname(cfg))} -o ${shellWord(out)}`;
       const human =
         `embedded ${r.rows.toLocaleString('en-US')} rows × ${r.dim} (${r.dtype}) into ${r.shards} shard${r.shards === 1 ? '' : 's'}` +
         `${r.resumedShards ? ` (${r.resumedShards} finished shard${r.resumedShards === 1 ? '' : 's'} kept)` : ''} on ${r.device} in ${s.total.toFixed(1)} s, ` +
