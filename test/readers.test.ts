@@ -71,7 +71,7 @@ function npyHeaderLength(file: string): number {
 // ---------------------------------------------------------------------------------------------
 // 5. After-the-run readers check that the embeddings are the ones the run read.
 
-test('defect 5: explain and extract refuse embeddings whose rows were swapped after the run', () => {
+test('readers: explain and extract refuse embeddings whose rows were swapped after the run', () => {
   const d = makeData('rd5');
   const out = path.join(d.dir, 'out');
   ok(['run', ...runArgs(d, out)], d.dir, 'run');
@@ -101,7 +101,7 @@ test('defect 5: explain and extract refuse embeddings whose rows were swapped af
   assert.equal(readFileSync(path.join(out, 'kept_eps0.01.txt'), 'utf8'), readFileSync(path.join(fresh, 'kept_eps0.01.txt'), 'utf8'));
 });
 
-test('defect 5: with normalize: always, readers refuse a source changed after the run (the normalised copy is unchanged)', () => {
+test('readers: with normalize: always, readers refuse a source changed after the run (the normalised copy is unchanged)', () => {
   const d = makeData('rd5norm');
   // Rows of norm 2: the run normalises them into its own copy.
   const b = readFileSync(d.emb);
@@ -124,7 +124,7 @@ test('defect 5: with normalize: always, readers refuse a source changed after th
   assert.notEqual(readFileSync(path.join(out, 'kept_eps0.01.txt'), 'utf8'), before, 'the rerun used the changed source');
 });
 
-test('defect 5: readers refuse ids whose lines were swapped, and a recorded ids file that is gone', () => {
+test('readers: refuse ids whose lines were swapped, and a recorded ids file that is gone', () => {
   const d = makeData('rd5ids');
   const out = path.join(d.dir, 'out');
   ok(['run', ...runArgs(d, out)], d.dir, 'run');
@@ -164,7 +164,7 @@ test('manifest: an edit of manifest.json that keeps its size and mtime commits n
 // ---------------------------------------------------------------------------------------------
 // 6. A planned run and a single run on one folder do not both proceed.
 
-test('defect 6: a single run refuses while a planned run works on the folder, and the manifest never pairs another k with the centroids', async () => {
+test('locks: a single run refuses while a planned run works on the folder, and the manifest never pairs another k with the centroids', async () => {
   const dir = tmpFolder('rd6');
   try {
     const emb = writeDataset(dir, 'x.npy', { n: 100_000, dim: 32, clusters: 30, seed: 3 });
@@ -197,7 +197,7 @@ test('defect 6: a single run refuses while a planned run works on the folder, an
 // ---------------------------------------------------------------------------------------------
 // 7. decontaminate --within-clusters reads only committed centroids and cluster order.
 
-test('defect 7: decontaminate --within-clusters refuses edited centroids and a folder without manifest', () => {
+test('readers: decontaminate --within-clusters refuses edited centroids and a folder without manifest', () => {
   const d = makeData('rd7');
   const out = path.join(d.dir, 'out');
   ok(['run', ...runArgs(d, out)], d.dir, 'run');
@@ -219,7 +219,7 @@ test('defect 7: decontaminate --within-clusters refuses edited centroids and a f
 // ---------------------------------------------------------------------------------------------
 // 8. exact-duplicates never falls back to row order when the dedup results are there but unreadable.
 
-test('defect 8: exact-duplicates refuses dedup results it cannot use instead of falling back to row order', () => {
+test('readers: exact-duplicates refuses dedup results it cannot use instead of falling back to row order', () => {
   const d = makeData('rd8');
   const out = path.join(d.dir, 'out');
   ok(['run', ...runArgs(d, out)], d.dir, 'run');
@@ -239,7 +239,7 @@ test('defect 8: exact-duplicates refuses dedup results it cannot use instead of 
 // ---------------------------------------------------------------------------------------------
 // 9. report shows exact duplicates only from a committed exact_duplicates.npy.
 
-test('defect 9: report refuses an exact_duplicates.npy the engine did not commit', () => {
+test('readers: report refuses an exact_duplicates.npy the engine did not commit', () => {
   const d = makeData('rd9');
   const out = path.join(d.dir, 'out');
   ok(['run', ...runArgs(d, out, ['--set', 'exact_duplicates=true'])], d.dir, 'run');
@@ -261,7 +261,7 @@ test('defect 9: report refuses an exact_duplicates.npy the engine did not commit
 // ---------------------------------------------------------------------------------------------
 // 10. Planned-run parts carry a checksum, checked when read.
 
-test('defect 10: a planned-run part edited keeping its size and mtime is recomputed, not assembled', () => {
+test('planned runs: a part edited keeping its size and mtime is recomputed, not assembled', () => {
   const dir = tmpFolder('rd10');
   try {
     const emb = writeDataset(dir, 'x.npy', { n: 6000, dim: 32, clusters: 8, seed: 4 });
@@ -292,7 +292,7 @@ test('defect 10: a planned-run part edited keeping its size and mtime is recompu
 // ---------------------------------------------------------------------------------------------
 // 11. Outputs of an earlier run that the manifest no longer commits are removed; links are not.
 
-test('defect 11: kept lists of other eps and sorted clusters beyond k are removed after a rerun; links and other files stay', () => {
+test('reruns: kept lists of other eps and sorted clusters beyond k are removed after a rerun; links and other files stay', () => {
   const d = makeData('rd11');
   const out = path.join(d.dir, 'out');
   ok(['run', ...runArgs(d, out, ['--set', 'k=10', '--set', 'eps_list=0.01,0.05', '--set', 'export_sorted_clusters=true'])], d.dir, 'k=10 run');
