@@ -348,3 +348,16 @@ test('rank_by in a config: a mapping or column:order; a bad order or key is a co
     rmSync(dir, { recursive: true, force: true });
   }
 });
+
+test('SQL quoting: any path or column name (quotes, semicolons, newlines, comment marks) comes back from DuckDB as it was, never read as SQL', async () => {
+  const fc = (await import('fast-check')).default;
+  const { sqlIdent, sqlString } = await import('../src/io/parquet.js');
+  const con = await (await DuckDBInstance.create(':memory:')).connect();
+  const pieces = ["'", '"', "''", ';', '--', '/*', '*/', '\n', ' ', 'x', "'); DROP TABLE t; --", '\\', 'é', '$1'];
+  const samples = fc.sample(fc.array(fc.constantFrom(...pieces), { minLength: 1, maxLength: 6 }).map((a) => a.join('')), { numRuns: 200, seed: 20261206 });
+  for (const s of samples) {
+    const r = await con.runAndReadAll(`SELECT ${sqlString(s)} AS ${sqlIdent(s)}`);
+    assert.deepEqual(r.columnNames(), [s], JSON.stringify(s));
+    assert.equal(r.getRows()[0]![0], s, JSON.stringify(s));
+  }
+});

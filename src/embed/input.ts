@@ -97,7 +97,7 @@ export async function* readTexts(src: TextSource, position?: ReadPosition): Asyn
 }
 
 async function* readParquetTexts(src: TextSource, position?: ReadPosition): AsyncGenerator<TextRecord> {
-  const { openParquetReader, describeParquet } = await import('../io/parquet.js');
+  const { openParquetReader, describeParquet, sqlIdent: q, sqlString } = await import('../io/parquet.js');
   const reader = await openParquetReader(1);
   try {
     const info = await describeParquet(reader.con, src.path);
@@ -109,8 +109,7 @@ async function* readParquetTexts(src: TextSource, position?: ReadPosition): Asyn
     };
     need(textField, 'text_field', /^VARCHAR$/, 'strings');
     if (src.idField !== undefined) need(src.idField, 'id_field', /^(VARCHAR|U?(TINY|SMALL|BIG|HUGE)?INT(EGER)?)$/, 'strings or integers');
-    const q = (s: string) => `"${s.replace(/"/g, '""')}"`;
-    const file = `'${src.path.replace(/'/g, "''")}'`;
+    const file = sqlString(src.path);
     const res = await reader.con.stream(
       `SELECT ${q(textField)} AS t, ${src.idField !== undefined ? `CAST(${q(src.idField)} AS VARCHAR)` : 'NULL'} AS i, file_row_number AS r FROM read_parquet(${file}, file_row_number = true)`,
     );

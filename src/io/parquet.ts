@@ -18,12 +18,12 @@ import { isParquetFile } from './inputs.js';
 
 export { isParquetFile };
 
-/** A string as an SQL literal. */
-function sqlString(s: string): string {
+/** A string as an SQL literal (a quote inside doubled: nothing in it is read as SQL). */
+export function sqlString(s: string): string {
   return `'${s.replace(/'/g, "''")}'`;
 }
-/** A name as an SQL identifier. */
-function sqlIdent(s: string): string {
+/** A name as an SQL identifier (a double quote inside doubled). */
+export function sqlIdent(s: string): string {
   return `"${s.replace(/"/g, '""')}"`;
 }
 
