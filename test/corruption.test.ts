@@ -347,27 +347,34 @@ async function damageInputs(inputs: string[], tally: Tally, expected: Record<str
     }
 }
 
+/**
+ * The right answers: each reader on an uncorrupted copy of the run folder; with a scratch folder,
+ * the copier the damage loops use, and an empty tally.
+ */
+async function rightAnswers(f: Fixture) {
+  const scratch = path.join(f.root, 'scratch');
+  mkdirSync(scratch);
+  const copyOf = (tag: string) => {
+    const w = path.join(f.root, tag);
+    rmSync(w, { recursive: true, force: true });
+    cpSync(f.base, w, { recursive: true });
+    return w;
+  };
+  const expected: Record<string, Outcome> = {};
+  for (const [name, read] of Object.entries(READERS)) {
+    const w = copyOf('expect');
+    expected[name] = await attempt(() => read(configOf(f, w), w, scratch));
+    assert.ok('answer' in expected[name]!, `${name} answers on the uncorrupted folder: ${JSON.stringify(expected[name])}`);
+  }
+  return { scratch, copyOf, expected, tally: { refused: 0, right: 0, wrong: 0, unchanged: 0 } };
+}
+
 test('corruption matrix: every committed file and input × every damage × every reader: refused with what to rerun, or right', async () => {
   fx = makeFixture();
   try {
     await runAll(configOf(fx, fx.base), opts);
     for (const f of COMMITTED) assert.ok(existsSync(path.join(fx.base, f)), `the run wrote ${f}`);
-    const scratch = path.join(fx.root, 'scratch');
-    mkdirSync(scratch);
-    // The right answers: each reader on an uncorrupted copy of the folder.
-    const copyOf = (tag: string) => {
-      const w = path.join(fx.root, tag);
-      rmSync(w, { recursive: true, force: true });
-      cpSync(fx.base, w, { recursive: true });
-      return w;
-    };
-    const expected: Record<string, Outcome> = {};
-    for (const [name, read] of Object.entries(READERS)) {
-      const w = copyOf('expect');
-      expected[name] = await attempt(() => read(configOf(fx, w), w, scratch));
-      assert.ok('answer' in expected[name]!, `${name} answers on the uncorrupted folder: ${JSON.stringify(expected[name])}`);
-    }
-    const tally = { refused: 0, right: 0, wrong: 0, unchanged: 0 };
+    const { scratch, copyOf, expected, tally } = await rightAnswers(fx);
     // Committed files of the folder.
     for (const file of COMMITTED)
       for (const kind of KINDS) {
@@ -405,21 +412,7 @@ test('corruption matrix, sharded embeddings: one shard × every damage × every 
     for (let i = 0; i < 3; i++) writeFileSync(path.join(shards, `part_${i}.f32`), all.subarray(cuts[i]! * DIM * 4, cuts[i + 1]! * DIM * 4));
     fx = { ...fx, emb: shards };
     await runAll(configOf(fx, fx.base), opts);
-    const scratch = path.join(fx.root, 'scratch');
-    mkdirSync(scratch);
-    const copyOf = (tag: string) => {
-      const w = path.join(fx.root, tag);
-      rmSync(w, { recursive: true, force: true });
-      cpSync(fx.base, w, { recursive: true });
-      return w;
-    };
-    const expected: Record<string, Outcome> = {};
-    for (const [name, read] of Object.entries(READERS)) {
-      const w = copyOf('expect');
-      expected[name] = await attempt(() => read(configOf(fx, w), w, scratch));
-      assert.ok('answer' in expected[name]!, `${name} answers on the uncorrupted folder: ${JSON.stringify(expected[name])}`);
-    }
-    const tally = { refused: 0, right: 0, wrong: 0, unchanged: 0 };
+    const { scratch, copyOf, expected, tally } = await rightAnswers(fx);
     await damageInputs([path.join(shards, 'part_1.f32')], tally, expected, scratch, copyOf);
     process.stderr.write(`corruption matrix, one shard: ${JSON.stringify(tally)}\n`);
     assertNoFailures();
