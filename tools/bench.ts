@@ -368,7 +368,7 @@ export function updateResults(file: string, rec: BenchRecord): void {
   atomicWriteFile(file, out);
 }
 
-export async function runBench(opts: { workloads: string[]; peers: boolean; outDir?: string; results?: string; n?: number; repeat?: number; kernels?: string[]; log?: (l: string) => void }): Promise<BenchRecord[]> {
+export async function runBench(opts: { workloads: string[]; peers: boolean; outDir?: string; results?: string; n?: number; k?: number; repeat?: number; kernels?: string[]; log?: (l: string) => void }): Promise<BenchRecord[]> {
   const log = opts.log ?? ((l: string) => process.stderr.write(`bench: ${l}\n`));
   const outDir = resolve(opts.outDir ?? join(process.cwd(), 'bench-out'));
   mkdirSync(outDir, { recursive: true });
@@ -378,7 +378,7 @@ export async function runBench(opts: { workloads: string[]; peers: boolean; outD
   for (const name of opts.workloads) {
     const w0 = WORKLOADS[name];
     if (!w0) throw new Error(`unknown workload '${name}' (known: ${Object.keys(WORKLOADS).join(', ')})`);
-    const w = opts.n ? { ...w0, n: opts.n } : w0;
+    const w = { ...w0, ...(opts.n ? { n: opts.n } : {}), ...(opts.k ? { k: opts.k } : {}) };
     const rec = await benchWorkload(w, { outDir, peers: opts.peers, log, sgemm, ...(opts.repeat ? { repeat: opts.repeat } : {}), ...(opts.kernels?.length ? { kernels: opts.kernels } : {}) });
     atomicWriteFile(join(outDir, `${w.name}-${rec.date.replace(/[:.]/g, '-')}.json`), JSON.stringify(rec, null, 2) + '\n');
     if (opts.results) updateResults(opts.results, rec);

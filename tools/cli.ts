@@ -37,15 +37,17 @@ export function buildToolsProgram(): Command {
     .option('--workload <names>', 'comma-separated workloads: w1, skew', 'w1')
     .option('--no-peers', 'skip the Python original pipeline and FAISS-alone peers')
     .option('--n <rows>', 'override the number of rows (quick runs)')
+    .option('--k <clusters>', 'override the number of clusters')
     .option('--out <dir>', 'data and outputs folder (default ./bench-out)')
     .option('--results <file>', 'markdown results file to update (e.g. bench/RESULTS.md in the repository; default: none)')
     .option('--repeat <runs>', 'run our pipeline this many times and report the median of each stage', '1')
     .option('--kernels <names>', 'also run our pipeline under these OpenBLAS kernels (OPENBLAS_CORETYPE, e.g. Haswell,Sandybridge,Nehalem) with 1 and 2 threads and compare its outputs byte for byte')
-    .action(async (o: { workload: string; peers: boolean; n?: string; out?: string; results?: string; repeat: string; kernels?: string }) => {
+    .action(async (o: { workload: string; peers: boolean; n?: string; k?: string; out?: string; results?: string; repeat: string; kernels?: string }) => {
       await runBench({
         workloads: o.workload.split(',').map((s) => s.trim()).filter(Boolean),
         peers: o.peers,
         ...(o.n ? { n: Number(o.n) } : {}),
+        ...(o.k ? { k: Number(o.k) } : {}),
         ...(o.out ? { outDir: o.out } : {}),
         ...(o.results !== undefined ? { results: o.results } : {}),
         repeat: Math.max(1, Number(o.repeat) || 1),
