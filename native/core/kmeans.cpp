@@ -471,10 +471,10 @@ KMeansResult lloyd_kmeans(const EmbeddingView& x, const KMeansParams& p, KMeansA
       // one more (bounded) assignment: the training rows against the final centroids; its work
       // is not Lloyd's, so the counters stay those of the iterations
       const int64_t s0 = assigner.searched_rows, p0 = assigner.pruned_rows, r0 = assigner.rescored_rows,
-                    f0 = assigner.filter_rechecked_rows, q0 = assigner.partial_rows;
+                    f0 = assigner.filter_rechecked_rows, q0 = assigner.partial_rows, c0 = assigner.searched_columns;
       assigner.assign(cent.data(), k, moved.data(), assign.data(), dis.data(), cancel);
       assigner.searched_rows = s0, assigner.pruned_rows = p0, assigner.rescored_rows = r0, assigner.filter_rechecked_rows = f0;
-      assigner.partial_rows = q0;
+      assigner.partial_rows = q0, assigner.searched_columns = c0;
     }
     r.final_rows = rows;
     r.final_nearest = assign;
@@ -489,6 +489,7 @@ KMeansResult lloyd_kmeans(const EmbeddingView& x, const KMeansParams& p, KMeansA
   r.rescored_rows = assigner.rescored_rows;
   r.filter_rechecked_rows = assigner.filter_rechecked_rows;
   r.partial_rows = assigner.partial_rows;
+  r.searched_columns = assigner.searched_columns;
   r.filter = assigner.filter;
   return r;
 }
@@ -601,10 +602,11 @@ class CpuAssigner : public KMeansAssigner {
       std::iota(todo.begin(), todo.end(), 0);
     }
     searched_rows += int64_t(todo.size() + part.size());
+    searched_columns += int64_t(todo.size()) * k;
     pruned_rows += nt - int64_t(todo.size() + part.size());
     // 2. search of the others, in blocks; new bounds for the searched rows
     const int64_t nblocks = (int64_t(todo.size()) + kSearchBlock - 1) / kSearchBlock;
-    std::atomic<int64_t> rescored{0}, rechecked{0}, candidates{0};
+    std::atomic<int64_t> rescored{0}, rechecked{0}, candidates{0}, columns{0};
     if (use8) {
       qc_.pack(cent, k, d);
       if (int64_t(vbuf_.size()) != threads_) {
@@ -660,7 +662,7 @@ class CpuAssigner : public KMeansAssigner {
         sc.resize(std::max(sc.size(), size_t(k)));
         std::vector<int32_t> col(static_cast<size_t>(k));
         std::vector<int> groups;
-        int64_t nres = 0, nchk = 0, ncand = 0;
+        int64_t nres = 0, nchk = 0, ncand = 0, ncols = 0;
         for (int64_t t = b * 64; t < std::min<int64_t>(int64_t(part.size()), (b + 1) * 64); ++t) {
           const int64_t i = part[size_t(t)];
           const double l = lval_[size_t(i)];
@@ -683,6 +685,7 @@ class CpuAssigner : public KMeansAssigner {
             n += cnt;
             r0 = r1;
           }
+          ncols += n;
           bool checked;
           int64_t nc;
           Pick pk;
@@ -714,10 +717,12 @@ class CpuAssigner : public KMeansAssigner {
         rescored += nres;
         rechecked += nchk;
         candidates += ncand;
+        columns += ncols;
       }, cancel);
       rescored_rows += rescored.load();
       filter_rechecked_rows += rechecked.load();
       partial_rows += int64_t(part.size());
+      searched_columns += columns.load();
       const size_t searched = todo.size() + part.size();
       cand_per_row_ = searched == 0 ? 0.0 : double(candidates.load()) / double(searched);
       return;
