@@ -390,16 +390,21 @@ void qgemm_panels(const uint8_t* a, int64_t m, int64_t lda, const QCols& cols, i
   constexpr int MR = 4;
   const int64_t steps = cols.dp / 4;
   v -= panel0 * 16;
-  // One panel (16 columns x dp bytes) stays in L1 while the rows stream past it.
-  for (int64_t p = panel0; p < panel1; ++p) {
-    const int8_t* bp = cols.packed.data() + size_t(p) * size_t(steps) * 64;
-    int64_t i = 0;
-    for (; i + MR <= m; i += MR) micro<MR>(a + i * lda, lda, bp, steps, v + i * ldc + p * 16, ldc);
-    switch (m - i) {
-      case 3: micro<3>(a + i * lda, lda, bp, steps, v + i * ldc + p * 16, ldc); break;
-      case 2: micro<2>(a + i * lda, lda, bp, steps, v + i * ldc + p * 16, ldc); break;
-      case 1: micro<1>(a + i * lda, lda, bp, steps, v + i * ldc + p * 16, ldc); break;
-      default: break;
+  // Rows in chunks of about 128 KB, which stay in L2 while every panel passes; one panel (16
+  // columns x dp bytes) stays in L1 while the chunk's rows stream past it.
+  const int64_t chunk = std::max<int64_t>(MR, (int64_t(128) << 10) / std::max<int64_t>(1, lda) / MR * MR);
+  for (int64_t r0 = 0; r0 < m; r0 += chunk) {
+    const int64_t r1 = std::min(m, r0 + chunk);
+    for (int64_t p = panel0; p < panel1; ++p) {
+      const int8_t* bp = cols.packed.data() + size_t(p) * size_t(steps) * 64;
+      int64_t i = r0;
+      for (; i + MR <= r1; i += MR) micro<MR>(a + i * lda, lda, bp, steps, v + i * ldc + p * 16, ldc);
+      switch (r1 - i) {
+        case 3: micro<3>(a + i * lda, lda, bp, steps, v + i * ldc + p * 16, ldc); break;
+        case 2: micro<2>(a + i * lda, lda, bp, steps, v + i * ldc + p * 16, ldc); break;
+        case 1: micro<1>(a + i * lda, lda, bp, steps, v + i * ldc + p * 16, ldc); break;
+        default: break;
+      }
     }
   }
 #else
