@@ -324,6 +324,20 @@ Napi::Value MeasureSgemm(const Napi::CallbackInfo& info) {
   return job->start();
 }
 
+// measureFilter({ repeats, threads }) -> Promise<number> (GOP/s of the integer filter; 0 without one)
+Napi::Value MeasureFilter(const Napi::CallbackInfo& info) {
+  Options o(info, "measureFilter");
+  const int reps = int(o.integer("repeats"));
+  if (reps < 1) o.fail("repeats", ">= 1");
+  const int threads = o.threads();
+  auto g = std::make_shared<double>(0);
+  auto* job = new Job(
+      o,
+      [=](const sd::ProgressFn&, sd::CancelFlag) { *g = sd::qfilter::measure_filter_gops(reps, threads); },
+      [g](Napi::Env env) -> Napi::Value { return Napi::Number::New(env, *g); });
+  return job->start();
+}
+
 // info() -> the engine facts (engine_info(): computed once per process, the GPU query included).
 Napi::Value Info(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
@@ -383,6 +397,7 @@ void register_steps(Napi::Env env, Napi::Object exports) {
   exports.Set("normalizeRows", Napi::Function::New(env, NormalizeRows));
   exports.Set("keepOrder", Napi::Function::New(env, KeepOrder));
   exports.Set("measureSgemm", Napi::Function::New(env, MeasureSgemm));
+  exports.Set("measureFilter", Napi::Function::New(env, MeasureFilter));
   exports.Set("info", Napi::Function::New(env, Info));
 }
 

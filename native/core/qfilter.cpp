@@ -5,6 +5,7 @@
 #include "semdedup/qfilter.hpp"
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
@@ -367,6 +368,34 @@ void group_max(const double* s, int64_t n, int64_t group, int64_t skip, double* 
       if (j != skip) b = std::max(b, s[j]);
     out[g] = b;
   }
+}
+
+double measure_filter_gops(int repeats, int threads) {
+  if (best_isa() != Isa::Avx2Int8) return 0;
+  threads = resolve_threads(threads);
+  const int64_t m = 1024, n = 1000, d = 512;
+  uint32_t seed = 12345;
+  auto next = [&seed] { return float((seed = seed * 1664525u + 1013904223u) >> 8) / 16777216.0f - 0.5f; };
+  std::vector<float> c(size_t(n * d));
+  for (auto& v : c) v = next();
+  QCols cols;
+  cols.pack(c.data(), n, d);
+  std::vector<std::vector<float>> rows(static_cast<size_t>(threads), std::vector<float>(size_t(m * d)));
+  for (auto& r : rows)
+    for (auto& v : r) v = next();
+  std::vector<QRows> q(static_cast<size_t>(threads));
+  std::vector<std::vector<int32_t>> out(static_cast<size_t>(threads), std::vector<int32_t>(size_t(m * cols.np)));
+  double best = 0;
+  for (int r = 0; r <= repeats; ++r) {  // the first round warms up
+    const auto t0 = std::chrono::steady_clock::now();
+    parallel_for(threads, threads, [&](int64_t t, int) {
+      q[size_t(t)].quantise(rows[size_t(t)].data(), m, d);
+      qgemm(q[size_t(t)].q.data(), m, q[size_t(t)].dp, cols, out[size_t(t)].data(), cols.np);
+    });
+    const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    if (r > 0) best = std::max(best, 2.0 * double(m) * double(n) * double(d) * threads / dt / 1e9);
+  }
+  return best;
 }
 
 void qgemm(const uint8_t* a, int64_t m, int64_t lda, const QCols& cols, int32_t* v, int64_t ldc) {

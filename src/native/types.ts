@@ -206,6 +206,8 @@ export interface NativeAddon {
     },
   ): Promise<void>;
   measureSgemm(opts: { n: number; repeats: number; threads?: number }): Promise<number>;
+  /** The integer filter's rate (GOP/s, quantisation included) as the assignment runs it; 0 without one. */
+  measureFilter(opts: { repeats: number; threads?: number }): Promise<number>;
   /** The float64 re-check's default margin at dimension d. */
   recheckMargin(opts: { d: number }): number;
   recheckThresholds(

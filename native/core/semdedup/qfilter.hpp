@@ -78,6 +78,11 @@ void qgemm(const uint8_t* a, int64_t m, int64_t lda, const QCols& cols, int32_t*
 void qgemm_panels(const uint8_t* a, int64_t m, int64_t lda, const QCols& cols, int64_t panel0, int64_t panel1,
                   int32_t* v, int64_t ldc);
 
+// The integer filter's useful rate on this machine, GOP/s (2 m n d per product): every thread
+// quantises its own 1024 rows and multiplies them with 1000 packed columns, D = 512, as the
+// assignment does; the best of `repeats` rounds, all threads together. 0 without AVX2.
+double measure_filter_gops(int repeats, int threads);
+
 // A float32 dot product (16 lanes; any order is within nearest.hpp's eps_score), for the
 // candidates the filter leaves.
 float dot32(const float* a, const float* b, int64_t d);
