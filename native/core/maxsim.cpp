@@ -95,33 +95,56 @@ constexpr int64_t kNr = 16;      // columns per panel (two 8-lane vectors)
 constexpr int64_t kNrBlock = 4;  // panels per column block (4 x 16 columns x D floats stay in L2; 8 measured 30% slower)
 constexpr int64_t kUnroll = 8;   // steps of j per loop iteration (4 and 16 measured slower)
 
+#ifdef SD_MAXSIM_X86
 // Packs the n rows a (row-major, n x d) for the fused filter. Columns [c0, n) into panels of kNr:
 // panel q holds, for each j in 0 .. d - 1, the values x_{c0 + 16 q + l}[j] for l = 0 .. 15 (zero
 // past n). Rows into blocks of kMr: block m holds, for each j, x_{6 m + i}[j] for i = 0 .. 5 (the
-// last row repeated past n: those pairs are masked).
-void pack_panels(const float* a, int64_t n, int64_t d, int64_t c0, float* cols, float* rows) {
+// last row repeated past n: those pairs are masked). Full panels by 8 x 8 transposes.
+__attribute__((target("avx2,fma"))) void pack_panels(const float* a, int64_t n, int64_t d, int64_t c0, float* cols,
+                                                       float* rows) {
   const int64_t panels = (n - c0 + kNr - 1) / kNr;
   for (int64_t q = 0; q < panels; ++q) {
     float* o = cols + q * kNr * d;
-    for (int64_t l = 0; l < kNr; ++l) {
-      const int64_t c = c0 + q * kNr + l;
-      if (c < n) {
-        const float* r = a + c * d;
-        for (int64_t j = 0; j < d; ++j) o[j * kNr + l] = r[j];
-      } else {
-        for (int64_t j = 0; j < d; ++j) o[j * kNr + l] = 0.f;
-      }
+    const int64_t first = c0 + q * kNr;
+    int64_t j = 0;
+    if (first + kNr <= n) {
+      for (; j + 8 <= d; j += 8)
+        for (int64_t h = 0; h < 2; ++h) {
+          const float* r = a + (first + 8 * h) * d + j;
+          const __m256 r0 = _mm256_loadu_ps(r), r1 = _mm256_loadu_ps(r + d), r2 = _mm256_loadu_ps(r + 2 * d),
+                       r3 = _mm256_loadu_ps(r + 3 * d), r4 = _mm256_loadu_ps(r + 4 * d), r5 = _mm256_loadu_ps(r + 5 * d),
+                       r6 = _mm256_loadu_ps(r + 6 * d), r7 = _mm256_loadu_ps(r + 7 * d);
+          const __m256 t0 = _mm256_unpacklo_ps(r0, r1), t1 = _mm256_unpackhi_ps(r0, r1), t2 = _mm256_unpacklo_ps(r2, r3),
+                       t3 = _mm256_unpackhi_ps(r2, r3), t4 = _mm256_unpacklo_ps(r4, r5), t5 = _mm256_unpackhi_ps(r4, r5),
+                       t6 = _mm256_unpacklo_ps(r6, r7), t7 = _mm256_unpackhi_ps(r6, r7);
+          const __m256 u0 = _mm256_shuffle_ps(t0, t2, 0x44), u1 = _mm256_shuffle_ps(t0, t2, 0xEE),
+                       u2 = _mm256_shuffle_ps(t1, t3, 0x44), u3 = _mm256_shuffle_ps(t1, t3, 0xEE),
+                       u4 = _mm256_shuffle_ps(t4, t6, 0x44), u5 = _mm256_shuffle_ps(t4, t6, 0xEE),
+                       u6 = _mm256_shuffle_ps(t5, t7, 0x44), u7 = _mm256_shuffle_ps(t5, t7, 0xEE);
+          float* w = o + j * kNr + 8 * h;
+          _mm256_store_ps(w, _mm256_permute2f128_ps(u0, u4, 0x20));
+          _mm256_store_ps(w + kNr, _mm256_permute2f128_ps(u1, u5, 0x20));
+          _mm256_store_ps(w + 2 * kNr, _mm256_permute2f128_ps(u2, u6, 0x20));
+          _mm256_store_ps(w + 3 * kNr, _mm256_permute2f128_ps(u3, u7, 0x20));
+          _mm256_store_ps(w + 4 * kNr, _mm256_permute2f128_ps(u0, u4, 0x31));
+          _mm256_store_ps(w + 5 * kNr, _mm256_permute2f128_ps(u1, u5, 0x31));
+          _mm256_store_ps(w + 6 * kNr, _mm256_permute2f128_ps(u2, u6, 0x31));
+          _mm256_store_ps(w + 7 * kNr, _mm256_permute2f128_ps(u3, u7, 0x31));
+        }
     }
+    for (; j < d; ++j)
+      for (int64_t l = 0; l < kNr; ++l) o[j * kNr + l] = first + l < n ? a[(first + l) * d + j] : 0.f;
   }
   const int64_t blocks = (n + kMr - 1) / kMr;
   for (int64_t m = 0; m < blocks; ++m) {
     float* o = rows + m * kMr * d;
-    for (int64_t i = 0; i < kMr; ++i) {
-      const float* r = a + std::min(m * kMr + i, n - 1) * d;
-      for (int64_t j = 0; j < d; ++j) o[j * kMr + i] = r[j];
-    }
+    const float* r[kMr];
+    for (int64_t i = 0; i < kMr; ++i) r[i] = a + std::min(m * kMr + i, n - 1) * d;
+    for (int64_t j = 0; j < d; ++j)
+      for (int64_t i = 0; i < kMr; ++i) o[j * kMr + i] = r[i][j];
   }
 }
+#endif
 
 bool cpu_has_fused() {
 #ifdef SD_MAXSIM_X86
@@ -1026,7 +1049,12 @@ MaxSimStats max_similarity_cpu(const EmbeddingView& x, const int64_t* order, con
         pack_panels(s.a.data(), nk, d, done, s.packed.data(), s.prows.data());
         fused_fold(s.prows.data(), s.packed.data(), nk, d, done, s.best.data(), s.second.data(), s.pos32.data());
         for (int64_t j = 0; j < cols; ++j) s.pos[size_t(j)] = s.pos32[size_t(j)];
-        const double eps = filter_bound(d, nearest::norm_slack(max_norm(s.a.data(), nk, d)));
+        // the norm bound from float32 |x|^2 (within gamma_D of the float64 value, as the BLAS
+        // tiles' diagonals below)
+        float n2 = 0;
+        for (int64_t i = 0; i < nk; ++i) n2 = std::max(n2, qfilter::dot32(s.a.data() + i * d, s.a.data() + i * d, d));
+        norm2 = std::max(norm2, double(n2));
+        const double eps = filter_bound(d, std::sqrt(diag_norm2_bound(norm2, d)));
         finish_whole_tile(d, krows, done, cols, s.a.data(), nullptr, 0, eps, s, counts, kM, karg);
       }
 #endif
