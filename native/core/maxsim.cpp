@@ -156,6 +156,27 @@ bool cpu_has_fused() {
 }
 
 #ifdef SD_MAXSIM_X86
+// A float32 dot product in 32 lanes of FMA chains (any order is within gamma_D, nearest.hpp): the
+// fused filter's norms and its undecided columns' scores.
+__attribute__((target("avx2,fma"))) float dot32_fma(const float* a, const float* b, int64_t d) {
+  __m256 s0 = _mm256_setzero_ps(), s1 = s0, s2 = s0, s3 = s0;
+  int64_t j = 0;
+  for (; j + 32 <= d; j += 32) {
+    s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + j), _mm256_loadu_ps(b + j), s0);
+    s1 = _mm256_fmadd_ps(_mm256_loadu_ps(a + j + 8), _mm256_loadu_ps(b + j + 8), s1);
+    s2 = _mm256_fmadd_ps(_mm256_loadu_ps(a + j + 16), _mm256_loadu_ps(b + j + 16), s2);
+    s3 = _mm256_fmadd_ps(_mm256_loadu_ps(a + j + 24), _mm256_loadu_ps(b + j + 24), s3);
+  }
+  for (; j + 8 <= d; j += 8) s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + j), _mm256_loadu_ps(b + j), s0);
+  const __m256 s = _mm256_add_ps(_mm256_add_ps(s0, s1), _mm256_add_ps(s2, s3));
+  __m128 h = _mm_add_ps(_mm256_castps256_ps128(s), _mm256_extractf128_ps(s, 1));
+  h = _mm_add_ps(h, _mm_movehl_ps(h, h));
+  h = _mm_add_ss(h, _mm_movehdup_ps(h));
+  float r = _mm_cvtss_f32(h);
+  for (; j < d; ++j) r = std::fma(a[j], b[j], r);
+  return r;
+}
+
 // Columns [c0, n) of a whole cluster of n rows (packed by pack_panels(.., c0, cols, rows)):
 // best/second/pos[j] for column c0 + j over the rows before it (arrays of the panels' width; pos
 // -1 where no row scored above -inf).
@@ -235,6 +256,15 @@ __attribute__((target("avx2,fma"))) void fused_fold(const float* rows, const flo
   }
 }
 #endif
+
+// A float32 dot product for the filters' re-checks: the FMA lanes where the CPU has them.
+inline float dot32_any(const float* a, const float* b, int64_t d) {
+#ifdef SD_MAXSIM_X86
+  static const bool fma = cpu_has_fused();
+  if (fma) return dot32_fma(a, b, d);
+#endif
+  return qfilter::dot32(a, b, d);
+}
 
 // A worker's buffer: grows to what its tiles need, 64-byte aligned whatever its size (BLAS
 // results must not depend on where a buffer happens to start, so that M is the same bits
@@ -459,7 +489,7 @@ void finish_whole_tile(int64_t d, const int64_t* rows, int64_t c0, int64_t cols,
     for (int64_t i = 0; i < p; ++i) {
       // every earlier member when the fold found no maximum (NaN scores)
       if (bp >= 0) {
-        const float f = scores ? scores[i * ldc + j] : qfilter::dot32(rows_held + i * d, xj, d);
+        const float f = scores ? scores[i * ldc + j] : dot32_any(rows_held + i * d, xj, d);
         if (!nearest::candidate(double(f), b, eps)) continue;
       }
       const double v = nearest::dot64(rows_held + i * d, xj, d);
@@ -1052,7 +1082,7 @@ MaxSimStats max_similarity_cpu(const EmbeddingView& x, const int64_t* order, con
         // the norm bound from float32 |x|^2 (within gamma_D of the float64 value, as the BLAS
         // tiles' diagonals below)
         float n2 = 0;
-        for (int64_t i = 0; i < nk; ++i) n2 = std::max(n2, qfilter::dot32(s.a.data() + i * d, s.a.data() + i * d, d));
+        for (int64_t i = 0; i < nk; ++i) n2 = std::max(n2, dot32_fma(s.a.data() + i * d, s.a.data() + i * d, d));
         norm2 = std::max(norm2, double(n2));
         const double eps = filter_bound(d, std::sqrt(diag_norm2_bound(norm2, d)));
         finish_whole_tile(d, krows, done, cols, s.a.data(), nullptr, 0, eps, s, counts, kM, karg);
