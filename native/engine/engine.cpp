@@ -142,7 +142,7 @@ Ran train_kmeans(Device device, KMeansImpl impl, const EmbeddingView& x, const K
 
 Ran assign_nearest(Device device, KMeansImpl impl, const EmbeddingView& x, const float* centroids, int k,
                    bool inner_product, int64_t* nearest, float* dist, int threads, const ProgressFn& progress,
-                   CancelFlag cancel, int64_t* rescored) {
+                   CancelFlag cancel, int64_t* rescored, const uint8_t* skip) {
   check_impl(impl);  // both implementations assign by the exact rule
   return dispatch(
       device, "the assignment to centroids",
@@ -152,7 +152,8 @@ Ran assign_nearest(Device device, KMeansImpl impl, const EmbeddingView& x, const
         cuda::assign_nearest(x, centroids, k, inner_product, nearest, dist, gpu, progress, cancel, rescored);
 #endif
       },
-      [&] { semdedup::assign_nearest(x, centroids, k, inner_product, nearest, dist, threads, progress, cancel, rescored); });
+      // the GPU searches every row (rows in skip get the values they hold again)
+      [&] { semdedup::assign_nearest(x, centroids, k, inner_product, nearest, dist, threads, progress, cancel, rescored, nullptr, skip); });
 }
 
 Ran max_similarity(Device device, const EmbeddingView& x, const int64_t* order, const int64_t* offsets,

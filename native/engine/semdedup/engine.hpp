@@ -76,10 +76,11 @@ Ran train_kmeans(Device device, KMeansImpl impl, const EmbeddingView& x, const K
 // The final assignment (nearest_cent, dist_to_cent): the exact nearest centroid and its float64
 // value rounded once (nearest.hpp), on the GPU or the CPU by the rules above; both give the same
 // bytes. With kmeans_impl faiss too (FAISS trains; every row is then assigned by the exact rule).
-// *rescored: rows the fast pass left undecided (re-scored in float64), when given.
+// *rescored: rows the fast pass left undecided (re-scored in float64), when given. skip (optional,
+// n bytes): rows already holding their values (KMeansResult::final_*), not searched on the CPU.
 Ran assign_nearest(Device device, KMeansImpl impl, const EmbeddingView& x, const float* centroids, int k,
                    bool inner_product, int64_t* nearest, float* dist, int threads, const ProgressFn& progress = {},
-                   CancelFlag cancel = nullptr, int64_t* rescored = nullptr);
+                   CancelFlag cancel = nullptr, int64_t* rescored = nullptr, const uint8_t* skip = nullptr);
 
 Ran max_similarity(Device device, const EmbeddingView& x, const int64_t* order, const int64_t* offsets,
                    int64_t nclusters, double* M, int64_t* arg, const MaxSimOptions& opt, MaxSimStats& out,
