@@ -567,7 +567,9 @@ int64_t finish_whole_tile_int8(int64_t d, const int64_t* rows, int64_t c0, int64
 // A whole-cluster item through the integer filter: s.a holds the cluster's n rows in keep order.
 // Settles the columns of the tiles it runs and returns where it stopped: 0 when a row is not
 // finite, or the first tile at which more than a quarter of the columns so far would have several
-// candidates (the filter is then too coarse for this cluster: float32 tiles do the rest).
+// candidates (the filter is then too coarse for this cluster: float32 tiles do the rest). The
+// first tile is a probe of kInt8Probe columns (its rows alone quantised), so that a cluster the
+// filter cannot decide pays little for the attempt.
 // *cmax_out: an upper bound of every row's norm.
 int64_t whole_int8(int64_t d, int64_t n, Scratch& s, ExactCounts& counts, const int64_t* rows, double* M, int64_t* arg,
                    double* cmax_out) {
@@ -593,7 +595,8 @@ int64_t whole_int8(int64_t d, int64_t n, Scratch& s, ExactCounts& counts, const 
     prepared = m;
     return true;
   };
-  if (!prepare(std::min(n, kCols))) return 0;
+  constexpr int64_t kInt8Probe = 32;
+  if (!prepare(std::min(n, kInt8Probe))) return 0;
   s.c.need(n * kCols);
   s.vi.need(n * kCols);
   s.best.need(kCols);
@@ -601,8 +604,8 @@ int64_t whole_int8(int64_t d, int64_t n, Scratch& s, ExactCounts& counts, const 
   s.pos.need(kCols);
   std::vector<std::pair<int64_t, float>> cand;
   int64_t checked = 0;
-  for (int64_t c0 = 0; c0 < n; c0 += kCols) {
-    const int64_t cols = std::min(kCols, n - c0);
+  for (int64_t c0 = 0, cols = 0; c0 < n; c0 += cols) {
+    cols = std::min(c0 == 0 ? kInt8Probe : kCols, n - c0);
     const int64_t nrows = c0 + cols;
     if (nrows > prepared && !prepare(n)) return c0;
     reset_tile(s, cols);
