@@ -4,9 +4,11 @@
 // order) and, for each column tile of kCols members, one sgemm computes the dots of every
 // earlier-or-same member with the tile (a (c0 + cols) x cols block: only the upper-triangular
 // part of the Gram matrix plus the small diagonal blocks), folded into the running column max
-// masked to earlier members. A larger cluster is split into one item per column tile, whose
-// earlier rows are gathered (pread) block by block, kRowBlock rows at a time: memory per worker is
-// bounded by the tiles, whatever the cluster size. Each BLAS call is single-threaded; the workers
+// masked to earlier members; on AVX2 + FMA CPUs without AVX-512 the fused filter (fused_fold:
+// the cluster packed once, 6 x 16 blocks of dot products folded in registers, no score matrix)
+// replaces those tiles (SEMDEDUP_MAXSIM_KERNEL, maxsim_filter_kernel). A larger cluster is split
+// into one item per column tile, whose earlier rows are gathered (pread) block by block, kRowBlock
+// rows at a time: memory per worker is bounded by the tiles, whatever the cluster size. Each BLAS call is single-threaded; the workers
 // are the parallelism. Items write disjoint outputs, and each output depends only on the fixed
 // decomposition (never on the thread count), so results are deterministic.
 //
@@ -17,8 +19,10 @@
 // lies among the earlier members whose float32 score is within 2 eps of the float32 maximum. When the
 // runner-up is further than that, the float32 argmax is the only candidate and one float64 dot
 // product gives M; otherwise the candidates are re-scored in float64 (whole-cluster items still hold
-// the column's float32 scores), or, in split items, the member is re-scanned over all its earlier
-// members in float64. M is then the float64 value itself, the same bits on every machine.
+// the column's float32 scores; the fused filter computes them again), or, in split items, the
+// member is re-scanned over all its earlier members in float64. Exact copies of a recent member
+// (compact_copies, split_tile) skip the filter in both kinds of item. M is then the float64 value
+// itself, the same bits on every machine.
 #include "semdedup/maxsim.hpp"
 
 #include <algorithm>
@@ -1056,7 +1060,7 @@ MaxSimStats max_similarity_cpu(const EmbeddingView& x, const int64_t* order, con
         kM = s.kM.data();
         karg = s.karg.data();
       }
-      s.c.need(nk * kCols);
+      if (!fused) s.c.need(nk * kCols);
       s.best.need(kCols);
       s.second.need(kCols);
       s.pos.need(kCols);
@@ -1069,8 +1073,8 @@ MaxSimStats max_similarity_cpu(const EmbeddingView& x, const int64_t* order, con
       double norm2 = done > 0 ? cmax8 * cmax8 : 0;
 #ifdef SD_MAXSIM_X86
       if (fused && done < nk) {
-        // The fused filter over the remaining columns at once; the bound from every row's float64
-        // norm (covers the rows of every column).
+        // The fused filter over the remaining columns at once (no tile keeps scores: undecided
+        // columns are scored again by finish_whole_tile).
         const int64_t cols = nk - done;
         const int64_t w = (cols + kNr - 1) / kNr * kNr;
         s.packed.need(w * d);
@@ -1082,8 +1086,8 @@ MaxSimStats max_similarity_cpu(const EmbeddingView& x, const int64_t* order, con
         pack_panels(s.a.data(), nk, d, done, s.packed.data(), s.prows.data());
         fused_fold(s.prows.data(), s.packed.data(), nk, d, done, s.best.data(), s.second.data(), s.pos32.data());
         for (int64_t j = 0; j < cols; ++j) s.pos[size_t(j)] = s.pos32[size_t(j)];
-        // the norm bound from float32 |x|^2 (within gamma_D of the float64 value, as the BLAS
-        // tiles' diagonals below)
+        // the norm bound from every row's float32 |x|^2 (within gamma_D of the float64 value, as
+        // the BLAS tiles' diagonals below)
         float n2 = 0;
         for (int64_t i = 0; i < nk; ++i) n2 = std::max(n2, dot32_fma(s.a.data() + i * d, s.a.data() + i * d, d));
         norm2 = std::max(norm2, double(n2));
