@@ -31,7 +31,7 @@ eng::KMeansImpl impl_of(const Options& o) {
 // trainKmeans({ emb, k, niter, seed, spherical, maxPointsPerCentroid, minPointsPerCentroid, threads, prune,
 //               engine, impl, gpuMemoryLimit, keepAssignment, onProgress, cancel })
 //   -> Promise<{ centroids: Float32Array, objective: number[], iterations, nTrain, underMinPoints, searchedRows,
-//                prunedRows, rescoredRows, backend, backendNote,
+//                prunedRows, rescoredRows, partialRows, searchedColumns, backend, backendNote,
 //                assigned?: { rows: BigInt64Array, nearest: BigInt64Array, dist: Float32Array } }>
 //   assigned (keepAssignment): the training rows' exact assignment to the final centroids.
 // Absent parameters keep the defaults of sd::KMeansParams.
@@ -72,6 +72,8 @@ Napi::Value TrainKmeans(const Napi::CallbackInfo& info) {
         out.Set("searchedRows", double(result->searched_rows));
         out.Set("prunedRows", double(result->pruned_rows));
         out.Set("rescoredRows", double(result->rescored_rows));
+        out.Set("partialRows", double(result->partial_rows));
+        out.Set("searchedColumns", double(result->searched_columns));
         out.Set("iterations", double(result->iterations));
         if (!result->final_rows.empty()) {
           const size_t n = result->final_rows.size();

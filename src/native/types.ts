@@ -136,6 +136,8 @@ export interface NativeAddon {
     opts: KmeansNativeParams & JobOptions & { emb: NativeEmbeddings; engine?: NativeEngine; /** Return the training rows' assignment to the final centroids. */ keepAssignment?: boolean },
   ): Promise<Ran & {
     centroids: Float32Array; objective: number[]; iterations: number; nTrain: number; underMinPoints: boolean; searchedRows: number; prunedRows: number; rescoredRows: number;
+    /** Searched rows that scored only the centroid groups their bounds left open; centroid scores computed in all (k per full search). */
+    partialRows: number; searchedColumns: number;
     /** With keepAssignment: the training rows, their exact nearest final centroid and dist_to_cent. */
     assigned?: { rows: BigInt64Array; nearest: BigInt64Array; dist: Float32Array };
   }>;

@@ -87,10 +87,11 @@ inline double scaled(int32_t v, float sx, const QCols& c, int64_t j) {
   return double(v - 128 * c.sum[size_t(j)]) * (double(sx) * double(c.scale[size_t(j)]));
 }
 
-// The filter scores of one row against columns [0, n): out[j] = scaled(v[j], sx, cols, j) for the
-// inner product, 2 scaled(...) - cc[j] for L2 (cc non-null): the same float64 values, computed four
-// at a time when the CPU has AVX2. Returns the lowest j holding the largest score (-1 for n = 0).
-int64_t row_scores(const int32_t* v, int64_t n, float sx, const QCols& cols, const double* cc, double* out);
+// The filter scores of one row against columns j0 .. j0 + n - 1: out[t] = scaled(v[t], sx, cols,
+// j0 + t) for the inner product, 2 scaled(...) - cc[j0 + t] for L2 (cc non-null): the same float64
+// values, computed four at a time when the CPU has AVX2. Returns the lowest t holding the largest
+// score (-1 for n = 0).
+int64_t row_scores(const int32_t* v, int64_t j0, int64_t n, float sx, const QCols& cols, const double* cc, double* out);
 
 // How many of s[0..n) are >= floor.
 int64_t count_at_least(const double* s, int64_t n, double floor);
