@@ -343,7 +343,7 @@ inline void settle(double s, int64_t row, double* M, int64_t* arg) {
 // Largest float64 norm of n rows held contiguously.
 double max_norm(const float* a, int64_t n, int64_t d) {
   double m = 0;
-  for (int64_t i = 0; i < n; ++i) m = std::max(m, nearest::dot64(a + i * d, a + i * d, d));
+  for (int64_t i = 0; i < n; ++i) m = std::max(m, nearest::dot64_cpu(a + i * d, a + i * d, d));
   return std::sqrt(m);
 }
 
@@ -393,7 +393,7 @@ FilterCounts exact_from_filter(const EmbeddingView& x, const int64_t* rows, int6
     x.gather(k.idx.data(), m, k.cols.data());
     for (int64_t i = 0; i < m; ++i) {
       const int64_t q = k.at[size_t(i)];
-      settle(nearest::dot64(k.cand.data() + i * d, k.cols.data() + i * d, d), rows[pos[q]], M + q, arg + q);
+      settle(nearest::dot64_cpu(k.cand.data() + i * d, k.cols.data() + i * d, d), rows[pos[q]], M + q, arg + q);
     }
     // The others: no earlier member, or re-scanned over all earlier members.
     size_t next = 0;
@@ -452,7 +452,7 @@ ExactMax exact_max_scan(const EmbeddingView& x, const int64_t* rows, int64_t p, 
     const int64_t m = std::min(kScanChunk, p - i0);
     x.gather(rows + i0, m, chunk);
     for (int64_t i = 0; i < m; ++i) {
-      const double s = nearest::dot64(chunk + i * d, xj, d);
+      const double s = nearest::dot64_cpu(chunk + i * d, xj, d);
       if (r.pos < 0 || s > r.value) {
         r.value = s;
         r.pos = i0 + i;
@@ -479,7 +479,7 @@ void finish_whole_tile(int64_t d, const int64_t* rows, int64_t c0, int64_t cols,
     const float* xj = rows_held + p * d;
     const int64_t bp = s.pos[size_t(j)];
     if (bp >= 0 && nearest::decided(s.best[size_t(j)], s.second[size_t(j)], eps)) {
-      settle(nearest::dot64(rows_held + bp * d, xj, d), rows[bp], M + p, arg + p);
+      settle(nearest::dot64_cpu(rows_held + bp * d, xj, d), rows[bp], M + p, arg + p);
       continue;
     }
     if (p == 0) {
@@ -496,7 +496,7 @@ void finish_whole_tile(int64_t d, const int64_t* rows, int64_t c0, int64_t cols,
         const float f = scores ? scores[i * ldc + j] : dot32_any(rows_held + i * d, xj, d);
         if (!nearest::candidate(double(f), b, eps)) continue;
       }
-      const double v = nearest::dot64(rows_held + i * d, xj, d);
+      const double v = nearest::dot64_cpu(rows_held + i * d, xj, d);
       if (who < 0 || v > best) {
         best = v;
         who = i;
@@ -520,7 +520,7 @@ int64_t finish_whole_tile_int8(int64_t d, const int64_t* rows, int64_t c0, int64
     const float* xj = rows_held + p * d;
     const int64_t bp = s.pos[size_t(j)];
     if (bp >= 0 && nearest::decided(s.best[size_t(j)], s.second[size_t(j)], eps8)) {
-      settle(nearest::dot64(rows_held + bp * d, xj, d), rows[bp], M + p, arg + p);
+      settle(nearest::dot64_cpu(rows_held + bp * d, xj, d), rows[bp], M + p, arg + p);
       continue;
     }
     if (p == 0) {
@@ -549,7 +549,7 @@ int64_t finish_whole_tile_int8(int64_t d, const int64_t* rows, int64_t c0, int64
       }
     }
     if (finite && b32i >= 0 && nearest::decided(b32, s32, eps32)) {
-      settle(nearest::dot64(rows_held + b32i * d, xj, d), rows[b32i], M + p, arg + p);
+      settle(nearest::dot64_cpu(rows_held + b32i * d, xj, d), rows[b32i], M + p, arg + p);
       continue;
     }
     counts.rechecked.fetch_add(1, std::memory_order_relaxed);
@@ -557,7 +557,7 @@ int64_t finish_whole_tile_int8(int64_t d, const int64_t* rows, int64_t c0, int64
     int64_t who = -1;
     for (const auto& c : cand) {  // ascending positions: the earliest wins a tie
       if (finite && !nearest::candidate(double(c.second), double(b32), eps32)) continue;
-      const double v = nearest::dot64(rows_held + c.first * d, xj, d);
+      const double v = nearest::dot64_cpu(rows_held + c.first * d, xj, d);
       if (who < 0 || v > best) {
         best = v;
         who = c.first;
@@ -747,12 +747,12 @@ int64_t settle_skipped(int64_t n, int64_t d, const Scratch& s, const float* held
     int64_t who = -1;
     if (arg[r] >= 0) best = M[r], who = arg[r];
     if (r == g) {  // r itself (a later copy's maximum already holds the first copy's x . x)
-      const double self = nearest::dot64(xr, xr, d);
+      const double self = nearest::dot64_cpu(xr, xr, d);
       if (who < 0 || self > best) best = self, who = rows[r];
     }
     for (int64_t k = r + 1; k < p; ++k) {
       if (s.src[size_t(k)] >= 0 && s.grp[size_t(k)] == g) continue;  // a copy too: x . x again, later
-      const double v = nearest::dot64(held + k * d, xr, d);
+      const double v = nearest::dot64_cpu(held + k * d, xr, d);
       if (v > best) best = v, who = rows[k];
     }
     settle(best, who, M + p, arg + p);
@@ -858,7 +858,7 @@ void split_tile(const EmbeddingView& x, const int64_t* rows, int64_t c0, int64_t
     double best = 0;
     int64_t who = -1;
     for (size_t i = 0; i < L.size(); ++i) {
-      const double v = nearest::dot64(s.rows.data() + i * size_t(d), colb + j * d, d);
+      const double v = nearest::dot64_cpu(s.rows.data() + i * size_t(d), colb + j * d, d);
       if (who < 0 || v > best) {
         best = v;
         who = L[i].first;
