@@ -184,7 +184,7 @@ size_t round_huge(size_t b) { return (b + kHuge - 1) / kHuge * kHuge; }
 BigBuffer& BigBuffer::operator=(BigBuffer&& o) noexcept {
   if (this != &o) {
     free_mapping(p_, cap_);
-    p_ = o.p_, size_ = o.size_, cap_ = o.cap_;
+    p_ = o.p_, size_ = o.size_, cap_ = o.cap_, huge_ = o.huge_;
     o.p_ = nullptr, o.size_ = o.cap_ = 0;
   }
   return *this;
@@ -201,7 +201,7 @@ void BigBuffer::reserve(size_t bytes) {
                : ::mmap(nullptr, want, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
   if (q == MAP_FAILED) throw std::bad_alloc();
 #ifdef MADV_HUGEPAGE
-  ::madvise(q, want, MADV_HUGEPAGE);
+  if (huge_) ::madvise(q, want, MADV_HUGEPAGE);
 #endif
   p_ = static_cast<char*>(q);
   cap_ = want;

@@ -262,7 +262,7 @@ void check_kmeans_args(const EmbeddingView& x, const KMeansParams& p) {
 
 BigBuffer read_training_sample(const EmbeddingView& x, const std::vector<int64_t>& rows, int threads) {
   const int64_t d = x.d;
-  BigBuffer out(rows.size() * size_t(d) * 4);  // huge pages: a fraction of the page faults
+  BigBuffer out(rows.size() * size_t(d) * 4, false);  // read by row blocks: 4 KiB pages (common.hpp)
   out.resize(rows.size() * size_t(d) * 4);
   float* sample = out.as<float>();
   std::vector<int64_t> slots(rows.size());
@@ -767,7 +767,7 @@ class CpuAssigner : public KMeansAssigner {
   double cmax_run_ = 0;
   CentroidSet cs_;
   std::vector<double> xx_, xnorm_;
-  BigBuffer upg_;  // per row, the groups' bounds (nt x ng float32)
+  BigBuffer upg_{0, false};  // per row, the groups' bounds (nt x ng float32)
   std::vector<std::vector<float>> cbuf_, xbuf_;
   // Whether the integer filter pays this iteration. Its second stage re-checks the candidates of
   // undecided rows by float32 products one at a time, each costing about kDotCost of the kernel's
