@@ -31,7 +31,7 @@ eng::KMeansImpl impl_of(const Options& o) {
 // trainKmeans({ emb, k, niter, seed, spherical, maxPointsPerCentroid, minPointsPerCentroid, threads, prune,
 //               engine, impl, gpuMemoryLimit, onProgress, cancel })
 //   -> Promise<{ centroids: Float32Array, objective: number[], iterations, nTrain, underMinPoints, searchedRows,
-//                prunedRows, rescoredRows, backend, backendNote }>
+//                prunedRows, rescoredRows, filter, filterCheckedRows, backend, backendNote }>
 // Absent parameters keep the defaults of sd::KMeansParams.
 Napi::Value TrainKmeans(const Napi::CallbackInfo& info) {
   Options o(info, "trainKmeans");
@@ -69,6 +69,8 @@ Napi::Value TrainKmeans(const Napi::CallbackInfo& info) {
         out.Set("searchedRows", double(result->searched_rows));
         out.Set("prunedRows", double(result->pruned_rows));
         out.Set("rescoredRows", double(result->rescored_rows));
+        out.Set("filter", result->filter);
+        out.Set("filterCheckedRows", double(result->filter_rechecked_rows));
         out.Set("iterations", double(result->iterations));
         set_ran(env, out, *ran);
         return out;
@@ -78,7 +80,8 @@ Napi::Value TrainKmeans(const Napi::CallbackInfo& info) {
 }
 
 // assignNearest({ emb, centroids: Float32Array, k, innerProduct, nearest: BigInt64Array, dist: Float32Array,
-//                 threads, engine, impl, onProgress, cancel }) -> Promise<{ backend, backendNote, rescoredRows }>;
+//                 threads, engine, impl, onProgress, cancel })
+//   -> Promise<{ backend, backendNote, rescoredRows, filter, filterCheckedRows }>;
 //   outputs written in place.
 Napi::Value AssignNearest(const Napi::CallbackInfo& info) {
   Options o(info, "assignNearest");
@@ -100,15 +103,21 @@ Napi::Value AssignNearest(const Napi::CallbackInfo& info) {
   float* pd = dist.Data();
   auto ran = std::make_shared<eng::Ran>();
   auto rescored = std::make_shared<int64_t>(0);
+  auto rechecked = std::make_shared<int64_t>(0);
+  auto filter = std::make_shared<std::string>();
   auto* job = new Job(
       o,
       [=](const sd::ProgressFn& prog, sd::CancelFlag cancel) {
-        *ran = ran_on(engine, eng::assign_nearest(engine.dispatch_device(), impl, view, c, k, ip, pn, pd, threads, prog, cancel, rescored.get()));
+        *ran = ran_on(engine, eng::assign_nearest(engine.dispatch_device(), impl, view, c, k, ip, pn, pd, threads, prog, cancel,
+                                                  rescored.get(), rechecked.get()));
+        *filter = eng::filter_of(ran->backend, view.d);
       },
-      [ran, rescored](Napi::Env env) -> Napi::Value {
+      [ran, rescored, rechecked, filter](Napi::Env env) -> Napi::Value {
         Napi::Object out = Napi::Object::New(env);
         set_ran(env, out, *ran);
         out.Set("rescoredRows", double(*rescored));
+        out.Set("filter", *filter);
+        out.Set("filterCheckedRows", double(*rechecked));
         return out;
       });
   job->keep({cent, nearest, dist});
