@@ -231,7 +231,7 @@ function precisionOf(a: MPrecision, b: MPrecision): MPrecision {
 
 /**
  * What a run re-checked exactly (summary.json's `checks`, named as in the manifest's cluster and
- * dedup records; docs/algorithm.md, "Exact re-checks"): the filter of each distance pass, the rows
+ * dedup records; docs/algorithm.md, "Exact re-checks recorded"): the filter of each distance pass, the rows
  * and members it left to a float32 check and a float64 re-score, and the precision of M. Every
  * count depends on the data and SEMDEDUP_ISA only, not on threads, parts or tasks.
  */
