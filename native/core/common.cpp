@@ -1,10 +1,12 @@
 #include "semdedup/common.hpp"
 
+#include <sys/mman.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <new>
 #include <thread>
 #include <vector>
 
@@ -172,6 +174,43 @@ void EmbeddingView::gather(const int64_t* idx, int64_t count, float* dst) const 
     }
     if (dtype == DType::F16) half_to_float_n(half.data(), dst + i * d, d);
   }
+}
+
+namespace {
+constexpr size_t kHuge = size_t(2) << 20;
+size_t round_huge(size_t b) { return (b + kHuge - 1) / kHuge * kHuge; }
+}  // namespace
+
+BigBuffer& BigBuffer::operator=(BigBuffer&& o) noexcept {
+  if (this != &o) {
+    free_mapping(p_, cap_);
+    p_ = o.p_, size_ = o.size_, cap_ = o.cap_;
+    o.p_ = nullptr, o.size_ = o.cap_ = 0;
+  }
+  return *this;
+}
+
+void BigBuffer::free_mapping(void* p, size_t capacity) {
+  if (p) ::munmap(p, capacity);
+}
+
+void BigBuffer::reserve(size_t bytes) {
+  if (bytes <= cap_) return;
+  const size_t want = round_huge(std::max(bytes, cap_ + cap_ / 2));
+  void* q = p_ ? ::mremap(p_, cap_, want, MREMAP_MAYMOVE)
+               : ::mmap(nullptr, want, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (q == MAP_FAILED) throw std::bad_alloc();
+#ifdef MADV_HUGEPAGE
+  ::madvise(q, want, MADV_HUGEPAGE);
+#endif
+  p_ = static_cast<char*>(q);
+  cap_ = want;
+}
+
+void BigBuffer::append(const void* src, size_t n) {
+  if (size_ + n > cap_) reserve(size_ + n);
+  std::memcpy(p_ + size_, src, n);
+  size_ += n;
 }
 
 int resolve_threads(int requested) {

@@ -147,33 +147,26 @@ Pick pick_exact(const float* line, const float* x, double xx, double xnorm, cons
 // as in pick_exact among the candidates, and the float32 near ties are re-scored in float64.
 // upper[j] receives an upper bound of centroid j's fast score (a float64 score plus the row's
 // constant; for the pruning bounds); xnorm and cmax are upper bounds of |x| and of every |c|;
-// *checked is set when stage 2 ran.
+// *checked is set when stage 2 ran, *ncand to the number of candidates it checked.
 Pick pick_filtered(const int32_t* v, const qf::QRows& qr, int64_t i, const float* x, double xx, double xnorm,
-                   double cmax, const CentroidSet& cs, const qf::QCols& qc, double* upper, bool* checked) {
+                   double cmax, const CentroidSet& cs, const qf::QCols& qc, double* upper, bool* checked,
+                   int64_t* ncand) {
   const int k = cs.k;
   const bool ip = cs.ip;
   const float sx = qr.scale[size_t(i)];
   *checked = true;
+  *ncand = k;
   if (!qr.finite[size_t(i)] || !qc.finite) {  // no bound: every centroid re-scored
     for (int j = 0; j < k; ++j) upper[j] = kInf;
     return rescore(x, xx, cs, [](int) { return true; });
   }
   const double eps8 = qf::row_bound(ip, cs.d, qr.err[size_t(i)], qr.qnorm[size_t(i)], xnorm, cmax, qc);
-  double best = -kInf;
-  int64_t bi = -1;
-  for (int j = 0; j < k; ++j) {
-    const double p = qf::scaled(v[j], sx, qc, j);
-    const double sc = ip ? p : 2 * p - cs.cc[size_t(j)];
-    upper[j] = sc;
-    if (sc > best) {
-      best = sc;
-      bi = j;
-    }
-  }
+  const int64_t bi = qf::row_scores(v, k, sx, qc, ip ? nullptr : cs.cc.data(), upper);
+  const double best = upper[bi];
   const double floor8 = best - 2 * eps8;
-  int ncand = 0;
-  for (int j = 0; j < k && ncand < 2; ++j) ncand += upper[j] >= floor8;
-  if (ncand == 1) {
+  *ncand = qf::count_at_least(upper, k, floor8);
+  if (*ncand == 1) {
+    *ncand = 0;
     *checked = false;
     for (int j = 0; j < k; ++j) upper[j] += eps8;
     return {bi, nr::score64(ip, xx, cs.cc[size_t(bi)], nr::dot64(x, cs.row(bi), cs.d)), false};
@@ -240,33 +233,46 @@ void check_kmeans_args(const EmbeddingView& x, const KMeansParams& p) {
   if (x.d < 1) throw Error(ErrorCode::InvalidArgument, "embeddings have no columns");
 }
 
-std::vector<float> read_training_sample(const EmbeddingView& x, const std::vector<int64_t>& rows) {
+BigBuffer read_training_sample(const EmbeddingView& x, const std::vector<int64_t>& rows, int threads) {
   const int64_t d = x.d;
-  std::vector<float> sample(rows.size() * size_t(d));
+  BigBuffer out(rows.size() * size_t(d) * 4);  // huge pages: a fraction of the page faults
+  out.resize(rows.size() * size_t(d) * 4);
+  float* sample = out.as<float>();
   std::vector<int64_t> slots(rows.size());
   std::iota(slots.begin(), slots.end(), 0);
   std::sort(slots.begin(), slots.end(), [&](int64_t a, int64_t b) { return rows[size_t(a)] < rows[size_t(b)]; });
-  // Ascending rows in chunks, read with pread when the file is open (a row read through the mapping
-  // would map the kernel's whole fault-around window), each chunk then placed at its slots.
+  // Ascending rows in chunks, each row read straight into its slot: with pread when the file is
+  // open (a row read through the mapping would map the kernel's whole fault-around window), chunks
+  // on every worker; through the mapping in order, dropping the pages behind the reader.
   const int64_t chunk = 4096;
-  std::vector<int64_t> idx(static_cast<size_t>(chunk));
-  std::vector<float> buf(size_t(chunk) * size_t(d));
+  const int64_t nchunks = (int64_t(slots.size()) + chunk - 1) / chunk;
+  // A dense sample of one mapped file (at least one row in kDense) is read through the mapping
+  // instead: every page is read anyway, and a page fault maps a whole window of them for less than
+  // a system call per row. Each chunk drops its pages once read, so the resident set stays bounded.
+  constexpr int64_t kDense = 16;
+  EmbeddingView xs = x;
+  const bool dense = x.contiguous() && x.mapped && x.fd >= 0 && int64_t(rows.size()) * kDense >= x.n;
+  if (dense) xs.fd = -1;
+  const bool parallel = xs.preads() || dense;
+  threads = parallel ? resolve_threads(threads) : 1;
   int64_t released = 0;
-  for (int64_t c0 = 0; c0 < int64_t(slots.size()); c0 += chunk) {
+  parallel_for(threads, nchunks, [&](int64_t ci, int) {
+    const int64_t c0 = ci * chunk;
     const int64_t m = std::min<int64_t>(chunk, int64_t(slots.size()) - c0);
-    for (int64_t t = 0; t < m; ++t) idx[size_t(t)] = rows[size_t(slots[size_t(c0 + t)])];
-    x.gather(idx.data(), m, buf.data());
-    for (int64_t t = 0; t < m; ++t)
-      std::memcpy(sample.data() + size_t(slots[size_t(c0 + t)]) * size_t(d), buf.data() + size_t(t) * size_t(d),
-                  size_t(d) * 4);
-    if (!x.preads()) {  // read through the mapping: drop the pages behind the (ascending) reader
-      const int64_t row = idx[size_t(m - 1)];
-      x.release(released, row);
-      released = row;
+    for (int64_t t = 0; t < m; ++t) {  // each row straight to its slot
+      const int64_t slot = slots[size_t(c0 + t)];
+      xs.gather(&rows[size_t(slot)], 1, sample + size_t(slot) * size_t(d));
     }
-  }
+    const int64_t first = rows[size_t(slots[size_t(c0)])], last = rows[size_t(slots[size_t(c0 + m - 1)])];
+    if (dense) {
+      xs.release(first, last + 1);
+    } else if (!parallel) {  // one reader, ascending: drop the pages behind it
+      x.release(released, last);
+      released = last;
+    }
+  });
   x.release(0, x.n);
-  return sample;
+  return out;
 }
 
 namespace {
@@ -304,13 +310,13 @@ KMeansResult lloyd_kmeans(const EmbeddingView& x, const KMeansParams& p, KMeansA
   KMeansResult r;
   r.under_min_points = x.n < int64_t(k) * p.min_points_per_centroid;
   const std::vector<int64_t> rows = kmeans_training_sample(x.n, k, p.max_points_per_centroid, p.seed);
-  std::vector<float> owned;
+  BigBuffer owned;
   const float* X;
   if (int64_t(rows.size()) == x.n && x.is_f32() && x.contiguous()) {
     X = x.f32_row(0);
   } else {
-    owned = read_training_sample(x, rows);
-    X = owned.data();
+    owned = read_training_sample(x, rows, p.threads);
+    X = owned.as<float>();
   }
   const int64_t nt = int64_t(rows.size());
   r.n_train = nt;
@@ -334,6 +340,7 @@ KMeansResult lloyd_kmeans(const EmbeddingView& x, const KMeansParams& p, KMeansA
   std::vector<double> dis(static_cast<size_t>(nt)), sums(size_t(k) * size_t(d));
   std::vector<float> hassign(static_cast<size_t>(k));
   std::vector<double> moved(static_cast<size_t>(k));
+  std::vector<int64_t> start(size_t(k) + 1), fill(static_cast<size_t>(k)), members(static_cast<size_t>(nt));
   // As faiss::Clustering::iteration_stats: the objectives of every iteration run so far (all redo
   // rounds), as they stood when the best round ended.
   std::vector<float> objective, best_objective;
@@ -368,17 +375,22 @@ KMeansResult lloyd_kmeans(const EmbeddingView& x, const KMeansParams& p, KMeansA
       if (!assigner.centroid_sums(assign.data(), k, sums.data(), counts.data())) {
         std::fill(sums.begin(), sums.end(), 0.0);
         std::fill(counts.begin(), counts.end(), 0);
-        parallel_for(threads, threads, [&](int64_t rank, int) {
-          const int64_t c0 = int64_t(k) * rank / threads, c1 = int64_t(k) * (rank + 1) / threads;
-          for (int64_t i = 0; i < nt; ++i) {
-            const int64_t ci = assign[size_t(i)];
-            if (ci < c0 || ci >= c1) continue;
-            double* s = &sums[size_t(ci) * size_t(d)];
-            const float* xi = X + i * d;
-            ++counts[size_t(ci)];
-            for (int64_t j = 0; j < d; ++j) s[j] += double(xi[j]);
+        // each centroid's rows in ascending order (a counting sort), so that every row is read
+        // once and each sum adds its rows in training-row order, whatever the worker
+        for (int64_t i = 0; i < nt; ++i) ++counts[size_t(assign[size_t(i)])];
+        start[0] = 0;
+        for (int c = 0; c < k; ++c) start[size_t(c) + 1] = start[size_t(c)] + counts[size_t(c)];
+        std::copy(start.begin(), start.end() - 1, fill.begin());
+        for (int64_t i = 0; i < nt; ++i) members[size_t(fill[size_t(assign[size_t(i)])]++)] = i;
+        parallel_for(threads, (k + 7) / 8, [&](int64_t b, int) {
+          for (int64_t c = b * 8; c < std::min<int64_t>(k, (b + 1) * 8); ++c) {
+            double* s = &sums[size_t(c) * size_t(d)];
+            for (int64_t t = start[size_t(c)]; t < start[size_t(c) + 1]; ++t) {
+              const float* xi = X + members[size_t(t)] * d;
+              for (int64_t j = 0; j < d; ++j) s[j] += double(xi[j]);
+            }
           }
-        });
+        }, cancel);
       }
       parallel_for(threads, (k + 63) / 64, [&](int64_t b, int) {
         std::vector<double> mean(static_cast<size_t>(d));
@@ -482,7 +494,7 @@ class CpuAssigner : public KMeansAssigner {
       k_ = k;
       ng_ = (k + kGroup - 1) / kGroup;
       cbuf_.assign(size_t(threads_), std::vector<float>(size_t(kSearchBlock) * size_t(k)));
-      if (prune_) upg_.assign(size_t(nt) * size_t(ng_), 0.f);
+      if (prune_) upg_.resize(size_t(nt) * size_t(ng_) * sizeof(float));  // written by the first (full) search
     }
     const int ng = ng_;
     BlasSingleThread blas1;
@@ -502,7 +514,7 @@ class CpuAssigner : public KMeansAssigner {
           const double e64 = nr::eps64(ip, d, xn, std::max(cmax_prev, cs_.cmax));
           const double tau = ip ? 2 * e64 : 2 * std::sqrt(e64);
           const double scale = ip ? xn : 1.0;
-          float* u = &upg_[size_t(i) * size_t(ng)];
+          float* u = upg_.as<float>() + size_t(i) * size_t(ng);
           for (int g = 0; g < ng; ++g) u[g] = round_up(double(u[g]) + scale * gdelta[size_t(g)] + tau);
         }
       });
@@ -517,7 +529,7 @@ class CpuAssigner : public KMeansAssigner {
           const int64_t a = assign[size_t(i)];
           const double s = nr::score64(ip, xx_[size_t(i)], cs_.cc[size_t(a)], nr::dot64(X + i * d, cs_.row(a), d));
           const double l = prune_score(ip, s);
-          const float* u = &upg_[size_t(i) * size_t(ng)];
+          const float* u = upg_.as<float>() + size_t(i) * size_t(ng);
           float umax = -std::numeric_limits<float>::infinity();
           for (int g = 0; g < ng; ++g) umax = std::max(umax, u[g]);
           if (l > double(umax)) {
@@ -536,8 +548,10 @@ class CpuAssigner : public KMeansAssigner {
     pruned_rows += nt - int64_t(todo.size());
     // 2. full search of the others, in blocks; new bounds for the searched rows
     const int64_t nblocks = (int64_t(todo.size()) + kSearchBlock - 1) / kSearchBlock;
-    std::atomic<int64_t> rescored{0}, rechecked{0};
-    if (int8_) {
+    std::atomic<int64_t> rescored{0}, rechecked{0}, candidates{0};
+    const bool use8 = int8_ && filter_pays(k);
+    if (int8_ && !use8) cand_per_row_ /= 4;  // no count from a float32 iteration: assume the usual decline
+    if (use8) {
       qc_.pack(cent, k, d);
       if (int64_t(vbuf_.size()) != threads_) {
         vbuf_.assign(size_t(threads_), std::vector<int32_t>());
@@ -559,31 +573,31 @@ class CpuAssigner : public KMeansAssigner {
         v.resize(size_t(kSearchBlock) * size_t(qc_.np));
         sc.resize(size_t(k));
         qf::qgemm(qb.q.data(), m, qb.dp, qc_, v.data(), qc_.np);
-        int64_t nres = 0, nchk = 0;
+        std::vector<double> gmax(static_cast<size_t>(ng));
+        int64_t nres = 0, nchk = 0, ncand = 0;
         for (int64_t t = 0; t < m; ++t) {
           const int64_t i = todo[size_t(s0 + t)];
           bool checked;
+          int64_t nc;
           const Pick pk = pick_filtered(v.data() + t * qc_.np, qb, t, X + i * d, xx_[size_t(i)], xnorm_[size_t(i)],
-                                        cmax_run_, cs_, qc_, sc.data(), &checked);
+                                        cmax_run_, cs_, qc_, sc.data(), &checked, &nc);
           nres += pk.rescored;
           nchk += checked;
+          ncand += nc;
           assign[size_t(i)] = pk.idx;
           dis[size_t(i)] = nr::value_of_score(ip, pk.score);
           if (!prune_) continue;
-          float* u = &upg_[size_t(i) * size_t(ng)];
-          for (int g = 0; g < ng; ++g) {
-            double gb = -kInf;
-            const int e = std::min(k, (g + 1) * kGroup);
-            for (int j = g * kGroup; j < e; ++j)
-              if (j != pk.idx) gb = std::max(gb, sc[size_t(j)]);
-            u[g] = round_up(prune_upper(ip, gb, xx_[size_t(i)], 0.0));
-          }
+          float* u = upg_.as<float>() + size_t(i) * size_t(ng);
+          qf::group_max(sc.data(), k, kGroup, pk.idx, gmax.data());
+          for (int g = 0; g < ng; ++g) u[g] = round_up(prune_upper(ip, gmax[size_t(g)], xx_[size_t(i)], 0.0));
         }
         rescored += nres;
         rechecked += nchk;
+        candidates += ncand;
       }, cancel);
       rescored_rows += rescored.load();
       filter_rechecked_rows += rechecked.load();
+      cand_per_row_ = todo.empty() ? 0.0 : double(candidates.load()) / double(todo.size());
       return;
     }
     parallel_for(threads_, nblocks, [&](int64_t b, int w) {
@@ -601,7 +615,7 @@ class CpuAssigner : public KMeansAssigner {
         dis[size_t(i)] = nr::value_of_score(ip, pk.score);
         if (!prune_) continue;
         const double eps = nr::eps_score(ip, d, xnorm_[size_t(i)], cmax_run_);
-        float* u = &upg_[size_t(i) * size_t(ng)];
+        float* u = upg_.as<float>() + size_t(i) * size_t(ng);
         const float* line = cb + t * k;
         for (int g = 0; g < ng; ++g) {
           double gb = -kInf;
@@ -626,8 +640,18 @@ class CpuAssigner : public KMeansAssigner {
   double cmax_run_ = 0;
   CentroidSet cs_;
   std::vector<double> xx_, xnorm_;
-  std::vector<float> upg_;
+  BigBuffer upg_;  // per row, the groups' bounds (nt x ng float32)
   std::vector<std::vector<float>> cbuf_, xbuf_;
+  // Whether the integer filter pays this iteration. Its second stage re-checks the candidates of
+  // undecided rows by float32 products one at a time, each costing about kDotCost of the kernel's
+  // products per value; the filter halves the kernel's cost, so it pays while those re-checks stay
+  // under kMaxExtra of a float32 search (k products per row). The estimate is the last filtered
+  // iteration's candidates per searched row (cut by 4 per float32 iteration between, as the counts
+  // fall while k-means settles); the first iteration's (random initial centroids) starts at
+  // kFirstCandidates. The choice changes speed and the counters only: both paths decide exactly.
+  static constexpr double kDotCost = 8, kMaxExtra = 0.4, kFirstCandidates = 16;
+  bool filter_pays(int k) const { return cand_per_row_ * kDotCost < kMaxExtra * double(k); }
+  double cand_per_row_ = kFirstCandidates;
   // the integer filter: the training rows quantised, the centroids packed, per-worker buffers
   bool int8_ = false;
   qf::QRows qx_;
@@ -683,7 +707,8 @@ void assign_nearest(const EmbeddingView& x, const float* centroids, int k, bool 
         const double xx = inner_product ? 0.0 : nr::dot64(xr, xr, d);
         const double xn = inner_product ? norm_bound_f32(xr, d) : nr::norm_slack(std::sqrt(xx));
         bool checked;
-        const Pick pk = pick_filtered(wk.v.data() + t * qc.np, wk.qr, t, xr, xx, xn, cs.cmax, cs, qc, wk.scores.data(), &checked);
+        int64_t nc;
+        const Pick pk = pick_filtered(wk.v.data() + t * qc.np, wk.qr, t, xr, xx, xn, cs.cmax, cs, qc, wk.scores.data(), &checked, &nc);
         r += pk.rescored;
         rc += checked;
         nearest[b0 + t] = pk.idx;

@@ -69,15 +69,15 @@ KMeansResult train_kmeans_faiss(const EmbeddingView& x, const KMeansParams& p, c
   const int64_t d = x.d;
   // FAISS's own subsampling done here (the same rows in the same order), so that only those
   // rows are read from the mapping; FAISS then sees exactly k * max rows and samples no more.
-  std::vector<float> sample;
+  BigBuffer sample;
   const float* train = nullptr;
   const std::vector<int64_t> rows = kmeans_training_sample(x.n, p.k, p.max_points_per_centroid, p.seed);
   const int64_t nt = int64_t(rows.size());
   if (nt == x.n && x.is_f32() && x.contiguous()) {
     train = x.f32_row(0);
   } else {
-    sample = read_training_sample(x, rows);
-    train = sample.data();
+    sample = read_training_sample(x, rows, p.threads);
+    train = sample.as<float>();
   }
 
   faiss::ClusteringParameters cp;

@@ -8,6 +8,7 @@
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
+#include <limits>
 
 #include "semdedup/common.hpp"
 #include "semdedup/nearest.hpp"
@@ -205,6 +206,8 @@ void QCols::pack(const float* c, int64_t nn, int64_t dd) {
   sum.assign(size_t(np), 0);
   err.assign(size_t(np), 0.0);
   qnorm.assign(size_t(np), 0.0);
+  bias.assign(size_t(np), 0);
+  scale64.assign(size_t(np), 0.0);
   finite = true;
   err_max = qnorm_max = 0;
   std::vector<int8_t> q(static_cast<size_t>(dp), 0);
@@ -225,6 +228,8 @@ void QCols::pack(const float* c, int64_t nn, int64_t dd) {
     int32_t s = 0;
     for (int64_t t = 0; t < d; ++t) s += q[size_t(t)];
     sum[size_t(j)] = s;
+    bias[size_t(j)] = 128 * s;
+    scale64[size_t(j)] = double(scale[size_t(j)]);
     err_max = std::max(err_max, err[size_t(j)]);
     qnorm_max = std::max(qnorm_max, qnorm[size_t(j)]);
     const int64_t panel = j / 16, col = j % 16;
@@ -246,6 +251,48 @@ double row_bound(bool ip, int64_t d, double err, double qnorm, double xnorm, dou
 
 #ifdef SD_QFILTER_X86
 namespace {
+
+__attribute__((target("avx2"))) int64_t row_scores_avx2(const int32_t* v, int64_t n, float sx, const QCols& c,
+                                                         const double* cc, double* out) {
+  const __m256d vsx = _mm256_set1_pd(double(sx));
+  __m256d vmax = _mm256_set1_pd(-std::numeric_limits<double>::infinity());
+  int64_t j = 0;
+  for (; j + 4 <= n; j += 4) {
+    const __m128i w = _mm_sub_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(v + j)),
+                                    _mm_loadu_si128(reinterpret_cast<const __m128i*>(c.bias.data() + j)));
+    // (sx scale_j) is exact in float64 (24 x 24 bits): one rounding, as scaled()
+    __m256d sc = _mm256_mul_pd(_mm256_cvtepi32_pd(w), _mm256_mul_pd(vsx, _mm256_loadu_pd(c.scale64.data() + j)));
+    if (cc) sc = _mm256_sub_pd(_mm256_add_pd(sc, sc), _mm256_loadu_pd(cc + j));
+    _mm256_storeu_pd(out + j, sc);
+    vmax = _mm256_max_pd(vmax, sc);
+  }
+  double lanes[4];
+  _mm256_storeu_pd(lanes, vmax);
+  double best = std::max(std::max(lanes[0], lanes[1]), std::max(lanes[2], lanes[3]));
+  for (; j < n; ++j) {
+    const double p = scaled(v[j], sx, c, j);
+    out[j] = cc ? 2 * p - cc[j] : p;
+    best = std::max(best, out[j]);
+  }
+  for (int64_t t = 0; t < n; ++t)
+    if (out[t] == best) return t;
+  return n > 0 ? 0 : -1;  // NaN scores (non-finite inputs are refused before)
+}
+
+__attribute__((target("avx2"))) void group_max_avx2(const double* s, int64_t n, int64_t group, double* out) {
+  const int64_t ng = (n + group - 1) / group;
+  for (int64_t g = 0; g < ng; ++g) {
+    const int64_t j0 = g * group, j1 = std::min(n, j0 + group);
+    __m256d m = _mm256_set1_pd(-std::numeric_limits<double>::infinity());
+    int64_t j = j0;
+    for (; j + 4 <= j1; j += 4) m = _mm256_max_pd(m, _mm256_loadu_pd(s + j));
+    double lanes[4];
+    _mm256_storeu_pd(lanes, m);
+    double b = std::max(std::max(lanes[0], lanes[1]), std::max(lanes[2], lanes[3]));
+    for (; j < j1; ++j) b = std::max(b, s[j]);
+    out[g] = b;
+  }
+}
 
 // MR rows x 16 columns (one panel): acc[r][h] holds columns 8h .. 8h + 7 of row r.
 template <int MR>
@@ -273,6 +320,51 @@ __attribute__((target("avx2"))) void micro(const uint8_t* a, int64_t lda, const 
 
 }  // namespace
 #endif
+
+int64_t row_scores(const int32_t* v, int64_t n, float sx, const QCols& cols, const double* cc, double* out) {
+#ifdef SD_QFILTER_X86
+  static const bool avx2 = cpu_has_avx2();
+  if (avx2) return row_scores_avx2(v, n, sx, cols, cc, out);
+#endif
+  int64_t bi = -1;
+  for (int64_t j = 0; j < n; ++j) {
+    const double p = scaled(v[j], sx, cols, j);
+    out[j] = cc ? 2 * p - cc[j] : p;
+    if (bi < 0 || out[j] > out[bi]) bi = j;
+  }
+  return bi;
+}
+
+int64_t count_at_least(const double* s, int64_t n, double floor) {
+  int64_t c = 0;
+  for (int64_t j = 0; j < n; ++j) c += s[j] >= floor;
+  return c;
+}
+
+void group_max(const double* s, int64_t n, int64_t group, int64_t skip, double* out) {
+  const int64_t ng = (n + group - 1) / group;
+#ifdef SD_QFILTER_X86
+  static const bool avx2 = cpu_has_avx2();
+  if (avx2) {
+    group_max_avx2(s, n, group, out);
+    // the group of `skip`: again without it
+    if (skip >= 0 && skip < n) {
+      const int64_t g = skip / group, j1 = std::min(n, (g + 1) * group);
+      double b = -std::numeric_limits<double>::infinity();
+      for (int64_t j = g * group; j < j1; ++j)
+        if (j != skip) b = std::max(b, s[j]);
+      out[g] = b;
+    }
+    return;
+  }
+#endif
+  for (int64_t g = 0; g < ng; ++g) {
+    double b = -std::numeric_limits<double>::infinity();
+    for (int64_t j = g * group; j < std::min(n, (g + 1) * group); ++j)
+      if (j != skip) b = std::max(b, s[j]);
+    out[g] = b;
+  }
+}
 
 void qgemm(const uint8_t* a, int64_t m, int64_t lda, const QCols& cols, int32_t* v, int64_t ldc) {
   qgemm_panels(a, m, lda, cols, 0, cols.np / 16, v, ldc);

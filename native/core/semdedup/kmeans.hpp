@@ -98,7 +98,7 @@ void check_kmeans_args(const EmbeddingView& x, const KMeansParams& p);
 // The rows FAISS trains on (kmeans_training_sample), read into a contiguous float32 matrix in
 // FAISS's order; reads ascend through the file (pread when the view has a descriptor, so the
 // resident set does not grow with the file).
-std::vector<float> read_training_sample(const EmbeddingView& x, const std::vector<int64_t>& rows);
+BigBuffer read_training_sample(const EmbeddingView& x, const std::vector<int64_t>& rows, int threads = 1);
 
 // The same two steps through FAISS itself (faiss::Clustering and IndexFlat search), for
 // comparison; only in builds with FAISS. Not deterministic across machines (FAISS's fp32 sums and

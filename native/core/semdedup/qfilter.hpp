@@ -63,6 +63,8 @@ struct QCols {
   std::vector<float> scale;
   std::vector<int32_t> sum;
   std::vector<double> err, qnorm;
+  std::vector<int32_t> bias;     // 128 sum[j] (the rows' offset, removed from the kernel's sums)
+  std::vector<double> scale64;   // scale[j] as float64
   double err_max = 0, qnorm_max = 0;
   bool finite = true;  // every column finite
   void pack(const float* c, int64_t n, int64_t d);
@@ -84,6 +86,18 @@ float dot32(const float* a, const float* b, int64_t d);
 inline double scaled(int32_t v, float sx, const QCols& c, int64_t j) {
   return double(v - 128 * c.sum[size_t(j)]) * (double(sx) * double(c.scale[size_t(j)]));
 }
+
+// The filter scores of one row against columns [0, n): out[j] = scaled(v[j], sx, cols, j) for the
+// inner product, 2 scaled(...) - cc[j] for L2 (cc non-null): the same float64 values, computed four
+// at a time when the CPU has AVX2. Returns the lowest j holding the largest score (-1 for n = 0).
+int64_t row_scores(const int32_t* v, int64_t n, float sx, const QCols& cols, const double* cc, double* out);
+
+// How many of s[0..n) are >= floor.
+int64_t count_at_least(const double* s, int64_t n, double floor);
+
+// out[g] = the largest of s[j] over j in [g group, min(n, (g + 1) group)) other than j = skip
+// (-inf when none), for every group g.
+void group_max(const double* s, int64_t n, int64_t group, int64_t skip, double* out);
 
 // The filter's bound for one row: every filter score lies within this distance of its float64
 // score (nearest.hpp's score64; for L2 the fast score 2 x~.c~ - ip(c, c) against the float64
