@@ -2,6 +2,7 @@
 // `checks`): the filter of each distance pass, the rows and members it left to a float32 check and a
 // float64 re-score, the copies decided without the kernel and M's precision. Each count is checked
 // against the addon's own stats for the same job, and against the same run on another thread count.
+// Everything runs on the CPU, whose filters SEMDEDUP_ISA chooses.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
@@ -63,7 +64,7 @@ interface Records {
 }
 
 function runWith(dir: string, input: string, out: string, isa: string, threads: number): Records {
-  const r = spawnSync(process.execPath, [CLI, 'run', input, '-k', String(K), '--eps-list', EPS.join(','), '-o', out, '--threads', String(threads), '-q'], {
+  const r = spawnSync(process.execPath, [CLI, 'run', input, '-k', String(K), '--eps-list', EPS.join(','), '-o', out, '--threads', String(threads), '--device', 'cpu', '-q'], {
     cwd: dir, encoding: 'utf8', env: { ...process.env, SEMDEDUP_ISA: isa }, timeout: 300_000,
   });
   assert.equal(r.status, 0, r.stderr);
@@ -93,20 +94,21 @@ async function addonStats(out: string, input: string, isa: string) {
   const before = process.env.SEMDEDUP_ISA;
   process.env.SEMDEDUP_ISA = isa;
   const emb = new addon.Embeddings({ path: input, offset: 128, n: N, d: D, dtype: 'float32', writable: false });
+  const engine = new addon.Engine({ device: 'cpu' });
   try {
     const header = readFileSync(input).subarray(0, 128);
     assert.equal(header.readUInt16LE(8) + 10, 128, 'the test file has a 128-byte .npy header');
-    const train = await addon.trainKmeans({ emb, k: K, threads: 2 });
+    const train = await addon.trainKmeans({ emb, k: K, threads: 2, engine });
     const centroids = readNpy(join(out, 'kmeans_centroids.npy')).data as Float32Array;
     assert.deepEqual(Buffer.from(train.centroids.buffer), Buffer.from(centroids.buffer), 'the run trained the centroids the addon trains');
     const nearest = new BigInt64Array(N);
     const dist = new Float32Array(N);
-    const assign = await addon.assignNearest({ emb, centroids, k: K, innerProduct: false, nearest, dist, threads: 2 });
+    const assign = await addon.assignNearest({ emb, centroids, k: K, innerProduct: false, nearest, dist, threads: 2, engine });
     const keepOrder = readNpy(join(out, 'semdedup', 'keep_order.npy')).data as BigInt64Array;
     const offsets = readNpy(join(out, 'semdedup', 'cluster_offsets.npy')).data as BigInt64Array;
     const M = new Float64Array(N);
     const arg = new BigInt64Array(N);
-    const maxsim = await addon.maxSimilarity({ emb, order: keepOrder, offsets, M, arg, thresholds: thresholdsOf(EPS), threads: 2 });
+    const maxsim = await addon.maxSimilarity({ emb, order: keepOrder, offsets, M, arg, thresholds: thresholdsOf(EPS), threads: 2, engine });
     return { train, assign, maxsim };
   } finally {
     emb.close();
