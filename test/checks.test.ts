@@ -17,6 +17,8 @@ const N = 4000;
 const D = 64;
 const K = 100;
 const EPS = [0.01, 0.05];
+/** Training samples K × MAX_POINTS = 2,000 of the N rows: the assignment searches the others. */
+const MAX_POINTS = 20;
 
 /** A seeded generator of uniform numbers in [0, 1) (mulberry32). */
 function rng(seed: number): () => number {
@@ -64,7 +66,7 @@ interface Records {
 }
 
 function runWith(dir: string, input: string, out: string, isa: string, threads: number): Records {
-  const r = spawnSync(process.execPath, [CLI, 'run', input, '-k', String(K), '--eps-list', EPS.join(','), '-o', out, '--threads', String(threads), '--device', 'cpu', '-q'], {
+  const r = spawnSync(process.execPath, [CLI, 'run', input, '-k', String(K), '--eps-list', EPS.join(','), '-o', out, '--threads', String(threads), '--device', 'cpu', '--set', `max_points_per_centroid=${MAX_POINTS}`, '-q'], {
     cwd: dir, encoding: 'utf8', env: { ...process.env, SEMDEDUP_ISA: isa }, timeout: 300_000,
   });
   assert.equal(r.status, 0, r.stderr);
@@ -98,12 +100,22 @@ async function addonStats(out: string, input: string, isa: string) {
   try {
     const header = readFileSync(input).subarray(0, 128);
     assert.equal(header.readUInt16LE(8) + 10, 128, 'the test file has a 128-byte .npy header');
-    const train = await addon.trainKmeans({ emb, k: K, threads: 2, engine });
+    const train = await addon.trainKmeans({ emb, k: K, maxPointsPerCentroid: MAX_POINTS, threads: 2, engine, keepAssignment: true });
     const centroids = readNpy(join(out, 'kmeans_centroids.npy')).data as Float32Array;
     assert.deepEqual(Buffer.from(train.centroids.buffer), Buffer.from(centroids.buffer), 'the run trained the centroids the addon trains');
+    // The assignment of the rows training did not assign (the run's training rows keep theirs).
     const nearest = new BigInt64Array(N);
     const dist = new Float32Array(N);
-    const assign = await addon.assignNearest({ emb, centroids, k: K, innerProduct: false, nearest, dist, threads: 2, engine });
+    const skip = new Uint8Array(N);
+    const kept = train.assigned!;
+    assert.ok(kept.rows.length > 0 && kept.rows.length < N, `training kept the assignment of its ${kept.rows.length} rows`);
+    kept.rows.forEach((r, t) => {
+      nearest[Number(r)] = kept.nearest[t]!;
+      dist[Number(r)] = kept.dist[t]!;
+      skip[Number(r)] = 1;
+    });
+    const assign = await addon.assignNearest({ emb, centroids, k: K, innerProduct: false, nearest, dist, skip, threads: 2, engine });
+    assert.deepEqual(Buffer.from(nearest.buffer), readFileSync(join(out, 'nearest_cent.npy')).subarray(-N * 8), 'the assignment the run wrote');
     const keepOrder = readNpy(join(out, 'semdedup', 'keep_order.npy')).data as BigInt64Array;
     const offsets = readNpy(join(out, 'semdedup', 'cluster_offsets.npy')).data as BigInt64Array;
     const M = new Float64Array(N);

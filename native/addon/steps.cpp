@@ -29,9 +29,11 @@ eng::KMeansImpl impl_of(const Options& o) {
 }
 
 // trainKmeans({ emb, k, niter, seed, spherical, maxPointsPerCentroid, minPointsPerCentroid, threads, prune,
-//               engine, impl, gpuMemoryLimit, onProgress, cancel })
+//               engine, impl, gpuMemoryLimit, keepAssignment, onProgress, cancel })
 //   -> Promise<{ centroids: Float32Array, objective: number[], iterations, nTrain, underMinPoints, searchedRows,
-//                prunedRows, rescoredRows, filter, filterCheckedRows, backend, backendNote }>
+//                prunedRows, rescoredRows, filter, filterCheckedRows, backend, backendNote,
+//                assigned?: { rows: BigInt64Array, nearest: BigInt64Array, dist: Float32Array } }>
+//   assigned (keepAssignment): the training rows' exact assignment to the final centroids.
 // Absent parameters keep the defaults of sd::KMeansParams.
 Napi::Value TrainKmeans(const Napi::CallbackInfo& info) {
   Options o(info, "trainKmeans");
@@ -46,6 +48,7 @@ Napi::Value TrainKmeans(const Napi::CallbackInfo& info) {
   o.set("threads", p.threads);
   o.set("prune", p.prune);
   o.set("gpuMemoryLimit", p.gpu.memory_limit);
+  o.set("keepAssignment", p.keep_assignment);
   const eng::Resolved engine = engine_of(o);
   const eng::KMeansImpl impl = impl_of(o);
   auto result = std::make_shared<sd::KMeansResult>();
@@ -72,6 +75,19 @@ Napi::Value TrainKmeans(const Napi::CallbackInfo& info) {
         out.Set("filter", result->filter);
         out.Set("filterCheckedRows", double(result->filter_rechecked_rows));
         out.Set("iterations", double(result->iterations));
+        if (!result->final_rows.empty()) {
+          const size_t n = result->final_rows.size();
+          Napi::Object a = Napi::Object::New(env);
+          Napi::BigInt64Array rows = Napi::BigInt64Array::New(env, n), near = Napi::BigInt64Array::New(env, n);
+          Napi::Float32Array dist = Napi::Float32Array::New(env, n);
+          std::copy(result->final_rows.begin(), result->final_rows.end(), rows.Data());
+          std::copy(result->final_nearest.begin(), result->final_nearest.end(), near.Data());
+          std::copy(result->final_dist.begin(), result->final_dist.end(), dist.Data());
+          a.Set("rows", rows);
+          a.Set("nearest", near);
+          a.Set("dist", dist);
+          out.Set("assigned", a);
+        }
         set_ran(env, out, *ran);
         return out;
       });
@@ -80,9 +96,9 @@ Napi::Value TrainKmeans(const Napi::CallbackInfo& info) {
 }
 
 // assignNearest({ emb, centroids: Float32Array, k, innerProduct, nearest: BigInt64Array, dist: Float32Array,
-//                 threads, engine, impl, onProgress, cancel })
+//                 skip?: Uint8Array, threads, engine, impl, onProgress, cancel })
 //   -> Promise<{ backend, backendNote, rescoredRows, filter, filterCheckedRows }>;
-//   outputs written in place.
+//   outputs written in place; rows with skip[i] != 0 already hold theirs (trainKmeans's assigned).
 Napi::Value AssignNearest(const Napi::CallbackInfo& info) {
   Options o(info, "assignNearest");
   Napi::Env env = o.env();
@@ -95,6 +111,13 @@ Napi::Value AssignNearest(const Napi::CallbackInfo& info) {
   sd::EmbeddingView view = emb->view();
   if (int64_t(cent.ElementLength()) != int64_t(k) * view.d) o.fail("centroids", "k * d values");
   if (int64_t(nearest.ElementLength()) != view.n || int64_t(dist.ElementLength()) != view.n) o.fail("nearest and dist", "n values");
+  Napi::Uint8Array skipArr;
+  const uint8_t* skip = nullptr;
+  if (o.has("skip")) {
+    skipArr = o.typed<Napi::Uint8Array>("skip");
+    if (int64_t(skipArr.ElementLength()) != view.n) o.fail("skip", "n values");
+    skip = skipArr.Data();
+  }
   const int threads = o.threads();
   const eng::Resolved engine = engine_of(o);
   const eng::KMeansImpl impl = impl_of(o);
@@ -109,7 +132,7 @@ Napi::Value AssignNearest(const Napi::CallbackInfo& info) {
       o,
       [=](const sd::ProgressFn& prog, sd::CancelFlag cancel) {
         *ran = ran_on(engine, eng::assign_nearest(engine.dispatch_device(), impl, view, c, k, ip, pn, pd, threads, prog, cancel,
-                                                  rescored.get(), rechecked.get()));
+                                                  rescored.get(), skip, rechecked.get()));
         *filter = eng::filter_of(ran->backend, view.d);
       },
       [ran, rescored, rechecked, filter](Napi::Env env) -> Napi::Value {
@@ -121,6 +144,7 @@ Napi::Value AssignNearest(const Napi::CallbackInfo& info) {
         return out;
       });
   job->keep({cent, nearest, dist});
+  if (skip) job->keep({skipArr});
   job->keep_mapping(emb->mapping());
   return job->start();
 }

@@ -346,6 +346,7 @@ KMeansResult lloyd_kmeans(const EmbeddingView& x, const KMeansParams& p, KMeansA
   std::vector<float> objective, best_objective;
   double best_obj = ip ? -HUGE_VAL : HUGE_VAL;
   int best_iterations = 0;
+  bool converged = false;
   const int64_t total = int64_t(p.niter) * p.nredo;
 
   for (int redo = 0; redo < p.nredo; ++redo) {
@@ -354,6 +355,7 @@ KMeansResult lloyd_kmeans(const EmbeddingView& x, const KMeansParams& p, KMeansA
     if (p.spherical) normalise_rows(cent.data(), k, d);
     double obj = 0;
     int it = 0;
+    converged = false;
     for (; it < p.niter; ++it) {
       check_cancel(cancel);
       // 1. assignment (the backend's part): the exact nearest centroid of every training row
@@ -366,6 +368,7 @@ KMeansResult lloyd_kmeans(const EmbeddingView& x, const KMeansParams& p, KMeansA
       // every later iteration's; stop (the same bytes as running all niter iterations).
       if (it > 0 && assign == last) {
         ++it;
+        converged = true;
         break;
       }
 
@@ -435,6 +438,20 @@ KMeansResult lloyd_kmeans(const EmbeddingView& x, const KMeansParams& p, KMeansA
       best_obj = obj;
       best_iterations = it;
     }
+  }
+  if (p.keep_assignment && p.nredo == 1) {
+    if (!converged) {
+      // one more (bounded) assignment: the training rows against the final centroids; its work
+      // is not Lloyd's, so the counters stay those of the iterations
+      const int64_t s0 = assigner.searched_rows, p0 = assigner.pruned_rows, r0 = assigner.rescored_rows,
+                    f0 = assigner.filter_rechecked_rows;
+      assigner.assign(cent.data(), k, moved.data(), assign.data(), dis.data(), cancel);
+      assigner.searched_rows = s0, assigner.pruned_rows = p0, assigner.rescored_rows = r0, assigner.filter_rechecked_rows = f0;
+    }
+    r.final_rows = rows;
+    r.final_nearest = assign;
+    r.final_dist.resize(size_t(nt));
+    for (int64_t i = 0; i < nt; ++i) r.final_dist[size_t(i)] = float(dis[size_t(i)]);
   }
   r.centroids = std::move(best_centroids);
   r.objective = std::move(best_objective);
@@ -668,17 +685,40 @@ KMeansResult train_kmeans(const EmbeddingView& x, const KMeansParams& p, const P
   return lloyd_kmeans(x, p, assigner, progress, cancel);
 }
 
+namespace {
+
+// The rows of block [b0, b0 + m) that the assignment searches (those `skip` does not mark), held
+// contiguously: the mapping's own rows when none is skipped and they lie in place, else a copy.
+// pos[t] is the row of slot t.
+struct BlockRows {
+  std::vector<float> all, sel;
+  std::vector<int64_t> pos;
+  const float* take(const EmbeddingView& x, int64_t b0, int64_t m, const uint8_t* skip) {
+    const int64_t d = x.d;
+    pos.clear();
+    for (int64_t t = 0; t < m; ++t)
+      if (!skip || !skip[b0 + t]) pos.push_back(b0 + t);
+    if (!x.f32_in_place(b0, b0 + m)) all.resize(size_t(m) * size_t(d));
+    const float* rows = pos.empty() ? nullptr : x.f32_rows(b0, b0 + m, all.data());  // zero-copy when it can
+    if (int64_t(pos.size()) == m) return rows;
+    sel.resize(pos.size() * size_t(d));
+    for (size_t t = 0; t < pos.size(); ++t) std::memcpy(sel.data() + t * size_t(d), rows + (pos[t] - b0) * d, size_t(d) * 4);
+    return sel.data();
+  }
+};
+
+}  // namespace
+
 void assign_nearest(const EmbeddingView& x, const float* centroids, int k, bool inner_product, int64_t* nearest,
                     float* dist, int threads, const ProgressFn& progress, CancelFlag cancel, int64_t* rescored,
-                    int64_t* rechecked) {
+                    int64_t* rechecked, const uint8_t* skip) {
   if (k < 1) throw Error(ErrorCode::InvalidArgument, "k must be >= 1");
   const int64_t d = x.d;
   threads = resolve_threads(threads);
   CentroidSet cs;
   cs.set(centroids, k, d, inner_product, threads);
   const int64_t nblocks = (x.n + kAssignBlock - 1) / kAssignBlock;
-  std::vector<std::vector<float>> cbuf(static_cast<size_t>(threads), std::vector<float>(size_t(kAssignBlock) * size_t(k)));
-  std::vector<std::vector<float>> xbuf(static_cast<size_t>(threads));
+  std::vector<BlockRows> blocks(static_cast<size_t>(threads));
   std::atomic<int64_t> done{0}, nres{0}, nchk{0};
   if (rechecked) *rechecked = 0;
   if (qf::active_isa() == qf::Isa::Avx2Int8 && d <= qf::kMaxDim) {
@@ -689,20 +729,22 @@ void assign_nearest(const EmbeddingView& x, const float* centroids, int k, bool 
       qf::QRows qr;
       std::vector<int32_t> v;
       std::vector<double> scores;
-      std::vector<float> xbuf;
     };
     std::vector<Work> work(static_cast<size_t>(threads));
     parallel_for(threads, nblocks, [&](int64_t b, int w) {
       Work& wk = work[size_t(w)];
       const int64_t b0 = b * kAssignBlock, m = std::min(kAssignBlock, x.n - b0);
-      if (!x.f32_in_place(b0, b0 + m)) wk.xbuf.resize(size_t(kAssignBlock) * size_t(d));
-      const float* rows = x.f32_rows(b0, b0 + m, wk.xbuf.data());
-      wk.qr.quantise(rows, m, d);
-      wk.v.resize(size_t(kAssignBlock) * size_t(qc.np));
-      wk.scores.resize(size_t(k));
-      qf::qgemm(wk.qr.q.data(), m, wk.qr.dp, qc, wk.v.data(), qc.np);
+      BlockRows& br = blocks[size_t(w)];
+      const float* rows = br.take(x, b0, m, skip);
+      const int64_t ms = int64_t(br.pos.size());
       int64_t r = 0, rc = 0;
-      for (int64_t t = 0; t < m; ++t) {
+      if (ms > 0) {
+        wk.qr.quantise(rows, ms, d);
+        wk.v.resize(size_t(kAssignBlock) * size_t(qc.np));
+        wk.scores.resize(size_t(k));
+        qf::qgemm(wk.qr.q.data(), ms, wk.qr.dp, qc, wk.v.data(), qc.np);
+      }
+      for (int64_t t = 0; t < ms; ++t) {
         const float* xr = rows + t * d;
         const double xx = inner_product ? 0.0 : nr::dot64(xr, xr, d);
         const double xn = inner_product ? norm_bound_f32(xr, d) : nr::norm_slack(std::sqrt(xx));
@@ -711,8 +753,8 @@ void assign_nearest(const EmbeddingView& x, const float* centroids, int k, bool 
         const Pick pk = pick_filtered(wk.v.data() + t * qc.np, wk.qr, t, xr, xx, xn, cs.cmax, cs, qc, wk.scores.data(), &checked, &nc);
         r += pk.rescored;
         rc += checked;
-        nearest[b0 + t] = pk.idx;
-        dist[b0 + t] = float(nr::value_of_score(inner_product, pk.score));
+        nearest[br.pos[size_t(t)]] = pk.idx;
+        dist[br.pos[size_t(t)]] = float(nr::value_of_score(inner_product, pk.score));
       }
       nres += r;
       nchk += rc;
@@ -725,22 +767,24 @@ void assign_nearest(const EmbeddingView& x, const float* centroids, int k, bool 
     return;
   }
   BlasSingleThread blas1;
+  std::vector<std::vector<float>> cbuf(static_cast<size_t>(threads), std::vector<float>(size_t(kAssignBlock) * size_t(k)));
   parallel_for(threads, nblocks, [&](int64_t b, int w) {
     const int64_t b0 = b * kAssignBlock, m = std::min(kAssignBlock, x.n - b0);
-    if (!x.f32_in_place(b0, b0 + m)) xbuf[size_t(w)].resize(size_t(kAssignBlock) * size_t(d));
-    const float* rows = x.f32_rows(b0, b0 + m, xbuf[size_t(w)].data());  // zero-copy from the mapping when it can
+    BlockRows& br = blocks[size_t(w)];
+    const float* rows = br.take(x, b0, m, skip);
+    const int64_t ms = int64_t(br.pos.size());
     float* cb = cbuf[size_t(w)].data();
-    gemm_abt(rows, m, centroids, k, d, cb, k);
+    if (ms > 0) gemm_abt(rows, ms, centroids, k, d, cb, k);
     int64_t r = 0;
-    for (int64_t t = 0; t < m; ++t) {
+    for (int64_t t = 0; t < ms; ++t) {
       const float* xr = rows + t * d;
       // IP needs |x| only for the bound (a float32 one will do); L2's values need ip(x, x)
       const double xx = inner_product ? 0.0 : nr::dot64(xr, xr, d);
       const double xn = inner_product ? norm_bound_f32(xr, d) : nr::norm_slack(std::sqrt(xx));
       const Pick pk = pick_exact(cb + t * k, xr, xx, xn, cs);
       r += pk.rescored;
-      nearest[b0 + t] = pk.idx;
-      dist[b0 + t] = float(nr::value_of_score(inner_product, pk.score));
+      nearest[br.pos[size_t(t)]] = pk.idx;
+      dist[br.pos[size_t(t)]] = float(nr::value_of_score(inner_product, pk.score));
     }
     nres += r;
     x.release(b0, b0 + m);

@@ -143,7 +143,7 @@ Ran train_kmeans(Device device, KMeansImpl impl, const EmbeddingView& x, const K
 
 Ran assign_nearest(Device device, KMeansImpl impl, const EmbeddingView& x, const float* centroids, int k,
                    bool inner_product, int64_t* nearest, float* dist, int threads, const ProgressFn& progress,
-                   CancelFlag cancel, int64_t* rescored, int64_t* rechecked) {
+                   CancelFlag cancel, int64_t* rescored, const uint8_t* skip, int64_t* rechecked) {
   check_impl(impl);  // both implementations assign by the exact rule
   return dispatch(
       device, "the assignment to centroids",
@@ -153,7 +153,8 @@ Ran assign_nearest(Device device, KMeansImpl impl, const EmbeddingView& x, const
         cuda::assign_nearest(x, centroids, k, inner_product, nearest, dist, gpu, progress, cancel, rescored);
 #endif
       },
-      [&] { semdedup::assign_nearest(x, centroids, k, inner_product, nearest, dist, threads, progress, cancel, rescored, rechecked); });
+      // the GPU searches every row (rows in skip get the values they hold again)
+      [&] { semdedup::assign_nearest(x, centroids, k, inner_product, nearest, dist, threads, progress, cancel, rescored, rechecked, skip); });
 }
 
 std::string filter_of(Backend backend, int64_t d) {

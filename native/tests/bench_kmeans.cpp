@@ -61,6 +61,26 @@ int main(int argc, char** argv) {
       assign_nearest(v, res.centroids.data(), k, true, near[path].data(), dist[path].data(), 0, nullptr, nullptr, &rs, &rc);
       double w2 = wall(), c2 = cpu();
       cent[path] = res.centroids;
+      {  // the training rows' kept assignment, the others searched: the same bytes
+        KMeansParams pk = p;
+        pk.keep_assignment = true;
+        KMeansResult rk = train_kmeans(v, pk);
+        std::vector<int64_t> n2(size_t(n), -1);
+        std::vector<float> d2(size_t(n), -1.f);
+        std::vector<uint8_t> skip(size_t(n), 0);
+        for (size_t t = 0; t < rk.final_rows.size(); ++t) {
+          n2[size_t(rk.final_rows[t])] = rk.final_nearest[t];
+          d2[size_t(rk.final_rows[t])] = rk.final_dist[t];
+          skip[size_t(rk.final_rows[t])] = 1;
+        }
+        const double w3 = wall();
+        assign_nearest(v, rk.centroids.data(), k, true, n2.data(), d2.data(), 0, nullptr, nullptr, nullptr, nullptr, skip.data());
+        const bool same = rk.centroids == res.centroids && n2 == near[path] &&
+                          std::memcmp(d2.data(), dist[path].data(), d2.size() * 4) == 0;
+        std::printf("  kept training assignment (%zu rows): assign %.3f s; same bytes: %s\n", rk.final_rows.size(), wall() - w3,
+                    same ? "yes" : "NO");
+        if (!same) return 1;
+      }
       std::printf("%-9s train %.3f s (cpu %.3f) it %d searched %lld pruned %lld rescored %lld checked %lld | assign %.3f s (cpu %.3f) rescored %lld checked %lld\n",
                   path == 0 ? "fp32" : "avx2-int8", w1 - w0, c1 - c0, res.iterations, (long long)res.searched_rows,
                   (long long)res.pruned_rows, (long long)res.rescored_rows, (long long)res.filter_rechecked_rows, w2 - w1,

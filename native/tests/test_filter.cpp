@@ -175,6 +175,30 @@ int main() {
             int64_t rescored = 0, checked = 0;
             assign_nearest(v, res.empty() ? r.centroids.data() : res[0].centroids.data(), k, spherical, nearest.data(),
                            dist.data(), threads, {}, nullptr, &rescored, &checked);
+            for (int niter : {p.niter, 2}) {  // converged or not: training's kept assignment is the search's
+              KMeansParams pk = p;
+              pk.keep_assignment = true;
+              pk.niter = niter;
+              KMeansResult rk = train_kmeans(v, pk);
+              std::vector<int64_t> n2(static_cast<size_t>(n), -1);
+              std::vector<float> d2(static_cast<size_t>(n), -1.f);
+              std::vector<uint8_t> skip(static_cast<size_t>(n), 0);
+              CHECK(!rk.final_rows.empty(), "%s: no kept assignment", path);
+              for (size_t t = 0; t < rk.final_rows.size(); ++t) {
+                n2[size_t(rk.final_rows[t])] = rk.final_nearest[t];
+                d2[size_t(rk.final_rows[t])] = rk.final_dist[t];
+                skip[size_t(rk.final_rows[t])] = 1;
+              }
+              std::vector<int64_t> n3(static_cast<size_t>(n));
+              std::vector<float> d3(static_cast<size_t>(n));
+              assign_nearest(v, rk.centroids.data(), k, spherical, n3.data(), d3.data(), threads);
+              assign_nearest(v, rk.centroids.data(), k, spherical, n2.data(), d2.data(), threads, {}, nullptr, nullptr,
+                             nullptr, skip.data());
+              CHECK(n2 == n3 && std::memcmp(d2.data(), d3.data(), size_t(n) * 4) == 0,
+                    "%s d %lld sph %d niter %d: the kept training assignment differs from the search's", path,
+                    (long long)d, int(spherical), niter);
+              if (niter == p.niter) CHECK(rk.centroids == r.centroids, "%s: keep_assignment changed the centroids", path);
+            }
             if (std::strcmp(path, "fp32") != 0) {
               total_checked += checked + r.filter_rechecked_rows;
               total_rescored += rescored + r.rescored_rows;

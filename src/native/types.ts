@@ -153,10 +153,14 @@ export interface NativeAddon {
   /** The class of every error the addon throws (src/native/loader.ts registers SemDedupError once). */
   setErrorClass(opts: { errorClass: typeof SemDedupError }): void;
   trainKmeans(
-    opts: KmeansNativeParams & JobOptions & { emb: NativeEmbeddings; engine?: NativeEngine },
-  ): Promise<Ran & { centroids: Float32Array; objective: number[]; iterations: number; nTrain: number; underMinPoints: boolean; searchedRows: number; prunedRows: number; rescoredRows: number;
+    opts: KmeansNativeParams & JobOptions & { emb: NativeEmbeddings; engine?: NativeEngine; /** Return the training rows' assignment to the final centroids. */ keepAssignment?: boolean },
+  ): Promise<Ran & {
+    centroids: Float32Array; objective: number[]; iterations: number; nTrain: number; underMinPoints: boolean; searchedRows: number; prunedRows: number; rescoredRows: number;
     /** The filter of the searches, and the searched rows it left with several candidates (all iterations). */
-    filter: CpuFilter; filterCheckedRows: number }>;
+    filter: CpuFilter; filterCheckedRows: number;
+    /** With keepAssignment: the training rows, their exact nearest final centroid and dist_to_cent. */
+    assigned?: { rows: BigInt64Array; nearest: BigInt64Array; dist: Float32Array };
+  }>;
   assignNearest(
     opts: JobOptions & {
       emb: NativeEmbeddings;
@@ -165,6 +169,8 @@ export interface NativeAddon {
       innerProduct: boolean;
       nearest: BigInt64Array;
       dist: Float32Array;
+      /** Rows (1) whose nearest and dist already hold their values: not searched. */
+      skip?: Uint8Array;
       engine?: NativeEngine;
       impl?: 'engine' | 'faiss';
     },

@@ -18,7 +18,7 @@ import { engineFor, loadNative, type CpuFilter, type MPrecision, type NativeEmbe
 import { embeddingsFiles, embeddingsStamp, openLayout, openRowRange, type Embeddings, type EmbeddingsLayout } from '../embeddings.js';
 import { commitExact, findExactDuplicates, type ExactDuplicatesResult } from '../steps/exact.js';
 import { embeddingsSpecOf, rankValuesOf, resolveIds } from '../inputs.js';
-import { assignRows, commitCluster, trainCentroids } from '../steps/cluster.js';
+import { assignRows, commitCluster, trainCentroids, type Assigned } from '../steps/cluster.js';
 import { commitSort, exportSortedClusters, rankClusterRange, rankKeys, writeSortFiles } from '../steps/sort.js';
 import {
   addMaxSimCounts, commitDedup, keepOrderOf, noMaxSimCounts, writeDedupFiles, maxSimilarityOfBlock, maxSimilarityOfClusters, writeSummary, type WhichToKeep,
@@ -89,21 +89,56 @@ function readCentroids(plan: Plan): Float32Array {
   return data;
 }
 
+/** The train task's outputs that hold the training rows' assignment (trainCentroids's `assigned`). */
+const ASSIGNED = { assignedRows: 'rows', assignedNearest: 'nearest', assignedDist: 'dist' } as const;
+
+/**
+ * The training rows of [b, e) with their assignment to the final centroids, as the train task
+ * kept it (rows relative to b), for assignRows; undefined when training kept none (centroids given
+ * or reused), as in a single run.
+ */
+function assignedInRange(plan: Plan, b: number, e: number): Assigned | undefined {
+  const st = readState(plan, 'train', 0);
+  if (!st?.outputs?.assignedRows) return undefined;
+  const read = (name: keyof typeof ASSIGNED) => readNpy(verifiedOutput(plan, 'train', 0, name)).data;
+  const rows = read('assignedRows') as BigInt64Array;
+  const nearest = read('assignedNearest') as BigInt64Array;
+  const dist = read('assignedDist') as Float32Array;
+  if (nearest.length !== rows.length || dist.length !== rows.length)
+    throw new InputError(`${planPaths.part(plan.outputDir, 'train', 'assignedRows', 0)}: the train task's assignment holds ${rows.length} rows, ${nearest.length} centroids and ${dist.length} distances; rerun the planned run`);
+  const keep: number[] = [];
+  for (let t = 0; t < rows.length; t++) if (rows[t]! >= BigInt(b) && rows[t]! < BigInt(e)) keep.push(t);
+  return {
+    rows: BigInt64Array.from(keep, (t) => rows[t]! - BigInt(b)),
+    nearest: BigInt64Array.from(keep, (t) => nearest[t]!),
+    dist: Float32Array.from(keep, (t) => dist[t]!),
+  };
+}
+
 async function train(plan: Plan, o: TaskOptions): Promise<TaskResult> {
   const cfg = cfgOf(plan);
   const dir = plan.outputDir;
   const threads = o.threads ?? cfg.threads;
   const emb = await prepareEmbeddings(embeddingsSpecOf(plan.config), { ...o, threads, device: cfg.device, outputDir: dir, normalize: cfg.normalize });
   try {
-    // Step 2's training, as a single run does it (given, reused or trained; the `train` record).
+    // Step 2's training, as a single run does it (given, reused or trained; the `train` record),
+    // keeping the training rows' assignment to the final centroids for the assign tasks.
     const t = await trainCentroids({
       ...stepOptions(cfg, o), embeddings: emb, outputDir: dir, k: plan.k,
       niter: cfg.niter, seed: cfg.seed, spherical: cfg.spherical, maxPointsPerCentroid: cfg.maxPointsPerCentroid, minPointsPerCentroid: cfg.minPointsPerCentroid,
       kmeansImpl: cfg.kmeansImpl, kmeansPrune: cfg.kmeansPrune, reuseCentroids: cfg.reuseCentroids, ...(cfg.centroids ? { centroids: cfg.centroids } : {}),
-    });
+    }, { keepAssignment: true });
+    const assigned: Record<string, string> = {};
+    if (t.assigned) {
+      ensureOutputDir(planPaths.parts(dir, 'train'));
+      for (const [name, data] of Object.entries(ASSIGNED)) {
+        assigned[name] = planPaths.part(dir, 'train', name, 0);
+        writeNpy(assigned[name], t.assigned[data]);
+      }
+    }
     const embeddings: EffectiveLayout = { path: emb.path, format: emb.format, dtype: emb.dtype, n: emb.n, d: emb.d, offset: emb.offset, ...(emb.shards ? { shards: emb.shards } : {}) };
     return {
-      outputs: { centroids: outputs.centroids(dir) },
+      outputs: { centroids: outputs.centroids(dir), ...assigned },
       info: {
         embeddings, embeddingsStamp: embeddingsStamp(emb), centroidsFrom: t.centroidsFrom, objective: t.objective, iterations: t.iterations,
         searchedRows: t.searchedRows, prunedRows: t.prunedRows, rescoredRows: t.rescoredRows, filterCheckedRows: t.filterCheckedRows,
@@ -125,7 +160,11 @@ async function assign(plan: Plan, i: number, o: TaskOptions): Promise<TaskResult
   const so = stepOptions(cfg, o);
   try {
     // Step 2's assignment and step 3's ranking key of the task's rows, by the steps' own functions.
-    const { nearest, dist, backend, rescoredRows, filter, filterCheckedRows } = await assignRows(emb, e - b, centroids, { ...so, k: plan.k, spherical: cfg.spherical, kmeansImpl: cfg.kmeansImpl }, 'assign');
+    // The training rows of this range keep the assignment training ended with, as in a single run.
+    const known = assignedInRange(plan, b, e);
+    const { nearest, dist, backend, rescoredRows, filter, filterCheckedRows } = await assignRows(
+      emb, e - b, centroids, { ...so, k: plan.k, spherical: cfg.spherical, kmeansImpl: cfg.kmeansImpl }, 'assign', known,
+    );
     const key = await rankKeys(nearest, dist, { ...so, simMetric: cfg.simMetric, spherical: cfg.spherical, centroids, k: plan.k, rows: emb }, 'assign:cosine');
     ensureOutputDir(planPaths.parts(dir, 'assign'));
     const out = { nearest: planPaths.part(dir, 'assign', 'nearest', i), dist: planPaths.part(dir, 'assign', 'dist', i), key: planPaths.part(dir, 'assign', 'key', i) };

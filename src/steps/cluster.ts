@@ -74,7 +74,12 @@ export interface TrainResult extends Pick<ClusterResult, 'centroids' | 'centroid
   /** The backend that trained (absent when not trained). */
   backend?: 'cpu' | 'cuda';
   seconds: number;
+  /** With keepAssignment (when trained): the training rows' exact assignment to these centroids, for assignRows. */
+  assigned?: Assigned;
 }
+
+/** Rows already assigned to the final centroids (by training): their row numbers, nearest centroid and dist_to_cent. */
+export interface Assigned { rows: BigInt64Array; nearest: BigInt64Array; dist: Float32Array }
 
 /** The k-means parameters that decide the centroids (recorded with them). */
 function kmeansParams(opts: ReturnType<typeof withDefaults<ClusterOptions>>) {
@@ -90,7 +95,7 @@ function kmeansParams(opts: ReturnType<typeof withDefaults<ClusterOptions>>) {
  * from (the given file, or the embeddings and the k-means parameters), reused only when that is
  * unchanged.
  */
-export async function trainCentroids(options: ClusterOptions): Promise<TrainResult> {
+export async function trainCentroids(options: ClusterOptions, extra: { keepAssignment?: boolean } = {}): Promise<TrainResult> {
   const opts = withDefaults(options);
   const log = opts.log ?? (() => {});
   const emb = opts.embeddings;
@@ -122,7 +127,7 @@ export async function trainCentroids(options: ClusterOptions): Promise<TrainResu
     log(`centroids: ${centroidsPath} was not made from these embeddings with these k-means parameters: training`);
   log(`k-means: k=${k}, niter=${params.niter}, seed=${params.seed}, spherical=${spherical}, N=${emb.n}, D=${emb.d}`);
   const r = await runNative(opts, 'cluster:train', (job) =>
-    loadNative().trainKmeans({ ...job, emb: emb.native, ...params, threads, engine: engineFor(device), impl, prune: opts.kmeansPrune, gpuMemoryLimit: opts.gpuMemoryLimit }),
+    loadNative().trainKmeans({ ...job, emb: emb.native, ...params, threads, engine: engineFor(device), impl, prune: opts.kmeansPrune, gpuMemoryLimit: opts.gpuMemoryLimit, keepAssignment: extra.keepAssignment ?? false }),
   );
   noteBackend(opts.log, 'k-means training', r);
   if (impl === 'faiss')
@@ -141,22 +146,34 @@ export async function trainCentroids(options: ClusterOptions): Promise<TrainResu
   return {
     centroids: r.centroids, centroidsFrom: 'trained', objective: r.objective, iterations: r.iterations, searchedRows: r.searchedRows, prunedRows: r.prunedRows,
     rescoredRows: r.rescoredRows, filter: r.filter, filterCheckedRows: r.filterCheckedRows, backend: r.backend, seconds: (now() - t0) / 1000,
+    ...(r.assigned ? { assigned: r.assigned } : {}),
   };
 }
 
 /**
  * Step 2's assignment of a row range (`rows`: a mapping of any range of the embeddings; a planned
  * run's `assign` stage, or all rows): each row's exact nearest centroid and its distance, which
- * depend on that row alone.
+ * depend on that row alone. `known`: rows (of this range) already assigned to these centroids by
+ * training, which are not searched again (the same values).
  */
 export async function assignRows(
   rows: NativeEmbeddings, n: number, centroids: Float32Array,
-  o: CommonOptions & { k: number; spherical: boolean; kmeansImpl: 'engine' | 'faiss' }, stage = 'cluster:assign',
+  o: CommonOptions & { k: number; spherical: boolean; kmeansImpl: 'engine' | 'faiss' }, stage = 'cluster:assign', known?: Assigned,
 ): Promise<{ nearest: BigInt64Array; dist: Float32Array; backend: 'cpu' | 'cuda'; rescoredRows: number; filter: CpuFilter; filterCheckedRows: number }> {
   const nearest = new BigInt64Array(n);
   const dist = new Float32Array(n);
+  let skip: Uint8Array | undefined;
+  if (known && known.rows.length > 0) {
+    skip = new Uint8Array(n);
+    for (let t = 0; t < known.rows.length; t++) {
+      const i = Number(known.rows[t]!);
+      nearest[i] = known.nearest[t]!;
+      dist[i] = known.dist[t]!;
+      skip[i] = 1;
+    }
+  }
   const ran = await runNative(o, stage, (job) =>
-    loadNative().assignNearest({ ...job, emb: rows, centroids, k: o.k, innerProduct: o.spherical, nearest, dist, threads: o.threads, engine: engineFor(o.device), impl: o.kmeansImpl }),
+    loadNative().assignNearest({ ...job, emb: rows, centroids, k: o.k, innerProduct: o.spherical, nearest, dist, threads: o.threads, engine: engineFor(o.device), impl: o.kmeansImpl, ...(skip ? { skip } : {}) }),
   );
   noteBackend(o.log, 'assignment', ran);
   return { nearest, dist, backend: ran.backend, rescoredRows: ran.rescoredRows, filter: ran.filter, filterCheckedRows: ran.filterCheckedRows };
@@ -183,7 +200,7 @@ export async function computeCentroids(options: ClusterOptions): Promise<Cluster
   const log = opts.log ?? (() => {});
   const emb = opts.embeddings;
   const { k, spherical, kmeansImpl: impl } = opts;
-  const t = await trainCentroids(options);
+  const t = await trainCentroids(options, { keepAssignment: true });
   const { centroids, centroidsFrom, objective, iterations, searchedRows, prunedRows } = t;
   const rescoredRows = { train: t.rescoredRows, assign: 0 };
   const filterCheckedRows = { train: t.filterCheckedRows, assign: 0 };
@@ -201,7 +218,8 @@ export async function computeCentroids(options: ClusterOptions): Promise<Cluster
     };
   }
   const t1 = now();
-  const { nearest, dist, ...ran } = await assignRows(emb.native, emb.n, centroids, opts);
+  // the training rows keep the assignment training ended with (the same values, not searched again)
+  const { nearest, dist, ...ran } = await assignRows(emb.native, emb.n, centroids, opts, 'cluster:assign', t.assigned);
   backend.assign = ran.backend;
   rescoredRows.assign = ran.rescoredRows;
   filterCheckedRows.assign = ran.filterCheckedRows;

@@ -22,6 +22,11 @@ struct KMeansParams {
   // (bounds on centroid movement, safe under the fast pass's error bound). The result is the same
   // as without it.
   bool prune = true;
+  // Keep the training rows' exact assignment to the final centroids in the result (final_*), so
+  // that the assignment of every row need not search them again. Costs one bounded pass over the
+  // training rows when training ends before converging (none when the last iteration changed no
+  // assignment: its assignment is already the final centroids'). nredo 1 only.
+  bool keep_assignment = false;
   GpuLimits gpu;  // the CUDA backend's limits (common.hpp)
 };
 
@@ -38,6 +43,11 @@ struct KMeansResult {
   // searched rows it left with several candidates (checked by their float32 products).
   std::string filter = "fp32";
   int64_t filter_rechecked_rows = 0;
+  // With KMeansParams::keep_assignment: the training rows (row numbers of the input), their
+  // nearest centroid among the final centroids and dist_to_cent, by the exact rule (nearest.hpp);
+  // empty otherwise.
+  std::vector<int64_t> final_rows, final_nearest;
+  std::vector<float> final_dist;
 };
 
 // The part of a Lloyd iteration that differs between backends: assigning the training rows to
@@ -88,9 +98,12 @@ KMeansResult train_kmeans(const EmbeddingView& x, const KMeansParams& p, const P
 // *rescored when given; *rechecked: rows the integer filter left with several candidates, checked
 // by their float32 products). Same bytes whatever the filter. Streams over x in blocks, releasing
 // mapped pages behind it.
+// skip (optional, n bytes): rows with skip[i] != 0 already hold their values in nearest and dist
+// (from KMeansResult::final_*) and are not searched.
 void assign_nearest(const EmbeddingView& x, const float* centroids, int k, bool inner_product,
                     int64_t* nearest, float* dist, int threads = 0, const ProgressFn& progress = {},
-                    CancelFlag cancel = nullptr, int64_t* rescored = nullptr, int64_t* rechecked = nullptr);
+                    CancelFlag cancel = nullptr, int64_t* rescored = nullptr, int64_t* rechecked = nullptr,
+                    const uint8_t* skip = nullptr);
 
 // Throws InvalidArgument for k < 1, k > N, N >= 2^31, D < 1 (shared by every backend).
 void check_kmeans_args(const EmbeddingView& x, const KMeansParams& p);

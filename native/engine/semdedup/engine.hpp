@@ -76,12 +76,14 @@ Ran train_kmeans(Device device, KMeansImpl impl, const EmbeddingView& x, const K
 // The final assignment (nearest_cent, dist_to_cent): the exact nearest centroid and its float64
 // value rounded once (nearest.hpp), on the GPU or the CPU by the rules above; both give the same
 // bytes. With kmeans_impl faiss too (FAISS trains; every row is then assigned by the exact rule).
-// *rescored: rows the fast pass left undecided (re-scored in float64), when given; *rechecked: rows
-// the CPU's integer filter left with several candidates (checked by their float32 products; 0 on
-// the GPU and with the fp32 filter), when given.
+// *rescored: rows the fast pass left undecided (re-scored in float64), when given. skip (optional,
+// n bytes): rows already holding their values (KMeansResult::final_*), not searched on the CPU.
+// *rechecked: rows the CPU's integer filter left with several candidates (checked by their float32
+// products; 0 on the GPU and with the fp32 filter), when given.
 Ran assign_nearest(Device device, KMeansImpl impl, const EmbeddingView& x, const float* centroids, int k,
                    bool inner_product, int64_t* nearest, float* dist, int threads, const ProgressFn& progress = {},
-                   CancelFlag cancel = nullptr, int64_t* rescored = nullptr, int64_t* rechecked = nullptr);
+                   CancelFlag cancel = nullptr, int64_t* rescored = nullptr, const uint8_t* skip = nullptr,
+                   int64_t* rechecked = nullptr);
 
 // The filter of the distance passes that ran on `backend` at dimension d (qfilter.hpp's names): on
 // the CPU the integer filter when SEMDEDUP_ISA selects it and d is within its limit (the rule of
