@@ -27,6 +27,14 @@ export async function engineInfo(opts: { sgemm?: boolean } = {}): Promise<Record
       maxSimilarity: engineFor('auto').device,
     },
   };
-  if (opts.sgemm) out.sgemmGflops = Number((await addon.measureSgemm({ n: 2048, repeats: 3 })).toFixed(1));
+  if (opts.sgemm) {
+    out.sgemmGflops = Number((await addon.measureSgemm({ n: 2048, repeats: 3 })).toFixed(1));
+    // the distance kernel the passes use, against sgemm (the same threads, one run after the other)
+    const f = await addon.measureFilter({ repeats: 3 });
+    if (f > 0) {
+      out.filterGops = Number(f.toFixed(1));
+      out.filterVsSgemm = Number((f / (out.sgemmGflops as number)).toFixed(2));
+    }
+  }
   return out;
 }

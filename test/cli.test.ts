@@ -313,6 +313,20 @@ test('cli: info --json reports version, faiss, blasCore, threads, cpuFeatures, c
   for (const k of ['version', 'faiss', 'blasCore', 'threads', 'cpuFeatures', 'cuda']) assert.match(h.stdout, new RegExp(`^${k}\\b`, 'm'));
 });
 
+test('cli: info --sgemm measures sgemm and, where the CPU has one, the integer filter the distance passes use', () => {
+  const W = mkdtempSync(path.join(tmpdir(), 'semdedup-cli-info-sgemm-'));
+  const info = JSON.parse(ok(semdedup(['info', '--sgemm', '--json'], W), 'info --sgemm --json').stdout) as Record<string, unknown>;
+  assert.ok((info.sgemmGflops as number) > 0);
+  if (/\bavx2\b/.test(info.cpuFeatures as string)) {
+    assert.equal(info.cpuFilter, 'avx2-int8');
+    assert.ok((info.filterGops as number) > 0);
+    // the ratio printed is the two rates printed (rounded)
+    assert.ok(Math.abs((info.filterVsSgemm as number) - (info.filterGops as number) / (info.sgemmGflops as number)) < 0.02);
+  } else {
+    assert.equal(info.filterGops, undefined);
+  }
+});
+
 test('cli: example --dir runs and finds the planted duplicates (recall >= 99% at eps 0.01)', () => {
   const dir = mkdtempSync(path.join(tmpdir(), 'semdedup-cli-example-'));
   const W = dir;

@@ -129,7 +129,9 @@ export async function runOursStages(opts: { emb: string; n: number; dim: number;
   if (!opts.centroids) {
     // Lloyd-equivalent work (what the exact algorithm does without pruning), and what was issued.
     const full = (2 * opts.niter * nTrain * opts.k * opts.dim) / 1e9;
-    const issued = c.searchedRows + c.prunedRows > 0 ? (2 * (c.searchedRows * opts.k + c.prunedRows) * opts.dim) / 1e9 : full;
+    // centroid scores the searches computed (partial searches score fewer than k), plus one per kept row
+    const columns = c.searchedColumns > 0 ? c.searchedColumns : c.searchedRows * opts.k;  // backends that count no columns search in full
+    const issued = c.searchedRows + c.prunedRows > 0 ? (2 * (columns + c.prunedRows) * opts.dim) / 1e9 : full;
     stages.train = { seconds: c.seconds.train, gflop: full, issuedGflop: issued, prunedFraction: c.searchedRows + c.prunedRows > 0 ? c.prunedRows / (c.searchedRows + c.prunedRows) : 0 };
   }
   stages.assign = { seconds: c.seconds.assign, gflop: (2 * opts.n * opts.k * opts.dim) / 1e9 };

@@ -31,7 +31,7 @@ eng::KMeansImpl impl_of(const Options& o) {
 // trainKmeans({ emb, k, niter, seed, spherical, maxPointsPerCentroid, minPointsPerCentroid, threads, prune,
 //               engine, impl, gpuMemoryLimit, keepAssignment, onProgress, cancel })
 //   -> Promise<{ centroids: Float32Array, objective: number[], iterations, nTrain, underMinPoints, searchedRows,
-//                prunedRows, rescoredRows, filter, filterCheckedRows, backend, backendNote,
+//                prunedRows, rescoredRows, partialRows, searchedColumns, filter, filterCheckedRows, backend, backendNote,
 //                assigned?: { rows: BigInt64Array, nearest: BigInt64Array, dist: Float32Array } }>
 //   assigned (keepAssignment): the training rows' exact assignment to the final centroids.
 // Absent parameters keep the defaults of sd::KMeansParams.
@@ -72,6 +72,8 @@ Napi::Value TrainKmeans(const Napi::CallbackInfo& info) {
         out.Set("searchedRows", double(result->searched_rows));
         out.Set("prunedRows", double(result->pruned_rows));
         out.Set("rescoredRows", double(result->rescored_rows));
+        out.Set("partialRows", double(result->partial_rows));
+        out.Set("searchedColumns", double(result->searched_columns));
         out.Set("filter", result->filter);
         out.Set("filterCheckedRows", double(result->filter_rechecked_rows));
         out.Set("iterations", double(result->iterations));
@@ -331,6 +333,20 @@ Napi::Value MeasureSgemm(const Napi::CallbackInfo& info) {
   return job->start();
 }
 
+// measureFilter({ repeats, threads }) -> Promise<number> (GOP/s of the integer filter; 0 without one)
+Napi::Value MeasureFilter(const Napi::CallbackInfo& info) {
+  Options o(info, "measureFilter");
+  const int reps = int(o.integer("repeats"));
+  if (reps < 1) o.fail("repeats", ">= 1");
+  const int threads = o.threads();
+  auto g = std::make_shared<double>(0);
+  auto* job = new Job(
+      o,
+      [=](const sd::ProgressFn&, sd::CancelFlag) { *g = sd::qfilter::measure_filter_gops(reps, threads); },
+      [g](Napi::Env env) -> Napi::Value { return Napi::Number::New(env, *g); });
+  return job->start();
+}
+
 // info() -> the engine facts (engine_info(): computed once per process, the GPU query included).
 Napi::Value Info(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
@@ -390,6 +406,7 @@ void register_steps(Napi::Env env, Napi::Object exports) {
   exports.Set("normalizeRows", Napi::Function::New(env, NormalizeRows));
   exports.Set("keepOrder", Napi::Function::New(env, KeepOrder));
   exports.Set("measureSgemm", Napi::Function::New(env, MeasureSgemm));
+  exports.Set("measureFilter", Napi::Function::New(env, MeasureFilter));
   exports.Set("info", Napi::Function::New(env, Info));
 }
 

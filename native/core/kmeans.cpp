@@ -140,50 +140,45 @@ Pick pick_exact(const float* line, const float* x, double xx, double xnorm, cons
   return rescore(x, xx, cs, [&](int j) { return all || nr::candidate(nr::fast_score(ip, line[j], cs.cc[size_t(j)]), best, eps); });
 }
 
-// The exact nearest centroid of row i of the integer filter's block (v: its kernel sums, one per
-// centroid), by the same rule in two stages. (1) The filter's bound eps8 (qfilter.hpp): the
-// centroids whose filter score lies within 2 eps8 of the best are the candidates; one candidate is
-// the answer. (2) Several: each candidate's float32 product (bound eps32 of nearest.hpp) decides
-// as in pick_exact among the candidates, and the float32 near ties are re-scored in float64.
-// upper[j] receives an upper bound of centroid j's fast score (a float64 score plus the row's
-// constant; for the pruning bounds); xnorm and cmax are upper bounds of |x| and of every |c|;
-// *checked is set when stage 2 ran, *ncand to the number of candidates it checked.
-Pick pick_filtered(const int32_t* v, const qf::QRows& qr, int64_t i, const float* x, double xx, double xnorm,
-                   double cmax, const CentroidSet& cs, const qf::QCols& qc, double* upper, bool* checked,
-                   int64_t* ncand) {
-  const int k = cs.k;
+// The exact nearest centroid of a row from its integer filter scores, by the same rule in two
+// stages. upper[0..n) holds the filter scores of centroids col(0) < col(1) < ... < col(n - 1) on
+// entry (every centroid, or those a partial search scored: see CpuAssigner::assign), and bi the
+// lowest t holding the largest. (1) The filter's bound eps8 (qfilter.hpp): the centroids whose
+// filter score lies within 2 eps8 of the best are the candidates; one candidate is the answer. (2)
+// Several: each candidate's float32 product (bound eps32 of nearest.hpp) decides as in pick_exact
+// among the candidates, and the float32 near ties are re-scored in float64. On return upper[t] is an
+// upper bound of centroid col(t)'s fast score (a float64 score plus the row's constant; for the
+// pruning bounds); xnorm and cmax are upper bounds of |x| and of every |c|; *checked is set when
+// stage 2 ran, *ncand to the number of candidates it checked.
+template <class Col>
+Pick pick_from_scores(double* upper, int64_t n, Col col, int64_t bi, double eps8, const float* x, double xx, double xnorm,
+                      double cmax, const CentroidSet& cs, bool* checked, int64_t* ncand) {
   const bool ip = cs.ip;
-  const float sx = qr.scale[size_t(i)];
-  *checked = true;
-  *ncand = k;
-  if (!qr.finite[size_t(i)] || !qc.finite) {  // no bound: every centroid re-scored
-    for (int j = 0; j < k; ++j) upper[j] = kInf;
-    return rescore(x, xx, cs, [](int) { return true; });
-  }
-  const double eps8 = qf::row_bound(ip, cs.d, qr.err[size_t(i)], qr.qnorm[size_t(i)], xnorm, cmax, qc);
-  const int64_t bi = qf::row_scores(v, k, sx, qc, ip ? nullptr : cs.cc.data(), upper);
   const double best = upper[bi];
   const double floor8 = best - 2 * eps8;
-  *ncand = qf::count_at_least(upper, k, floor8);
+  *checked = true;
+  *ncand = qf::count_at_least(upper, n, floor8);
   if (*ncand == 1) {
     *ncand = 0;
     *checked = false;
-    for (int j = 0; j < k; ++j) upper[j] += eps8;
-    return {bi, nr::score64(ip, xx, cs.cc[size_t(bi)], nr::dot64(x, cs.row(bi), cs.d)), false};
+    for (int64_t t = 0; t < n; ++t) upper[t] += eps8;
+    const int64_t j = col(bi);
+    return {j, nr::score64(ip, xx, cs.cc[size_t(j)], nr::dot64(x, cs.row(j), cs.d)), false};
   }
   // Stage 2: float32 products of the candidates; the others keep the filter's bound.
   const double eps32 = nr::eps_score(ip, cs.d, xnorm, cmax);
   double b32 = -kInf, s32 = -kInf;
   int64_t b32i = -1;
   bool finite = true;
-  for (int j = 0; j < k; ++j) {
-    if (upper[j] < floor8) {
-      upper[j] += eps8;
+  for (int64_t t = 0; t < n; ++t) {
+    if (upper[t] < floor8) {
+      upper[t] += eps8;
       continue;
     }
+    const int64_t j = col(t);
     const double f = nr::fast_score(ip, qf::dot32(x, cs.row(j), cs.d), cs.cc[size_t(j)]);
     finite = finite && std::isfinite(f);
-    upper[j] = f + eps32;
+    upper[t] = f + eps32;
     if (f > b32) {
       s32 = b32;
       b32 = f;
@@ -194,8 +189,40 @@ Pick pick_filtered(const int32_t* v, const qf::QRows& qr, int64_t i, const float
   }
   if (finite && b32i >= 0 && nr::decided(b32, s32, eps32))
     return {b32i, nr::score64(ip, xx, cs.cc[size_t(b32i)], nr::dot64(x, cs.row(b32i), cs.d)), false};
+  // float64 over the float32 near ties (every centroid when a product was not finite), in
+  // ascending id: the lower id wins a tie
+  if (!finite) return rescore(x, xx, cs, [](int) { return true; });
   const double floor32 = b32 - 2 * eps32;
-  return rescore(x, xx, cs, [&](int j) { return !finite || upper[j] - eps32 >= floor32; });
+  double bs = -kInf;
+  int64_t bj = -1;
+  for (int64_t t = 0; t < n; ++t) {
+    if (upper[t] - eps32 < floor32) continue;
+    const int64_t j = col(t);
+    const double sc = nr::score64(ip, xx, cs.cc[size_t(j)], nr::dot64(x, cs.row(j), cs.d));
+    if (bj < 0 || nr::better(sc, j, bs, bj)) {
+      bs = sc;
+      bj = j;
+    }
+  }
+  if (bj < 0 || std::isnan(bs)) throw Error(ErrorCode::Numeric, "nearest centroid: non-finite distances (NaN in the rows or centroids)");
+  return {bj, bs, true};
+}
+
+// pick_from_scores for row i of the integer filter's block (v: its kernel sums, one per centroid).
+// A row or centroid that is not finite has no bound: every centroid is re-scored in float64.
+Pick pick_filtered(const int32_t* v, const qf::QRows& qr, int64_t i, const float* x, double xx, double xnorm,
+                   double cmax, const CentroidSet& cs, const qf::QCols& qc, double* upper, bool* checked,
+                   int64_t* ncand) {
+  const int k = cs.k;
+  if (!qr.finite[size_t(i)] || !qc.finite) {
+    *checked = true;
+    *ncand = k;
+    for (int j = 0; j < k; ++j) upper[j] = kInf;
+    return rescore(x, xx, cs, [](int) { return true; });
+  }
+  const double eps8 = qf::row_bound(cs.ip, cs.d, qr.err[size_t(i)], qr.qnorm[size_t(i)], xnorm, cmax, qc);
+  const int64_t bi = qf::row_scores(v, 0, k, qr.scale[size_t(i)], qc, cs.ip ? nullptr : cs.cc.data(), upper);
+  return pick_from_scores(upper, k, [](int64_t t) { return t; }, bi, eps8, x, xx, xnorm, cmax, cs, checked, ncand);
 }
 
 // An upper bound of |x| from a float32 sum of squares (8 lanes): its error is at most gamma_D
@@ -444,9 +471,10 @@ KMeansResult lloyd_kmeans(const EmbeddingView& x, const KMeansParams& p, KMeansA
       // one more (bounded) assignment: the training rows against the final centroids; its work
       // is not Lloyd's, so the counters stay those of the iterations
       const int64_t s0 = assigner.searched_rows, p0 = assigner.pruned_rows, r0 = assigner.rescored_rows,
-                    f0 = assigner.filter_rechecked_rows;
+                    f0 = assigner.filter_rechecked_rows, q0 = assigner.partial_rows, c0 = assigner.searched_columns;
       assigner.assign(cent.data(), k, moved.data(), assign.data(), dis.data(), cancel);
       assigner.searched_rows = s0, assigner.pruned_rows = p0, assigner.rescored_rows = r0, assigner.filter_rechecked_rows = f0;
+      assigner.partial_rows = q0, assigner.searched_columns = c0;
     }
     r.final_rows = rows;
     r.final_nearest = assign;
@@ -460,6 +488,8 @@ KMeansResult lloyd_kmeans(const EmbeddingView& x, const KMeansParams& p, KMeansA
   r.pruned_rows = assigner.pruned_rows;
   r.rescored_rows = assigner.rescored_rows;
   r.filter_rechecked_rows = assigner.filter_rechecked_rows;
+  r.partial_rows = assigner.partial_rows;
+  r.searched_columns = assigner.searched_columns;
   r.filter = assigner.filter;
   return r;
 }
@@ -536,10 +566,15 @@ class CpuAssigner : public KMeansAssigner {
         }
       });
     }
-    // 1. rows that keep their centroid provably (bounds), the others to search
-    std::vector<int64_t> todo;
+    const bool use8 = int8_ && filter_pays(k);
+    if (int8_ && !use8) cand_per_row_ /= 4;  // no count from a float32 iteration: assume the usual decline
+    // 1. rows that keep their centroid provably (bounds), the others to search: in full, or (with
+    //    the integer filter) only the groups whose bound does not exclude them, when those are at
+    //    most half (partial search, below)
+    std::vector<int64_t> todo, part;
     if (bounded) {
       std::vector<uint8_t> keep(static_cast<size_t>(nt));
+      if (use8) lval_.resize(size_t(nt));
       parallel_for(threads_, (nt + 4095) / 4096, [&](int64_t b, int) {
         const int64_t e = std::min(nt, (b + 1) * 4096);
         for (int64_t i = b * 4096; i < e; ++i) {
@@ -547,27 +582,31 @@ class CpuAssigner : public KMeansAssigner {
           const double s = nr::score64(ip, xx_[size_t(i)], cs_.cc[size_t(a)], nr::dot64(X + i * d, cs_.row(a), d));
           const double l = prune_score(ip, s);
           const float* u = upg_.as<float>() + size_t(i) * size_t(ng);
-          float umax = -std::numeric_limits<float>::infinity();
-          for (int g = 0; g < ng; ++g) umax = std::max(umax, u[g]);
-          if (l > double(umax)) {
+          int open = 0;
+          for (int g = 0; g < ng; ++g) open += !(l > double(u[g]));
+          if (open == 0) {
             keep[size_t(i)] = 1;
             dis[size_t(i)] = nr::value_of_score(ip, s);
+          } else if (use8 && 2 * open <= ng) {
+            keep[size_t(i)] = 2;
+            lval_[size_t(i)] = l;
           }
         }
       }, cancel);
-      for (int64_t i = 0; i < nt; ++i)
-        if (!keep[size_t(i)]) todo.push_back(i);
+      for (int64_t i = 0; i < nt; ++i) {
+        if (keep[size_t(i)] == 0) todo.push_back(i);
+        if (keep[size_t(i)] == 2) part.push_back(i);
+      }
     } else {
       todo.resize(size_t(nt));
       std::iota(todo.begin(), todo.end(), 0);
     }
-    searched_rows += int64_t(todo.size());
-    pruned_rows += nt - int64_t(todo.size());
-    // 2. full search of the others, in blocks; new bounds for the searched rows
+    searched_rows += int64_t(todo.size() + part.size());
+    searched_columns += int64_t(todo.size()) * k;
+    pruned_rows += nt - int64_t(todo.size() + part.size());
+    // 2. search of the others, in blocks; new bounds for the searched rows
     const int64_t nblocks = (int64_t(todo.size()) + kSearchBlock - 1) / kSearchBlock;
-    std::atomic<int64_t> rescored{0}, rechecked{0}, candidates{0};
-    const bool use8 = int8_ && filter_pays(k);
-    if (int8_ && !use8) cand_per_row_ /= 4;  // no count from a float32 iteration: assume the usual decline
+    std::atomic<int64_t> rescored{0}, rechecked{0}, candidates{0}, columns{0};
     if (use8) {
       qc_.pack(cent, k, d);
       if (int64_t(vbuf_.size()) != threads_) {
@@ -612,9 +651,80 @@ class CpuAssigner : public KMeansAssigner {
         rechecked += nchk;
         candidates += ncand;
       }, cancel);
+      // Partial search: a row scores only the groups its bounds leave open, and its centroid's group.
+      // The exact best is among them: every other centroid's prune score is below its group's
+      // bound, which is below the assigned centroid's score. Those groups' bounds stay as they are.
+      parallel_for(threads_, (int64_t(part.size()) + 63) / 64, [&](int64_t b, int w) {
+        // the open groups' columns, compact: kernel sums, scores, centroid ids
+        auto& v = vbuf_[size_t(w)];
+        auto& sc = sbuf_[size_t(w)];
+        v.resize(std::max(v.size(), size_t(qc_.np)));
+        sc.resize(std::max(sc.size(), size_t(k)));
+        std::vector<int32_t> col(static_cast<size_t>(k));
+        std::vector<int> groups;
+        int64_t nres = 0, nchk = 0, ncand = 0, ncols = 0;
+        for (int64_t t = b * 64; t < std::min<int64_t>(int64_t(part.size()), (b + 1) * 64); ++t) {
+          const int64_t i = part[size_t(t)];
+          const double l = lval_[size_t(i)];
+          float* u = upg_.as<float>() + size_t(i) * size_t(ng);
+          const int ga = int(assign[size_t(i)] / kGroup);
+          groups.clear();
+          for (int g = 0; g < ng; ++g)
+            if (g == ga || !(l > double(u[g]))) groups.push_back(g);
+          const float sx = qx_.scale[size_t(i)];
+          int64_t n = 0, bi = -1;
+          for (size_t r0 = 0; r0 < groups.size();) {  // runs of consecutive open groups: one kernel call each
+            size_t r1 = r0 + 1;
+            while (r1 < groups.size() && groups[r1] == groups[r1 - 1] + 1) ++r1;
+            const int g0 = groups[r0], g1 = groups[r1 - 1] + 1;
+            qf::qgemm_panels(qx_.row(i), 1, qx_.dp, qc_, g0, g1, v.data() + n, qc_.np);
+            const int64_t j0 = int64_t(g0) * kGroup, cnt = std::min<int64_t>(k, int64_t(g1) * kGroup) - j0;
+            const int64_t r = qf::row_scores(v.data() + n, j0, cnt, sx, qc_, ip ? nullptr : cs_.cc.data(), sc.data() + n);
+            if (bi < 0 || sc[size_t(n + r)] > sc[size_t(bi)]) bi = n + r;
+            for (int64_t c = 0; c < cnt; ++c) col[size_t(n + c)] = int32_t(j0 + c);
+            n += cnt;
+            r0 = r1;
+          }
+          ncols += n;
+          bool checked;
+          int64_t nc;
+          Pick pk;
+          if (!qx_.finite[size_t(i)] || !qc_.finite) {  // no bound: every centroid re-scored
+            checked = true;
+            nc = k;
+            pk = rescore(X + i * d, xx_[size_t(i)], cs_, [](int) { return true; });
+            for (int64_t c = 0; c < n; ++c) sc[size_t(c)] = kInf;
+          } else {
+            const double eps8 = qf::row_bound(ip, d, qx_.err[size_t(i)], qx_.qnorm[size_t(i)], xnorm_[size_t(i)], cmax_run_, qc_);
+            pk = pick_from_scores(sc.data(), n, [&](int64_t c) { return int64_t(col[size_t(c)]); }, bi, eps8, X + i * d,
+                                  xx_[size_t(i)], xnorm_[size_t(i)], cmax_run_, cs_, &checked, &nc);
+          }
+          nres += pk.rescored;
+          nchk += checked;
+          ncand += nc;
+          assign[size_t(i)] = pk.idx;
+          dis[size_t(i)] = nr::value_of_score(ip, pk.score);
+          // the open groups' bounds from this search; the others keep theirs
+          int64_t c = 0;
+          for (int g : groups) {
+            const int64_t e = std::min<int64_t>(k, int64_t(g + 1) * kGroup);
+            double gb = -kInf;
+            for (int64_t j = int64_t(g) * kGroup; j < e; ++j, ++c)
+              if (j != pk.idx) gb = std::max(gb, sc[size_t(c)]);
+            u[g] = round_up(prune_upper(ip, gb, xx_[size_t(i)], 0.0));
+          }
+        }
+        rescored += nres;
+        rechecked += nchk;
+        candidates += ncand;
+        columns += ncols;
+      }, cancel);
       rescored_rows += rescored.load();
       filter_rechecked_rows += rechecked.load();
-      cand_per_row_ = todo.empty() ? 0.0 : double(candidates.load()) / double(todo.size());
+      partial_rows += int64_t(part.size());
+      searched_columns += columns.load();
+      const size_t searched = todo.size() + part.size();
+      cand_per_row_ = searched == 0 ? 0.0 : double(candidates.load()) / double(searched);
       return;
     }
     parallel_for(threads_, nblocks, [&](int64_t b, int w) {
@@ -669,6 +779,7 @@ class CpuAssigner : public KMeansAssigner {
   static constexpr double kDotCost = 8, kMaxExtra = 0.4, kFirstCandidates = 16;
   bool filter_pays(int k) const { return cand_per_row_ * kDotCost < kMaxExtra * double(k); }
   double cand_per_row_ = kFirstCandidates;
+  std::vector<double> lval_;  // per row, the assigned centroid's prune score (rows searched partially)
   // the integer filter: the training rows quantised, the centroids packed, per-worker buffers
   bool int8_ = false;
   qf::QRows qx_;

@@ -5,6 +5,7 @@
 #include "semdedup/qfilter.hpp"
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
@@ -252,30 +253,33 @@ double row_bound(bool ip, int64_t d, double err, double qnorm, double xnorm, dou
 #ifdef SD_QFILTER_X86
 namespace {
 
-__attribute__((target("avx2"))) int64_t row_scores_avx2(const int32_t* v, int64_t n, float sx, const QCols& c,
-                                                         const double* cc, double* out) {
+__attribute__((target("avx2"))) int64_t row_scores_avx2(const int32_t* v, int64_t j0, int64_t n, float sx,
+                                                         const QCols& c, const double* cc, double* out) {
   const __m256d vsx = _mm256_set1_pd(double(sx));
   __m256d vmax = _mm256_set1_pd(-std::numeric_limits<double>::infinity());
-  int64_t j = 0;
-  for (; j + 4 <= n; j += 4) {
-    const __m128i w = _mm_sub_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(v + j)),
-                                    _mm_loadu_si128(reinterpret_cast<const __m128i*>(c.bias.data() + j)));
+  const int32_t* bias = c.bias.data() + j0;
+  const double* s64 = c.scale64.data() + j0;
+  if (cc) cc += j0;
+  int64_t t = 0;
+  for (; t + 4 <= n; t += 4) {
+    const __m128i w = _mm_sub_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(v + t)),
+                                    _mm_loadu_si128(reinterpret_cast<const __m128i*>(bias + t)));
     // (sx scale_j) is exact in float64 (24 x 24 bits): one rounding, as scaled()
-    __m256d sc = _mm256_mul_pd(_mm256_cvtepi32_pd(w), _mm256_mul_pd(vsx, _mm256_loadu_pd(c.scale64.data() + j)));
-    if (cc) sc = _mm256_sub_pd(_mm256_add_pd(sc, sc), _mm256_loadu_pd(cc + j));
-    _mm256_storeu_pd(out + j, sc);
+    __m256d sc = _mm256_mul_pd(_mm256_cvtepi32_pd(w), _mm256_mul_pd(vsx, _mm256_loadu_pd(s64 + t)));
+    if (cc) sc = _mm256_sub_pd(_mm256_add_pd(sc, sc), _mm256_loadu_pd(cc + t));
+    _mm256_storeu_pd(out + t, sc);
     vmax = _mm256_max_pd(vmax, sc);
   }
   double lanes[4];
   _mm256_storeu_pd(lanes, vmax);
   double best = std::max(std::max(lanes[0], lanes[1]), std::max(lanes[2], lanes[3]));
-  for (; j < n; ++j) {
-    const double p = scaled(v[j], sx, c, j);
-    out[j] = cc ? 2 * p - cc[j] : p;
-    best = std::max(best, out[j]);
+  for (; t < n; ++t) {
+    const double p = scaled(v[t], sx, c, j0 + t);
+    out[t] = cc ? 2 * p - cc[t] : p;
+    best = std::max(best, out[t]);
   }
-  for (int64_t t = 0; t < n; ++t)
-    if (out[t] == best) return t;
+  for (int64_t u = 0; u < n; ++u)
+    if (out[u] == best) return u;
   return n > 0 ? 0 : -1;  // NaN scores (non-finite inputs are refused before)
 }
 
@@ -321,16 +325,16 @@ __attribute__((target("avx2"))) void micro(const uint8_t* a, int64_t lda, const 
 }  // namespace
 #endif
 
-int64_t row_scores(const int32_t* v, int64_t n, float sx, const QCols& cols, const double* cc, double* out) {
+int64_t row_scores(const int32_t* v, int64_t j0, int64_t n, float sx, const QCols& cols, const double* cc, double* out) {
 #ifdef SD_QFILTER_X86
   static const bool avx2 = cpu_has_avx2();
-  if (avx2) return row_scores_avx2(v, n, sx, cols, cc, out);
+  if (avx2) return row_scores_avx2(v, j0, n, sx, cols, cc, out);
 #endif
   int64_t bi = -1;
-  for (int64_t j = 0; j < n; ++j) {
-    const double p = scaled(v[j], sx, cols, j);
-    out[j] = cc ? 2 * p - cc[j] : p;
-    if (bi < 0 || out[j] > out[bi]) bi = j;
+  for (int64_t t = 0; t < n; ++t) {
+    const double p = scaled(v[t], sx, cols, j0 + t);
+    out[t] = cc ? 2 * p - cc[j0 + t] : p;
+    if (bi < 0 || out[t] > out[bi]) bi = t;
   }
   return bi;
 }
@@ -366,6 +370,34 @@ void group_max(const double* s, int64_t n, int64_t group, int64_t skip, double* 
   }
 }
 
+double measure_filter_gops(int repeats, int threads) {
+  if (best_isa() != Isa::Avx2Int8) return 0;
+  threads = resolve_threads(threads);
+  const int64_t m = 1024, n = 1000, d = 512;
+  uint32_t seed = 12345;
+  auto next = [&seed] { return float((seed = seed * 1664525u + 1013904223u) >> 8) / 16777216.0f - 0.5f; };
+  std::vector<float> c(size_t(n * d));
+  for (auto& v : c) v = next();
+  QCols cols;
+  cols.pack(c.data(), n, d);
+  std::vector<std::vector<float>> rows(static_cast<size_t>(threads), std::vector<float>(size_t(m * d)));
+  for (auto& r : rows)
+    for (auto& v : r) v = next();
+  std::vector<QRows> q(static_cast<size_t>(threads));
+  std::vector<std::vector<int32_t>> out(static_cast<size_t>(threads), std::vector<int32_t>(size_t(m * cols.np)));
+  double best = 0;
+  for (int r = 0; r <= repeats; ++r) {  // the first round warms up
+    const auto t0 = std::chrono::steady_clock::now();
+    parallel_for(threads, threads, [&](int64_t t, int) {
+      q[size_t(t)].quantise(rows[size_t(t)].data(), m, d);
+      qgemm(q[size_t(t)].q.data(), m, q[size_t(t)].dp, cols, out[size_t(t)].data(), cols.np);
+    });
+    const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    if (r > 0) best = std::max(best, 2.0 * double(m) * double(n) * double(d) * threads / dt / 1e9);
+  }
+  return best;
+}
+
 void qgemm(const uint8_t* a, int64_t m, int64_t lda, const QCols& cols, int32_t* v, int64_t ldc) {
   qgemm_panels(a, m, lda, cols, 0, cols.np / 16, v, ldc);
 }
@@ -387,16 +419,21 @@ void qgemm_panels(const uint8_t* a, int64_t m, int64_t lda, const QCols& cols, i
   constexpr int MR = 4;
   const int64_t steps = cols.dp / 4;
   v -= panel0 * 16;
-  // One panel (16 columns x dp bytes) stays in L1 while the rows stream past it.
-  for (int64_t p = panel0; p < panel1; ++p) {
-    const int8_t* bp = cols.packed.data() + size_t(p) * size_t(steps) * 64;
-    int64_t i = 0;
-    for (; i + MR <= m; i += MR) micro<MR>(a + i * lda, lda, bp, steps, v + i * ldc + p * 16, ldc);
-    switch (m - i) {
-      case 3: micro<3>(a + i * lda, lda, bp, steps, v + i * ldc + p * 16, ldc); break;
-      case 2: micro<2>(a + i * lda, lda, bp, steps, v + i * ldc + p * 16, ldc); break;
-      case 1: micro<1>(a + i * lda, lda, bp, steps, v + i * ldc + p * 16, ldc); break;
-      default: break;
+  // Rows in chunks of about 128 KB, which stay in L2 while every panel passes; one panel (16
+  // columns x dp bytes) stays in L1 while the chunk's rows stream past it.
+  const int64_t chunk = std::max<int64_t>(MR, (int64_t(128) << 10) / std::max<int64_t>(1, lda) / MR * MR);
+  for (int64_t r0 = 0; r0 < m; r0 += chunk) {
+    const int64_t r1 = std::min(m, r0 + chunk);
+    for (int64_t p = panel0; p < panel1; ++p) {
+      const int8_t* bp = cols.packed.data() + size_t(p) * size_t(steps) * 64;
+      int64_t i = r0;
+      for (; i + MR <= r1; i += MR) micro<MR>(a + i * lda, lda, bp, steps, v + i * ldc + p * 16, ldc);
+      switch (r1 - i) {
+        case 3: micro<3>(a + i * lda, lda, bp, steps, v + i * ldc + p * 16, ldc); break;
+        case 2: micro<2>(a + i * lda, lda, bp, steps, v + i * ldc + p * 16, ldc); break;
+        case 1: micro<1>(a + i * lda, lda, bp, steps, v + i * ldc + p * 16, ldc); break;
+        default: break;
+      }
     }
   }
 #else

@@ -1,6 +1,7 @@
 #include "semdedup/scan.hpp"
 
 #include "semdedup/mapping.hpp"
+#include "semdedup/nearest.hpp"
 
 #include <atomic>
 #include <cmath>
@@ -30,14 +31,10 @@ ScanResult scan_embeddings(const EmbeddingView& x, double norm_tol, int threads,
         x.row(i, tmp);
         row = tmp;
       }
-      double s = 0;
-      bool finite = true;
-      for (int64_t j = 0; j < x.d; ++j) {
-        const float v = row[j];
-        if (!std::isfinite(v)) finite = false;
-        s += double(v) * double(v);
-      }
-      if (!finite) {
+      // ip(x, x) of nearest.hpp (8 lanes, fixed order); finite exactly when every value is: a
+      // float32's square cannot overflow float64, and a NaN or Inf value makes the sum NaN or Inf
+      const double s = nearest::dot64(row, row, x.d);
+      if (!std::isfinite(s)) {
         if (r.first_nonfinite < 0) r.first_nonfinite = i;
         ++r.nonfinite_rows;
         continue;

@@ -81,9 +81,9 @@ int main(int argc, char** argv) {
                     same ? "yes" : "NO");
         if (!same) return 1;
       }
-      std::printf("%-9s train %.3f s (cpu %.3f) it %d searched %lld pruned %lld rescored %lld checked %lld | assign %.3f s (cpu %.3f) rescored %lld checked %lld\n",
+      std::printf("%-9s train %.3f s (cpu %.3f) it %d searched %lld (partial %lld) pruned %lld rescored %lld checked %lld | assign %.3f s (cpu %.3f) rescored %lld checked %lld\n",
                   path == 0 ? "fp32" : "avx2-int8", w1 - w0, c1 - c0, res.iterations, (long long)res.searched_rows,
-                  (long long)res.pruned_rows, (long long)res.rescored_rows, (long long)res.filter_rechecked_rows, w2 - w1,
+                  (long long)res.partial_rows, (long long)res.pruned_rows, (long long)res.rescored_rows, (long long)res.filter_rechecked_rows, w2 - w1,
                   c2 - c1, (long long)rs, (long long)rc);
     }
     if (!only.empty()) continue;

@@ -156,6 +156,8 @@ export interface NativeAddon {
     opts: KmeansNativeParams & JobOptions & { emb: NativeEmbeddings; engine?: NativeEngine; /** Return the training rows' assignment to the final centroids. */ keepAssignment?: boolean },
   ): Promise<Ran & {
     centroids: Float32Array; objective: number[]; iterations: number; nTrain: number; underMinPoints: boolean; searchedRows: number; prunedRows: number; rescoredRows: number;
+    /** Searched rows that scored only the centroid groups their bounds left open; centroid scores computed in all (k per full search). */
+    partialRows: number; searchedColumns: number;
     /** The filter of the searches, and the searched rows it left with several candidates (all iterations). */
     filter: CpuFilter; filterCheckedRows: number;
     /** With keepAssignment: the training rows, their exact nearest final centroid and dist_to_cent. */
@@ -228,6 +230,8 @@ export interface NativeAddon {
     },
   ): Promise<void>;
   measureSgemm(opts: { n: number; repeats: number; threads?: number }): Promise<number>;
+  /** The integer filter's rate (GOP/s, quantisation included) as the assignment runs it; 0 without one. */
+  measureFilter(opts: { repeats: number; threads?: number }): Promise<number>;
   /** The float64 re-check's default margin at dimension d. */
   recheckMargin(opts: { d: number }): number;
   recheckThresholds(

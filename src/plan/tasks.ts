@@ -141,7 +141,8 @@ async function train(plan: Plan, o: TaskOptions): Promise<TaskResult> {
       outputs: { centroids: outputs.centroids(dir), ...assigned },
       info: {
         embeddings, embeddingsStamp: embeddingsStamp(emb), centroidsFrom: t.centroidsFrom, objective: t.objective, iterations: t.iterations,
-        searchedRows: t.searchedRows, prunedRows: t.prunedRows, rescoredRows: t.rescoredRows, filterCheckedRows: t.filterCheckedRows,
+        searchedRows: t.searchedRows, prunedRows: t.prunedRows, partialRows: t.partialRows, searchedColumns: t.searchedColumns,
+        rescoredRows: t.rescoredRows, filterCheckedRows: t.filterCheckedRows,
         ...(t.filter ? { filter: t.filter } : {}), ...(t.backend ? { backend: t.backend } : {}),
       },
     };
@@ -392,6 +393,7 @@ async function extract(plan: Plan, o: TaskOptions): Promise<TaskResult> {
   const trained = readState(plan, 'train', 0)?.info ?? {};
   commitCluster(dir, lay, cfg.spherical, plan.k, nearest, dist, {
     centroidsFrom: trained.centroidsFrom, objective: trained.objective, iterations: trained.iterations, searchedRows: trained.searchedRows, prunedRows: trained.prunedRows,
+    partialRows: trained.partialRows, searchedColumns: trained.searchedColumns,
     rescoredRows: { train: trained.rescoredRows ?? 0, assign: sumInfo(plan, 'assign', 'rescoredRows') },
     filter: { ...(trained.filter ? { train: trained.filter } : {}), assign: infoFilter(plan, 'assign') },
     filterCheckedRows: { train: trained.filterCheckedRows ?? 0, assign: sumInfo(plan, 'assign', 'filterCheckedRows') }, impl: cfg.kmeansImpl,

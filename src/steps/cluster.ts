@@ -41,6 +41,9 @@ export interface ClusterResult {
   /** Training rows fully searched and skipped by the bounds, over all iterations. */
   searchedRows: number;
   prunedRows: number;
+  /** Searched rows that scored only the centroid groups their bounds left open, and the centroid scores computed in all (k per full search). */
+  partialRows: number;
+  searchedColumns: number;
   /** Rows the float32 pass left undecided and re-scored in float64: in training (all iterations), in the assignment. */
   rescoredRows: { train: number; assign: number };
   /** The filter of training's searches (absent when not trained) and of the assignment (absent when reused). */
@@ -65,7 +68,7 @@ function loadCentroids(path: string, k: number, d: number, what: string): Float3
 }
 
 /** Step 2's training: where the centroids came from, and what training reported (when trained). */
-export interface TrainResult extends Pick<ClusterResult, 'centroids' | 'centroidsFrom' | 'objective' | 'iterations' | 'searchedRows' | 'prunedRows'> {
+export interface TrainResult extends Pick<ClusterResult, 'centroids' | 'centroidsFrom' | 'objective' | 'iterations' | 'searchedRows' | 'prunedRows' | 'partialRows' | 'searchedColumns'> {
   /** Rows the float32 pass left undecided and re-scored in float64, over all iterations. */
   rescoredRows: number;
   /** The filter of the searches (absent when not trained), and the rows it left with several candidates. */
@@ -109,7 +112,7 @@ export async function trainCentroids(options: ClusterOptions, extra: { keepAssig
   const trainParams = given ? { given: stamp(opts.centroids!), k, d: emb.d, algorithm: ALGORITHM_VERSION } : { ...params, impl, d: emb.d, algorithm: ALGORITHM_VERSION };
   const trainInputs: Record<string, string> = given ? {} : embeddingsInputs(emb);
   const committed = existsSync(centroidsPath) && stepIsCurrent(opts.outputDir, 'train', trainParams, trainInputs);
-  const none = { objective: [], iterations: 0, searchedRows: 0, prunedRows: 0, rescoredRows: 0, filterCheckedRows: 0 };
+  const none = { objective: [], iterations: 0, searchedRows: 0, prunedRows: 0, partialRows: 0, searchedColumns: 0, rescoredRows: 0, filterCheckedRows: 0 };
   if (given) {
     if (!committed) {
       writeNpy(centroidsPath, given, { shape: [k, emb.d] });
@@ -140,11 +143,12 @@ export async function trainCentroids(options: ClusterOptions, extra: { keepAssig
   writeNpy(centroidsPath, r.centroids, { shape: [k, emb.d] });
   recordStep(opts.outputDir, 'train', trainParams, trainInputs, { centroids: centroidsPath },
     {
-      objective: r.objective, iterations: r.iterations, searchedRows: r.searchedRows, prunedRows: r.prunedRows, rescoredRows: r.rescoredRows,
-      filter: r.filter, filterCheckedRows: r.filterCheckedRows, backend: r.backend,
+      objective: r.objective, iterations: r.iterations, searchedRows: r.searchedRows, prunedRows: r.prunedRows, partialRows: r.partialRows, searchedColumns: r.searchedColumns,
+      rescoredRows: r.rescoredRows, filter: r.filter, filterCheckedRows: r.filterCheckedRows, backend: r.backend,
     });
   return {
     centroids: r.centroids, centroidsFrom: 'trained', objective: r.objective, iterations: r.iterations, searchedRows: r.searchedRows, prunedRows: r.prunedRows,
+    partialRows: r.partialRows, searchedColumns: r.searchedColumns,
     rescoredRows: r.rescoredRows, filter: r.filter, filterCheckedRows: r.filterCheckedRows, backend: r.backend, seconds: (now() - t0) / 1000,
     ...(r.assigned ? { assigned: r.assigned } : {}),
   };
@@ -201,7 +205,7 @@ export async function computeCentroids(options: ClusterOptions): Promise<Cluster
   const emb = opts.embeddings;
   const { k, spherical, kmeansImpl: impl } = opts;
   const t = await trainCentroids(options, { keepAssignment: true });
-  const { centroids, centroidsFrom, objective, iterations, searchedRows, prunedRows } = t;
+  const { centroids, centroidsFrom, objective, iterations, searchedRows, prunedRows, partialRows, searchedColumns } = t;
   const rescoredRows = { train: t.rescoredRows, assign: 0 };
   const filterCheckedRows = { train: t.filterCheckedRows, assign: 0 };
   const filter: ClusterResult['filter'] = t.filter ? { train: t.filter } : {};
@@ -213,8 +217,8 @@ export async function computeCentroids(options: ClusterOptions): Promise<Cluster
     const dist = readNpy(outputs.dist(opts.outputDir)).data as Float32Array;
     log('assignment: up to date, reused');
     return {
-      centroids, nearest, dist, k, d: emb.d, centroidsFrom, assignmentReused: true, objective, iterations, searchedRows, prunedRows, rescoredRows, filter, filterCheckedRows,
-      seconds: { train: tTrain, assign: 0 }, backend,
+      centroids, nearest, dist, k, d: emb.d, centroidsFrom, assignmentReused: true, objective, iterations, searchedRows, prunedRows, partialRows, searchedColumns,
+      rescoredRows, filter, filterCheckedRows, seconds: { train: tTrain, assign: 0 }, backend,
     };
   }
   const t1 = now();
@@ -227,10 +231,11 @@ export async function computeCentroids(options: ClusterOptions): Promise<Cluster
   log(`assignment: ${ran.rescoredRows} of ${emb.n} rows re-scored in float64 (top-2 gap within the float32 pass's error bound)${ran.filter === 'fp32' ? '' : `, ${ran.filterCheckedRows} checked in float32 after the ${ran.filter} filter`}`);
   const tAssign = (now() - t1) / 1000;
   commitCluster(opts.outputDir, emb, spherical, k, nearest, dist, {
-    centroidsFrom, objective, iterations, searchedRows, prunedRows, rescoredRows, filter, filterCheckedRows, impl, trainSeconds: tTrain, assignSeconds: tAssign, backend, ...kmeansParams(opts),
+    centroidsFrom, objective, iterations, searchedRows, prunedRows, partialRows, searchedColumns, rescoredRows, filter, filterCheckedRows, impl,
+    trainSeconds: tTrain, assignSeconds: tAssign, backend, ...kmeansParams(opts),
   });
   return {
-    centroids, nearest, dist, k, d: emb.d, centroidsFrom, assignmentReused: false, objective, iterations, searchedRows, prunedRows, rescoredRows, filter, filterCheckedRows,
-    seconds: { train: tTrain, assign: tAssign }, backend,
+    centroids, nearest, dist, k, d: emb.d, centroidsFrom, assignmentReused: false, objective, iterations, searchedRows, prunedRows, partialRows, searchedColumns,
+    rescoredRows, filter, filterCheckedRows, seconds: { train: tTrain, assign: tAssign }, backend,
   };
 }

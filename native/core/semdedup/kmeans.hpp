@@ -43,6 +43,10 @@ struct KMeansResult {
   // searched rows it left with several candidates (checked by their float32 products).
   std::string filter = "fp32";
   int64_t filter_rechecked_rows = 0;
+  // Searched rows that scored only the centroid groups their bounds left open (integer filter).
+  int64_t partial_rows = 0;
+  // Centroid scores the searches computed, all iterations (k per full search; the work issued).
+  int64_t searched_columns = 0;
   // With KMeansParams::keep_assignment: the training rows (row numbers of the input), their
   // nearest centroid among the final centroids and dist_to_cent, by the exact rule (nearest.hpp);
   // empty otherwise.
@@ -73,6 +77,8 @@ class KMeansAssigner {
   int64_t pruned_rows = 0;    // rows whose search bounds made unnecessary
   int64_t rescored_rows = 0;  // searched rows re-scored in float64 (fast top-2 gap within the bound)
   int64_t filter_rechecked_rows = 0;  // searched rows the integer filter left with several candidates
+  int64_t partial_rows = 0;           // searched rows that scored only the groups their bounds left open
+  int64_t searched_columns = 0;       // centroid scores computed by the searches (k per full search)
   std::string filter = "fp32";        // the filter the searches used (qfilter.hpp's isa_name)
 };
 

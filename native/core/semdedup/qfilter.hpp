@@ -78,6 +78,11 @@ void qgemm(const uint8_t* a, int64_t m, int64_t lda, const QCols& cols, int32_t*
 void qgemm_panels(const uint8_t* a, int64_t m, int64_t lda, const QCols& cols, int64_t panel0, int64_t panel1,
                   int32_t* v, int64_t ldc);
 
+// The integer filter's useful rate on this machine, GOP/s (2 m n d per product): every thread
+// quantises its own 1024 rows and multiplies them with 1000 packed columns, D = 512, as the
+// assignment does; the best of `repeats` rounds, all threads together. 0 without AVX2.
+double measure_filter_gops(int repeats, int threads);
+
 // A float32 dot product (16 lanes; any order is within nearest.hpp's eps_score), for the
 // candidates the filter leaves.
 float dot32(const float* a, const float* b, int64_t d);
@@ -87,10 +92,11 @@ inline double scaled(int32_t v, float sx, const QCols& c, int64_t j) {
   return double(v - 128 * c.sum[size_t(j)]) * (double(sx) * double(c.scale[size_t(j)]));
 }
 
-// The filter scores of one row against columns [0, n): out[j] = scaled(v[j], sx, cols, j) for the
-// inner product, 2 scaled(...) - cc[j] for L2 (cc non-null): the same float64 values, computed four
-// at a time when the CPU has AVX2. Returns the lowest j holding the largest score (-1 for n = 0).
-int64_t row_scores(const int32_t* v, int64_t n, float sx, const QCols& cols, const double* cc, double* out);
+// The filter scores of one row against columns j0 .. j0 + n - 1: out[t] = scaled(v[t], sx, cols,
+// j0 + t) for the inner product, 2 scaled(...) - cc[j0 + t] for L2 (cc non-null): the same float64
+// values, computed four at a time when the CPU has AVX2. Returns the lowest t holding the largest
+// score (-1 for n = 0).
+int64_t row_scores(const int32_t* v, int64_t j0, int64_t n, float sx, const QCols& cols, const double* cc, double* out);
 
 // How many of s[0..n) are >= floor.
 int64_t count_at_least(const double* s, int64_t n, double floor);
