@@ -57,7 +57,7 @@ CrossStats max_similarity_to_reference(const EmbeddingView& x, const int64_t* x_
   std::vector<double> rmax(size_t(ngroups), 0);
   for (int64_t g = 0; g < ngroups; ++g)
     for (int64_t j = r_offsets[g]; j < r_offsets[g + 1]; ++j)
-      rmax[size_t(g)] = std::max(rmax[size_t(g)], nearest::dot64(ref.data() + j * d, ref.data() + j * d, d));
+      rmax[size_t(g)] = std::max(rmax[size_t(g)], nearest::dot64_cpu(ref.data() + j * d, ref.data() + j * d, d));
   for (double& v : rmax) v = std::sqrt(v);
 
   struct Item {
@@ -137,11 +137,11 @@ CrossStats max_similarity_to_reference(const EmbeddingView& x, const int64_t* x_
           continue;
         }
         const float* xp = s.a.data() + i * d;
-        const double xn = nearest::norm_slack(std::sqrt(nearest::dot64(xp, xp, d)));
+        const double xn = nearest::norm_slack(std::sqrt(nearest::dot64_cpu(xp, xp, d)));
         const double eps = nearest::eps_score(true, d, xn, nearest::norm_slack(rmax[size_t(it.group)]));
         const int64_t who = s.pos[size_t(i)];
         if (who >= 0 && nearest::decided(s.b1[size_t(i)], s.b2[size_t(i)], eps)) {
-          best[p] = nearest::dot64(xp, ref.data() + (r0 + who) * d, d);
+          best[p] = nearest::dot64_cpu(xp, ref.data() + (r0 + who) * d, d);
           best_ref[p] = r0 + who;  // a position for now; rows below
           continue;
         }
@@ -149,7 +149,7 @@ CrossStats max_similarity_to_reference(const EmbeddingView& x, const int64_t* x_
         double b = 0;
         int64_t at = -1;
         for (int64_t j = 0; j < nref; ++j) {
-          const double v = nearest::dot64(xp, ref.data() + (r0 + j) * d, d);
+          const double v = nearest::dot64_cpu(xp, ref.data() + (r0 + j) * d, d);
           if (at < 0 || v > b) {
             b = v;
             at = j;

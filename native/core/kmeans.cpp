@@ -66,7 +66,7 @@ struct CentroidSet {
     ip = inner;
     cc.resize(size_t(k));
     parallel_for(threads, (k + 255) / 256, [&](int64_t b, int) {
-      for (int64_t j = b * 256; j < std::min<int64_t>(k, (b + 1) * 256); ++j) cc[size_t(j)] = nr::dot64(cent + j * d, cent + j * d, d);
+      for (int64_t j = b * 256; j < std::min<int64_t>(k, (b + 1) * 256); ++j) cc[size_t(j)] = nr::dot64_cpu(cent + j * d, cent + j * d, d);
     });
     double m = 0;
     for (double v : cc) m = std::max(m, v);
@@ -88,7 +88,7 @@ Pick rescore(const float* x, double xx, const CentroidSet& cs, Keep keep) {
   int64_t bj = -1;
   for (int j = 0; j < cs.k; ++j) {
     if (!keep(j)) continue;
-    const double s = nr::score64(cs.ip, xx, cs.cc[size_t(j)], nr::dot64(x, cs.row(j), cs.d));
+    const double s = nr::score64(cs.ip, xx, cs.cc[size_t(j)], nr::dot64_cpu(x, cs.row(j), cs.d));
     if (bj < 0 || nr::better(s, j, bs, bj)) {
       bs = s;
       bj = j;
@@ -133,7 +133,7 @@ Pick pick_exact(const float* line, const float* x, double xx, double xnorm, cons
     }
   }
   if (bi >= 0 && nr::decided(best, second, eps))
-    return {bi, nr::score64(ip, xx, cs.cc[size_t(bi)], nr::dot64(x, cs.row(bi), cs.d)), false};
+    return {bi, nr::score64(ip, xx, cs.cc[size_t(bi)], nr::dot64_cpu(x, cs.row(bi), cs.d)), false};
   // Re-score in float64 every centroid that can still be the best (all of them when a fast score
   // was not finite).
   const bool all = bi < 0 || !std::isfinite(best);
@@ -163,7 +163,7 @@ Pick pick_from_scores(double* upper, int64_t n, Col col, int64_t bi, double eps8
     *checked = false;
     for (int64_t t = 0; t < n; ++t) upper[t] += eps8;
     const int64_t j = col(bi);
-    return {j, nr::score64(ip, xx, cs.cc[size_t(j)], nr::dot64(x, cs.row(j), cs.d)), false};
+    return {j, nr::score64(ip, xx, cs.cc[size_t(j)], nr::dot64_cpu(x, cs.row(j), cs.d)), false};
   }
   // Stage 2: float32 products of the candidates; the others keep the filter's bound.
   const double eps32 = nr::eps_score(ip, cs.d, xnorm, cmax);
@@ -188,7 +188,7 @@ Pick pick_from_scores(double* upper, int64_t n, Col col, int64_t bi, double eps8
     }
   }
   if (finite && b32i >= 0 && nr::decided(b32, s32, eps32))
-    return {b32i, nr::score64(ip, xx, cs.cc[size_t(b32i)], nr::dot64(x, cs.row(b32i), cs.d)), false};
+    return {b32i, nr::score64(ip, xx, cs.cc[size_t(b32i)], nr::dot64_cpu(x, cs.row(b32i), cs.d)), false};
   // float64 over the float32 near ties (every centroid when a product was not finite), in
   // ascending id: the lower id wins a tie
   if (!finite) return rescore(x, xx, cs, [](int) { return true; });
@@ -198,7 +198,7 @@ Pick pick_from_scores(double* upper, int64_t n, Col col, int64_t bi, double eps8
   for (int64_t t = 0; t < n; ++t) {
     if (upper[t] - eps32 < floor32) continue;
     const int64_t j = col(t);
-    const double sc = nr::score64(ip, xx, cs.cc[size_t(j)], nr::dot64(x, cs.row(j), cs.d));
+    const double sc = nr::score64(ip, xx, cs.cc[size_t(j)], nr::dot64_cpu(x, cs.row(j), cs.d));
     if (bj < 0 || nr::better(sc, j, bs, bj)) {
       bs = sc;
       bj = j;
@@ -515,7 +515,7 @@ class CpuAssigner : public KMeansAssigner {
     xnorm_.resize(size_t(nt));
     parallel_for(threads_, (nt + 4095) / 4096, [&](int64_t b, int) {
       for (int64_t i = b * 4096; i < std::min(nt, (b + 1) * 4096); ++i) {
-        xx_[size_t(i)] = nr::dot64(X + i * d, X + i * d, d);
+        xx_[size_t(i)] = nr::dot64_cpu(X + i * d, X + i * d, d);
         xnorm_[size_t(i)] = nr::norm_slack(std::sqrt(xx_[size_t(i)]));
       }
     });
@@ -579,7 +579,7 @@ class CpuAssigner : public KMeansAssigner {
         const int64_t e = std::min(nt, (b + 1) * 4096);
         for (int64_t i = b * 4096; i < e; ++i) {
           const int64_t a = assign[size_t(i)];
-          const double s = nr::score64(ip, xx_[size_t(i)], cs_.cc[size_t(a)], nr::dot64(X + i * d, cs_.row(a), d));
+          const double s = nr::score64(ip, xx_[size_t(i)], cs_.cc[size_t(a)], nr::dot64_cpu(X + i * d, cs_.row(a), d));
           const double l = prune_score(ip, s);
           const float* u = upg_.as<float>() + size_t(i) * size_t(ng);
           int open = 0;
@@ -857,7 +857,7 @@ void assign_nearest(const EmbeddingView& x, const float* centroids, int k, bool 
       }
       for (int64_t t = 0; t < ms; ++t) {
         const float* xr = rows + t * d;
-        const double xx = inner_product ? 0.0 : nr::dot64(xr, xr, d);
+        const double xx = inner_product ? 0.0 : nr::dot64_cpu(xr, xr, d);
         const double xn = inner_product ? norm_bound_f32(xr, d) : nr::norm_slack(std::sqrt(xx));
         bool checked;
         int64_t nc;
@@ -890,7 +890,7 @@ void assign_nearest(const EmbeddingView& x, const float* centroids, int k, bool 
     for (int64_t t = 0; t < ms; ++t) {
       const float* xr = rows + t * d;
       // IP needs |x| only for the bound (a float32 one will do); L2's values need ip(x, x)
-      const double xx = inner_product ? 0.0 : nr::dot64(xr, xr, d);
+      const double xx = inner_product ? 0.0 : nr::dot64_cpu(xr, xr, d);
       const double xn = inner_product ? norm_bound_f32(xr, d) : nr::norm_slack(std::sqrt(xx));
       const Pick pk = pick_exact(cb + t * k, xr, xx, xn, cs);
       r += pk.rescored;

@@ -33,7 +33,7 @@ ScanResult scan_embeddings(const EmbeddingView& x, double norm_tol, int threads,
       }
       // ip(x, x) of nearest.hpp (8 lanes, fixed order); finite exactly when every value is: a
       // float32's square cannot overflow float64, and a NaN or Inf value makes the sum NaN or Inf
-      const double s = nearest::dot64(row, row, x.d);
+      const double s = nearest::dot64_cpu(row, row, x.d);
       if (!std::isfinite(s)) {
         if (r.first_nonfinite < 0) r.first_nonfinite = i;
         ++r.nonfinite_rows;

@@ -128,7 +128,7 @@ void cosine_to_centroid(const EmbeddingView& x, const float* centroids, int k, c
   // Every inner product is nearest.hpp's float64 one (exact products in a fixed order): the same
   // bits on every machine.
   std::vector<double> cnorm(static_cast<size_t>(k));
-  for (int c = 0; c < k; ++c) cnorm[size_t(c)] = std::sqrt(nearest::dot64(centroids + c * x.d, centroids + c * x.d, x.d));
+  for (int c = 0; c < k; ++c) cnorm[size_t(c)] = std::sqrt(nearest::dot64_cpu(centroids + c * x.d, centroids + c * x.d, x.d));
   const int64_t block = 16384;
   const int64_t nblocks = (x.n + block - 1) / block;
   threads = resolve_threads(threads);
@@ -141,7 +141,7 @@ void cosine_to_centroid(const EmbeddingView& x, const float* centroids, int k, c
       const int64_t c = nearest[i];
       if (c < 0 || c >= k) throw Error(ErrorCode::InvalidArgument, "row " + std::to_string(i) + ": bad cluster");
       const float* cen = centroids + c * x.d;
-      const double dot = nearest::dot64(row, cen, x.d), nx = nearest::dot64(row, row, x.d);
+      const double dot = nearest::dot64_cpu(row, cen, x.d), nx = nearest::dot64_cpu(row, row, x.d);
       // torch.nn.CosineSimilarity clamps each norm at eps = 1e-8
       const double den = std::max(std::sqrt(nx), 1e-8) * std::max(cnorm[size_t(c)], 1e-8);
       out[i] = float(dot / den);

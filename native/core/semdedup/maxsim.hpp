@@ -22,6 +22,9 @@ struct MaxSimOptions {
   // <= 0 picks a bound from D (a few ulp per accumulated term, at least 1e-5).
   double recheck_margin = 0;
   GpuLimits gpu;  // the CUDA backend's limits (common.hpp)
+  // Exact copies (docs/algorithm.md, "Exact copies") decided without the kernel (the CPU kernel;
+  // off only to compare: M and M_row are the same bytes either way).
+  bool skip_copies = true;
 };
 
 struct MaxSimStats {
@@ -36,8 +39,16 @@ struct MaxSimStats {
   // products; those left with a float32 near tie are counted in rechecked).
   std::string filter = "fp32";
   int64_t filter_checked = 0;
-  int64_t copies = 0;  // exact copies decided without the kernel (whole-cluster items)
+  int64_t copies = 0;  // exact copies decided without the kernel
+  // The float32 filter of whole-cluster items: "fused-avx2" (maxsim.cpp's own kernel: dot products
+  // folded in registers, no score matrix) or "blas" (sgemm column tiles, then the fold).
+  std::string kernel = "blas";
 };
+
+// The whole-cluster float32 filter max_similarity_cpu uses: environment variable
+// SEMDEDUP_MAXSIM_KERNEL = auto (default: fused-avx2 on a CPU with AVX2 and FMA but no AVX-512),
+// blas or fused-avx2. Both give the same M and M_row bytes (the filter only decides the work).
+const char* maxsim_filter_kernel();
 
 // The exact maximum of member p of a cluster (rows: its rows in keep order) over its earlier
 // members: value = max_{i<p} dot64(x_i, x_p) and pos = the earliest i reaching it (-1 when p = 0).
