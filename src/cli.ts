@@ -5,12 +5,15 @@ import { readFileSync, realpathSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { formatConfigDoc } from './config.js';
 import { loadRunConfig, options, print, runProgram, shellWord, withCommon, type GlobalOpts } from './cli-common.js';
-import { runAll, runCluster, runDedup, runSort } from './pipeline.js';
-import { engineInfo } from './info.js';
 import { outputs } from './layout.js';
-import { extractAction, extractFractionOptions, registerAfterCommands } from './after/cli.js';
+import { extractFractionOptions, lazy, registerAfterCommands } from './after/cli.js';
 import { addExecutorOptions, registerPlanCommands, runWithExecutor } from './plan/cli.js';
 import { registerEmbedCommand } from './embed/cli.js';
+
+// Each command declares its options here and imports the modules that do its work when it runs
+// (the pipeline's steps, the engine description; the other commands' modules likewise in
+// after/cli.ts, plan/cli.ts and embed/cli.ts), so that a command's start pays only for its own.
+const pipeline = () => import('./pipeline.js');
 
 function fmtSummary(eps: { eps: number; kept: number; removed: number; keptFraction: number }[], files?: (string | undefined)[]): string {
   return eps.map((e, i) => `  eps ${e.eps}: kept ${e.kept}, removed ${e.removed} (kept ${(100 * e.keptFraction).toFixed(2)}%)${files?.[i] ? ` -> ${files[i]}` : ''}`).join('\n');
@@ -30,6 +33,7 @@ export function buildProgram(): Command {
   withCommon(program.command('cluster').description('step 2: k-means (FAISS\'s algorithm) and the nearest centroid of every row'), 'cluster')
     .action(async (_input: string[], o: GlobalOpts) => {
       const cfg = await loadRunConfig(o, 'cluster');
+      const { runCluster } = await pipeline();
       const r = await runCluster(cfg, options(o));
       const ran = [r.backend.train ? `train on ${r.backend.train}` : '', r.backend.assign ? `assign on ${r.backend.assign}` : ''].filter(Boolean).join(', ');
       const files = { centroids: outputs.centroids(cfg.outputDir!), assignment: `${outputs.nearest(cfg.outputDir!)}, ${outputs.dist(cfg.outputDir!)}` };
@@ -40,6 +44,7 @@ export function buildProgram(): Command {
   withCommon(program.command('sort').description('step 3: rank every cluster by distance to its centroid'), 'sort')
     .action(async (_input: string[], o: GlobalOpts) => {
       const cfg = await loadRunConfig(o, 'sort');
+      const { runSort } = await pipeline();
       const r = await runSort(cfg, options(o));
       const sizes = Array.from({ length: r.k }, (_, c) => Number(r.offsets[c + 1]! - r.offsets[c]!));
       const files: Record<string, string> = { 'cluster order': outputs.order(cfg.outputDir!), 'cluster offsets': outputs.offsets(cfg.outputDir!), ...(cfg.exportSortedClusters && cfg.sortedClustersDir ? { 'sorted clusters': `${cfg.sortedClustersDir}/cluster_{c}.npy` } : {}) };
@@ -50,6 +55,7 @@ export function buildProgram(): Command {
   withCommon(program.command('dedup').description('step 4: per-cluster max similarity M and the removal decisions for every eps'), 'dedup')
     .action(async (_input: string[], o: GlobalOpts) => {
       const cfg = await loadRunConfig(o, 'dedup');
+      const { runDedup } = await pipeline();
       const r = await runDedup(cfg, options(o));
       const files = { M: outputs.M(cfg.outputDir!), 'keep order': outputs.keepOrder(cfg.outputDir!), summary: outputs.summary(cfg.outputDir!) };
       print(o, `dedup: ${r.keepOrder.length} members, M exact (${r.stats.rechecked} not decided by the float32 filter, ${r.stats.rescanned ?? 0} re-scanned), ${r.seconds.toFixed(2)} s (${r.stats.backend})${r.resumedParts ? `, ${r.resumedParts} parts resumed` : ''}\n${fmtSummary(r.summary)}\n${wrote(files)}\nnext: semdedup extract ${shellWord(cfg.outputDir!)} --eps ${r.summary[0]?.eps ?? 0.05}`,
@@ -60,7 +66,7 @@ export function buildProgram(): Command {
     .option('--eps <eps>', 'the eps to extract (one not in eps_list is re-checked in float64 near its threshold)'))
     .option('-o, --output <file>', 'text file for the ids, one per line')
     .option('--removed', 'write the removed ids instead of the kept ones')
-    .action(extractAction);
+    .action(lazy('extractAction'));
 
   addExecutorOptions(withCommon(program.command('run').description('all steps: cluster, sort, dedup, extract (kept_eps{eps}.txt per eps)'), 'run'))
     .addHelpText('after', `
@@ -73,6 +79,7 @@ Then: semdedup curve out/, semdedup extract out/ --eps 0.03, semdedup report out
     .action(async (_input: string[], o: GlobalOpts) => {
       if (await runWithExecutor(o)) return;
       const cfg = await loadRunConfig(o, 'run');
+      const { runAll } = await pipeline();
       const r = await runAll(cfg, options(o));
       const s = r.seconds;
       print(o, `done in ${s.total!.toFixed(2)} s (cluster ${s.cluster!.toFixed(2)}, sort ${s.sort!.toFixed(2)}, dedup ${s.dedup!.toFixed(2)}, extract ${s.extract!.toFixed(2)})\n` +
@@ -96,6 +103,7 @@ Then: semdedup curve out/, semdedup extract out/ --eps 0.03, semdedup report out
     .option('--json', 'print as JSON')
     .option('--sgemm', 'measure this machine\'s sgemm GFLOP/s')
     .action(async (o: { json?: boolean; sgemm?: boolean }) => {
+      const { engineInfo } = await import('./info.js');
       const info = await engineInfo({ sgemm: !!o.sgemm });
       if (o.json) process.stdout.write(JSON.stringify(info, null, 2) + '\n');
       else for (const [k, v] of Object.entries(info)) process.stdout.write(`${k.padEnd(16)} ${typeof v === 'object' ? JSON.stringify(v) : v}\n`);

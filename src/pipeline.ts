@@ -246,7 +246,7 @@ async function runAllLocked(
   });
   const t4 = performance.now();
   const seconds = { cluster: (t1 - t0) / 1000, sort: (t2 - t1) / 1000, dedup: (t3 - t2) / 1000, extract: (t4 - t3) / 1000, total: (t4 - t0) / 1000 };
-  writeSummary(c.outputDir, { n, clusters: cluster.k, whichToKeep: c.whichToKeep, eps: dedup.summary, seconds });
+  writeSummary(c.outputDir, { n, clusters: cluster.k, whichToKeep: c.whichToKeep, eps: dedup.summary, dedupStats: dedup.stats, seconds });
   commitExtract(c.outputDir, c.epsList, ids);
   sweepStale(c.outputDir, c.sortedClustersDir ?? outputs.sortedClusters(c.outputDir));
   return { cluster, sort, dedup, extract, seconds };

@@ -191,6 +191,18 @@ test('async: aborting dedup rejects with ERR_CANCELLED, and a rerun resumes to t
     assert.deepEqual(readFileSync(path.join(a, 'semdedup', f)), readFileSync(path.join(b, 'semdedup', f)), `${f}: resumed and uninterrupted runs give the same bytes`);
   assert.deepEqual(ra.summary, rb.summary);
   assert.deepEqual(partFiles(a), [], 'parts are removed after completion');
+  // The counts of the exact checks: each resumed part keeps its own, so the dedup record and
+  // summary.json's checks equal the uninterrupted run's.
+  const counts = (dir: string) => {
+    const m = JSON.parse(readFileSync(path.join(dir, 'semdedup', 'manifest.json'), 'utf8')) as { steps: { dedup: { stats: Record<string, unknown> } } };
+    const st = m.steps.dedup.stats;
+    return Object.fromEntries(['members', 'clusters', 'usefulFlops', 'rechecked', 'rescanned', 'filter', 'filterChecked', 'copies', 'mPrecision'].map((key) => [key, st[key]]));
+  };
+  assert.deepEqual(counts(a), counts(b));
+  assert.equal(counts(a).members, 12000);
+  assert.equal(counts(a).clusters, k);
+  const checks = (dir: string) => (JSON.parse(readFileSync(path.join(dir, 'semdedup', 'summary.json'), 'utf8')) as { checks: unknown }).checks;
+  assert.deepEqual(checks(a), checks(b));
 });
 
 test('async: an AbortSignal aborted before a step starts rejects at once; k-means too', async () => {

@@ -9,6 +9,7 @@ import { spawnSync } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
 import * as path from 'node:path';
 import { Writable } from 'node:stream';
+import { pathToFileURL } from 'node:url';
 import { progressDisplay } from '../src/progress.js';
 import { CLI, ROOT, tmpFolder } from './helpers.js';
 
@@ -90,4 +91,40 @@ test('on a terminal the progress bar still draws (cli-progress loaded at the fir
   d.stop();
   assert.match(out, /assign +█{10}░{10} +50% \| 5\/10 rows/);
   assert.match(out, /assign +█{20} 100% \| 10\/10 rows/);
+});
+
+/** Runs `node ARGS` in the repository root with a module hook that lists every ES module the process loaded (file URLs). */
+function esmLoadedBy(args: string[]): { urls: string[]; code: number | null; stdout: string; stderr: string } {
+  const dir = tmpFolder('startup-esm');
+  const list = path.join(dir, 'loaded.txt');
+  const hooks = path.join(dir, 'hooks.mjs');
+  const register = path.join(dir, 'register.mjs');
+  writeFileSync(hooks, `import { appendFileSync } from 'node:fs';\nexport async function load(url, context, next) {\n  const r = await next(url, context);\n  appendFileSync(${JSON.stringify(list)}, url + '\\n');\n  return r;\n}\n`);
+  writeFileSync(register, `import { register } from 'node:module';\nregister(${JSON.stringify(pathToFileURL(hooks).href)});\n`);
+  writeFileSync(list, '');
+  const r = spawnSync(process.execPath, ['--import', pathToFileURL(register).href, ...args], { cwd: ROOT, encoding: 'utf8', timeout: 120_000 });
+  return { urls: readFileSync(list, 'utf8').split('\n').filter(Boolean), code: r.status, stdout: r.stdout, stderr: r.stderr };
+}
+
+/** The modules of the commands' work (each imported by its command's action only). */
+const ACTION_MODULES = ['pipeline.js', 'after/actions.js', 'plan/commands.js', 'embed/run.js', 'info.js'];
+const actionModulesIn = (urls: string[]) => ACTION_MODULES.filter((m) => urls.some((u) => u.endsWith(`/dist/src/${m}`)));
+
+test('each command imports the modules of its own work only: --version none, run the pipeline, status the planned runs\' commands', () => {
+  const v = esmLoadedBy([CLI, '--version']);
+  assert.equal(v.code, 0, v.stderr);
+  assert.ok(v.urls.some((u) => u.endsWith('/dist/src/cli.js')), 'the hook saw the CLI load (control)');
+  assert.deepEqual(actionModulesIn(v.urls), []);
+
+  const dir = tmpFolder('startup-lazy');
+  const a = new Float32Array(100 * 4).fill(0.5);
+  writeFileSync(path.join(dir, 'emb.f32'), Buffer.from(a.buffer));
+  const r = esmLoadedBy([CLI, 'run', path.join(dir, 'emb.f32'), '--dim', '4', '-k', '2', '-o', path.join(dir, 'out'), '-q']);
+  assert.equal(r.code, 0, r.stderr);
+  assert.deepEqual(actionModulesIn(r.urls), ['pipeline.js']);
+
+  const s = esmLoadedBy([CLI, 'status', path.join(dir, 'nothing-here')]);
+  assert.notEqual(s.code, 0);
+  assert.match(s.stderr, /no planned run here/);
+  assert.deepEqual(actionModulesIn(s.urls), ['plan/commands.js']);
 });

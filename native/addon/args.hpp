@@ -47,7 +47,8 @@ inline sd::MaxSimOptions maxsim_options(const Options& o) {
   return opt;
 }
 
-// A MaxSimStats as the JS object { members, clusters, usefulFlops, computedFlops, rechecked, rescanned }.
+// A MaxSimStats as the JS object { members, clusters, usefulFlops, computedFlops, rechecked, rescanned,
+// filter, filterChecked, copies, mPrecision }.
 inline Napi::Object maxsim_stats_object(Napi::Env env, const sd::MaxSimStats& st) {
   Napi::Object out = Napi::Object::New(env);
   out.Set("members", double(st.members));
@@ -56,6 +57,16 @@ inline Napi::Object maxsim_stats_object(Napi::Env env, const sd::MaxSimStats& st
   out.Set("computedFlops", st.computed_flops);
   out.Set("rechecked", double(st.rechecked));
   out.Set("rescanned", double(st.rescanned));
+  out.Set("filter", st.filter);
+  out.Set("filterChecked", double(st.filter_checked));
+  out.Set("copies", double(st.copies));
+  // M's precision: every M is the float64 value (each member's M comes from dot64, maxsim.hpp's
+  // exact_from_filter and exact_max_scan), so M is exact from the smallest cosine on and carries no
+  // bound below it. A kernel that leaves M below some value at its filter's bound reports both here.
+  Napi::Object prec = Napi::Object::New(env);
+  prec.Set("exactAtOrAbove", -1.0);
+  prec.Set("boundBelow", 0.0);
+  out.Set("mPrecision", prec);
   return out;
 }
 

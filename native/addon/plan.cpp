@@ -56,11 +56,25 @@ Napi::Value MaxSimilarityBlock(const Napi::CallbackInfo& info) {
   return job->start();
 }
 
+// cpuFilter({ d }) -> 'fp32' | 'avx2-int8': the filter the CPU's whole-cluster max similarity uses at
+// dimension d (SEMDEDUP_ISA read now), for a dedup task that ran only blocks of split clusters.
+Napi::Value CpuFilter(const Napi::CallbackInfo& info) {
+  Options o(info, "cpuFilter");
+  const int64_t d = o.integer("d");
+  if (d <= 0) o.fail("d", "> 0");
+  try {
+    return Napi::String::New(o.env(), sd::engine::filter_of(sd::engine::Backend::Cpu, d));
+  } catch (const sd::Error& e) {
+    throw make_error(o.env(), e);
+  }
+}
+
 }  // namespace
 
 void register_plan(Napi::Env env, Napi::Object exports) {
   exports.Set("maxSimLayout", Napi::Function::New(env, MaxSimLayoutOf));
   exports.Set("maxSimilarityBlock", Napi::Function::New(env, MaxSimilarityBlock));
+  exports.Set("cpuFilter", Napi::Function::New(env, CpuFilter));
 }
 
 }  // namespace semdedup_addon

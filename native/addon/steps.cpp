@@ -31,7 +31,7 @@ eng::KMeansImpl impl_of(const Options& o) {
 // trainKmeans({ emb, k, niter, seed, spherical, maxPointsPerCentroid, minPointsPerCentroid, threads, prune,
 //               engine, impl, gpuMemoryLimit, keepAssignment, onProgress, cancel })
 //   -> Promise<{ centroids: Float32Array, objective: number[], iterations, nTrain, underMinPoints, searchedRows,
-//                prunedRows, rescoredRows, partialRows, searchedColumns, backend, backendNote,
+//                prunedRows, rescoredRows, partialRows, searchedColumns, filter, filterCheckedRows, backend, backendNote,
 //                assigned?: { rows: BigInt64Array, nearest: BigInt64Array, dist: Float32Array } }>
 //   assigned (keepAssignment): the training rows' exact assignment to the final centroids.
 // Absent parameters keep the defaults of sd::KMeansParams.
@@ -74,6 +74,8 @@ Napi::Value TrainKmeans(const Napi::CallbackInfo& info) {
         out.Set("rescoredRows", double(result->rescored_rows));
         out.Set("partialRows", double(result->partial_rows));
         out.Set("searchedColumns", double(result->searched_columns));
+        out.Set("filter", result->filter);
+        out.Set("filterCheckedRows", double(result->filter_rechecked_rows));
         out.Set("iterations", double(result->iterations));
         if (!result->final_rows.empty()) {
           const size_t n = result->final_rows.size();
@@ -96,7 +98,8 @@ Napi::Value TrainKmeans(const Napi::CallbackInfo& info) {
 }
 
 // assignNearest({ emb, centroids: Float32Array, k, innerProduct, nearest: BigInt64Array, dist: Float32Array,
-//                 skip?: Uint8Array, threads, engine, impl, onProgress, cancel }) -> Promise<{ backend, backendNote, rescoredRows }>;
+//                 skip?: Uint8Array, threads, engine, impl, onProgress, cancel })
+//   -> Promise<{ backend, backendNote, rescoredRows, filter, filterCheckedRows }>;
 //   outputs written in place; rows with skip[i] != 0 already hold theirs (trainKmeans's assigned).
 Napi::Value AssignNearest(const Napi::CallbackInfo& info) {
   Options o(info, "assignNearest");
@@ -125,15 +128,21 @@ Napi::Value AssignNearest(const Napi::CallbackInfo& info) {
   float* pd = dist.Data();
   auto ran = std::make_shared<eng::Ran>();
   auto rescored = std::make_shared<int64_t>(0);
+  auto rechecked = std::make_shared<int64_t>(0);
+  auto filter = std::make_shared<std::string>();
   auto* job = new Job(
       o,
       [=](const sd::ProgressFn& prog, sd::CancelFlag cancel) {
-        *ran = ran_on(engine, eng::assign_nearest(engine.dispatch_device(), impl, view, c, k, ip, pn, pd, threads, prog, cancel, rescored.get(), skip));
+        *ran = ran_on(engine, eng::assign_nearest(engine.dispatch_device(), impl, view, c, k, ip, pn, pd, threads, prog, cancel,
+                                                  rescored.get(), skip, rechecked.get()));
+        *filter = eng::filter_of(ran->backend, view.d);
       },
-      [ran, rescored](Napi::Env env) -> Napi::Value {
+      [ran, rescored, rechecked, filter](Napi::Env env) -> Napi::Value {
         Napi::Object out = Napi::Object::New(env);
         set_ran(env, out, *ran);
         out.Set("rescoredRows", double(*rescored));
+        out.Set("filter", *filter);
+        out.Set("filterCheckedRows", double(*rechecked));
         return out;
       });
   job->keep({cent, nearest, dist});

@@ -1,6 +1,7 @@
 #include "semdedup/engine.hpp"
 
 #include "semdedup/blas.hpp"
+#include "semdedup/qfilter.hpp"
 #ifdef SEMDEDUP_HAVE_CUDA
 #include "semdedup/cuda.hpp"
 #endif
@@ -142,7 +143,7 @@ Ran train_kmeans(Device device, KMeansImpl impl, const EmbeddingView& x, const K
 
 Ran assign_nearest(Device device, KMeansImpl impl, const EmbeddingView& x, const float* centroids, int k,
                    bool inner_product, int64_t* nearest, float* dist, int threads, const ProgressFn& progress,
-                   CancelFlag cancel, int64_t* rescored, const uint8_t* skip) {
+                   CancelFlag cancel, int64_t* rescored, const uint8_t* skip, int64_t* rechecked) {
   check_impl(impl);  // both implementations assign by the exact rule
   return dispatch(
       device, "the assignment to centroids",
@@ -153,7 +154,13 @@ Ran assign_nearest(Device device, KMeansImpl impl, const EmbeddingView& x, const
 #endif
       },
       // the GPU searches every row (rows in skip get the values they hold again)
-      [&] { semdedup::assign_nearest(x, centroids, k, inner_product, nearest, dist, threads, progress, cancel, rescored, nullptr, skip); });
+      [&] { semdedup::assign_nearest(x, centroids, k, inner_product, nearest, dist, threads, progress, cancel, rescored, rechecked, skip); });
+}
+
+std::string filter_of(Backend backend, int64_t d) {
+  if (backend == Backend::Cuda) return qfilter::isa_name(qfilter::Isa::Fp32);
+  const bool int8 = qfilter::active_isa() == qfilter::Isa::Avx2Int8 && d <= qfilter::kMaxDim;
+  return qfilter::isa_name(int8 ? qfilter::Isa::Avx2Int8 : qfilter::Isa::Fp32);
 }
 
 Ran max_similarity(Device device, const EmbeddingView& x, const int64_t* order, const int64_t* offsets,

@@ -3,7 +3,7 @@ import { Command, Option } from 'commander';
 import { basename, dirname, join, relative } from 'node:path';
 import { ConfigError } from '../errors.js';
 import { interruptSignal, shellWord } from '../cli-common.js';
-import { embedFile, type EmbedProgress } from './run.js';
+import type { EmbedProgress } from './run.js';
 
 interface EmbedCliOptions {
   model: string;
@@ -75,6 +75,8 @@ export function registerEmbedCommand(program: Command): void {
       const batchTokens = posInt(o.batchTokens, '--batch-tokens');
       const maxSeqLength = posInt(o.maxSeqLength, '--max-seq-length');
       const threads = posInt(o.threads, '--threads');
+      // The embedding modules (and the model runtime through them) load only for this command.
+      const { embedFile } = await import('./run.js');
       const r = await embedFile({
         model: o.model,
         input: o.input,

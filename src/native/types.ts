@@ -78,6 +78,26 @@ export interface MaxSimStats extends Ran {
   rechecked: number;
   /** Of those, members re-scanned over all their earlier members in float64. */
   rescanned: number;
+  /** The filter of whole-cluster items on the CPU (split clusters and the GPU use float32 tiles). */
+  filter: CpuFilter;
+  /** Members the integer filter left with several candidates, checked by their float32 products. */
+  filterChecked: number;
+  /** Exact copies of an earlier member decided without the kernel. */
+  copies: number;
+  /** How far M may lie from its float64 value: none from `exactAtOrAbove` on, at most `boundBelow` below it. */
+  mPrecision: MPrecision;
+}
+
+/** The filter of the CPU's distance passes (SEMDEDUP_ISA; qfilter.hpp). */
+export type CpuFilter = 'fp32' | 'avx2-int8';
+
+/**
+ * The precision of the stored M: every M ≥ exactAtOrAbove is the float64 value (within the 1e-5
+ * contract); a smaller M lies within boundBelow of it (0: exact there too).
+ */
+export interface MPrecision {
+  exactAtOrAbove: number;
+  boundBelow: number;
 }
 
 export interface ScanStats {
@@ -138,6 +158,8 @@ export interface NativeAddon {
     centroids: Float32Array; objective: number[]; iterations: number; nTrain: number; underMinPoints: boolean; searchedRows: number; prunedRows: number; rescoredRows: number;
     /** Searched rows that scored only the centroid groups their bounds left open; centroid scores computed in all (k per full search). */
     partialRows: number; searchedColumns: number;
+    /** The filter of the searches, and the searched rows it left with several candidates (all iterations). */
+    filter: CpuFilter; filterCheckedRows: number;
     /** With keepAssignment: the training rows, their exact nearest final centroid and dist_to_cent. */
     assigned?: { rows: BigInt64Array; nearest: BigInt64Array; dist: Float32Array };
   }>;
@@ -154,7 +176,7 @@ export interface NativeAddon {
       engine?: NativeEngine;
       impl?: 'engine' | 'faiss';
     },
-  ): Promise<Ran & { rescoredRows: number }>;
+  ): Promise<Ran & { rescoredRows: number; filter: CpuFilter; filterCheckedRows: number }>;
   cosineToCentroid(
     opts: JobOptions & { emb: NativeEmbeddings; centroids: Float32Array; k: number; nearest: BigInt64Array; out: Float32Array },
   ): Promise<void>;
@@ -176,6 +198,8 @@ export interface NativeAddon {
   blobOffsets(opts: { blob: Uint8Array }): Promise<BigInt64Array>;
   /** Writes the ids of `rows` joined by '\n' to the open file descriptor fd. */
   writeIdsText(opts: JobOptions & { fd: number; ids: NativeIds; rows: BigInt64Array }): Promise<void>;
+  /** The filter the CPU's whole-cluster max similarity uses at dimension d (SEMDEDUP_ISA read now). */
+  cpuFilter(opts: { d: number }): CpuFilter;
   /** How the max-similarity kernel decomposes a cluster of n members at dimension d. */
   maxSimLayout(opts: { n: number; d: number }): { split: boolean; width: number };
   /** M and arg for positions [j0, j1) of one cluster (rows: its members in keep order). */

@@ -14,13 +14,15 @@ import { existsSync, mkdirSync } from 'node:fs';
 import { InputError, SemDedupError } from '../errors.js';
 import { readNpy, writeNpy } from '../io/npy.js';
 import { outputs } from '../layout.js';
-import { engineFor, loadNative, type NativeEmbeddings } from '../native/index.js';
+import { engineFor, loadNative, type CpuFilter, type MPrecision, type NativeEmbeddings } from '../native/index.js';
 import { embeddingsFiles, embeddingsStamp, openLayout, openRowRange, type Embeddings, type EmbeddingsLayout } from '../embeddings.js';
 import { commitExact, findExactDuplicates, type ExactDuplicatesResult } from '../steps/exact.js';
 import { embeddingsSpecOf, rankValuesOf, resolveIds } from '../inputs.js';
-import { assignRows, commitCluster, trainCentroids } from '../steps/cluster.js';
+import { assignRows, commitCluster, trainCentroids, type Assigned } from '../steps/cluster.js';
 import { commitSort, exportSortedClusters, rankClusterRange, rankKeys, writeSortFiles } from '../steps/sort.js';
-import { commitDedup, keepOrderOf, writeDedupFiles, maxSimilarityOfBlock, maxSimilarityOfClusters, writeSummary, type WhichToKeep } from '../steps/dedup.js';
+import {
+  addMaxSimCounts, commitDedup, keepOrderOf, noMaxSimCounts, writeDedupFiles, maxSimilarityOfBlock, maxSimilarityOfClusters, writeSummary, type WhichToKeep,
+} from '../steps/dedup.js';
 import { commitExtract, extractPrunedDataAll } from '../steps/extract.js';
 import { prepareEmbeddings } from '../steps/check.js';
 import { commitConfig, ensureOutputDir, noteBackend, type CommonOptions } from '../steps/common.js';
@@ -87,24 +89,61 @@ function readCentroids(plan: Plan): Float32Array {
   return data;
 }
 
+/** The train task's outputs that hold the training rows' assignment (trainCentroids's `assigned`). */
+const ASSIGNED = { assignedRows: 'rows', assignedNearest: 'nearest', assignedDist: 'dist' } as const;
+
+/**
+ * The training rows of [b, e) with their assignment to the final centroids, as the train task
+ * kept it (rows relative to b), for assignRows; undefined when training kept none (centroids given
+ * or reused), as in a single run.
+ */
+function assignedInRange(plan: Plan, b: number, e: number): Assigned | undefined {
+  const st = readState(plan, 'train', 0);
+  if (!st?.outputs?.assignedRows) return undefined;
+  const read = (name: keyof typeof ASSIGNED) => readNpy(verifiedOutput(plan, 'train', 0, name)).data;
+  const rows = read('assignedRows') as BigInt64Array;
+  const nearest = read('assignedNearest') as BigInt64Array;
+  const dist = read('assignedDist') as Float32Array;
+  if (nearest.length !== rows.length || dist.length !== rows.length)
+    throw new InputError(`${planPaths.part(plan.outputDir, 'train', 'assignedRows', 0)}: the train task's assignment holds ${rows.length} rows, ${nearest.length} centroids and ${dist.length} distances; rerun the planned run`);
+  const keep: number[] = [];
+  for (let t = 0; t < rows.length; t++) if (rows[t]! >= BigInt(b) && rows[t]! < BigInt(e)) keep.push(t);
+  return {
+    rows: BigInt64Array.from(keep, (t) => rows[t]! - BigInt(b)),
+    nearest: BigInt64Array.from(keep, (t) => nearest[t]!),
+    dist: Float32Array.from(keep, (t) => dist[t]!),
+  };
+}
+
 async function train(plan: Plan, o: TaskOptions): Promise<TaskResult> {
   const cfg = cfgOf(plan);
   const dir = plan.outputDir;
   const threads = o.threads ?? cfg.threads;
   const emb = await prepareEmbeddings(embeddingsSpecOf(plan.config), { ...o, threads, device: cfg.device, outputDir: dir, normalize: cfg.normalize });
   try {
-    // Step 2's training, as a single run does it (given, reused or trained; the `train` record).
+    // Step 2's training, as a single run does it (given, reused or trained; the `train` record),
+    // keeping the training rows' assignment to the final centroids for the assign tasks.
     const t = await trainCentroids({
       ...stepOptions(cfg, o), embeddings: emb, outputDir: dir, k: plan.k,
       niter: cfg.niter, seed: cfg.seed, spherical: cfg.spherical, maxPointsPerCentroid: cfg.maxPointsPerCentroid, minPointsPerCentroid: cfg.minPointsPerCentroid,
       kmeansImpl: cfg.kmeansImpl, kmeansPrune: cfg.kmeansPrune, reuseCentroids: cfg.reuseCentroids, ...(cfg.centroids ? { centroids: cfg.centroids } : {}),
-    });
+    }, { keepAssignment: true });
+    const assigned: Record<string, string> = {};
+    if (t.assigned) {
+      ensureOutputDir(planPaths.parts(dir, 'train'));
+      for (const [name, data] of Object.entries(ASSIGNED)) {
+        assigned[name] = planPaths.part(dir, 'train', name, 0);
+        writeNpy(assigned[name], t.assigned[data]);
+      }
+    }
     const embeddings: EffectiveLayout = { path: emb.path, format: emb.format, dtype: emb.dtype, n: emb.n, d: emb.d, offset: emb.offset, ...(emb.shards ? { shards: emb.shards } : {}) };
     return {
-      outputs: { centroids: outputs.centroids(dir) },
+      outputs: { centroids: outputs.centroids(dir), ...assigned },
       info: {
         embeddings, embeddingsStamp: embeddingsStamp(emb), centroidsFrom: t.centroidsFrom, objective: t.objective, iterations: t.iterations,
-        searchedRows: t.searchedRows, prunedRows: t.prunedRows, rescoredRows: t.rescoredRows, ...(t.backend ? { backend: t.backend } : {}),
+        searchedRows: t.searchedRows, prunedRows: t.prunedRows, partialRows: t.partialRows, searchedColumns: t.searchedColumns,
+        rescoredRows: t.rescoredRows, filterCheckedRows: t.filterCheckedRows,
+        ...(t.filter ? { filter: t.filter } : {}), ...(t.backend ? { backend: t.backend } : {}),
       },
     };
   } finally {
@@ -122,14 +161,18 @@ async function assign(plan: Plan, i: number, o: TaskOptions): Promise<TaskResult
   const so = stepOptions(cfg, o);
   try {
     // Step 2's assignment and step 3's ranking key of the task's rows, by the steps' own functions.
-    const { nearest, dist, backend, rescoredRows } = await assignRows(emb, e - b, centroids, { ...so, k: plan.k, spherical: cfg.spherical, kmeansImpl: cfg.kmeansImpl }, 'assign');
+    // The training rows of this range keep the assignment training ended with, as in a single run.
+    const known = assignedInRange(plan, b, e);
+    const { nearest, dist, backend, rescoredRows, filter, filterCheckedRows } = await assignRows(
+      emb, e - b, centroids, { ...so, k: plan.k, spherical: cfg.spherical, kmeansImpl: cfg.kmeansImpl }, 'assign', known,
+    );
     const key = await rankKeys(nearest, dist, { ...so, simMetric: cfg.simMetric, spherical: cfg.spherical, centroids, k: plan.k, rows: emb }, 'assign:cosine');
     ensureOutputDir(planPaths.parts(dir, 'assign'));
     const out = { nearest: planPaths.part(dir, 'assign', 'nearest', i), dist: planPaths.part(dir, 'assign', 'dist', i), key: planPaths.part(dir, 'assign', 'key', i) };
     writeNpy(out.nearest, nearest);
     writeNpy(out.dist, dist);
     writeNpy(out.key, key);
-    return { outputs: out, info: { rows: [b, e], backend, rescoredRows } };
+    return { outputs: out, info: { rows: [b, e], backend, rescoredRows, filter, filterCheckedRows } };
   } finally {
     emb.close();
   }
@@ -229,10 +272,13 @@ async function dedup(plan: Plan, t: number, o: TaskOptions): Promise<TaskResult>
   const items = planDedup(plan, offsets, split).filter((it) => it.task === t);
   ensureOutputDir(planPaths.parts(dir, 'dedup'));
   const out = { M: planPaths.part(dir, 'dedup', 'M', t), row: planPaths.part(dir, 'dedup', 'row', t) };
+  // The counts of step 4 (summed by the extract task); the filter is that of whole clusters on this
+  // task's backend, and what the CPU's would be when the task ran only blocks of split clusters.
+  const stats = { ...noMaxSimCounts(), filter: split ? loadNative().cpuFilter({ d: plan.d }) : 'fp32', blocks: 0 };
   if (items.length === 0) {
     writeNpy(out.M, new Float64Array(0));
     writeNpy(out.row, new BigInt64Array(0));
-    return { outputs: out, info: { positions: [0, 0], items: 0, split } };
+    return { outputs: out, info: { positions: [0, 0], items: 0, split, ...stats } };
   }
   const first = items[0]!;
   const last = items[items.length - 1]!;
@@ -255,7 +301,6 @@ async function dedup(plan: Plan, t: number, o: TaskOptions): Promise<TaskResult>
   const lay = effectiveLayout(plan);
   const emb = openRows(lay, 0, lay.n);
   const so = { ...stepOptions(cfg, o), epsList: cfg.epsList };
-  const stats = { members: 0, rechecked: 0, blocks: 0, usefulFlops: 0 };
   let done = 0;
   const total = q1 - q0;
   try {
@@ -274,18 +319,14 @@ async function dedup(plan: Plan, t: number, o: TaskOptions): Promise<TaskResult>
         for (let c = cs; c <= ce; c++) subOffsets[c - cs] = offsets[c]! - BigInt(s);
         const st = await maxSimilarityOfClusters(emb, keepOrder.subarray(s - P0, e - P0), subOffsets, M.subarray(s - q0, e - q0), Mrow.subarray(s - q0, e - q0), so, { done, total });
         if (stats.members === 0) noteBackend(o.log, 'max similarity', st);
-        stats.members += st.members;
-        stats.rechecked += st.rechecked;
-        stats.usefulFlops += st.usefulFlops;
+        addMaxSimCounts(stats, st, true);
         done += e - s;
         a = b + 1;
       } else {
         const rows = keepOrder.slice(base - P0, base - P0 + it.n);
         const st = await maxSimilarityOfBlock(emb, rows, it.j0, it.j1, M.subarray(base + it.j0 - q0, base + it.j1 - q0), Mrow.subarray(base + it.j0 - q0, base + it.j1 - q0), so, { done, total });
         o.log?.(`cluster ${it.cluster} (${it.n} members): block [${it.j0}, ${it.j1})`);
-        stats.members += st.members;
-        stats.rechecked += st.rechecked;
-        stats.usefulFlops += st.usefulFlops;
+        addMaxSimCounts(stats, st, false);
         stats.blocks++;
         done += it.j1 - it.j0;
         a++;
@@ -306,6 +347,23 @@ function sumInfo(plan: Plan, stage: Stage, field: string): number {
   let s = 0;
   for (let i = 0; i < stageOf(plan, stage).tasks; i++) s += Number(readState(plan, stage, i)?.info?.[field] ?? 0);
   return s;
+}
+
+/** The filter a stage's tasks recorded: one name, or the distinct names joined by '+' when tasks ran on different machines. */
+function infoFilter(plan: Plan, stage: Stage): CpuFilter {
+  const names = new Set<string>();
+  for (let i = 0; i < stageOf(plan, stage).tasks; i++) {
+    const f = readState(plan, stage, i)?.info?.filter;
+    if (typeof f === 'string') names.add(f);
+  }
+  return ([...names].sort().join('+') || 'fp32') as CpuFilter;
+}
+
+/** M's precision over the dedup tasks: the weakest any task reported. */
+function infoPrecision(plan: Plan): MPrecision {
+  const all = noMaxSimCounts();
+  for (let i = 0; i < stageOf(plan, 'dedup').tasks; i++) addMaxSimCounts(all, { mPrecision: readState(plan, 'dedup', i)?.info?.mPrecision as MPrecision | undefined }, false);
+  return all.mPrecision;
 }
 
 /** The seconds of a stage's tasks, summed. */
@@ -335,7 +393,10 @@ async function extract(plan: Plan, o: TaskOptions): Promise<TaskResult> {
   const trained = readState(plan, 'train', 0)?.info ?? {};
   commitCluster(dir, lay, cfg.spherical, plan.k, nearest, dist, {
     centroidsFrom: trained.centroidsFrom, objective: trained.objective, iterations: trained.iterations, searchedRows: trained.searchedRows, prunedRows: trained.prunedRows,
-    rescoredRows: { train: trained.rescoredRows ?? 0, assign: sumInfo(plan, 'assign', 'rescoredRows') }, impl: cfg.kmeansImpl,
+    partialRows: trained.partialRows, searchedColumns: trained.searchedColumns,
+    rescoredRows: { train: trained.rescoredRows ?? 0, assign: sumInfo(plan, 'assign', 'rescoredRows') },
+    filter: { ...(trained.filter ? { train: trained.filter } : {}), assign: infoFilter(plan, 'assign') },
+    filterCheckedRows: { train: trained.filterCheckedRows ?? 0, assign: sumInfo(plan, 'assign', 'filterCheckedRows') }, impl: cfg.kmeansImpl,
     trainSeconds: stageSeconds(plan, 'train'), assignSeconds: stageSeconds(plan, 'assign'),
     k: plan.k, niter: cfg.niter, seed: cfg.seed, spherical: cfg.spherical, maxPointsPerCentroid: cfg.maxPointsPerCentroid, minPointsPerCentroid: cfg.minPointsPerCentroid,
   });
@@ -384,9 +445,12 @@ async function extract(plan: Plan, o: TaskOptions): Promise<TaskResult> {
   }
   const spec = { whichToKeep: cfg.whichToKeep as WhichToKeep, seed: cfg.seed, epsList: cfg.epsList, rank };
   writeDedupFiles(dir, { keepOrder, keepIndex, M, Mrow });
-  commitDedup(dir, lay, spec, {
-    members: sumInfo(plan, 'dedup', 'members'), rechecked: sumInfo(plan, 'dedup', 'rechecked'), usefulFlops: sumInfo(plan, 'dedup', 'usefulFlops'), seconds: stageSeconds(plan, 'dedup'),
-  });
+  const dedupStats = {
+    members: sumInfo(plan, 'dedup', 'members'), usefulFlops: sumInfo(plan, 'dedup', 'usefulFlops'), filter: infoFilter(plan, 'dedup'),
+    copies: sumInfo(plan, 'dedup', 'copies'), filterChecked: sumInfo(plan, 'dedup', 'filterChecked'), rechecked: sumInfo(plan, 'dedup', 'rechecked'), rescanned: sumInfo(plan, 'dedup', 'rescanned'),
+    mPrecision: infoPrecision(plan),
+  };
+  commitDedup(dir, lay, spec, { ...dedupStats, seconds: stageSeconds(plan, 'dedup') });
   if (exact) commitExact(dir, exact.emb, exact.r, true);
   // Step 5, as a single run does it.
   const t5 = performance.now();
@@ -402,7 +466,7 @@ async function extract(plan: Plan, o: TaskOptions): Promise<TaskResult> {
     extract: (performance.now() - t5) / 1000,
   };
   seconds.total = seconds.cluster! + seconds.sort! + seconds.dedup! + seconds.extract!;
-  writeSummary(dir, { n: plan.n, clusters: plan.k, whichToKeep: cfg.whichToKeep as WhichToKeep, eps, seconds });
+  writeSummary(dir, { n: plan.n, clusters: plan.k, whichToKeep: cfg.whichToKeep as WhichToKeep, eps, dedupStats, seconds });
   commitExtract(dir, cfg.epsList, ids);
   commitConfig(dir, plan.config, { path: planPaths.plan(dir), id: plan.id, tasks: Object.fromEntries(plan.stages.map((s) => [s.name, s.tasks])) });
   sweepStale(dir, cfg.sortedClustersDir ?? outputs.sortedClusters(dir));

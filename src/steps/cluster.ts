@@ -6,7 +6,7 @@ import { existsSync } from 'node:fs';
 import { InputError, NumericError } from '../errors.js';
 import { readNpy, writeNpy } from '../io/npy.js';
 import { outputs } from '../layout.js';
-import { engineFor, loadNative, type NativeEmbeddings } from '../native/index.js';
+import { engineFor, loadNative, type CpuFilter, type NativeEmbeddings } from '../native/index.js';
 import { validateK } from '../decision.js';
 import { embeddingsInputs, type Embeddings, type EmbeddingsLayout } from '../embeddings.js';
 import { withDefaults, type ConfigFields } from '../config.js';
@@ -46,6 +46,10 @@ export interface ClusterResult {
   searchedColumns: number;
   /** Rows the float32 pass left undecided and re-scored in float64: in training (all iterations), in the assignment. */
   rescoredRows: { train: number; assign: number };
+  /** The filter of training's searches (absent when not trained) and of the assignment (absent when reused). */
+  filter: { train?: CpuFilter; assign?: CpuFilter };
+  /** Rows the integer filter left with several candidates, checked by their float32 products: in training, in the assignment. */
+  filterCheckedRows: { train: number; assign: number };
   seconds: { train: number; assign: number };
   /** The backends that ran training (absent when not trained) and the assignment (absent when reused). */
   backend: { train?: 'cpu' | 'cuda'; assign?: 'cpu' | 'cuda' };
@@ -67,6 +71,9 @@ function loadCentroids(path: string, k: number, d: number, what: string): Float3
 export interface TrainResult extends Pick<ClusterResult, 'centroids' | 'centroidsFrom' | 'objective' | 'iterations' | 'searchedRows' | 'prunedRows' | 'partialRows' | 'searchedColumns'> {
   /** Rows the float32 pass left undecided and re-scored in float64, over all iterations. */
   rescoredRows: number;
+  /** The filter of the searches (absent when not trained), and the rows it left with several candidates. */
+  filter?: CpuFilter;
+  filterCheckedRows: number;
   /** The backend that trained (absent when not trained). */
   backend?: 'cpu' | 'cuda';
   seconds: number;
@@ -105,7 +112,7 @@ export async function trainCentroids(options: ClusterOptions, extra: { keepAssig
   const trainParams = given ? { given: stamp(opts.centroids!), k, d: emb.d, algorithm: ALGORITHM_VERSION } : { ...params, impl, d: emb.d, algorithm: ALGORITHM_VERSION };
   const trainInputs: Record<string, string> = given ? {} : embeddingsInputs(emb);
   const committed = existsSync(centroidsPath) && stepIsCurrent(opts.outputDir, 'train', trainParams, trainInputs);
-  const none = { objective: [], iterations: 0, searchedRows: 0, prunedRows: 0, partialRows: 0, searchedColumns: 0, rescoredRows: 0 };
+  const none = { objective: [], iterations: 0, searchedRows: 0, prunedRows: 0, partialRows: 0, searchedColumns: 0, rescoredRows: 0, filterCheckedRows: 0 };
   if (given) {
     if (!committed) {
       writeNpy(centroidsPath, given, { shape: [k, emb.d] });
@@ -135,11 +142,15 @@ export async function trainCentroids(options: ClusterOptions, extra: { keepAssig
     log(`k-means: ${((100 * r.prunedRows) / (r.searchedRows + r.prunedRows)).toFixed(1)}% of row searches skipped by the bounds`);
   writeNpy(centroidsPath, r.centroids, { shape: [k, emb.d] });
   recordStep(opts.outputDir, 'train', trainParams, trainInputs, { centroids: centroidsPath },
-    { objective: r.objective, iterations: r.iterations, searchedRows: r.searchedRows, prunedRows: r.prunedRows, partialRows: r.partialRows, searchedColumns: r.searchedColumns, rescoredRows: r.rescoredRows, backend: r.backend });
+    {
+      objective: r.objective, iterations: r.iterations, searchedRows: r.searchedRows, prunedRows: r.prunedRows, partialRows: r.partialRows, searchedColumns: r.searchedColumns,
+      rescoredRows: r.rescoredRows, filter: r.filter, filterCheckedRows: r.filterCheckedRows, backend: r.backend,
+    });
   return {
     centroids: r.centroids, centroidsFrom: 'trained', objective: r.objective, iterations: r.iterations, searchedRows: r.searchedRows, prunedRows: r.prunedRows,
     partialRows: r.partialRows, searchedColumns: r.searchedColumns,
-    rescoredRows: r.rescoredRows, backend: r.backend, seconds: (now() - t0) / 1000, ...(r.assigned ? { assigned: r.assigned } : {}),
+    rescoredRows: r.rescoredRows, filter: r.filter, filterCheckedRows: r.filterCheckedRows, backend: r.backend, seconds: (now() - t0) / 1000,
+    ...(r.assigned ? { assigned: r.assigned } : {}),
   };
 }
 
@@ -152,7 +163,7 @@ export async function trainCentroids(options: ClusterOptions, extra: { keepAssig
 export async function assignRows(
   rows: NativeEmbeddings, n: number, centroids: Float32Array,
   o: CommonOptions & { k: number; spherical: boolean; kmeansImpl: 'engine' | 'faiss' }, stage = 'cluster:assign', known?: Assigned,
-): Promise<{ nearest: BigInt64Array; dist: Float32Array; backend: 'cpu' | 'cuda'; rescoredRows: number }> {
+): Promise<{ nearest: BigInt64Array; dist: Float32Array; backend: 'cpu' | 'cuda'; rescoredRows: number; filter: CpuFilter; filterCheckedRows: number }> {
   const nearest = new BigInt64Array(n);
   const dist = new Float32Array(n);
   let skip: Uint8Array | undefined;
@@ -169,7 +180,7 @@ export async function assignRows(
     loadNative().assignNearest({ ...job, emb: rows, centroids, k: o.k, innerProduct: o.spherical, nearest, dist, threads: o.threads, engine: engineFor(o.device), impl: o.kmeansImpl, ...(skip ? { skip } : {}) }),
   );
   noteBackend(o.log, 'assignment', ran);
-  return { nearest, dist, backend: ran.backend, rescoredRows: ran.rescoredRows };
+  return { nearest, dist, backend: ran.backend, rescoredRows: ran.rescoredRows, filter: ran.filter, filterCheckedRows: ran.filterCheckedRows };
 }
 
 /** What the `cluster` record commits: the assignment's parameters and inputs. */
@@ -196,6 +207,8 @@ export async function computeCentroids(options: ClusterOptions): Promise<Cluster
   const t = await trainCentroids(options, { keepAssignment: true });
   const { centroids, centroidsFrom, objective, iterations, searchedRows, prunedRows, partialRows, searchedColumns } = t;
   const rescoredRows = { train: t.rescoredRows, assign: 0 };
+  const filterCheckedRows = { train: t.filterCheckedRows, assign: 0 };
+  const filter: ClusterResult['filter'] = t.filter ? { train: t.filter } : {};
   const backend: ClusterResult['backend'] = t.backend ? { train: t.backend } : {};
   const tTrain = t.seconds;
   const rec = clusterRecord(opts.outputDir, emb, spherical, k);
@@ -203,17 +216,26 @@ export async function computeCentroids(options: ClusterOptions): Promise<Cluster
     const nearest = readNpy(outputs.nearest(opts.outputDir)).data as BigInt64Array;
     const dist = readNpy(outputs.dist(opts.outputDir)).data as Float32Array;
     log('assignment: up to date, reused');
-    return { centroids, nearest, dist, k, d: emb.d, centroidsFrom, assignmentReused: true, objective, iterations, searchedRows, prunedRows, partialRows, searchedColumns, rescoredRows, seconds: { train: tTrain, assign: 0 }, backend };
+    return {
+      centroids, nearest, dist, k, d: emb.d, centroidsFrom, assignmentReused: true, objective, iterations, searchedRows, prunedRows, partialRows, searchedColumns,
+      rescoredRows, filter, filterCheckedRows, seconds: { train: tTrain, assign: 0 }, backend,
+    };
   }
   const t1 = now();
   // the training rows keep the assignment training ended with (the same values, not searched again)
   const { nearest, dist, ...ran } = await assignRows(emb.native, emb.n, centroids, opts, 'cluster:assign', t.assigned);
   backend.assign = ran.backend;
   rescoredRows.assign = ran.rescoredRows;
-  log(`assignment: ${ran.rescoredRows} of ${emb.n} rows re-scored in float64 (top-2 gap within the float32 pass's error bound)`);
+  filterCheckedRows.assign = ran.filterCheckedRows;
+  filter.assign = ran.filter;
+  log(`assignment: ${ran.rescoredRows} of ${emb.n} rows re-scored in float64 (top-2 gap within the float32 pass's error bound)${ran.filter === 'fp32' ? '' : `, ${ran.filterCheckedRows} checked in float32 after the ${ran.filter} filter`}`);
   const tAssign = (now() - t1) / 1000;
   commitCluster(opts.outputDir, emb, spherical, k, nearest, dist, {
-    centroidsFrom, objective, iterations, searchedRows, prunedRows, partialRows, searchedColumns, rescoredRows, impl, trainSeconds: tTrain, assignSeconds: tAssign, backend, ...kmeansParams(opts),
+    centroidsFrom, objective, iterations, searchedRows, prunedRows, partialRows, searchedColumns, rescoredRows, filter, filterCheckedRows, impl,
+    trainSeconds: tTrain, assignSeconds: tAssign, backend, ...kmeansParams(opts),
   });
-  return { centroids, nearest, dist, k, d: emb.d, centroidsFrom, assignmentReused: false, objective, iterations, searchedRows, prunedRows, partialRows, searchedColumns, rescoredRows, seconds: { train: tTrain, assign: tAssign }, backend };
+  return {
+    centroids, nearest, dist, k, d: emb.d, centroidsFrom, assignmentReused: false, objective, iterations, searchedRows, prunedRows, partialRows, searchedColumns,
+    rescoredRows, filter, filterCheckedRows, seconds: { train: tTrain, assign: tAssign }, backend,
+  };
 }

@@ -10,12 +10,12 @@ import { InputError } from '../errors.js';
 import { readNpy, writeNpy } from '../io/npy.js';
 import { atomicWriteFile } from '../io/atomic.js';
 import { outputs } from '../layout.js';
-import { engineFor, loadNative, type MaxSimStats, type NativeEmbeddings } from '../native/index.js';
+import { engineFor, loadNative, type CpuFilter, type MaxSimStats, type MPrecision, type NativeEmbeddings } from '../native/index.js';
 import { isRemoved, thresholdsOf, validateEps } from '../decision.js';
 import { embeddingsFiles, embeddingsInputs, embeddingsStamp, type Embeddings, type EmbeddingsLayout } from '../embeddings.js';
 import { withDefaults, type ConfigFields, type PartialConfig } from '../config.js';
 import { ALGORITHM_VERSION, ensureOutputDir, noteBackend, now, runNative, throwIfAborted, type CommonOptions } from './common.js';
-import { currentRecord, matches, recordIsCurrent, recordStep, requireCommitted, requireSameInputs, sealed, stamp, unseal, type FileStamp } from '../manifest.js';
+import { currentRecord, matches, readManifest, recordIsCurrent, recordStep, requireCommitted, requireSameInputs, sealed, stamp, unseal, type FileStamp } from '../manifest.js';
 import { commitExact, findExactDuplicates, type ExactDuplicatesResult } from './exact.js';
 
 export type WhichToKeep = PartialConfig['whichToKeep'];
@@ -203,19 +203,80 @@ export function commitDedup(dir: string, emb: EmbeddingsLayout, s: DedupSpec, st
   recordStep(dir, 'dedup', params, inputs, { M: outputs.M(dir), keepOrder: outputs.keepOrder(dir), keepIndex: outputs.keepIndex(dir), Mrow: outputs.Marg(dir) }, stats);
 }
 
-/** summary.json: rows, clusters, keep order, kept and removed per eps and, after a run, the seconds of each step. */
+/** The counts of max-similarity jobs (MaxSimStats without the backend), summed over parts and tasks. */
+export type MaxSimCounts = Omit<MaxSimStats, 'backend' | 'backendNote'>;
+
+/** No job yet: every count 0, the fp32 filter, M exact. */
+export function noMaxSimCounts(): MaxSimCounts {
+  return {
+    members: 0, clusters: 0, usefulFlops: 0, computedFlops: 0, rechecked: 0, rescanned: 0,
+    filter: 'fp32', filterChecked: 0, copies: 0, mPrecision: { exactAtOrAbove: -1, boundBelow: 0 },
+  };
+}
+
+/**
+ * Adds the counts of one job to `into`. The filter is taken from jobs over whole clusters
+ * (`wholeClusters`; a block of a split cluster always runs float32 tiles). M's precision is the
+ * weakest of the jobs': the largest exactAtOrAbove and boundBelow.
+ */
+export function addMaxSimCounts(into: MaxSimCounts, st: Partial<MaxSimCounts>, wholeClusters: boolean): void {
+  for (const key of ['members', 'clusters', 'usefulFlops', 'computedFlops', 'rechecked', 'rescanned', 'filterChecked', 'copies'] as const) into[key] += st[key] ?? 0;
+  if (wholeClusters && st.filter) into.filter = st.filter;
+  if (st.mPrecision) into.mPrecision = precisionOf(into.mPrecision, st.mPrecision);
+}
+
+function precisionOf(a: MPrecision, b: MPrecision): MPrecision {
+  return { exactAtOrAbove: Math.max(a.exactAtOrAbove, b.exactAtOrAbove), boundBelow: Math.max(a.boundBelow, b.boundBelow) };
+}
+
+/**
+ * What a run re-checked exactly (summary.json's `checks`, named as in the manifest's cluster and
+ * dedup records; docs/algorithm.md, "Exact re-checks recorded"): the filter of each distance pass, the rows
+ * and members it left to a float32 check and a float64 re-score, and the precision of M. Every
+ * count depends on the data and SEMDEDUP_ISA only, not on threads, parts or tasks.
+ */
+export interface RunChecks {
+  cluster?: {
+    iterations: number;
+    searchedRows: number;
+    prunedRows: number;
+    filter: { train?: CpuFilter; assign?: CpuFilter };
+    filterCheckedRows: { train: number; assign: number };
+    rescoredRows: { train: number; assign: number };
+  };
+  dedup: Pick<MaxSimCounts, 'filter' | 'members' | 'copies' | 'filterChecked' | 'rechecked' | 'rescanned' | 'mPrecision'>;
+}
+
+/** summary.json: rows, clusters, keep order, kept and removed per eps, the exact re-checks and, after a run, the seconds of each step. */
 export interface RunSummary {
   n: number;
   clusters: number;
   whichToKeep: WhichToKeep;
   eps: EpsSummary[];
+  checks?: RunChecks;
   /** cluster, sort, dedup, extract and total (a planned run: summed over each step's tasks). */
   seconds?: Record<string, number>;
 }
 
-/** Writes summary.json (the one writer: the dedup step, a single run, a planned run's extract task). */
-export function writeSummary(dir: string, s: RunSummary): void {
-  const out: RunSummary = { n: s.n, clusters: s.clusters, whichToKeep: s.whichToKeep, eps: s.eps, ...(s.seconds ? { seconds: s.seconds } : {}) };
+/**
+ * Writes summary.json (the one writer: the dedup step, a single run, a planned run's extract task).
+ * `dedupStats`: step 4's counts (its record's stats); the cluster step's come from its record.
+ */
+export function writeSummary(dir: string, s: Omit<RunSummary, 'checks'> & { dedupStats: Partial<MaxSimCounts> }): void {
+  const cluster = readManifest(dir).steps.cluster?.stats as RunChecks['cluster'] | undefined;
+  const d = { ...noMaxSimCounts(), ...s.dedupStats };
+  const checks: RunChecks = {
+    ...(cluster
+      ? {
+          cluster: {
+            iterations: cluster.iterations ?? 0, searchedRows: cluster.searchedRows ?? 0, prunedRows: cluster.prunedRows ?? 0,
+            filter: cluster.filter ?? {}, filterCheckedRows: cluster.filterCheckedRows ?? { train: 0, assign: 0 }, rescoredRows: cluster.rescoredRows ?? { train: 0, assign: 0 },
+          },
+        }
+      : {}),
+    dedup: { filter: d.filter, members: d.members, copies: d.copies, filterChecked: d.filterChecked, rechecked: d.rechecked, rescanned: d.rescanned, mPrecision: d.mPrecision },
+  };
+  const out: RunSummary = { n: s.n, clusters: s.clusters, whichToKeep: s.whichToKeep, eps: s.eps, checks, ...(s.seconds ? { seconds: s.seconds } : {}) };
   atomicWriteFile(outputs.summary(dir), JSON.stringify(out, null, 2) + '\n');
 }
 
@@ -257,7 +318,7 @@ export async function semdedup(options: DedupOptions): Promise<DedupResult> {
   const emb = opts.embeddings;
   const M = new Float64Array(n);
   const Mrow = new BigInt64Array(n);
-  const stats: MaxSimStats = { members: 0, clusters: 0, usefulFlops: 0, computedFlops: 0, rechecked: 0, rescanned: 0, backend: 'cpu', backendNote: '' };
+  const stats: MaxSimStats = { ...noMaxSimCounts(), backend: 'cpu', backendNote: '' };
   let resumedParts = 0;
   let exact: ExactDuplicatesResult | undefined;
   {
@@ -286,13 +347,16 @@ export async function semdedup(options: DedupOptions): Promise<DedupResult> {
       const mPath = join(partsDir, `M_${c0}_${c1}.npy`);
       const rPath = join(partsDir, `row_${c0}_${c1}.npy`);
       const sPath = join(partsDir, `part_${c0}_${c1}.json`);
-      // A part is resumed only when its sealed record holds the checksums of both of its files.
-      if (partIntact(sPath, { M: mPath, row: rPath })) {
+      // A part is resumed only when its sealed record holds the checksums of both of its files;
+      // its counts come from the record, so a resumed run records what one run would.
+      const resumed = partRecord(sPath, { M: mPath, row: rPath });
+      if (resumed) {
         const pm = readNpy(mPath).data as Float64Array;
         const pr = readNpy(rPath).data as BigInt64Array;
         if (pm.length === e - b && pr.length === e - b) {
           M.set(pm, b);
           Mrow.set(pr, b);
+          if (resumed.stats) addMaxSimCounts(stats, resumed.stats, true);
           resumedParts++;
           doneCost += e - b;
           continue;
@@ -306,22 +370,17 @@ export async function semdedup(options: DedupOptions): Promise<DedupResult> {
       if (stats.members === 0 || st.backend !== stats.backend) noteBackend(opts.log, 'max similarity', st);
       stats.backend = st.backend;
       stats.backendNote = st.backendNote;
-      stats.members += st.members;
-      stats.clusters += st.clusters;
-      stats.usefulFlops += st.usefulFlops;
-      stats.computedFlops += st.computedFlops;
-      stats.rechecked += st.rechecked;
-      stats.rescanned += st.rescanned;
+      addMaxSimCounts(stats, st, true);
       writeNpy(mPath, pm);
       writeNpy(rPath, pr);
-      atomicWriteFile(sPath, JSON.stringify(sealed({ M: stamp(mPath), row: stamp(rPath) })) + '\n');
+      atomicWriteFile(sPath, JSON.stringify(sealed({ M: stamp(mPath), row: stamp(rPath), stats: st })) + '\n');
       doneCost += e - b;
       opts.onProgress?.({ stage: 'dedup', done: doneCost, total: totalCost });
     }
   }
   writeDedupFiles(dir, { keepOrder, keepIndex, M, Mrow });
   const summary = summarize(M, opts.epsList);
-  writeSummary(dir, { n, clusters: k, whichToKeep: which, eps: summary });
+  writeSummary(dir, { n, clusters: k, whichToKeep: which, eps: summary, dedupStats: stats });
   // The parts go before the commit: a run killed in between finds step 4 not committed and redoes it.
   rmSync(outputs.parts(dir), { recursive: true, force: true });
   const seconds = (now() - t0) / 1000;
@@ -330,15 +389,17 @@ export async function semdedup(options: DedupOptions): Promise<DedupResult> {
   return { keepOrder, offsets, M, Mrow, summary, stats, seconds, resumedParts };
 }
 
-/** True when the sealed record `file` of a resumable part holds the checksums of `files` as they are now. */
-function partIntact(file: string, files: Record<string, string>): boolean {
-  if (!existsSync(file)) return false;
-  let rec: Record<string, FileStamp> | undefined;
+/** The sealed record `file` of a resumable part when it holds the checksums of `files` as they are now (and the part's counts). */
+function partRecord(file: string, files: Record<string, string>): { stats?: MaxSimCounts } | undefined {
+  if (!existsSync(file)) return undefined;
+  let rec: Record<string, unknown> | undefined;
   try {
-    rec = unseal<Record<string, FileStamp>>(readFileSync(file, 'utf8')).value;
+    rec = unseal<Record<string, unknown>>(readFileSync(file, 'utf8')).value;
   } catch {
-    return false;
+    return undefined;
   }
-  return !!rec && Object.entries(files).every(([k, p]) => matches(rec![k], p));
+  if (!rec || !Object.entries(files).every(([k, p]) => matches(rec![k] as FileStamp | undefined, p))) return undefined;
+  const st = rec.stats as MaxSimCounts | undefined;
+  return st && typeof st === 'object' ? { stats: st } : {};
 }
 

@@ -78,9 +78,17 @@ Ran train_kmeans(Device device, KMeansImpl impl, const EmbeddingView& x, const K
 // bytes. With kmeans_impl faiss too (FAISS trains; every row is then assigned by the exact rule).
 // *rescored: rows the fast pass left undecided (re-scored in float64), when given. skip (optional,
 // n bytes): rows already holding their values (KMeansResult::final_*), not searched on the CPU.
+// *rechecked: rows the CPU's integer filter left with several candidates (checked by their float32
+// products; 0 on the GPU and with the fp32 filter), when given.
 Ran assign_nearest(Device device, KMeansImpl impl, const EmbeddingView& x, const float* centroids, int k,
                    bool inner_product, int64_t* nearest, float* dist, int threads, const ProgressFn& progress = {},
-                   CancelFlag cancel = nullptr, int64_t* rescored = nullptr, const uint8_t* skip = nullptr);
+                   CancelFlag cancel = nullptr, int64_t* rescored = nullptr, const uint8_t* skip = nullptr,
+                   int64_t* rechecked = nullptr);
+
+// The filter of the distance passes that ran on `backend` at dimension d (qfilter.hpp's names): on
+// the CPU the integer filter when SEMDEDUP_ISA selects it and d is within its limit (the rule of
+// kmeans.cpp's assignment and maxsim.cpp's whole-cluster items), else "fp32"; the GPU runs float32.
+std::string filter_of(Backend backend, int64_t d);
 
 Ran max_similarity(Device device, const EmbeddingView& x, const int64_t* order, const int64_t* offsets,
                    int64_t nclusters, double* M, int64_t* arg, const MaxSimOptions& opt, MaxSimStats& out,
