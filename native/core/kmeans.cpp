@@ -502,7 +502,6 @@ namespace {
 class CpuAssigner : public KMeansAssigner {
  public:
   CpuAssigner(int threads, bool prune) : threads_(resolve_threads(threads)), prune_(prune) {
-    int8_ = qf::active_isa() == qf::Isa::Avx2Int8;
     filter = qf::isa_name(qf::Isa::Fp32);
   }
 
@@ -520,7 +519,7 @@ class CpuAssigner : public KMeansAssigner {
       }
     });
     xbuf_.assign(size_t(threads_), std::vector<float>(size_t(kSearchBlock) * size_t(d)));
-    int8_ = int8_ && d <= qf::kMaxDim;
+    int8_ = qf::filter_for(d) == qf::Isa::Avx2Int8;
     if (int8_) {
       filter = qf::isa_name(qf::Isa::Avx2Int8);  // the training rows quantised once (qfilter.hpp)
       qx_.resize(nt, d);
@@ -832,7 +831,7 @@ void assign_nearest(const EmbeddingView& x, const float* centroids, int k, bool 
   std::vector<BlockRows> blocks(static_cast<size_t>(threads));
   std::atomic<int64_t> done{0}, nres{0}, nchk{0};
   if (rechecked) *rechecked = 0;
-  if (qf::active_isa() == qf::Isa::Avx2Int8 && d <= qf::kMaxDim) {
+  if (qf::filter_for(d) == qf::Isa::Avx2Int8) {
     // The integer filter (qfilter.hpp): the same decisions, hence the same bytes.
     qf::QCols qc;
     qc.pack(centroids, k, d);

@@ -1039,7 +1039,7 @@ MaxSimStats max_similarity_cpu(const EmbeddingView& x, const int64_t* order, con
   ExactCounts counts;
   std::atomic<int64_t> done_cost{0};
   BlasSingleThread blas1;  // our workers are the parallelism; BLAS runs one thread each
-  const bool int8 = qfilter::active_isa() == qfilter::Isa::Avx2Int8 && d <= qfilter::kMaxDim;
+  const bool int8 = qfilter::filter_for(d) == qfilter::Isa::Avx2Int8;
   st.filter = qfilter::isa_name(int8 ? qfilter::Isa::Avx2Int8 : qfilter::Isa::Fp32);
   parallel_for(threads, int64_t(items.size()), [&](int64_t idx, int w) {
     const Item& it = items[size_t(idx)];

@@ -157,6 +157,8 @@ Isa active_isa() {
               std::string("environment variable SEMDEDUP_ISA must be 'auto', 'fp32' or 'avx2-int8', got '") + v + "'");
 }
 
+Isa filter_for(int64_t d) { return d <= kMaxDim ? active_isa() : Isa::Fp32; }
+
 const char* isa_name(Isa isa) { return isa == Isa::Avx2Int8 ? "avx2-int8" : "fp32"; }
 
 void QRows::resize(int64_t mm, int64_t dd) {

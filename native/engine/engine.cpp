@@ -159,8 +159,7 @@ Ran assign_nearest(Device device, KMeansImpl impl, const EmbeddingView& x, const
 
 std::string filter_of(Backend backend, int64_t d) {
   if (backend == Backend::Cuda) return qfilter::isa_name(qfilter::Isa::Fp32);
-  const bool int8 = qfilter::active_isa() == qfilter::Isa::Avx2Int8 && d <= qfilter::kMaxDim;
-  return qfilter::isa_name(int8 ? qfilter::Isa::Avx2Int8 : qfilter::Isa::Fp32);
+  return qfilter::isa_name(qfilter::filter_for(d));
 }
 
 Ran max_similarity(Device device, const EmbeddingView& x, const int64_t* order, const int64_t* offsets,

@@ -29,6 +29,9 @@ enum class Isa { Fp32, Avx2Int8 };
 // runs), read at each call so that one process can compare the paths. Throws InvalidArgument for
 // an unknown value, Backend when the requested path needs an instruction set this CPU lacks.
 Isa active_isa();
+// The filter the CPU passes use for rows of d values: active_isa(), or Fp32 when d exceeds what the
+// integer kernel accepts (kMaxDim). The one home of that rule.
+Isa filter_for(int64_t d);
 // The widest filter this CPU runs (ignores SEMDEDUP_ISA).
 Isa best_isa();
 const char* isa_name(Isa isa);
