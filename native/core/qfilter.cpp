@@ -285,6 +285,14 @@ __attribute__((target("avx2"))) int64_t row_scores_avx2(const int32_t* v, int64_
   return n > 0 ? 0 : -1;  // NaN scores (non-finite inputs are refused before)
 }
 
+__attribute__((target("avx2,popcnt"))) int64_t count_at_least_avx2(const double* s, int64_t n, double floor) {
+  const __m256d f = _mm256_set1_pd(floor);
+  int64_t c = 0, j = 0;
+  for (; j + 4 <= n; j += 4) c += __builtin_popcount(unsigned(_mm256_movemask_pd(_mm256_cmp_pd(_mm256_loadu_pd(s + j), f, _CMP_GE_OQ))));
+  for (; j < n; ++j) c += s[j] >= floor;
+  return c;
+}
+
 __attribute__((target("avx2"))) void group_max_avx2(const double* s, int64_t n, int64_t group, double* out) {
   const int64_t ng = (n + group - 1) / group;
   for (int64_t g = 0; g < ng; ++g) {
@@ -342,6 +350,10 @@ int64_t row_scores(const int32_t* v, int64_t j0, int64_t n, float sx, const QCol
 }
 
 int64_t count_at_least(const double* s, int64_t n, double floor) {
+#ifdef SD_QFILTER_X86
+  static const bool avx2 = cpu_has_avx2();
+  if (avx2) return count_at_least_avx2(s, n, floor);
+#endif
   int64_t c = 0;
   for (int64_t j = 0; j < n; ++j) c += s[j] >= floor;
   return c;
