@@ -19,21 +19,10 @@ import {
   type RunAllOptions,
   type InMemoryDedupResult,
 } from '../src/index.js';
-import { tmpFolder } from './helpers.js';
+import { rng, tmpFolder } from './helpers.js';
 import { lockOutputDir, withLock } from '../src/lock.js';
 import { referenceFromHalf, referenceToHalf } from './reference.js';
 
-/** A seeded generator (mulberry32) and a normal deviate (Box–Muller). */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 /** N unit rows of dimension D: `base` random rows, then near-copies of the first `dups` of them. */
 function dataset(base: number, dups: number, d: number, seed: number, noise = 0.01): Float32Array {

@@ -8,7 +8,7 @@ import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
-import { CLI, tmpFolder } from './helpers.js';
+import { CLI, rng, tmpFolder } from './helpers.js';
 import { writeNpy, readNpy } from '../src/io/npy.js';
 import { cpuFlags, loadNative } from '../src/native/index.js';
 import { thresholdsOf } from '../src/decision.js';
@@ -20,17 +20,6 @@ const EPS = [0.01, 0.05];
 /** Training samples K × MAX_POINTS = 2,000 of the N rows: the assignment searches the others. */
 const MAX_POINTS = 20;
 
-/** A seeded generator of uniform numbers in [0, 1) (mulberry32). */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 /**
  * Unit rows in chains (each row a step of random length from the previous one, restarting now and

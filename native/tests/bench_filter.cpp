@@ -13,24 +13,13 @@
 #include <string>
 #include <vector>
 
+#include "bench_clock.hpp"
 #include "semdedup/blas.hpp"
 #include "semdedup/kmeans.hpp"
 #include "semdedup/maxsim.hpp"
 #include "semdedup/qfilter.hpp"
 
 using namespace semdedup;
-
-namespace {
-
-// CPU time of the process (all threads): on a shared machine it counts the cycles this process
-// got, not the time others held the cores (cache and memory contention still show).
-double now() {
-  timespec ts;
-  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
-  return double(ts.tv_sec) + 1e-9 * double(ts.tv_nsec);
-}
-
-}  // namespace
 
 int main(int argc, char** argv) {
   const int reps = argc > 1 ? std::atoi(argv[1]) : 7;
@@ -65,18 +54,18 @@ int main(int argc, char** argv) {
     // enough calls per timing for ~20 ms
     const int inner = std::max(1, int(2e9 / flops * 0.02 * 20));
     for (int r = 0; r < reps; ++r) {
-      double t0 = now();
+      double t0 = bench::cpu_seconds();
       for (int i = 0; i < inner; ++i) gemm_abt(a.data(), s.m, b.data(), s.n, s.d, c.data(), s.n);
-      best_f = std::min(best_f, (now() - t0) / inner);
-      t0 = now();
+      best_f = std::min(best_f, (bench::cpu_seconds() - t0) / inner);
+      t0 = bench::cpu_seconds();
       for (int i = 0; i < inner; ++i) {
         qr.quantise(a.data(), s.m, s.d);
         qfilter::qgemm(qr.q.data(), s.m, qr.dp, qc, vi.data(), qc.np);
       }
-      best_q = std::min(best_q, (now() - t0) / inner);
-      t0 = now();
+      best_q = std::min(best_q, (bench::cpu_seconds() - t0) / inner);
+      t0 = bench::cpu_seconds();
       for (int i = 0; i < inner; ++i) qfilter::qgemm(qr.q.data(), s.m, qr.dp, qc, vi.data(), qc.np);
-      best_k = std::min(best_k, (now() - t0) / inner);
+      best_k = std::min(best_k, (bench::cpu_seconds() - t0) / inner);
     }
     std::printf("%-40s m=%5lld n=%5lld d=%4lld  sgemm %6.1f GFLOP/s  int8 %6.1f GOP/s  ratio %.2f (kernel alone %.2f)\n", s.what,
                 (long long)s.m, (long long)s.n, (long long)s.d, flops / best_f / 1e9, flops / best_q / 1e9,
@@ -119,17 +108,17 @@ int main(int argc, char** argv) {
       for (int pi = 0; pi < 2; ++pi) {
         const int path = (r + pi) % 2;  // alternate which path runs first
         setenv("SEMDEDUP_ISA", path ? "avx2-int8" : "fp32", 1);
-        double t0 = now();
+        double t0 = bench::cpu_seconds();
         KMeansResult kr = train_kmeans(v, p);
-        t[path][0] = std::min(t[path][0], now() - t0);
+        t[path][0] = std::min(t[path][0], bench::cpu_seconds() - t0);
         searched[path] = kr.searched_rows;
         pruned[path] = kr.pruned_rows;
         cents[path] = kr.centroids;
         std::vector<int64_t> nearest{}; nearest.resize(size_t(n));
         std::vector<float> dist{}; dist.resize(size_t(n));
-        t0 = now();
+        t0 = bench::cpu_seconds();
         assign_nearest(v, kr.centroids.data(), k, true, nearest.data(), dist.data(), 0, {}, nullptr, &res[path], &chk[path]);
-        t[path][1] = std::min(t[path][1], now() - t0);
+        t[path][1] = std::min(t[path][1], bench::cpu_seconds() - t0);
       }
     unsetenv("SEMDEDUP_ISA");
     std::printf("k=%d n=%lld d=%lld: train fp32 %.3f s (searched %lld, pruned %lld) int8 %.3f s (searched %lld, pruned %lld): %.2fx%s\n",
@@ -174,9 +163,9 @@ int main(int argc, char** argv) {
         const int path = (r + pi) % 2;  // alternate which path runs first
         setenv("SEMDEDUP_ISA", path ? (argc > 4 ? argv[4] : "avx2-int8") : "fp32", 1);
         MaxSimOptions o;
-        const double t0 = now();
+        const double t0 = bench::cpu_seconds();
         st[path] = max_similarity_cpu(vm, order.data(), offsets.data(), nclu, M.data(), arg.data(), o);
-        tm[path] = std::min(tm[path], now() - t0);
+        tm[path] = std::min(tm[path], bench::cpu_seconds() - t0);
       }
     unsetenv("SEMDEDUP_ISA");
     std::printf("max similarity (%s), %lld clusters x %lld members, d=%lld: fp32 %.3f s (%.1f GFLOP/s useful) int8 %.3f s "

@@ -11,19 +11,12 @@
 #include <ctime>
 #include <vector>
 
+#include "bench_clock.hpp"
 #include "semdedup/kmeans.hpp"
 #include "semdedup/mapping.hpp"
 
 using namespace semdedup;
 
-namespace {
-double cpu() {
-  timespec ts;
-  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
-  return double(ts.tv_sec) + 1e-9 * double(ts.tv_nsec);
-}
-double wall() { return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count(); }
-}  // namespace
 
 int main(int argc, char** argv) {
   if (argc < 5) {
@@ -52,14 +45,14 @@ int main(int argc, char** argv) {
     for (int path = 0; path < 2; ++path) {
       if (!only.empty() && only != (path == 0 ? "fp32" : "avx2-int8")) continue;
       setenv("SEMDEDUP_ISA", path == 0 ? "fp32" : "avx2-int8", 1);
-      double w0 = wall(), c0 = cpu();
+      double w0 = bench::wall_seconds(), c0 = bench::cpu_seconds();
       KMeansResult res = train_kmeans(v, p);
-      double w1 = wall(), c1 = cpu();
+      double w1 = bench::wall_seconds(), c1 = bench::cpu_seconds();
       near[path].resize(size_t(n));
       dist[path].resize(size_t(n));
       int64_t rs = 0, rc = 0;
       assign_nearest(v, res.centroids.data(), k, true, near[path].data(), dist[path].data(), 0, nullptr, nullptr, &rs, &rc);
-      double w2 = wall(), c2 = cpu();
+      double w2 = bench::wall_seconds(), c2 = bench::cpu_seconds();
       cent[path] = res.centroids;
       {  // the training rows' kept assignment, the others searched: the same bytes
         KMeansParams pk = p;
@@ -73,11 +66,11 @@ int main(int argc, char** argv) {
           d2[size_t(rk.final_rows[t])] = rk.final_dist[t];
           skip[size_t(rk.final_rows[t])] = 1;
         }
-        const double w3 = wall();
+        const double w3 = bench::wall_seconds();
         assign_nearest(v, rk.centroids.data(), k, true, n2.data(), d2.data(), 0, nullptr, nullptr, nullptr, nullptr, skip.data());
         const bool same = rk.centroids == res.centroids && n2 == near[path] &&
                           std::memcmp(d2.data(), dist[path].data(), d2.size() * 4) == 0;
-        std::printf("  kept training assignment (%zu rows): assign %.3f s; same bytes: %s\n", rk.final_rows.size(), wall() - w3,
+        std::printf("  kept training assignment (%zu rows): assign %.3f s; same bytes: %s\n", rk.final_rows.size(), bench::wall_seconds() - w3,
                     same ? "yes" : "NO");
         if (!same) return 1;
       }

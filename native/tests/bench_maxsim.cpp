@@ -19,18 +19,13 @@
 #include <string>
 #include <vector>
 
+#include "bench_clock.hpp"
 #include "semdedup/blas.hpp"
 #include "semdedup/maxsim.hpp"
 
 using namespace semdedup;
 
 namespace {
-
-double now() {
-  timespec ts;
-  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
-  return double(ts.tv_sec) + 1e-9 * double(ts.tv_nsec);
-}
 
 double median(std::vector<double> v) {
   std::sort(v.begin(), v.end());
@@ -104,10 +99,10 @@ int main(int argc, char** argv) {
     std::vector<std::vector<int64_t>> args(kernels.size());
     std::vector<MaxSimStats> st(kernels.size());
     for (int r = 0; r < rounds; ++r) {
-      double t0 = now();
+      double t0 = bench::cpu_seconds();
       const int ginner = std::max(1, int(2e10 / (2.0 * gm * gm * d)));
       for (int i = 0; i < ginner; ++i) gemm_abt(ga.data(), gm, ga.data(), gm, d, gc.data(), gm);
-      tg.push_back((now() - t0) / ginner);
+      tg.push_back((bench::cpu_seconds() - t0) / ginner);
       for (size_t pi = 0; pi < kernels.size(); ++pi) {
         const size_t k = (size_t(r) + pi) % kernels.size();  // alternate which runs first
         setenv("SEMDEDUP_MAXSIM_KERNEL", kernels[k], 1);
@@ -115,9 +110,9 @@ int main(int argc, char** argv) {
         args[k].assign(size_t(n * inner), 0);
         MaxSimOptions o;
         o.threads = 1;
-        t0 = now();
+        t0 = bench::cpu_seconds();
         st[k] = max_similarity_cpu(v, order.data(), offsets.data(), inner, Ms[k].data(), args[k].data(), o);
-        t[k].push_back((now() - t0) / double(inner));
+        t[k].push_back((bench::cpu_seconds() - t0) / double(inner));
       }
     }
     unsetenv("SEMDEDUP_MAXSIM_KERNEL");
