@@ -104,33 +104,16 @@ Pick pick_exact(const float* line, const float* x, double xx, double xnorm, cons
   const int k = cs.k;
   const bool ip = cs.ip;
   const double eps = nr::eps_score(ip, cs.d, xnorm, cs.cmax);
-  double best = -kInf, second = -kInf;
-  int64_t bi = -1;
+  double best, second;
+  int64_t bi;
   if (ip) {  // the fast score is the product itself: compare in float32
-    float b = -std::numeric_limits<float>::infinity(), s2 = b;
-    int64_t j0 = -1;
-    for (int j = 0; j < k; ++j) {
-      const float v = line[j];
-      if (v > b) {
-        s2 = b;
-        b = v;
-        j0 = j;
-      } else if (v > s2) {
-        s2 = v;
-      }
-    }
-    best = b, second = s2, bi = j0;
+    nr::Top2<float> t(-std::numeric_limits<float>::infinity());
+    for (int j = 0; j < k; ++j) t.add(line[j], j);
+    best = t.best, second = t.second, bi = t.at;
   } else {
-    for (int j = 0; j < k; ++j) {
-      const double s = nr::fast_score(ip, line[j], cs.cc[size_t(j)]);
-      if (s > best) {
-        second = best;
-        best = s;
-        bi = j;
-      } else if (s > second) {
-        second = s;
-      }
-    }
+    nr::Top2<double> t(-kInf);
+    for (int j = 0; j < k; ++j) t.add(nr::fast_score(ip, line[j], cs.cc[size_t(j)]), j);
+    best = t.best, second = t.second, bi = t.at;
   }
   if (bi >= 0 && nr::decided(best, second, eps))
     return {bi, nr::score64(ip, xx, cs.cc[size_t(bi)], nr::dot64_cpu(x, cs.row(bi), cs.d)), false};
@@ -167,8 +150,7 @@ Pick pick_from_scores(double* upper, int64_t n, Col col, int64_t bi, double eps8
   }
   // Stage 2: float32 products of the candidates; the others keep the filter's bound.
   const double eps32 = nr::eps_score(ip, cs.d, xnorm, cmax);
-  double b32 = -kInf, s32 = -kInf;
-  int64_t b32i = -1;
+  nr::Top2<double> t32(-kInf);
   bool finite = true;
   for (int64_t t = 0; t < n; ++t) {
     if (upper[t] < floor8) {
@@ -179,20 +161,14 @@ Pick pick_from_scores(double* upper, int64_t n, Col col, int64_t bi, double eps8
     const double f = nr::fast_score(ip, qf::dot32(x, cs.row(j), cs.d), cs.cc[size_t(j)]);
     finite = finite && std::isfinite(f);
     upper[t] = f + eps32;
-    if (f > b32) {
-      s32 = b32;
-      b32 = f;
-      b32i = j;
-    } else if (f > s32) {
-      s32 = f;
-    }
+    t32.add(f, j);
   }
-  if (finite && b32i >= 0 && nr::decided(b32, s32, eps32))
-    return {b32i, nr::score64(ip, xx, cs.cc[size_t(b32i)], nr::dot64_cpu(x, cs.row(b32i), cs.d)), false};
+  if (finite && t32.at >= 0 && nr::decided(t32.best, t32.second, eps32))
+    return {t32.at, nr::score64(ip, xx, cs.cc[size_t(t32.at)], nr::dot64_cpu(x, cs.row(t32.at), cs.d)), false};
   // float64 over the float32 near ties (every centroid when a product was not finite), in
   // ascending id: the lower id wins a tie
   if (!finite) return rescore(x, xx, cs, [](int) { return true; });
-  const double floor32 = b32 - 2 * eps32;
+  const double floor32 = t32.best - 2 * eps32;
   double bs = -kInf;
   int64_t bj = -1;
   for (int64_t t = 0; t < n; ++t) {
@@ -273,14 +249,7 @@ BigBuffer read_training_sample(const EmbeddingView& x, const std::vector<int64_t
   // on every worker; through the mapping in order, dropping the pages behind the reader.
   const int64_t chunk = 4096;
   const int64_t nchunks = (int64_t(slots.size()) + chunk - 1) / chunk;
-  // A dense sample of one mapped file (at least one row in kDense) is read through the mapping
-  // instead: every page is read anyway, and a page fault maps a whole window of them for less than
-  // a system call per row. Each chunk drops its pages once read, so the resident set stays bounded.
-  constexpr int64_t kDense = 16;
-  EmbeddingView xs = x;
-  const bool dense = x.contiguous() && x.mapped && x.fd >= 0 && int64_t(rows.size()) * kDense >= x.n;
-  if (dense) xs.fd = -1;
-  const bool parallel = xs.preads() || dense;
+  const bool parallel = x.preads();
   threads = parallel ? resolve_threads(threads) : 1;
   int64_t released = 0;
   parallel_for(threads, nchunks, [&](int64_t ci, int) {
@@ -288,12 +257,10 @@ BigBuffer read_training_sample(const EmbeddingView& x, const std::vector<int64_t
     const int64_t m = std::min<int64_t>(chunk, int64_t(slots.size()) - c0);
     for (int64_t t = 0; t < m; ++t) {  // each row straight to its slot
       const int64_t slot = slots[size_t(c0 + t)];
-      xs.gather(&rows[size_t(slot)], 1, sample + size_t(slot) * size_t(d));
+      x.gather(&rows[size_t(slot)], 1, sample + size_t(slot) * size_t(d));
     }
-    const int64_t first = rows[size_t(slots[size_t(c0)])], last = rows[size_t(slots[size_t(c0 + m - 1)])];
-    if (dense) {
-      xs.release(first, last + 1);
-    } else if (!parallel) {  // one reader, ascending: drop the pages behind it
+    if (!parallel) {  // one reader, ascending: drop the pages behind it
+      const int64_t last = rows[size_t(slots[size_t(c0 + m - 1)])];
       x.release(released, last);
       released = last;
     }
@@ -570,6 +537,9 @@ class CpuAssigner : public KMeansAssigner {
     // 1. rows that keep their centroid provably (bounds), the others to search: in full, or (with
     //    the integer filter) only the groups whose bound does not exclude them, when those are at
     //    most half (partial search, below)
+    if (use8) qc_.pack(cent, k, d);
+    // rows and centroids with no filter bound (not finite) are searched in full (pick_filtered)
+    const bool partial_ok = use8 && qc_.finite;
     std::vector<int64_t> todo, part;
     if (bounded) {
       std::vector<uint8_t> keep(static_cast<size_t>(nt));
@@ -586,7 +556,7 @@ class CpuAssigner : public KMeansAssigner {
           if (open == 0) {
             keep[size_t(i)] = 1;
             dis[size_t(i)] = nr::value_of_score(ip, s);
-          } else if (use8 && 2 * open <= ng) {
+          } else if (partial_ok && 2 * open <= ng && qx_.finite[size_t(i)]) {
             keep[size_t(i)] = 2;
             lval_[size_t(i)] = l;
           }
@@ -607,7 +577,6 @@ class CpuAssigner : public KMeansAssigner {
     const int64_t nblocks = (int64_t(todo.size()) + kSearchBlock - 1) / kSearchBlock;
     std::atomic<int64_t> rescored{0}, rechecked{0}, candidates{0}, columns{0};
     if (use8) {
-      qc_.pack(cent, k, d);
       if (int64_t(vbuf_.size()) != threads_) {
         vbuf_.assign(size_t(threads_), std::vector<int32_t>());
         sbuf_.assign(size_t(threads_), std::vector<double>());
@@ -687,17 +656,9 @@ class CpuAssigner : public KMeansAssigner {
           ncols += n;
           bool checked;
           int64_t nc;
-          Pick pk;
-          if (!qx_.finite[size_t(i)] || !qc_.finite) {  // no bound: every centroid re-scored
-            checked = true;
-            nc = k;
-            pk = rescore(X + i * d, xx_[size_t(i)], cs_, [](int) { return true; });
-            for (int64_t c = 0; c < n; ++c) sc[size_t(c)] = kInf;
-          } else {
-            const double eps8 = qf::row_bound(ip, d, qx_.err[size_t(i)], qx_.qnorm[size_t(i)], xnorm_[size_t(i)], cmax_run_, qc_);
-            pk = pick_from_scores(sc.data(), n, [&](int64_t c) { return int64_t(col[size_t(c)]); }, bi, eps8, X + i * d,
-                                  xx_[size_t(i)], xnorm_[size_t(i)], cmax_run_, cs_, &checked, &nc);
-          }
+          const double eps8 = qf::row_bound(ip, d, qx_.err[size_t(i)], qx_.qnorm[size_t(i)], xnorm_[size_t(i)], cmax_run_, qc_);
+          const Pick pk = pick_from_scores(sc.data(), n, [&](int64_t c) { return int64_t(col[size_t(c)]); }, bi, eps8, X + i * d,
+                                           xx_[size_t(i)], xnorm_[size_t(i)], cmax_run_, cs_, &checked, &nc);
           nres += pk.rescored;
           nchk += checked;
           ncand += nc;

@@ -532,22 +532,17 @@ int64_t finish_whole_tile_int8(int64_t d, const int64_t* rows, int64_t c0, int64
     const double b = bp >= 0 ? double(s.best[size_t(j)]) : -std::numeric_limits<double>::infinity();
     // stage 2: float32 products of the candidates (every earlier member without a maximum)
     cand.clear();
-    float b32 = -std::numeric_limits<float>::infinity(), s32 = b32;
-    int64_t b32i = -1;
+    nearest::Top2<float> t32(-std::numeric_limits<float>::infinity());
     bool finite = true;
     for (int64_t i = 0; i < p; ++i) {
       if (bp >= 0 && !nearest::candidate(double(scores[i * ldc + j]), b, eps8)) continue;
       const float f = qfilter::dot32(rows_held + i * d, xj, d);
       finite = finite && std::isfinite(f);
       cand.emplace_back(i, f);
-      if (f > b32) {
-        s32 = b32;
-        b32 = f;
-        b32i = i;
-      } else if (f > s32) {
-        s32 = f;
-      }
+      t32.add(f, i);
     }
+    const float b32 = t32.best, s32 = t32.second;
+    const int64_t b32i = t32.at;
     if (finite && b32i >= 0 && nearest::decided(b32, s32, eps32)) {
       settle(nearest::dot64_cpu(rows_held + b32i * d, xj, d), rows[b32i], M + p, arg + p);
       continue;

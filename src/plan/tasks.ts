@@ -107,9 +107,10 @@ function assignedInRange(plan: Plan, b: number, e: number): Assigned | undefined
   if (nearest.length !== rows.length || dist.length !== rows.length)
     throw new InputError(`${planPaths.part(plan.outputDir, 'train', 'assignedRows', 0)}: the train task's assignment holds ${rows.length} rows, ${nearest.length} centroids and ${dist.length} distances; rerun the planned run`);
   const keep: number[] = [];
-  for (let t = 0; t < rows.length; t++) if (rows[t]! >= BigInt(b) && rows[t]! < BigInt(e)) keep.push(t);
+  const lo = BigInt(b), hi = BigInt(e);
+  for (let t = 0; t < rows.length; t++) if (rows[t]! >= lo && rows[t]! < hi) keep.push(t);
   return {
-    rows: BigInt64Array.from(keep, (t) => rows[t]! - BigInt(b)),
+    rows: BigInt64Array.from(keep, (t) => rows[t]! - lo),
     nearest: BigInt64Array.from(keep, (t) => nearest[t]!),
     dist: Float32Array.from(keep, (t) => dist[t]!),
   };

@@ -171,6 +171,7 @@ export async function assignRows(
     skip = new Uint8Array(n);
     for (let t = 0; t < known.rows.length; t++) {
       const i = Number(known.rows[t]!);
+      if (!(i >= 0 && i < n)) throw new InputError(`the training assignment names row ${i}, outside [0, ${n}); rerun the training`);
       nearest[i] = known.nearest[t]!;
       dist[i] = known.dist[t]!;
       skip[i] = 1;

@@ -77,6 +77,25 @@ SD_HD bool better(double s, int64_t c, double best_s, int64_t best_c) {
   return s > best_s || (s == best_s && c < best_c);
 }
 
+// The largest value seen and the largest of the others (equal to it on a tie), and where the first
+// largest was: the top two a fast pass's decision needs. Values arrive in ascending index order, so
+// the strict '>' keeps the lowest index on ties.
+template <class T>
+struct Top2 {
+  T best, second;
+  int64_t at = -1;
+  SD_HD explicit Top2(T lowest) : best(lowest), second(lowest) {}
+  SD_HD void add(T v, int64_t i) {
+    if (v > best) {
+      second = best;
+      best = v;
+      at = i;
+    } else if (v > second) {
+      second = v;
+    }
+  }
+};
+
 SD_HD double gamma_n(double n, double u) { return n * u / (1 - n * u); }
 
 // The bound eps of the file comment, for a row of norm at most xnorm and centroids of norm at most
