@@ -25,6 +25,10 @@
 #include <numeric>
 #include <vector>
 
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
+
 #include "semdedup/blas.hpp"
 #include "semdedup/kmeans.hpp"
 #include "semdedup/mapping.hpp"
@@ -49,6 +53,46 @@ inline float round_up(double v) {
   if (double(f) < v) f = std::nextafter(f, std::numeric_limits<float>::infinity());
   return f;
 }
+
+#if defined(__x86_64__)
+bool cpu_avx2() {
+  __builtin_cpu_init();
+  return __builtin_cpu_supports("avx2");
+}
+
+// round_up of four float64 values (to nearest, then one step up where that fell below).
+__attribute__((target("avx2"))) inline __m128i round_up4(__m256d t) {
+  const __m128 f = _mm256_cvtpd_ps(t);
+  const __m128 below = _mm256_cvtpd_ps(_mm256_cmp_pd(_mm256_cvtps_pd(f), t, _CMP_LT_OQ));  // all-ones lanes: NaN, nonzero
+  const __m128i fi = _mm_castps_si128(f), one = _mm_set1_epi32(1);
+  // the next float32 up: +1 ulp of the bits when positive, -1 when negative, the least subnormal from zero
+  __m128i up = _mm_add_epi32(fi, _mm_or_si128(_mm_srai_epi32(fi, 31), one));
+  up = _mm_blendv_epi8(up, one, _mm_castps_si128(_mm_cmpeq_ps(f, _mm_setzero_ps())));
+  return _mm_blendv_epi8(fi, up, _mm_castps_si128(_mm_cmpneq_ps(below, _mm_setzero_ps())));
+}
+
+// Four bounds at once, the same operations as the scalar loop (a product and two sums in float64,
+// no fused multiply-add).
+__attribute__((target("avx2"))) int grow_bounds_avx2(float* u, const double* add, int n, double scale, double tau) {
+  const __m256d vs = _mm256_set1_pd(scale), vt = _mm256_set1_pd(tau);
+  int g = 0;
+  for (; g + 4 <= n; g += 4) {
+    const __m256d t = _mm256_add_pd(_mm256_add_pd(_mm256_cvtps_pd(_mm_loadu_ps(u + g)), _mm256_mul_pd(vs, _mm256_loadu_pd(add + g))), vt);
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(u + g), round_up4(t));
+  }
+  return g;
+}
+
+// The number of g < n with !(l > u[g]) (NaN counts), four at a time; *done: how many it looked at.
+__attribute__((target("avx2,popcnt"))) int open_groups_avx2(const float* u, int n, double l, int* done) {
+  const __m256d vl = _mm256_set1_pd(l);
+  int closed = 0, g = 0;
+  for (; g + 4 <= n; g += 4)
+    closed += __builtin_popcount(unsigned(_mm256_movemask_pd(_mm256_cmp_pd(vl, _mm256_cvtps_pd(_mm_loadu_ps(u + g)), _CMP_GT_OQ))));
+  *done = g;
+  return g - closed;
+}
+#endif
 
 // The centroids' facts the exact rule needs, computed once per set of centroids.
 struct CentroidSet {
@@ -227,6 +271,27 @@ inline double prune_upper(bool ip, double s, double xx, double eps) {
 
 }  // namespace
 
+// u[g] = round_up(u[g] + scale * add[g] + tau) for g < n: a row's group bounds follow the centroids.
+void grow_bounds(float* u, const double* add, int n, double scale, double tau) {
+  int g = 0;
+#if defined(__x86_64__)
+  static const bool avx2 = cpu_avx2();
+  if (avx2) g = grow_bounds_avx2(u, add, n, scale, tau);
+#endif
+  for (; g < n; ++g) u[g] = round_up(double(u[g]) + scale * add[g] + tau);
+}
+
+// The number of groups whose bound does not exclude them: g < n with !(l > u[g]).
+int open_groups(const float* u, int n, double l) {
+  int g = 0, open = 0;
+#if defined(__x86_64__)
+  static const bool avx2 = cpu_avx2();
+  if (avx2) open = open_groups_avx2(u, n, l, &g);
+#endif
+  for (; g < n; ++g) open += !(l > double(u[g]));
+  return open;
+}
+
 void check_kmeans_args(const EmbeddingView& x, const KMeansParams& p) {
   if (p.k < 1) throw Error(ErrorCode::InvalidArgument, "k must be >= 1, got " + std::to_string(p.k));
   if (int64_t(p.k) > x.n)
@@ -335,6 +400,10 @@ KMeansResult lloyd_kmeans(const EmbeddingView& x, const KMeansParams& p, KMeansA
   std::vector<float> hassign(static_cast<size_t>(k));
   std::vector<double> moved(static_cast<size_t>(k));
   std::vector<int64_t> start(size_t(k) + 1), fill(static_cast<size_t>(k)), members(static_cast<size_t>(nt));
+  // the assignment whose rows `sums` holds (when summed_valid), and the centroids to sum again
+  std::vector<int64_t> summed(static_cast<size_t>(nt));
+  std::vector<uint8_t> resum(static_cast<size_t>(k));
+  bool summed_valid = false;
   // As faiss::Clustering::iteration_stats: the objectives of every iteration run so far (all redo
   // rounds), as they stood when the best round ended.
   std::vector<float> objective, best_objective;
@@ -350,6 +419,7 @@ KMeansResult lloyd_kmeans(const EmbeddingView& x, const KMeansParams& p, KMeansA
     double obj = 0;
     int it = 0;
     converged = false;
+    summed_valid = false;
     for (; it < p.niter; ++it) {
       check_cancel(cancel);
       // 1. assignment (the backend's part): the exact nearest centroid of every training row
@@ -369,8 +439,15 @@ KMeansResult lloyd_kmeans(const EmbeddingView& x, const KMeansParams& p, KMeansA
       // 2. centroids: float64 sums in training-row order / counts, normalised in float64 when
       //    spherical, rounded once; FAISS's empty-cluster split
       prev = cent;
-      if (!assigner.centroid_sums(assign.data(), k, sums.data(), counts.data())) {
-        std::fill(sums.begin(), sums.end(), 0.0);
+      if (assigner.centroid_sums(assign.data(), k, sums.data(), counts.data())) {
+        summed_valid = false;
+      } else {
+        // A centroid whose rows are those its sum already holds keeps that sum (the same rows in
+        // the same order: the same bits); the others are summed again.
+        std::fill(resum.begin(), resum.end(), uint8_t(!summed_valid));
+        if (summed_valid)
+          for (int64_t i = 0; i < nt; ++i)
+            if (assign[size_t(i)] != summed[size_t(i)]) resum[size_t(assign[size_t(i)])] = resum[size_t(summed[size_t(i)])] = 1;
         std::fill(counts.begin(), counts.end(), 0);
         // each centroid's rows in ascending order (a counting sort), so that every row is read
         // once and each sum adds its rows in training-row order, whatever the worker
@@ -381,13 +458,17 @@ KMeansResult lloyd_kmeans(const EmbeddingView& x, const KMeansParams& p, KMeansA
         for (int64_t i = 0; i < nt; ++i) members[size_t(fill[size_t(assign[size_t(i)])]++)] = i;
         parallel_for(threads, (k + 7) / 8, [&](int64_t b, int) {
           for (int64_t c = b * 8; c < std::min<int64_t>(k, (b + 1) * 8); ++c) {
+            if (!resum[size_t(c)]) continue;
             double* s = &sums[size_t(c) * size_t(d)];
+            std::fill(s, s + d, 0.0);
             for (int64_t t = start[size_t(c)]; t < start[size_t(c) + 1]; ++t) {
               const float* xi = X + members[size_t(t)] * d;
               for (int64_t j = 0; j < d; ++j) s[j] += double(xi[j]);
             }
           }
         }, cancel);
+        summed = assign;
+        summed_valid = true;
       }
       parallel_for(threads, (k + 63) / 64, [&](int64_t b, int) {
         std::vector<double> mean(static_cast<size_t>(d));
@@ -527,8 +608,7 @@ class CpuAssigner : public KMeansAssigner {
           const double e64 = nr::eps64(ip, d, xn, std::max(cmax_prev, cs_.cmax));
           const double tau = ip ? 2 * e64 : 2 * std::sqrt(e64);
           const double scale = ip ? xn : 1.0;
-          float* u = upg_.as<float>() + size_t(i) * size_t(ng);
-          for (int g = 0; g < ng; ++g) u[g] = round_up(double(u[g]) + scale * gdelta[size_t(g)] + tau);
+          grow_bounds(upg_.as<float>() + size_t(i) * size_t(ng), gdelta.data(), ng, scale, tau);
         }
       });
     }
@@ -550,9 +630,7 @@ class CpuAssigner : public KMeansAssigner {
           const int64_t a = assign[size_t(i)];
           const double s = nr::score64(ip, xx_[size_t(i)], cs_.cc[size_t(a)], nr::dot64_cpu(X + i * d, cs_.row(a), d));
           const double l = prune_score(ip, s);
-          const float* u = upg_.as<float>() + size_t(i) * size_t(ng);
-          int open = 0;
-          for (int g = 0; g < ng; ++g) open += !(l > double(u[g]));
+          const int open = open_groups(upg_.as<float>() + size_t(i) * size_t(ng), ng, l);
           if (open == 0) {
             keep[size_t(i)] = 1;
             dis[size_t(i)] = nr::value_of_score(ip, s);

@@ -258,7 +258,10 @@ namespace {
 __attribute__((target("avx2"))) int64_t row_scores_avx2(const int32_t* v, int64_t j0, int64_t n, float sx,
                                                          const QCols& c, const double* cc, double* out) {
   const __m256d vsx = _mm256_set1_pd(double(sx));
+  // per lane: the largest score so far and its first position (strict '>')
   __m256d vmax = _mm256_set1_pd(-std::numeric_limits<double>::infinity());
+  __m256d vpos = _mm256_set1_pd(-1), cur = _mm256_setr_pd(0, 1, 2, 3);
+  const __m256d four = _mm256_set1_pd(4);
   const int32_t* bias = c.bias.data() + j0;
   const double* s64 = c.scale64.data() + j0;
   if (cc) cc += j0;
@@ -270,19 +273,31 @@ __attribute__((target("avx2"))) int64_t row_scores_avx2(const int32_t* v, int64_
     __m256d sc = _mm256_mul_pd(_mm256_cvtepi32_pd(w), _mm256_mul_pd(vsx, _mm256_loadu_pd(s64 + t)));
     if (cc) sc = _mm256_sub_pd(_mm256_add_pd(sc, sc), _mm256_loadu_pd(cc + t));
     _mm256_storeu_pd(out + t, sc);
-    vmax = _mm256_max_pd(vmax, sc);
+    const __m256d gt = _mm256_cmp_pd(sc, vmax, _CMP_GT_OQ);
+    vmax = _mm256_blendv_pd(vmax, sc, gt);
+    vpos = _mm256_blendv_pd(vpos, cur, gt);
+    cur = _mm256_add_pd(cur, four);
   }
-  double lanes[4];
+  double lanes[4], pos[4];
   _mm256_storeu_pd(lanes, vmax);
-  double best = std::max(std::max(lanes[0], lanes[1]), std::max(lanes[2], lanes[3]));
+  _mm256_storeu_pd(pos, vpos);
+  // the largest of the lanes, the lowest position on a tie; then the tail
+  double best = -std::numeric_limits<double>::infinity();
+  int64_t bi = -1;
+  for (int l = 0; l < 4; ++l)
+    if (pos[l] >= 0 && (bi < 0 || lanes[l] > best || (lanes[l] == best && int64_t(pos[l]) < bi))) {
+      best = lanes[l];
+      bi = int64_t(pos[l]);
+    }
   for (; t < n; ++t) {
     const double p = scaled(v[t], sx, c, j0 + t);
     out[t] = cc ? 2 * p - cc[t] : p;
-    best = std::max(best, out[t]);
+    if (bi < 0 || out[t] > best) {
+      best = out[t];
+      bi = t;
+    }
   }
-  for (int64_t u = 0; u < n; ++u)
-    if (out[u] == best) return u;
-  return n > 0 ? 0 : -1;  // NaN scores (non-finite inputs are refused before)
+  return bi < 0 && n > 0 ? 0 : bi;  // NaN scores (non-finite inputs are refused before)
 }
 
 __attribute__((target("avx2,popcnt"))) int64_t count_at_least_avx2(const double* s, int64_t n, double floor) {

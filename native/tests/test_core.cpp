@@ -19,6 +19,7 @@
 #include "semdedup/mapping.hpp"
 #include "semdedup/maxsim.hpp"
 #include "semdedup/nearest.hpp"
+#include "semdedup/sampling.hpp"
 #include "semdedup/sort.hpp"
 #include "semdedup/scan.hpp"
 #include "semdedup/kmeans.hpp"
@@ -630,6 +631,139 @@ int main() {
       CHECK(std::fabs(ob - of) <= 1e-3 * std::fabs(of), "objective %.9g vs FAISS %.9g", ob, of);
 #endif
     }
+  });
+  run("k-means: centroids the same bytes as a plain Lloyd (every cluster summed again each iteration)", [] {
+    // The driver keeps the float64 sum of a centroid whose rows did not change; the plain loop
+    // below sums every cluster each iteration, in training-row order, and must give the same bytes.
+    const int64_t n = 6000, d = 24;
+    auto x = clustered_rows(n, d, 10, 5);
+    for (bool spherical : {true, false}) {
+      const int k = 48;
+      KMeansParams p;
+      p.k = k;
+      p.niter = 25;
+      p.seed = 77;
+      p.spherical = spherical;
+      p.max_points_per_centroid = 100;
+      EmbeddingView v{x.data(), n, d, DType::F32};
+      const KMeansResult ours = train_kmeans(v, p);
+      const std::vector<int64_t> rows = kmeans_training_sample(n, k, 100, p.seed);
+      const int64_t nt = int64_t(rows.size());
+      std::vector<float> X(size_t(nt * d));
+      for (int64_t i = 0; i < nt; ++i) std::memcpy(&X[size_t(i * d)], &x[size_t(rows[size_t(i)] * d)], size_t(d) * 4);
+      auto dot = [&](const float* a, const float* b) {
+        double l[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+        for (int64_t j = 0; j < d; ++j) l[j % 8] += double(a[j]) * double(b[j]);
+        return ((l[0] + l[1]) + (l[2] + l[3])) + ((l[4] + l[5]) + (l[6] + l[7]));
+      };
+      auto normalise = [&](const double* src, float* dst) {  // float64 norm (8 lanes of squares), rounded once
+        double l[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+        for (int64_t j = 0; j < d; ++j) {
+          volatile double sq = src[j] * src[j];
+          l[j % 8] += sq;
+        }
+        const double n2 = ((l[0] + l[1]) + (l[2] + l[3])) + ((l[4] + l[5]) + (l[6] + l[7]));
+        const double inv = n2 > 0 ? 1 / std::sqrt(n2) : 1.0;
+        for (int64_t j = 0; j < d; ++j) dst[j] = float(src[j] * inv);
+      };
+      std::vector<float> cent(size_t(k * d));
+      const std::vector<int64_t> init = kmeans_init_rows(nt, k, p.seed, 0);
+      std::vector<double> tmp(static_cast<size_t>(d));
+      for (int c = 0; c < k; ++c) {
+        std::memcpy(&cent[size_t(c * d)], &X[size_t(init[size_t(c)] * d)], size_t(d) * 4);
+        if (spherical) {
+          for (int64_t j = 0; j < d; ++j) tmp[size_t(j)] = cent[size_t(c * d + j)];
+          normalise(tmp.data(), &cent[size_t(c * d)]);
+        }
+      }
+      std::vector<int64_t> assign(static_cast<size_t>(nt), -1), last;
+      int it = 0, changed_clusters_last = -1;
+      for (; it < p.niter; ++it) {
+        last = assign;
+        for (int64_t i = 0; i < nt; ++i) {
+          const float* xi = &X[size_t(i * d)];
+          double best = 0;
+          int64_t who = -1;
+          for (int c = 0; c < k; ++c) {
+            const float* cc = &cent[size_t(c * d)];
+            const double sc = spherical ? dot(xi, cc) : -((dot(xi, xi) + dot(cc, cc)) - 2 * dot(xi, cc));
+            if (who < 0 || sc > best) best = sc, who = c;
+          }
+          assign[size_t(i)] = who;
+        }
+        if (it > 0 && assign == last) {
+          ++it;
+          break;
+        }
+        std::vector<uint8_t> touched(static_cast<size_t>(k), 0);
+        for (int64_t i = 0; i < nt; ++i)
+          if (assign[size_t(i)] != last[size_t(i)]) {
+            touched[size_t(assign[size_t(i)])] = 1;
+            if (last[size_t(i)] >= 0) touched[size_t(last[size_t(i)])] = 1;
+          }
+        changed_clusters_last = 0;
+        for (uint8_t t : touched) changed_clusters_last += t;
+        std::vector<double> sums(size_t(k * d), 0.0);
+        std::vector<int64_t> counts(static_cast<size_t>(k), 0);
+        for (int64_t i = 0; i < nt; ++i) {
+          const int64_t c = assign[size_t(i)];
+          ++counts[size_t(c)];
+          for (int64_t j = 0; j < d; ++j) sums[size_t(c * d + j)] += double(X[size_t(i * d + j)]);
+        }
+        std::vector<float> hassign(static_cast<size_t>(k));
+        for (int c = 0; c < k; ++c) {
+          hassign[size_t(c)] = float(counts[size_t(c)]);
+          if (counts[size_t(c)] == 0) {
+            std::fill(&cent[size_t(c * d)], &cent[size_t(c * d)] + d, 0.f);
+            continue;
+          }
+          for (int64_t j = 0; j < d; ++j) tmp[size_t(j)] = sums[size_t(c * d + j)] / double(counts[size_t(c)]);
+          if (spherical)
+            normalise(tmp.data(), &cent[size_t(c * d)]);
+          else
+            for (int64_t j = 0; j < d; ++j) cent[size_t(c * d + j)] = float(tmp[size_t(j)]);
+        }
+        if (faiss_split_clusters(size_t(d), size_t(k), size_t(nt), hassign.data(), cent.data()) > 0 && spherical)
+          for (int c = 0; c < k; ++c)
+            if (counts[size_t(c)] == 0 || float(counts[size_t(c)]) != hassign[size_t(c)]) {
+              for (int64_t j = 0; j < d; ++j) tmp[size_t(j)] = cent[size_t(c * d + j)];
+              normalise(tmp.data(), &cent[size_t(c * d)]);
+            }
+      }
+      std::printf("     spherical=%d: %d iterations, %d of %d clusters changed in the last update\n", int(spherical), it,
+                  changed_clusters_last, k);
+      CHECK(it > 3 && changed_clusters_last < k, "the data did not leave clusters unchanged (%d iterations, %d changed)", it,
+            changed_clusters_last);
+      CHECK(ours.iterations == it, "iterations %d vs %d", ours.iterations, it);
+      CHECK(ours.centroids == cent, "spherical=%d: the centroids differ from the plain Lloyd's", int(spherical));
+    }
+  });
+  run("pruning bounds: grow_bounds and open_groups the same bits as the plain loops", [] {
+    std::mt19937 rng(3);
+    std::uniform_real_distribution<double> ud(-2, 2);
+    const float special[] = {0.f, -0.f, 1e-45f, -1e-45f, 1e-38f, -1e-38f, 3.4e38f, -3.4e38f, INFINITY, -INFINITY, NAN, 1.f, -1.f};
+    for (int n = 0; n <= 70; ++n)
+      for (int trial = 0; trial < 20; ++trial) {
+        std::vector<float> u(static_cast<size_t>(n)), want(static_cast<size_t>(n));
+        std::vector<double> add(static_cast<size_t>(n));
+        for (int g = 0; g < n; ++g) {
+          u[size_t(g)] = rng() % 4 == 0 ? special[rng() % 13] : float(ud(rng) * std::pow(10.0, double(int(rng() % 9)) - 4));
+          add[size_t(g)] = rng() % 5 == 0 ? 0.0 : std::fabs(ud(rng)) * 1e-3;
+        }
+        const double scale = trial % 3 == 0 ? 1.0 : std::fabs(ud(rng)), tau = trial % 4 == 0 ? 0.0 : trial % 4 == 1 ? 1e-300 : 1e-14 * std::fabs(ud(rng));
+        for (int g = 0; g < n; ++g) {
+          const double t = double(u[size_t(g)]) + scale * add[size_t(g)] + tau;
+          float f = float(t);
+          if (double(f) < t) f = std::nextafter(f, INFINITY);
+          want[size_t(g)] = f;
+        }
+        const double l = trial % 2 ? ud(rng) : double(u.empty() ? 0.f : u[size_t(rng() % size_t(n))]);
+        int open = 0;
+        for (int g = 0; g < n; ++g) open += !(l > double(u[size_t(g)]));
+        CHECK(open_groups(u.data(), n, l) == open, "n %d: open groups %d vs %d", n, open_groups(u.data(), n, l), open);
+        grow_bounds(u.data(), add.data(), n, scale, tau);
+        CHECK(n == 0 || std::memcmp(u.data(), want.data(), size_t(n) * 4) == 0, "n %d trial %d: grown bounds differ", n, trial);
+      }
   });
 #ifdef SEMDEDUP_HAVE_FAISS
   run("k-means: k > N and float16", [] {

@@ -82,6 +82,12 @@ class KMeansAssigner {
   std::string filter = "fp32";        // the filter the searches used (qfilter.hpp's isa_name)
 };
 
+// The pruning bounds' upkeep (kmeans.cpp), with AVX2 where the CPU has it and the same bits as
+// the plain loops: grow_bounds sets u[g] to the float32 at or above u[g] + scale * add[g] + tau
+// (float64, no fused multiply-add) for g < n; open_groups counts the g < n with !(l > u[g]).
+void grow_bounds(float* u, const double* add, int n, double scale, double tau);
+int open_groups(const float* u, int n, double l);
+
 // The Lloyd driver, shared by the CPU and CUDA backends: FAISS's subsample read from the mapping
 // and FAISS's initialisation (faiss::Clustering::train, 1.7.3), then per iteration the exact
 // assignment (the backend's), float64 centroid sums in training-row order divided by the counts
