@@ -40,7 +40,7 @@ export function buildToolsProgram(): Command {
     .option('--k <clusters>', 'override the number of clusters')
     .option('--out <dir>', 'data and outputs folder (default ./bench-out)')
     .option('--results <file>', 'markdown results file to update (e.g. bench/RESULTS.md in the repository; default: none)')
-    .option('--repeat <runs>', 'run our pipeline this many times and report the median of each stage', '1')
+    .option('--repeat <runs>', 'run our pipeline and the original this many times each and report the median of each stage', '1')
     .option('--kernels <names>', 'also run our pipeline under these OpenBLAS kernels (OPENBLAS_CORETYPE, e.g. Haswell,Sandybridge,Nehalem) with 1 and 2 threads and compare its outputs byte for byte')
     .action(async (o: { workload: string; peers: boolean; n?: string; k?: string; out?: string; results?: string; repeat: string; kernels?: string }) => {
       await runBench({

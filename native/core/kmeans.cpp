@@ -50,7 +50,12 @@ constexpr double kInf = std::numeric_limits<double>::infinity();
 // float32 at or above v (bounds must not shrink when stored as float32).
 inline float round_up(double v) {
   float f = float(v);
-  if (double(f) < v) f = std::nextafter(f, std::numeric_limits<float>::infinity());
+  if (double(f) < v) {  // std::nextafter(f, +inf), inline: one step of the bits (from zero: the least subnormal)
+    uint32_t b;
+    std::memcpy(&b, &f, 4);
+    b = f == 0 ? 1u : f > 0 ? b + 1 : b - 1;
+    std::memcpy(&f, &b, 4);
+  }
   return f;
 }
 
@@ -102,6 +107,8 @@ struct CentroidSet {
   bool ip = true;
   std::vector<double> cc;  // ip(c, c) (nearest.hpp)
   double cmax = 0;         // upper bound of every centroid's norm
+  std::vector<double> cd;  // the centroids widened to float64 (when at most kWideMax values), for dot()
+  static constexpr int64_t kWideMax = int64_t(8) << 20;
 
   void set(const float* cent, int kk, int64_t dd, bool inner, int threads) {
     c = cent;
@@ -115,8 +122,18 @@ struct CentroidSet {
     double m = 0;
     for (double v : cc) m = std::max(m, v);
     cmax = nr::norm_slack(std::sqrt(m));
+    if (int64_t(k) * d <= kWideMax) {
+      cd.resize(size_t(k) * size_t(d));
+      for (int64_t t = 0; t < int64_t(k) * d; ++t) cd[size_t(t)] = double(cent[t]);
+    } else {
+      cd.clear();
+    }
   }
   const float* row(int64_t j) const { return c + j * d; }
+  // nr::dot64_cpu(x, row(j), d), the same bits (the float64 copy saves a conversion per product)
+  double dot(const float* x, int64_t j) const {
+    return cd.empty() ? nr::dot64_cpu(x, row(j), d) : nr::dot64_fd_cpu(x, cd.data() + j * d, d);
+  }
 };
 
 struct Pick {
@@ -132,7 +149,7 @@ Pick rescore(const float* x, double xx, const CentroidSet& cs, Keep keep) {
   int64_t bj = -1;
   for (int j = 0; j < cs.k; ++j) {
     if (!keep(j)) continue;
-    const double s = nr::score64(cs.ip, xx, cs.cc[size_t(j)], nr::dot64_cpu(x, cs.row(j), cs.d));
+    const double s = nr::score64(cs.ip, xx, cs.cc[size_t(j)], cs.dot(x, j));
     if (bj < 0 || nr::better(s, j, bs, bj)) {
       bs = s;
       bj = j;
@@ -160,7 +177,7 @@ Pick pick_exact(const float* line, const float* x, double xx, double xnorm, cons
     best = t.best, second = t.second, bi = t.at;
   }
   if (bi >= 0 && nr::decided(best, second, eps))
-    return {bi, nr::score64(ip, xx, cs.cc[size_t(bi)], nr::dot64_cpu(x, cs.row(bi), cs.d)), false};
+    return {bi, nr::score64(ip, xx, cs.cc[size_t(bi)], cs.dot(x, bi)), false};
   // Re-score in float64 every centroid that can still be the best (all of them when a fast score
   // was not finite).
   const bool all = bi < 0 || !std::isfinite(best);
@@ -190,7 +207,7 @@ Pick pick_from_scores(double* upper, int64_t n, Col col, int64_t bi, double eps8
     *checked = false;
     for (int64_t t = 0; t < n; ++t) upper[t] += eps8;
     const int64_t j = col(bi);
-    return {j, nr::score64(ip, xx, cs.cc[size_t(j)], nr::dot64_cpu(x, cs.row(j), cs.d)), false};
+    return {j, nr::score64(ip, xx, cs.cc[size_t(j)], cs.dot(x, j)), false};
   }
   // Stage 2: float32 products of the candidates; the others keep the filter's bound.
   const double eps32 = nr::eps_score(ip, cs.d, xnorm, cmax);
@@ -208,7 +225,7 @@ Pick pick_from_scores(double* upper, int64_t n, Col col, int64_t bi, double eps8
     t32.add(f, j);
   }
   if (finite && t32.at >= 0 && nr::decided(t32.best, t32.second, eps32))
-    return {t32.at, nr::score64(ip, xx, cs.cc[size_t(t32.at)], nr::dot64_cpu(x, cs.row(t32.at), cs.d)), false};
+    return {t32.at, nr::score64(ip, xx, cs.cc[size_t(t32.at)], cs.dot(x, t32.at)), false};
   // float64 over the float32 near ties (every centroid when a product was not finite), in
   // ascending id: the lower id wins a tie
   if (!finite) return rescore(x, xx, cs, [](int) { return true; });
@@ -218,7 +235,7 @@ Pick pick_from_scores(double* upper, int64_t n, Col col, int64_t bi, double eps8
   for (int64_t t = 0; t < n; ++t) {
     if (upper[t] - eps32 < floor32) continue;
     const int64_t j = col(t);
-    const double sc = nr::score64(ip, xx, cs.cc[size_t(j)], nr::dot64_cpu(x, cs.row(j), cs.d));
+    const double sc = nr::score64(ip, xx, cs.cc[size_t(j)], cs.dot(x, j));
     if (bj < 0 || nr::better(sc, j, bs, bj)) {
       bs = sc;
       bj = j;
@@ -267,6 +284,27 @@ inline double prune_upper(bool ip, double s, double xx, double eps) {
   if (ip) return s + eps;
   if (s == -kInf) return -kInf;
   return -std::sqrt(std::max(0.0, xx - s - eps));  // l2 >= xx - s - eps
+}
+
+// s[j] += double(x[j]) for j < d (a centroid's float64 sum takes one more row), four at a time
+// with AVX2: the same additions.
+#if defined(__x86_64__)
+__attribute__((target("avx2"))) void add_row_avx2(double* s, const float* x, int64_t d) {
+  int64_t j = 0;
+  for (; j + 8 <= d; j += 8) {
+    const __m256 v = _mm256_loadu_ps(x + j);
+    _mm256_storeu_pd(s + j, _mm256_add_pd(_mm256_loadu_pd(s + j), _mm256_cvtps_pd(_mm256_castps256_ps128(v))));
+    _mm256_storeu_pd(s + j + 4, _mm256_add_pd(_mm256_loadu_pd(s + j + 4), _mm256_cvtps_pd(_mm256_extractf128_ps(v, 1))));
+  }
+  for (; j < d; ++j) s[j] += double(x[j]);
+}
+#endif
+void add_row(double* s, const float* x, int64_t d) {
+#if defined(__x86_64__)
+  static const bool avx2 = cpu_avx2();
+  if (avx2) return add_row_avx2(s, x, d);
+#endif
+  for (int64_t j = 0; j < d; ++j) s[j] += double(x[j]);
 }
 
 }  // namespace
@@ -461,10 +499,7 @@ KMeansResult lloyd_kmeans(const EmbeddingView& x, const KMeansParams& p, KMeansA
             if (!resum[size_t(c)]) continue;
             double* s = &sums[size_t(c) * size_t(d)];
             std::fill(s, s + d, 0.0);
-            for (int64_t t = start[size_t(c)]; t < start[size_t(c) + 1]; ++t) {
-              const float* xi = X + members[size_t(t)] * d;
-              for (int64_t j = 0; j < d; ++j) s[j] += double(xi[j]);
-            }
+            for (int64_t t = start[size_t(c)]; t < start[size_t(c) + 1]; ++t) add_row(s, X + members[size_t(t)] * d, d);
           }
         }, cancel);
         summed = assign;
@@ -628,7 +663,7 @@ class CpuAssigner : public KMeansAssigner {
         const int64_t e = std::min(nt, (b + 1) * 4096);
         for (int64_t i = b * 4096; i < e; ++i) {
           const int64_t a = assign[size_t(i)];
-          const double s = nr::score64(ip, xx_[size_t(i)], cs_.cc[size_t(a)], nr::dot64_cpu(X + i * d, cs_.row(a), d));
+          const double s = nr::score64(ip, xx_[size_t(i)], cs_.cc[size_t(a)], cs_.dot(X + i * d, a));
           const double l = prune_score(ip, s);
           const int open = open_groups(upg_.as<float>() + size_t(i) * size_t(ng), ng, l);
           if (open == 0) {

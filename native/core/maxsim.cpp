@@ -26,6 +26,7 @@
 #include "semdedup/maxsim.hpp"
 
 #include <algorithm>
+#include <utility>
 #include <cmath>
 #include <cstdint>
 #include <cstdlib>
@@ -712,14 +713,14 @@ int64_t find_copies(const float* held, int64_t n, int64_t d, Scratch& s) {
 int64_t compact_copies(int64_t n, int64_t d, Scratch& s, const int64_t* rows) {
   const int64_t skipped = find_copies(s.a.data(), n, d, s);
   if (skipped == 0) return n;
-  s.b.need(n * d);
-  std::memcpy(s.b.data(), s.a.data(), size_t(n * d) * 4);
+  std::swap(s.a, s.b);  // the gathered rows stay in s.b; the kept ones are copied to s.a
+  s.a.need(n * d);
   s.kpos.need(n - skipped);
   s.krow.need(n - skipped);
   int64_t m = 0;
   for (int64_t p = 0; p < n; ++p) {
     if (s.skip[size_t(p)]) continue;
-    if (m != p) std::memcpy(s.a.data() + m * d, s.a.data() + p * d, size_t(d) * 4);
+    std::memcpy(s.a.data() + m * d, s.b.data() + p * d, size_t(d) * 4);
     s.kpos[size_t(m)] = p;
     s.krow[size_t(m)] = rows[p];
     ++m;

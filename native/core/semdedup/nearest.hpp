@@ -54,6 +54,8 @@ SD_HD double dot64(const T* a, const U* b, int64_t d) {
 // dot64 of float32 rows on the CPU, the same bits, with AVX2 + FMA where the CPU has them
 // (nearest.cpp).
 double dot64_cpu(const float* a, const float* b, int64_t d);
+// dot64_cpu(a, b32, d) where b holds the float64 values of float32 b32: the same bits.
+double dot64_fd_cpu(const float* a, const double* b, int64_t d);
 #endif
 
 // The lanes of dot64 combined in its fixed order (for implementations that hold the 8 lane sums
