@@ -200,25 +200,25 @@ Pick pick_from_scores(double* upper, int64_t n, Col col, int64_t bi, double eps8
   const bool ip = cs.ip;
   const double best = upper[bi];
   const double floor8 = best - 2 * eps8;
+  thread_local std::vector<int32_t> cand;
+  if (int64_t(cand.size()) < n) cand.resize(size_t(n));
   *checked = true;
-  *ncand = qf::count_at_least(upper, n, floor8);
+  *ncand = qf::list_at_least(upper, n, floor8, cand.data());
+  for (int64_t t = 0; t < n; ++t) upper[t] += eps8;  // every bound from the filter; the candidates' below
   if (*ncand == 1) {
     *ncand = 0;
     *checked = false;
-    for (int64_t t = 0; t < n; ++t) upper[t] += eps8;
     const int64_t j = col(bi);
     return {j, nr::score64(ip, xx, cs.cc[size_t(j)], cs.dot(x, j)), false};
   }
-  // Stage 2: float32 products of the candidates; the others keep the filter's bound.
+  // Stage 2: float32 products of the candidates (ascending t); the others keep the filter's bound.
+  // Only a candidate can be the best: every other centroid's float64 score lies below that of the
+  // filter's best (bi, a candidate).
   const double eps32 = nr::eps_score(ip, cs.d, xnorm, cmax);
   nr::Top2<double> t32(-kInf);
   bool finite = true;
-  for (int64_t t = 0; t < n; ++t) {
-    if (upper[t] < floor8) {
-      upper[t] += eps8;
-      continue;
-    }
-    const int64_t j = col(t);
+  for (int64_t c = 0; c < *ncand; ++c) {
+    const int64_t t = cand[size_t(c)], j = col(t);
     const double f = nr::fast_score(ip, qf::dot32(x, cs.row(j), cs.d), cs.cc[size_t(j)]);
     finite = finite && std::isfinite(f);
     upper[t] = f + eps32;
@@ -232,7 +232,8 @@ Pick pick_from_scores(double* upper, int64_t n, Col col, int64_t bi, double eps8
   const double floor32 = t32.best - 2 * eps32;
   double bs = -kInf;
   int64_t bj = -1;
-  for (int64_t t = 0; t < n; ++t) {
+  for (int64_t c = 0; c < *ncand; ++c) {
+    const int64_t t = cand[size_t(c)];
     if (upper[t] - eps32 < floor32) continue;
     const int64_t j = col(t);
     const double sc = nr::score64(ip, xx, cs.cc[size_t(j)], cs.dot(x, j));

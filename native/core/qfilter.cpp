@@ -300,11 +300,18 @@ __attribute__((target("avx2"))) int64_t row_scores_avx2(const int32_t* v, int64_
   return bi < 0 && n > 0 ? 0 : bi;  // NaN scores (non-finite inputs are refused before)
 }
 
-__attribute__((target("avx2,popcnt"))) int64_t count_at_least_avx2(const double* s, int64_t n, double floor) {
+__attribute__((target("avx2,popcnt,bmi"))) int64_t list_at_least_avx2(const double* s, int64_t n, double floor, int32_t* idx) {
   const __m256d f = _mm256_set1_pd(floor);
   int64_t c = 0, j = 0;
-  for (; j + 4 <= n; j += 4) c += __builtin_popcount(unsigned(_mm256_movemask_pd(_mm256_cmp_pd(_mm256_loadu_pd(s + j), f, _CMP_GE_OQ))));
-  for (; j < n; ++j) c += s[j] >= floor;
+  for (; j + 4 <= n; j += 4) {
+    unsigned m = unsigned(_mm256_movemask_pd(_mm256_cmp_pd(_mm256_loadu_pd(s + j), f, _CMP_GE_OQ)));
+    while (m) {
+      idx[c++] = int32_t(j + __builtin_ctz(m));
+      m &= m - 1;
+    }
+  }
+  for (; j < n; ++j)
+    if (s[j] >= floor) idx[c++] = int32_t(j);
   return c;
 }
 
@@ -364,13 +371,14 @@ int64_t row_scores(const int32_t* v, int64_t j0, int64_t n, float sx, const QCol
   return bi;
 }
 
-int64_t count_at_least(const double* s, int64_t n, double floor) {
+int64_t list_at_least(const double* s, int64_t n, double floor, int32_t* idx) {
 #ifdef SD_QFILTER_X86
   static const bool avx2 = cpu_has_avx2();
-  if (avx2) return count_at_least_avx2(s, n, floor);
+  if (avx2) return list_at_least_avx2(s, n, floor, idx);
 #endif
   int64_t c = 0;
-  for (int64_t j = 0; j < n; ++j) c += s[j] >= floor;
+  for (int64_t j = 0; j < n; ++j)
+    if (s[j] >= floor) idx[c++] = int32_t(j);
   return c;
 }
 

@@ -101,8 +101,9 @@ inline double scaled(int32_t v, float sx, const QCols& c, int64_t j) {
 // score (-1 for n = 0).
 int64_t row_scores(const int32_t* v, int64_t j0, int64_t n, float sx, const QCols& cols, const double* cc, double* out);
 
-// How many of s[0..n) are >= floor.
-int64_t count_at_least(const double* s, int64_t n, double floor);
+// The positions t of s[0..n) with s[t] >= floor, ascending, written to idx (room for n); returns
+// how many.
+int64_t list_at_least(const double* s, int64_t n, double floor, int32_t* idx);
 
 // out[g] = the largest of s[j] over j in [g group, min(n, (g + 1) group)) other than j = skip
 // (-inf when none), for every group g.
