@@ -44,7 +44,8 @@ namespace qf = qfilter;
 
 constexpr int64_t kSearchBlock = 256;   // rows per sgemm during training
 constexpr int64_t kAssignBlock = 1024;  // rows per sgemm in the final assignment
-constexpr int kGroup = 16;              // centroids per group of the pruning bounds
+constexpr int kGroup = 16;              // centroids per group of the pruning bounds (one kernel panel)
+constexpr int64_t kPartBatch = 4;       // rows per kernel call of the partial search
 constexpr double kInf = std::numeric_limits<double>::infinity();
 
 // float32 at or above v (bounds must not shrink when stored as float32).
@@ -736,56 +737,89 @@ class CpuAssigner : public KMeansAssigner {
       // Partial search: a row scores only the groups its bounds leave open, and its centroid's group.
       // The exact best is among them: every other centroid's prune score is below its group's
       // bound, which is below the assigned centroid's score. Those groups' bounds stay as they are.
+      // Rows go in order of their assigned centroid, kPartBatch at a time: one kernel call computes
+      // the union of their open groups for all of them (rows of one cluster leave much the same
+      // groups open), and each row reads only its own groups' sums, so every decision, bound and
+      // count is that of the row alone.
+      std::stable_sort(part.begin(), part.end(), [&](int64_t a, int64_t b) { return assign[size_t(a)] < assign[size_t(b)]; });
       parallel_for(threads_, (int64_t(part.size()) + 63) / 64, [&](int64_t b, int w) {
-        // the open groups' columns, compact: kernel sums, scores, centroid ids
-        auto& v = vbuf_[size_t(w)];
+        auto& vu = vbuf_[size_t(w)];
         auto& sc = sbuf_[size_t(w)];
-        v.resize(std::max(v.size(), size_t(qc_.np)));
+        qf::QRows& qb = qbuf_[size_t(w)];
         sc.resize(std::max(sc.size(), size_t(k)));
         std::vector<int32_t> col(static_cast<size_t>(k));
-        std::vector<int> groups;
+        std::vector<int> groups[kPartBatch], uni;
+        std::vector<int64_t> upos(static_cast<size_t>(ng));
+        std::vector<uint8_t> in(static_cast<size_t>(ng));
         int64_t nres = 0, nchk = 0, ncand = 0, ncols = 0;
-        for (int64_t t = b * 64; t < std::min<int64_t>(int64_t(part.size()), (b + 1) * 64); ++t) {
-          const int64_t i = part[size_t(t)];
-          const double l = lval_[size_t(i)];
-          float* u = upg_.as<float>() + size_t(i) * size_t(ng);
-          const int ga = int(assign[size_t(i)] / kGroup);
-          groups.clear();
+        const int64_t e = std::min<int64_t>(int64_t(part.size()), (b + 1) * 64);
+        for (int64_t t0 = b * 64; t0 < e; t0 += kPartBatch) {
+          const int64_t m = std::min<int64_t>(kPartBatch, e - t0);
+          // each row's open groups (and its own), their union, the rows' quantised bytes
+          std::fill(in.begin(), in.end(), 0);
+          for (int64_t r = 0; r < m; ++r) {
+            const int64_t i = part[size_t(t0 + r)];
+            const double l = lval_[size_t(i)];
+            const float* u = upg_.as<float>() + size_t(i) * size_t(ng);
+            const int ga = int(assign[size_t(i)] / kGroup);
+            groups[r].clear();
+            for (int g = 0; g < ng; ++g)
+              if (g == ga || !(l > double(u[g]))) groups[r].push_back(g), in[size_t(g)] = 1;
+            std::memcpy(qb.q.data() + r * qb.dp, qx_.row(i), size_t(qb.dp));
+          }
+          uni.clear();
+          int64_t width = 0;
           for (int g = 0; g < ng; ++g)
-            if (g == ga || !(l > double(u[g]))) groups.push_back(g);
-          const float sx = qx_.scale[size_t(i)];
-          int64_t n = 0, bi = -1;
-          for (size_t r0 = 0; r0 < groups.size();) {  // runs of consecutive open groups: one kernel call each
+            if (in[size_t(g)]) {
+              uni.push_back(g);
+              upos[size_t(g)] = width;
+              width += kGroup;  // the kernel writes whole panels
+            }
+          const int64_t ldu = width;
+          vu.resize(std::max(vu.size(), size_t(m * ldu)));
+          for (size_t r0 = 0; r0 < uni.size();) {  // runs of consecutive groups: one kernel call each
             size_t r1 = r0 + 1;
-            while (r1 < groups.size() && groups[r1] == groups[r1 - 1] + 1) ++r1;
-            const int g0 = groups[r0], g1 = groups[r1 - 1] + 1;
-            qf::qgemm_panels(qx_.row(i), 1, qx_.dp, qc_, g0, g1, v.data() + n, qc_.np);
-            const int64_t j0 = int64_t(g0) * kGroup, cnt = std::min<int64_t>(k, int64_t(g1) * kGroup) - j0;
-            const int64_t r = qf::row_scores(v.data() + n, j0, cnt, sx, qc_, ip ? nullptr : cs_.cc.data(), sc.data() + n);
-            if (bi < 0 || sc[size_t(n + r)] > sc[size_t(bi)]) bi = n + r;
-            for (int64_t c = 0; c < cnt; ++c) col[size_t(n + c)] = int32_t(j0 + c);
-            n += cnt;
+            while (r1 < uni.size() && uni[r1] == uni[r1 - 1] + 1) ++r1;
+            qf::qgemm_panels(qb.q.data(), m, qb.dp, qc_, uni[r0], uni[r1 - 1] + 1, vu.data() + upos[size_t(uni[r0])], ldu);
             r0 = r1;
           }
-          ncols += n;
-          bool checked;
-          int64_t nc;
-          const double eps8 = qf::row_bound(ip, d, qx_.err[size_t(i)], qx_.qnorm[size_t(i)], xnorm_[size_t(i)], cmax_run_, qc_);
-          const Pick pk = pick_from_scores(sc.data(), n, [&](int64_t c) { return int64_t(col[size_t(c)]); }, bi, eps8, X + i * d,
-                                           xx_[size_t(i)], xnorm_[size_t(i)], cmax_run_, cs_, &checked, &nc);
-          nres += pk.rescored;
-          nchk += checked;
-          ncand += nc;
-          assign[size_t(i)] = pk.idx;
-          dis[size_t(i)] = nr::value_of_score(ip, pk.score);
-          // the open groups' bounds from this search; the others keep theirs
-          int64_t c = 0;
-          for (int g : groups) {
-            const int64_t e = std::min<int64_t>(k, int64_t(g + 1) * kGroup);
-            double gb = -kInf;
-            for (int64_t j = int64_t(g) * kGroup; j < e; ++j, ++c)
-              if (j != pk.idx) gb = std::max(gb, sc[size_t(c)]);
-            u[g] = round_up(prune_upper(ip, gb, xx_[size_t(i)], 0.0));
+          for (int64_t r = 0; r < m; ++r) {
+            const int64_t i = part[size_t(t0 + r)];
+            float* u = upg_.as<float>() + size_t(i) * size_t(ng);
+            const float sx = qx_.scale[size_t(i)];
+            const int32_t* vr = vu.data() + r * ldu;
+            int64_t n = 0, bi = -1;
+            for (size_t r0 = 0; r0 < groups[r].size();) {  // the row's runs of consecutive groups
+              size_t r1 = r0 + 1;
+              while (r1 < groups[r].size() && groups[r][r1] == groups[r][r1 - 1] + 1) ++r1;
+              const int g0 = groups[r][r0], g1 = groups[r][r1 - 1] + 1;
+              const int64_t j0 = int64_t(g0) * kGroup, cnt = std::min<int64_t>(k, int64_t(g1) * kGroup) - j0;
+              const int64_t bt = qf::row_scores(vr + upos[size_t(g0)], j0, cnt, sx, qc_, ip ? nullptr : cs_.cc.data(), sc.data() + n);
+              if (bi < 0 || sc[size_t(n + bt)] > sc[size_t(bi)]) bi = n + bt;
+              for (int64_t c = 0; c < cnt; ++c) col[size_t(n + c)] = int32_t(j0 + c);
+              n += cnt;
+              r0 = r1;
+            }
+            ncols += n;
+            bool checked;
+            int64_t nc;
+            const double eps8 = qf::row_bound(ip, d, qx_.err[size_t(i)], qx_.qnorm[size_t(i)], xnorm_[size_t(i)], cmax_run_, qc_);
+            const Pick pk = pick_from_scores(sc.data(), n, [&](int64_t c) { return int64_t(col[size_t(c)]); }, bi, eps8, X + i * d,
+                                             xx_[size_t(i)], xnorm_[size_t(i)], cmax_run_, cs_, &checked, &nc);
+            nres += pk.rescored;
+            nchk += checked;
+            ncand += nc;
+            assign[size_t(i)] = pk.idx;
+            dis[size_t(i)] = nr::value_of_score(ip, pk.score);
+            // the open groups' bounds from this search; the others keep theirs
+            int64_t c = 0;
+            for (int g : groups[r]) {
+              const int64_t ge = std::min<int64_t>(k, int64_t(g + 1) * kGroup);
+              double gb = -kInf;
+              for (int64_t j = int64_t(g) * kGroup; j < ge; ++j, ++c)
+                if (j != pk.idx) gb = std::max(gb, sc[size_t(c)]);
+              u[g] = round_up(prune_upper(ip, gb, xx_[size_t(i)], 0.0));
+            }
           }
         }
         rescored += nres;
