@@ -1,6 +1,7 @@
 // The low-precision filter (semdedup/qfilter.hpp): quantisation, the bound, and the AVX2 integer
-// kernel (vpmaddubsw: unsigned 8-bit rows times signed 7-bit columns, pairs summed in int16 without
-// saturation since 2 * 255 * 64 < 2^15; vpmaddwd widens to int32, which holds every sum exactly).
+// kernel (vpmaddubsw: unsigned 7-bit rows times signed 7-bit columns, pairs summed in int16; two
+// such results added in int16 without overflow since 4 * 127 * 64 < 2^15; vpmaddwd widens to int32,
+// which holds every sum exactly).
 // The kernel is compiled for AVX2 on its own and called only when the CPU reports AVX2.
 #include "semdedup/qfilter.hpp"
 
@@ -36,7 +37,7 @@ bool cpu_has_avx2() {
 // Norms computed in float64 over at most kMaxDim terms err by far less than this factor.
 inline double inflate(double v) { return v * (1 + 1e-9) + 1e-300; }
 
-// Quantise one vector with `levels` (127 or 64): q[j] = round(x[j] / s) clamped, s = max|x| / levels.
+// Quantise one vector with `levels` (kRowLevels or kColLevels): q[j] = round(x[j] / s) clamped, s = max|x| / levels.
 // Returns false when x holds NaN or Inf.
 template <class Out>
 bool quantise_one(const float* x, int64_t d, float levels, Out* q, int offset, float* scale, double* err, double* qnorm) {
@@ -66,9 +67,9 @@ bool quantise_one(const float* x, int64_t d, float levels, Out* q, int offset, f
 }
 
 #ifdef SD_QFILTER_X86
-// quantise_one for rows (127 levels, offset 128) with AVX2: the same bytes (vcvtps2dq rounds to
-// nearest even, as nearbyint), the norms summed in another order (still within inflate()).
-// kLevels 127 with offset 128 (rows, unsigned bytes) or 64 with offset 0 (columns, signed bytes).
+// quantise_one with AVX2: the same bytes (vcvtps2dq rounds to nearest even, as nearbyint), the
+// norms summed in another order (still within inflate()). kLevels kRowLevels with offset kRowOffset
+// (rows, unsigned bytes) or kColLevels with offset 0 (columns, signed bytes).
 template <int kLevels, int kOffset, class Out>
 __attribute__((target("avx2,fma"))) bool quantise_row_avx2(const float* x, int64_t d, Out* q, float* scale,
                                                             double* err, double* qnorm) {
@@ -111,7 +112,7 @@ __attribute__((target("avx2,fma"))) bool quantise_row_avx2(const float* x, int64
     e2b = _mm256_fmadd_pd(d1, d1, e2b);
     n2a = _mm256_fmadd_pd(t0, t0, n2a);
     n2b = _mm256_fmadd_pd(t1, t1, n2b);
-    // 8 int32 -> 8 bytes (q + 128 in 1..255, or q in -64..64)
+    // 8 int32 -> 8 bytes (q + 64 in 1..127, or q in -64..64)
     const __m256i u = _mm256_add_epi32(qi, off);
     const __m128i w = _mm_packs_epi32(_mm256_castsi256_si128(u), _mm256_extracti128_si256(u, 1));
     const __m128i b = kOffset ? _mm_packus_epi16(w, w) : _mm_packs_epi16(w, w);
@@ -165,7 +166,7 @@ void QRows::resize(int64_t mm, int64_t dd) {
   m = mm;
   d = dd;
   dp = padded_dim(dd);
-  q.assign(size_t(m) * size_t(dp), uint8_t(128));
+  q.assign(size_t(m) * size_t(dp), uint8_t(kRowOffset));
   scale.assign(size_t(m), 0.f);
   err.assign(size_t(m), 0.0);
   qnorm.assign(size_t(m), 0.0);
@@ -178,14 +179,14 @@ void QRows::quantise_range(const float* x, int64_t i0, int64_t cnt) {
     uint8_t* out = q.data() + size_t(i) * size_t(dp);
 #ifdef SD_QFILTER_X86
     if (avx2) {
-      finite[size_t(i)] = quantise_row_avx2<127, 128>(x + (i - i0) * d, d, out, &scale[size_t(i)], &err[size_t(i)], &qnorm[size_t(i)]);
+      finite[size_t(i)] = quantise_row_avx2<kRowLevels, kRowOffset>(x + (i - i0) * d, d, out, &scale[size_t(i)], &err[size_t(i)], &qnorm[size_t(i)]);
     } else
 #endif
     {
-      finite[size_t(i)] = quantise_one(x + (i - i0) * d, d, 127.f, out, 128, &scale[size_t(i)], &err[size_t(i)],
+      finite[size_t(i)] = quantise_one(x + (i - i0) * d, d, float(kRowLevels), out, kRowOffset, &scale[size_t(i)], &err[size_t(i)],
                                        &qnorm[size_t(i)]);
     }
-    for (int64_t j = d; j < dp; ++j) out[j] = 128;
+    for (int64_t j = d; j < dp; ++j) out[j] = kRowOffset;
   }
 }
 
@@ -220,10 +221,10 @@ void QCols::pack(const float* c, int64_t nn, int64_t dd) {
     bool ok;
 #ifdef SD_QFILTER_X86
     if (avx2)
-      ok = quantise_row_avx2<64, 0>(c + j * d, d, q.data(), &scale[size_t(j)], &err[size_t(j)], &qnorm[size_t(j)]);
+      ok = quantise_row_avx2<kColLevels, 0>(c + j * d, d, q.data(), &scale[size_t(j)], &err[size_t(j)], &qnorm[size_t(j)]);
     else
 #endif
-      ok = quantise_one(c + j * d, d, 64.f, q.data(), 0, &scale[size_t(j)], &err[size_t(j)], &qnorm[size_t(j)]);
+      ok = quantise_one(c + j * d, d, float(kColLevels), q.data(), 0, &scale[size_t(j)], &err[size_t(j)], &qnorm[size_t(j)]);
     if (!ok) {
       finite = false;
       std::fill(q.begin(), q.end(), int8_t(0));
@@ -231,7 +232,7 @@ void QCols::pack(const float* c, int64_t nn, int64_t dd) {
     int32_t s = 0;
     for (int64_t t = 0; t < d; ++t) s += q[size_t(t)];
     sum[size_t(j)] = s;
-    bias[size_t(j)] = 128 * s;
+    bias[size_t(j)] = kRowOffset * s;
     scale64[size_t(j)] = double(scale[size_t(j)]);
     err_max = std::max(err_max, err[size_t(j)]);
     qnorm_max = std::max(qnorm_max, qnorm[size_t(j)]);
@@ -330,22 +331,27 @@ __attribute__((target("avx2"))) void group_max_avx2(const double* s, int64_t n, 
   }
 }
 
-// MR rows x 16 columns (one panel): acc[r][h] holds columns 8h .. 8h + 7 of row r.
+// MR rows x 16 columns (one panel): acc[r][h] holds columns 8h .. 8h + 7 of row r. Two steps (8
+// bytes of depth) at a time: their vpmaddubsw pair sums added in int16 (no overflow with 7-bit
+// rows, see the top of this file), then widened once. steps is even (padded_dim).
 template <int MR>
 __attribute__((target("avx2"))) void micro(const uint8_t* a, int64_t lda, const int8_t* bp, int64_t steps, int32_t* c,
                                            int64_t ldc) {
   __m256i acc[MR][2];
   for (int r = 0; r < MR; ++r) acc[r][0] = acc[r][1] = _mm256_setzero_si256();
   const __m256i ones = _mm256_set1_epi16(1);
-  for (int64_t t = 0; t < steps; ++t) {
+  for (int64_t t = 0; t < steps; t += 2) {
     const __m256i b0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(bp + t * 64));
     const __m256i b1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(bp + t * 64 + 32));
+    const __m256i b2 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(bp + t * 64 + 64));
+    const __m256i b3 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(bp + t * 64 + 96));
     for (int r = 0; r < MR; ++r) {
-      int32_t av;
+      int32_t av, aw;
       std::memcpy(&av, a + r * lda + t * 4, 4);
-      const __m256i ar = _mm256_set1_epi32(av);
-      acc[r][0] = _mm256_add_epi32(acc[r][0], _mm256_madd_epi16(_mm256_maddubs_epi16(ar, b0), ones));
-      acc[r][1] = _mm256_add_epi32(acc[r][1], _mm256_madd_epi16(_mm256_maddubs_epi16(ar, b1), ones));
+      std::memcpy(&aw, a + r * lda + t * 4 + 4, 4);
+      const __m256i ar = _mm256_set1_epi32(av), as = _mm256_set1_epi32(aw);
+      acc[r][0] = _mm256_add_epi32(acc[r][0], _mm256_madd_epi16(_mm256_add_epi16(_mm256_maddubs_epi16(ar, b0), _mm256_maddubs_epi16(as, b2)), ones));
+      acc[r][1] = _mm256_add_epi32(acc[r][1], _mm256_madd_epi16(_mm256_add_epi16(_mm256_maddubs_epi16(ar, b1), _mm256_maddubs_epi16(as, b3)), ones));
     }
   }
   for (int r = 0; r < MR; ++r) {

@@ -1,16 +1,18 @@
 // The low-precision filter of the distance passes (docs/algorithm.md, "Low-precision filter"):
-// rows quantised to 8 bits, centroids (or columns) to 7 bits, their products summed exactly in
-// int32 by an integer kernel chosen at run time, and a proven per-row bound on how far the scaled
-// integer product can lie from the float64 value of nearest.hpp. The bound decides which
-// candidates are re-scored exactly, so every decision is the float64 rule's.
+// rows and centroids (or columns) quantised to 7 bits, their products summed exactly in int32 by an
+// integer kernel chosen at run time, and a proven per-row bound on how far the scaled integer
+// product can lie from the float64 value of nearest.hpp. The bound decides which candidates are
+// re-scored exactly, so every decision is the float64 rule's.
 //
 // Quantisation (any choice is valid: the bound is computed from what was stored):
-//   row x (D values):    s_x = max|x_j| / 127 (float32), q_j = round(x_j / s_x) in [-127, 127],
-//                        stored as the byte q_j + 128 (unsigned, 1..255);
+//   row x (D values):    s_x = max|x_j| / 63 (float32), q_j = round(x_j / s_x) in [-63, 63],
+//                        stored as the byte q_j + 64 (unsigned, 1..127);
 //   column c:            s_c = max|c_j| / 64 (float32), q_j in [-64, 64], stored signed.
 //   x~ = s_x q(x), c~ = s_c q(c) (real numbers). The kernel computes
-//   v = sum_j (q_j(x) + 128) q_j(c) exactly in int32 (|v| < 2^31 for D <= 65536), and
-//   x~ . c~ = s_x s_c (v - 128 sum_j q_j(c)).
+//   v = sum_j (q_j(x) + 64) q_j(c) exactly in int32 (|v| < 2^31 for D <= 65536), and
+//   x~ . c~ = s_x s_c (v - 64 sum_j q_j(c)). (With 7-bit rows, vpmaddubsw's pair sums, at most
+//   2 * 127 * 64 in magnitude, can be added two at a time in int16 before widening: 4 * 127 * 64
+//   < 2^15.)
 // Bound: x.c - x~.c~ = (x - x~).c + x~.(c - c~), so |x.c - x~.c~| <= |x - x~| |c| + |x~| |c - c~|,
 // with the norms computed in float64 (inflated for their own rounding); the scaled product is
 // formed in float64 (s_x s_c exact, one rounding of the product).
@@ -40,9 +42,13 @@ const char* isa_name(Isa isa);
 constexpr int64_t kMaxDim = 65536;
 
 // Round d up to the kernel's step (4 bytes per column per step).
-inline int64_t padded_dim(int64_t d) { return (d + 3) / 4 * 4; }
+// Rows' quantisation (levels, and the offset that makes the bytes unsigned) and columns' levels.
+constexpr int kRowLevels = 63, kRowOffset = 64, kColLevels = 64;
 
-// Quantised rows: m rows of dp = padded_dim(d) bytes (q + 128; padding 128), and per row the
+// Bytes per quantised vector: D padded to a multiple of 8 (the kernel takes 8 at a time).
+inline int64_t padded_dim(int64_t d) { return (d + 7) / 8 * 8; }
+
+// Quantised rows: m rows of dp = padded_dim(d) bytes (q + 64; padding 64), and per row the
 // scale s_x, an upper bound of |x - x~| and of |x~|. finite[i] = 0 for a row holding NaN or Inf
 // (its bytes are then meaningless: the caller scores it in float64).
 struct QRows {
@@ -66,7 +72,7 @@ struct QCols {
   std::vector<float> scale;
   std::vector<int32_t> sum;
   std::vector<double> err, qnorm;
-  std::vector<int32_t> bias;     // 128 sum[j] (the rows' offset, removed from the kernel's sums)
+  std::vector<int32_t> bias;     // 64 sum[j] (the rows' offset, removed from the kernel's sums)
   std::vector<double> scale64;   // scale[j] as float64
   double err_max = 0, qnorm_max = 0;
   bool finite = true;  // every column finite
@@ -92,7 +98,7 @@ float dot32(const float* a, const float* b, int64_t d);
 
 // The float64 value of x~ . c~ from the kernel's sum (see the top of this file).
 inline double scaled(int32_t v, float sx, const QCols& c, int64_t j) {
-  return double(v - 128 * c.sum[size_t(j)]) * (double(sx) * double(c.scale[size_t(j)]));
+  return double(v - kRowOffset * c.sum[size_t(j)]) * (double(sx) * double(c.scale[size_t(j)]));
 }
 
 // The filter scores of one row against columns j0 .. j0 + n - 1: out[t] = scaled(v[t], sx, cols,
