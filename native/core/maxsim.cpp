@@ -296,7 +296,7 @@ class Buffer {
 };
 
 struct Scratch {
-  // the integer filter's copies of a whole cluster (rows 8-bit, columns 7-bit) and its sums
+  // the integer filter's copies of a whole cluster (as rows and as columns, 7-bit both) and its sums
   qfilter::QRows qr;
   qfilter::QCols qc;
   Buffer<int32_t> vi;
