@@ -233,19 +233,21 @@ void write_all(int fd, const BigBuffer& s) {
 }  // namespace
 
 void write_ids_text(int fd, const IdsSource& ids_in, const int64_t* rows, int64_t m, int threads, CancelFlag cancel,
-                    const ProgressFn& progress) {
+                    const ProgressFn& progress, int64_t stage_bytes) {
   threads = resolve_threads(threads);
   // Rows come in keep order, scattered over the ids: with 4 KiB pages nearly every id read is a
   // TLB miss once the ids outgrow the TLB's reach (on a virtual machine a costly two-level page
   // walk: 24M ids of S24 took 51 s here). A copy into huge pages (one sequential pass) keeps
-  // the whole table within reach.
+  // the whole table within reach. It is made per file, so it pays only for large tables: at 2M
+  // text ids (42 MB, their page tables in cache) three files took 0.79-0.91 s with it and
+  // 0.62-0.68 s without (bench/RESULTS.md).
   IdsSource ids = ids_in;
   BigBuffer staged, staged_off;
   int64_t data_bytes = 0;
   if (ids.kind == IdsSource::Kind::Bytes) data_bytes = ids.count * ids.width;
   if (ids.kind == IdsSource::Kind::Utf32) data_bytes = ids.count * ids.width * 4;
   if (ids.kind == IdsSource::Kind::Blob) data_bytes = ids.count > 0 ? ids.offsets[ids.count] - 1 : 0;
-  if (data_bytes >= (int64_t(32) << 20) && m >= ids.count / 16) {
+  if (data_bytes >= stage_bytes && m >= ids.count / 16) {
     staged.resize(size_t(data_bytes));
     const int64_t chunk = int64_t(16) << 20;
     parallel_for(threads, (data_bytes + chunk - 1) / chunk, [&](int64_t q, int) {

@@ -72,9 +72,10 @@ struct TempFile {
   }
 };
 
-std::string write_ids(const IdsSource& src, const std::vector<int64_t>& rows, int threads) {
+std::string write_ids(const IdsSource& src, const std::vector<int64_t>& rows, int threads,
+                      int64_t stage_bytes = kIdsStageBytes) {
   TempFile f;
-  write_ids_text(f.fd, src, rows.data(), int64_t(rows.size()), threads);
+  write_ids_text(f.fd, src, rows.data(), int64_t(rows.size()), threads, nullptr, nullptr, stage_bytes);
   return f.written();
 }
 
@@ -330,6 +331,8 @@ int main() {
     for (int64_t i = 0; i < m; ++i) rows[size_t(i)] = int64_t(rng() % uint64_t(m));
     IdsSource S;
     S.kind = IdsSource::Kind::Bytes, S.data = raw.data(), S.width = w, S.count = m;
+    // 36 MB: staged when the threshold allows it (the default stages from 256 MB on), and not
+    CHECK(write_ids(S, rows, 2, int64_t(32) << 20) == reference_join(ref, rows), "ids of %lld rows (staged)", (long long)m);
     CHECK(write_ids(S, rows, 2) == reference_join(ref, rows), "ids of %lld rows", (long long)m);
   });
 

@@ -35,9 +35,12 @@ struct IdsSource {
 // descriptor fd, in large writes. Rows are formatted in parallel in pieces and written in order.
 // Throws Error(Format, "item I is not valid UTF-8" / "item I holds an invalid code point 0x...")
 // naming the first such item in output order, Error(InvalidArgument) for a row outside the ids,
-// Error(Io) when a write fails.
+// Error(Io) when a write fails. Ids of at least stage_bytes (and rows at least a sixteenth of
+// them) are first copied into huge pages (extract.cpp).
+constexpr int64_t kIdsStageBytes = int64_t(256) << 20;
 void write_ids_text(int fd, const IdsSource& ids, const int64_t* rows, int64_t m, int threads = 0,
-                    CancelFlag cancel = nullptr, const ProgressFn& progress = nullptr);
+                    CancelFlag cancel = nullptr, const ProgressFn& progress = nullptr,
+                    int64_t stage_bytes = kIdsStageBytes);
 
 // Number of items of a '\n'-joined UTF-8 blob and their offsets (count + 1), for ids given as
 // strings: offsets[i] .. offsets[i+1] - 1 excludes the separator.
