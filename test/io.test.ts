@@ -16,7 +16,7 @@ import { atomicWriteFile } from '../src/io/atomic.js';
 import { npyHeaderBytes, parseNpyHeader, readNpy, readNpyHeaderFromFile, writeNpy } from '../src/io/npy.js';
 import { checkUniqueIds, idsFromStrings, readIds, rowNumberIds, writeIdsMemmap } from '../src/io/ids.js';
 import { formatNpFloat32, formatPyFloat, sortedClusterArray, writeSortedCluster } from '../src/io/pyrepr.js';
-import { referencePython } from './helpers.js';
+import { referencePython, rng } from './helpers.js';
 
 const PYTHON = referencePython(['numpy']);
 
@@ -383,6 +383,60 @@ np.save(inp + '/u2d.npy', np.array([['a', 'b']]))`,
 
   const rows = rowNumberIds(3);
   assert.deepEqual([rows.length, rows.get(2), rows.toArray(), rows.strKind], [3, '2', ['0', '1', '2'], 'U']);
+});
+
+test('checkUniqueIds finds the first repeated id as a Map of the strings does, from text bytes, fixed-width bytes and strings', () => {
+  // Reference: the first row whose id appeared before, and that id's first row.
+  const reference = (list: string[]): [number, number] | undefined => {
+    const seen = new Map<string, number>();
+    for (let i = 0; i < list.length; i++) {
+      const p = seen.get(list[i]!);
+      if (p !== undefined) return [p, i];
+      seen.set(list[i]!, i);
+    }
+    return undefined;
+  };
+  const dir = tmpDir();
+  const r = rng(7);
+  let repeats = 0;
+  for (let trial = 0; trial < 120; trial++) {
+    const n = 1 + Math.floor(r() * 300);
+    const alphabet = trial % 3 === 0 ? 'ab' : 'abcdéf€';
+    const len = 1 + Math.floor(r() * 4);
+    const list = Array.from({ length: n }, () => Array.from({ length: 1 + Math.floor(r() * len) }, () => alphabet[Math.floor(r() * alphabet.length)]).join(''));
+    const want = reference(list);
+    if (want) repeats++;
+    const txt = path.join(dir, `ids${trial}.txt`);
+    fs.writeFileSync(txt, list.join('\n') + (trial % 2 ? '\n' : ''));
+    const crlf = path.join(dir, `crlf${trial}.txt`);
+    fs.writeFileSync(crlf, list.join('\r\n') + '\r\n');
+    const mm = path.join(dir, `ids${trial}.mm`);
+    writeIdsMemmap(mm, list, 16);
+    const sources: [string, ReturnType<typeof readIds>][] = [
+      [txt, readIds(txt, { format: 'text' })],
+      [crlf, readIds(crlf, { format: 'text' })],
+      [mm, readIds(mm, { format: 'memmap', dtype: 'S16' })],
+      ['strings', idsFromStrings(list)],
+    ];
+    assert.ok(sources[0]![1].joined && !sources[1]![1].joined && sources[2]![1].raw, 'each path is taken');
+    for (const [name, ids] of sources) {
+      let got: string | undefined;
+      try {
+        checkUniqueIds(ids, name);
+      } catch (e) {
+        assert.ok(e instanceof InputError, String(e));
+        got = e.message;
+      }
+      if (!want) {
+        assert.equal(got, undefined, `${name}: no repeat, yet ${got}`);
+      } else {
+        const text = ids.source === 'text';
+        const where = text ? `lines ${want[0] + 1} and ${want[1] + 1}` : `rows ${want[0]} and ${want[1]}`;
+        assert.ok(got?.includes(`${JSON.stringify(list[want[1]]!)} appears at ${where}`), `${name}: ${got} (want ${where})`);
+      }
+    }
+  }
+  assert.ok(repeats > 20 && repeats < 120, `repeats in ${repeats} of 120 trials`);
 });
 
 test('checkUniqueIds names the first duplicate and its two rows', () => {

@@ -335,17 +335,82 @@ export function checkIdStrings(ids: Ids, file: string): void {
  */
 export function checkUniqueIds(ids: Ids, file: string): void {
   checkIdStrings(ids, file);
+  const dup = firstRepeat(ids);
+  if (dup) {
+    const [prev, i] = dup;
+    const where = ids.source === 'text' ? `lines ${prev + 1} and ${i + 1}` : `rows ${prev} and ${i}`;
+    throw new InputError(`${file}: ids must be unique, but ${quoteId(ids.get(i))} appears at ${where}`, { file });
+  }
+}
+
+/**
+ * The first id (in order) equal to an earlier one, as [the earlier's first row, its row]. Where the
+ * ids' bytes are at hand (a plain text file's bytes, a fixed-width memmap or .npy: equal bytes
+ * exactly when equal ids), a hash table over those bytes; otherwise a Map of the strings.
+ */
+function firstRepeat(ids: Ids): [number, number] | undefined {
+  const n = ids.length;
+  if (ids.joined) {
+    // one pass over the bytes: each line's start and hash
+    const data = ids.joined;
+    const starts = new Float64Array(n + 1);
+    const hash = new Int32Array(n);
+    let i = 0, h = 0x811c9dc5 | 0;
+    for (let j = 0; j < data.length; j++) {
+      const b = data[j]!;
+      if (b === 0x0a) {
+        hash[i++] = h;
+        starts[i] = j + 1;
+        h = 0x811c9dc5 | 0;
+      } else {
+        h = Math.imul(h ^ b, 0x01000193);
+      }
+    }
+    if (i < n) hash[i] = h;
+    starts[n] = data.length + 1;
+    return firstRepeatOfBytes(data, n, hash, (k) => starts[k]!, (k) => starts[k + 1]! - 1);
+  }
+  if (ids.raw && ids.width) {
+    const item = ids.strKind === 'S' ? ids.width : ids.width * 4;
+    const data = ids.raw;
+    const hash = new Int32Array(n);
+    for (let k = 0, j = 0; k < n; k++) {
+      let h = 0x811c9dc5 | 0;
+      for (const e = j + item; j < e; j++) h = Math.imul(h ^ data[j]!, 0x01000193);
+      hash[k] = h;
+    }
+    return firstRepeatOfBytes(data, n, hash, (k) => k * item, (k) => (k + 1) * item);
+  }
   const seen = new Map<string, number>();
-  const text = ids.source === 'text';
-  for (let i = 0; i < ids.length; i++) {
+  for (let i = 0; i < n; i++) {
     const key = ids.strKind === 'S' ? Buffer.from(ids.getBytes(i)).toString('latin1') : ids.get(i);
     const prev = seen.get(key);
-    if (prev !== undefined) {
-      const where = text ? `lines ${prev + 1} and ${i + 1}` : `rows ${prev} and ${i}`;
-      throw new InputError(`${file}: ids must be unique, but ${quoteId(ids.get(i))} appears at ${where}`, { file });
-    }
+    if (prev !== undefined) return [prev, i];
     seen.set(key, i);
   }
+  return undefined;
+}
+
+/** firstRepeat over items that are the byte ranges [start(i), end(i)) of data, whose FNV-1a hashes are hash[i]. */
+function firstRepeatOfBytes(data: Uint8Array, n: number, hash: Int32Array, start: (i: number) => number, end: (i: number) => number): [number, number] | undefined {
+  let size = 1;
+  while (size < 2 * n) size *= 2;
+  const table = new Int32Array(size).fill(-1);
+  for (let i = 0; i < n; i++) {
+    const h = hash[i]!;
+    for (let slot = (h ^ (h >>> 15)) & (size - 1); ; slot = (slot + 1) & (size - 1)) {
+      const k = table[slot]!;
+      if (k < 0) {
+        table[slot] = i;
+        break;
+      }
+      if (hash[k] === h) {
+        const ks = start(k), ke = end(k), s = start(i), e = end(i);
+        if (ke - ks === e - s && Buffer.compare(data.subarray(ks, ke), data.subarray(s, e)) === 0) return [k, i];
+      }
+    }
+  }
+  return undefined;
 }
 
 /**
