@@ -91,6 +91,9 @@ class FixedWidthIds implements Ids {
   }
 }
 
+// Ids read from a plain text file whose every line readTextIds has already checked.
+const linesChecked = new WeakSet<Ids>();
+
 class ListIds implements Ids {
   readonly strKind = 'U' as const;
   constructor(
@@ -240,7 +243,11 @@ function parseTextIds(buf: Buffer, file: string, count: number | undefined): Ids
   // extract writes from them without joining and encoding the strings again.
   const plain = !(buf[0] === 0xef && buf[1] === 0xbb && buf[2] === 0xbf) && !buf.includes(0x0d);
   const joined = plain ? buf.subarray(0, buf.length > 0 && buf[buf.length - 1] === 0x0a ? buf.length - 1 : buf.length) : undefined;
-  return new ListIds(lines, 'text', file, joined);
+  const ids = new ListIds(lines, 'text', file, joined);
+  // A file without BOM or CR whose lines were all decoded as strict UTF-8, split on '\n' and
+  // checked above (none empty, no NUL) holds every id checkIdStrings would refuse: none.
+  if (plain) linesChecked.add(ids);
+  return ids;
 }
 
 function looksLikeText(buf: Buffer): boolean {
@@ -311,6 +318,7 @@ function quoteId(s: string): string {
  * holding a line break (\n, \r), a NUL, or bytes that are not UTF-8. Names the row.
  */
 export function checkIdStrings(ids: Ids, file: string): void {
+  if (linesChecked.has(ids)) return;
   const text = ids.source === 'text';
   for (let i = 0; i < ids.length; i++) {
     const where = text ? `line ${i + 1}` : `row ${i}`;
