@@ -100,6 +100,17 @@ __attribute__((target("avx2,popcnt"))) int open_groups_avx2(const float* u, int 
 }
 #endif
 
+// fn(g0, g1) for each run [g0, g1) of consecutive values in the ascending list `groups`.
+template <class Fn>
+void for_each_run(const std::vector<int>& groups, Fn fn) {
+  for (size_t r0 = 0; r0 < groups.size();) {
+    size_t r1 = r0 + 1;
+    while (r1 < groups.size() && groups[r1] == groups[r1 - 1] + 1) ++r1;
+    fn(groups[r0], groups[r1 - 1] + 1);
+    r0 = r1;
+  }
+}
+
 // The centroids' facts the exact rule needs, computed once per set of centroids.
 struct CentroidSet {
   const float* c = nullptr;
@@ -440,8 +451,8 @@ KMeansResult lloyd_kmeans(const EmbeddingView& x, const KMeansParams& p, KMeansA
   std::vector<float> hassign(static_cast<size_t>(k));
   std::vector<double> moved(static_cast<size_t>(k));
   std::vector<int64_t> start(size_t(k) + 1), fill(static_cast<size_t>(k)), members(static_cast<size_t>(nt));
-  // the assignment whose rows `sums` holds (when summed_valid), and the centroids to sum again
-  std::vector<int64_t> summed(static_cast<size_t>(nt));
+  // whether `sums` holds the sums of the previous iteration's assignment (`last`), and the
+  // centroids to sum again
   std::vector<uint8_t> resum(static_cast<size_t>(k));
   bool summed_valid = false;
   // As faiss::Clustering::iteration_stats: the objectives of every iteration run so far (all redo
@@ -487,7 +498,7 @@ KMeansResult lloyd_kmeans(const EmbeddingView& x, const KMeansParams& p, KMeansA
         std::fill(resum.begin(), resum.end(), uint8_t(!summed_valid));
         if (summed_valid)
           for (int64_t i = 0; i < nt; ++i)
-            if (assign[size_t(i)] != summed[size_t(i)]) resum[size_t(assign[size_t(i)])] = resum[size_t(summed[size_t(i)])] = 1;
+            if (assign[size_t(i)] != last[size_t(i)]) resum[size_t(assign[size_t(i)])] = resum[size_t(last[size_t(i)])] = 1;
         std::fill(counts.begin(), counts.end(), 0);
         // each centroid's rows in ascending order (a counting sort), so that every row is read
         // once and each sum adds its rows in training-row order, whatever the worker
@@ -504,8 +515,7 @@ KMeansResult lloyd_kmeans(const EmbeddingView& x, const KMeansParams& p, KMeansA
             for (int64_t t = start[size_t(c)]; t < start[size_t(c) + 1]; ++t) add_row(s, X + members[size_t(t)] * d, d);
           }
         }, cancel);
-        summed = assign;
-        summed_valid = true;
+        summed_valid = true;  // the next iteration's `last`
       }
       parallel_for(threads, (k + 63) / 64, [&](int64_t b, int) {
         std::vector<double> mean(static_cast<size_t>(d));
@@ -777,29 +787,22 @@ class CpuAssigner : public KMeansAssigner {
             }
           const int64_t ldu = width;
           vu.resize(std::max(vu.size(), size_t(m * ldu)));
-          for (size_t r0 = 0; r0 < uni.size();) {  // runs of consecutive groups: one kernel call each
-            size_t r1 = r0 + 1;
-            while (r1 < uni.size() && uni[r1] == uni[r1 - 1] + 1) ++r1;
-            qf::qgemm_panels(qb.q.data(), m, qb.dp, qc_, uni[r0], uni[r1 - 1] + 1, vu.data() + upos[size_t(uni[r0])], ldu);
-            r0 = r1;
-          }
+          for_each_run(uni, [&](int g0, int g1) {  // one kernel call per run of consecutive groups
+            qf::qgemm_panels(qb.q.data(), m, qb.dp, qc_, g0, g1, vu.data() + upos[size_t(g0)], ldu);
+          });
           for (int64_t r = 0; r < m; ++r) {
             const int64_t i = part[size_t(t0 + r)];
             float* u = upg_.as<float>() + size_t(i) * size_t(ng);
             const float sx = qx_.scale[size_t(i)];
             const int32_t* vr = vu.data() + r * ldu;
             int64_t n = 0, bi = -1;
-            for (size_t r0 = 0; r0 < groups[r].size();) {  // the row's runs of consecutive groups
-              size_t r1 = r0 + 1;
-              while (r1 < groups[r].size() && groups[r][r1] == groups[r][r1 - 1] + 1) ++r1;
-              const int g0 = groups[r][r0], g1 = groups[r][r1 - 1] + 1;
+            for_each_run(groups[r], [&](int g0, int g1) {  // the row's own runs of consecutive groups
               const int64_t j0 = int64_t(g0) * kGroup, cnt = std::min<int64_t>(k, int64_t(g1) * kGroup) - j0;
               const int64_t bt = qf::row_scores(vr + upos[size_t(g0)], j0, cnt, sx, qc_, ip ? nullptr : cs_.cc.data(), sc.data() + n);
               if (bi < 0 || sc[size_t(n + bt)] > sc[size_t(bi)]) bi = n + bt;
               for (int64_t c = 0; c < cnt; ++c) col[size_t(n + c)] = int32_t(j0 + c);
               n += cnt;
-              r0 = r1;
-            }
+            });
             ncols += n;
             bool checked;
             int64_t nc;
